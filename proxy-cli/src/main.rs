@@ -1,0 +1,2 @@
+//! The `proxy` command.
+fn main() {}

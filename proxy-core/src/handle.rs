@@ -1,0 +1,88 @@
+//! What a running forwarder gives back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::StatsSnapshot;
+use crate::stats::Stats;
+
+/// A running forwarder: its bound addresses, live stats, and graceful shutdown.
+///
+/// Dropping the handle stops the forwarder at once: listeners close and open connections
+/// are reset. Call [`shutdown`](ForwarderHandle::shutdown) to let them finish first.
+#[derive(Debug)]
+pub struct ForwarderHandle {
+    local_addrs: Vec<SocketAddr>,
+    stats: Arc<Stats>,
+    accepting: CancellationToken,
+    closing: CancellationToken,
+    connections: TaskTracker,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ForwarderHandle {
+    pub(crate) fn new(
+        local_addrs: Vec<SocketAddr>,
+        stats: Arc<Stats>,
+        accepting: CancellationToken,
+        closing: CancellationToken,
+        connections: TaskTracker,
+        tasks: Vec<JoinHandle<()>>,
+    ) -> Self {
+        ForwarderHandle {
+            local_addrs,
+            stats,
+            accepting,
+            closing,
+            connections,
+            tasks,
+        }
+    }
+
+    /// The bound listen addresses, in the order they were given, with the kernel's port
+    /// where port 0 was asked for.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops accepting new connections, lets open ones finish for up to `grace`, then
+    /// resets those still open. Returns once every listener and connection is closed:
+    /// `true` when all connections finished within the grace period.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        self.accepting.cancel();
+        self.connections.close();
+        let drained = tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::info!(
+                open = self.stats.snapshot().connections_open,
+                "grace period over; closing the remaining connections"
+            );
+        }
+        self.closing.cancel();
+        self.connections.wait().await;
+        for task in self.tasks.drain(..) {
+            // A task that panicked has nothing left to clean up.
+            let _ = task.await;
+        }
+        drained
+    }
+}
+
+impl Drop for ForwarderHandle {
+    fn drop(&mut self) {
+        self.accepting.cancel();
+        self.closing.cancel();
+    }
+}

@@ -1,0 +1,96 @@
+//! Name resolution: the [`Resolve`] trait, three resolvers, and the cache in front of them.
+//!
+//! A forwarder resolves its upstream name through a [`Resolve`] implementation and keeps the
+//! answer in a cache: the answer is reused until its TTL (or, when the resolver gives none,
+//! [`CachePolicy::fallback_ttl`]) runs out, refreshed in the background, and kept when a
+//! refresh fails, so a DNS outage does not stop new connections to known addresses.
+//! IP literal targets never touch the resolver.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Instant;
+
+mod cache;
+mod fixed;
+mod hickory;
+mod system;
+
+pub use cache::CachePolicy;
+pub(crate) use cache::ResolveCache;
+pub use fixed::StaticResolver;
+pub use hickory::HickoryResolver;
+pub use system::SystemResolver;
+
+/// The future returned by [`Resolve::resolve`].
+pub type Resolving = Pin<Box<dyn Future<Output = io::Result<Resolution>> + Send>>;
+
+/// Resolves a host name to IP addresses.
+///
+/// Object-safe, so a forwarder holds an `Arc<dyn Resolve>`; implement it to plug in service
+/// discovery of your own.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use proxy_core::TcpForwarder;
+/// use proxy_core::resolve::{Resolution, Resolve, Resolving};
+///
+/// /// Resolves every name to localhost.
+/// struct Localhost;
+///
+/// impl Resolve for Localhost {
+///     fn resolve(&self, _name: &str) -> Resolving {
+///         Box::pin(async { Ok(Resolution::new(vec![IpAddr::from([127, 0, 0, 1])], None)) })
+///     }
+/// }
+///
+/// let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse()?], "anything:8080".parse()?)
+///     .resolver(Localhost)
+///     .build()?;
+/// assert_eq!(forwarder.target().to_string(), "anything:8080");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Resolve: Send + Sync + 'static {
+    /// Looks `name` up. An answer with no addresses is treated as a failure.
+    fn resolve(&self, name: &str) -> Resolving;
+}
+
+/// A resolver's answer: addresses and how long they may be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    addrs: Vec<IpAddr>,
+    valid_until: Option<Instant>,
+}
+
+// ===== impl Resolution =====
+
+impl Resolution {
+    /// An answer; `valid_until` is `None` when the source gives no TTL.
+    pub fn new(addrs: Vec<IpAddr>, valid_until: Option<Instant>) -> Self {
+        Resolution { addrs, valid_until }
+    }
+
+    /// The addresses, in the resolver's order, without duplicates.
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    /// When the answer expires, if the source said.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.valid_until
+    }
+}
+
+/// Removes repeated addresses, keeping the first of each.
+fn dedup(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for a in addrs {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}

@@ -1,0 +1,103 @@
+//! Live counters of a forwarder and their snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters shared by a forwarder's tasks; read through [`Stats::snapshot`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) bytes_to_upstream: AtomicU64,
+    pub(crate) bytes_to_downstream: AtomicU64,
+    pub(crate) bytes_spliced: AtomicU64,
+    pub(crate) splice_fallbacks: AtomicU64,
+    pub(crate) connect_refused: AtomicU64,
+    pub(crate) connect_unreachable: AtomicU64,
+    pub(crate) connect_timeout: AtomicU64,
+    pub(crate) connect_other: AtomicU64,
+    pub(crate) upstream_unavailable: AtomicU64,
+    pub(crate) resolve_refreshes: AtomicU64,
+    pub(crate) resolve_failures: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+}
+
+/// A point-in-time copy of a forwarder's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Client connections open now.
+    pub connections_open: u64,
+    /// Client connections accepted since the start.
+    pub connections_total: u64,
+    /// Bytes relayed from clients to the upstream.
+    pub bytes_to_upstream: u64,
+    /// Bytes relayed from the upstream to clients.
+    pub bytes_to_downstream: u64,
+    /// Of all relayed bytes, those moved by `splice(2)` without a copy to user space.
+    pub bytes_spliced: u64,
+    /// Relay directions that fell back from splice to copying (splice unsupported).
+    pub splice_fallbacks: u64,
+    /// Failed connect attempts to upstream addresses, by kind.
+    pub connect_failures: ConnectFailures,
+    /// Client connections closed because no upstream address could be reached or resolved.
+    pub upstream_unavailable: u64,
+    /// Successful DNS lookups of the upstream name.
+    pub resolve_refreshes: u64,
+    /// Failed DNS lookups of the upstream name (the last good answer was kept).
+    pub resolve_failures: u64,
+    /// Errors from `accept(2)`, such as running out of file descriptors.
+    pub accept_errors: u64,
+}
+
+/// Failed connect attempts by kind; one client connection may make several attempts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectFailures {
+    /// The upstream answered the SYN with a RST.
+    pub refused: u64,
+    /// No route to the upstream host or network.
+    pub unreachable: u64,
+    /// The attempt took longer than the connect timeout.
+    pub timeout: u64,
+    /// Any other error.
+    pub other: u64,
+}
+
+impl ConnectFailures {
+    /// All failed attempts.
+    pub fn total(&self) -> u64 {
+        self.refused + self.unreachable + self.timeout + self.other
+    }
+}
+
+impl Stats {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        StatsSnapshot {
+            connections_open: get(&self.connections_open),
+            connections_total: get(&self.connections_total),
+            bytes_to_upstream: get(&self.bytes_to_upstream),
+            bytes_to_downstream: get(&self.bytes_to_downstream),
+            bytes_spliced: get(&self.bytes_spliced),
+            splice_fallbacks: get(&self.splice_fallbacks),
+            connect_failures: ConnectFailures {
+                refused: get(&self.connect_refused),
+                unreachable: get(&self.connect_unreachable),
+                timeout: get(&self.connect_timeout),
+                other: get(&self.connect_other),
+            },
+            upstream_unavailable: get(&self.upstream_unavailable),
+            resolve_refreshes: get(&self.resolve_refreshes),
+            resolve_failures: get(&self.resolve_failures),
+            accept_errors: get(&self.accept_errors),
+        }
+    }
+}

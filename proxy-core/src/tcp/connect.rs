@@ -1,0 +1,61 @@
+//! Connecting to the upstream: resolved addresses in round-robin order, a timeout per
+//! attempt and a budget for all of them.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::forwarder::Shared;
+use crate::stats::Stats;
+use crate::{Error, ErrorKind, Side, TimeoutKind};
+
+/// Connects to the first address that accepts, starting at the round-robin position and
+/// going on to the next address when one refuses, is unreachable or times out.
+pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), Error> {
+    let addrs = shared.cache.addrs().await?;
+    let timeouts = &shared.config.timeouts;
+    let stats = &shared.stats;
+    let deadline = Instant::now() + timeouts.connect_total;
+    let mut last_error = None;
+    for i in shared.rr.order(addrs.len()) {
+        let addr = addrs[i];
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            last_error = Some(Error::new(
+                ErrorKind::Timeout(TimeoutKind::ConnectTotal),
+                Side::Upstream,
+            ));
+            break;
+        }
+        let budget = timeouts.connect.min(left);
+        let error = match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY failed");
+                }
+                return Ok((stream, addr));
+            }
+            Ok(Err(e)) => Error::connect(e),
+            Err(_elapsed) => {
+                let which = if budget < timeouts.connect {
+                    TimeoutKind::ConnectTotal
+                } else {
+                    TimeoutKind::Connect
+                };
+                Error::new(ErrorKind::Timeout(which), Side::Upstream)
+            }
+        };
+        Stats::inc(match error.kind() {
+            ErrorKind::ConnectRefused => &stats.connect_refused,
+            ErrorKind::ConnectUnreachable => &stats.connect_unreachable,
+            ErrorKind::Timeout(_) => &stats.connect_timeout,
+            _ => &stats.connect_other,
+        });
+        tracing::debug!(upstream = %addr, error = %error, "connect attempt failed");
+        last_error = Some(error.with_context(addr.to_string()));
+    }
+    // Every address failed: the answer may be stale, look the name up again soon.
+    shared.cache.nudge();
+    Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Resolve, Side::Upstream)))
+}

@@ -1,0 +1,439 @@
+//! The TCP forwarder: builder, listeners, accept loop, one task per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connect::connect;
+use super::relay::{Close, RelayMode, RelayShared, relay};
+use crate::balance::RoundRobin;
+use crate::handle::ForwarderHandle;
+use crate::listen::{self, ListenOptions};
+use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
+use crate::stats::Stats;
+use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+
+/// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
+///
+/// Build one with [`TcpForwarder::builder`], then [`start`](TcpForwarder::start) it inside a
+/// tokio runtime as often as you like; each start binds its own listeners and returns a
+/// [`ForwarderHandle`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use proxy_core::TcpForwarder;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let forwarder = TcpForwarder::builder(["127.0.0.1:8080".parse()?], "example.com:80".parse()?)
+///     .idle_timeout(Duration::from_secs(600))
+///     .build()?;
+/// let handle = forwarder.start()?;
+/// println!("listening on {:?}", handle.local_addrs());
+/// tokio::signal::ctrl_c().await?;
+/// handle.shutdown(Duration::from_secs(10)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TcpForwarder {
+    config: Arc<Config>,
+}
+
+/// Settings for a [`TcpForwarder`]; every setter documents its default.
+#[derive(Clone)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+}
+
+#[derive(Clone)]
+pub(super) struct Config {
+    listen: Vec<SocketAddr>,
+    target: Target,
+    resolver: Arc<dyn Resolve>,
+    cache: CachePolicy,
+    pub(super) timeouts: Timeouts,
+    listen_options: ListenOptions,
+    relay: RelayMode,
+    pipe_size: usize,
+    buffer_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("target", &self.target)
+            .field("cache", &self.cache)
+            .field("timeouts", &self.timeouts)
+            .field("listen_options", &self.listen_options)
+            .field("relay", &self.relay)
+            .field("pipe_size", &self.pipe_size)
+            .field("buffer_size", &self.buffer_size)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl TcpForwarder =====
+
+impl TcpForwarder {
+    /// Starts building a forwarder from `listen` addresses to `target`.
+    ///
+    /// Port 0 binds a port chosen by the kernel; read it from
+    /// [`ForwarderHandle::local_addrs`]. `[::]` is one dual-stack socket that also accepts
+    /// IPv4 (see [`Builder::dual_stack`]).
+    pub fn builder(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Builder {
+        Builder {
+            config: Config {
+                listen: listen.into_iter().collect(),
+                target,
+                resolver: Arc::new(SystemResolver::new()),
+                cache: CachePolicy::default(),
+                timeouts: Timeouts::default(),
+                listen_options: ListenOptions::default(),
+                relay: RelayMode::Auto,
+                pipe_size: 1 << 16,
+                buffer_size: 1 << 16,
+            },
+        }
+    }
+
+    /// The upstream target.
+    pub fn target(&self) -> &Target {
+        &self.config.target
+    }
+
+    /// The listen addresses, as configured.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.config.listen
+    }
+
+    /// The timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.config.timeouts
+    }
+
+    /// Binds every listen address and starts accepting and forwarding connections on the
+    /// current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Bind`] naming the address when one cannot be bound (in use, not
+    /// available, not permitted); nothing stays bound then.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn start(&self) -> Result<ForwarderHandle, Error> {
+        let config = &self.config;
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for addr in &config.listen {
+            let listener = listen::tcp(*addr, &config.listen_options).map_err(|e| {
+                Error::new(ErrorKind::Bind, Side::Internal)
+                    .with_context(addr.to_string())
+                    .with_source(e)
+            })?;
+            listeners.push(listener);
+        }
+        let local_addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::new(ErrorKind::Bind, Side::Internal).with_source(e))?;
+
+        let stats = Arc::new(Stats::default());
+        let closing = CancellationToken::new();
+        let cache = Arc::new(ResolveCache::new(
+            config.target.clone(),
+            config.resolver.clone(),
+            config.cache,
+            stats.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            relay: RelayShared::new(
+                config.relay,
+                config.pipe_size,
+                config.buffer_size,
+                stats.clone(),
+            ),
+            stats: stats.clone(),
+            cache: cache.clone(),
+            rr: RoundRobin::default(),
+            closing: closing.clone(),
+            connections: TaskTracker::new(),
+        });
+        let accepting = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(cache.run(closing.clone()))];
+        for (listener, addr) in listeners.into_iter().zip(&local_addrs) {
+            tracing::info!("Forwarding from {addr} -> {}", config.target);
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                shared.clone(),
+                accepting.clone(),
+            )));
+        }
+        Ok(ForwarderHandle::new(
+            local_addrs,
+            stats,
+            accepting,
+            closing,
+            shared.connections.clone(),
+            tasks,
+        ))
+    }
+}
+
+// ===== impl Builder =====
+
+impl Builder {
+    /// The resolver for host-name targets. Default: [`SystemResolver`], the C library's.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.config.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// A resolver shared with other forwarders.
+    pub fn shared_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.config.resolver = resolver;
+        self
+    }
+
+    /// How long resolved answers are used. Default: [`CachePolicy::default`].
+    pub fn cache(mut self, policy: CachePolicy) -> Self {
+        self.config.cache = policy;
+        self
+    }
+
+    /// All timeouts at once. Default: [`Timeouts::default`].
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
+    }
+
+    /// The idle timeout: no traffic in either direction for this long closes a connection.
+    /// `None` disables it. Default `None`.
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.config.timeouts.idle = idle.into();
+        self
+    }
+
+    /// The timeout of one connect attempt. Default 5 s.
+    pub fn connect_timeout(mut self, connect: Duration) -> Self {
+        self.config.timeouts.connect = connect;
+        self
+    }
+
+    /// Sets `SO_REUSEPORT` on the listeners, so several processes or forwarders can share
+    /// a port and the kernel balances connections among them. Default off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.config.listen_options.reuse_port = on;
+        self
+    }
+
+    /// Whether a `[::]` listener is dual-stack (also accepts IPv4). Default on; turn it off
+    /// to bind `0.0.0.0` and `[::]` side by side.
+    pub fn dual_stack(mut self, on: bool) -> Self {
+        self.config.listen_options.dual_stack = on;
+        self
+    }
+
+    /// The listen backlog. Default 1024 (the kernel caps it at `net.core.somaxconn`).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.config.listen_options.backlog = backlog;
+        self
+    }
+
+    /// How bytes are relayed. Default [`RelayMode::Auto`] (splice on Linux).
+    pub fn relay(mut self, mode: RelayMode) -> Self {
+        self.config.relay = mode;
+        self
+    }
+
+    /// The size of each splice pipe, 4 KiB to 1 GiB. Default 64 KiB. Sizes above
+    /// `/proc/sys/fs/pipe-max-size` need `CAP_SYS_RESOURCE`; without it the kernel's
+    /// default size is used.
+    pub fn pipe_size(mut self, bytes: usize) -> Self {
+        self.config.pipe_size = bytes;
+        self
+    }
+
+    /// The size of each copy buffer, 1 KiB to 16 MiB. Default 64 KiB.
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.config.buffer_size = bytes;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first bad setting.
+    pub fn build(self) -> Result<TcpForwarder, BuildError> {
+        let c = &self.config;
+        if c.listen.is_empty() {
+            return Err(BuildError::NoListenAddress);
+        }
+        for (i, a) in c.listen.iter().enumerate() {
+            if a.port() != 0 && c.listen[..i].contains(a) {
+                return Err(BuildError::DuplicateListenAddress(*a));
+            }
+        }
+        c.timeouts.validate()?;
+        if !(4096..=1 << 30).contains(&c.pipe_size) {
+            return Err(BuildError::PipeSize(c.pipe_size));
+        }
+        if !(1024..=16 << 20).contains(&c.buffer_size) {
+            return Err(BuildError::BufferSize(c.buffer_size));
+        }
+        if c.listen_options.backlog == 0 {
+            return Err(BuildError::Backlog);
+        }
+        Ok(TcpForwarder {
+            config: Arc::new(self.config),
+        })
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+/// What a running forwarder's tasks share.
+pub(super) struct Shared {
+    pub(super) config: Arc<Config>,
+    pub(super) relay: RelayShared,
+    pub(super) stats: Arc<Stats>,
+    pub(super) cache: Arc<ResolveCache>,
+    pub(super) rr: RoundRobin,
+    pub(super) closing: CancellationToken,
+    pub(super) connections: TaskTracker,
+}
+
+/// Accepts until `accepting` is cancelled. Errors never end it: per-connection errors are
+/// skipped, others (EMFILE, ENFILE, ENOBUFS) back off from 10 ms up to 1 s and retry.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, accepting: CancellationToken) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+    let mut backoff = FIRST_BACKOFF;
+    let mut failing = false;
+    loop {
+        let accepted = tokio::select! {
+            () = accepting.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if failing {
+                    tracing::info!(listener = ?listener.local_addr().ok(), "accepting again");
+                    failing = false;
+                }
+                backoff = FIRST_BACKOFF;
+                let task = serve(stream, peer, shared.clone());
+                shared.connections.spawn(task);
+            }
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!(error = %e, "accept: connection failed before it was accepted");
+            }
+            Err(e) => {
+                Stats::inc(&shared.stats.accept_errors);
+                if !failing {
+                    tracing::warn!(error = %e, "accept failed; backing off and retrying");
+                    failing = true;
+                }
+                tokio::select! {
+                    () = accepting.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Errors of one half-open connection, which say nothing about the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | PermissionDenied
+    )
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard<'a>(&'a Stats);
+
+impl<'a> OpenGuard<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        Stats::inc(&stats.connections_total);
+        Stats::inc(&stats.connections_open);
+        OpenGuard(stats)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _open = OpenGuard::new(&shared.stats);
+    let started = Instant::now();
+    if let Err(e) = client.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY failed");
+    }
+    let connected = tokio::select! {
+        () = shared.closing.cancelled() => return,
+        r = connect(&shared) => r,
+    };
+    let (upstream, upstream_addr) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            Stats::inc(&shared.stats.upstream_unavailable);
+            tracing::warn!(
+                client = %peer,
+                target = %shared.config.target,
+                error = %e,
+                cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                "no upstream reachable; closing the client connection"
+            );
+            return;
+        }
+    };
+    tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
+    let close = relay(
+        &client,
+        &upstream,
+        &shared.relay,
+        &shared.config.timeouts,
+        &shared.closing,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    match close {
+        Close::Done => {
+            tracing::debug!(client = %peer, upstream = %upstream_addr, duration = ?elapsed, "connection closed")
+        }
+        Close::Timeout(kind) => {
+            tracing::debug!(client = %peer, upstream = %upstream_addr, timeout = ?kind, duration = ?elapsed, "connection timed out")
+        }
+        Close::Reset(e) => {
+            tracing::debug!(client = %peer, upstream = %upstream_addr, side = ?e.side, error = %e.error, duration = ?elapsed, "connection reset")
+        }
+        Close::Shutdown => {
+            tracing::debug!(client = %peer, upstream = %upstream_addr, duration = ?elapsed, "connection closed by shutdown")
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! TCP forwarding: [`TcpForwarder`], its builder, connect with failover, and the relay.
+
+mod connect;
+mod copy;
+mod forwarder;
+mod relay;
+mod splice;
+
+pub use forwarder::{Builder, TcpForwarder};
+pub use relay::RelayMode;

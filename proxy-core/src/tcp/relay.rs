@@ -1,0 +1,335 @@
+//! Relaying one connection: two directions, one idle timer, half-close, resets.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::pool::Pool;
+use crate::stats::Stats;
+use crate::sys::{Pipe, SPLICE};
+use crate::{Side, TimeoutKind, Timeouts};
+
+/// How relayed bytes move between the two sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayMode {
+    /// `splice(2)` through pooled pipes on Linux (no copy to user space), falling back to
+    /// copying where the kernel cannot splice; copying elsewhere. The default.
+    #[default]
+    Auto,
+    /// Always copy through pooled user-space buffers.
+    Copy,
+}
+
+/// Per-forwarder relay resources: pools of pipes and buffers, shared by its connections.
+#[derive(Debug)]
+pub(crate) struct RelayShared {
+    pub(crate) splice: bool,
+    pub(crate) pipe_size: usize,
+    pub(crate) buffer_size: usize,
+    pub(crate) pipes: Pool<Pipe>,
+    pub(crate) buffers: Pool<Box<[u8]>>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// Idle pipes and buffers kept per forwarder for reuse.
+const MAX_IDLE_POOLED: usize = 128;
+
+impl RelayShared {
+    pub(crate) fn new(
+        mode: RelayMode,
+        pipe_size: usize,
+        buffer_size: usize,
+        stats: Arc<Stats>,
+    ) -> Self {
+        RelayShared {
+            splice: SPLICE && mode == RelayMode::Auto,
+            pipe_size,
+            buffer_size,
+            pipes: Pool::new(MAX_IDLE_POOLED),
+            buffers: Pool::new(MAX_IDLE_POOLED),
+            stats,
+        }
+    }
+}
+
+/// When the connection last moved a byte, and whether a direction holds unsent bytes.
+#[derive(Debug)]
+pub(super) struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+    holding: AtomicU32,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            holding: AtomicU32::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Relaxed))
+    }
+
+    /// Marks that a direction holds bytes it could not write yet (a slow receiver).
+    fn hold(&self, holding: bool) {
+        if holding {
+            self.holding.fetch_add(1, Relaxed);
+        } else {
+            self.holding.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// One direction of a connection.
+pub(super) struct Half<'a> {
+    pub(super) from: &'a TcpStream,
+    pub(super) to: &'a TcpStream,
+    pub(super) from_side: Side,
+    pub(super) to_side: Side,
+    pub(super) bytes: &'a AtomicU64,
+    pub(super) shared: &'a RelayShared,
+    pub(super) activity: &'a Activity,
+}
+
+/// A direction failed; `side` is the peer whose socket gave the error.
+#[derive(Debug)]
+pub(crate) struct HalfError {
+    pub(crate) side: Side,
+    pub(crate) error: io::Error,
+}
+
+/// How a burst of transfers ended.
+pub(super) enum Burst {
+    /// The source has nothing more to read right now.
+    Drained,
+    /// The source sent its FIN and everything before it was written.
+    Eof,
+}
+
+impl Half<'_> {
+    pub(super) fn read_error(&self, error: io::Error) -> HalfError {
+        HalfError {
+            side: self.from_side,
+            error,
+        }
+    }
+
+    pub(super) fn write_error(&self, error: io::Error) -> HalfError {
+        HalfError {
+            side: self.to_side,
+            error,
+        }
+    }
+
+    fn moved(&self, n: usize, spliced: bool) {
+        let n = n as u64;
+        Stats::add(self.bytes, n);
+        if spliced {
+            Stats::add(&self.shared.stats.bytes_spliced, n);
+        }
+        self.activity.touch();
+    }
+
+    /// Writes `n` bytes to the destination with `write(left)`, which returns how many of
+    /// the `left` bytes it wrote; waits while the destination is not writable.
+    pub(super) async fn write_with(
+        &self,
+        mut n: usize,
+        spliced: bool,
+        mut write: impl FnMut(usize) -> io::Result<usize>,
+    ) -> Result<(), HalfError> {
+        let mut holding = false;
+        let result = loop {
+            if n == 0 {
+                break Ok(());
+            }
+            match write(n) {
+                Ok(m) => {
+                    self.moved(m, spliced);
+                    n -= m;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !holding {
+                        holding = true;
+                        self.activity.hold(true);
+                    }
+                    if let Err(e) = self.to.writable().await {
+                        break Err(self.write_error(e));
+                    }
+                }
+                Err(e) => break Err(self.write_error(e)),
+            }
+        };
+        if holding {
+            self.activity.hold(false);
+        }
+        result
+    }
+
+    /// Relays until the source's FIN has been forwarded in order, or an error.
+    async fn run(&self) -> Result<(), HalfError> {
+        if self.shared.splice {
+            self.splice().await
+        } else {
+            self.copy().await
+        }
+    }
+}
+
+/// How a relayed connection ended.
+#[derive(Debug)]
+pub(crate) enum Close {
+    /// Both directions ended with a FIN.
+    Done,
+    /// A timer fired; the connection was closed (reset if bytes were still in flight).
+    Timeout(TimeoutKind),
+    /// A peer reset the connection or failed; the other peer was reset too.
+    Reset(HalfError),
+    /// The forwarder shut down past its grace period; both peers were reset.
+    Shutdown,
+}
+
+/// Relays between `client` and `upstream` until both directions end, a timer fires, a peer
+/// fails, or `closing` is cancelled. Each FIN is forwarded as a FIN and each failure as a RST.
+pub(crate) async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    shared: &RelayShared,
+    timeouts: &Timeouts,
+    closing: &CancellationToken,
+) -> Close {
+    let activity = Activity::new();
+    let half = |from, to, from_side, to_side, bytes| Half {
+        from,
+        to,
+        from_side,
+        to_side,
+        bytes,
+        shared,
+        activity: &activity,
+    };
+    let stats = &shared.stats;
+    let up = half(
+        client,
+        upstream,
+        Side::Downstream,
+        Side::Upstream,
+        &stats.bytes_to_upstream,
+    );
+    let down = half(
+        upstream,
+        client,
+        Side::Upstream,
+        Side::Downstream,
+        &stats.bytes_to_downstream,
+    );
+    let up = up.run();
+    let down = down.run();
+    tokio::pin!(up, down);
+
+    let lifetime_end = timeouts.max_lifetime.map(|d| activity.base + d);
+    let mut half_close_end: Option<Instant> = None;
+    let next_deadline = |half_close_end: Option<Instant>| {
+        let idle_end = timeouts.idle.map(|d| activity.last() + d);
+        [idle_end, half_close_end, lifetime_end]
+            .into_iter()
+            .flatten()
+            .min()
+    };
+    let mut deadline = next_deadline(None);
+    let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
+    tokio::pin!(timer);
+    let (mut up_done, mut down_done) = (false, false);
+
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => {
+                    shutdown_write(upstream);
+                    up_done = true;
+                }
+                Err(e) => {
+                    reset(client, upstream);
+                    return Close::Reset(e);
+                }
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => {
+                    shutdown_write(client);
+                    down_done = true;
+                }
+                Err(e) => {
+                    reset(client, upstream);
+                    return Close::Reset(e);
+                }
+            },
+            () = &mut timer, if deadline.is_some() => {
+                let now = Instant::now();
+                let fired = if lifetime_end.is_some_and(|t| t <= now) {
+                    Some(TimeoutKind::MaxLifetime)
+                } else if half_close_end.is_some_and(|t| t <= now) {
+                    Some(TimeoutKind::HalfClose)
+                } else if timeouts.idle.is_some_and(|d| activity.last() + d <= now) {
+                    Some(TimeoutKind::Idle)
+                } else {
+                    None
+                };
+                if let Some(kind) = fired {
+                    // Bytes still in flight (or a direction still open past its peer's FIN)
+                    // would be cut silently by a FIN: reset instead, so both peers know.
+                    let clean = kind == TimeoutKind::Idle && activity.holding.load(Relaxed) == 0;
+                    if !clean {
+                        reset(client, upstream);
+                    }
+                    return Close::Timeout(kind);
+                }
+            }
+            () = closing.cancelled() => {
+                reset(client, upstream);
+                return Close::Shutdown;
+            }
+        }
+        if up_done && down_done {
+            return Close::Done;
+        }
+        if half_close_end.is_none() && (up_done || down_done) {
+            half_close_end = timeouts.half_close.map(|d| Instant::now() + d);
+        }
+        deadline = next_deadline(half_close_end);
+        if let Some(t) = deadline {
+            timer.as_mut().reset(t);
+        }
+    }
+}
+
+/// Forwards a FIN: no more bytes will be written to `stream`.
+fn shutdown_write(stream: &TcpStream) {
+    if let Err(e) = SockRef::from(stream).shutdown(Shutdown::Write) {
+        tracing::trace!(error = %e, "shutdown(SHUT_WR) failed");
+    }
+}
+
+/// Makes the coming close of both sockets send a RST (SO_LINGER 0).
+pub(crate) fn reset(a: &TcpStream, b: &TcpStream) {
+    for s in [a, b] {
+        if let Err(e) = SockRef::from(s).set_linger(Some(Duration::ZERO)) {
+            tracing::trace!(error = %e, "SO_LINGER 0 failed");
+        }
+    }
+}

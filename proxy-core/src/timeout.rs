@@ -1,0 +1,95 @@
+//! Timeout policies.
+
+use std::time::Duration;
+
+/// The timers of a forwarded connection.
+///
+/// `None` disables a timer. Build one from [`Timeouts::default`] and change the fields:
+///
+/// ```
+/// use std::time::Duration;
+/// use proxy_core::Timeouts;
+///
+/// let mut t = Timeouts::default();
+/// t.idle = Some(Duration::from_secs(600)); // `proxy tcp 8080 web:80 600`
+/// t.max_lifetime = Some(Duration::from_secs(3600));
+/// let forwarder = proxy_core::TcpForwarder::builder(["127.0.0.1:0".parse()?], "web:80".parse()?)
+///     .timeouts(t)
+///     .build()?;
+/// assert_eq!(forwarder.timeouts().idle, Some(Duration::from_secs(600)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// One connect attempt to one upstream address. Default 5 s.
+    pub connect: Duration,
+    /// All connect attempts of one connection together, across the resolved addresses.
+    /// Default 15 s.
+    pub connect_total: Duration,
+    /// No traffic in either direction for this long closes the connection.
+    /// Default `None` (no idle timeout), as `proxy-to-service` and socat without `-T`.
+    pub idle: Option<Duration>,
+    /// Once one direction has ended (a FIN was forwarded), the other direction must end
+    /// within this time, or the connection is closed. Default 60 s.
+    pub half_close: Option<Duration>,
+    /// A connection is closed when it is this old, busy or not. Default `None`.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            connect_total: Duration::from_secs(15),
+            idle: None,
+            half_close: Some(Duration::from_secs(60)),
+            max_lifetime: None,
+        }
+    }
+}
+
+impl Timeouts {
+    pub(crate) fn validate(&self) -> Result<(), crate::BuildError> {
+        use crate::BuildError::{ConnectTimeoutExceedsTotal, ZeroTimeout};
+        let fields = [
+            ("connect", Some(self.connect)),
+            ("connect_total", Some(self.connect_total)),
+            ("idle", self.idle),
+            ("half_close", self.half_close),
+            ("max_lifetime", self.max_lifetime),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, d)| *d == Some(Duration::ZERO)) {
+            return Err(ZeroTimeout(name));
+        }
+        if self.connect > self.connect_total {
+            return Err(ConnectTimeoutExceedsTotal);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BuildError;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Timeouts::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_and_inverted_timeouts_are_rejected() {
+        let t = Timeouts {
+            idle: Some(Duration::ZERO),
+            ..Timeouts::default()
+        };
+        assert_eq!(t.validate(), Err(BuildError::ZeroTimeout("idle")));
+        let t = Timeouts {
+            connect: Duration::from_secs(20),
+            ..Timeouts::default()
+        };
+        assert_eq!(t.validate(), Err(BuildError::ConnectTimeoutExceedsTotal));
+    }
+}
