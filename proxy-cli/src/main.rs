@@ -1,2 +1,46 @@
-//! The `proxy` command.
-fn main() {}
+//! The `proxy` command: parse the arguments, set up logging, run, map the result to an
+//! exit code (0 clean shutdown, 1 runtime failure, 2 bad arguments).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use proxy_cli::args::Cli;
+use proxy_cli::run;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with code 0; errors to stderr with code 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    run::init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run::run(cli));
+    // Every connection has finished or been closed by now; do not wait long for a
+    // name lookup still running on the blocking pool.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = run::exit_code(&e);
+            if code == ExitCode::from(2) {
+                eprintln!("\nFor more information, try '--help'.");
+            }
+            code
+        }
+    }
+}

@@ -22,7 +22,10 @@ pub struct ForwarderHandle {
     accepting: CancellationToken,
     closing: CancellationToken,
     connections: TaskTracker,
-    tasks: Vec<JoinHandle<()>>,
+    /// The accept loops, one per listener.
+    listeners: Vec<JoinHandle<()>>,
+    /// Tasks that live as long as the forwarder, such as the DNS refresher.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl ForwarderHandle {
@@ -32,7 +35,8 @@ impl ForwarderHandle {
         accepting: CancellationToken,
         closing: CancellationToken,
         connections: TaskTracker,
-        tasks: Vec<JoinHandle<()>>,
+        listeners: Vec<JoinHandle<()>>,
+        background: Vec<JoinHandle<()>>,
     ) -> Self {
         ForwarderHandle {
             local_addrs,
@@ -40,7 +44,8 @@ impl ForwarderHandle {
             accepting,
             closing,
             connections,
-            tasks,
+            listeners,
+            background,
         }
     }
 
@@ -60,6 +65,12 @@ impl ForwarderHandle {
     /// `true` when all connections finished within the grace period.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         self.accepting.cancel();
+        // The accept loops end at once; when they have, no listener is bound and no new
+        // connection can join the ones being drained.
+        for task in self.listeners.drain(..) {
+            // A task that panicked has nothing left to clean up.
+            let _ = task.await;
+        }
         self.connections.close();
         let drained = tokio::time::timeout(grace, self.connections.wait())
             .await
@@ -72,8 +83,7 @@ impl ForwarderHandle {
         }
         self.closing.cancel();
         self.connections.wait().await;
-        for task in self.tasks.drain(..) {
-            // A task that panicked has nothing left to clean up.
+        for task in self.background.drain(..) {
             let _ = task.await;
         }
         drained

@@ -58,3 +58,8 @@ pub use stats::{ConnectFailures, StatsSnapshot};
 pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};
 pub use timeout::Timeouts;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

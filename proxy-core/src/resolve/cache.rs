@@ -203,7 +203,10 @@ impl ResolveCache {
             };
             match refreshed {
                 Ok(delay) => {
-                    next = now + delay;
+                    // `delay` runs from the end of the lookup (a TTL ends at a point in
+                    // time); counting it from the start would refresh early by the lookup's
+                    // duration, while a caching resolver still holds the old answer.
+                    next = Instant::now() + delay;
                     backoff = min;
                 }
                 Err(e) => {

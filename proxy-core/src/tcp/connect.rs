@@ -11,12 +11,22 @@ use crate::stats::Stats;
 use crate::{Error, ErrorKind, Side, TimeoutKind};
 
 /// Connects to the first address that accepts, starting at the round-robin position and
-/// going on to the next address when one refuses, is unreachable or times out.
+/// going on to the next address when one refuses, is unreachable or times out. The
+/// total budget bounds the lookup (when no answer is cached yet) and every attempt.
 pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), Error> {
-    let addrs = shared.cache.addrs().await?;
     let timeouts = &shared.config.timeouts;
     let stats = &shared.stats;
+    // The budget covers a lookup too, when there is no cached answer yet.
     let deadline = Instant::now() + timeouts.connect_total;
+    let addrs = tokio::time::timeout_at(deadline, shared.cache.addrs())
+        .await
+        .map_err(|_elapsed| {
+            Error::new(
+                ErrorKind::Timeout(TimeoutKind::ConnectTotal),
+                Side::Upstream,
+            )
+            .with_context(format!("resolving {}", shared.config.target))
+        })??;
     let mut last_error = None;
     for i in shared.rr.order(addrs.len()) {
         let addr = addrs[i];

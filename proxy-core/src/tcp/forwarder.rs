@@ -57,7 +57,7 @@ pub struct Builder {
 #[derive(Clone)]
 pub(super) struct Config {
     listen: Vec<SocketAddr>,
-    target: Target,
+    pub(super) target: Target,
     resolver: Arc<dyn Resolve>,
     cache: CachePolicy,
     pub(super) timeouts: Timeouts,
@@ -172,10 +172,11 @@ impl TcpForwarder {
             connections: TaskTracker::new(),
         });
         let accepting = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(cache.run(closing.clone()))];
+        let background = vec![tokio::spawn(cache.run(closing.clone()))];
+        let mut accepts = Vec::with_capacity(listeners.len());
         for (listener, addr) in listeners.into_iter().zip(&local_addrs) {
             tracing::info!("Forwarding from {addr} -> {}", config.target);
-            tasks.push(tokio::spawn(accept_loop(
+            accepts.push(tokio::spawn(accept_loop(
                 listener,
                 shared.clone(),
                 accepting.clone(),
@@ -187,7 +188,8 @@ impl TcpForwarder {
             accepting,
             closing,
             shared.connections.clone(),
-            tasks,
+            accepts,
+            background,
         ))
     }
 }
@@ -324,8 +326,12 @@ pub(super) struct Shared {
 /// skipped, others (EMFILE, ENFILE, ENOBUFS) back off from 10 ms up to 1 s and retry.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, accepting: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+    /// At most one warning per this period, however often accept fails.
+    const WARN_EVERY: Duration = Duration::from_secs(5);
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
+    let mut warned = false;
+    let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             () = accepting.cancelled() => return,
@@ -333,10 +339,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, accepting: Canc
         };
         match accepted {
             Ok((stream, peer)) => {
-                if failing {
+                if failing && warned {
                     tracing::info!(listener = ?listener.local_addr().ok(), "accepting again");
-                    failing = false;
                 }
+                failing = false;
                 backoff = FIRST_BACKOFF;
                 let task = serve(stream, peer, shared.clone());
                 shared.connections.spawn(task);
@@ -347,9 +353,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, accepting: Canc
             Err(e) => {
                 Stats::inc(&shared.stats.accept_errors);
                 if !failing {
-                    tracing::warn!(error = %e, "accept failed; backing off and retrying");
                     failing = true;
+                    warned = last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY);
+                    if warned {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!(error = %e, "accept failed; backing off and retrying");
+                    }
                 }
+                tracing::debug!(error = %e, retry_in = ?backoff, "accept failed");
                 tokio::select! {
                     () = accepting.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -279,6 +280,15 @@ pub(crate) async fn relay(
                     return Close::Reset(e);
                 }
             },
+            // A half-closed peer is no longer read, so watch it for a reset instead.
+            error = peer_error(client), if up_done && !down_done => {
+                reset(client, upstream);
+                return Close::Reset(HalfError { side: Side::Downstream, error });
+            }
+            error = peer_error(upstream), if down_done && !up_done => {
+                reset(client, upstream);
+                return Close::Reset(HalfError { side: Side::Upstream, error });
+            }
             () = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
                 let fired = if lifetime_end.is_some_and(|t| t <= now) {
@@ -314,6 +324,24 @@ pub(crate) async fn relay(
         deadline = next_deadline(half_close_end);
         if let Some(t) = deadline {
             timer.as_mut().reset(t);
+        }
+    }
+}
+
+/// Resolves once `stream` has an error pending, such as a reset from its peer.
+async fn peer_error(stream: &TcpStream) -> io::Error {
+    loop {
+        if let Err(e) = stream.ready(Interest::ERROR).await {
+            return e;
+        }
+        match stream.take_error() {
+            Ok(Some(e)) | Err(e) => return e,
+            // Spurious: forget the cached readiness and wait for the next event.
+            Ok(None) => {
+                let _ = stream.try_io(Interest::ERROR, || {
+                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                });
+            }
         }
     }
 }

@@ -1,0 +1,23 @@
+//! The `proxy` command as a library: argument parsing ([`args`]) and running ([`run`]).
+//!
+//! The binary in `main.rs` only glues these together; keeping them in a library lets
+//! unit tests and fuzz targets reach the parsers, such as [`args::parse_duration`].
+//!
+//! # Examples
+//!
+//! ```
+//! use clap::Parser;
+//! use proxy_cli::args::{Cli, Command};
+//!
+//! // Kubernetes' proxy-to-service:v2 arguments.
+//! let cli = Cli::try_parse_from(["proxy", "tcp", "53", "kube-dns.default"])?;
+//! let Command::Tcp(tcp) = cli.command;
+//! let plan = tcp.plan()?;
+//! assert_eq!(plan.target.to_string(), "kube-dns.default:53");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod args;
+pub mod run;
