@@ -105,36 +105,13 @@ fn build(
 /// Whether binding failed because this host has no IPv6 (the kernel has it disabled or
 /// has no IPv6 address to bind).
 fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
-    /// `EAFNOSUPPORT`, which `std` does not map to an `io::ErrorKind`.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const EAFNOSUPPORT: Option<i32> = Some(97);
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
-    const EAFNOSUPPORT: Option<i32> = Some(47);
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    const EAFNOSUPPORT: Option<i32> = None;
-
     let Some(io) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>()) else {
         return false;
     };
     e.kind() == ErrorKind::Bind
         && (io.kind() == io::ErrorKind::AddrNotAvailable
-            || (EAFNOSUPPORT.is_some() && io.raw_os_error() == EAFNOSUPPORT))
+            // EAFNOSUPPORT, which `std` does not map to an `io::ErrorKind`.
+            || io.raw_os_error() == Some(libc::EAFNOSUPPORT))
 }
 
 fn source_of(e: &dyn std::error::Error) -> String {

@@ -179,26 +179,28 @@ async fn upstream_half_close_keeps_the_request_direction_open() {
 
 // ===== resets =====
 
-/// A reset from the client reaches the upstream as a reset.
+/// A reset from either side reaches the other side as a reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_reset_reaches_the_upstream() {
+async fn reset_reaches_the_other_side() {
     for mode in MODES {
-        let upstream = listener().await;
-        let handle = forwarder(upstream.local_addr().unwrap(), mode, Timeouts::default());
-        let mut client = connect(proxy_addr(&handle)).await;
-        let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
-        exchange(&mut client, &mut up).await;
-
-        set_reset_on_close(&client);
-        drop(client);
-        let mut buf = [0; 64];
-        let read = within(LIMIT, "upstream read", up.read(&mut buf)).await;
-        assert_eq!(
-            read.map_err(|e| e.kind()),
-            Err(io::ErrorKind::ConnectionReset),
-            "{mode:?}"
-        );
-        settled_stats(&handle, |s| s.connections_open == 0).await;
+        for client_resets in [true, false] {
+            let (handle, client, up) = established(mode).await;
+            let (resetting, mut other) = if client_resets {
+                (client, up)
+            } else {
+                (up, client)
+            };
+            set_reset_on_close(&resetting);
+            drop(resetting);
+            let mut buf = [0; 64];
+            let read = within(LIMIT, "read after the reset", other.read(&mut buf)).await;
+            assert_eq!(
+                read.map_err(|e| e.kind()),
+                Err(io::ErrorKind::ConnectionReset),
+                "{mode:?}, client resets: {client_resets}"
+            );
+            settled_stats(&handle, |s| s.connections_open == 0).await;
+        }
     }
 }
 
@@ -208,19 +210,13 @@ async fn client_reset_reaches_the_upstream() {
 async fn reset_after_half_close_reaches_the_peer() {
     for mode in MODES {
         for client_resets in [true, false] {
-            let upstream = listener().await;
-            let handle = forwarder(upstream.local_addr().unwrap(), mode, Timeouts::default());
-            let mut client = connect(proxy_addr(&handle)).await;
-            let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
-            exchange(&mut client, &mut up).await;
-
+            let (handle, client, up) = established(mode).await;
             // The side that resets first sends its FIN; the proxy forwards it.
-            let (resetting, mut silent) = if client_resets {
+            let (mut resetting, mut silent) = if client_resets {
                 (client, up)
             } else {
                 (up, client)
             };
-            let mut resetting = resetting;
             resetting.shutdown().await.unwrap();
             let mut buf = [0; 64];
             let eof = within(LIMIT, "FIN forwarded", silent.read(&mut buf)).await;
@@ -250,30 +246,24 @@ async fn reset_after_half_close_reaches_the_peer() {
     }
 }
 
-/// A reset from the upstream reaches the client as a reset.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_reset_reaches_the_client() {
-    for mode in MODES {
-        let upstream = listener().await;
-        let handle = forwarder(upstream.local_addr().unwrap(), mode, Timeouts::default());
-        let mut client = connect(proxy_addr(&handle)).await;
-        let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
-        exchange(&mut client, &mut up).await;
-
-        set_reset_on_close(&up);
-        drop(up);
-        let mut buf = [0; 64];
-        let read = within(LIMIT, "client read", client.read(&mut buf)).await;
-        assert_eq!(
-            read.map_err(|e| e.kind()),
-            Err(io::ErrorKind::ConnectionReset),
-            "{mode:?}"
-        );
-        settled_stats(&handle, |s| s.connections_open == 0).await;
-    }
+/// One request and reply, so both legs are established and relaying.
+/// A forwarder in `mode` and one connection through it, as (handle, client, upstream),
+/// after a ping and a pong.
+async fn established(
+    mode: RelayMode,
+) -> (
+    proxy_core::ForwarderHandle,
+    tokio::net::TcpStream,
+    tokio::net::TcpStream,
+) {
+    let upstream = listener().await;
+    let handle = forwarder(upstream.local_addr().unwrap(), mode, Timeouts::default());
+    let mut client = connect(proxy_addr(&handle)).await;
+    let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
+    exchange(&mut client, &mut up).await;
+    (handle, client, up)
 }
 
-/// One request and reply, so both legs are established and relaying.
 async fn exchange(client: &mut tokio::net::TcpStream, up: &mut tokio::net::TcpStream) {
     client.write_all(b"ping").await.unwrap();
     let mut buf = [0; 4];

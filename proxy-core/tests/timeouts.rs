@@ -123,65 +123,50 @@ const CHUNK: usize = 1000;
 /// Client-to-upstream traffic alone keeps a connection open past the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_spares_traffic_from_the_client() {
-    let upstream = listener().await;
-    let t = timeouts(|t| t.idle = Some(IDLE));
-    let handle = forwarder(upstream.local_addr().unwrap(), RelayMode::Auto, t);
-    let mut client = connect(proxy_addr(&handle)).await;
-    let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
-
-    let chunks: Vec<Vec<u8>> = (0..TICKS).map(|i| payload(70 + i, CHUNK)).collect();
-    let started = Instant::now();
-    let send = async {
-        for chunk in &chunks {
-            tokio::time::sleep(TICK).await;
-            client.write_all(chunk).await.expect("still open");
-        }
-    };
-    let mut got = vec![0; chunks.len() * CHUNK];
-    let (_, read) = within(LIMIT, "ticks", async {
-        tokio::join!(send, up.read_exact(&mut got))
-    })
-    .await;
-    read.expect("every chunk arrives");
-    assert_bytes("ticks", &got, &chunks.concat());
-    assert!(started.elapsed() >= IDLE * 2);
-    // Both directions are still open.
-    up.write_all(b"still here").await.unwrap();
-    let mut buf = [0; 10];
-    client.read_exact(&mut buf).await.expect("still open");
-    assert_eq!(&buf, b"still here");
-    assert_eq!(handle.stats().connections_open, 1);
+    traffic_one_way_keeps_the_connection(true).await;
 }
 
 /// Upstream-to-client traffic alone keeps a connection open past the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_spares_traffic_from_the_upstream() {
+    traffic_one_way_keeps_the_connection(false).await;
+}
+
+/// Sends a chunk every tick, for twice the idle timeout, in one direction only; every
+/// chunk arrives, and afterwards both directions still work.
+async fn traffic_one_way_keeps_the_connection(from_client: bool) {
     let upstream = listener().await;
     let t = timeouts(|t| t.idle = Some(IDLE));
     let handle = forwarder(upstream.local_addr().unwrap(), RelayMode::Auto, t);
-    let mut client = connect(proxy_addr(&handle)).await;
-    let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
+    let client = connect(proxy_addr(&handle)).await;
+    let (up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
+    let (mut sender, mut receiver) = if from_client {
+        (client, up)
+    } else {
+        (up, client)
+    };
 
-    let chunks: Vec<Vec<u8>> = (0..TICKS).map(|i| payload(80 + i, CHUNK)).collect();
+    let seed = if from_client { 70 } else { 80 };
+    let chunks: Vec<Vec<u8>> = (0..TICKS).map(|i| payload(seed + i, CHUNK)).collect();
     let started = Instant::now();
     let send = async {
         for chunk in &chunks {
             tokio::time::sleep(TICK).await;
-            up.write_all(chunk).await.expect("still open");
+            sender.write_all(chunk).await.expect("still open");
         }
     };
     let mut got = vec![0; chunks.len() * CHUNK];
     let (_, read) = within(LIMIT, "ticks", async {
-        tokio::join!(send, client.read_exact(&mut got))
+        tokio::join!(send, receiver.read_exact(&mut got))
     })
     .await;
     read.expect("every chunk arrives");
     assert_bytes("ticks", &got, &chunks.concat());
     assert!(started.elapsed() >= IDLE * 2);
     // Both directions are still open.
-    client.write_all(b"still here").await.unwrap();
+    receiver.write_all(b"still here").await.unwrap();
     let mut buf = [0; 10];
-    up.read_exact(&mut buf).await.expect("still open");
+    sender.read_exact(&mut buf).await.expect("still open");
     assert_eq!(&buf, b"still here");
     assert_eq!(handle.stats().connections_open, 1);
 }
