@@ -200,6 +200,10 @@ pub enum BuildError {
     BufferSize(usize),
     /// The listen backlog is zero.
     Backlog,
+    /// The UDP session limit is zero.
+    MaxSessions,
+    /// The UDP batch size is outside 1..=64.
+    BatchSize(usize),
 }
 
 impl fmt::Display for BuildError {
@@ -214,6 +218,8 @@ impl fmt::Display for BuildError {
             BuildError::PipeSize(n) => write!(f, "pipe size {n} is outside 4096..=1073741824"),
             BuildError::BufferSize(n) => write!(f, "buffer size {n} is outside 1024..=16777216"),
             BuildError::Backlog => f.write_str("listen backlog must be at least 1"),
+            BuildError::MaxSessions => f.write_str("the UDP session limit must be at least 1"),
+            BuildError::BatchSize(n) => write!(f, "UDP batch size {n} is outside 1..=64"),
         }
     }
 }

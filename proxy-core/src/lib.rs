@@ -51,13 +51,15 @@ mod sys;
 mod target;
 mod tcp;
 mod timeout;
+mod udp;
 
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use handle::ForwarderHandle;
-pub use stats::{ConnectFailures, StatsSnapshot};
+pub use stats::{ConnectFailures, StatsSnapshot, UdpStats};
 pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};
 pub use timeout::Timeouts;
+pub use udp::{Builder as UdpForwarderBuilder, UdpForwarder};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -19,6 +19,14 @@ pub(crate) struct Stats {
     pub(crate) resolve_refreshes: AtomicU64,
     pub(crate) resolve_failures: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
+    pub(crate) udp_sessions_open: AtomicU64,
+    pub(crate) udp_sessions_total: AtomicU64,
+    pub(crate) udp_sessions_evicted: AtomicU64,
+    pub(crate) udp_datagrams_to_upstream: AtomicU64,
+    pub(crate) udp_datagrams_to_downstream: AtomicU64,
+    pub(crate) udp_dropped: AtomicU64,
+    pub(crate) udp_truncated: AtomicU64,
+    pub(crate) udp_upstream_refused: AtomicU64,
 }
 
 /// A point-in-time copy of a forwarder's counters.
@@ -47,6 +55,33 @@ pub struct StatsSnapshot {
     pub resolve_failures: u64,
     /// Errors from `accept(2)`, such as running out of file descriptors.
     pub accept_errors: u64,
+    /// UDP sessions and datagrams; all zero for a TCP forwarder.
+    pub udp: UdpStats,
+}
+
+/// The UDP side of a [`StatsSnapshot`]. Relayed payload bytes are counted in
+/// [`StatsSnapshot::bytes_to_upstream`] and [`StatsSnapshot::bytes_to_downstream`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UdpStats {
+    /// Sessions (client address to upstream socket) open now.
+    pub sessions_open: u64,
+    /// Sessions created since the start.
+    pub sessions_total: u64,
+    /// Sessions ended early because the session table was full (least recently used).
+    pub sessions_evicted: u64,
+    /// Datagrams relayed from clients to the upstream.
+    pub datagrams_to_upstream: u64,
+    /// Datagrams relayed from the upstream to clients.
+    pub datagrams_to_downstream: u64,
+    /// Datagrams dropped: a socket's send buffer was full, a session could not reach any
+    /// upstream address, or too many arrived before a new session was ready.
+    pub dropped: u64,
+    /// Datagrams that arrived cut short (larger than any UDP payload); dropped, not relayed.
+    pub truncated: u64,
+    /// ICMP port-unreachable reports from the upstream (ECONNREFUSED on a session's
+    /// socket); the session stays and works again once the upstream is back.
+    pub upstream_refused: u64,
 }
 
 /// Failed connect attempts by kind; one client connection may make several attempts.
@@ -98,6 +133,16 @@ impl Stats {
             resolve_refreshes: get(&self.resolve_refreshes),
             resolve_failures: get(&self.resolve_failures),
             accept_errors: get(&self.accept_errors),
+            udp: UdpStats {
+                sessions_open: get(&self.udp_sessions_open),
+                sessions_total: get(&self.udp_sessions_total),
+                sessions_evicted: get(&self.udp_sessions_evicted),
+                datagrams_to_upstream: get(&self.udp_datagrams_to_upstream),
+                datagrams_to_downstream: get(&self.udp_datagrams_to_downstream),
+                dropped: get(&self.udp_dropped),
+                truncated: get(&self.udp_truncated),
+                upstream_refused: get(&self.udp_upstream_refused),
+            },
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct Timeouts {
     pub half_close: Option<Duration>,
     /// A connection is closed when it is this old, busy or not. Default `None`.
     pub max_lifetime: Option<Duration>,
+    /// A UDP session ends after this long without a datagram in either direction.
+    /// Default 30 s. `None` keeps sessions until the session table is full and they are
+    /// the least recently used.
+    pub udp_session_idle: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -45,6 +49,7 @@ impl Default for Timeouts {
             idle: None,
             half_close: Some(Duration::from_secs(60)),
             max_lifetime: None,
+            udp_session_idle: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -58,6 +63,7 @@ impl Timeouts {
             ("idle", self.idle),
             ("half_close", self.half_close),
             ("max_lifetime", self.max_lifetime),
+            ("udp_session_idle", self.udp_session_idle),
         ];
         if let Some((name, _)) = fields.iter().find(|(_, d)| *d == Some(Duration::ZERO)) {
             return Err(ZeroTimeout(name));

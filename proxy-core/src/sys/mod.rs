@@ -1,6 +1,6 @@
 //! Platform back ends: `splice(2)` through pipes on Linux, a fallback with the same API
-//! elsewhere. The only module allowed to hold `unsafe` (today it needs none: rustix wraps
-//! the system calls safely).
+//! elsewhere; batched UDP I/O with packet info. The only module allowed to hold `unsafe`:
+//! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` through libc.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -9,5 +9,9 @@ mod imp;
 #[cfg(not(target_os = "linux"))]
 #[path = "fallback.rs"]
 mod imp;
+
+#[cfg(target_os = "linux")]
+mod linux_udp;
+pub(crate) mod udp;
 
 pub(crate) use imp::{Pipe, SPLICE, splice_unsupported};

@@ -175,7 +175,11 @@ impl TcpForwarder {
         let background = vec![tokio::spawn(cache.run(closing.clone()))];
         let mut accepts = Vec::with_capacity(listeners.len());
         for (listener, addr) in listeners.into_iter().zip(&local_addrs) {
-            tracing::info!("Forwarding from {addr} -> {}", config.target);
+            tracing::info!(
+                protocol = "tcp",
+                "Forwarding from {addr} -> {}",
+                config.target
+            );
             accepts.push(tokio::spawn(accept_loop(
                 listener,
                 shared.clone(),

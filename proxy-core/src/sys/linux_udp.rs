@@ -1,0 +1,298 @@
+//! Linux: batched UDP I/O with `recvmmsg(2)`/`sendmmsg(2)`, and IP_PKTINFO/IPV6_PKTINFO so
+//! replies leave from the address the client sent to.
+//!
+//! The message headers, iovecs, addresses and control buffers live on the stack for the
+//! length of one call; nothing holding a raw pointer outlives it.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::udp::{Outgoing, RecvBatch, RecvMeta};
+
+/// Most datagrams moved by one system call.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Room for one IP_PKTINFO or IPV6_PKTINFO control message, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 64]);
+
+/// Asks the kernel to report each datagram's destination address (IP_PKTINFO, and
+/// IPV6_RECVPKTINFO on IPv6 sockets, which may also carry IPv4 when dual-stack).
+pub(crate) fn set_recv_pktinfo(socket: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    setsockopt_on(socket, libc::IPPROTO_IP, libc::IP_PKTINFO)?;
+    if ipv6 {
+        setsockopt_on(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
+    }
+    Ok(())
+}
+
+fn setsockopt_on(socket: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is valid for the borrow; the option value points at a live c_int and
+    // its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Receives up to `max` datagrams (at most the batch's slots and [`MAX_BATCH`]) without
+/// blocking. Returns how many arrived; `WouldBlock` when none is waiting.
+pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) -> io::Result<usize> {
+    let n = max.min(batch.slots()).min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let slot = batch.slot_size();
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] = [MaybeUninit::uninit(); MAX_BATCH];
+    // SAFETY: as above.
+    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut controls = [Control([0; 64]); MAX_BATCH];
+    let base = batch.buf_mut().as_mut_ptr();
+    for i in 0..n {
+        let iov = iovs[i].write(libc::iovec {
+            // SAFETY: slot i lies inside the batch buffer, which holds `slots` slots.
+            iov_base: unsafe { base.add(i * slot) }.cast(),
+            iov_len: slot,
+        });
+        let hdr = &mut hdrs[i].msg_hdr;
+        hdr.msg_name = (&raw mut names[i]).cast();
+        hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = (&raw mut controls[i]).cast();
+        hdr.msg_controllen = mem::size_of::<Control>() as _;
+    }
+    // SAFETY: the first `n` headers point at live, writable iovecs (into the batch buffer),
+    // names and control buffers on this stack frame, each with its true size; the kernel
+    // writes at most that much. The fd is valid for the borrow.
+    let got = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as _,
+            libc::MSG_DONTWAIT as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = got as usize;
+    for (i, h) in hdrs.iter().enumerate().take(got) {
+        batch.meta_mut()[i] = RecvMeta {
+            len: (h.msg_len as usize).min(slot),
+            from: decode_addr(&names[i], h.msg_hdr.msg_namelen),
+            dst_ip: decode_pktinfo(&h.msg_hdr),
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    Ok(got)
+}
+
+/// Sends `msgs` (at most [`MAX_BATCH`]) in one call, each to its address (or the connected
+/// peer) and from its source IP when given. Returns how many were sent, at least one; an
+/// error concerns the first unsent datagram.
+pub(crate) fn send(socket: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] = [MaybeUninit::uninit(); MAX_BATCH];
+    // SAFETY: as above.
+    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut controls = [Control([0; 64]); MAX_BATCH];
+    for (i, msg) in msgs.iter().take(n).enumerate() {
+        let iov = iovs[i].write(libc::iovec {
+            // The kernel only reads through this pointer (sendmmsg).
+            iov_base: msg.data.as_ptr().cast_mut().cast(),
+            iov_len: msg.data.len(),
+        });
+        let hdr = &mut hdrs[i].msg_hdr;
+        hdr.msg_iov = iov;
+        hdr.msg_iovlen = 1;
+        if let Some(to) = msg.to {
+            hdr.msg_namelen = encode_addr(&to, &mut names[i]);
+            hdr.msg_name = (&raw mut names[i]).cast();
+        }
+        if let Some(src) = msg.src_ip {
+            hdr.msg_control = (&raw mut controls[i]).cast();
+            hdr.msg_controllen = mem::size_of::<Control>() as _;
+            encode_pktinfo(hdr, src);
+        }
+    }
+    // SAFETY: the first `n` headers point at live iovecs over the callers' slices and at
+    // names and control buffers on this stack frame, each with its true length; sendmmsg
+    // only reads them. The fd is valid for the borrow.
+    let sent = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as _,
+            libc::MSG_DONTWAIT as _,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+fn encode_addr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
+            unsafe { (&raw mut *storage).cast::<libc::sockaddr_in>().write(sin) };
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { (&raw mut *storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+fn decode_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and it is long enough.
+            let sin = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, and it is long enough.
+            let sin6 = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// The destination address from a received IP_PKTINFO or IPV6_PKTINFO control message.
+// `msg_controllen` is a `size_t` with glibc and a `socklen_t` with musl.
+#[allow(clippy::unnecessary_cast)]
+fn decode_pktinfo(hdr: &libc::msghdr) -> Option<IpAddr> {
+    if hdr.msg_control.is_null() || (hdr.msg_controllen as usize) < mem::size_of::<libc::cmsghdr>()
+    {
+        return None;
+    }
+    // SAFETY: msg_control/msg_controllen describe the control buffer the kernel filled;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within it and return null past its end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: cmsg is non-null and points at a complete cmsghdr inside the buffer.
+        let c = unsafe { &*cmsg };
+        match (c.cmsg_level, c.cmsg_type) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                // SAFETY: an IP_PKTINFO message carries an in_pktinfo; CMSG_DATA points at
+                // it, possibly unaligned, so it is read unaligned.
+                let info = unsafe {
+                    libc::CMSG_DATA(cmsg)
+                        .cast::<libc::in_pktinfo>()
+                        .read_unaligned()
+                };
+                return Some(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()).into());
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                // SAFETY: an IPV6_PKTINFO message carries an in6_pktinfo; read unaligned.
+                let info = unsafe {
+                    libc::CMSG_DATA(cmsg)
+                        .cast::<libc::in6_pktinfo>()
+                        .read_unaligned()
+                };
+                let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                // A dual-stack socket reports IPv4 destinations as mapped addresses.
+                return Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
+            }
+            _ => {}
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+    }
+    None
+}
+
+/// Writes one IP_PKTINFO (IPv4 source) or IPV6_PKTINFO control message into the header's
+/// control buffer and sets its length.
+fn encode_pktinfo(hdr: &mut libc::msghdr, src: IpAddr) {
+    // SAFETY: the caller pointed msg_control at a zeroed, aligned 64-byte buffer, which
+    // holds one cmsghdr plus an in_pktinfo or in6_pktinfo (CMSG_SPACE of either is ≤ 40).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(hdr);
+        match src {
+            IpAddr::V4(ip) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(ip.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                libc::CMSG_DATA(cmsg)
+                    .cast::<libc::in_pktinfo>()
+                    .write_unaligned(info);
+                hdr.msg_controllen =
+                    libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+            }
+            IpAddr::V6(ip) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in6_pktinfo>() as u32) as _;
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                libc::CMSG_DATA(cmsg)
+                    .cast::<libc::in6_pktinfo>()
+                    .write_unaligned(info);
+                hdr.msg_controllen =
+                    libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32) as _;
+            }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The UDP forwarder: builder, listening sockets, and the loop that hands datagrams to
+//! sessions.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::Type;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::session::{self, SessionKey, Table};
+use crate::balance::RoundRobin;
+use crate::handle::ForwarderHandle;
+use crate::listen::{self, ListenOptions};
+use crate::pool::Pool;
+use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
+use crate::stats::Stats;
+use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
+use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+
+/// Forwards UDP datagrams from one or more listen addresses to an upstream [`Target`].
+///
+/// Each client address gets a session with its own connected upstream socket, so the
+/// upstream's replies are told apart and datagrams from strangers are dropped by the
+/// kernel. A session ends after [`Timeouts::udp_session_idle`] without a datagram in
+/// either direction (30 s by default), or when the session table is full and it is the
+/// least recently used. Replies leave from the address the client sent to, also on a
+/// wildcard listener of a host with several addresses. Datagrams of any size up to
+/// 65,507 bytes (IPv4) pass intact; on Linux they move in batches (`recvmmsg`/`sendmmsg`).
+///
+/// # Examples
+///
+/// A DNS proxy, as `proxy udp 53 kube-dns.default 1`:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use proxy_core::UdpForwarder;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let forwarder = UdpForwarder::builder(["[::]:53".parse()?], "kube-dns.default:53".parse()?)
+///     .session_idle_timeout(Duration::from_secs(1))
+///     .build()?;
+/// let handle = forwarder.start()?;
+/// tokio::signal::ctrl_c().await?;
+/// handle.shutdown(Duration::from_secs(5)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct UdpForwarder {
+    config: Arc<Config>,
+}
+
+/// Settings for a [`UdpForwarder`]; every setter documents its default.
+#[derive(Clone)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+}
+
+#[derive(Clone)]
+pub(super) struct Config {
+    listen: Vec<SocketAddr>,
+    pub(super) target: Target,
+    resolver: Arc<dyn Resolve>,
+    cache: CachePolicy,
+    pub(super) timeouts: Timeouts,
+    listen_options: ListenOptions,
+    max_sessions: usize,
+    pub(super) batch_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("target", &self.target)
+            .field("cache", &self.cache)
+            .field("timeouts", &self.timeouts)
+            .field("listen_options", &self.listen_options)
+            .field("max_sessions", &self.max_sessions)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a running UDP forwarder's tasks share.
+pub(super) struct Shared {
+    pub(super) config: Arc<Config>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) cache: Arc<ResolveCache>,
+    pub(super) rr: RoundRobin,
+    /// Receive batches for the sessions' reply paths, taken only while replies flow.
+    pub(super) batches: Pool<RecvBatch>,
+    pub(super) accepting: CancellationToken,
+    pub(super) closing: CancellationToken,
+    pub(super) sessions: TaskTracker,
+}
+
+// ===== impl UdpForwarder =====
+
+impl UdpForwarder {
+    /// Starts building a forwarder from `listen` addresses to `target`.
+    ///
+    /// Port 0 binds a port chosen by the kernel; read it from
+    /// [`ForwarderHandle::local_addrs`]. `[::]` is one dual-stack socket that also
+    /// receives IPv4 (see [`Builder::dual_stack`]).
+    pub fn builder(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Builder {
+        Builder {
+            config: Config {
+                listen: listen.into_iter().collect(),
+                target,
+                resolver: Arc::new(SystemResolver::new()),
+                cache: CachePolicy::default(),
+                timeouts: Timeouts::default(),
+                listen_options: ListenOptions::default(),
+                max_sessions: 16_384,
+                batch_size: 32,
+            },
+        }
+    }
+
+    /// The upstream target.
+    pub fn target(&self) -> &Target {
+        &self.config.target
+    }
+
+    /// The listen addresses, as configured.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.config.listen
+    }
+
+    /// The timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.config.timeouts
+    }
+
+    /// Binds every listen address and starts forwarding on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Bind`] naming the address when one cannot be bound; nothing stays
+    /// bound then.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn start(&self) -> Result<ForwarderHandle, Error> {
+        let config = &self.config;
+        let bind_error = |addr: &SocketAddr, e| {
+            Error::new(ErrorKind::Bind, Side::Internal)
+                .with_context(addr.to_string())
+                .with_source(e)
+        };
+        let mut sockets = Vec::with_capacity(config.listen.len());
+        for addr in &config.listen {
+            let socket = listen::bind(*addr, Type::DGRAM, &config.listen_options)
+                .map_err(|e| bind_error(addr, e))?;
+            let wildcard = addr.ip().is_unspecified();
+            if wildcard {
+                io_udp::enable_dst_info(&socket, addr.is_ipv6())
+                    .map_err(|e| bind_error(addr, e))?;
+            }
+            let socket = UdpSocket::from_std(socket.into()).map_err(|e| bind_error(addr, e))?;
+            sockets.push((Arc::new(socket), wildcard));
+        }
+        let local_addrs = sockets
+            .iter()
+            .map(|(s, _)| s.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::new(ErrorKind::Bind, Side::Internal).with_source(e))?;
+
+        let stats = Arc::new(Stats::default());
+        let accepting = CancellationToken::new();
+        let closing = CancellationToken::new();
+        let cache = Arc::new(ResolveCache::new(
+            config.target.clone(),
+            config.resolver.clone(),
+            config.cache,
+            stats.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            stats: stats.clone(),
+            cache: cache.clone(),
+            rr: RoundRobin::default(),
+            batches: Pool::new(4),
+            accepting: accepting.clone(),
+            closing: closing.clone(),
+            sessions: TaskTracker::new(),
+        });
+        let background = vec![tokio::spawn(cache.run(closing.clone()))];
+        let mut loops = Vec::with_capacity(sockets.len());
+        for ((socket, wildcard), addr) in sockets.into_iter().zip(&local_addrs) {
+            tracing::info!(
+                protocol = "udp",
+                "Forwarding from {addr} -> {}",
+                config.target
+            );
+            loops.push(tokio::spawn(listen_loop(socket, wildcard, shared.clone())));
+        }
+        Ok(ForwarderHandle::new(
+            local_addrs,
+            stats,
+            accepting,
+            closing,
+            shared.sessions.clone(),
+            loops,
+            background,
+        ))
+    }
+}
+
+// ===== impl Builder =====
+
+impl Builder {
+    /// The resolver for host-name targets. Default: [`SystemResolver`], the C library's.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.config.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// A resolver shared with other forwarders.
+    pub fn shared_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.config.resolver = resolver;
+        self
+    }
+
+    /// How long resolved answers are used. Default: [`CachePolicy::default`]. New
+    /// sessions use the current answer; running sessions keep their upstream address.
+    pub fn cache(mut self, policy: CachePolicy) -> Self {
+        self.config.cache = policy;
+        self
+    }
+
+    /// All timeouts at once; a UDP forwarder uses [`Timeouts::udp_session_idle`] and, to
+    /// bound the first lookup of the target, [`Timeouts::connect_total`].
+    /// Default: [`Timeouts::default`].
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
+    }
+
+    /// A session ends after this long without a datagram in either direction; `None`
+    /// keeps sessions until the table is full. Default 30 s.
+    pub fn session_idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.config.timeouts.udp_session_idle = idle.into();
+        self
+    }
+
+    /// The most sessions each listening socket keeps; a new client beyond it evicts the
+    /// least recently used session. Default 16,384.
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.config.max_sessions = max;
+        self
+    }
+
+    /// Datagrams moved per system call on Linux (`recvmmsg`/`sendmmsg`), 1 to 64.
+    /// Default 32.
+    pub fn batch_size(mut self, datagrams: usize) -> Self {
+        self.config.batch_size = datagrams;
+        self
+    }
+
+    /// Sets `SO_REUSEPORT` on the listening sockets. Default off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.config.listen_options.reuse_port = on;
+        self
+    }
+
+    /// Whether a `[::]` listener is dual-stack (also receives IPv4). Default on.
+    pub fn dual_stack(mut self, on: bool) -> Self {
+        self.config.listen_options.dual_stack = on;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first bad setting.
+    pub fn build(self) -> Result<UdpForwarder, BuildError> {
+        let c = &self.config;
+        if c.listen.is_empty() {
+            return Err(BuildError::NoListenAddress);
+        }
+        for (i, a) in c.listen.iter().enumerate() {
+            if a.port() != 0 && c.listen[..i].contains(a) {
+                return Err(BuildError::DuplicateListenAddress(*a));
+            }
+        }
+        c.timeouts.validate()?;
+        if c.max_sessions == 0 {
+            return Err(BuildError::MaxSessions);
+        }
+        if !(1..=MAX_BATCH).contains(&c.batch_size) {
+            return Err(BuildError::BatchSize(c.batch_size));
+        }
+        Ok(UdpForwarder {
+            config: Arc::new(self.config),
+        })
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+/// Receives client datagrams in batches and hands them to their sessions, creating
+/// sessions for new clients. Ends when the forwarder stops accepting.
+async fn listen_loop(socket: Arc<UdpSocket>, wildcard: bool, shared: Arc<Shared>) {
+    let batch_size = shared.config.batch_size;
+    let mut batch = RecvBatch::new(batch_size);
+    let max = NonZeroUsize::new(shared.config.max_sessions).unwrap_or(NonZeroUsize::MIN);
+    let mut table = Table::new(max);
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SessionKey, u64)>();
+    let stats = &shared.stats;
+    loop {
+        tokio::select! {
+            () = shared.accepting.cancelled() => return,
+            ready = socket.readable() => {
+                if let Err(e) = ready {
+                    tracing::warn!(error = %e, "UDP listener failed");
+                    return;
+                }
+            }
+        }
+        loop {
+            while let Ok((key, id)) = ended_rx.try_recv() {
+                table.ended(&key, id);
+            }
+            let n = match io_udp::recv(&socket, &mut batch, batch_size) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    break;
+                }
+            };
+            let mut i = 0;
+            while i < n {
+                let (_, meta) = batch.get(i);
+                let Some(client) = meta.from.filter(|_| !meta.truncated) else {
+                    Stats::inc(&stats.udp_truncated);
+                    i += 1;
+                    continue;
+                };
+                let key = SessionKey {
+                    client,
+                    local_ip: if wildcard { meta.dst_ip } else { None },
+                };
+                // Consecutive datagrams of one client go out in one call.
+                let mut group: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+                let mut len = 0;
+                while i < n {
+                    let (data, meta) = batch.get(i);
+                    let same = meta.from == Some(key.client)
+                        && !meta.truncated
+                        && (!wildcard || meta.dst_ip == key.local_ip);
+                    if !same {
+                        break;
+                    }
+                    group[len] = data;
+                    len += 1;
+                    i += 1;
+                }
+                let session = match table.get(&key) {
+                    Some(session) => session,
+                    None => {
+                        let (session, evicted) = table.insert(key, &shared.closing);
+                        if let Some(evicted) = evicted {
+                            evicted.end();
+                            Stats::inc(&stats.udp_sessions_evicted);
+                        }
+                        Stats::inc(&stats.udp_sessions_total);
+                        Stats::inc(&stats.udp_sessions_open);
+                        shared.sessions.spawn(session::run(
+                            session.clone(),
+                            socket.clone(),
+                            shared.clone(),
+                            ended_tx.clone(),
+                        ));
+                        session
+                    }
+                };
+                session.forward(&group[..len], stats);
+            }
+            tokio::task::coop::consume_budget().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream echo, a forwarder in front, and datagrams of 0, 3 and 65,507 bytes.
+    #[tokio::test]
+    async fn relays_datagrams_of_every_size_both_ways() {
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target: Target = echo.local_addr().unwrap().into();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 1 << 16];
+            loop {
+                let (n, from) = echo.recv_from(&mut buf).await.unwrap();
+                echo.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        let handle = UdpForwarder::builder(["127.0.0.1:0".parse().unwrap()], target)
+            .build()
+            .unwrap()
+            .start()
+            .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(handle.local_addrs()[0]).await.unwrap();
+        let big: Vec<u8> = (0..65_507u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = vec![0; 1 << 16];
+        for data in [&b""[..], b"abc", &big] {
+            client.send(data).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no echo of {} B: {:?}", data.len(), handle.stats()))
+                .unwrap();
+            assert_eq!(&buf[..n], data);
+        }
+        let stats = handle.stats();
+        assert_eq!(stats.udp.sessions_total, 1);
+        assert_eq!(stats.udp.datagrams_to_upstream, 3);
+        assert_eq!(stats.udp.datagrams_to_downstream, 3);
+        assert_eq!(stats.bytes_to_upstream, 65_510);
+        assert!(handle.shutdown(Duration::from_secs(2)).await);
+    }
+}

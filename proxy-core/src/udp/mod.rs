@@ -1,0 +1,6 @@
+//! UDP forwarding: [`UdpForwarder`], its builder, the session table and batched I/O.
+
+mod forwarder;
+mod session;
+
+pub use forwarder::{Builder, UdpForwarder};

@@ -1,0 +1,397 @@
+//! UDP sessions: one per client address, each with its own connected upstream socket.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use lru::LruCache;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::forwarder::Shared;
+use crate::stats::Stats;
+use crate::sys::udp::{self as io_udp, MAX_BATCH, Outgoing, RecvBatch};
+use crate::{Error, ErrorKind, Side, TimeoutKind};
+
+/// Datagrams queued for a session whose upstream socket is not connected yet.
+const MAX_PENDING: usize = 64;
+
+/// Once the forwarder stops accepting, a session ends after this long without traffic
+/// (or its own idle timeout, if shorter): in-flight replies still reach their clients.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Who a session serves: the client's address, and on a wildcard listener the local
+/// address the client sent to (replies leave from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct SessionKey {
+    pub(super) client: SocketAddr,
+    pub(super) local_ip: Option<IpAddr>,
+}
+
+/// One client's session; shared by the listener (client to upstream) and the session's
+/// task (upstream to client).
+#[derive(Debug)]
+pub(super) struct Session {
+    id: u64,
+    key: SessionKey,
+    upstream: OnceLock<Arc<UdpSocket>>,
+    pending: Mutex<Vec<Vec<u8>>>,
+    base: Instant,
+    last_ms: AtomicU64,
+    /// Cancelled when the session ends, is evicted, or the forwarder closes.
+    done: CancellationToken,
+}
+
+impl Session {
+    pub(super) fn new(id: u64, key: SessionKey, closing: &CancellationToken) -> Self {
+        Session {
+            id,
+            key,
+            upstream: OnceLock::new(),
+            pending: Mutex::new(Vec::new()),
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            done: closing.child_token(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Relaxed);
+    }
+
+    fn last_active(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Relaxed))
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.done.is_cancelled()
+    }
+
+    /// Ends the session (evicted): its task stops and its upstream socket closes.
+    pub(super) fn end(&self) {
+        self.done.cancel();
+    }
+
+    /// Relays datagrams from the client: straight to the upstream socket when connected,
+    /// else queued (up to [`MAX_PENDING`]) for the session's task.
+    pub(super) fn forward(&self, datagrams: &[&[u8]], stats: &Stats) {
+        self.touch();
+        if let Some(up) = self.upstream.get() {
+            return send_all(up, datagrams, None, None, Direction::Up, stats);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(up) = self.upstream.get() {
+            drop(pending);
+            return send_all(up, datagrams, None, None, Direction::Up, stats);
+        }
+        for d in datagrams {
+            if pending.len() < MAX_PENDING {
+                pending.push(d.to_vec());
+            } else {
+                Stats::inc(&stats.udp_dropped);
+            }
+        }
+    }
+}
+
+/// The session table of one listener: bounded, least recently used first out.
+pub(super) struct Table {
+    sessions: LruCache<SessionKey, Arc<Session>>,
+    next_id: u64,
+}
+
+impl Table {
+    pub(super) fn new(max: NonZeroUsize) -> Self {
+        Table {
+            sessions: LruCache::new(max),
+            next_id: 0,
+        }
+    }
+
+    /// The live session for `key`, marked as most recently used.
+    pub(super) fn get(&mut self, key: &SessionKey) -> Option<Arc<Session>> {
+        match self.sessions.get(key) {
+            Some(s) if !s.is_done() => Some(s.clone()),
+            Some(_) => {
+                self.sessions.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Adds a new session for `key`; returns the session evicted to make room, if any.
+    pub(super) fn insert(
+        &mut self,
+        key: SessionKey,
+        closing: &CancellationToken,
+    ) -> (Arc<Session>, Option<Arc<Session>>) {
+        self.next_id += 1;
+        let session = Arc::new(Session::new(self.next_id, key, closing));
+        let evicted = self
+            .sessions
+            .push(key, session.clone())
+            .filter(|(k, _)| *k != key)
+            .map(|(_, s)| s);
+        (session, evicted)
+    }
+
+    /// Forgets a session whose task has ended, unless a newer one took its key.
+    pub(super) fn ended(&mut self, key: &SessionKey, id: u64) {
+        if self.sessions.peek(key).is_some_and(|s| s.id == id) {
+            self.sessions.pop(key);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// Sends `datagrams` without waiting: what the socket cannot take now is dropped and
+/// counted, as a router would. A pending ICMP error (ECONNREFUSED) is counted and the
+/// datagram tried once more.
+fn send_all(
+    socket: &UdpSocket,
+    datagrams: &[&[u8]],
+    to: Option<SocketAddr>,
+    src_ip: Option<IpAddr>,
+    dir: Direction,
+    stats: &Stats,
+) {
+    for chunk in datagrams.chunks(MAX_BATCH) {
+        let mut msgs = [Outgoing {
+            data: &[],
+            to,
+            src_ip,
+        }; MAX_BATCH];
+        for (msg, data) in msgs.iter_mut().zip(chunk) {
+            msg.data = data;
+        }
+        let msgs = &msgs[..chunk.len()];
+        let mut sent = 0;
+        let mut refused_retry = false;
+        while sent < msgs.len() {
+            match io_udp::send(socket, &msgs[sent..]) {
+                Ok(n) => {
+                    let bytes: usize = chunk[sent..sent + n].iter().map(|d| d.len()).sum();
+                    let (datagrams, bytes_counter) = match dir {
+                        Direction::Up => {
+                            (&stats.udp_datagrams_to_upstream, &stats.bytes_to_upstream)
+                        }
+                        Direction::Down => (
+                            &stats.udp_datagrams_to_downstream,
+                            &stats.bytes_to_downstream,
+                        ),
+                    };
+                    Stats::add(datagrams, n as u64);
+                    Stats::add(bytes_counter, bytes as u64);
+                    sent += n;
+                    refused_retry = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused_retry => {
+                    Stats::inc(&stats.udp_upstream_refused);
+                    refused_retry = true;
+                }
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        tracing::debug!(error = %e, ?dir, "UDP send failed; dropping");
+                    }
+                    Stats::add(&stats.udp_dropped, (msgs.len() - sent) as u64);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A session's life: connect its upstream socket, flush what queued meanwhile, relay
+/// replies until idle, evicted or closed; then tell the listener.
+pub(super) async fn run(
+    session: Arc<Session>,
+    listener: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    ended: UnboundedSender<(SessionKey, u64)>,
+) {
+    let stats = &shared.stats;
+    let started = Instant::now();
+    let connected = tokio::select! {
+        () = session.done.cancelled() => None,
+        r = connect(&shared) => Some(r),
+    };
+    match connected {
+        Some(Ok((up, upstream_addr))) => {
+            let up = Arc::new(up);
+            let queued = {
+                let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = session.upstream.set(up.clone());
+                std::mem::take(&mut *pending)
+            };
+            let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
+            send_all(&up, &queued, None, None, Direction::Up, stats);
+            tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
+            let why = relay_replies(&session, &up, &listener, &shared).await;
+            tracing::debug!(
+                client = %session.key.client,
+                upstream = %upstream_addr,
+                reason = why,
+                duration = ?started.elapsed(),
+                "UDP session ended"
+            );
+        }
+        Some(Err(e)) => {
+            let lost = session
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len();
+            Stats::add(&stats.udp_dropped, lost as u64);
+            Stats::inc(&stats.upstream_unavailable);
+            tracing::warn!(
+                client = %session.key.client,
+                target = %shared.config.target,
+                error = %e,
+                cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                "no upstream reachable; dropping the session's datagrams"
+            );
+        }
+        None => {}
+    }
+    session.done.cancel();
+    stats.udp_sessions_open.fetch_sub(1, Relaxed);
+    let _ = ended.send((session.key, session.id));
+}
+
+/// Resolves the target (within the connect budget) and connects a UDP socket to the next
+/// address in round-robin order.
+async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
+    let budget = shared.config.timeouts.connect_total;
+    let addrs = tokio::time::timeout(budget, shared.cache.addrs())
+        .await
+        .map_err(|_elapsed| {
+            Error::new(
+                ErrorKind::Timeout(TimeoutKind::ConnectTotal),
+                Side::Upstream,
+            )
+            .with_context(format!("resolving {}", shared.config.target))
+        })??;
+    let mut last_error = None;
+    // A UDP connect only sets the peer; it fails for local reasons (no route, no address
+    // of that family), so going on to the next address helps in exactly those cases.
+    for i in shared.rr.order(addrs.len()) {
+        let addr = addrs[i];
+        match upstream_socket(addr) {
+            Ok(socket) => return Ok((socket, addr)),
+            Err(e) => last_error = Some(Error::connect(e).with_context(addr.to_string())),
+        }
+    }
+    shared.cache.nudge();
+    Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Resolve, Side::Upstream)))
+}
+
+fn upstream_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Relays the upstream's replies to the client, from the address the client sent to,
+/// until the session is idle, ended, or closed. Returns why it stopped.
+async fn relay_replies(
+    session: &Session,
+    up: &UdpSocket,
+    listener: &UdpSocket,
+    shared: &Shared,
+) -> &'static str {
+    let idle = shared.config.timeouts.udp_session_idle;
+    let batch_size = shared.config.batch_size;
+    let mut draining = false;
+    loop {
+        let limit = match (idle, draining) {
+            (Some(d), false) => Some(d),
+            (Some(d), true) => Some(d.min(DRAIN_IDLE)),
+            (None, true) => Some(DRAIN_IDLE),
+            (None, false) => None,
+        };
+        let deadline = limit.map(|d| session.last_active() + d);
+        tokio::select! {
+            () = session.done.cancelled() => return "ended",
+            () = shared.accepting.cancelled(), if !draining => draining = true,
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if limit.is_some_and(|d| session.last_active() + d <= Instant::now()) {
+                    return "idle";
+                }
+            }
+            ready = up.readable() => {
+                if let Err(e) = ready {
+                    tracing::debug!(error = %e, "UDP session socket failed");
+                    return "error";
+                }
+                let mut batch = shared
+                    .batches
+                    .take(|| Ok::<_, Infallible>(RecvBatch::new(batch_size)))
+                    .unwrap_or_else(|never| match never {});
+                relay_burst(session, up, listener, &mut batch, shared);
+                shared.batches.put(batch);
+                tokio::task::coop::consume_budget().await;
+            }
+        }
+    }
+}
+
+/// Moves every reply waiting on `up` to the client.
+fn relay_burst(
+    session: &Session,
+    up: &UdpSocket,
+    listener: &UdpSocket,
+    batch: &mut RecvBatch,
+    shared: &Shared,
+) {
+    let stats = &shared.stats;
+    // Bounded, so one busy session cannot hold the worker thread.
+    for _ in 0..64 {
+        let n = match io_udp::recv(up, batch, shared.config.batch_size) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Stats::inc(&stats.udp_upstream_refused);
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP receive from upstream failed");
+                return;
+            }
+        };
+        session.touch();
+        let mut datagrams: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        let mut count = 0;
+        for i in 0..n {
+            let (data, meta) = batch.get(i);
+            if meta.truncated {
+                Stats::inc(&stats.udp_truncated);
+            } else {
+                datagrams[count] = data;
+                count += 1;
+            }
+        }
+        send_all(
+            listener,
+            &datagrams[..count],
+            Some(session.key.client),
+            session.key.local_ip,
+            Direction::Down,
+            stats,
+        );
+    }
+}
