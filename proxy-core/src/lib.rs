@@ -42,6 +42,7 @@
 
 mod balance;
 mod error;
+mod forward;
 mod handle;
 mod listen;
 mod pool;

@@ -14,7 +14,7 @@ use crate::{Error, ErrorKind, Side, TimeoutKind};
 /// going on to the next address when one refuses, is unreachable or times out. The
 /// total budget bounds the lookup (when no answer is cached yet) and every attempt.
 pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), Error> {
-    let timeouts = &shared.config.timeouts;
+    let timeouts = &shared.config.common.timeouts;
     let stats = &shared.stats;
     // The budget covers a lookup too, when there is no cached answer yet.
     let deadline = Instant::now() + timeouts.connect_total;
@@ -25,7 +25,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), 
                 ErrorKind::Timeout(TimeoutKind::ConnectTotal),
                 Side::Upstream,
             )
-            .with_context(format!("resolving {}", shared.config.target))
+            .with_context(format!("resolving {}", shared.config.common.target))
         })??;
     let mut last_error = None;
     for i in shared.rr.order(addrs.len()) {

@@ -12,9 +12,10 @@ use tokio_util::task::TaskTracker;
 use super::connect::connect;
 use super::relay::{Close, RelayMode, RelayShared, relay};
 use crate::balance::RoundRobin;
+use crate::forward::{Common, bind_error};
 use crate::handle::ForwarderHandle;
-use crate::listen::{self, ListenOptions};
-use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
+use crate::listen;
+use crate::resolve::{CachePolicy, Resolve, ResolveCache};
 use crate::stats::Stats;
 use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
 
@@ -54,32 +55,12 @@ pub struct Builder {
     config: Config,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(super) struct Config {
-    listen: Vec<SocketAddr>,
-    pub(super) target: Target,
-    resolver: Arc<dyn Resolve>,
-    cache: CachePolicy,
-    pub(super) timeouts: Timeouts,
-    listen_options: ListenOptions,
+    pub(super) common: Common,
     relay: RelayMode,
     pipe_size: usize,
     buffer_size: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("target", &self.target)
-            .field("cache", &self.cache)
-            .field("timeouts", &self.timeouts)
-            .field("listen_options", &self.listen_options)
-            .field("relay", &self.relay)
-            .field("pipe_size", &self.pipe_size)
-            .field("buffer_size", &self.buffer_size)
-            .finish_non_exhaustive()
-    }
 }
 
 // ===== impl TcpForwarder =====
@@ -93,12 +74,7 @@ impl TcpForwarder {
     pub fn builder(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Builder {
         Builder {
             config: Config {
-                listen: listen.into_iter().collect(),
-                target,
-                resolver: Arc::new(SystemResolver::new()),
-                cache: CachePolicy::default(),
-                timeouts: Timeouts::default(),
-                listen_options: ListenOptions::default(),
+                common: Common::new(listen, target),
                 relay: RelayMode::Auto,
                 pipe_size: 1 << 16,
                 buffer_size: 1 << 16,
@@ -108,17 +84,17 @@ impl TcpForwarder {
 
     /// The upstream target.
     pub fn target(&self) -> &Target {
-        &self.config.target
+        &self.config.common.target
     }
 
     /// The listen addresses, as configured.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.config.listen
+        &self.config.common.listen
     }
 
     /// The timeouts.
     pub fn timeouts(&self) -> &Timeouts {
-        &self.config.timeouts
+        &self.config.common.timeouts
     }
 
     /// Binds every listen address and starts accepting and forwarding connections on the
@@ -134,13 +110,11 @@ impl TcpForwarder {
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
         let config = &self.config;
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        for addr in &config.listen {
-            let listener = listen::tcp(*addr, &config.listen_options).map_err(|e| {
-                Error::new(ErrorKind::Bind, Side::Internal)
-                    .with_context(addr.to_string())
-                    .with_source(e)
-            })?;
+        let common = &config.common;
+        let mut listeners = Vec::with_capacity(common.listen.len());
+        for addr in &common.listen {
+            let listener =
+                listen::tcp(*addr, &common.listen_options).map_err(|e| bind_error(*addr, e))?;
             listeners.push(listener);
         }
         let local_addrs = listeners
@@ -151,12 +125,7 @@ impl TcpForwarder {
 
         let stats = Arc::new(Stats::default());
         let closing = CancellationToken::new();
-        let cache = Arc::new(ResolveCache::new(
-            config.target.clone(),
-            config.resolver.clone(),
-            config.cache,
-            stats.clone(),
-        ));
+        let cache = common.resolve_cache(&stats);
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             relay: RelayShared::new(
@@ -178,7 +147,7 @@ impl TcpForwarder {
             tracing::info!(
                 protocol = "tcp",
                 "Forwarding from {addr} -> {}",
-                config.target
+                common.target
             );
             accepts.push(tokio::spawn(accept_loop(
                 listener,
@@ -203,58 +172,58 @@ impl TcpForwarder {
 impl Builder {
     /// The resolver for host-name targets. Default: [`SystemResolver`], the C library's.
     pub fn resolver(mut self, resolver: impl Resolve) -> Self {
-        self.config.resolver = Arc::new(resolver);
+        self.config.common.resolver = Arc::new(resolver);
         self
     }
 
     /// A resolver shared with other forwarders.
     pub fn shared_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
-        self.config.resolver = resolver;
+        self.config.common.resolver = resolver;
         self
     }
 
     /// How long resolved answers are used. Default: [`CachePolicy::default`].
     pub fn cache(mut self, policy: CachePolicy) -> Self {
-        self.config.cache = policy;
+        self.config.common.cache = policy;
         self
     }
 
     /// All timeouts at once. Default: [`Timeouts::default`].
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.config.timeouts = timeouts;
+        self.config.common.timeouts = timeouts;
         self
     }
 
     /// The idle timeout: no traffic in either direction for this long closes a connection.
     /// `None` disables it. Default `None`.
     pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
-        self.config.timeouts.idle = idle.into();
+        self.config.common.timeouts.idle = idle.into();
         self
     }
 
     /// The timeout of one connect attempt. Default 5 s.
     pub fn connect_timeout(mut self, connect: Duration) -> Self {
-        self.config.timeouts.connect = connect;
+        self.config.common.timeouts.connect = connect;
         self
     }
 
     /// Sets `SO_REUSEPORT` on the listeners, so several processes or forwarders can share
     /// a port and the kernel balances connections among them. Default off.
     pub fn reuse_port(mut self, on: bool) -> Self {
-        self.config.listen_options.reuse_port = on;
+        self.config.common.listen_options.reuse_port = on;
         self
     }
 
     /// Whether a `[::]` listener is dual-stack (also accepts IPv4). Default on; turn it off
     /// to bind `0.0.0.0` and `[::]` side by side.
     pub fn dual_stack(mut self, on: bool) -> Self {
-        self.config.listen_options.dual_stack = on;
+        self.config.common.listen_options.dual_stack = on;
         self
     }
 
     /// The listen backlog. Default 1024 (the kernel caps it at `net.core.somaxconn`).
     pub fn backlog(mut self, backlog: u32) -> Self {
-        self.config.listen_options.backlog = backlog;
+        self.config.common.listen_options.backlog = backlog;
         self
     }
 
@@ -285,23 +254,12 @@ impl Builder {
     /// A [`BuildError`] naming the first bad setting.
     pub fn build(self) -> Result<TcpForwarder, BuildError> {
         let c = &self.config;
-        if c.listen.is_empty() {
-            return Err(BuildError::NoListenAddress);
-        }
-        for (i, a) in c.listen.iter().enumerate() {
-            if a.port() != 0 && c.listen[..i].contains(a) {
-                return Err(BuildError::DuplicateListenAddress(*a));
-            }
-        }
-        c.timeouts.validate()?;
+        c.common.validate()?;
         if !(4096..=1 << 30).contains(&c.pipe_size) {
             return Err(BuildError::PipeSize(c.pipe_size));
         }
         if !(1024..=16 << 20).contains(&c.buffer_size) {
             return Err(BuildError::BufferSize(c.buffer_size));
-        }
-        if c.listen_options.backlog == 0 {
-            return Err(BuildError::Backlog);
         }
         Ok(TcpForwarder {
             config: Arc::new(self.config),
@@ -419,7 +377,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             Stats::inc(&shared.stats.upstream_unavailable);
             tracing::warn!(
                 client = %peer,
-                target = %shared.config.target,
+                target = %shared.config.common.target,
                 error = %e,
                 cause = ?std::error::Error::source(&e).map(ToString::to_string),
                 "no upstream reachable; closing the client connection"
@@ -432,7 +390,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         &client,
         &upstream,
         &shared.relay,
-        &shared.config.timeouts,
+        &shared.config.common.timeouts,
         &shared.closing,
     )
     .await;

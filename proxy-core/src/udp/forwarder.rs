@@ -14,10 +14,11 @@ use tokio_util::task::TaskTracker;
 
 use super::session::{self, SessionKey, Table};
 use crate::balance::RoundRobin;
+use crate::forward::{Common, bind_error};
 use crate::handle::ForwarderHandle;
-use crate::listen::{self, ListenOptions};
+use crate::listen;
 use crate::pool::Pool;
-use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
+use crate::resolve::{CachePolicy, Resolve, ResolveCache};
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
 use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
@@ -63,30 +64,11 @@ pub struct Builder {
     config: Config,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(super) struct Config {
-    listen: Vec<SocketAddr>,
-    pub(super) target: Target,
-    resolver: Arc<dyn Resolve>,
-    cache: CachePolicy,
-    pub(super) timeouts: Timeouts,
-    listen_options: ListenOptions,
+    pub(super) common: Common,
     max_sessions: usize,
     pub(super) batch_size: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("target", &self.target)
-            .field("cache", &self.cache)
-            .field("timeouts", &self.timeouts)
-            .field("listen_options", &self.listen_options)
-            .field("max_sessions", &self.max_sessions)
-            .field("batch_size", &self.batch_size)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What a running UDP forwarder's tasks share.
@@ -113,12 +95,7 @@ impl UdpForwarder {
     pub fn builder(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Builder {
         Builder {
             config: Config {
-                listen: listen.into_iter().collect(),
-                target,
-                resolver: Arc::new(SystemResolver::new()),
-                cache: CachePolicy::default(),
-                timeouts: Timeouts::default(),
-                listen_options: ListenOptions::default(),
+                common: Common::new(listen, target),
                 max_sessions: 16_384,
                 batch_size: 32,
             },
@@ -127,17 +104,17 @@ impl UdpForwarder {
 
     /// The upstream target.
     pub fn target(&self) -> &Target {
-        &self.config.target
+        &self.config.common.target
     }
 
     /// The listen addresses, as configured.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.config.listen
+        &self.config.common.listen
     }
 
     /// The timeouts.
     pub fn timeouts(&self) -> &Timeouts {
-        &self.config.timeouts
+        &self.config.common.timeouts
     }
 
     /// Binds every listen address and starts forwarding on the current tokio runtime.
@@ -151,22 +128,18 @@ impl UdpForwarder {
     ///
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
-        let config = &self.config;
-        let bind_error = |addr: &SocketAddr, e| {
-            Error::new(ErrorKind::Bind, Side::Internal)
-                .with_context(addr.to_string())
-                .with_source(e)
-        };
-        let mut sockets = Vec::with_capacity(config.listen.len());
-        for addr in &config.listen {
-            let socket = listen::bind(*addr, Type::DGRAM, &config.listen_options)
-                .map_err(|e| bind_error(addr, e))?;
+        let common = &self.config.common;
+        let mut sockets = Vec::with_capacity(common.listen.len());
+        for addr in &common.listen {
+            let bind = || {
+                let socket = listen::bind(*addr, Type::DGRAM, &common.listen_options)?;
+                if addr.ip().is_unspecified() {
+                    io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
+                }
+                UdpSocket::from_std(socket.into())
+            };
+            let socket = bind().map_err(|e| bind_error(*addr, e))?;
             let wildcard = addr.ip().is_unspecified();
-            if wildcard {
-                io_udp::enable_dst_info(&socket, addr.is_ipv6())
-                    .map_err(|e| bind_error(addr, e))?;
-            }
-            let socket = UdpSocket::from_std(socket.into()).map_err(|e| bind_error(addr, e))?;
             sockets.push((Arc::new(socket), wildcard));
         }
         let local_addrs = sockets
@@ -178,12 +151,7 @@ impl UdpForwarder {
         let stats = Arc::new(Stats::default());
         let accepting = CancellationToken::new();
         let closing = CancellationToken::new();
-        let cache = Arc::new(ResolveCache::new(
-            config.target.clone(),
-            config.resolver.clone(),
-            config.cache,
-            stats.clone(),
-        ));
+        let cache = common.resolve_cache(&stats);
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             stats: stats.clone(),
@@ -200,7 +168,7 @@ impl UdpForwarder {
             tracing::info!(
                 protocol = "udp",
                 "Forwarding from {addr} -> {}",
-                config.target
+                common.target
             );
             loops.push(tokio::spawn(listen_loop(socket, wildcard, shared.clone())));
         }
@@ -221,20 +189,20 @@ impl UdpForwarder {
 impl Builder {
     /// The resolver for host-name targets. Default: [`SystemResolver`], the C library's.
     pub fn resolver(mut self, resolver: impl Resolve) -> Self {
-        self.config.resolver = Arc::new(resolver);
+        self.config.common.resolver = Arc::new(resolver);
         self
     }
 
     /// A resolver shared with other forwarders.
     pub fn shared_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
-        self.config.resolver = resolver;
+        self.config.common.resolver = resolver;
         self
     }
 
     /// How long resolved answers are used. Default: [`CachePolicy::default`]. New
     /// sessions use the current answer; running sessions keep their upstream address.
     pub fn cache(mut self, policy: CachePolicy) -> Self {
-        self.config.cache = policy;
+        self.config.common.cache = policy;
         self
     }
 
@@ -242,14 +210,14 @@ impl Builder {
     /// bound the first lookup of the target, [`Timeouts::connect_total`].
     /// Default: [`Timeouts::default`].
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.config.timeouts = timeouts;
+        self.config.common.timeouts = timeouts;
         self
     }
 
     /// A session ends after this long without a datagram in either direction; `None`
     /// keeps sessions until the table is full. Default 30 s.
     pub fn session_idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
-        self.config.timeouts.udp_session_idle = idle.into();
+        self.config.common.timeouts.udp_session_idle = idle.into();
         self
     }
 
@@ -269,13 +237,13 @@ impl Builder {
 
     /// Sets `SO_REUSEPORT` on the listening sockets. Default off.
     pub fn reuse_port(mut self, on: bool) -> Self {
-        self.config.listen_options.reuse_port = on;
+        self.config.common.listen_options.reuse_port = on;
         self
     }
 
     /// Whether a `[::]` listener is dual-stack (also receives IPv4). Default on.
     pub fn dual_stack(mut self, on: bool) -> Self {
-        self.config.listen_options.dual_stack = on;
+        self.config.common.listen_options.dual_stack = on;
         self
     }
 
@@ -286,15 +254,7 @@ impl Builder {
     /// A [`BuildError`] naming the first bad setting.
     pub fn build(self) -> Result<UdpForwarder, BuildError> {
         let c = &self.config;
-        if c.listen.is_empty() {
-            return Err(BuildError::NoListenAddress);
-        }
-        for (i, a) in c.listen.iter().enumerate() {
-            if a.port() != 0 && c.listen[..i].contains(a) {
-                return Err(BuildError::DuplicateListenAddress(*a));
-            }
-        }
-        c.timeouts.validate()?;
+        c.common.validate()?;
         if c.max_sessions == 0 {
             return Err(BuildError::MaxSessions);
         }

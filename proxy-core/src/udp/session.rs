@@ -259,7 +259,7 @@ pub(super) async fn run(
             Stats::inc(&stats.upstream_unavailable);
             tracing::warn!(
                 client = %session.key.client,
-                target = %shared.config.target,
+                target = %shared.config.common.target,
                 error = %e,
                 cause = ?std::error::Error::source(&e).map(ToString::to_string),
                 "no upstream reachable; dropping the session's datagrams"
@@ -275,7 +275,7 @@ pub(super) async fn run(
 /// Resolves the target (within the connect budget) and connects a UDP socket to the next
 /// address in round-robin order.
 async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
-    let budget = shared.config.timeouts.connect_total;
+    let budget = shared.config.common.timeouts.connect_total;
     let addrs = tokio::time::timeout(budget, shared.cache.addrs())
         .await
         .map_err(|_elapsed| {
@@ -283,7 +283,7 @@ async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
                 ErrorKind::Timeout(TimeoutKind::ConnectTotal),
                 Side::Upstream,
             )
-            .with_context(format!("resolving {}", shared.config.target))
+            .with_context(format!("resolving {}", shared.config.common.target))
         })??;
     let mut last_error = None;
     // A UDP connect only sets the peer; it fails for local reasons (no route, no address
@@ -314,7 +314,7 @@ async fn relay_replies(
     listener: &UdpSocket,
     shared: &Shared,
 ) -> &'static str {
-    let idle = shared.config.timeouts.udp_session_idle;
+    let idle = shared.config.common.timeouts.udp_session_idle;
     let batch_size = shared.config.batch_size;
     let mut draining = false;
     loop {

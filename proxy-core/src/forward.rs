@@ -1,0 +1,80 @@
+//! What TCP and UDP forwarders share: listen addresses, the target and how it is
+//! resolved, timeouts and listener options.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::listen::ListenOptions;
+use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
+use crate::stats::Stats;
+use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+
+/// The settings every forwarder has.
+#[derive(Clone)]
+pub(crate) struct Common {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) target: Target,
+    pub(crate) resolver: Arc<dyn Resolve>,
+    pub(crate) cache: CachePolicy,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) listen_options: ListenOptions,
+}
+
+impl Common {
+    /// The defaults: the system resolver, default cache policy, timeouts and options.
+    pub(crate) fn new(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Self {
+        Common {
+            listen: listen.into_iter().collect(),
+            target,
+            resolver: Arc::new(SystemResolver::new()),
+            cache: CachePolicy::default(),
+            timeouts: Timeouts::default(),
+            listen_options: ListenOptions::default(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        if self.listen.is_empty() {
+            return Err(BuildError::NoListenAddress);
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            if a.port() != 0 && self.listen[..i].contains(a) {
+                return Err(BuildError::DuplicateListenAddress(*a));
+            }
+        }
+        self.timeouts.validate()?;
+        if self.listen_options.backlog == 0 {
+            return Err(BuildError::Backlog);
+        }
+        Ok(())
+    }
+
+    /// A cache of the target's addresses, fed by the configured resolver.
+    pub(crate) fn resolve_cache(&self, stats: &Arc<Stats>) -> Arc<ResolveCache> {
+        Arc::new(ResolveCache::new(
+            self.target.clone(),
+            self.resolver.clone(),
+            self.cache,
+            stats.clone(),
+        ))
+    }
+}
+
+/// A listen address could not be bound or set up.
+pub(crate) fn bind_error(addr: SocketAddr, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Bind, Side::Internal)
+        .with_context(addr.to_string())
+        .with_source(e)
+}
+
+impl std::fmt::Debug for Common {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Common")
+            .field("listen", &self.listen)
+            .field("target", &self.target)
+            .field("cache", &self.cache)
+            .field("timeouts", &self.timeouts)
+            .field("listen_options", &self.listen_options)
+            .finish_non_exhaustive()
+    }
+}
