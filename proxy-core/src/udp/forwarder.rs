@@ -285,6 +285,11 @@ async fn listen_loop(socket: Arc<UdpSocket>, wildcard: bool, shared: Arc<Shared>
     loop {
         tokio::select! {
             () = shared.accepting.cancelled() => return,
+            // Forget ended sessions promptly: their entries hold the upstream sockets.
+            Some((key, id)) = ended_rx.recv() => {
+                table.ended(&key, id);
+                continue;
+            }
             ready = socket.readable() => {
                 if let Err(e) = ready {
                     tracing::warn!(error = %e, "UDP listener failed");
