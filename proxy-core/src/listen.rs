@@ -23,7 +23,7 @@ impl Default for ListenOptions {
     }
 }
 
-/// A socket of `ty` bound to `addr` with SO_REUSEADDR, non-blocking.
+/// A socket of `ty` bound to `addr`, non-blocking; with SO_REUSEADDR for TCP only.
 ///
 /// An unspecified IPv6 address (`[::]`) accepts IPv4 too when `dual_stack` is set; any
 /// other IPv6 address is IPv6-only, so `0.0.0.0:P` and `[::1]:P` can be bound side by side.
@@ -34,7 +34,11 @@ pub(crate) fn bind(addr: SocketAddr, ty: Type, opts: &ListenOptions) -> io::Resu
         Protocol::UDP
     };
     let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
-    socket.set_reuse_address(true)?;
+    // TCP: rebind while old connections sit in TIME_WAIT. UDP has no TIME_WAIT, and there
+    // SO_REUSEADDR would let a second socket bind the same port silently.
+    if ty == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
     #[cfg(unix)]
     if opts.reuse_port {
         socket.set_reuse_port(true)?;

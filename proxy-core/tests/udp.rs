@@ -1,0 +1,778 @@
+//! `UdpForwarder` against real sockets on loopback: byte-exact datagrams of every size
+//! with and without batching, many clients at once, the idle timeout in either direction,
+//! eviction at the session cap, IPv6 and dual stack, replies from the address the client
+//! sent to (IP_PKTINFO), ICMP port unreachable, round robin, graceful shutdown, and build
+//! errors.
+//!
+//! Every echo is checked byte for byte and by its source address. Ports are chosen by the
+//! kernel. Datagrams are sent with flow control and bounded resends (see
+//! [`udp_support::Client::exchange`]), so a datagram lost on a loaded machine costs time,
+//! not a failure; counters are checked exactly only when nothing was resent.
+
+mod udp_support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use proxy_core::resolve::StaticResolver;
+use proxy_core::{BuildError, ForwarderHandle, Target, Timeouts, UdpForwarder};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use udp_support::{
+    Client, MAX_V4, MAX_V6, Rng, UdpServer, assert_bytes, assert_port_free, bind, eventually,
+    has_ipv6, join_all, payload, proxy_addr, settled_stats, tag_of, tagged, v4_any_port,
+    v6_any_port, within,
+};
+
+/// The most any single step of a test may take on a loaded machine.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The session idle timeout of the expiry tests, and how often traffic keeps it alive.
+const IDLE: Duration = Duration::from_millis(500);
+const KEEPALIVE: Duration = Duration::from_millis(150);
+
+/// Starts a forwarder from `listen` to `target` with default settings.
+fn forwarder(listen: SocketAddr, target: impl Into<Target>) -> ForwarderHandle {
+    UdpForwarder::builder([listen], target.into())
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder")
+}
+
+// ===== byte-exact datagrams =====
+
+/// Datagrams of 0 B to 65,507 B (edge sizes, then a seeded spread) come back byte for
+/// byte, and the counters add up.
+async fn echoes_every_size_exactly(batch: usize) {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = UdpForwarder::builder([v4_any_port()], echo.addr().into())
+        .batch_size(batch)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+
+    let mut rng = Rng::new(batch as u64);
+    let mut sizes = vec![0, 1, 1400, 1500, 9000, MAX_V4, 0, MAX_V4 - 1];
+    sizes.extend((0..56).map(|i| match i % 4 {
+        0 => rng.below(MAX_V4 + 1),
+        1 => rng.below(9001),
+        _ => rng.below(1501),
+    }));
+    let payloads: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| payload(1000 * batch as u64 + i as u64, n))
+        .collect();
+    let n = payloads.len() as u64;
+    let bytes: u64 = sizes.iter().map(|&s| s as u64).sum();
+
+    let mut client = Client::v4();
+    within(
+        LIMIT,
+        "echo of every size",
+        client.exchange(proxy, &payloads),
+    )
+    .await;
+
+    let s = settled_stats(&handle, |s| {
+        s.udp.datagrams_to_downstream >= n && s.bytes_to_downstream >= bytes
+    })
+    .await;
+    assert_eq!(s.udp.sessions_total, 1, "{s:#?}");
+    assert_eq!(s.udp.sessions_open, 1, "{s:#?}");
+    assert_eq!(s.udp.truncated, 0, "{s:#?}");
+    if client.resent == 0 {
+        assert_eq!(s.udp.datagrams_to_upstream, n, "{s:#?}");
+        assert_eq!(s.udp.datagrams_to_downstream, n, "{s:#?}");
+        assert_eq!(s.bytes_to_upstream, bytes, "{s:#?}");
+        assert_eq!(s.bytes_to_downstream, bytes, "{s:#?}");
+        assert_eq!(s.udp.dropped, 0, "{s:#?}");
+        assert_eq!(echo.count() as u64, n);
+    } else {
+        // Lost datagrams were sent again: at least every datagram, at most every send.
+        eprintln!(
+            "batch {batch}: {} of {} sends were resends",
+            client.resent, client.sent
+        );
+        let sent = client.sent as u64;
+        assert!((n..=sent).contains(&s.udp.datagrams_to_upstream), "{s:#?}");
+        assert!(
+            (n..=sent).contains(&s.udp.datagrams_to_downstream),
+            "{s:#?}"
+        );
+        assert!(s.bytes_to_upstream >= bytes, "{s:#?}");
+    }
+    assert_eq!(echo.sources().len(), 1, "one session, one upstream socket");
+    within(LIMIT, "shutdown", handle.shutdown(Duration::from_secs(1))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_every_size_exactly_batched() {
+    echoes_every_size_exactly(32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_every_size_exactly_one_at_a_time() {
+    echoes_every_size_exactly(1).await;
+}
+
+// ===== many clients =====
+
+/// 50 clients at once, each sending tagged datagrams: every client gets exactly its own
+/// echoes back, and the upstream sees 50 distinct sources, each carrying one client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_each_get_only_their_own_replies() {
+    const CLIENTS: u32 = 50;
+    const EACH: u32 = 10;
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = forwarder(v4_any_port(), echo.addr());
+    let proxy = proxy_addr(&handle);
+
+    let mut clients = JoinSet::new();
+    for c in 0..CLIENTS {
+        clients.spawn(async move {
+            let mut rng = Rng::new(u64::from(c));
+            let payloads: Vec<Vec<u8>> = (0..EACH)
+                .map(|seq| tagged(c, seq, 8 + rng.below(1200)))
+                .collect();
+            // One datagram in flight per client, 50 clients: within the proxy's buffers.
+            let mut client = Client::v4().window(1);
+            client.exchange(proxy, &payloads).await;
+        });
+    }
+    within(LIMIT, "50 clients", join_all(clients)).await;
+
+    // Each upstream source carried the datagrams of exactly one client.
+    let mut owner = std::collections::HashMap::new();
+    for seen in echo.seen() {
+        let (c, _) = tag_of(&seen.head).expect("a tagged datagram");
+        let first = *owner.entry(seen.from).or_insert(c);
+        assert_eq!(
+            first, c,
+            "upstream source {} carried clients {first} and {c}",
+            seen.from
+        );
+    }
+    assert_eq!(owner.len(), CLIENTS as usize, "distinct upstream sources");
+    let mut served: Vec<u32> = owner.into_values().collect();
+    served.sort_unstable();
+    assert_eq!(served, (0..CLIENTS).collect::<Vec<_>>());
+
+    let n = u64::from(CLIENTS * EACH);
+    let s = settled_stats(&handle, |s| s.udp.datagrams_to_downstream >= n).await;
+    assert_eq!(s.udp.sessions_total, u64::from(CLIENTS), "{s:#?}");
+    assert_eq!(s.udp.sessions_open, u64::from(CLIENTS), "{s:#?}");
+    assert_eq!(s.udp.sessions_evicted, 0, "{s:#?}");
+    assert!(s.udp.datagrams_to_upstream >= n, "{s:#?}");
+}
+
+// ===== idle timeout =====
+
+/// A forwarder with the short idle timeout of these tests.
+fn forwarder_idle(target: SocketAddr) -> ForwarderHandle {
+    UdpForwarder::builder([v4_any_port()], target.into())
+        .session_idle_timeout(IDLE)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder")
+}
+
+/// A client that sends every 150 ms keeps its session for three idle timeouts: the
+/// upstream sees one source port throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_traffic_keeps_the_session() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = forwarder_idle(echo.addr());
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(KEEPALIVE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for seq in 0..11 {
+        ticks.tick().await;
+        within(
+            LIMIT,
+            "keepalive",
+            client.round_trip(proxy, &tagged(0, seq, 100)),
+        )
+        .await;
+    }
+    assert!(started.elapsed() >= IDLE * 3);
+    assert_eq!(echo.sources().len(), 1, "the session was replaced");
+    let s = handle.stats();
+    assert_eq!(s.udp.sessions_total, 1, "{s:#?}");
+    assert_eq!(s.udp.sessions_open, 1, "{s:#?}");
+}
+
+/// A session that only the upstream talks on (every 150 ms, three idle timeouts long)
+/// survives; then silence ends it after the idle timeout, its upstream socket is closed,
+/// and the next datagram opens a new session with a new upstream source port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
+    let up = bind(v4_any_port()).expect("bind the upstream");
+    let handle = forwarder_idle(up.local_addr().unwrap());
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+    let mut buf = vec![0; 2048];
+
+    client.send_to(proxy, b"hello").await;
+    let (n, session) = within(LIMIT, "the first datagram", up.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf[..n], b"hello");
+
+    // Only the upstream sends now.
+    for i in 0..11u32 {
+        tokio::time::sleep(KEEPALIVE).await;
+        let ping = tagged(1, i, 32);
+        up.send_to(&ping, session).await.unwrap();
+        let (got, from) = client.recv_from(Duration::from_secs(2)).await;
+        assert_eq!(from, proxy, "source of ping {i}");
+        assert_bytes(&format!("ping {i}"), &got, &ping);
+    }
+    // The client speaks again after 1.6 s of its own silence: same session.
+    let quiet = Instant::now();
+    client.send_to(proxy, b"still here").await;
+    let (n, from) = within(LIMIT, "after the pings", up.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf[..n], b"still here");
+    assert_eq!(
+        from, session,
+        "upstream-only traffic did not keep the session"
+    );
+    let s = handle.stats();
+    assert_eq!(
+        (s.udp.sessions_total, s.udp.sessions_open),
+        (1, 1),
+        "{s:#?}"
+    );
+
+    // Silence both ways ends it, not before the idle timeout.
+    eventually(
+        "the silent session ends",
+        IDLE + Duration::from_secs(5),
+        || handle.stats().udp.sessions_open == 0,
+    )
+    .await;
+    let after = quiet.elapsed();
+    assert!(
+        after >= IDLE - Duration::from_millis(50),
+        "the session ended {after:?} after the last datagram"
+    );
+    assert_port_free(session, "the expired session's upstream socket");
+
+    // The next datagram opens a new session.
+    client.send_to(proxy, b"again").await;
+    let (n, from) = within(LIMIT, "a new session", up.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf[..n], b"again");
+    assert_ne!(from, session, "a new session gets a new upstream socket");
+    up.send_to(b"reply", from).await.unwrap();
+    let (got, src) = client.recv_from(Duration::from_secs(5)).await;
+    assert_eq!((got.as_slice(), src), (&b"reply"[..], proxy));
+    let s = handle.stats();
+    assert_eq!(
+        (s.udp.sessions_total, s.udp.sessions_open),
+        (2, 1),
+        "{s:#?}"
+    );
+}
+
+// ===== eviction =====
+
+/// With room for 4 sessions, 6 clients evict the least recently used; the most recent
+/// keeps its session, and an evicted client that sends again gets a new one that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_recently_used_session_is_evicted_at_the_cap() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = UdpForwarder::builder([v4_any_port()], echo.addr().into())
+        .max_sessions(4)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+
+    let mut clients: Vec<Client> = (0..6).map(|_| Client::v4()).collect();
+    for (c, client) in (0..).zip(clients.iter_mut()) {
+        within(LIMIT, "echo", client.round_trip(proxy, &tagged(c, 0, 64))).await;
+    }
+    let s = settled_stats(&handle, |s| s.udp.sessions_evicted >= 2).await;
+    assert!(s.udp.sessions_open <= 4, "{s:#?}");
+    assert_eq!(s.udp.sessions_total, 6, "{s:#?}");
+
+    // The most recent client is still in the table: same upstream socket.
+    within(
+        LIMIT,
+        "echo",
+        clients[5].round_trip(proxy, &tagged(5, 1, 64)),
+    )
+    .await;
+    assert_eq!(echo.source_of(5, 1), echo.source_of(5, 0), "client 5 kept");
+
+    // The least recent was evicted; it gets a new session, which works.
+    within(
+        LIMIT,
+        "echo",
+        clients[0].round_trip(proxy, &tagged(0, 1, 64)),
+    )
+    .await;
+    let (old, new) = (echo.source_of(0, 0).unwrap(), echo.source_of(0, 1).unwrap());
+    assert_ne!(
+        old, new,
+        "client 0 was evicted, so it has a new upstream socket"
+    );
+    within(
+        LIMIT,
+        "echo",
+        clients[0].round_trip(proxy, &tagged(0, 2, 64)),
+    )
+    .await;
+    assert_eq!(echo.source_of(0, 2), Some(new));
+
+    let s = settled_stats(&handle, |s| s.udp.sessions_evicted >= 3).await;
+    assert!(s.udp.sessions_open <= 4, "{s:#?}");
+    assert_eq!(s.udp.sessions_total, 7, "{s:#?}");
+}
+
+// ===== IPv6 and local addresses =====
+
+/// `[::1]` to an upstream on `[::1]`, byte for byte up to 65,507 B. A 65,527 B datagram
+/// (the IPv6 maximum) either passes intact or is counted, never truncated silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_echo_is_exact() {
+    if !has_ipv6() {
+        eprintln!("no IPv6 on this host; skipped");
+        return;
+    }
+    let echo = UdpServer::echo_on(v6_any_port());
+    let handle = forwarder(v6_any_port(), echo.addr());
+    let proxy = proxy_addr(&handle);
+    assert!(proxy.is_ipv6(), "{proxy}");
+
+    let mut rng = Rng::new(6);
+    let mut sizes = vec![0, 1, 1232, 1500, 9000, MAX_V4];
+    sizes.extend((0..10).map(|_| rng.below(MAX_V4 + 1)));
+    let payloads: Vec<Vec<u8>> = (0..)
+        .zip(&sizes)
+        .map(|(i, &n)| payload(600 + i, n))
+        .collect();
+    let mut client = Client::v6();
+    within(LIMIT, "IPv6 echo", client.exchange(proxy, &payloads)).await;
+    assert!(echo.sources().iter().all(SocketAddr::is_ipv6));
+
+    let big = payload(699, MAX_V6);
+    let counted = |h: &ForwarderHandle| {
+        let s = h.stats().udp;
+        s.truncated + s.dropped
+    };
+    let before = counted(&handle);
+    let mut outcome = None;
+    for _ in 0..3 {
+        client.send_to(proxy, &big).await;
+        if let Some((got, from)) = client.try_recv_from(Duration::from_secs(1)).await {
+            assert_eq!(from, proxy);
+            assert_bytes("a 65,527 B IPv6 datagram", &got, &big);
+            outcome = Some("passed intact");
+            break;
+        }
+        if counted(&handle) > before {
+            outcome = Some("counted as truncated or dropped");
+            break;
+        }
+    }
+    let outcome =
+        outcome.expect("a 65,527 B datagram neither came back nor was counted as truncated");
+    eprintln!("65,527 B over IPv6: {outcome}");
+}
+
+/// A dual-stack `[::]:0` listener serves clients on 127.0.0.1 and ::1, each answered from
+/// the address it sent to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_listener_serves_ipv4_and_ipv6() {
+    if !has_ipv6() {
+        eprintln!("no IPv6 on this host; skipped");
+        return;
+    }
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = UdpForwarder::builder(["[::]:0".parse().unwrap()], echo.addr().into())
+        .dual_stack(true)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("bind [::]:0");
+    let port = proxy_addr(&handle).port();
+
+    let cases = [
+        (Client::v4(), IpAddr::from(Ipv4Addr::LOCALHOST)),
+        (Client::v6(), Ipv6Addr::LOCALHOST.into()),
+    ];
+    for (i, (mut client, ip)) in (0..).zip(cases) {
+        let payloads: Vec<Vec<u8>> = [0, 1, 1400, 9000, MAX_V4]
+            .into_iter()
+            .zip(0..)
+            .map(|(n, j)| payload(700 + 10 * i + j, n))
+            .collect();
+        let to = SocketAddr::new(ip, port);
+        within(LIMIT, "echo", client.exchange(to, &payloads)).await;
+    }
+    let s = settled_stats(&handle, |s| s.udp.sessions_total == 2).await;
+    assert_eq!(s.udp.sessions_open, 2, "{s:#?}");
+}
+
+/// Linux routes all of 127.0.0.0/8 to the loopback interface, so a wildcard listener
+/// also receives datagrams sent to 127.0.0.2.
+#[cfg(target_os = "linux")]
+const OTHER_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// On a wildcard listener (`0.0.0.0:0`, and `[::]:0` when there is IPv6), the reply
+/// comes from the address the client sent to: 127.0.0.2:P, not 127.0.0.1:P (IP_PKTINFO).
+/// One client sending to both addresses has two sessions.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_come_from_the_address_the_client_sent_to() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let mut listens = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))];
+    if has_ipv6() {
+        listens.push("[::]:0".parse().unwrap());
+    }
+    for (i, listen) in (0..).zip(listens) {
+        let handle = forwarder(listen, echo.addr());
+        let port = proxy_addr(&handle).port();
+        let mut client = Client::v4();
+        for (j, ip) in (0..).zip([OTHER_LOOPBACK, Ipv4Addr::LOCALHOST, OTHER_LOOPBACK]) {
+            let to = SocketAddr::from((ip, port));
+            let data = payload(800 + 10 * i + j, 1000);
+            // `round_trip` checks the reply's source is `to`.
+            within(LIMIT, &format!("echo via {to} on {listen}"), async {
+                client.round_trip(to, &data).await;
+            })
+            .await;
+        }
+        let mut sessions = 2;
+        if listen.is_ipv6() {
+            let mut v6 = Client::v6();
+            let to = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+            within(LIMIT, "echo via ::1", v6.round_trip(to, b"v6")).await;
+            sessions += 1;
+        }
+        let s = settled_stats(&handle, |s| s.udp.sessions_total >= sessions).await;
+        assert_eq!(s.udp.sessions_total, sessions, "on {listen}: {s:#?}");
+    }
+}
+
+// ===== ICMP port unreachable =====
+
+/// With the upstream port closed, datagrams provoke ICMP port unreachable, counted as
+/// `upstream_refused`; when an echo server binds that port, the same session works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_upstream_is_counted_and_the_session_recovers() {
+    let target = {
+        let s = std::net::UdpSocket::bind(v4_any_port()).expect("bind 127.0.0.1:0");
+        s.local_addr().unwrap()
+    };
+    let handle = forwarder(v4_any_port(), target);
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..500 {
+        if handle.stats().udp.upstream_refused > 0 || Instant::now() >= deadline {
+            break;
+        }
+        client.send_to(proxy, &tagged(0, i, 40)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = handle.stats();
+    assert!(s.udp.upstream_refused > 0, "{s:#?}");
+    assert_eq!(s.udp.sessions_total, 1, "{s:#?}");
+    // Nothing came back to the client.
+    assert!(client.try_recv_from(Duration::ZERO).await.is_none());
+
+    // The upstream comes up on its port; the same session reaches it.
+    let echo = UdpServer::echo_on(target);
+    let payloads: Vec<Vec<u8>> = (0..8).map(|seq| tagged(1, seq, 500)).collect();
+    within(LIMIT, "echo after the upstream came up", async {
+        client.exchange(proxy, &payloads).await;
+    })
+    .await;
+    assert_eq!(echo.sources().len(), 1);
+    let s = handle.stats();
+    assert_eq!(s.udp.sessions_total, 1, "the session was replaced: {s:#?}");
+    assert_eq!(s.udp.sessions_open, 1, "{s:#?}");
+}
+
+// ===== round robin =====
+
+/// Two echo servers behind one name get new sessions alternately.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_alternates_new_sessions() {
+    let (a, b) = same_port_pair();
+    let port = a.addr().port();
+    let target: Target = format!("backend:{port}").parse().unwrap();
+    let resolver = StaticResolver::new([Ipv4Addr::LOCALHOST.into(), OTHER_LOOPBACK.into()]);
+    let handle = UdpForwarder::builder([v4_any_port()], target)
+        .resolver(resolver)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+
+    let mut served = Vec::new();
+    for i in 0..8 {
+        let before = (a.count(), b.count());
+        let mut client = Client::v4();
+        within(LIMIT, "echo", client.round_trip(proxy, &tagged(i, 0, 200))).await;
+        // A resend may have reached the same server twice, never both.
+        served.push(match (a.count() > before.0, b.count() > before.1) {
+            (true, false) => 'a',
+            (false, true) => 'b',
+            other => panic!("session {i}: served by (a, b) = {other:?}"),
+        });
+    }
+    assert!(
+        served.windows(2).all(|w| w[0] != w[1]),
+        "not alternating: {served:?}"
+    );
+    assert_eq!((a.sources().len(), b.sources().len()), (4, 4));
+    let s = handle.stats();
+    assert_eq!(s.udp.sessions_total, 8, "{s:#?}");
+}
+
+/// Echo servers on 127.0.0.1:P and 127.0.0.2:P for a kernel-chosen P.
+#[cfg(target_os = "linux")]
+fn same_port_pair() -> (UdpServer, UdpServer) {
+    for _ in 0..20 {
+        let a = bind(v4_any_port()).expect("bind 127.0.0.1:0");
+        let port = a.local_addr().unwrap().port();
+        if let Ok(b) = bind((OTHER_LOOPBACK, port).into()) {
+            return (UdpServer::echo(a), UdpServer::echo(b));
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2 in 20 tries");
+}
+
+// ===== graceful shutdown =====
+
+/// Shutdown returns promptly with sessions open, and afterwards the listen port and every
+/// session's upstream port are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions_and_frees_the_port() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = forwarder(v4_any_port(), echo.addr());
+    let proxy = proxy_addr(&handle);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::v4()).collect();
+    for (c, client) in (0..).zip(clients.iter_mut()) {
+        within(LIMIT, "echo", client.round_trip(proxy, &tagged(c, 0, 300))).await;
+    }
+    let s = settled_stats(&handle, |s| s.udp.sessions_open == 3).await;
+    assert_eq!(s.udp.sessions_total, 3);
+    let sessions = echo.sources();
+    assert_eq!(sessions.len(), 3);
+
+    let grace = Duration::from_millis(300);
+    let started = Instant::now();
+    let drained = within(LIMIT, "shutdown", handle.shutdown(grace)).await;
+    let took = started.elapsed();
+    eprintln!("shutdown returned {drained} after {took:?}");
+    assert!(
+        took < grace + Duration::from_secs(5),
+        "shutdown took {took:?}"
+    );
+
+    assert_port_free(proxy, "the listen port after shutdown");
+    for s in sessions {
+        assert_port_free(s, "a session's upstream port after shutdown");
+    }
+    // Nothing answers the clients any more.
+    clients[0].send_to(proxy, b"anyone?").await;
+    assert!(
+        clients[0]
+            .try_recv_from(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+}
+
+/// Starting and stopping a forwarder 30 times, with sessions open at each stop, leaves no
+/// descriptor behind. Other tests in this binary open sockets concurrently, so the count
+/// runs in a child process of its own.
+#[cfg(target_os = "linux")]
+#[test]
+fn start_stop_30_times_without_fd_leak() {
+    const CHILD: &str = "PROXY_CORE_TEST_UDP_FD_LEAK_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(start_stop_30_times());
+        return;
+    }
+    let (ok, stdout, stderr) = run_self(
+        "start_stop_30_times_without_fd_leak",
+        CHILD,
+        Duration::from_secs(60),
+    );
+    assert!(
+        ok && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+async fn start_stop_30_times() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let before = udp_support::open_fds();
+    for i in 0..30u32 {
+        let handle = UdpForwarder::builder([v4_any_port()], echo.addr().into())
+            .batch_size(if i % 2 == 0 { 32 } else { 1 })
+            .build()
+            .expect("valid settings")
+            .start()
+            .expect("start the forwarder");
+        let proxy = proxy_addr(&handle);
+        for c in 0..2 {
+            let mut client = Client::v4();
+            let data = tagged(c, i, 2000);
+            within(LIMIT, "echo", client.round_trip(proxy, &data)).await;
+        }
+        within(
+            LIMIT,
+            "shutdown",
+            handle.shutdown(Duration::from_millis(20)),
+        )
+        .await;
+        assert_port_free(proxy, "the listen port after shutdown");
+    }
+    let after = udp_support::open_fds();
+    assert!(
+        after <= before + 2,
+        "{before} descriptors open before 30 start/stop cycles, {after} after"
+    );
+}
+
+/// Runs one test of this binary in a child process with `env` set; returns whether it
+/// passed and its output. Kills it after `limit`.
+#[cfg(target_os = "linux")]
+fn run_self(test: &str, env: &str, limit: Duration) -> (bool, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(env, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the test binary");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.success(), out, err),
+        None => (false, out, format!("killed after {limit:?}\n{err}")),
+    }
+}
+
+// ===== binding =====
+
+/// A UDP port held by one forwarder cannot be bound by another (SO_REUSEADDR would let
+/// two UDP sockets share it silently); with `reuse_port` on both, sharing is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_is_a_bind_error_unless_reuse_port() {
+    let target: Target = "127.0.0.1:9".parse().unwrap();
+    let first = forwarder(v4_any_port(), target.clone());
+    let busy = proxy_addr(&first);
+    let second = UdpForwarder::builder([busy], target.clone())
+        .build()
+        .expect("valid settings")
+        .start();
+    match second {
+        Err(e) => assert_eq!(e.kind(), proxy_core::ErrorKind::Bind, "{e:?}"),
+        Ok(h) => panic!(
+            "a second forwarder bound the busy port {:?}",
+            h.local_addrs()
+        ),
+    }
+
+    let shared = |listen: SocketAddr| {
+        UdpForwarder::builder([listen], target.clone())
+            .reuse_port(true)
+            .build()
+            .expect("valid settings")
+            .start()
+    };
+    let a = shared(v4_any_port()).expect("start with reuse_port");
+    let port = proxy_addr(&a);
+    let b = shared(port).expect("a second forwarder with reuse_port shares the port");
+    assert_eq!(proxy_addr(&b), port);
+}
+
+// ===== build errors =====
+
+#[test]
+fn build_rejects_bad_settings() {
+    let target: Target = "127.0.0.1:9".parse().unwrap();
+    let builder = || UdpForwarder::builder([v4_any_port()], target.clone());
+
+    let e = builder().max_sessions(0).build().unwrap_err();
+    assert_eq!(e, BuildError::MaxSessions);
+    assert!(e.to_string().contains("session"), "{e}");
+    for bad in [0, 65] {
+        let e = builder().batch_size(bad).build().unwrap_err();
+        assert_eq!(e, BuildError::BatchSize(bad));
+        assert!(e.to_string().contains(&format!("batch size {bad}")), "{e}");
+    }
+    let e = builder()
+        .session_idle_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(e, BuildError::ZeroTimeout("udp_session_idle"));
+    let none: [SocketAddr; 0] = [];
+    assert_eq!(
+        UdpForwarder::builder(none, target.clone())
+            .build()
+            .unwrap_err(),
+        BuildError::NoListenAddress
+    );
+
+    // The smallest valid values, and a disabled idle timeout.
+    assert!(builder().max_sessions(1).batch_size(1).build().is_ok());
+    assert!(builder().batch_size(64).build().is_ok());
+    assert!(builder().session_idle_timeout(None).build().is_ok());
+    let mut t = Timeouts::default();
+    assert_eq!(t.udp_session_idle, Some(Duration::from_secs(30)), "default");
+    t.udp_session_idle = Some(Duration::from_secs(5));
+    assert!(builder().timeouts(t).build().is_ok());
+}

@@ -1,0 +1,483 @@
+//! Helpers for the UDP integration tests: echo servers that record who sent what, seeded
+//! and tagged payloads, clients that exchange datagrams with flow control, and bounded
+//! waits.
+//!
+//! UDP on loopback still drops datagrams when a receive buffer is full, so nothing here
+//! sends flat out: [`Client::exchange`] keeps a small window in flight, waits for every
+//! echo with a timeout, and resends what got none a bounded number of times. Nothing
+//! sleeps to synchronise: waits await an event or poll a condition with a deadline.
+//!
+//! Kept apart from `tests/support/` (the TCP helpers); the few generic helpers are copied.
+
+// Each test uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proxy_core::{ForwarderHandle, StatsSnapshot};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+/// The largest UDP payload over IPv4: 65,535 less the IPv4 and UDP headers.
+pub(crate) const MAX_V4: usize = 65_507;
+
+/// The largest UDP payload over IPv6 without jumbograms: 65,535 less the UDP header.
+pub(crate) const MAX_V6: usize = 65_527;
+
+/// Receive buffers are larger than any datagram, so a datagram that grew shows.
+const RECV_BUF: usize = 1 << 17;
+
+/// How long one try of an exchange waits for its echoes.
+const TRY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often an exchange sends a datagram that got no echo before it gives up.
+const TRIES: usize = 5;
+
+/// At most this many bytes of payload are in flight at once (but always one datagram),
+/// well within the default 208 KiB receive buffers of the proxy's sockets.
+const WINDOW_BYTES: usize = 64 << 10;
+
+/// `127.0.0.1:0`: loopback, a port chosen by the kernel.
+pub(crate) fn v4_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+/// `[::1]:0`: loopback, a port chosen by the kernel.
+pub(crate) fn v6_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::LOCALHOST, 0))
+}
+
+/// A UDP socket bound to `addr` with 1 MiB buffers (as far as the kernel allows), so the
+/// test's own side never drops a window of large datagrams.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Capped by net.core.[rw]mem_max; a smaller buffer only means more resends.
+    let _ = s.set_recv_buffer_size(1 << 20);
+    let _ = s.set_send_buffer_size(1 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// Whether the host has IPv6 on loopback.
+pub(crate) fn has_ipv6() -> bool {
+    std::net::UdpSocket::bind(v6_any_port()).is_ok()
+}
+
+/// Asserts that nothing holds `addr`: binding it (without `SO_REUSEADDR`) succeeds.
+#[track_caller]
+pub(crate) fn assert_port_free(addr: SocketAddr, what: &str) {
+    if let Err(e) = std::net::UdpSocket::bind(addr) {
+        panic!("{what}: {addr} is still bound: {e}");
+    }
+}
+
+// ===== forwarders =====
+
+/// The forwarder's first bound address.
+pub(crate) fn proxy_addr(handle: &ForwarderHandle) -> SocketAddr {
+    handle.local_addrs()[0]
+}
+
+/// Waits until the forwarder's stats satisfy `ready` (counters settle a moment after the
+/// peers see the datagrams), then returns them. Panics with the last snapshot after 10 s.
+pub(crate) async fn settled_stats(
+    handle: &ForwarderHandle,
+    ready: impl Fn(&StatsSnapshot) -> bool,
+) -> StatsSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for _ in 0..10_000 {
+        let s = handle.stats();
+        if ready(&s) {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("stats did not settle: {:#?}", handle.stats());
+}
+
+// ===== waiting =====
+
+/// Runs `fut`, panicking with `what` if it takes longer than `limit`.
+pub(crate) async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: not done within {limit:?}"),
+    }
+}
+
+/// Polls `cond` until it holds, for at most `limit` (and at most 10,000 polls).
+pub(crate) async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(cond(), "{what}: not true within {limit:?}");
+}
+
+/// Awaits every task of `set`, re-raising the first panic with its own message.
+pub(crate) async fn join_all(mut set: JoinSet<()>) {
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            panic!("task failed: {e}");
+        }
+    }
+}
+
+// ===== payloads =====
+
+/// xorshift64*: a tiny deterministic generator, so every run sends the same bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        // The state must not be zero; mix the seed so nearby seeds give unrelated streams.
+        Rng((seed ^ 0x9E37_79B9_7F4A_7C15).max(1))
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`; `n` must not be zero.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
+/// `len` pseudo-random bytes from `seed`.
+pub(crate) fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// A datagram of `len` bytes (at least 8) that names its sender: `client` and `seq` as
+/// little-endian `u32`s, then pseudo-random bytes.
+pub(crate) fn tagged(client: u32, seq: u32, len: usize) -> Vec<u8> {
+    let len = len.max(8);
+    let mut v = payload((u64::from(client) << 32) | u64::from(seq), len);
+    v[..4].copy_from_slice(&client.to_le_bytes());
+    v[4..8].copy_from_slice(&seq.to_le_bytes());
+    v
+}
+
+/// The `(client, seq)` tag of a datagram made by [`tagged`].
+pub(crate) fn tag_of(head: &[u8]) -> Option<(u32, u32)> {
+    let client = u32::from_le_bytes(head.get(..4)?.try_into().ok()?);
+    let seq = u32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
+    Some((client, seq))
+}
+
+/// Asserts two byte strings are equal, reporting lengths and the first differing offset
+/// instead of dumping 64 KiB.
+#[track_caller]
+pub(crate) fn assert_bytes(what: &str, got: &[u8], want: &[u8]) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: got {} bytes, want {}; first difference at offset {first}",
+        got.len(),
+        want.len()
+    );
+}
+
+fn fingerprint(data: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+// ===== clients =====
+
+/// A client socket that exchanges datagrams with an echo behind the proxy.
+///
+/// It remembers which datagrams it sent more than once, so a late echo of an earlier try
+/// is told apart from a datagram the proxy duplicated or mixed up.
+#[derive(Debug)]
+pub(crate) struct Client {
+    sock: UdpSocket,
+    window: usize,
+    resent_set: HashSet<u64>,
+    /// Datagrams sent, resends included.
+    pub(crate) sent: usize,
+    /// Datagrams sent again because their echo did not come in time.
+    pub(crate) resent: usize,
+}
+
+impl Client {
+    /// A client on `addr` (port 0 for a kernel-chosen port).
+    pub(crate) fn bind(addr: SocketAddr) -> Client {
+        let sock = bind(addr).unwrap_or_else(|e| panic!("bind a client to {addr}: {e}"));
+        Client {
+            sock,
+            window: 8,
+            resent_set: HashSet::new(),
+            sent: 0,
+            resent: 0,
+        }
+    }
+
+    /// A client on `127.0.0.1` and a kernel-chosen port.
+    pub(crate) fn v4() -> Client {
+        Client::bind(v4_any_port())
+    }
+
+    /// A client on `[::1]` and a kernel-chosen port.
+    pub(crate) fn v6() -> Client {
+        Client::bind(v6_any_port())
+    }
+
+    /// At most `datagrams` in flight at once (default 8).
+    pub(crate) fn window(mut self, datagrams: usize) -> Client {
+        self.window = datagrams.max(1);
+        self
+    }
+
+    /// The client's own address, as the proxy sees it.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("local_addr")
+    }
+
+    /// Sends one datagram to `to`, expecting nothing back.
+    pub(crate) async fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
+        self.sock
+            .send_to(data, to)
+            .await
+            .unwrap_or_else(|e| panic!("send {} B to {to}: {e}", data.len()));
+        self.sent += 1;
+    }
+
+    /// Receives one datagram; panics after `limit`.
+    pub(crate) async fn recv_from(&self, limit: Duration) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0; RECV_BUF];
+        let (n, from) = within(limit, "receive a datagram", self.sock.recv_from(&mut buf))
+            .await
+            .expect("recv_from");
+        buf.truncate(n);
+        (buf, from)
+    }
+
+    /// Receives one datagram if one comes within `limit`.
+    pub(crate) async fn try_recv_from(&self, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0; RECV_BUF];
+        let (n, from) = tokio::time::timeout(limit, self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .expect("recv_from");
+        buf.truncate(n);
+        Some((buf, from))
+    }
+
+    /// Sends one datagram to `to` and checks its echo comes back intact from `to`.
+    pub(crate) async fn round_trip(&mut self, to: SocketAddr, data: &[u8]) {
+        self.exchange(to, std::slice::from_ref(&data.to_vec()))
+            .await;
+    }
+
+    /// Sends every payload to `to` and checks each comes back exactly once, byte for byte,
+    /// from `to` (the address it was sent to). A few datagrams are in flight at once;
+    /// those whose echo does not come within a second are sent again, a few times.
+    pub(crate) async fn exchange(&mut self, to: SocketAddr, payloads: &[Vec<u8>]) {
+        let mut buf = vec![0; RECV_BUF];
+        let mut start = 0;
+        while start < payloads.len() {
+            let mut end = start + 1;
+            let mut bytes = payloads[start].len();
+            while end < payloads.len()
+                && end - start < self.window
+                && bytes + payloads[end].len() <= WINDOW_BYTES
+            {
+                bytes += payloads[end].len();
+                end += 1;
+            }
+            let mut pending: Vec<usize> = (start..end).collect();
+            for attempt in 0..TRIES {
+                if attempt > 0 {
+                    self.resent += pending.len();
+                    for &k in &pending {
+                        self.resent_set.insert(fingerprint(&payloads[k]));
+                    }
+                }
+                for &k in &pending {
+                    self.send_to(to, &payloads[k]).await;
+                }
+                let deadline = Instant::now() + TRY_TIMEOUT;
+                while !pending.is_empty() {
+                    let Ok(r) =
+                        tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await
+                    else {
+                        break;
+                    };
+                    let (n, from) = r.unwrap_or_else(|e| panic!("receive from {to}: {e}"));
+                    let got = &buf[..n];
+                    assert_eq!(from, to, "the source of a {n} B reply");
+                    if let Some(i) = pending.iter().position(|&k| payloads[k] == got) {
+                        pending.swap_remove(i);
+                    } else if !self.resent_set.contains(&fingerprint(got)) {
+                        let want: Vec<usize> = pending.iter().map(|&k| payloads[k].len()).collect();
+                        panic!(
+                            "a reply of {n} B (tag {:?}) that is none of the {} datagrams \
+                             awaited (sizes {want:?}) nor a late echo of a resent one",
+                            tag_of(got),
+                            pending.len()
+                        );
+                    }
+                    // Else a late echo of a datagram sent twice.
+                }
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            let sizes: Vec<usize> = pending.iter().map(|&k| payloads[k].len()).collect();
+            assert!(
+                pending.is_empty(),
+                "no echo from {to} of datagrams {pending:?} (sizes {sizes:?}) in {TRIES} tries"
+            );
+            start = end;
+        }
+    }
+}
+
+// ===== upstream servers =====
+
+/// One datagram an upstream server received.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    /// Its source: the proxy's upstream socket of one session.
+    pub(crate) from: SocketAddr,
+    /// Its length.
+    pub(crate) len: usize,
+    /// Its first 8 bytes (fewer if shorter): the tag of a [`tagged`] datagram.
+    pub(crate) head: Vec<u8>,
+}
+
+/// A UDP echo server that records every datagram's source. Stops when dropped.
+#[derive(Debug)]
+pub(crate) struct UdpServer {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl UdpServer {
+    /// An echo server on `sock`.
+    pub(crate) fn echo(sock: UdpSocket) -> UdpServer {
+        let addr = sock.local_addr().expect("local_addr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut buf = vec![0; RECV_BUF];
+                loop {
+                    let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                        // An error queued by an earlier send; the next read goes on.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    };
+                    log.lock().unwrap().push(Seen {
+                        from,
+                        len: n,
+                        head: buf[..n.min(8)].to_vec(),
+                    });
+                    let _ = sock.send_to(&buf[..n], from).await;
+                }
+            }
+        });
+        UdpServer { addr, log, task }
+    }
+
+    /// An echo server bound to `addr`.
+    pub(crate) fn echo_on(addr: SocketAddr) -> UdpServer {
+        UdpServer::echo(bind(addr).unwrap_or_else(|e| panic!("bind an echo server to {addr}: {e}")))
+    }
+
+    /// The address it serves.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every datagram received so far, in order.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// How many datagrams it received.
+    pub(crate) fn count(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The distinct sources, in the order they first sent.
+    pub(crate) fn sources(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for s in self.log.lock().unwrap().iter() {
+            if !out.contains(&s.from) {
+                out.push(s.from);
+            }
+        }
+        out
+    }
+
+    /// The source of the [`tagged`] datagram `(client, seq)`, if it arrived.
+    pub(crate) fn source_of(&self, client: u32, seq: u32) -> Option<SocketAddr> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| tag_of(&s.head) == Some((client, seq)))
+            .map(|s| s.from)
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The number of open file descriptors of this process.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
