@@ -78,3 +78,55 @@ impl std::fmt::Debug for Common {
             .finish_non_exhaustive()
     }
 }
+
+/// The builder setters for [`Common`] settings, shared by the TCP and UDP builders (each
+/// holds its settings in `self.config.common`).
+macro_rules! common_setters {
+    () => {
+        /// The resolver for host-name targets. Default:
+        /// [`SystemResolver`](crate::resolve::SystemResolver), the C library's.
+        pub fn resolver(mut self, resolver: impl crate::resolve::Resolve) -> Self {
+            self.config.common.resolver = std::sync::Arc::new(resolver);
+            self
+        }
+
+        /// A resolver shared with other forwarders.
+        pub fn shared_resolver(
+            mut self,
+            resolver: std::sync::Arc<dyn crate::resolve::Resolve>,
+        ) -> Self {
+            self.config.common.resolver = resolver;
+            self
+        }
+
+        /// How long resolved answers are used. Default:
+        /// [`CachePolicy::default`](crate::resolve::CachePolicy::default). New connections
+        /// and sessions use the current answer.
+        pub fn cache(mut self, policy: crate::resolve::CachePolicy) -> Self {
+            self.config.common.cache = policy;
+            self
+        }
+
+        /// All timeouts at once. Default: [`Timeouts::default`](crate::Timeouts::default).
+        pub fn timeouts(mut self, timeouts: crate::Timeouts) -> Self {
+            self.config.common.timeouts = timeouts;
+            self
+        }
+
+        /// Sets `SO_REUSEPORT` on the listening sockets, so several processes or
+        /// forwarders can share a port and the kernel balances among them. Default off.
+        pub fn reuse_port(mut self, on: bool) -> Self {
+            self.config.common.listen_options.reuse_port = on;
+            self
+        }
+
+        /// Whether a `[::]` listener is dual-stack (also takes IPv4). Default on; turn it
+        /// off to bind `0.0.0.0` and `[::]` side by side.
+        pub fn dual_stack(mut self, on: bool) -> Self {
+            self.config.common.listen_options.dual_stack = on;
+            self
+        }
+    };
+}
+
+pub(crate) use common_setters;

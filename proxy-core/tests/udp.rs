@@ -9,6 +9,7 @@
 //! [`udp_support::Client::exchange`]), so a datagram lost on a loaded machine costs time,
 //! not a failure; counters are checked exactly only when nothing was resent.
 
+mod support;
 mod udp_support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -620,7 +621,7 @@ fn start_stop_30_times_without_fd_leak() {
             .block_on(start_stop_30_times());
         return;
     }
-    let (ok, stdout, stderr) = run_self(
+    let (ok, stdout, stderr) = support::run_self(
         "start_stop_30_times_without_fd_leak",
         CHILD,
         Duration::from_secs(60),
@@ -661,48 +662,6 @@ async fn start_stop_30_times() {
         after <= before + 2,
         "{before} descriptors open before 30 start/stop cycles, {after} after"
     );
-}
-
-/// Runs one test of this binary in a child process with `env` set; returns whether it
-/// passed and its output. Kills it after `limit`.
-#[cfg(target_os = "linux")]
-fn run_self(test: &str, env: &str, limit: Duration) -> (bool, String, String) {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(env, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the test binary");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    match status {
-        Some(status) => (status.success(), out, err),
-        None => (false, out, format!("killed after {limit:?}\n{err}")),
-    }
 }
 
 // ===== binding =====

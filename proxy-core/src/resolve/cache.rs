@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Resolve;
 use crate::stats::Stats;
-use crate::{Error, ErrorKind, Host, Side, Target};
+use crate::{Error, ErrorKind, Host, Side, Target, TimeoutKind};
 
 /// How long resolved answers are used before they are refreshed.
 ///
@@ -128,6 +128,19 @@ impl ResolveCache {
         })?;
         self.cached()
             .ok_or_else(|| Error::new(ErrorKind::Resolve, Side::Upstream))
+    }
+
+    /// [`addrs`](Self::addrs), giving up at `deadline` with a connect-budget timeout.
+    pub(crate) async fn addrs_by(&self, deadline: Instant) -> Result<Arc<[SocketAddr]>, Error> {
+        tokio::time::timeout_at(deadline, self.addrs())
+            .await
+            .map_err(|_elapsed| {
+                Error::new(
+                    ErrorKind::Timeout(TimeoutKind::ConnectTotal),
+                    Side::Upstream,
+                )
+                .with_context(format!("resolving {}", self.target))
+            })?
     }
 
     /// Asks for an early refresh, e.g. after every address failed to connect. Refreshes

@@ -18,15 +18,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), 
     let stats = &shared.stats;
     // The budget covers a lookup too, when there is no cached answer yet.
     let deadline = Instant::now() + timeouts.connect_total;
-    let addrs = tokio::time::timeout_at(deadline, shared.cache.addrs())
-        .await
-        .map_err(|_elapsed| {
-            Error::new(
-                ErrorKind::Timeout(TimeoutKind::ConnectTotal),
-                Side::Upstream,
-            )
-            .with_context(format!("resolving {}", shared.config.common.target))
-        })??;
+    let addrs = shared.cache.addrs_by(deadline).await?;
     let mut last_error = None;
     for i in shared.rr.order(addrs.len()) {
         let addr = addrs[i];

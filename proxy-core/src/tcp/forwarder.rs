@@ -15,7 +15,7 @@ use crate::balance::RoundRobin;
 use crate::forward::{Common, bind_error};
 use crate::handle::ForwarderHandle;
 use crate::listen;
-use crate::resolve::{CachePolicy, Resolve, ResolveCache};
+use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
 
@@ -170,29 +170,7 @@ impl TcpForwarder {
 // ===== impl Builder =====
 
 impl Builder {
-    /// The resolver for host-name targets. Default: [`SystemResolver`], the C library's.
-    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
-        self.config.common.resolver = Arc::new(resolver);
-        self
-    }
-
-    /// A resolver shared with other forwarders.
-    pub fn shared_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
-        self.config.common.resolver = resolver;
-        self
-    }
-
-    /// How long resolved answers are used. Default: [`CachePolicy::default`].
-    pub fn cache(mut self, policy: CachePolicy) -> Self {
-        self.config.common.cache = policy;
-        self
-    }
-
-    /// All timeouts at once. Default: [`Timeouts::default`].
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.config.common.timeouts = timeouts;
-        self
-    }
+    crate::forward::common_setters!();
 
     /// The idle timeout: no traffic in either direction for this long closes a connection.
     /// `None` disables it. Default `None`.
@@ -204,20 +182,6 @@ impl Builder {
     /// The timeout of one connect attempt. Default 5 s.
     pub fn connect_timeout(mut self, connect: Duration) -> Self {
         self.config.common.timeouts.connect = connect;
-        self
-    }
-
-    /// Sets `SO_REUSEPORT` on the listeners, so several processes or forwarders can share
-    /// a port and the kernel balances connections among them. Default off.
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.config.common.listen_options.reuse_port = on;
-        self
-    }
-
-    /// Whether a `[::]` listener is dual-stack (also accepts IPv4). Default on; turn it off
-    /// to bind `0.0.0.0` and `[::]` side by side.
-    pub fn dual_stack(mut self, on: bool) -> Self {
-        self.config.common.listen_options.dual_stack = on;
         self
     }
 

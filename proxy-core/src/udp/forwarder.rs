@@ -18,7 +18,7 @@ use crate::forward::{Common, bind_error};
 use crate::handle::ForwarderHandle;
 use crate::listen;
 use crate::pool::Pool;
-use crate::resolve::{CachePolicy, Resolve, ResolveCache};
+use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
 use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
@@ -187,32 +187,7 @@ impl UdpForwarder {
 // ===== impl Builder =====
 
 impl Builder {
-    /// The resolver for host-name targets. Default: [`SystemResolver`], the C library's.
-    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
-        self.config.common.resolver = Arc::new(resolver);
-        self
-    }
-
-    /// A resolver shared with other forwarders.
-    pub fn shared_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
-        self.config.common.resolver = resolver;
-        self
-    }
-
-    /// How long resolved answers are used. Default: [`CachePolicy::default`]. New
-    /// sessions use the current answer; running sessions keep their upstream address.
-    pub fn cache(mut self, policy: CachePolicy) -> Self {
-        self.config.common.cache = policy;
-        self
-    }
-
-    /// All timeouts at once; a UDP forwarder uses [`Timeouts::udp_session_idle`] and, to
-    /// bound the first lookup of the target, [`Timeouts::connect_total`].
-    /// Default: [`Timeouts::default`].
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.config.common.timeouts = timeouts;
-        self
-    }
+    crate::forward::common_setters!();
 
     /// A session ends after this long without a datagram in either direction; `None`
     /// keeps sessions until the table is full. Default 30 s.
@@ -232,18 +207,6 @@ impl Builder {
     /// Default 32.
     pub fn batch_size(mut self, datagrams: usize) -> Self {
         self.config.batch_size = datagrams;
-        self
-    }
-
-    /// Sets `SO_REUSEPORT` on the listening sockets. Default off.
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.config.common.listen_options.reuse_port = on;
-        self
-    }
-
-    /// Whether a `[::]` listener is dual-stack (also receives IPv4). Default on.
-    pub fn dual_stack(mut self, on: bool) -> Self {
-        self.config.common.listen_options.dual_stack = on;
         self
     }
 

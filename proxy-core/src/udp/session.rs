@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::forwarder::Shared;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, Outgoing, RecvBatch};
-use crate::{Error, ErrorKind, Side, TimeoutKind};
+use crate::{Error, ErrorKind, Side};
 
 /// Datagrams queued for a session whose upstream socket is not connected yet.
 const MAX_PENDING: usize = 64;
@@ -275,16 +275,8 @@ pub(super) async fn run(
 /// Resolves the target (within the connect budget) and connects a UDP socket to the next
 /// address in round-robin order.
 async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
-    let budget = shared.config.common.timeouts.connect_total;
-    let addrs = tokio::time::timeout(budget, shared.cache.addrs())
-        .await
-        .map_err(|_elapsed| {
-            Error::new(
-                ErrorKind::Timeout(TimeoutKind::ConnectTotal),
-                Side::Upstream,
-            )
-            .with_context(format!("resolving {}", shared.config.common.target))
-        })??;
+    let deadline = Instant::now() + shared.config.common.timeouts.connect_total;
+    let addrs = shared.cache.addrs_by(deadline).await?;
     let mut last_error = None;
     // A UDP connect only sets the peer; it fails for local reasons (no route, no address
     // of that family), so going on to the next address helps in exactly those cases.

@@ -425,3 +425,45 @@ pub(crate) fn open_fds() -> usize {
         .expect("read /proc/self/fd")
         .count()
 }
+
+/// Runs one test of this binary in a child process with `env` set; returns whether it
+/// passed and its output. Kills it after `limit`.
+#[cfg(target_os = "linux")]
+pub(crate) fn run_self(test: &str, env: &str, limit: Duration) -> (bool, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(env, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the test binary");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.success(), out, err),
+        None => (false, out, format!("killed after {limit:?}\n{err}")),
+    }
+}

@@ -13,18 +13,21 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxy_core::{ForwarderHandle, StatsSnapshot};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+pub(crate) use crate::support::{
+    Rng, assert_bytes, eventually, join_all, open_fds, payload, proxy_addr, settled_stats,
+    v4_any_port, v6_any_port, within,
+};
 
 /// The largest UDP payload over IPv4: 65,535 less the IPv4 and UDP headers.
 pub(crate) const MAX_V4: usize = 65_507;
@@ -44,16 +47,6 @@ const TRIES: usize = 5;
 /// At most this many bytes of payload are in flight at once (but always one datagram),
 /// well within the default 208 KiB receive buffers of the proxy's sockets.
 const WINDOW_BYTES: usize = 64 << 10;
-
-/// `127.0.0.1:0`: loopback, a port chosen by the kernel.
-pub(crate) fn v4_any_port() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
-
-/// `[::1]:0`: loopback, a port chosen by the kernel.
-pub(crate) fn v6_any_port() -> SocketAddr {
-    SocketAddr::from((Ipv6Addr::LOCALHOST, 0))
-}
 
 /// A UDP socket bound to `addr` with 1 MiB buffers (as far as the kernel allows), so the
 /// test's own side never drops a window of large datagrams.
@@ -82,108 +75,9 @@ pub(crate) fn assert_port_free(addr: SocketAddr, what: &str) {
 
 // ===== forwarders =====
 
-/// The forwarder's first bound address.
-pub(crate) fn proxy_addr(handle: &ForwarderHandle) -> SocketAddr {
-    handle.local_addrs()[0]
-}
-
-/// Waits until the forwarder's stats satisfy `ready` (counters settle a moment after the
-/// peers see the datagrams), then returns them. Panics with the last snapshot after 10 s.
-pub(crate) async fn settled_stats(
-    handle: &ForwarderHandle,
-    ready: impl Fn(&StatsSnapshot) -> bool,
-) -> StatsSnapshot {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for _ in 0..10_000 {
-        let s = handle.stats();
-        if ready(&s) {
-            return s;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("stats did not settle: {:#?}", handle.stats());
-}
-
 // ===== waiting =====
 
-/// Runs `fut`, panicking with `what` if it takes longer than `limit`.
-pub(crate) async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: not done within {limit:?}"),
-    }
-}
-
-/// Polls `cond` until it holds, for at most `limit` (and at most 10,000 polls).
-pub(crate) async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert!(cond(), "{what}: not true within {limit:?}");
-}
-
-/// Awaits every task of `set`, re-raising the first panic with its own message.
-pub(crate) async fn join_all(mut set: JoinSet<()>) {
-    while let Some(r) = set.join_next().await {
-        if let Err(e) = r {
-            if e.is_panic() {
-                std::panic::resume_unwind(e.into_panic());
-            }
-            panic!("task failed: {e}");
-        }
-    }
-}
-
 // ===== payloads =====
-
-/// xorshift64*: a tiny deterministic generator, so every run sends the same bytes.
-#[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        // The state must not be zero; mix the seed so nearby seeds give unrelated streams.
-        Rng((seed ^ 0x9E37_79B9_7F4A_7C15).max(1))
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n`; `n` must not be zero.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
-}
-
-/// `len` pseudo-random bytes from `seed`.
-pub(crate) fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0; len];
-    Rng::new(seed).fill(&mut v);
-    v
-}
 
 /// A datagram of `len` bytes (at least 8) that names its sender: `client` and `seq` as
 /// little-endian `u32`s, then pseudo-random bytes.
@@ -200,25 +94,6 @@ pub(crate) fn tag_of(head: &[u8]) -> Option<(u32, u32)> {
     let client = u32::from_le_bytes(head.get(..4)?.try_into().ok()?);
     let seq = u32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
     Some((client, seq))
-}
-
-/// Asserts two byte strings are equal, reporting lengths and the first differing offset
-/// instead of dumping 64 KiB.
-#[track_caller]
-pub(crate) fn assert_bytes(what: &str, got: &[u8], want: &[u8]) {
-    if got == want {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{what}: got {} bytes, want {}; first difference at offset {first}",
-        got.len(),
-        want.len()
-    );
 }
 
 fn fingerprint(data: &[u8]) -> u64 {
@@ -472,12 +347,4 @@ impl Drop for UdpServer {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The number of open file descriptors of this process.
-#[cfg(target_os = "linux")]
-pub(crate) fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
-        .count()
 }
