@@ -3,9 +3,10 @@
 //!
 //! Parsing happens in two steps. Clap's value parsers check every token on its own and
 //! name it when it is bad (`invalid value '5x' for '[IDLE_TIMEOUT_SECONDS]': ...`); then
-//! [`TcpArgs::plan`] checks the tokens together (a TARGET without a port needs a non-zero
-//! PORT) and produces a [`TcpPlan`], from which [`TcpPlan::builder`] makes a
-//! [`TcpForwarderBuilder`]. Both steps fail with exit code 2.
+//! [`TcpArgs::plan`], [`UdpArgs::plan`] and [`TcpUdpArgs::plan`] check the tokens together
+//! (a TARGET without a port needs a non-zero PORT) and produce a [`TcpPlan`], a [`UdpPlan`]
+//! or both, from which [`TcpPlan::builder`] and [`UdpPlan::builder`] make the forwarder
+//! builders. Both steps fail with exit code 2.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,19 +15,24 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
-use proxy_core::{Host, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts};
+use proxy_core::{
+    Host, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder,
+    UdpForwarderBuilder,
+};
 
-const ABOUT: &str = "TCP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
+const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
 
 const LONG_ABOUT: &str = "\
-TCP forwarding proxy: a drop-in for Kubernetes' proxy-to-service.
+TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service.
 
-`proxy tcp PORT TARGET [IDLE_TIMEOUT_SECONDS]` takes the arguments of the old
-proxy-to-service:v2 image (PROTO PORT SERVICE [IDLE_TIMEOUT_SECONDS]), so a Pod spec
-that ran `proxy-to-service tcp 53 kube-dns.default` runs `proxy tcp 53 kube-dns.default`.
+`proxy PROTO PORT TARGET [IDLE_TIMEOUT_SECONDS]`, with PROTO `tcp`, `udp` or `tcp,udp`,
+takes the arguments of the old proxy-to-service:v2 image (PROTO PORT SERVICE
+[IDLE_TIMEOUT_SECONDS]), so a Pod spec that ran `proxy-to-service udp 53 kube-dns.default 1`
+runs `proxy udp 53 kube-dns.default 1`; `proxy tcp,udp 53 kube-dns.default 1` serves both
+protocols from one process.
 
 Logs go to stderr; set the level with --log-level or RUST_LOG. SIGINT and SIGTERM stop
-accepting, let open connections finish for the --drain time, and exit 0.
+accepting, let open connections and UDP sessions finish for the --drain time, and exit 0.
 
 Exit codes: 0 after a clean shutdown, 1 when the proxy cannot run (a listen address
 cannot be bound, ...), 2 for bad arguments.";
@@ -47,6 +53,62 @@ Examples:
   proxy tcp 8080 web.default:80 600      close connections idle for 600 s
   proxy tcp 0 db:5432 --listen 127.0.0.1 a free port on 127.0.0.1 (logged at start)
   proxy tcp 8080 [::1]:80 --listen ::1 --listen 127.0.0.1:9090";
+
+const UDP_LONG_ABOUT: &str = "\
+Forward UDP datagrams from PORT to TARGET.
+
+Compatible with the arguments of Kubernetes' proxy-to-service:v2 image: PORT, then
+the service, then an optional idle timeout in seconds. Each client address gets a
+session with its own upstream socket, so replies go back to the client that asked.
+A session ends after IDLE_TIMEOUT_SECONDS without a datagram in either direction
+(default 30 s; 0 means never, and sessions end only when --max-sessions evicts the
+least recently used one). Datagrams of up to 65,507 bytes pass intact. On SIGINT or
+SIGTERM, client datagrams are no longer read; replies already on their way still reach
+their clients until a session has been quiet for 1 s, for up to the --drain time.
+
+Without --listen, the proxy listens on all addresses: one dual-stack [::]:PORT socket,
+or 0.0.0.0:PORT where IPv6 is not available.
+
+Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds.";
+
+const UDP_EXAMPLES: &str = "\
+Examples:
+  proxy udp 53 kube-dns.default 1        forward port 53 to kube-dns.default:53; sessions end after 1 s idle
+  proxy udp 53 kube-dns.default          the same with the default 30 s session idle timeout
+  proxy udp 0 127.0.0.1:5353 --listen 127.0.0.1 --max-sessions 1000";
+
+const TCP_UDP_LONG_ABOUT: &str = "\
+Forward TCP connections and UDP datagrams from PORT to TARGET, from one process.
+
+`proxy tcp,udp 53 kube-dns.default 1` does what `proxy tcp 53 kube-dns.default 1` and
+`proxy udp 53 kube-dns.default 1` do side by side: a DNS proxy for both transports.
+`udp,tcp` is the same. The idle timeout applies to TCP connections and UDP sessions;
+when absent, TCP connections have none and UDP sessions end after 30 s. The TCP options
+apply to TCP only, the UDP options to UDP only.
+
+Both protocols listen on the same addresses and port. With PORT 0, TCP binds first on a
+port chosen by the kernel and UDP then binds that same port; if the UDP port is taken,
+both try another port (up to 10 times).
+
+Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds.";
+
+const TCP_UDP_EXAMPLES: &str = "\
+Examples:
+  proxy tcp,udp 53 kube-dns.default 1    DNS on port 53, TCP and UDP; 1 s idle timeout
+  proxy tcp,udp 53 kube-dns.default      no TCP idle timeout; UDP sessions end after 30 s idle
+  proxy tcp,udp 0 127.0.0.1:53 --listen 127.0.0.1   a free port for both (logged at start)";
+
+/// The largest `--batch-size`: what `UdpForwarderBuilder::batch_size` accepts.
+const MAX_BATCH_SIZE: i64 = 64;
+
+/// `--idle-timeout` as `proxy udp` describes it.
+const UDP_IDLE_FLAG_HELP: &str = "End a UDP session after this long without a datagram in \
+either direction; the same as IDLE_TIMEOUT_SECONDS. 0 means no idle timeout. [default: 30s]";
+
+/// `--idle-timeout` as `proxy tcp,udp` describes it.
+const TCP_UDP_IDLE_FLAG_HELP: &str = "Close a TCP connection or end a UDP session after this \
+long without traffic in either direction; the same as IDLE_TIMEOUT_SECONDS. 0 means no idle \
+timeout. [default: none for TCP, 30s for UDP]";
 
 /// The `proxy` command line.
 #[derive(Debug, Parser)]
@@ -73,6 +135,25 @@ pub enum Command {
     /// Forward TCP: `proxy tcp PORT TARGET [IDLE_TIMEOUT_SECONDS]` (proxy-to-service args).
     #[command(long_about = TCP_LONG_ABOUT, after_help = TCP_EXAMPLES)]
     Tcp(TcpArgs),
+
+    /// Forward UDP: `proxy udp PORT TARGET [IDLE_TIMEOUT_SECONDS]` (proxy-to-service args).
+    #[command(
+        long_about = UDP_LONG_ABOUT,
+        after_help = UDP_EXAMPLES,
+        mut_arg("idle_timeout", |a| a.help(UDP_IDLE_FLAG_HELP))
+    )]
+    Udp(UdpArgs),
+
+    /// Forward TCP and UDP on the same port: `proxy tcp,udp PORT TARGET
+    /// [IDLE_TIMEOUT_SECONDS]`.
+    #[command(
+        name = "tcp,udp",
+        visible_alias = "udp,tcp",
+        long_about = TCP_UDP_LONG_ABOUT,
+        after_help = TCP_UDP_EXAMPLES,
+        mut_arg("idle_timeout", |a| a.help(TCP_UDP_IDLE_FLAG_HELP))
+    )]
+    TcpUdp(TcpUdpArgs),
 }
 
 /// `proxy tcp PORT TARGET [IDLE_TIMEOUT_SECONDS]` and its flags.
@@ -107,6 +188,76 @@ pub struct TcpArgs {
     pub tcp: TcpFlags,
 }
 
+/// `proxy udp PORT TARGET [IDLE_TIMEOUT_SECONDS]` and its flags.
+#[derive(Debug, Args)]
+pub struct UdpArgs {
+    /// The port to listen on; 0 lets the kernel choose a free port (the "Forwarding from"
+    /// log line shows it).
+    #[arg(value_name = "PORT", value_parser = parse_listen_port)]
+    pub port: u16,
+
+    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]` or `[IPv6][:PORT]`. Without a
+    /// port, PORT is used (`kube-dns.default` on port 53 means `kube-dns.default:53`).
+    #[arg(value_name = "TARGET", value_parser = parse_target)]
+    pub target: TargetArg,
+
+    /// End a session after this long without a datagram in either direction (seconds, or
+    /// a duration such as 500ms or 10m). Absent means 30 s; 0 means no idle timeout
+    /// (sessions then end only when --max-sessions evicts them).
+    #[arg(
+        value_name = "IDLE_TIMEOUT_SECONDS",
+        value_parser = parse_duration,
+        allow_negative_numbers = true,
+        conflicts_with = "idle_timeout"
+    )]
+    pub idle_timeout_seconds: Option<Duration>,
+
+    /// Flags shared with other forwarding subcommands.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// UDP-only flags.
+    #[command(flatten)]
+    pub udp: UdpFlags,
+}
+
+/// `proxy tcp,udp PORT TARGET [IDLE_TIMEOUT_SECONDS]` and its flags.
+#[derive(Debug, Args)]
+pub struct TcpUdpArgs {
+    /// The port to listen on, for TCP and UDP; 0 lets the kernel choose a port free for
+    /// both (the "Forwarding from" log lines show it).
+    #[arg(value_name = "PORT", value_parser = parse_listen_port)]
+    pub port: u16,
+
+    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]` or `[IPv6][:PORT]`. Without a
+    /// port, PORT is used (`kube-dns.default` on port 53 means `kube-dns.default:53`).
+    #[arg(value_name = "TARGET", value_parser = parse_target)]
+    pub target: TargetArg,
+
+    /// Close a TCP connection or end a UDP session after this long without traffic in
+    /// either direction (seconds, or a duration such as 500ms or 10m). 0 means no idle
+    /// timeout; absent means none for TCP and 30 s for UDP.
+    #[arg(
+        value_name = "IDLE_TIMEOUT_SECONDS",
+        value_parser = parse_duration,
+        allow_negative_numbers = true,
+        conflicts_with = "idle_timeout"
+    )]
+    pub idle_timeout_seconds: Option<Duration>,
+
+    /// Flags shared with other forwarding subcommands.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// TCP-only flags.
+    #[command(flatten)]
+    pub tcp: TcpFlags,
+
+    /// UDP-only flags.
+    #[command(flatten)]
+    pub udp: UdpFlags,
+}
+
 /// Flags every forwarding subcommand takes (flattened into each with `#[command(flatten)]`).
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Forwarding options")]
@@ -137,8 +288,8 @@ pub struct CommonArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// On SIGINT or SIGTERM, stop accepting and let open connections finish for this
-    /// long before closing them. A second signal closes them at once.
+    /// On SIGINT or SIGTERM, stop accepting and let open connections (and UDP sessions)
+    /// finish for this long before closing them. A second signal closes them at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s", allow_hyphen_values = true)]
     pub drain: Duration,
 }
@@ -180,6 +331,21 @@ pub struct TcpFlags {
     pub relay: RelayArg,
 }
 
+/// Flags of `proxy udp` only.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "UDP options")]
+pub struct UdpFlags {
+    /// The most sessions (client addresses) per listen address; a new client beyond it
+    /// evicts the least recently used session. [default: 16384]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: Option<u32>,
+
+    /// Datagrams read or sent per system call (recvmmsg/sendmmsg on Linux), 1 to 64;
+    /// 1 means one datagram per call. [default: 32]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=MAX_BATCH_SIZE))]
+    pub batch_size: Option<u16>,
+}
+
 /// `--log-level`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -189,7 +355,7 @@ pub enum LogLevel {
     Warn,
     /// Also the listen addresses and shutdown progress.
     Info,
-    /// Also every connection.
+    /// Also every connection and UDP session.
     Debug,
     /// Everything.
     Trace,
@@ -231,7 +397,7 @@ pub enum ListenArg {
     Socket(SocketAddr),
 }
 
-/// Where `proxy tcp` listens.
+/// Where a forwarding subcommand listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listen {
     /// Every address on this port: `[::]:port`, dual-stack, or `0.0.0.0:port` when IPv6 is
@@ -266,6 +432,39 @@ pub struct TcpPlan {
     pub drain: Duration,
 }
 
+/// The checked settings of `proxy udp`.
+#[derive(Clone, Debug)]
+pub struct UdpPlan {
+    /// Where to listen.
+    pub listen: Listen,
+    /// Where to forward to.
+    pub target: Target,
+    /// The session timer: [`Timeouts::udp_session_idle`].
+    pub timeouts: Timeouts,
+    /// How long resolved answers are used.
+    pub cache: CachePolicy,
+    /// Which resolver looks up a host-name target.
+    pub resolver: ResolverArg,
+    /// Whether the sockets set SO_REUSEPORT.
+    pub reuse_port: bool,
+    /// The session table's size per listen address, when not the default.
+    pub max_sessions: Option<usize>,
+    /// Datagrams per system call, when not the default.
+    pub batch_size: Option<usize>,
+    /// How long open sessions may finish after SIGINT or SIGTERM.
+    pub drain: Duration,
+}
+
+/// The checked settings of `proxy tcp,udp`: one plan per protocol, with the same listen
+/// addresses, target, resolver and drain time.
+#[derive(Clone, Debug)]
+pub struct TcpUdpPlan {
+    /// The TCP side.
+    pub tcp: TcpPlan,
+    /// The UDP side.
+    pub udp: UdpPlan,
+}
+
 /// Arguments that are wrong together; the message names the tokens. Exit code 2.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageError(pub String);
@@ -285,7 +484,7 @@ impl Cli {
     }
 }
 
-// ===== impl TcpArgs =====
+// ===== impl TcpArgs, UdpArgs, TcpUdpArgs =====
 
 impl TcpArgs {
     /// Checks the arguments together and converts them into a [`TcpPlan`].
@@ -294,9 +493,68 @@ impl TcpArgs {
     ///
     /// A [`UsageError`] when TARGET has no port and PORT is 0.
     pub fn plan(&self) -> Result<TcpPlan, UsageError> {
-        let target = match &self.target {
+        let base = Base::new(self.port, &self.target, &self.common)?;
+        let mut timeouts = tcp_timeouts(&self.tcp);
+        timeouts.idle = self
+            .idle_timeout_seconds
+            .or(self.common.idle_timeout)
+            .filter(|d| !d.is_zero());
+        Ok(tcp_plan(base, timeouts, &self.tcp))
+    }
+}
+
+impl UdpArgs {
+    /// Checks the arguments together and converts them into a [`UdpPlan`].
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] when TARGET has no port and PORT is 0.
+    pub fn plan(&self) -> Result<UdpPlan, UsageError> {
+        let base = Base::new(self.port, &self.target, &self.common)?;
+        let mut timeouts = Timeouts::default();
+        timeouts.udp_session_idle =
+            udp_session_idle(self.idle_timeout_seconds.or(self.common.idle_timeout));
+        Ok(udp_plan(base, timeouts, &self.udp))
+    }
+}
+
+impl TcpUdpArgs {
+    /// Checks the arguments together and converts them into a [`TcpUdpPlan`].
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] when TARGET has no port and PORT is 0.
+    pub fn plan(&self) -> Result<TcpUdpPlan, UsageError> {
+        let base = Base::new(self.port, &self.target, &self.common)?;
+        let idle = self.idle_timeout_seconds.or(self.common.idle_timeout);
+        // One set of timers for both: TCP reads `idle` and the connect timers, UDP reads
+        // `udp_session_idle`.
+        let mut timeouts = tcp_timeouts(&self.tcp);
+        timeouts.idle = idle.filter(|d| !d.is_zero());
+        timeouts.udp_session_idle = udp_session_idle(idle);
+        Ok(TcpUdpPlan {
+            tcp: tcp_plan(base.clone(), timeouts, &self.tcp),
+            udp: udp_plan(base, timeouts, &self.udp),
+        })
+    }
+}
+
+/// What every forwarding subcommand's arguments say in the same way.
+#[derive(Clone, Debug)]
+struct Base {
+    listen: Listen,
+    target: Target,
+    cache: CachePolicy,
+    resolver: ResolverArg,
+    reuse_port: bool,
+    drain: Duration,
+}
+
+impl Base {
+    fn new(port: u16, target: &TargetArg, common: &CommonArgs) -> Result<Base, UsageError> {
+        let target = match target {
             TargetArg::Full(t) => t.clone(),
-            TargetArg::HostOnly(host) if self.port == 0 => {
+            TargetArg::HostOnly(host) if port == 0 => {
                 let shown = match host {
                     Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
                     other => other.to_string(),
@@ -306,60 +564,96 @@ impl TcpArgs {
                      write TARGET as '{shown}:PORT'"
                 )));
             }
-            TargetArg::HostOnly(host) => Target::new(host.clone(), self.port),
+            TargetArg::HostOnly(host) => Target::new(host.clone(), port),
         };
 
-        let listen = if self.common.listen.is_empty() {
-            Listen::Any(self.port)
+        let listen = if common.listen.is_empty() {
+            Listen::Any(port)
         } else {
             Listen::Addrs(
-                self.common
+                common
                     .listen
                     .iter()
                     .map(|l| match *l {
-                        ListenArg::Ip(ip) => SocketAddr::new(ip, self.port),
+                        ListenArg::Ip(ip) => SocketAddr::new(ip, port),
                         ListenArg::Socket(addr) => addr,
                     })
                     .collect(),
             )
         };
 
-        let mut timeouts = Timeouts::default();
-        let t = &self.tcp;
-        if let Some(connect) = t.connect_timeout {
-            timeouts.connect = connect;
-            // A longer attempt than the default budget raises the budget, unless the budget
-            // was given too (then `build()` reports the conflict).
-            timeouts.connect_total = timeouts.connect_total.max(connect);
-        }
-        if let Some(total) = t.connect_total_timeout {
-            timeouts.connect_total = total;
-        }
-        let idle = self.idle_timeout_seconds.or(self.common.idle_timeout);
-        timeouts.idle = idle.filter(|d| !d.is_zero());
-        if let Some(half_close) = t.half_close_timeout {
-            timeouts.half_close = Some(half_close).filter(|d| !d.is_zero());
-        }
-        timeouts.max_lifetime = t.max_lifetime.filter(|d| !d.is_zero());
-
         let mut cache = CachePolicy::default();
-        cache.refresh = self.common.dns_refresh;
+        cache.refresh = common.dns_refresh;
 
-        Ok(TcpPlan {
+        Ok(Base {
             listen,
             target,
-            timeouts,
             cache,
-            resolver: self.common.resolver,
-            reuse_port: self.common.reuse_port,
-            backlog: t.backlog,
-            pipe_size: t.pipe_size,
-            relay: match t.relay {
-                RelayArg::Auto => RelayMode::Auto,
-                RelayArg::Copy => RelayMode::Copy,
-            },
-            drain: self.common.drain,
+            resolver: common.resolver,
+            reuse_port: common.reuse_port,
+            drain: common.drain,
         })
+    }
+}
+
+/// The default timeouts with the TCP flags applied (all but the idle timeout).
+fn tcp_timeouts(t: &TcpFlags) -> Timeouts {
+    let mut timeouts = Timeouts::default();
+    if let Some(connect) = t.connect_timeout {
+        timeouts.connect = connect;
+        // A longer attempt than the default budget raises the budget, unless the budget
+        // was given too (then `build()` reports the conflict).
+        timeouts.connect_total = timeouts.connect_total.max(connect);
+    }
+    if let Some(total) = t.connect_total_timeout {
+        timeouts.connect_total = total;
+    }
+    if let Some(half_close) = t.half_close_timeout {
+        timeouts.half_close = Some(half_close).filter(|d| !d.is_zero());
+    }
+    timeouts.max_lifetime = t.max_lifetime.filter(|d| !d.is_zero());
+    timeouts
+}
+
+/// The UDP session idle timeout for an idle argument: absent means the library's default
+/// (30 s), zero means none.
+fn udp_session_idle(idle: Option<Duration>) -> Option<Duration> {
+    match idle {
+        None => Timeouts::default().udp_session_idle,
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    }
+}
+
+fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
+    TcpPlan {
+        listen: base.listen,
+        target: base.target,
+        timeouts,
+        cache: base.cache,
+        resolver: base.resolver,
+        reuse_port: base.reuse_port,
+        backlog: t.backlog,
+        pipe_size: t.pipe_size,
+        relay: match t.relay {
+            RelayArg::Auto => RelayMode::Auto,
+            RelayArg::Copy => RelayMode::Copy,
+        },
+        drain: base.drain,
+    }
+}
+
+fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
+    UdpPlan {
+        listen: base.listen,
+        target: base.target,
+        timeouts,
+        cache: base.cache,
+        resolver: base.resolver,
+        reuse_port: base.reuse_port,
+        max_sessions: u.max_sessions.map(|n| n as usize),
+        batch_size: u.batch_size.map(usize::from),
+        drain: base.drain,
     }
 }
 
@@ -384,6 +678,31 @@ impl TcpPlan {
         }
         if let Some(pipe_size) = self.pipe_size {
             b = b.pipe_size(pipe_size);
+        }
+        b
+    }
+}
+
+// ===== impl UdpPlan =====
+
+impl UdpPlan {
+    /// A forwarder builder for these settings, listening on `listen` and resolving through
+    /// `resolver`. Call `build()` on it to validate the settings.
+    pub fn builder(
+        &self,
+        listen: Vec<SocketAddr>,
+        resolver: Arc<dyn Resolve>,
+    ) -> UdpForwarderBuilder {
+        let mut b = UdpForwarder::builder(listen, self.target.clone())
+            .shared_resolver(resolver)
+            .cache(self.cache)
+            .timeouts(self.timeouts)
+            .reuse_port(self.reuse_port);
+        if let Some(max) = self.max_sessions {
+            b = b.max_sessions(max);
+        }
+        if let Some(batch) = self.batch_size {
+            b = b.batch_size(batch);
         }
         b
     }
@@ -554,6 +873,25 @@ mod tests {
         all.extend_from_slice(args);
         match parse(&all).unwrap().command {
             Command::Tcp(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn udp(args: &[&str]) -> UdpArgs {
+        let mut all = vec!["udp"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap().command {
+            Command::Udp(u) => u,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn tcp_udp(args: &[&str]) -> TcpUdpArgs {
+        let mut all = vec!["tcp,udp"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap().command {
+            Command::TcpUdp(b) => b,
+            other => panic!("{other:?}"),
         }
     }
 
@@ -816,5 +1154,186 @@ mod tests {
         assert_eq!(cli.log_filter(), "warn");
         let cli = parse(&["tcp", "80", "web"]).unwrap();
         assert_eq!(cli.log_filter(), "info");
+    }
+
+    #[test]
+    fn udp_seed_form() {
+        let plan = udp(&["53", "kube-dns.default", "1"]).plan().unwrap();
+        assert_eq!(plan.target.to_string(), "kube-dns.default:53");
+        assert_eq!(plan.listen, Listen::Any(53));
+        assert_eq!(plan.timeouts.udp_session_idle, Some(Duration::from_secs(1)));
+        assert_eq!(plan.max_sessions, None);
+        assert_eq!(plan.batch_size, None);
+        assert_eq!(plan.drain, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn udp_idle_timeout_default_zero_and_flag() {
+        let default = Timeouts::default().udp_session_idle;
+        assert_eq!(
+            default,
+            Some(Duration::from_secs(30)),
+            "documented in --help"
+        );
+        let plan = udp(&["53", "dns"]).plan().unwrap();
+        assert_eq!(plan.timeouts.udp_session_idle, default);
+        let plan = udp(&["53", "dns", "0"]).plan().unwrap();
+        assert_eq!(plan.timeouts.udp_session_idle, None);
+        let plan = udp(&["53", "dns", "500ms"]).plan().unwrap();
+        assert_eq!(
+            plan.timeouts.udp_session_idle,
+            Some(Duration::from_millis(500))
+        );
+        let plan = udp(&["53", "dns", "--idle-timeout", "2m"]).plan().unwrap();
+        assert_eq!(
+            plan.timeouts.udp_session_idle,
+            Some(Duration::from_secs(120))
+        );
+        let e = parse(&["udp", "53", "dns", "5", "--idle-timeout", "5m"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn udp_flags_reach_the_builder() {
+        let plan = udp(&[
+            "0",
+            "127.0.0.1:53",
+            "--listen",
+            "127.0.0.1",
+            "--max-sessions",
+            "100",
+            "--batch-size",
+            "1",
+            "--reuse-port",
+            "--dns-refresh",
+            "5s",
+            "--drain",
+            "1s",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(
+            plan.listen,
+            Listen::Addrs(vec!["127.0.0.1:0".parse().unwrap()])
+        );
+        assert_eq!(plan.max_sessions, Some(100));
+        assert_eq!(plan.batch_size, Some(1));
+        assert!(plan.reuse_port);
+        assert_eq!(plan.cache.refresh, Some(Duration::from_secs(5)));
+        assert_eq!(plan.drain, Duration::from_secs(1));
+        let resolver: Arc<dyn Resolve> = Arc::new(proxy_core::resolve::SystemResolver::new());
+        plan.builder(plan.listen.addrs(), resolver).build().unwrap();
+        // The largest --batch-size is the largest the library takes.
+        let plan = udp(&["53", "dns", "--batch-size", "64"]).plan().unwrap();
+        assert_eq!(plan.batch_size, Some(64));
+        let resolver: Arc<dyn Resolve> = Arc::new(proxy_core::resolve::SystemResolver::new());
+        plan.builder(plan.listen.addrs(), resolver.clone())
+            .build()
+            .unwrap();
+        let mut over = plan.clone();
+        over.batch_size = Some(MAX_BATCH_SIZE as usize + 1);
+        assert!(over.builder(over.listen.addrs(), resolver).build().is_err());
+    }
+
+    #[test]
+    fn udp_bad_tokens_are_named() {
+        let cases: [&[&str]; 6] = [
+            &["udp", "53", "web", "5x"],
+            &["udp", "53", "web", "--batch-size", "0"],
+            &["udp", "53", "web", "--batch-size", "65"],
+            &["udp", "53", "web", "--max-sessions", "0"],
+            &["udp", "53", "web", "--max-sessions", "many"],
+            &["tcp,udp", "53", "web", "--batch-size", "1024"],
+        ];
+        for args in cases {
+            let e = parse(args).unwrap_err();
+            let bad = args.last().unwrap();
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{args:?}: {e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        // TCP-only flags are not UDP flags.
+        let e = parse(&["udp", "53", "web", "--pipe-size", "1M"]).unwrap_err();
+        assert!(e.to_string().contains("--pipe-size"), "{e}");
+        let e = udp(&["0", "web"]).plan().unwrap_err();
+        assert!(e.0.contains("TARGET 'web' has no port"), "{e}");
+    }
+
+    #[test]
+    fn tcp_udp_is_one_subcommand_in_either_order() {
+        for proto in ["tcp,udp", "udp,tcp"] {
+            let cli = parse(&[proto, "53", "kube-dns.default", "1"]).unwrap();
+            let Command::TcpUdp(args) = cli.command else {
+                panic!("{proto}: {:?}", cli.command)
+            };
+            let plan = args.plan().unwrap();
+            for target in [&plan.tcp.target, &plan.udp.target] {
+                assert_eq!(target.to_string(), "kube-dns.default:53");
+            }
+            assert_eq!(plan.tcp.listen, Listen::Any(53));
+            assert_eq!(plan.udp.listen, Listen::Any(53));
+            assert_eq!(plan.tcp.timeouts.idle, Some(Duration::from_secs(1)));
+            assert_eq!(
+                plan.udp.timeouts.udp_session_idle,
+                Some(Duration::from_secs(1))
+            );
+        }
+        for bad in ["tcp,", "udp,udp", "tcp;udp", "sctp"] {
+            let e = parse(&[bad, "53", "web"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidSubcommand, "{bad}");
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn tcp_udp_idle_timeout_and_flags() {
+        // Absent: TCP has none, UDP the library default.
+        let plan = tcp_udp(&["53", "dns"]).plan().unwrap();
+        assert_eq!(plan.tcp.timeouts.idle, None);
+        assert_eq!(
+            plan.udp.timeouts.udp_session_idle,
+            Timeouts::default().udp_session_idle
+        );
+        // Zero: neither has one.
+        let plan = tcp_udp(&["53", "dns", "--idle-timeout", "0"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.tcp.timeouts.idle, None);
+        assert_eq!(plan.udp.timeouts.udp_session_idle, None);
+        // TCP flags go to TCP, UDP flags to UDP, shared ones to both.
+        let plan = tcp_udp(&[
+            "0",
+            "127.0.0.1:53",
+            "--listen",
+            "127.0.0.1",
+            "--connect-timeout",
+            "2s",
+            "--pipe-size",
+            "1M",
+            "--max-sessions",
+            "7",
+            "--batch-size",
+            "8",
+            "--reuse-port",
+            "--drain",
+            "3s",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(plan.tcp.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(plan.tcp.pipe_size, Some(1 << 20));
+        assert_eq!(plan.udp.max_sessions, Some(7));
+        assert_eq!(plan.udp.batch_size, Some(8));
+        assert!(plan.tcp.reuse_port && plan.udp.reuse_port);
+        assert_eq!(plan.tcp.listen, plan.udp.listen);
+        assert_eq!(plan.tcp.drain, Duration::from_secs(3));
+        assert_eq!(plan.udp.drain, Duration::from_secs(3));
+        let e = parse(&["tcp,udp", "abc", "web"]).unwrap_err().to_string();
+        assert!(e.contains("'abc'") && e.contains("<PORT>"), "{e}");
+    }
+
+    #[test]
+    fn tcp_does_not_take_udp_flags() {
+        let e = parse(&["tcp", "53", "web", "--max-sessions", "5"]).unwrap_err();
+        assert!(e.to_string().contains("--max-sessions"), "{e}");
     }
 }

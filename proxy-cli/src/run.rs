@@ -1,15 +1,24 @@
 //! Running a parsed command line: logging, the forwarder, signals, exit codes.
 
 use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
-use proxy_core::{ErrorKind, ForwarderHandle, Host, TcpForwarder};
+use proxy_core::{ErrorKind, ForwarderHandle, Host, Target};
+use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::{Cli, Command, ResolverArg, TcpArgs, TcpPlan, UsageError};
+use crate::args::{
+    Cli, Command, Listen, ResolverArg, TcpArgs, TcpPlan, TcpUdpArgs, UdpArgs, UdpPlan, UsageError,
+};
+
+/// How many ports `proxy tcp,udp 0 ...` tries before giving up when the UDP side of the
+/// port TCP got from the kernel is taken.
+const SAME_PORT_TRIES: u32 = 10;
 
 /// Sends `tracing` output to stderr at `cli`'s `--log-level`, or as `RUST_LOG` says when
 /// it is set and not empty. No ANSI colours unless stderr is a terminal.
@@ -44,6 +53,8 @@ pub fn init_logging(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tcp(args) => tcp(&args).await,
+        Command::Udp(args) => udp(&args).await,
+        Command::TcpUdp(args) => tcp_udp(&args).await,
     }
 }
 
@@ -62,28 +73,107 @@ async fn tcp(args: &TcpArgs) -> anyhow::Result<()> {
     // Installed before the listeners log "Forwarding from", so a signal sent after that
     // line always drains rather than killing the process.
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan)?;
-    let forwarder = build(&plan, plan.listen.addrs(), resolver.clone())?;
-    let handle = match forwarder.start() {
-        Ok(handle) => handle,
-        Err(e) => match plan.listen.ipv4_fallback() {
+    let resolver = resolver(&plan.target, plan.resolver)?;
+    let handle = start_tcp(&plan, resolver)?;
+    serve_until_signal(vec![(Proto::Tcp, handle)], signals, plan.drain).await
+}
+
+async fn udp(args: &UdpArgs) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let signals = Signals::new().context("cannot install the signal handlers")?;
+    let resolver = resolver(&plan.target, plan.resolver)?;
+    let handle = start_with_ipv4_fallback(&plan.listen, |listen| {
+        Ok(build_udp(&plan, listen, resolver.clone())?.start())
+    })?;
+    serve_until_signal(vec![(Proto::Udp, handle)], signals, plan.drain).await
+}
+
+/// `proxy tcp,udp`: TCP binds first; UDP then binds the addresses TCP got, so both serve
+/// the same port also when the kernel chose it. When that UDP port is taken and the port
+/// was the kernel's choice, TCP binds again on another port, a bounded number of times.
+/// The TCP forwarders whose port UDP could not have stay bound until the search is over,
+/// so the kernel cannot hand the same port out again.
+async fn tcp_udp(args: &TcpUdpArgs) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let signals = Signals::new().context("cannot install the signal handlers")?;
+    let resolver = resolver(&plan.tcp.target, plan.tcp.resolver)?;
+    // Reject bad UDP settings (exit code 2) before binding anything.
+    build_udp(&plan.udp, plan.udp.listen.addrs(), resolver.clone())?;
+    let kernel_port = plan.tcp.listen.addrs().iter().any(|a| a.port() == 0);
+    let mut passed_over = Vec::new();
+    let started = async {
+        for attempt in 1..=SAME_PORT_TRIES {
+            let tcp = start_tcp(&plan.tcp, resolver.clone()).context("TCP")?;
+            let listen = tcp.local_addrs().to_vec();
+            match build_udp(&plan.udp, listen.clone(), resolver.clone())?.start() {
+                Ok(udp) => return Ok((tcp, udp)),
+                Err(e) if kernel_port && address_in_use(&e) && attempt < SAME_PORT_TRIES => {
+                    tracing::warn!(
+                        error = %e,
+                        cause = %source_of(&e),
+                        "UDP cannot bind the port TCP got ({}); trying another port \
+                         (attempt {} of {SAME_PORT_TRIES})",
+                        show_addrs(&listen),
+                        attempt + 1,
+                    );
+                    passed_over.push(tcp);
+                }
+                Err(e) => {
+                    passed_over.push(tcp);
+                    return Err(anyhow::Error::from(e).context("UDP"));
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+    .await;
+    // Nothing was forwarded on the ports passed over that is worth waiting for.
+    for tcp in passed_over {
+        tcp.shutdown(Duration::ZERO).await;
+    }
+    let (tcp, udp) = started?;
+    serve_until_signal(
+        vec![(Proto::Tcp, tcp), (Proto::Udp, udp)],
+        signals,
+        plan.tcp.drain,
+    )
+    .await
+}
+
+fn start_tcp(plan: &TcpPlan, resolver: Arc<dyn Resolve>) -> anyhow::Result<ForwarderHandle> {
+    start_with_ipv4_fallback(&plan.listen, |listen| {
+        Ok(build_tcp(plan, listen, resolver.clone())?.start())
+    })
+}
+
+/// Starts a forwarder on `listen`'s addresses with `start`; when that fails because this
+/// host has no IPv6 and `listen` has an IPv4 fallback, starts it there instead.
+///
+/// `start` fails with a [`UsageError`] when the settings are bad, and returns the result
+/// of starting (binding) otherwise.
+fn start_with_ipv4_fallback(
+    listen: &Listen,
+    start: impl Fn(Vec<SocketAddr>) -> Result<Result<ForwarderHandle, proxy_core::Error>, UsageError>,
+) -> anyhow::Result<ForwarderHandle> {
+    match start(listen.addrs())? {
+        Ok(handle) => Ok(handle),
+        Err(e) => match listen.ipv4_fallback() {
             Some(v4) if ipv6_unavailable(&e) => {
                 tracing::warn!(
                     error = %e,
                     cause = %source_of(&e),
                     "IPv6 is not available; listening on IPv4 only"
                 );
-                build(&plan, v4, resolver)?.start()?
+                Ok(start(v4)??)
             }
-            _ => return Err(e.into()),
+            _ => Err(e.into()),
         },
-    };
-    serve_until_signal(handle, signals, plan.drain).await
+    }
 }
 
-fn resolver(plan: &TcpPlan) -> anyhow::Result<Arc<dyn Resolve>> {
+fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
     // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
-    if matches!(plan.target.host(), Host::Name(_)) && plan.resolver == ResolverArg::Hickory {
+    if matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
         let hickory = HickoryResolver::from_system_conf()
             .context("--resolver hickory: cannot read the system DNS configuration")?;
         Ok(Arc::new(hickory))
@@ -92,20 +182,49 @@ fn resolver(plan: &TcpPlan) -> anyhow::Result<Arc<dyn Resolve>> {
     }
 }
 
-fn build(
+fn build_tcp(
     plan: &TcpPlan,
-    listen: Vec<std::net::SocketAddr>,
+    listen: Vec<SocketAddr>,
     resolver: Arc<dyn Resolve>,
-) -> Result<TcpForwarder, UsageError> {
+) -> Result<proxy_core::TcpForwarder, UsageError> {
     plan.builder(listen, resolver)
         .build()
         .map_err(|e| UsageError(format!("invalid settings: {e}")))
 }
 
+fn build_udp(
+    plan: &UdpPlan,
+    listen: Vec<SocketAddr>,
+    resolver: Arc<dyn Resolve>,
+) -> Result<proxy_core::UdpForwarder, UsageError> {
+    plan.builder(listen, resolver)
+        .build()
+        .map_err(|e| UsageError(format!("invalid settings: {e}")))
+}
+
+fn show_addrs(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The I/O error under a forwarder error.
+fn io_source(e: &proxy_core::Error) -> Option<&io::Error> {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>())
+}
+
+/// Whether binding failed because the address is taken.
+fn address_in_use(e: &proxy_core::Error) -> bool {
+    e.kind() == ErrorKind::Bind
+        && io_source(e).is_some_and(|io| io.kind() == io::ErrorKind::AddrInUse)
+}
+
 /// Whether binding failed because this host has no IPv6 (the kernel has it disabled or
 /// has no IPv6 address to bind).
 fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
-    let Some(io) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>()) else {
+    let Some(io) = io_source(e) else {
         return false;
     };
     e.kind() == ErrorKind::Bind
@@ -118,31 +237,75 @@ fn source_of(e: &dyn std::error::Error) -> String {
     e.source().map(ToString::to_string).unwrap_or_default()
 }
 
-/// Waits for SIGINT or SIGTERM, then drains: stops accepting, lets open connections finish
-/// for up to `drain`, and returns. A second signal during the drain closes them at once.
+/// Which protocol a running forwarder serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// Waits for SIGINT or SIGTERM, then drains every forwarder at the same time: they stop
+/// accepting (TCP) or starting new sessions (UDP), let open connections and sessions
+/// finish for up to `drain`, and return. A second signal during the drain closes them at
+/// once.
 async fn serve_until_signal(
-    handle: ForwarderHandle,
+    running: Vec<(Proto, ForwarderHandle)>,
     mut signals: Signals,
-    drain: std::time::Duration,
+    drain: Duration,
 ) -> anyhow::Result<()> {
     let name = signals.recv().await;
-    tracing::info!(
-        signal = name,
-        open = handle.stats().connections_open,
-        "shutting down: no longer accepting; draining open connections for up to {drain:?}"
-    );
+    let has = |p| running.iter().any(|(proto, _)| *proto == p);
+    let what = match (has(Proto::Tcp), has(Proto::Udp)) {
+        (true, true) => "connections and UDP sessions",
+        (false, true) => "sessions",
+        _ => "connections",
+    };
+    let sum = |f: fn(&proxy_core::StatsSnapshot) -> u64| -> u64 {
+        running.iter().map(|(_, h)| f(&h.stats())).sum()
+    };
+    let open = sum(|s| s.connections_open);
+    let sessions = sum(|s| s.udp.sessions_open);
+    if has(Proto::Udp) {
+        tracing::info!(
+            signal = name,
+            open,
+            sessions,
+            "shutting down: no longer accepting; draining open {what} for up to {drain:?}"
+        );
+    } else {
+        tracing::info!(
+            signal = name,
+            open,
+            "shutting down: no longer accepting; draining open {what} for up to {drain:?}"
+        );
+    }
+
+    // Each shutdown runs in a task of its own, so they drain concurrently. Dropping the
+    // set (when a second signal comes) aborts the tasks, which drops the handles and
+    // closes everything.
+    let mut shutdowns = JoinSet::new();
+    for (_, handle) in running {
+        shutdowns.spawn(handle.shutdown(drain));
+    }
+    let all_drained = async {
+        let mut all = true;
+        while let Some(drained) = shutdowns.join_next().await {
+            // A shutdown task that panicked has closed what it had.
+            all &= drained.unwrap_or(false);
+        }
+        all
+    };
     tokio::select! {
-        drained = handle.shutdown(drain) => {
+        drained = all_drained => {
             if drained {
-                tracing::info!("all connections finished; exiting");
+                tracing::info!("all {what} finished; exiting");
             } else {
-                tracing::info!("drain time over; remaining connections were closed; exiting");
+                tracing::info!("drain time over; remaining {what} were closed; exiting");
             }
             Ok(())
         }
         name = signals.recv() => {
-            // Dropping the shutdown future drops the handle, which closes everything.
-            anyhow::bail!("received {name} while draining; closed the open connections")
+            anyhow::bail!("received {name} while draining; closed the open {what}")
         }
     }
 }

@@ -2,226 +2,20 @@
 //!
 //! Rules: ports come from the kernel (the proxy is started with PORT 0 or a port the test
 //! just bound, and its "Forwarding from" log line says where it listens); nothing waits by
-//! sleeping, only on log lines, connections and exits, each with a deadline; every child is
-//! killed when its guard drops, so a failing test leaves no process behind.
+//! sleeping, only on log lines, connections, datagrams and exits, each with a deadline;
+//! every child is killed when its guard drops, so a failing test leaves no process behind.
+
+mod support;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
-
-/// How long anything that should happen promptly may take before the test fails.
-const PROMPT: Duration = Duration::from_secs(10);
-
-// ===== the proxy process =====
-
-/// Everything a child wrote to one stream, line by line, and whether the stream ended.
-#[derive(Default)]
-struct Output {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-type SharedOutput = Arc<(Mutex<Output>, Condvar)>;
-
-/// A running `proxy`; killed on drop, printing its stderr when the test is failing.
-struct Proxy {
-    child: Child,
-    stderr: SharedOutput,
-    stdout: SharedOutput,
-    status: Option<ExitStatus>,
-}
-
-impl Proxy {
-    /// Starts `proxy ARGS` with `RUST_LOG` unset, so `--log-level` decides.
-    fn start(args: &[&str]) -> Proxy {
-        let mut cmd = Command::new(PROXY);
-        cmd.args(args).env_remove("RUST_LOG");
-        Proxy::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: Command) -> Proxy {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn proxy");
-        let stderr = collect(child.stderr.take().unwrap());
-        let stdout = collect(child.stdout.take().unwrap());
-        Proxy {
-            child,
-            stderr,
-            stdout,
-            status: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// All of stderr so far.
-    fn stderr(&self) -> String {
-        self.stderr.0.lock().unwrap().lines.join("\n")
-    }
-
-    /// All of stdout so far.
-    fn stdout(&self) -> String {
-        self.stdout.0.lock().unwrap().lines.join("\n")
-    }
-
-    /// Waits up to `timeout` until `check` finds what it wants in the stderr lines so far;
-    /// `None` when it did not in time or stderr closed first.
-    fn wait_stderr<T>(
-        &self,
-        timeout: Duration,
-        check: impl Fn(&[String]) -> Option<T>,
-    ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cond) = &*self.stderr;
-        let mut out = lock.lock().unwrap();
-        loop {
-            if let Some(found) = check(&out.lines) {
-                return Some(found);
-            }
-            let now = Instant::now();
-            if out.closed || now >= deadline {
-                return None;
-            }
-            out = cond.wait_timeout(out, deadline - now).unwrap().0;
-        }
-    }
-
-    /// The first stderr line matching `pred`, waiting up to `timeout`.
-    fn find_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        self.wait_stderr(timeout, |lines| lines.iter().find(|l| pred(l)).cloned())
-    }
-
-    /// Like [`find_line`](Proxy::find_line), failing the test when the line does not come
-    /// within [`PROMPT`].
-    fn expect_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        self.find_line(PROMPT, pred)
-            .unwrap_or_else(|| panic!("no stderr line {what} within {PROMPT:?}"))
-    }
-
-    /// The listen addresses of the first `n` "Forwarding from ADDR -> TARGET" lines;
-    /// `None` when they do not come (the proxy exited, or took too long).
-    fn try_listen_addrs(&self, n: usize, target: &str) -> Option<Vec<SocketAddr>> {
-        let suffix = format!(" -> {target}");
-        self.wait_stderr(PROMPT, |lines| {
-            let addrs: Vec<SocketAddr> = lines
-                .iter()
-                .filter_map(|l| {
-                    let at = l.find("Forwarding from ")? + "Forwarding from ".len();
-                    l[at..].strip_suffix(&suffix)?.parse().ok()
-                })
-                .collect();
-            (addrs.len() >= n).then_some(addrs)
-        })
-    }
-
-    /// The one listen address, from the "Forwarding from ADDR -> TARGET" line.
-    fn listen_addr(&self, target: &str) -> SocketAddr {
-        self.try_listen_addrs(1, target)
-            .unwrap_or_else(|| panic!("no 'Forwarding from ... -> {target}' line"))[0]
-    }
-
-    /// Waits for the process to exit, failing the test after `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        if let Some(status) = self.status {
-            return status;
-        }
-        let deadline = Instant::now() + timeout;
-        // Bounded poll: at most timeout / 10 ms rounds.
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(status);
-                // Let the reader threads see the end of the pipes.
-                wait_closed(&self.stderr, PROMPT);
-                wait_closed(&self.stdout, PROMPT);
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not exit within {timeout:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Whether the process is still running.
-    fn running(&mut self) -> bool {
-        self.status.is_none() && self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// Sends a signal (`TERM`, `INT`) with kill(1).
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{sig} failed");
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("---- proxy stderr ----\n{}\n----", self.stderr());
-        }
-    }
-}
-
-/// Reads `stream` line by line into a shared buffer on a thread of its own; the thread
-/// ends when the stream does.
-fn collect(stream: impl Read + Send + 'static) -> SharedOutput {
-    let shared: SharedOutput = Arc::default();
-    let out = shared.clone();
-    thread::spawn(move || {
-        let mut reader = io::BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            let done = !matches!(io::BufRead::read_line(&mut reader, &mut line), Ok(n) if n > 0);
-            let (lock, cond) = &*out;
-            let mut o = lock.lock().unwrap();
-            if done {
-                o.closed = true;
-            } else {
-                o.lines.push(line.trim_end_matches('\n').to_owned());
-            }
-            cond.notify_all();
-            if done {
-                return;
-            }
-        }
-    });
-    shared
-}
-
-fn wait_closed(out: &SharedOutput, timeout: Duration) {
-    let (lock, cond) = &**out;
-    let guard = lock.lock().unwrap();
-    let (guard, _) = cond
-        .wait_timeout_while(guard, timeout, |o| !o.closed)
-        .unwrap();
-    assert!(guard.closed, "output did not close within {timeout:?}");
-}
-
-/// Runs `proxy ARGS` to completion (at most [`PROMPT`]): its exit code, stdout, stderr.
-fn run(args: &[&str]) -> (i32, String, String) {
-    let mut p = Proxy::start(args);
-    let status = p.wait_exit(PROMPT);
-    (status.code().expect("exit code"), p.stdout(), p.stderr())
-}
+use support::proxy::{PROMPT, PROXY, Proto, Proxy, run};
 
 // ===== the upstream =====
 
@@ -284,7 +78,82 @@ fn echo(mut conn: TcpStream) {
     let _ = conn.shutdown(Shutdown::Write);
 }
 
+/// A UDP echo server on a thread: every datagram goes back to its sender unchanged. It
+/// records the source address of each datagram, so a test sees which upstream socket the
+/// proxy used. Stops on drop.
+struct UdpEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl UdpEcho {
+    fn start(ip: &str) -> UdpEcho {
+        UdpEcho::serve(UdpSocket::bind((ip, 0)).expect("bind UDP echo server"))
+    }
+
+    fn serve(socket: UdpSocket) -> UdpEcho {
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (stopping, seen) = (stop.clone(), peers.clone());
+        thread::spawn(move || {
+            // Ends when `UdpEcho` drops: it sets `stop` and sends a datagram to wake us.
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let received = socket.recv_from(&mut buf);
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok((n, from)) = received else { continue };
+                seen.lock().unwrap().push(from);
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        });
+        UdpEcho { addr, stop, peers }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The source address of the last datagram received.
+    fn last_peer(&self) -> SocketAddr {
+        *self.peers.lock().unwrap().last().expect("no datagram yet")
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(s) = UdpSocket::bind((self.addr.ip(), 0)) {
+            let _ = s.send_to(b"", self.addr);
+        }
+    }
+}
+
 // ===== clients =====
+
+/// A UDP client socket connected to `proxy`, with deadlines on every operation.
+fn udp_client(proxy: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind((proxy.ip(), 0)).expect("bind UDP client");
+    s.connect(proxy).expect("connect UDP client");
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    s.set_write_timeout(Some(PROMPT)).unwrap();
+    s
+}
+
+/// Sends one datagram and returns the one that comes back; fails the test when none
+/// comes within [`PROMPT`].
+fn udp_echo(socket: &UdpSocket, data: &[u8]) -> Vec<u8> {
+    socket.send(data).expect("send datagram");
+    let mut buf = vec![0u8; 65_536];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no reply to a {}-byte datagram: {e}", data.len()));
+    buf.truncate(n);
+    buf
+}
 
 /// A client connection with deadlines on every operation.
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -375,9 +244,13 @@ fn relays_bytes_exactly_both_ways() {
     ]);
     let addr = proxy.listen_addr(&target);
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-    // The message is exactly kubectl's, after tracing's timestamp, level and target.
-    let want = format!("Forwarding from {addr} -> {target}");
-    let line = proxy.expect_line("Forwarding from", |l| l.ends_with(&want));
+    // The message is exactly kubectl's, after tracing's timestamp, level and target, and
+    // before tracing's fields (`protocol="tcp"`), if any.
+    let want = format!(": Forwarding from {addr} -> {target}");
+    let line = proxy.expect_line("Forwarding from", |l| {
+        l.split_once(&want)
+            .is_some_and(|(_, fields)| fields.is_empty() || fields.starts_with(' '))
+    });
     assert!(line.contains(" INFO "), "{line}");
     assert!(!line.contains('\x1b'), "ANSI colours on a pipe: {line:?}");
 
@@ -858,4 +731,487 @@ fn out_of_file_descriptors_backs_off_and_recovers() {
     }
     proxy.expect_line("'accepting again'", |l| l.contains("accepting again"));
     eprintln!("limit reached after {served_before} connections; recovered in {tries} tries");
+}
+
+// ===== UDP and TCP+UDP =====
+
+#[test]
+fn udp_relays_datagrams_exactly() {
+    let echo = UdpEcho::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let proxy = Proxy::start(&[
+        "udp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--log-level",
+        "debug",
+    ]);
+    let addr = proxy.proto_listen_addr(Proto::Udp, &target);
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    let line = proxy.expect_line("Forwarding from", |l| l.contains("Forwarding from"));
+    assert!(line.contains(" INFO "), "{line}");
+
+    // Every size, the empty datagram and the largest IPv4 UDP payload included, byte for
+    // byte; one datagram in flight at a time, so nothing can be lost on loopback.
+    let client = udp_client(addr);
+    for (i, len) in [0usize, 1, 512, 1472, 1473, 9000, 65_507, 0, 3]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(len, 200 + i as u64);
+        let back = udp_echo(&client, &data);
+        assert!(
+            back == data,
+            "{len}-byte datagram came back as {} bytes",
+            back.len()
+        );
+    }
+    // Several clients at once: each gets its own replies only.
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            thread::spawn(move || {
+                let socket = udp_client(addr);
+                for i in 0..25u64 {
+                    let data = pattern(100 + (i * 997 + c * 31) as usize % 4000, c * 1000 + i);
+                    assert!(udp_echo(&socket, &data) == data, "client {c}, datagram {i}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // Sessions are logged at debug.
+    let me = client.local_addr().unwrap();
+    proxy.expect_line("'session started' at DEBUG", |l| {
+        l.contains(" DEBUG ") && l.contains("session started") && l.contains(&format!("{me}"))
+    });
+}
+
+/// `proxy udp P 127.0.0.2 1`: the seed's form. TARGET without a port uses PORT, and the
+/// session ends after 1 s without traffic: a later datagram from the same client starts a
+/// new session, with a new upstream socket (the echo server sees a new source port).
+#[test]
+fn udp_seed_form_and_idle_timeout() {
+    // The echo server's port, chosen by the kernel on 127.0.0.2, may be taken on
+    // 127.0.0.1; then try another, a bounded number of times.
+    for attempt in 0..5 {
+        let echo = UdpEcho::start("127.0.0.2");
+        let port = echo.port().to_string();
+        let mut proxy = Proxy::start(&[
+            "udp",
+            &port,
+            "127.0.0.2",
+            "1",
+            "--listen",
+            "127.0.0.1",
+            "--log-level",
+            "debug",
+        ]);
+        let target = format!("127.0.0.2:{port}");
+        let Some(addrs) = proxy.try_proto_listen_addrs(Proto::Udp, 1, &target) else {
+            let status = proxy.wait_exit(PROMPT);
+            assert_eq!(status.code(), Some(1), "attempt {attempt}");
+            assert!(proxy.stderr().contains("in use"), "{}", proxy.stderr());
+            continue;
+        };
+        assert_eq!(addrs[0], format!("127.0.0.1:{port}").parse().unwrap());
+        let client = udp_client(addrs[0]);
+        let me = client.local_addr().unwrap();
+        let ended = |l: &str| l.contains("session ended") && l.contains(&format!("{me}"));
+        let started = |l: &str| l.contains("session started") && l.contains(&format!("{me}"));
+
+        // Reaching the echo server on 127.0.0.2:P is the only way to get this back.
+        assert_eq!(udp_echo(&client, b"first"), b"first");
+        let idle_since = Instant::now();
+        let first_upstream = echo.last_peer();
+        proxy
+            .find_line(Duration::from_secs(6), ended)
+            .expect("the session did not end within 6 s of idling");
+        let idle = idle_since.elapsed();
+        assert!(
+            (Duration::from_millis(900)..Duration::from_secs(5)).contains(&idle),
+            "1 s idle timeout: the session ended after {idle:?}"
+        );
+
+        assert_eq!(udp_echo(&client, b"second"), b"second");
+        let second_upstream = echo.last_peer();
+        assert_ne!(
+            first_upstream, second_upstream,
+            "the second datagram reused the ended session's upstream socket"
+        );
+        assert_eq!(proxy.count_lines(started), 2, "{}", proxy.stderr());
+        return;
+    }
+    panic!("no free UDP port on 127.0.0.1 matching one on 127.0.0.2 in 5 attempts");
+}
+
+/// TCP and UDP echo servers on one port of 127.0.0.1, as a DNS server would be.
+fn tcp_and_udp_echo() -> (Echo, UdpEcho) {
+    for _ in 0..10 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+        let addr = tcp.local_addr().unwrap();
+        if let Ok(udp) = UdpSocket::bind(addr) {
+            return (Echo::serve(tcp), UdpEcho::serve(udp));
+        }
+    }
+    panic!("no port free for both TCP and UDP on 127.0.0.1 in 10 attempts");
+}
+
+/// `proxy tcp,udp 0 ...` (and `udp,tcp`): one process, both protocols on the same
+/// kernel-chosen port; SIGTERM drains both and exits 0.
+#[test]
+fn tcp_udp_serves_both_protocols_on_one_port() {
+    let (echo, udp_echo_server) = tcp_and_udp_echo();
+    let target = echo.addr.to_string();
+    assert_eq!(udp_echo_server.addr, echo.addr);
+    for proto in ["tcp,udp", "udp,tcp"] {
+        let mut proxy = Proxy::start(&[
+            proto,
+            "0",
+            &target,
+            "1",
+            "--listen",
+            "127.0.0.1",
+            "--drain",
+            "20s",
+        ]);
+        // UDP binds after TCP got its port, so the UDP line is the final word.
+        let udp = proxy.proto_listen_addr(Proto::Udp, &target);
+        let tcp = proxy
+            .try_proto_listen_addrs(Proto::Tcp, 1, &target)
+            .expect("a TCP 'Forwarding from' line");
+        assert!(tcp.contains(&udp), "{proto}: TCP on {tcp:?}, UDP on {udp}");
+        let addr = udp;
+
+        let client = udp_client(addr);
+        for len in [0, 1000, 65_507] {
+            let data = pattern(len, len as u64);
+            assert!(
+                udp_echo(&client, &data) == data,
+                "{proto}: {len} B over UDP"
+            );
+        }
+        let data = pattern(300_000, 9);
+        assert_eq!(echo_through(connect(addr), &data), data, "{proto}: TCP");
+
+        // SIGTERM with a TCP connection open: both stop taking new work, the connection
+        // goes on, and the process exits 0 once it is closed.
+        let mut open = connect(addr);
+        ping(&mut open, b"established");
+        proxy.signal("TERM");
+        proxy.expect_line("'shutting down'", |l| {
+            l.contains("shutting down") && l.contains("SIGTERM") && l.contains("open=1")
+        });
+        ping(&mut open, b"request during drain");
+        drop(open);
+        let status = proxy.wait_exit(PROMPT);
+        assert_eq!(status.code(), Some(0), "{proto}: {}", proxy.stderr());
+    }
+}
+
+/// A taken UDP port fails `proxy udp` and `proxy tcp,udp` with exit code 1, naming the
+/// address; the TCP side of `tcp,udp` does not stay behind.
+#[test]
+fn udp_port_in_use_exits_1_naming_the_address() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let port = addr.port().to_string();
+    for proto in ["udp", "tcp,udp"] {
+        let (code, _, stderr) = run(&[proto, &port, "127.0.0.1:9", "--listen", "127.0.0.1"]);
+        assert_eq!(code, 1, "{proto}: {stderr}");
+        // `tcp,udp` bound TCP (and logged it) before UDP failed.
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("{proto}: no error line in {stderr:?}"));
+        let prefix = if proto == "udp" { "" } else { "UDP: " };
+        let want = format!(
+            "error: {prefix}failed to bind listen address ({addr}): Address already in use"
+        );
+        assert!(
+            error.starts_with(&want),
+            "{proto}: {error:?} is not {want:?}"
+        );
+    }
+    // The TCP port was released when UDP failed (the process exited anyway, but the
+    // listener must not have been leaked to a child either).
+    drop(TcpListener::bind(addr).expect("TCP port released"));
+}
+
+#[test]
+fn udp_help_documents_the_commands() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for want in ["udp", "tcp,udp", "udp,tcp"] {
+        assert!(
+            stdout.contains(want),
+            "proxy --help lacks {want:?}:\n{stdout}"
+        );
+    }
+    let (code, stdout, _) = run(&["udp", "--help"]);
+    assert_eq!(code, 0);
+    for want in [
+        "proxy-to-service",
+        "<PORT>",
+        "<TARGET>",
+        "[IDLE_TIMEOUT_SECONDS]",
+        "Absent means 30 s; 0 means no idle timeout",
+        "--idle-timeout",
+        "[default: 30s]",
+        "--max-sessions",
+        "[default: 16384]",
+        "--batch-size",
+        "1 to 64",
+        "--listen",
+        "--resolver",
+        "--dns-refresh",
+        "--reuse-port",
+        "--drain",
+        "--log-level",
+        "65,507",
+        "proxy udp 53 kube-dns.default 1",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "proxy udp --help lacks {want:?}:\n{stdout}"
+        );
+    }
+    for unwanted in ["--pipe-size", "--connect-timeout", "--relay"] {
+        assert!(
+            !stdout.contains(unwanted),
+            "proxy udp --help has {unwanted:?}"
+        );
+    }
+    let (code, stdout, _) = run(&["tcp,udp", "--help"]);
+    assert_eq!(code, 0);
+    for want in [
+        "udp,tcp",
+        "[IDLE_TIMEOUT_SECONDS]",
+        "none for TCP and 30 s for UDP",
+        "TCP options",
+        "--connect-timeout",
+        "--pipe-size",
+        "UDP options",
+        "--max-sessions",
+        "--batch-size",
+        "proxy tcp,udp 53 kube-dns.default 1",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "proxy tcp,udp --help lacks {want:?}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn udp_bad_arguments_exit_2_naming_the_token() {
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["udp", "53", "web", "5x"],
+            &["invalid value '5x' for '[IDLE_TIMEOUT_SECONDS]'", "`x`"],
+        ),
+        (&["tcp,udp", "abc", "web"], &["'abc'", "<PORT>"]),
+        (&["sctp", "53", "web"], &["unrecognized subcommand 'sctp'"]),
+        (
+            &["udp", "53", "web", "--batch-size", "0"],
+            &["'0'", "--batch-size"],
+        ),
+        (
+            &["udp", "53", "web", "--max-sessions", "-1"],
+            &["'-1'", "--max-sessions"],
+        ),
+        (&["udp,tcp", "0", "web"], &["'web'", "PORT is 0"]),
+    ];
+    for (args, wants) in cases {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
+        }
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout:?}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// SIGTERM on `proxy udp`: no new datagrams are taken, but a reply already on its way
+/// still reaches the client; the session ends once quiet, and the proxy exits 0.
+#[test]
+fn udp_sigterm_delivers_in_flight_replies_then_exits_0() {
+    // The test is the upstream, so it decides when the reply leaves.
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream.set_read_timeout(Some(PROMPT)).unwrap();
+    let target = upstream.local_addr().unwrap().to_string();
+    let mut proxy = Proxy::start(&["udp", "0", &target, "--listen", "127.0.0.1"]);
+    let addr = proxy.proto_listen_addr(Proto::Udp, &target);
+    let client = udp_client(addr);
+
+    client.send(b"question").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, session) = upstream
+        .recv_from(&mut buf)
+        .expect("the datagram reached upstream");
+    assert_eq!(&buf[..n], b"question");
+
+    proxy.signal("TERM");
+    proxy.expect_line("'shutting down'", |l| {
+        l.contains("shutting down") && l.contains("SIGTERM") && l.contains("sessions=1")
+    });
+    upstream.send_to(b"answer", session).unwrap();
+    let n = client
+        .recv(&mut buf)
+        .expect("the in-flight reply during the drain");
+    assert_eq!(&buf[..n], b"answer");
+
+    let status = proxy.wait_exit(PROMPT);
+    assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("all sessions finished"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+/// Set in the environment of [`netns_child_tcp_udp_port_search`] when it runs in a
+/// network namespace of its own.
+const NETNS_CHILD_ENV: &str = "PROXY_CLI_TEST_NETNS_CHILD";
+const NETNS_CHILD_TEST: &str = "netns_child_tcp_udp_port_search";
+
+/// `proxy tcp,udp 0` when the UDP side of the port TCP got is taken: it tries another
+/// port, and gives up with exit code 1 when there is none. Runs
+/// [`netns_child_tcp_udp_port_search`] in a network namespace of its own (where it can
+/// shrink the ephemeral port range) with `unshare --net`; needs root or CAP_SYS_ADMIN,
+/// util-linux and iproute2, and fails, never skips, without them.
+#[cfg(target_os = "linux")]
+#[test]
+fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
+    use support::dnsmasq::{KillOnDrop, TempPath, find_program};
+    if std::env::var_os(NETNS_CHILD_ENV).is_some() {
+        return; // inside the namespace only the child test runs
+    }
+    let unshare = find_program("unshare", &["/usr/bin/unshare", "/bin/unshare"])
+        .expect("`unshare` not found: install util-linux");
+    find_program("ip", &["/usr/sbin/ip", "/sbin/ip"]).expect("`ip` not found: install iproute2");
+    let probe = Command::new(&unshare)
+        .args(["--net", "true"])
+        .output()
+        .expect("running unshare");
+    assert!(
+        probe.status.success(),
+        "`unshare --net` is not permitted here ({}): {}\nThis test needs root or \
+         CAP_SYS_ADMIN (in a container: --privileged or --cap-add SYS_ADMIN).",
+        probe.status,
+        String::from_utf8_lossy(&probe.stderr).trim(),
+    );
+
+    let output = TempPath::new("netns-child.out");
+    let out = std::fs::File::create(output.path()).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut child = KillOnDrop::spawn(
+        Command::new(&unshare)
+            .args(["--net", "--kill-child", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                NETNS_CHILD_TEST,
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NETNS_CHILD_ENV, "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err),
+    )
+    .expect("spawning unshare");
+    // Bounded poll for the child test, which has deadlines of its own.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the namespace test took over 60 s:\n{}",
+            output.read()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let log = output.read();
+    assert!(status.success(), "the namespace test failed:\n{log}");
+    assert!(
+        log.contains("test result: ok. 1 passed"),
+        "the namespace test did not run:\n{log}"
+    );
+}
+
+/// Runs only inside the namespace of [`tcp_udp_port_0_tries_another_port_when_udp_is_taken`]:
+/// the kernel has two ephemeral ports, 40000 and 40001.
+#[cfg(target_os = "linux")]
+#[test]
+fn netns_child_tcp_udp_port_search() {
+    if std::env::var_os(NETNS_CHILD_ENV).is_none() {
+        return; // runs only in the namespace
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up: {up}");
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")
+        .expect("set the namespace's ephemeral port range");
+    let target = "127.0.0.1:9";
+    let args = ["tcp,udp", "0", target, "--listen", "127.0.0.1"];
+    let passed_over = |l: &str| l.contains(" WARN ") && l.contains("trying another port");
+
+    // The port the kernel hands out first (Linux prefers one parity for bind(0)); a
+    // listener without connections leaves nothing behind when closed.
+    let first = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let second = if first == 40000 { 40001 } else { 40000 };
+
+    // UDP is taken on that port: TCP gets it, UDP fails there, and TCP, still holding the
+    // first port, gets the second, where both protocols then listen.
+    let udp_first = UdpSocket::bind(("127.0.0.1", first)).unwrap();
+    let proxy = Proxy::start(&args);
+    let udp = proxy.proto_listen_addr(Proto::Udp, target);
+    assert_eq!(udp.port(), second, "{}", proxy.stderr());
+    let tcp = proxy
+        .try_proto_listen_addrs(Proto::Tcp, 2, target)
+        .expect("two TCP lines");
+    assert_eq!(
+        tcp.iter().map(SocketAddr::port).collect::<Vec<_>>(),
+        [first, second],
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(proxy.count_lines(passed_over), 1, "{}", proxy.stderr());
+    // The TCP forwarder passed over lets go of the first port (bounded poll).
+    let deadline = Instant::now() + PROMPT;
+    while TcpListener::bind(("127.0.0.1", first)).is_err() {
+        assert!(Instant::now() < deadline, "TCP port {first} still bound");
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(proxy);
+
+    // Both ports are taken for UDP: TCP passes over both, then finds no port; exit 1.
+    let udp_second = UdpSocket::bind(("127.0.0.1", second)).unwrap();
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| passed_over(l)).count(),
+        2,
+        "{stderr}"
+    );
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(
+        error.starts_with("error: TCP: failed to bind listen address (127.0.0.1:0)")
+            && error.contains("Address already in use"),
+        "{error}"
+    );
+    drop((udp_first, udp_second));
 }
