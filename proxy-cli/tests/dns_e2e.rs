@@ -8,7 +8,8 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::dnsmasq::{DigAnswer, Dnsmasq, dig, dig_program, dnsmasq_program};
+use support::dig::{DigAnswer, dig, dig_program};
+use support::dnsmasq::{Dnsmasq, DnsmasqConfig, dnsmasq_program};
 use support::proxy::{Proto, Proxy};
 
 /// The address dnsmasq gives `web.test`.
@@ -29,15 +30,23 @@ fn txt_strings(i: usize) -> [String; 2] {
     })
 }
 
-/// dnsmasq's records: `web.test A`, and `big.test TXT` whose answer is about 2.6 KB, well
-/// over a 1,500-byte Ethernet MTU.
-fn records() -> Vec<String> {
-    let mut records = vec![format!("--host-record=web.test,{WEB_IP}")];
+/// What dnsmasq serves: only `web.test A`, and `big.test TXT` whose answer is about 2.6 KB,
+/// well over a 1,500-byte Ethernet MTU; every other name under `.test` gets NXDOMAIN.
+fn dnsmasq_config() -> DnsmasqConfig {
+    let mut args = vec![
+        // Answers up to 4 KiB over UDP when the client's EDNS buffer allows it.
+        "--edns-packet-max=4096".to_owned(),
+        format!("--host-record=web.test,{WEB_IP}"),
+    ];
     for i in 0..TXT_RECORDS {
         let [a, b] = txt_strings(i);
-        records.push(format!("--txt-record=big.test,{a},{b}"));
+        args.push(format!("--txt-record=big.test,{a},{b}"));
     }
-    records
+    DnsmasqConfig {
+        hosts: None,
+        local_domains: vec!["test".to_owned()],
+        args,
+    }
 }
 
 /// dnsmasq, and `proxy tcp,udp 0 DNSMASQ --listen 127.0.0.1` in front of it; returns the
@@ -46,7 +55,7 @@ fn start() -> (Dnsmasq, Proxy, SocketAddr) {
     // Fail with the install hint before starting anything.
     dnsmasq_program();
     dig_program();
-    let dns = Dnsmasq::start(&records());
+    let dns = Dnsmasq::start(&dnsmasq_config());
     let target = dns.addr().to_string();
     let proxy = Proxy::start(&["tcp,udp", "0", &target, "--listen", "127.0.0.1"]);
     // UDP binds after TCP got its port, so the UDP line is the final word.

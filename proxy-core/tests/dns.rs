@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use dns_support::{
     Dnsmasq, IdentityServers, KillOnDrop, TempPath, ask, dnsmasq_program, expect_clean_close,
-    find_program, lo, run,
+    find_program, hosts_config, lo, run,
 };
 use proxy_core::resolve::{
     CachePolicy, HickoryResolver, Resolution, Resolve, Resolving, SystemResolver,
@@ -77,7 +77,7 @@ async fn wait_until_reaching(proxy: SocketAddr, was: &str, want: &str) -> Durati
 /// answer once dnsmasq is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hickory_follows_ttl_then_keeps_last_good_answer() {
-    let mut dns = Dnsmasq::start("127.0.0.2 web.test\n", &["test"]);
+    let mut dns = Dnsmasq::start(&hosts_config("127.0.0.2 web.test\n", &["test"]));
     let servers = IdentityServers::start(&[lo(2), lo(3)]).await;
     let handle = start_forwarder(
         format!("web.test:{}", servers.port()),
@@ -148,7 +148,7 @@ async fn hickory_follows_ttl_then_keeps_last_good_answer() {
 /// serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_name_closes_clients_cleanly_and_forwarder_keeps_serving() {
-    let dns = Dnsmasq::start("127.0.0.4 other.test\n", &["test"]);
+    let dns = Dnsmasq::start(&hosts_config("127.0.0.4 other.test\n", &["test"]));
     let servers = IdentityServers::start(&[lo(4)]).await;
     let handle = start_forwarder(
         format!("missing.test:{}", servers.port()),
@@ -369,8 +369,11 @@ async fn namespace_child_search_and_ndots() {
         NS_RESOLV_CONF
     );
 
-    let dns = Dnsmasq::start_on(53, NS_HOSTS, &["cluster.local", "internal", "default"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dns = Dnsmasq::start_on(
+        53,
+        &hosts_config(NS_HOSTS, &["cluster.local", "internal", "default"]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // libc getaddrinfo: search list first for names under ndots...
     assert_eq!(system_lookup("kube-dns.default").await, [lo(5)]);

@@ -275,10 +275,18 @@ async fn listen_loop(socket: Arc<UdpSocket>, wildcard: bool, shared: Arc<Shared>
             let mut i = 0;
             while i < n {
                 let (_, meta) = batch.get(i);
-                let Some(client) = meta.from.filter(|_| !meta.truncated) else {
-                    Stats::inc(&stats.udp_truncated);
-                    i += 1;
-                    continue;
+                let client = match meta.from {
+                    Some(client) if !meta.truncated => client,
+                    _ => {
+                        let counter = if meta.truncated {
+                            &stats.udp_truncated
+                        } else {
+                            &stats.udp_dropped
+                        };
+                        Stats::inc(counter);
+                        i += 1;
+                        continue;
+                    }
                 };
                 let key = SessionKey {
                     client,

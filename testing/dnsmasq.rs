@@ -1,8 +1,15 @@
-//! A real DNS server for the end-to-end tests: dnsmasq on 127.0.0.1, on a port chosen by
-//! the kernel, serving records given on its command line; and `dig`, the client.
+//! A real DNS server for integration tests: dnsmasq on 127.0.0.1, on a port chosen by the
+//! kernel (or a given one), with what it needs around it: finding programs (failing with the
+//! package to install, never skipping), child processes that are killed when a test fails,
+//! and unique temp files.
 //!
-//! Adapted from proxy-core's `tests/dns_support` (tests cannot share code across crates).
+//! One file for the tests of several crates, which cannot share code through a crate of
+//! their own: each includes it with `#[path = "…/testing/dnsmasq.rs"] mod dnsmasq;`. It
+//! uses only std, and `libc` on Linux (a dependency of every crate that includes it).
 //! Nothing here mocks DNS: every answer comes from dnsmasq over UDP or TCP on loopback.
+
+// Each test crate uses only part of this file.
+#![allow(dead_code)]
 
 use std::fs::{self, File};
 use std::io;
@@ -26,27 +33,29 @@ pub(crate) fn find_program(name: &str, extra: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The dnsmasq binary; fails the test (never skips it) when dnsmasq is not installed.
-pub(crate) fn dnsmasq_program() -> PathBuf {
-    find_program("dnsmasq", &["/usr/sbin/dnsmasq", "/sbin/dnsmasq"]).unwrap_or_else(|| {
+/// Finds `name` like [`find_program`]; fails the test (never skips it) when it is not
+/// installed, naming the Debian/Ubuntu `package` to install and what the test needs it as
+/// (`what`, e.g. "a real DNS server").
+pub(crate) fn require_program(name: &str, extra: &[&str], package: &str, what: &str) -> PathBuf {
+    find_program(name, extra).unwrap_or_else(|| {
         panic!(
-            "dnsmasq is not installed, and this test needs a real DNS server: install the \
-             `dnsmasq-base` package (Debian/Ubuntu: `apt-get install -y dnsmasq-base`; \
-             scripts/test.sh does it)"
+            "{name} is not installed, and this test needs {what}: install the `{package}` \
+             package (Debian/Ubuntu: `apt-get install -y {package}`; scripts/test.sh does it)"
         )
     })
 }
 
-/// The dig binary; fails the test (never skips it) when dig is not installed.
-pub(crate) fn dig_program() -> PathBuf {
-    find_program("dig", &["/usr/bin/dig"]).unwrap_or_else(|| {
-        panic!(
-            "dig is not installed, and this test needs a real DNS client: install the \
-             `dnsutils` package (Debian/Ubuntu: `apt-get install -y dnsutils`; \
-             scripts/test.sh does it)"
-        )
-    })
+/// The dnsmasq binary; fails the test (never skips it) when dnsmasq is not installed.
+pub(crate) fn dnsmasq_program() -> PathBuf {
+    require_program(
+        "dnsmasq",
+        &["/usr/sbin/dnsmasq", "/sbin/dnsmasq"],
+        "dnsmasq-base",
+        "a real DNS server",
+    )
 }
+
+// ===== child processes =====
 
 /// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test
 /// leaves nothing running.
@@ -54,7 +63,8 @@ pub(crate) fn dig_program() -> PathBuf {
 pub(crate) struct KillOnDrop(Option<Child>);
 
 impl KillOnDrop {
-    /// Spawns `cmd`; the child also gets SIGKILL if the test process dies first.
+    /// Spawns `cmd`; on Linux the child also gets SIGKILL if this thread dies without
+    /// dropping us.
     pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Self> {
         // SAFETY: the closure runs in the forked child before exec and only makes the
         // `prctl(PR_SET_PDEATHSIG)` system call, which is async-signal-safe; it does not
@@ -76,6 +86,42 @@ impl KillOnDrop {
         self.0.as_mut()?.try_wait().ok().flatten()
     }
 
+    /// Waits at most `limit` for the child to exit; kills it when it does not.
+    pub(crate) fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// Sends SIGHUP.
+    pub(crate) fn hangup(&self) {
+        let child = self.0.as_ref().expect("child already killed");
+        #[cfg(target_os = "linux")]
+        {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid out of range");
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; `pid` is
+            // our own child, not reaped yet, so it names no other process.
+            if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+                panic!("SIGHUP: {}", io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let status = Command::new("kill")
+                .args(["-s", "HUP", &child.id().to_string()])
+                .stdin(Stdio::null())
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "SIGHUP: kill failed ({status})");
+        }
+    }
+
     /// SIGKILL and reap.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
@@ -91,6 +137,8 @@ impl Drop for KillOnDrop {
     }
 }
 
+// ===== temp files =====
+
 /// A file under `std::env::temp_dir()` with a name no other test or run uses; removed on
 /// drop.
 #[derive(Debug)]
@@ -102,16 +150,30 @@ impl TempPath {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
+        // The package and the test crate, e.g. `proxy-core-dns-…` or `proxy-cli-cli-…`.
         let name = format!(
-            "proxy-cli-test-{}-{}-{nanos}-{what}",
+            "{}-{}-{}-{}-{nanos}-{what}",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_CRATE_NAME"),
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed),
         );
         TempPath(std::env::temp_dir().join(name))
     }
 
+    pub(crate) fn with_contents(what: &str, contents: &str) -> Self {
+        let p = Self::new(what);
+        p.write(contents);
+        p
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.0
+    }
+
+    pub(crate) fn write(&self, contents: &str) {
+        fs::write(&self.0, contents)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.0.display()));
     }
 
     pub(crate) fn read(&self) -> String {
@@ -129,25 +191,39 @@ impl Drop for TempPath {
 
 // ===== dnsmasq =====
 
-/// A dnsmasq on 127.0.0.1 (UDP and TCP) serving only the records of `records` (dnsmasq
-/// options such as `--host-record=web.test,192.0.2.10` or `--txt-record=...`); every
-/// other name under `.test` gets NXDOMAIN and nothing is forwarded anywhere. It logs every
-/// query to a temp file, printed when a test panics.
+/// What a [`Dnsmasq`] serves, beyond the options every one gets (127.0.0.1 only, no
+/// resolv.conf, no /etc/hosts, nothing forwarded anywhere, every query logged).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DnsmasqConfig {
+    /// The contents of an extra hosts file (`--addn-hosts`), which dnsmasq reads again on
+    /// SIGHUP ([`Dnsmasq::set_hosts`]).
+    pub(crate) hosts: Option<String>,
+    /// Domains answered from local data only (`--local=/DOMAIN/`): their names that are not
+    /// served get NXDOMAIN.
+    pub(crate) local_domains: Vec<String>,
+    /// Further dnsmasq options, e.g. `--local-ttl=1`, `--host-record=web.test,192.0.2.10`,
+    /// `--txt-record=...` or `--edns-packet-max=4096`.
+    pub(crate) args: Vec<String>,
+}
+
+/// A dnsmasq on 127.0.0.1 (UDP and TCP) serving what a [`DnsmasqConfig`] says. It logs
+/// every query to a temp file, printed when a test panics.
 #[derive(Debug)]
 pub(crate) struct Dnsmasq {
     child: KillOnDrop,
     addr: SocketAddr,
+    hosts: Option<TempPath>,
     log: TempPath,
 }
 
 impl Dnsmasq {
     /// Starts dnsmasq on a free port chosen by the kernel, retrying with another port when
     /// the chosen one was taken in the meantime (for UDP or TCP).
-    pub(crate) fn start(records: &[String]) -> Self {
+    pub(crate) fn start(config: &DnsmasqConfig) -> Self {
         let mut errors = Vec::new();
         for _ in 0..5 {
             let port = free_udp_port();
-            match Self::start_on(port, records) {
+            match Self::start_on(port, config) {
                 Ok(d) => return d,
                 Err(e) => errors.push(e),
             }
@@ -158,31 +234,22 @@ impl Dnsmasq {
         );
     }
 
-    /// Starts dnsmasq on `127.0.0.1:port` and waits until it answers.
-    pub(crate) fn start_on(port: u16, records: &[String]) -> Result<Self, String> {
+    /// Starts dnsmasq on `127.0.0.1:port` (UDP and TCP) and waits until it answers.
+    pub(crate) fn start_on(port: u16, config: &DnsmasqConfig) -> Result<Self, String> {
         let program = dnsmasq_program();
+        let hosts = config
+            .hosts
+            .as_deref()
+            .map(|h| TempPath::with_contents("hosts", h));
         let log = TempPath::new("dnsmasq.log");
         let log_file = File::create(log.path()).map_err(|e| format!("log file: {e}"))?;
         let log_err = log_file.try_clone().map_err(|e| format!("log file: {e}"))?;
         let mut cmd = Command::new(&program);
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file=",
-            "--log-facility=-",
-            "--log-queries",
-            "--local=/test/",
-            // Answers up to 4 KiB over UDP when the client's EDNS buffer allows it.
-            "--edns-packet-max=4096",
-        ])
-        .arg(format!("--port={port}"))
-        .args(records)
+        cmd.args(dnsmasq_args(
+            port,
+            hosts.as_ref().map(TempPath::path),
+            config,
+        ))
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err);
@@ -191,9 +258,10 @@ impl Dnsmasq {
         let mut dns = Dnsmasq {
             child,
             addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+            hosts,
             log,
         };
-        // Bounded poll: at most 5 s of 100 ms probes.
+        // Bounded poll: at most 5 s; refused probes return at once, so a modest rate.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(status) = dns.child.try_wait() {
@@ -202,7 +270,7 @@ impl Dnsmasq {
                     dns.log()
                 ));
             }
-            if dns_answers(dns.addr, "ready.probe.test") {
+            if dns_answers(dns.addr, "ready.probe.invalid") {
                 return Ok(dns);
             }
             if Instant::now() > deadline {
@@ -212,7 +280,6 @@ impl Dnsmasq {
                     dns.log()
                 ));
             }
-            // Refused probes return at once: poll at a modest rate.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -220,6 +287,21 @@ impl Dnsmasq {
     /// Where dnsmasq listens (UDP and TCP).
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Replaces the hosts file ([`DnsmasqConfig::hosts`]) and sends SIGHUP, which makes
+    /// dnsmasq clear its cache and read the file again.
+    pub(crate) fn set_hosts(&self, hosts: &str) {
+        self.hosts
+            .as_ref()
+            .expect("dnsmasq was started without a hosts file")
+            .write(hosts);
+        self.child.hangup();
+    }
+
+    /// Stops dnsmasq for good (SIGKILL, reaped): the port answers nothing any more.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill();
     }
 
     /// What dnsmasq logged so far (start-up messages and every query).
@@ -237,6 +319,36 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// The dnsmasq command line (without the program); `hosts` is the file of
+/// [`DnsmasqConfig::hosts`].
+fn dnsmasq_args(port: u16, hosts: Option<&Path>, config: &DnsmasqConfig) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--user=root",
+        "--pid-file=",
+        "--log-facility=-",
+        "--log-queries",
+    ]
+    .map(String::from)
+    .into();
+    args.push(format!("--port={port}"));
+    args.extend(hosts.map(|h| format!("--addn-hosts={}", h.display())));
+    args.extend(
+        config
+            .local_domains
+            .iter()
+            .map(|d| format!("--local=/{d}/")),
+    );
+    args.extend(config.args.iter().cloned());
+    args
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 fn free_udp_port() -> u16 {
     UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -246,7 +358,7 @@ fn free_udp_port() -> u16 {
 }
 
 /// Whether a DNS server at `server` answers an A query for `name` (with any rcode) within
-/// 100 ms. A hand-built query, independent of dig and of the proxy.
+/// 100 ms. A hand-built query, independent of the code and the clients under test.
 fn dns_answers(server: SocketAddr, name: &str) -> bool {
     const ID: [u8; 2] = [0x5e, 0x11];
     let mut query = Vec::with_capacity(32 + name.len());
@@ -270,79 +382,4 @@ fn dns_answers(server: SocketAddr, name: &str) -> bool {
     let mut buf = [0u8; 512];
     matches!(socket.recv_from(&mut buf), Ok((n, from))
         if from == server && n >= 12 && buf[..2] == ID && buf[2] & 0x80 != 0)
-}
-
-// ===== dig =====
-
-/// What `dig` printed for one query, and the parts the tests compare.
-#[derive(Debug)]
-pub(crate) struct DigAnswer {
-    /// dig's whole output.
-    pub(crate) output: String,
-}
-
-impl DigAnswer {
-    /// The header flags (`qr aa rd ra`, with `tc` when the answer was truncated).
-    pub(crate) fn flags(&self) -> Vec<String> {
-        self.output
-            .lines()
-            .find_map(|l| l.strip_prefix(";; flags: "))
-            .and_then(|l| l.split(';').next())
-            .map(|f| f.split_whitespace().map(String::from).collect())
-            .unwrap_or_default()
-    }
-
-    /// The status (`NOERROR`, `NXDOMAIN`, ...).
-    pub(crate) fn status(&self) -> Option<String> {
-        let line = self.output.lines().find(|l| l.contains("status: "))?;
-        let at = line.find("status: ")? + "status: ".len();
-        Some(line[at..].split(',').next()?.trim().to_owned())
-    }
-
-    /// The size of the received message, from `;; MSG SIZE  rcvd: N`.
-    pub(crate) fn msg_size(&self) -> Option<usize> {
-        self.output
-            .lines()
-            .find_map(|l| l.strip_prefix(";; MSG SIZE  rcvd: "))
-            .and_then(|n| n.trim().parse().ok())
-    }
-
-    /// The answer section's records, sorted (dnsmasq may order them differently).
-    pub(crate) fn answers(&self) -> Vec<String> {
-        let mut records: Vec<String> = self
-            .output
-            .lines()
-            .skip_while(|l| !l.starts_with(";; ANSWER SECTION:"))
-            .skip(1)
-            .take_while(|l| !l.trim().is_empty())
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        records.sort();
-        records
-    }
-}
-
-/// Runs `dig @SERVER -p PORT ARGS` with one try of at most 5 s, so a lost datagram fails
-/// the test instead of hiding behind a retry. Fails the test when dig does not succeed.
-pub(crate) fn dig(server: SocketAddr, args: &[&str]) -> DigAnswer {
-    let program = dig_program();
-    let mut cmd = Command::new(&program);
-    cmd.arg(format!("@{}", server.ip()))
-        .arg("-p")
-        .arg(server.port().to_string())
-        .args(["+tries=1", "+time=5"])
-        .args(args)
-        .stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let output = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "`dig @{server} {}` failed ({}):\n{output}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    DigAnswer { output }
 }
