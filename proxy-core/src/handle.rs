@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::StatsSnapshot;
 use crate::stats::Stats;
+use crate::{EndpointStats, StatsSnapshot};
 
 /// A running forwarder: its bound addresses, live stats, and graceful shutdown.
 ///
@@ -58,6 +58,11 @@ impl ForwarderHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// How each upstream address has fared, ordered by address.
+    pub fn endpoints(&self) -> Vec<EndpointStats> {
+        self.stats.endpoints()
     }
 
     /// Stops accepting new connections, lets open ones finish for up to `grace`, then

@@ -1,5 +1,8 @@
 //! Live counters of a forwarder and their snapshot.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Counters shared by a forwarder's tasks; read through [`Stats::snapshot`].
@@ -27,6 +30,7 @@ pub(crate) struct Stats {
     pub(crate) udp_dropped: AtomicU64,
     pub(crate) udp_truncated: AtomicU64,
     pub(crate) udp_upstream_refused: AtomicU64,
+    endpoints: Mutex<HashMap<SocketAddr, EndpointStats>>,
 }
 
 /// A point-in-time copy of a forwarder's counters.
@@ -98,6 +102,28 @@ pub struct ConnectFailures {
     pub other: u64,
 }
 
+/// How one upstream address has fared: every address the target resolved to since the
+/// forwarder started has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// The upstream address.
+    pub addr: SocketAddr,
+    /// Successful connects (TCP) or sessions set up (UDP).
+    pub connects: u64,
+    /// Failed connects (TCP) or ICMP port-unreachable reports (UDP).
+    pub failures: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+}
+
+impl EndpointStats {
+    /// Whether the last attempt succeeded (or none failed yet).
+    pub fn healthy(&self) -> bool {
+        self.consecutive_failures == 0
+    }
+}
+
 impl ConnectFailures {
     /// All failed attempts.
     pub fn total(&self) -> u64 {
@@ -112,6 +138,32 @@ impl Stats {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Records the outcome of an attempt to reach `addr`.
+    pub(crate) fn endpoint(&self, addr: SocketAddr, ok: bool) {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let e = endpoints.entry(addr).or_insert(EndpointStats {
+            addr,
+            connects: 0,
+            failures: 0,
+            consecutive_failures: 0,
+        });
+        if ok {
+            e.connects += 1;
+            e.consecutive_failures = 0;
+        } else {
+            e.failures += 1;
+            e.consecutive_failures += 1;
+        }
+    }
+
+    /// Every endpoint seen, ordered by address.
+    pub(crate) fn endpoints(&self) -> Vec<EndpointStats> {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<EndpointStats> = endpoints.values().copied().collect();
+        all.sort_by_key(|e| e.addr);
+        all
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {

@@ -316,6 +316,17 @@ async fn failover_skips_a_refusing_address() {
     assert_eq!(s.connect_failures.total(), 4);
     assert_eq!(s.upstream_unavailable, 0);
     assert_eq!(echo.accepted(), 8);
+    // Per-endpoint health: the refusing address failed every time, the other never.
+    let endpoints = handle.endpoints();
+    let refusing = SocketAddr::from((OTHER_LOOPBACK, port));
+    let live = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    let e = endpoints.iter().find(|e| e.addr == refusing).unwrap();
+    assert_eq!((e.connects, e.failures, e.consecutive_failures), (0, 4, 4));
+    assert!(!e.healthy());
+    let e = endpoints.iter().find(|e| e.addr == live).unwrap();
+    assert_eq!((e.connects, e.failures), (8, 0));
+    assert!(e.healthy());
 }
 
 /// Two live upstreams behind one name get connections alternately.

@@ -495,6 +495,10 @@ async fn refused_upstream_is_counted_and_the_session_recovers() {
     let s = handle.stats();
     assert!(s.udp.upstream_refused > 0, "{s:#?}");
     assert_eq!(s.udp.sessions_total, 1, "{s:#?}");
+    let endpoints = handle.endpoints();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0].addr, target);
+    assert!(!endpoints[0].healthy(), "{endpoints:?}");
     // Nothing came back to the client.
     assert!(client.try_recv_from(Duration::ZERO).await.is_none());
 
@@ -509,6 +513,13 @@ async fn refused_upstream_is_counted_and_the_session_recovers() {
     let s = handle.stats();
     assert_eq!(s.udp.sessions_total, 1, "the session was replaced: {s:#?}");
     assert_eq!(s.udp.sessions_open, 1, "{s:#?}");
+    // A reply after the ICMP errors marks the endpoint healthy again.
+    let endpoints = handle.endpoints();
+    assert!(endpoints[0].healthy(), "{endpoints:?}");
+    assert!(
+        endpoints[0].failures > 0 && endpoints[0].connects >= 2,
+        "{endpoints:?}"
+    );
 }
 
 // ===== round robin =====

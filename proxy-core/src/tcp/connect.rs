@@ -33,6 +33,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), 
         let budget = timeouts.connect.min(left);
         let error = match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
+                stats.endpoint(addr, true);
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY failed");
                 }
@@ -48,6 +49,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), 
                 Error::new(ErrorKind::Timeout(which), Side::Upstream)
             }
         };
+        stats.endpoint(addr, false);
         Stats::inc(match error.kind() {
             ErrorKind::ConnectRefused => &stats.connect_refused,
             ErrorKind::ConnectUnreachable => &stats.connect_unreachable,

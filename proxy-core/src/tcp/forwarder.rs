@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connect::connect;
-use super::relay::{Close, RelayMode, RelayShared, relay};
+use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
 use crate::balance::RoundRobin;
 use crate::forward::{Common, bind_error};
 use crate::handle::ForwarderHandle;
@@ -350,27 +351,28 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     };
     tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
+    let bytes = ConnBytes::default();
     let close = relay(
         &client,
         &upstream,
         &shared.relay,
         &shared.config.common.timeouts,
         &shared.closing,
+        &bytes,
     )
     .await;
-    let elapsed = started.elapsed();
-    match close {
-        Close::Done => {
-            tracing::debug!(client = %peer, upstream = %upstream_addr, duration = ?elapsed, "connection closed")
-        }
-        Close::Timeout(kind) => {
-            tracing::debug!(client = %peer, upstream = %upstream_addr, timeout = ?kind, duration = ?elapsed, "connection timed out")
-        }
-        Close::Reset(e) => {
-            tracing::debug!(client = %peer, upstream = %upstream_addr, side = ?e.side, error = %e.error, duration = ?elapsed, "connection reset")
-        }
-        Close::Shutdown => {
-            tracing::debug!(client = %peer, upstream = %upstream_addr, duration = ?elapsed, "connection closed by shutdown")
-        }
+    if let Close::Reset(e) = &close {
+        tracing::debug!(client = %peer, side = ?e.side, error = %e.error, "connection reset");
     }
+    tracing::info!(
+        target: "proxy_core::access",
+        protocol = "tcp",
+        client = %peer,
+        upstream = %upstream_addr,
+        bytes_up = bytes.up.load(Relaxed),
+        bytes_down = bytes.down.load(Relaxed),
+        duration_ms = started.elapsed().as_millis() as u64,
+        close = close.reason(),
+        "connection"
+    );
 }

@@ -104,6 +104,8 @@ pub(super) struct Half<'a> {
     pub(super) from_side: Side,
     pub(super) to_side: Side,
     pub(super) bytes: &'a AtomicU64,
+    /// This connection's bytes in this direction.
+    pub(super) conn_bytes: &'a AtomicU64,
     pub(super) shared: &'a RelayShared,
     pub(super) activity: &'a Activity,
 }
@@ -141,6 +143,7 @@ impl Half<'_> {
     fn moved(&self, n: usize, spliced: bool) {
         let n = n as u64;
         Stats::add(self.bytes, n);
+        Stats::add(self.conn_bytes, n);
         if spliced {
             Stats::add(&self.shared.stats.bytes_spliced, n);
         }
@@ -206,6 +209,36 @@ pub(crate) enum Close {
     Shutdown,
 }
 
+/// Bytes one connection relayed, each way.
+#[derive(Debug, Default)]
+pub(crate) struct ConnBytes {
+    pub(crate) up: AtomicU64,
+    pub(crate) down: AtomicU64,
+}
+
+impl Close {
+    /// A short reason for the access log.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Close::Done => "closed",
+            Close::Timeout(TimeoutKind::Idle) => "idle timeout",
+            Close::Timeout(TimeoutKind::HalfClose) => "half-close timeout",
+            Close::Timeout(TimeoutKind::MaxLifetime) => "max lifetime",
+            Close::Timeout(_) => "timeout",
+            Close::Reset(HalfError {
+                side: Side::Downstream,
+                ..
+            }) => "client reset",
+            Close::Reset(HalfError {
+                side: Side::Upstream,
+                ..
+            }) => "upstream reset",
+            Close::Reset(_) => "reset",
+            Close::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// Relays between `client` and `upstream` until both directions end, a timer fires, a peer
 /// fails, or `closing` is cancelled. Each FIN is forwarded as a FIN and each failure as a RST.
 pub(crate) async fn relay(
@@ -214,14 +247,16 @@ pub(crate) async fn relay(
     shared: &RelayShared,
     timeouts: &Timeouts,
     closing: &CancellationToken,
+    conn: &ConnBytes,
 ) -> Close {
     let activity = Activity::new();
-    let half = |from, to, from_side, to_side, bytes| Half {
+    let half = |from, to, from_side, to_side, bytes, conn_bytes| Half {
         from,
         to,
         from_side,
         to_side,
         bytes,
+        conn_bytes,
         shared,
         activity: &activity,
     };
@@ -232,6 +267,7 @@ pub(crate) async fn relay(
         Side::Downstream,
         Side::Upstream,
         &stats.bytes_to_upstream,
+        &conn.up,
     );
     let down = half(
         upstream,
@@ -239,6 +275,7 @@ pub(crate) async fn relay(
         Side::Upstream,
         Side::Downstream,
         &stats.bytes_to_downstream,
+        &conn.down,
     );
     let up = up.run();
     let down = down.run();

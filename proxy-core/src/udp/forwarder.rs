@@ -312,7 +312,7 @@ async fn listen_loop(socket: Arc<UdpSocket>, wildcard: bool, shared: Arc<Shared>
                     None => {
                         let (session, evicted) = table.insert(key, &shared.closing);
                         if let Some(evicted) = evicted {
-                            evicted.end();
+                            evicted.evict();
                             Stats::inc(&stats.udp_sessions_evicted);
                         }
                         Stats::inc(&stats.udp_sessions_total);

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -41,12 +41,31 @@ pub(super) struct SessionKey {
 pub(super) struct Session {
     id: u64,
     key: SessionKey,
-    upstream: OnceLock<Arc<UdpSocket>>,
+    upstream: OnceLock<(Arc<UdpSocket>, SocketAddr)>,
     pending: Mutex<Vec<Vec<u8>>>,
     base: Instant,
     last_ms: AtomicU64,
     /// Cancelled when the session ends, is evicted, or the forwarder closes.
     done: CancellationToken,
+    evicted: AtomicBool,
+    /// An ICMP error came since the upstream last answered.
+    refused: AtomicBool,
+    up: Counts,
+    down: Counts,
+}
+
+/// Datagrams and bytes one session relayed in one direction.
+#[derive(Debug, Default)]
+struct Counts {
+    datagrams: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, sent: Sent) {
+        self.datagrams.fetch_add(sent.datagrams, Relaxed);
+        self.bytes.fetch_add(sent.bytes, Relaxed);
+    }
 }
 
 impl Session {
@@ -59,6 +78,10 @@ impl Session {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             done: closing.child_token(),
+            evicted: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+            up: Counts::default(),
+            down: Counts::default(),
         }
     }
 
@@ -76,21 +99,41 @@ impl Session {
     }
 
     /// Ends the session (evicted): its task stops and its upstream socket closes.
-    pub(super) fn end(&self) {
+    pub(super) fn evict(&self) {
+        self.evicted.store(true, Relaxed);
         self.done.cancel();
+    }
+
+    /// Accounts datagrams sent to `addr` in one direction, and the upstream's health: an
+    /// ICMP error marks it failing until it answers again.
+    fn sent(&self, sent: Sent, dir: Direction, addr: SocketAddr, stats: &Stats) {
+        match dir {
+            Direction::Up => self.up.add(sent),
+            Direction::Down => self.down.add(sent),
+        }
+        if sent.refused {
+            self.refused.store(true, Relaxed);
+            stats.endpoint(addr, false);
+        } else if dir == Direction::Down && self.refused.swap(false, Relaxed) {
+            stats.endpoint(addr, true);
+        }
     }
 
     /// Relays datagrams from the client: straight to the upstream socket when connected,
     /// else queued (up to [`MAX_PENDING`]) for the session's task.
     pub(super) fn forward(&self, datagrams: &[&[u8]], stats: &Stats) {
         self.touch();
+        let send = |(up, addr): &(Arc<UdpSocket>, SocketAddr)| {
+            let sent = send_all(up, datagrams, None, None, Direction::Up, stats);
+            self.sent(sent, Direction::Up, *addr, stats);
+        };
         if let Some(up) = self.upstream.get() {
-            return send_all(up, datagrams, None, None, Direction::Up, stats);
+            return send(up);
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(up) = self.upstream.get() {
             drop(pending);
-            return send_all(up, datagrams, None, None, Direction::Up, stats);
+            return send(up);
         }
         for d in datagrams {
             if pending.len() < MAX_PENDING {
@@ -158,6 +201,14 @@ enum Direction {
     Down,
 }
 
+/// What one [`send_all`] delivered, and whether it met an ICMP error.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sent {
+    datagrams: u64,
+    bytes: u64,
+    refused: bool,
+}
+
 /// Sends `datagrams` without waiting: what the socket cannot take now is dropped and
 /// counted, as a router would. A pending ICMP error (ECONNREFUSED) is counted and the
 /// datagram tried once more.
@@ -168,7 +219,8 @@ fn send_all(
     src_ip: Option<IpAddr>,
     dir: Direction,
     stats: &Stats,
-) {
+) -> Sent {
+    let mut total = Sent::default();
     for chunk in datagrams.chunks(MAX_BATCH) {
         let mut msgs = [Outgoing {
             data: &[],
@@ -196,11 +248,14 @@ fn send_all(
                     };
                     Stats::add(datagrams, n as u64);
                     Stats::add(bytes_counter, bytes as u64);
+                    total.datagrams += n as u64;
+                    total.bytes += bytes as u64;
                     sent += n;
                     refused_retry = false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused_retry => {
                     Stats::inc(&stats.udp_upstream_refused);
+                    total.refused = true;
                     refused_retry = true;
                 }
                 Err(e) => {
@@ -213,6 +268,7 @@ fn send_all(
             }
         }
     }
+    total
 }
 
 /// A session's life: connect its upstream socket, flush what queued meanwhile, relay
@@ -234,19 +290,33 @@ pub(super) async fn run(
             let up = Arc::new(up);
             let queued = {
                 let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = session.upstream.set(up.clone());
+                let _ = session.upstream.set((up.clone(), upstream_addr));
                 std::mem::take(&mut *pending)
             };
             let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-            send_all(&up, &queued, None, None, Direction::Up, stats);
+            let sent = send_all(&up, &queued, None, None, Direction::Up, stats);
+            session.sent(sent, Direction::Up, upstream_addr, stats);
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
-            let why = relay_replies(&session, &up, &listener, &shared).await;
-            tracing::debug!(
+            let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
+            if why == "ended" {
+                why = if session.evicted.load(Relaxed) {
+                    "evicted"
+                } else {
+                    "shutdown"
+                };
+            }
+            tracing::info!(
+                target: "proxy_core::access",
+                protocol = "udp",
                 client = %session.key.client,
                 upstream = %upstream_addr,
-                reason = why,
-                duration = ?started.elapsed(),
-                "UDP session ended"
+                datagrams_up = session.up.datagrams.load(Relaxed),
+                datagrams_down = session.down.datagrams.load(Relaxed),
+                bytes_up = session.up.bytes.load(Relaxed),
+                bytes_down = session.down.bytes.load(Relaxed),
+                duration_ms = started.elapsed().as_millis() as u64,
+                close = why,
+                "session"
             );
         }
         Some(Err(e)) => {
@@ -283,8 +353,14 @@ async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
     for i in shared.rr.order(addrs.len()) {
         let addr = addrs[i];
         match upstream_socket(addr) {
-            Ok(socket) => return Ok((socket, addr)),
-            Err(e) => last_error = Some(Error::connect(e).with_context(addr.to_string())),
+            Ok(socket) => {
+                shared.stats.endpoint(addr, true);
+                return Ok((socket, addr));
+            }
+            Err(e) => {
+                shared.stats.endpoint(addr, false);
+                last_error = Some(Error::connect(e).with_context(addr.to_string()));
+            }
         }
     }
     shared.cache.nudge();
@@ -303,6 +379,7 @@ fn upstream_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 async fn relay_replies(
     session: &Session,
     up: &UdpSocket,
+    upstream_addr: SocketAddr,
     listener: &UdpSocket,
     shared: &Shared,
 ) -> &'static str {
@@ -334,7 +411,7 @@ async fn relay_replies(
                     .batches
                     .take(|| Ok::<_, Infallible>(RecvBatch::new(batch_size)))
                     .unwrap_or_else(|never| match never {});
-                relay_burst(session, up, listener, &mut batch, shared);
+                relay_burst(session, up, upstream_addr, listener, &mut batch, shared);
                 shared.batches.put(batch);
                 tokio::task::coop::consume_budget().await;
             }
@@ -346,6 +423,7 @@ async fn relay_replies(
 fn relay_burst(
     session: &Session,
     up: &UdpSocket,
+    upstream_addr: SocketAddr,
     listener: &UdpSocket,
     batch: &mut RecvBatch,
     shared: &Shared,
@@ -358,6 +436,11 @@ fn relay_burst(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 Stats::inc(&stats.udp_upstream_refused);
+                let refused = Sent {
+                    refused: true,
+                    ..Sent::default()
+                };
+                session.sent(refused, Direction::Up, upstream_addr, stats);
                 continue;
             }
             Err(e) => {
@@ -377,7 +460,7 @@ fn relay_burst(
                 count += 1;
             }
         }
-        send_all(
+        let sent = send_all(
             listener,
             &datagrams[..count],
             Some(session.key.client),
@@ -385,5 +468,6 @@ fn relay_burst(
             Direction::Down,
             stats,
         );
+        session.sent(sent, Direction::Down, upstream_addr, stats);
     }
 }
