@@ -39,6 +39,8 @@ pub enum ErrorKind {
     Reset,
     /// Any other I/O error while relaying.
     Io,
+    /// New settings cannot be applied to a running forwarder (another protocol).
+    Reload,
 }
 
 /// Which timer fired, for [`ErrorKind::Timeout`].
@@ -164,6 +166,7 @@ impl fmt::Display for Error {
             ErrorKind::Timeout(TimeoutKind::MaxLifetime) => "maximum lifetime reached",
             ErrorKind::Reset => "connection reset",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Reload => "cannot reload",
         };
         f.write_str(what)?;
         if let Some(context) = &self.inner.context {

@@ -4,10 +4,63 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::handle::ForwarderHandle;
 use crate::listen::ListenOptions;
 use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
 use crate::stats::Stats;
-use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+use crate::{BuildError, Error, ErrorKind, Side, Target, TcpForwarder, Timeouts, UdpForwarder};
+
+/// A TCP or a UDP forwarder, for code that handles both, such as
+/// [`ForwarderHandle::reload`].
+#[derive(Clone, Debug)]
+pub enum Forwarder {
+    /// A [`TcpForwarder`].
+    Tcp(TcpForwarder),
+    /// A [`UdpForwarder`].
+    Udp(UdpForwarder),
+}
+
+impl Forwarder {
+    /// Starts it; see [`TcpForwarder::start`] and [`UdpForwarder::start`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Bind`] naming the address that cannot be bound.
+    pub fn start(&self) -> Result<ForwarderHandle, Error> {
+        match self {
+            Forwarder::Tcp(f) => f.start(),
+            Forwarder::Udp(f) => f.start(),
+        }
+    }
+
+    /// The listen addresses, as configured.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        match self {
+            Forwarder::Tcp(f) => f.listen_addrs(),
+            Forwarder::Udp(f) => f.listen_addrs(),
+        }
+    }
+
+    /// The upstream target.
+    pub fn target(&self) -> &Target {
+        match self {
+            Forwarder::Tcp(f) => f.target(),
+            Forwarder::Udp(f) => f.target(),
+        }
+    }
+}
+
+impl From<TcpForwarder> for Forwarder {
+    fn from(f: TcpForwarder) -> Self {
+        Forwarder::Tcp(f)
+    }
+}
+
+impl From<UdpForwarder> for Forwarder {
+    fn from(f: UdpForwarder) -> Self {
+        Forwarder::Udp(f)
+    }
+}
 
 /// The settings every forwarder has.
 #[derive(Clone)]

@@ -1,52 +1,140 @@
-//! What a running forwarder gives back.
+//! What a running forwarder gives back: addresses, stats, reload and shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::resolve::ResolveCache;
 use crate::stats::Stats;
-use crate::{EndpointStats, StatsSnapshot};
+use crate::{EndpointStats, Error, ErrorKind, Forwarder, Side, StatsSnapshot, tcp, udp};
 
-/// A running forwarder: its bound addresses, live stats, and graceful shutdown.
+/// A running forwarder: its bound addresses, live stats, reload and graceful shutdown.
 ///
 /// Dropping the handle stops the forwarder at once: listeners close and open connections
 /// are reset. Call [`shutdown`](ForwarderHandle::shutdown) to let them finish first.
 #[derive(Debug)]
 pub struct ForwarderHandle {
+    base: Base,
+    listeners: Vec<ListenerTask>,
+    /// The bound addresses of `listeners`, in the same order.
     local_addrs: Vec<SocketAddr>,
-    stats: Arc<Stats>,
-    accepting: CancellationToken,
-    closing: CancellationToken,
-    connections: TaskTracker,
-    /// The accept loops, one per listener.
-    listeners: Vec<JoinHandle<()>>,
-    /// Tasks that live as long as the forwarder, such as the DNS refresher.
-    background: Vec<JoinHandle<()>>,
+    control: Control,
+}
+
+/// What lives as long as the forwarder, across reloads.
+#[derive(Clone, Debug)]
+pub(crate) struct Base {
+    pub(crate) stats: Arc<Stats>,
+    /// Cancelled when the forwarder stops accepting (each listener has a child token).
+    pub(crate) accepting: CancellationToken,
+    /// Cancelled when every connection and session must close now.
+    pub(crate) closing: CancellationToken,
+    /// The connections (TCP) or sessions (UDP).
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Base {
+    pub(crate) fn new() -> Self {
+        Base {
+            stats: Arc::new(Stats::default()),
+            accepting: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+}
+
+/// The settings-dependent state of a running forwarder, replaced as a whole by a reload:
+/// connections and sessions keep the one they started with.
+#[derive(Debug)]
+pub(crate) struct Current<T>(RwLock<Arc<T>>);
+
+impl<T> Current<T> {
+    pub(crate) fn new(value: Arc<T>) -> Arc<Self> {
+        Arc::new(Current(RwLock::new(value)))
+    }
+
+    pub(crate) fn get(&self) -> Arc<T> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, value: Arc<T>) -> Arc<T> {
+        std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|e| e.into_inner()),
+            value,
+        )
+    }
+}
+
+/// The background task keeping one generation's DNS answer fresh.
+#[derive(Debug)]
+pub(crate) struct Refresher {
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Refresher {
+    /// Runs `cache`'s refresh loop until the forwarder closes or [`stop`](Self::stop).
+    pub(crate) fn spawn(cache: &Arc<ResolveCache>, closing: &CancellationToken) -> Self {
+        let stop = closing.child_token();
+        let task = tokio::spawn(cache.clone().run(stop.clone()));
+        Refresher {
+            stop,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            // A task that panicked has nothing left to clean up.
+            let _ = task.await;
+        }
+    }
+}
+
+/// One listening socket's loop.
+#[derive(Debug)]
+pub(crate) struct ListenerTask {
+    /// The address as configured (port 0 stays 0), to match it on reload.
+    pub(crate) configured: SocketAddr,
+    pub(crate) bound: SocketAddr,
+    pub(crate) stop: CancellationToken,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// The protocol-specific side of a handle.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Tcp(Arc<Current<tcp::Shared>>),
+    Udp(Arc<Current<udp::Shared>>),
+}
+
+/// New listening sockets, bound before a reload changes anything.
+enum Bound {
+    Tcp(Vec<(SocketAddr, tokio::net::TcpListener)>),
+    Udp(Vec<(SocketAddr, udp::Socket)>),
 }
 
 impl ForwarderHandle {
-    pub(crate) fn new(
-        local_addrs: Vec<SocketAddr>,
-        stats: Arc<Stats>,
-        accepting: CancellationToken,
-        closing: CancellationToken,
-        connections: TaskTracker,
-        listeners: Vec<JoinHandle<()>>,
-        background: Vec<JoinHandle<()>>,
-    ) -> Self {
+    pub(crate) fn new(base: Base, control: Control) -> Self {
         ForwarderHandle {
-            local_addrs,
-            stats,
-            accepting,
-            closing,
-            connections,
-            listeners,
-            background,
+            base,
+            listeners: Vec::new(),
+            local_addrs: Vec::new(),
+            control,
         }
+    }
+
+    /// Adds a running listener (on start and reload).
+    pub(crate) fn push_listener(&mut self, listener: ListenerTask) {
+        self.local_addrs.push(listener.bound);
+        self.listeners.push(listener);
     }
 
     /// The bound listen addresses, in the order they were given, with the kernel's port
@@ -57,47 +145,144 @@ impl ForwarderHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.base.stats.snapshot()
     }
 
     /// How each upstream address has fared, ordered by address.
     pub fn endpoints(&self) -> Vec<EndpointStats> {
-        self.stats.endpoints()
+        self.base.stats.endpoints()
+    }
+
+    /// Applies new settings to the running forwarder without dropping anything
+    /// established: listen addresses that are new are bound, ones no longer listed stop
+    /// accepting (their open connections go on), ones in both keep their socket (an
+    /// address matches a listener configured as it or bound to it, so both `0.0.0.0:0`
+    /// and the port the kernel chose name that listener). New
+    /// connections and sessions use the new target, resolver, timeouts and relay
+    /// settings; established ones finish with the settings they started with. The
+    /// counters carry on.
+    ///
+    /// Listener options (backlog, `SO_REUSEPORT`, dual stack) apply to newly bound
+    /// addresses only.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Reload`] when `forwarder` is of the other protocol, or
+    /// [`ErrorKind::Bind`] when a new address cannot be bound. Nothing changes then.
+    pub async fn reload(&mut self, forwarder: impl Into<Forwarder>) -> Result<(), Error> {
+        let forwarder = forwarder.into();
+        let wanted = forwarder.listen_addrs().to_vec();
+        // Each wanted address keeps the first unclaimed listener configured as it or bound
+        // to it (so `127.0.0.1:0` and the port it got both name that listener).
+        let mut claimed = vec![None; self.listeners.len()];
+        let mut added = Vec::new();
+        for (i, a) in wanted.iter().enumerate() {
+            let free =
+                self.listeners.iter().enumerate().position(|(j, l)| {
+                    claimed[j].is_none() && (l.configured == *a || l.bound == *a)
+                });
+            match free {
+                Some(j) => claimed[j] = Some(i),
+                None => added.push(*a),
+            }
+        }
+        // Bind first, so a failure leaves everything as it was.
+        let bound = match (&self.control, &forwarder) {
+            (Control::Tcp(_), Forwarder::Tcp(f)) => Bound::Tcp(f.bind(&added)?),
+            (Control::Udp(_), Forwarder::Udp(f)) => Bound::Udp(f.bind(&added)?),
+            _ => {
+                return Err(Error::new(ErrorKind::Reload, Side::Internal)
+                    .with_context("a forwarder cannot change its protocol"));
+            }
+        };
+        let mut started = Vec::new();
+        let old_refresher = match (&self.control, &forwarder, bound) {
+            (Control::Tcp(current), Forwarder::Tcp(f), Bound::Tcp(sockets)) => {
+                let old = current.replace(f.generation(&self.base));
+                for (configured, listener) in sockets {
+                    let stop = self.base.accepting.child_token();
+                    started.push(tcp::spawn_listener(
+                        current.clone(),
+                        listener,
+                        configured,
+                        stop,
+                    ));
+                }
+                old.refresher()
+            }
+            (Control::Udp(current), Forwarder::Udp(f), Bound::Udp(sockets)) => {
+                let old = current.replace(f.generation(&self.base));
+                for (configured, socket) in sockets {
+                    let stop = self.base.accepting.child_token();
+                    started.push(udp::spawn_listener(
+                        current.clone(),
+                        socket,
+                        configured,
+                        stop,
+                    ));
+                }
+                old.refresher()
+            }
+            _ => unreachable!("protocols were matched above"),
+        };
+        // Order: kept listeners at their new positions, new ones at theirs.
+        let mut listeners: Vec<(usize, ListenerTask)> = Vec::new();
+        for (l, position) in std::mem::take(&mut self.listeners).into_iter().zip(claimed) {
+            match position {
+                Some(i) => listeners.push((i, l)),
+                None => {
+                    l.stop.cancel();
+                    let _ = l.task.await;
+                }
+            }
+        }
+        let taken: Vec<usize> = listeners.iter().map(|(i, _)| *i).collect();
+        let mut positions = (0..wanted.len()).filter(|i| !taken.contains(i));
+        for task in started {
+            listeners.push((positions.next().unwrap_or(usize::MAX), task?));
+        }
+        listeners.sort_by_key(|(i, _)| *i);
+        self.listeners = listeners.into_iter().map(|(_, l)| l).collect();
+        self.local_addrs = self.listeners.iter().map(|l| l.bound).collect();
+        old_refresher.stop().await;
+        Ok(())
     }
 
     /// Stops accepting new connections, lets open ones finish for up to `grace`, then
     /// resets those still open. Returns once every listener and connection is closed:
     /// `true` when all connections finished within the grace period.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
-        self.accepting.cancel();
+        self.base.accepting.cancel();
         // The accept loops end at once; when they have, no listener is bound and no new
         // connection can join the ones being drained.
-        for task in self.listeners.drain(..) {
+        for l in self.listeners.drain(..) {
             // A task that panicked has nothing left to clean up.
-            let _ = task.await;
+            let _ = l.task.await;
         }
-        self.connections.close();
-        let drained = tokio::time::timeout(grace, self.connections.wait())
-            .await
-            .is_ok();
+        self.local_addrs.clear();
+        let tasks = &self.base.tasks;
+        tasks.close();
+        let drained = tokio::time::timeout(grace, tasks.wait()).await.is_ok();
         if !drained {
             tracing::info!(
-                open = self.stats.snapshot().connections_open,
+                open = self.base.stats.snapshot().connections_open,
                 "grace period over; closing the remaining connections"
             );
         }
-        self.closing.cancel();
-        self.connections.wait().await;
-        for task in self.background.drain(..) {
-            let _ = task.await;
-        }
+        self.base.closing.cancel();
+        tasks.wait().await;
+        let refresher = match &self.control {
+            Control::Tcp(current) => current.get().refresher(),
+            Control::Udp(current) => current.get().refresher(),
+        };
+        refresher.stop().await;
         drained
     }
 }
 
 impl Drop for ForwarderHandle {
     fn drop(&mut self) {
-        self.accepting.cancel();
-        self.closing.cancel();
+        self.base.accepting.cancel();
+        self.base.closing.cancel();
     }
 }

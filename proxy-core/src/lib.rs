@@ -55,6 +55,7 @@ mod timeout;
 mod udp;
 
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
+pub use forward::Forwarder;
 pub use handle::ForwarderHandle;
 pub use stats::{ConnectFailures, EndpointStats, StatsSnapshot, UdpStats};
 pub use target::{Host, Target, TargetError};

@@ -76,6 +76,15 @@ pub(crate) struct ResolveCache {
     stats: Arc<Stats>,
 }
 
+impl std::fmt::Debug for ResolveCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolveCache")
+            .field("target", &self.target)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ResolveCache {
     pub(crate) fn new(
         target: Target,

@@ -14,11 +14,11 @@ use super::connect::connect;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
 use crate::balance::RoundRobin;
 use crate::forward::{Common, bind_error};
-use crate::handle::ForwarderHandle;
+use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
-use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+use crate::{BuildError, Error, Target, Timeouts};
 
 /// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
 ///
@@ -110,62 +110,78 @@ impl TcpForwarder {
     ///
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
-        let config = &self.config;
-        let common = &config.common;
-        let mut listeners = Vec::with_capacity(common.listen.len());
-        for addr in &common.listen {
-            let listener =
-                listen::tcp(*addr, &common.listen_options).map_err(|e| bind_error(*addr, e))?;
-            listeners.push(listener);
+        let bound = self.bind(&self.config.common.listen)?;
+        let base = Base::new();
+        let current = Current::new(self.generation(&base));
+        let mut handle = ForwarderHandle::new(base.clone(), Control::Tcp(current.clone()));
+        for (configured, listener) in bound {
+            let stop = base.accepting.child_token();
+            handle.push_listener(spawn_listener(current.clone(), listener, configured, stop)?);
         }
-        let local_addrs = listeners
-            .iter()
-            .map(TcpListener::local_addr)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::new(ErrorKind::Bind, Side::Internal).with_source(e))?;
+        Ok(handle)
+    }
 
-        let stats = Arc::new(Stats::default());
-        let closing = CancellationToken::new();
-        let cache = common.resolve_cache(&stats);
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
+    /// Binds `addrs` with this forwarder's listener options, all or none.
+    pub(crate) fn bind(
+        &self,
+        addrs: &[SocketAddr],
+    ) -> Result<Vec<(SocketAddr, TcpListener)>, Error> {
+        let options = &self.config.common.listen_options;
+        addrs
+            .iter()
+            .map(|addr| {
+                let listener = listen::tcp(*addr, options).map_err(|e| bind_error(*addr, e))?;
+                Ok((*addr, listener))
+            })
+            .collect()
+    }
+
+    /// The state new connections use: these settings, a resolve cache with its refresher,
+    /// relay pools.
+    pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
+        let config = &self.config;
+        let cache = config.common.resolve_cache(&base.stats);
+        Arc::new(Shared {
+            config: config.clone(),
             relay: RelayShared::new(
                 config.relay,
                 config.pipe_size,
                 config.buffer_size,
-                stats.clone(),
+                base.stats.clone(),
             ),
-            stats: stats.clone(),
-            cache: cache.clone(),
+            stats: base.stats.clone(),
+            refresher: Arc::new(Refresher::spawn(&cache, &base.closing)),
+            cache,
             rr: RoundRobin::default(),
-            closing: closing.clone(),
-            connections: TaskTracker::new(),
-        });
-        let accepting = CancellationToken::new();
-        let background = vec![tokio::spawn(cache.run(closing.clone()))];
-        let mut accepts = Vec::with_capacity(listeners.len());
-        for (listener, addr) in listeners.into_iter().zip(&local_addrs) {
-            tracing::info!(
-                protocol = "tcp",
-                "Forwarding from {addr} -> {}",
-                common.target
-            );
-            accepts.push(tokio::spawn(accept_loop(
-                listener,
-                shared.clone(),
-                accepting.clone(),
-            )));
-        }
-        Ok(ForwarderHandle::new(
-            local_addrs,
-            stats,
-            accepting,
-            closing,
-            shared.connections.clone(),
-            accepts,
-            background,
-        ))
+            closing: base.closing.clone(),
+            connections: base.tasks.clone(),
+        })
     }
+}
+
+/// Starts accepting on `listener` until `stop`; each connection uses the generation
+/// current when it arrives.
+pub(crate) fn spawn_listener(
+    current: Arc<Current<Shared>>,
+    listener: TcpListener,
+    configured: SocketAddr,
+    stop: CancellationToken,
+) -> Result<ListenerTask, Error> {
+    let bound = listener
+        .local_addr()
+        .map_err(|e| bind_error(configured, e))?;
+    tracing::info!(
+        protocol = "tcp",
+        "Forwarding from {bound} -> {}",
+        current.get().config.common.target
+    );
+    let task = tokio::spawn(accept_loop(listener, current, stop.clone()));
+    Ok(ListenerTask {
+        configured,
+        bound,
+        stop,
+        task,
+    })
 }
 
 // ===== impl Builder =====
@@ -238,20 +254,33 @@ impl std::fmt::Debug for Builder {
     }
 }
 
-/// What a running forwarder's tasks share.
-pub(super) struct Shared {
+/// What a running forwarder's tasks share: one generation of settings (replaced by a
+/// reload) and the parts that outlive generations.
+#[derive(Debug)]
+pub(crate) struct Shared {
     pub(super) config: Arc<Config>,
     pub(super) relay: RelayShared,
     pub(super) stats: Arc<Stats>,
     pub(super) cache: Arc<ResolveCache>,
+    refresher: Arc<Refresher>,
     pub(super) rr: RoundRobin,
     pub(super) closing: CancellationToken,
     pub(super) connections: TaskTracker,
 }
 
+impl Shared {
+    pub(crate) fn refresher(&self) -> Arc<Refresher> {
+        self.refresher.clone()
+    }
+}
+
 /// Accepts until `accepting` is cancelled. Errors never end it: per-connection errors are
 /// skipped, others (EMFILE, ENFILE, ENOBUFS) back off from 10 ms up to 1 s and retry.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, accepting: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    current: Arc<Current<Shared>>,
+    accepting: CancellationToken,
+) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(10);
     /// At most one warning per this period, however often accept fails.
     const WARN_EVERY: Duration = Duration::from_secs(5);
@@ -271,14 +300,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, accepting: Canc
                 }
                 failing = false;
                 backoff = FIRST_BACKOFF;
-                let task = serve(stream, peer, shared.clone());
-                shared.connections.spawn(task);
+                let shared = current.get();
+                shared
+                    .connections
+                    .spawn(serve(stream, peer, shared.clone()));
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection failed before it was accepted");
             }
             Err(e) => {
-                Stats::inc(&shared.stats.accept_errors);
+                Stats::inc(&current.get().stats.accept_errors);
                 if !failing {
                     failing = true;
                     warned = last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY);

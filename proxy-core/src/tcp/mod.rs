@@ -7,4 +7,5 @@ mod relay;
 mod splice;
 
 pub use forwarder::{Builder, TcpForwarder};
+pub(crate) use forwarder::{Shared, spawn_listener};
 pub use relay::RelayMode;

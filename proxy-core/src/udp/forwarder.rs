@@ -15,13 +15,13 @@ use tokio_util::task::TaskTracker;
 use super::session::{self, SessionKey, Table};
 use crate::balance::RoundRobin;
 use crate::forward::{Common, bind_error};
-use crate::handle::ForwarderHandle;
+use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
 use crate::pool::Pool;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
-use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+use crate::{BuildError, Error, Target, Timeouts};
 
 /// Forwards UDP datagrams from one or more listen addresses to an upstream [`Target`].
 ///
@@ -71,17 +71,26 @@ pub(super) struct Config {
     pub(super) batch_size: usize,
 }
 
-/// What a running UDP forwarder's tasks share.
-pub(super) struct Shared {
+/// What a running UDP forwarder's tasks share: one generation of settings (replaced by a
+/// reload) and the parts that outlive generations.
+#[derive(Debug)]
+pub(crate) struct Shared {
     pub(super) config: Arc<Config>,
     pub(super) stats: Arc<Stats>,
     pub(super) cache: Arc<ResolveCache>,
+    refresher: Arc<Refresher>,
     pub(super) rr: RoundRobin,
     /// Receive batches for the sessions' reply paths, taken only while replies flow.
     pub(super) batches: Pool<RecvBatch>,
     pub(super) accepting: CancellationToken,
     pub(super) closing: CancellationToken,
     pub(super) sessions: TaskTracker,
+}
+
+impl Shared {
+    pub(crate) fn refresher(&self) -> Arc<Refresher> {
+        self.refresher.clone()
+    }
 }
 
 // ===== impl UdpForwarder =====
@@ -128,60 +137,79 @@ impl UdpForwarder {
     ///
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
-        let common = &self.config.common;
-        let mut sockets = Vec::with_capacity(common.listen.len());
-        for addr in &common.listen {
-            let bind = || {
-                let socket = listen::bind(*addr, Type::DGRAM, &common.listen_options)?;
-                if addr.ip().is_unspecified() {
-                    io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
-                }
-                UdpSocket::from_std(socket.into())
-            };
-            let socket = bind().map_err(|e| bind_error(*addr, e))?;
-            let wildcard = addr.ip().is_unspecified();
-            sockets.push((Arc::new(socket), wildcard));
+        let bound = self.bind(&self.config.common.listen)?;
+        let base = Base::new();
+        let current = Current::new(self.generation(&base));
+        let mut handle = ForwarderHandle::new(base.clone(), Control::Udp(current.clone()));
+        for (configured, socket) in bound {
+            let stop = base.accepting.child_token();
+            handle.push_listener(spawn_listener(current.clone(), socket, configured, stop)?);
         }
-        let local_addrs = sockets
-            .iter()
-            .map(|(s, _)| s.local_addr())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::new(ErrorKind::Bind, Side::Internal).with_source(e))?;
+        Ok(handle)
+    }
 
-        let stats = Arc::new(Stats::default());
-        let accepting = CancellationToken::new();
-        let closing = CancellationToken::new();
-        let cache = common.resolve_cache(&stats);
-        let shared = Arc::new(Shared {
+    /// Binds `addrs` (with packet info on wildcard addresses), all or none.
+    pub(crate) fn bind(&self, addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, Socket)>, Error> {
+        let options = &self.config.common.listen_options;
+        addrs
+            .iter()
+            .map(|addr| {
+                let wildcard = addr.ip().is_unspecified();
+                let bind = || {
+                    let socket = listen::bind(*addr, Type::DGRAM, options)?;
+                    if wildcard {
+                        io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
+                    }
+                    UdpSocket::from_std(socket.into())
+                };
+                let socket = bind().map_err(|e| bind_error(*addr, e))?;
+                Ok((*addr, (Arc::new(socket), wildcard)))
+            })
+            .collect()
+    }
+
+    /// The state new sessions use: these settings and a resolve cache with its refresher.
+    pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
+        let cache = self.config.common.resolve_cache(&base.stats);
+        Arc::new(Shared {
             config: self.config.clone(),
-            stats: stats.clone(),
-            cache: cache.clone(),
+            stats: base.stats.clone(),
+            refresher: Arc::new(Refresher::spawn(&cache, &base.closing)),
+            cache,
             rr: RoundRobin::default(),
             batches: Pool::new(4),
-            accepting: accepting.clone(),
-            closing: closing.clone(),
-            sessions: TaskTracker::new(),
-        });
-        let background = vec![tokio::spawn(cache.run(closing.clone()))];
-        let mut loops = Vec::with_capacity(sockets.len());
-        for ((socket, wildcard), addr) in sockets.into_iter().zip(&local_addrs) {
-            tracing::info!(
-                protocol = "udp",
-                "Forwarding from {addr} -> {}",
-                common.target
-            );
-            loops.push(tokio::spawn(listen_loop(socket, wildcard, shared.clone())));
-        }
-        Ok(ForwarderHandle::new(
-            local_addrs,
-            stats,
-            accepting,
-            closing,
-            shared.sessions.clone(),
-            loops,
-            background,
-        ))
+            accepting: base.accepting.clone(),
+            closing: base.closing.clone(),
+            sessions: base.tasks.clone(),
+        })
     }
+}
+
+/// A bound listening socket, and whether it is a wildcard one (replies then need the
+/// client's destination address as their source).
+pub(crate) type Socket = (Arc<UdpSocket>, bool);
+
+/// Starts receiving on `socket` until `stop`; new sessions use the generation current
+/// when they start.
+pub(crate) fn spawn_listener(
+    current: Arc<Current<Shared>>,
+    (socket, wildcard): Socket,
+    configured: SocketAddr,
+    stop: CancellationToken,
+) -> Result<ListenerTask, Error> {
+    let bound = socket.local_addr().map_err(|e| bind_error(configured, e))?;
+    tracing::info!(
+        protocol = "udp",
+        "Forwarding from {bound} -> {}",
+        current.get().config.common.target
+    );
+    let task = tokio::spawn(listen_loop(socket, wildcard, current, stop.clone()));
+    Ok(ListenerTask {
+        configured,
+        bound,
+        stop,
+        task,
+    })
 }
 
 // ===== impl Builder =====
@@ -238,16 +266,23 @@ impl std::fmt::Debug for Builder {
 
 /// Receives client datagrams in batches and hands them to their sessions, creating
 /// sessions for new clients. Ends when the forwarder stops accepting.
-async fn listen_loop(socket: Arc<UdpSocket>, wildcard: bool, shared: Arc<Shared>) {
-    let batch_size = shared.config.batch_size;
+async fn listen_loop(
+    socket: Arc<UdpSocket>,
+    wildcard: bool,
+    current: Arc<Current<Shared>>,
+    stop: CancellationToken,
+) {
+    let mut shared = current.get();
+    let mut batch_size = shared.config.batch_size;
     let mut batch = RecvBatch::new(batch_size);
-    let max = NonZeroUsize::new(shared.config.max_sessions).unwrap_or(NonZeroUsize::MIN);
-    let mut table = Table::new(max);
+    let max = |shared: &Shared| {
+        NonZeroUsize::new(shared.config.max_sessions).unwrap_or(NonZeroUsize::MIN)
+    };
+    let mut table = Table::new(max(&shared));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SessionKey, u64)>();
-    let stats = &shared.stats;
     loop {
         tokio::select! {
-            () = shared.accepting.cancelled() => return,
+            () = stop.cancelled() => return,
             // Forget ended sessions promptly: their entries hold the upstream sockets.
             Some((key, id)) = ended_rx.recv() => {
                 table.ended(&key, id);
@@ -260,6 +295,17 @@ async fn listen_loop(socket: Arc<UdpSocket>, wildcard: bool, shared: Arc<Shared>
                 }
             }
         }
+        // A reload may have changed the settings: new sessions take the new ones.
+        let latest = current.get();
+        if !Arc::ptr_eq(&latest, &shared) {
+            shared = latest;
+            table.resize(max(&shared));
+            if shared.config.batch_size != batch_size {
+                batch_size = shared.config.batch_size;
+                batch = RecvBatch::new(batch_size);
+            }
+        }
+        let stats = &shared.stats;
         loop {
             while let Ok((key, id)) = ended_rx.try_recv() {
                 table.ended(&key, id);

@@ -4,3 +4,4 @@ mod forwarder;
 mod session;
 
 pub use forwarder::{Builder, UdpForwarder};
+pub(crate) use forwarder::{Shared, Socket, spawn_listener};

@@ -187,6 +187,16 @@ impl Table {
         (session, evicted)
     }
 
+    /// Changes the most sessions kept, evicting the least recently used beyond it.
+    pub(super) fn resize(&mut self, max: NonZeroUsize) {
+        while self.sessions.len() > max.get() {
+            if let Some((_, s)) = self.sessions.pop_lru() {
+                s.evict();
+            }
+        }
+        self.sessions.resize(max);
+    }
+
     /// Forgets a session whose task has ended, unless a newer one took its key.
     pub(super) fn ended(&mut self, key: &SessionKey, id: u64) {
         if self.sessions.peek(key).is_some_and(|s| s.id == id) {

@@ -24,6 +24,8 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+// Each test binary uses a different subset.
+#[allow(unused_imports)]
 pub(crate) use crate::support::{
     Rng, assert_bytes, eventually, join_all, open_fds, payload, proxy_addr, settled_stats,
     v4_any_port, v6_any_port, within,
