@@ -124,6 +124,23 @@ pub struct Cli {
     )]
     pub log_level: LogLevel,
 
+    /// How log lines look: `text`, or `json` (one JSON object per line: timestamp,
+    /// level, target, fields).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on ADDR, an IP:PORT
+    /// such as `127.0.0.1:9090` or `[::]:9090` (port 0: chosen by the kernel, logged at
+    /// start). Off by default.
+    #[arg(long, global = true, value_name = "ADDR", value_parser = parse_admin)]
+    pub admin: Option<SocketAddr>,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -154,6 +171,16 @@ pub enum Command {
         mut_arg("idle_timeout", |a| a.help(TCP_UDP_IDLE_FLAG_HELP))
     )]
     TcpUdp(TcpUdpArgs),
+
+    /// Forward local ports to a host, like `kubectl port-forward`: `proxy forward TARGET
+    /// SPEC... [-- CMD ARGS...]`.
+    #[command(
+        long_about = crate::forward::LONG_ABOUT,
+        after_help = crate::forward::EXAMPLES,
+        mut_arg("idle_timeout", |a| a.help(crate::forward::IDLE_FLAG_HELP)),
+        mut_arg("listen", |a| a.hide(true))
+    )]
+    Forward(crate::forward::ForwardArgs),
 }
 
 /// `proxy tcp PORT TARGET [IDLE_TIMEOUT_SECONDS]` and its flags.
@@ -361,6 +388,26 @@ pub enum LogLevel {
     Trace,
 }
 
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (as before).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `--admin ADDR`: an IP and a port, `127.0.0.1:9090` or `[::1]:9090`.
+///
+/// # Errors
+///
+/// A message naming `s` when it is not one.
+pub fn parse_admin(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("`{s}` is not an IP:PORT address (such as 127.0.0.1:9090 or [::]:9090)")
+    })
+}
+
 /// `--resolver`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ResolverArg {
@@ -537,6 +584,24 @@ impl TcpUdpArgs {
             udp: udp_plan(base, timeouts, &self.udp),
         })
     }
+}
+
+/// `proxy forward`'s settings for `host`: the flags applied as `proxy tcp,udp` applies
+/// them. Each port mapping then sets its own target port and listen addresses.
+pub(crate) fn forward_settings(
+    host: &Host,
+    common: &CommonArgs,
+    tcp: &TcpFlags,
+    udp: &UdpFlags,
+) -> Result<TcpUdpPlan, UsageError> {
+    let base = Base::new(0, &TargetArg::Full(Target::new(host.clone(), 0)), common)?;
+    let mut timeouts = tcp_timeouts(tcp);
+    timeouts.idle = common.idle_timeout.filter(|d| !d.is_zero());
+    timeouts.udp_session_idle = udp_session_idle(common.idle_timeout);
+    Ok(TcpUdpPlan {
+        tcp: tcp_plan(base.clone(), timeouts, tcp),
+        udp: udp_plan(base, timeouts, udp),
+    })
 }
 
 /// What every forwarding subcommand's arguments say in the same way.
@@ -1154,6 +1219,34 @@ mod tests {
         assert_eq!(cli.log_filter(), "warn");
         let cli = parse(&["tcp", "80", "web"]).unwrap();
         assert_eq!(cli.log_filter(), "info");
+    }
+
+    #[test]
+    fn admin_and_log_format_are_global() {
+        let cli = parse(&["udp", "53", "dns", "--admin", "127.0.0.1:0"]).unwrap();
+        assert_eq!(cli.admin, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let cli = parse(&[
+            "--admin",
+            "[::1]:9090",
+            "--log-format",
+            "json",
+            "tcp",
+            "80",
+            "web",
+        ])
+        .unwrap();
+        assert_eq!(cli.admin, Some("[::1]:9090".parse().unwrap()));
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = parse(&["tcp,udp", "53", "dns"]).unwrap();
+        assert_eq!(cli.admin, None);
+        for bad in ["9090", "localhost:9090", "127.0.0.1"] {
+            let e = parse(&["tcp", "80", "web", "--admin", bad]).unwrap_err();
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        let e = parse(&["tcp", "80", "web", "--log-format", "xml"]).unwrap_err();
+        assert!(e.to_string().contains("'xml'"), "{e}");
     }
 
     #[test]

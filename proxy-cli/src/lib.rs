@@ -26,5 +26,10 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod admin;
 pub mod args;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod registry;
 pub mod run;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use proxy_cli::args::Cli;
+use proxy_cli::args::{Cli, LogFormat};
 use proxy_cli::run;
 
 fn main() -> ExitCode {
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         }
     };
     run::init_logging(&cli);
+    let log_format = cli.log_format;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,8 +36,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // `proxy forward ... -- CMD` exits as CMD did; that is no error of proxy's.
+            if let Some(code) = proxy_cli::forward::command_exit_code(&e) {
+                return code;
+            }
             let code = run::exit_code(&e);
+            if log_format == LogFormat::Json {
+                // Every stderr line stays one JSON object.
+                tracing::error!("{e:#}");
+                return code;
+            }
+            eprintln!("error: {e:#}");
             if code == ExitCode::from(2) {
                 eprintln!("\nFor more information, try '--help'.");
             }

@@ -12,16 +12,20 @@ use proxy_core::{ErrorKind, ForwarderHandle, Host, Target};
 use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 
+use crate::admin::Admin;
 use crate::args::{
-    Cli, Command, Listen, ResolverArg, TcpArgs, TcpPlan, TcpUdpArgs, UdpArgs, UdpPlan, UsageError,
+    Cli, Command, Listen, LogFormat, ResolverArg, TcpArgs, TcpPlan, TcpUdpArgs, UdpArgs, UdpPlan,
+    UsageError,
 };
+use crate::registry::{Forwards, Protocol, Registered, listen_name};
 
 /// How many ports `proxy tcp,udp 0 ...` tries before giving up when the UDP side of the
 /// port TCP got from the kernel is taken.
 const SAME_PORT_TRIES: u32 = 10;
 
 /// Sends `tracing` output to stderr at `cli`'s `--log-level`, or as `RUST_LOG` says when
-/// it is set and not empty. No ANSI colours unless stderr is a terminal.
+/// it is set and not empty, in the `--log-format`: text (no ANSI colours unless stderr is
+/// a terminal) or one JSON object per line.
 pub fn init_logging(cli: &Cli) {
     let from_env = std::env::var("RUST_LOG")
         .ok()
@@ -38,11 +42,13 @@ pub fn init_logging(cli: &Cli) {
         }
         None => EnvFilter::new(cli.log_filter()),
     };
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+        .with_writer(io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logger.with_ansi(io::stderr().is_terminal()).init(),
+        LogFormat::Json => logger.with_ansi(false).json().init(),
+    }
 }
 
 /// Runs the command until it is done or a signal stops it.
@@ -51,10 +57,17 @@ pub fn init_logging(cli: &Cli) {
 ///
 /// Whatever stopped the command; [`exit_code`] says which exit code it means.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The running forwards, for --admin; the server lives until `run` returns.
+    let forwards = Forwards::new();
+    let _admin = match cli.admin {
+        Some(addr) => Some(Admin::start(addr, forwards.clone()).await?),
+        None => None,
+    };
     match cli.command {
-        Command::Tcp(args) => tcp(&args).await,
-        Command::Udp(args) => udp(&args).await,
-        Command::TcpUdp(args) => tcp_udp(&args).await,
+        Command::Tcp(args) => tcp(&args, &forwards).await,
+        Command::Udp(args) => udp(&args, &forwards).await,
+        Command::TcpUdp(args) => tcp_udp(&args, &forwards).await,
+        Command::Forward(args) => crate::forward::run(&args, &forwards).await,
     }
 }
 
@@ -68,24 +81,26 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
     }
 }
 
-async fn tcp(args: &TcpArgs) -> anyhow::Result<()> {
+async fn tcp(args: &TcpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     // Installed before the listeners log "Forwarding from", so a signal sent after that
     // line always drains rather than killing the process.
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.target, plan.resolver)?;
     let handle = start_tcp(&plan, resolver)?;
-    serve_until_signal(vec![(Proto::Tcp, handle)], signals, plan.drain).await
+    let tcp = register(forwards, Protocol::Tcp, &plan.target, handle);
+    serve_until_signal(forwards, vec![tcp], signals, plan.drain).await
 }
 
-async fn udp(args: &UdpArgs) -> anyhow::Result<()> {
+async fn udp(args: &UdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.target, plan.resolver)?;
     let handle = start_with_ipv4_fallback(&plan.listen, |listen| {
         Ok(build_udp(&plan, listen, resolver.clone())?.start())
     })?;
-    serve_until_signal(vec![(Proto::Udp, handle)], signals, plan.drain).await
+    let udp = register(forwards, Protocol::Udp, &plan.target, handle);
+    serve_until_signal(forwards, vec![udp], signals, plan.drain).await
 }
 
 /// `proxy tcp,udp`: TCP binds first; UDP then binds the addresses TCP got, so both serve
@@ -93,7 +108,7 @@ async fn udp(args: &UdpArgs) -> anyhow::Result<()> {
 /// was the kernel's choice, TCP binds again on another port, a bounded number of times.
 /// The TCP forwarders whose port UDP could not have stay bound until the search is over,
 /// so the kernel cannot hand the same port out again.
-async fn tcp_udp(args: &TcpUdpArgs) -> anyhow::Result<()> {
+async fn tcp_udp(args: &TcpUdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.tcp.target, plan.tcp.resolver)?;
@@ -132,12 +147,20 @@ async fn tcp_udp(args: &TcpUdpArgs) -> anyhow::Result<()> {
         tcp.shutdown(Duration::ZERO).await;
     }
     let (tcp, udp) = started?;
-    serve_until_signal(
-        vec![(Proto::Tcp, tcp), (Proto::Udp, udp)],
-        signals,
-        plan.tcp.drain,
-    )
-    .await
+    let tcp = register(forwards, Protocol::Tcp, &plan.tcp.target, tcp);
+    let udp = register(forwards, Protocol::Udp, &plan.udp.target, udp);
+    serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.drain).await
+}
+
+/// Lists a started forwarder in `forwards` as `tcp:PORT` or `udp:PORT`.
+fn register(
+    forwards: &Forwards,
+    protocol: Protocol,
+    target: &Target,
+    handle: ForwarderHandle,
+) -> Registered {
+    let name = listen_name(protocol, handle.local_addrs());
+    forwards.register(name, protocol, target, handle)
 }
 
 fn start_tcp(plan: &TcpPlan, resolver: Arc<dyn Resolve>) -> anyhow::Result<ForwarderHandle> {
@@ -171,7 +194,7 @@ fn start_with_ipv4_fallback(
     }
 }
 
-fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
+pub(crate) fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
     // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
     if matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
         let hickory = HickoryResolver::from_system_conf()
@@ -182,7 +205,7 @@ fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resol
     }
 }
 
-fn build_tcp(
+pub(crate) fn build_tcp(
     plan: &TcpPlan,
     listen: Vec<SocketAddr>,
     resolver: Arc<dyn Resolve>,
@@ -192,7 +215,7 @@ fn build_tcp(
         .map_err(|e| UsageError(format!("invalid settings: {e}")))
 }
 
-fn build_udp(
+pub(crate) fn build_udp(
     plan: &UdpPlan,
     listen: Vec<SocketAddr>,
     resolver: Arc<dyn Resolve>,
@@ -216,14 +239,14 @@ fn io_source(e: &proxy_core::Error) -> Option<&io::Error> {
 }
 
 /// Whether binding failed because the address is taken.
-fn address_in_use(e: &proxy_core::Error) -> bool {
+pub(crate) fn address_in_use(e: &proxy_core::Error) -> bool {
     e.kind() == ErrorKind::Bind
         && io_source(e).is_some_and(|io| io.kind() == io::ErrorKind::AddrInUse)
 }
 
 /// Whether binding failed because this host has no IPv6 (the kernel has it disabled or
 /// has no IPv6 address to bind).
-fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
+pub(crate) fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
     let Some(io) = io_source(e) else {
         return false;
     };
@@ -233,39 +256,36 @@ fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
             || io.raw_os_error() == Some(libc::EAFNOSUPPORT))
 }
 
-fn source_of(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_of(e: &dyn std::error::Error) -> String {
     e.source().map(ToString::to_string).unwrap_or_default()
 }
 
-/// Which protocol a running forwarder serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Proto {
-    Tcp,
-    Udp,
-}
-
-/// Waits for SIGINT or SIGTERM, then drains every forwarder at the same time: they stop
+/// Marks `forwards` ready (every forwarder in `running` is bound), waits for SIGINT or
+/// SIGTERM, marks it draining, then drains every forwarder at the same time: they stop
 /// accepting (TCP) or starting new sessions (UDP), let open connections and sessions
 /// finish for up to `drain`, and return. A second signal during the drain closes them at
 /// once.
 async fn serve_until_signal(
-    running: Vec<(Proto, ForwarderHandle)>,
+    forwards: &Forwards,
+    running: Vec<Registered>,
     mut signals: Signals,
     drain: Duration,
 ) -> anyhow::Result<()> {
+    forwards.set_ready();
     let name = signals.recv().await;
-    let has = |p| running.iter().any(|(proto, _)| *proto == p);
-    let what = match (has(Proto::Tcp), has(Proto::Udp)) {
+    forwards.set_draining();
+    let has = |p| running.iter().any(|r| r.protocol() == p);
+    let what = match (has(Protocol::Tcp), has(Protocol::Udp)) {
         (true, true) => "connections and UDP sessions",
         (false, true) => "sessions",
         _ => "connections",
     };
     let sum = |f: fn(&proxy_core::StatsSnapshot) -> u64| -> u64 {
-        running.iter().map(|(_, h)| f(&h.stats())).sum()
+        running.iter().map(|r| f(&r.handle().stats())).sum()
     };
     let open = sum(|s| s.connections_open);
     let sessions = sum(|s| s.udp.sessions_open);
-    if has(Proto::Udp) {
+    if has(Protocol::Udp) {
         tracing::info!(
             signal = name,
             open,
@@ -284,8 +304,8 @@ async fn serve_until_signal(
     // set (when a second signal comes) aborts the tasks, which drops the handles and
     // closes everything.
     let mut shutdowns = JoinSet::new();
-    for (_, handle) in running {
-        shutdowns.spawn(handle.shutdown(drain));
+    for forward in running {
+        shutdowns.spawn(forward.shutdown(drain));
     }
     let all_drained = async {
         let mut all = true;
@@ -311,7 +331,7 @@ async fn serve_until_signal(
 }
 
 /// SIGINT and SIGTERM.
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -319,7 +339,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -335,7 +355,7 @@ impl Signals {
     }
 
     /// The name of the next signal received.
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

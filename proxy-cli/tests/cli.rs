@@ -277,8 +277,14 @@ fn relays_bytes_exactly_both_ways() {
     proxy.expect_line("'connected' at DEBUG", |l| {
         l.contains(" DEBUG ") && l.contains("connected") && l.contains("client=127.0.0.1:")
     });
-    proxy.expect_line("'connection closed' at DEBUG", |l| {
-        l.contains(" DEBUG ") && l.contains("connection closed")
+    // And an access log line per connection at info: bytes each way, duration, reason.
+    proxy.expect_line("an access log line at INFO", |l| {
+        l.contains(" INFO ")
+            && l.contains("proxy_core::access")
+            && l.contains("protocol=\"tcp\"")
+            && l.contains("bytes_up=1500 bytes_down=1500")
+            && l.contains("duration_ms=")
+            && l.contains("close=\"closed\"")
     });
 }
 
@@ -820,7 +826,11 @@ fn udp_seed_form_and_idle_timeout() {
         assert_eq!(addrs[0], format!("127.0.0.1:{port}").parse().unwrap());
         let client = udp_client(addrs[0]);
         let me = client.local_addr().unwrap();
-        let ended = |l: &str| l.contains("session ended") && l.contains(&format!("{me}"));
+        let ended = |l: &str| {
+            l.contains("proxy_core::access")
+                && l.contains(&format!("client={me}"))
+                && l.contains("close=\"idle\"")
+        };
         let started = |l: &str| l.contains("session started") && l.contains(&format!("{me}"));
 
         // Reaching the echo server on 127.0.0.2:P is the only way to get this back.

@@ -208,7 +208,10 @@ pub(crate) fn wait_closed(out: &SharedOutput, timeout: Duration) {
     let (guard, _) = cond
         .wait_timeout_while(guard, timeout, |o| !o.closed)
         .unwrap();
-    assert!(guard.closed, "output did not close within {timeout:?}");
+    let closed = guard.closed;
+    // Not while holding the lock: a poisoned lock would make `Proxy`'s drop panic too.
+    drop(guard);
+    assert!(closed, "output did not close within {timeout:?}");
 }
 
 /// Runs `proxy ARGS` to completion (at most [`PROMPT`]): its exit code, stdout, stderr.
@@ -307,5 +310,43 @@ impl Proxy {
             .iter()
             .filter(|l| pred(l))
             .count()
+    }
+}
+
+impl Proxy {
+    /// Waits up to `timeout` until `check` finds what it wants in the stdout lines so far;
+    /// `None` when it did not in time or stdout closed first.
+    pub(crate) fn wait_stdout<T>(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&[String]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.stdout;
+        let mut out = lock.lock().unwrap();
+        loop {
+            if let Some(found) = check(&out.lines) {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if out.closed || now >= deadline {
+                return None;
+            }
+            out = cond.wait_timeout(out, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The first `n` stdout lines, waiting up to [`PROMPT`] for them; fails the test when
+    /// they do not come.
+    pub(crate) fn stdout_lines(&self, n: usize) -> Vec<String> {
+        self.wait_stdout(PROMPT, |lines| {
+            (lines.len() >= n).then(|| lines[..n].to_vec())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {n} stdout lines within {PROMPT:?}; stdout so far:\n{}",
+                self.stdout()
+            )
+        })
     }
 }

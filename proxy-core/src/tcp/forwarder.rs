@@ -98,6 +98,23 @@ impl TcpForwarder {
         &self.config.common.timeouts
     }
 
+    /// The same forwarder listening on other addresses.
+    ///
+    /// # Errors
+    ///
+    /// As `build()` does for listen addresses: none, or one given twice.
+    pub fn with_listen(
+        &self,
+        listen: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Self, BuildError> {
+        let mut config = (*self.config).clone();
+        config.common.listen = listen.into_iter().collect();
+        config.common.validate()?;
+        Ok(TcpForwarder {
+            config: Arc::new(config),
+        })
+    }
+
     /// Binds every listen address and starts accepting and forwarding connections on the
     /// current tokio runtime.
     ///

@@ -1,0 +1,601 @@
+//! The `proxy run --config FILE` file: TOML with global settings, defaults for every
+//! forward, and any number of forwards.
+//!
+//! ```toml
+//! admin = "127.0.0.1:9090"      # optional: /metrics, /healthz, /readyz
+//! log_format = "text"           # or "json"
+//!
+//! [defaults]                    # optional: every forward starts from these
+//! connect_timeout = "2s"
+//! idle_timeout = "10m"
+//! drain = "10s"                 # global only: how long connections may finish on shutdown
+//!
+//! [[forward]]
+//! name = "dns"                  # optional; unique; default "PROTOCOL LISTEN"
+//! protocol = "tcp,udp"          # tcp, udp, or tcp,udp
+//! listen = 53                   # a port (all addresses), "IP:PORT", or a list of them
+//! target = "kube-dns.kube-system:53"
+//! udp_idle_timeout = "1s"       # any default can be set per forward
+//! ```
+//!
+//! Durations are strings such as `"500ms"`, `"30s"`, `"5m"`, or integers (seconds); `0`
+//! turns the idle, half-close, lifetime and UDP idle timers off. Errors name the file, the
+//! line and the key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use proxy_core::resolve::CachePolicy;
+use proxy_core::{RelayMode, Target, Timeouts};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::args::{Listen, LogFormat, ResolverArg, TcpPlan, UdpPlan, parse_admin, parse_duration};
+
+/// A checked configuration file.
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    /// The admin address, if any.
+    pub admin: Option<SocketAddr>,
+    /// The log format, if the file sets one.
+    pub log_format: Option<LogFormat>,
+    /// How long connections may finish on shutdown, and removed forwards on reload.
+    pub drain: Duration,
+    /// The forwards, in file order.
+    pub forwards: Vec<ForwardPlan>,
+}
+
+/// One `[[forward]]`: a name and a plan per protocol it serves.
+#[derive(Clone, Debug)]
+pub struct ForwardPlan {
+    /// The unique name, used in logs, metrics and to match forwards on reload.
+    pub name: String,
+    /// The TCP side, when the protocol includes TCP.
+    pub tcp: Option<TcpPlan>,
+    /// The UDP side, when the protocol includes UDP.
+    pub udp: Option<UdpPlan>,
+}
+
+/// A configuration file that cannot be used; the message names the file, line and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and checks the configuration file at `path`.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming the file, line and key of the first problem.
+pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        message: format!("{}: cannot read: {e}", path.display()),
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Checks the configuration `text`, naming it `file` in errors.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming the file, line and key of the first problem.
+pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
+    let cx = Context { text, file };
+    let raw: RawFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let defaults = raw.defaults.unwrap_or_default();
+    for (key, value) in [
+        ("name", defaults.name.as_ref().map(Spanned::span)),
+        ("protocol", defaults.protocol.as_ref().map(Spanned::span)),
+        ("listen", defaults.listen.as_ref().map(Spanned::span)),
+        ("target", defaults.target.as_ref().map(Spanned::span)),
+    ] {
+        if let Some(span) = value {
+            return Err(cx.error(
+                span,
+                &format!("defaults.{key}"),
+                "belongs in a [[forward]], not in [defaults]",
+            ));
+        }
+    }
+    let admin = raw
+        .admin
+        .map(|a| parse_admin(a.get_ref()).map_err(|e| cx.error(a.span(), "admin", &e)))
+        .transpose()?;
+    let log_format = raw
+        .log_format
+        .map(|f| match f.get_ref().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(cx.error(
+                f.span(),
+                "log_format",
+                &format!("`{other}` is not a log format; use \"text\" or \"json\""),
+            )),
+        })
+        .transpose()?;
+    let drain = match &defaults.drain {
+        Some(d) => cx.duration(d, "defaults.drain")?,
+        None => Duration::from_secs(10),
+    };
+
+    // Check [defaults] on its own too, so a bad default is an error with no forwards.
+    cx.settings(&defaults, &RawEntry::default(), &0)?;
+    let mut names = HashSet::new();
+    let mut forwards = Vec::with_capacity(raw.forward.len());
+    for (i, entry) in raw.forward.iter().enumerate() {
+        let at = |key: &str| format!("forward[{i}].{key}");
+        let whole = entry.span();
+        let entry = entry.get_ref();
+        if entry.drain.is_some() {
+            let span = entry
+                .drain
+                .as_ref()
+                .map(Spanned::span)
+                .unwrap_or(whole.clone());
+            return Err(cx.error(span, &at("drain"), "is global: set it in [defaults]"));
+        }
+        let protocol = entry
+            .protocol
+            .as_ref()
+            .ok_or_else(|| cx.error(whole.clone(), &at("protocol"), "is missing"))?;
+        let (tcp, udp) = match protocol.get_ref().as_str() {
+            "tcp" => (true, false),
+            "udp" => (false, true),
+            "tcp,udp" | "udp,tcp" | "tcp+udp" => (true, true),
+            other => {
+                return Err(cx.error(
+                    protocol.span(),
+                    &at("protocol"),
+                    &format!("`{other}` is not a protocol; use \"tcp\", \"udp\" or \"tcp,udp\""),
+                ));
+            }
+        };
+        let listen_raw = entry
+            .listen
+            .as_ref()
+            .ok_or_else(|| cx.error(whole.clone(), &at("listen"), "is missing"))?;
+        let listen = cx.listen(listen_raw, &at("listen"))?;
+        let target_raw = entry
+            .target
+            .as_ref()
+            .ok_or_else(|| cx.error(whole.clone(), &at("target"), "is missing"))?;
+        let target: Target =
+            target_raw
+                .get_ref()
+                .parse()
+                .map_err(|e: proxy_core::TargetError| {
+                    cx.error(target_raw.span(), &at("target"), &e.to_string())
+                })?;
+        let name = match &entry.name {
+            Some(n) if n.get_ref().is_empty() => {
+                return Err(cx.error(n.span(), &at("name"), "is empty"));
+            }
+            Some(n) => n.get_ref().clone(),
+            None => format!("{} {}", protocol.get_ref(), listen_name(&listen)),
+        };
+        if !names.insert(name.clone()) {
+            let span = entry.name.as_ref().map_or(whole.clone(), Spanned::span);
+            return Err(cx.error(span, &at("name"), &format!("`{name}` is used twice")));
+        }
+        let settings = cx.settings(&defaults, entry, &i)?;
+        forwards.push(ForwardPlan {
+            name,
+            tcp: tcp.then(|| settings.tcp_plan(listen.clone(), target.clone(), drain)),
+            udp: udp.then(|| settings.udp_plan(listen.clone(), target.clone(), drain)),
+        });
+    }
+    Ok(ConfigFile {
+        admin,
+        log_format,
+        drain,
+        forwards,
+    })
+}
+
+fn listen_name(listen: &Listen) -> String {
+    match listen {
+        Listen::Any(port) => port.to_string(),
+        Listen::Addrs(addrs) => addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// The file as written: every key optional, so [defaults] and [[forward]] share it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    admin: Option<Spanned<String>>,
+    log_format: Option<Spanned<String>>,
+    defaults: Option<RawEntry>,
+    #[serde(default)]
+    forward: Vec<Spanned<RawEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    name: Option<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
+    listen: Option<Spanned<RawListen>>,
+    target: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<RawDuration>>,
+    connect_total_timeout: Option<Spanned<RawDuration>>,
+    idle_timeout: Option<Spanned<RawDuration>>,
+    half_close_timeout: Option<Spanned<RawDuration>>,
+    max_lifetime: Option<Spanned<RawDuration>>,
+    udp_idle_timeout: Option<Spanned<RawDuration>>,
+    dns_refresh: Option<Spanned<RawDuration>>,
+    drain: Option<Spanned<RawDuration>>,
+    resolver: Option<Spanned<String>>,
+    relay: Option<Spanned<String>>,
+    reuse_port: Option<bool>,
+    backlog: Option<u32>,
+    pipe_size: Option<usize>,
+    max_sessions: Option<usize>,
+    batch_size: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawListen {
+    Port(u16),
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A forward's settings after applying its own keys over [defaults].
+struct Settings {
+    timeouts: Timeouts,
+    cache: CachePolicy,
+    resolver: ResolverArg,
+    relay: RelayMode,
+    reuse_port: bool,
+    backlog: Option<u32>,
+    pipe_size: Option<usize>,
+    max_sessions: Option<usize>,
+    batch_size: Option<usize>,
+}
+
+impl Settings {
+    fn tcp_plan(&self, listen: Listen, target: Target, drain: Duration) -> TcpPlan {
+        TcpPlan {
+            listen,
+            target,
+            timeouts: self.timeouts,
+            cache: self.cache,
+            resolver: self.resolver,
+            reuse_port: self.reuse_port,
+            backlog: self.backlog,
+            pipe_size: self.pipe_size,
+            relay: self.relay,
+            drain,
+        }
+    }
+
+    fn udp_plan(&self, listen: Listen, target: Target, drain: Duration) -> UdpPlan {
+        UdpPlan {
+            listen,
+            target,
+            timeouts: self.timeouts,
+            cache: self.cache,
+            resolver: self.resolver,
+            reuse_port: self.reuse_port,
+            max_sessions: self.max_sessions,
+            batch_size: self.batch_size,
+            drain,
+        }
+    }
+}
+
+/// The text being checked, to turn byte spans into line numbers.
+struct Context<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Context<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text[..offset].matches('\n').count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, key: &str, message: &str) -> ConfigError {
+        ConfigError {
+            message: format!("{}:{}: {key}: {message}", self.file, self.line(span.start)),
+        }
+    }
+
+    /// A TOML or schema error from the toml crate, with the key read off its line.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim_end();
+        let Some(span) = e.span() else {
+            return ConfigError {
+                message: format!("{}: {message}", self.file),
+            };
+        };
+        let line = self.line(span.start);
+        let text = self.text.lines().nth(line - 1).unwrap_or("");
+        let key = text
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let message = match key {
+            Some(key) => format!("{}:{line}: {key}: {message}", self.file),
+            None => format!("{}:{line}: {message}", self.file),
+        };
+        ConfigError { message }
+    }
+
+    fn duration(&self, d: &Spanned<RawDuration>, key: &str) -> Result<Duration, ConfigError> {
+        match d.get_ref() {
+            RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
+            RawDuration::Text(t) => parse_duration(t).map_err(|e| self.error(d.span(), key, &e)),
+        }
+    }
+
+    fn listen(&self, l: &Spanned<RawListen>, key: &str) -> Result<Listen, ConfigError> {
+        let addr = |s: &str| -> Result<SocketAddr, ConfigError> {
+            s.parse().map_err(|_| {
+                self.error(
+                    l.span(),
+                    key,
+                    &format!("`{s}` is not an address; write IP:PORT, [IPv6]:PORT, or a port"),
+                )
+            })
+        };
+        match l.get_ref() {
+            RawListen::Port(port) => Ok(Listen::Any(*port)),
+            RawListen::One(s) => Ok(Listen::Addrs(vec![addr(s)?])),
+            RawListen::Many(items) if items.is_empty() => {
+                Err(self.error(l.span(), key, "is an empty list"))
+            }
+            RawListen::Many(items) => Ok(Listen::Addrs(
+                items.iter().map(|s| addr(s)).collect::<Result<_, _>>()?,
+            )),
+        }
+    }
+
+    /// A forward's settings: [defaults], then its own keys.
+    fn settings(
+        &self,
+        defaults: &RawEntry,
+        entry: &RawEntry,
+        index: &usize,
+    ) -> Result<Settings, ConfigError> {
+        let mut t = Timeouts::default();
+        let mut cache = CachePolicy::default();
+        let mut s = Settings {
+            timeouts: t,
+            cache,
+            resolver: ResolverArg::System,
+            relay: RelayMode::Auto,
+            reuse_port: false,
+            backlog: None,
+            pipe_size: None,
+            max_sessions: None,
+            batch_size: None,
+        };
+        let mut total_set = false;
+        for (section, e) in [
+            ("defaults".to_owned(), defaults),
+            (format!("forward[{index}]"), entry),
+        ] {
+            let key = |k: &str| format!("{section}.{k}");
+            let nonzero = |d: &Spanned<RawDuration>, k: &str| -> Result<Duration, ConfigError> {
+                let v = self.duration(d, &key(k))?;
+                if v.is_zero() {
+                    return Err(self.error(d.span(), &key(k), "must be greater than 0"));
+                }
+                Ok(v)
+            };
+            let optional =
+                |d: &Spanned<RawDuration>, k: &str| -> Result<Option<Duration>, ConfigError> {
+                    let v = self.duration(d, &key(k))?;
+                    Ok((!v.is_zero()).then_some(v))
+                };
+            if let Some(d) = &e.connect_timeout {
+                t.connect = nonzero(d, "connect_timeout")?;
+            }
+            if let Some(d) = &e.connect_total_timeout {
+                t.connect_total = nonzero(d, "connect_total_timeout")?;
+                total_set = true;
+            }
+            if let Some(d) = &e.idle_timeout {
+                t.idle = optional(d, "idle_timeout")?;
+            }
+            if let Some(d) = &e.half_close_timeout {
+                t.half_close = optional(d, "half_close_timeout")?;
+            }
+            if let Some(d) = &e.max_lifetime {
+                t.max_lifetime = optional(d, "max_lifetime")?;
+            }
+            if let Some(d) = &e.udp_idle_timeout {
+                t.udp_session_idle = optional(d, "udp_idle_timeout")?;
+            }
+            if let Some(d) = &e.dns_refresh {
+                cache.refresh = Some(nonzero(d, "dns_refresh")?);
+            }
+            if let Some(r) = &e.resolver {
+                s.resolver = match r.get_ref().as_str() {
+                    "system" => ResolverArg::System,
+                    "hickory" => ResolverArg::Hickory,
+                    other => {
+                        return Err(self.error(
+                            r.span(),
+                            &key("resolver"),
+                            &format!("`{other}` is not a resolver; use \"system\" or \"hickory\""),
+                        ));
+                    }
+                };
+            }
+            if let Some(r) = &e.relay {
+                s.relay = match r.get_ref().as_str() {
+                    "auto" => RelayMode::Auto,
+                    "copy" => RelayMode::Copy,
+                    other => {
+                        return Err(self.error(
+                            r.span(),
+                            &key("relay"),
+                            &format!("`{other}` is not a relay mode; use \"auto\" or \"copy\""),
+                        ));
+                    }
+                };
+            }
+            s.reuse_port = e.reuse_port.unwrap_or(s.reuse_port);
+            s.backlog = e.backlog.or(s.backlog);
+            s.pipe_size = e.pipe_size.or(s.pipe_size);
+            s.max_sessions = e.max_sessions.or(s.max_sessions);
+            s.batch_size = e.batch_size.or(s.batch_size);
+        }
+        // As on the command line: a longer attempt timeout raises an unset total budget.
+        if !total_set && t.connect > t.connect_total {
+            t.connect_total = t.connect;
+        }
+        s.timeouts = t;
+        s.cache = cache;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match parse(text, "proxy.toml") {
+            Ok(c) => panic!("{text:?} parsed: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_forwards_with_defaults_and_overrides() {
+        let c = parse(
+            r#"
+admin = "127.0.0.1:9090"
+log_format = "json"
+
+[defaults]
+connect_timeout = "2s"
+idle_timeout = 600
+drain = "3s"
+
+[[forward]]
+name = "dns"
+protocol = "tcp,udp"
+listen = 53
+target = "kube-dns.kube-system:53"
+udp_idle_timeout = "1s"
+
+[[forward]]
+protocol = "tcp"
+listen = ["127.0.0.1:8080", "[::1]:8080"]
+target = "web.default:80"
+idle_timeout = 0
+"#,
+            "proxy.toml",
+        )
+        .unwrap();
+        assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(matches!(c.log_format, Some(LogFormat::Json)));
+        assert_eq!(c.drain, Duration::from_secs(3));
+        assert_eq!(c.forwards.len(), 2);
+        let dns = &c.forwards[0];
+        assert_eq!(dns.name, "dns");
+        let tcp = dns.tcp.as_ref().unwrap();
+        let udp = dns.udp.as_ref().unwrap();
+        assert!(matches!(tcp.listen, Listen::Any(53)));
+        assert_eq!(tcp.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(tcp.timeouts.idle, Some(Duration::from_secs(600)));
+        assert_eq!(udp.timeouts.udp_session_idle, Some(Duration::from_secs(1)));
+        let web = &c.forwards[1];
+        assert_eq!(web.name, "tcp 127.0.0.1:8080,[::1]:8080");
+        assert!(web.udp.is_none());
+        assert_eq!(
+            web.tcp.as_ref().unwrap().timeouts.idle,
+            None,
+            "0 turns it off"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases = [
+            (
+                "[[forward]]\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"web\"\n",
+                "proxy.toml:4: forward[0].target: invalid target `web`",
+            ),
+            (
+                "[[forward]]\nprotocol = \"sctp\"\n",
+                "proxy.toml:2: forward[0].protocol: `sctp` is not a protocol",
+            ),
+            (
+                "[[forward]]\nprotocol = \"tcp\"\ntarget = \"a:1\"\n",
+                "forward[0].listen: is missing",
+            ),
+            (
+                "[defaults]\nidle_timeout = \"5x\"\n",
+                "proxy.toml:2: defaults.idle_timeout: unknown unit `x`",
+            ),
+            (
+                "[defaults]\ntagret = 1\n",
+                "proxy.toml:2: tagret: unknown field `tagret`",
+            ),
+            (
+                "[defaults]\nbacklog = \"many\"\n",
+                "proxy.toml:2: backlog: invalid type",
+            ),
+            (
+                "[[forward]]\nprotocol = \"tcp\"\nlisten = \"localhost\"\ntarget = \"a:1\"\n",
+                "proxy.toml:3: forward[0].listen: `localhost` is not an address",
+            ),
+            ("admin = \"nope\"\n", "proxy.toml:1: admin:"),
+            (
+                "[defaults]\ntarget = \"a:1\"\n",
+                "proxy.toml:2: defaults.target: belongs in a [[forward]]",
+            ),
+            (
+                "[[forward]]\nname = \"a\"\nprotocol = \"tcp\"\nlisten = 1\ntarget = \"a:1\"\n[[forward]]\nname = \"a\"\nprotocol = \"udp\"\nlisten = 1\ntarget = \"a:1\"\n",
+                "proxy.toml:7: forward[1].name: `a` is used twice",
+            ),
+            (
+                "[defaults]\nconnect_timeout = 0\n",
+                "proxy.toml:2: defaults.connect_timeout: must be greater than 0",
+            ),
+            ("[[forward]\n", "proxy.toml:1:"),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.contains(want), "{text:?}:\n{got}\nlacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proxy.toml");
+        let c = load(&path).unwrap();
+        assert!(!c.forwards.is_empty());
+    }
+}

@@ -1,0 +1,1389 @@
+//! `proxy forward`: kubectl port-forward's command line, without Kubernetes.
+//!
+//! `proxy forward [--address ADDR[,ADDR...]] TARGET SPEC... [-- CMD ARGS...]` forwards
+//! local ports to TARGET's ports. This module has the grammar of SPEC ([`parse_spec`]),
+//! TARGET ([`parse_target`]) and `--address` ([`parse_address`]), the checks across them
+//! ([`ForwardArgs::plan`]), and the running ([`run`]): binding every port on every address
+//! (a kernel-chosen port is the same on all of them), the kubectl lines on stdout, the
+//! `--ports-file`, the command run while forwarding, signals and draining.
+//!
+//! # Examples
+//!
+//! ```
+//! use proxy_cli::forward::{Protocol, parse_spec};
+//!
+//! let spec = parse_spec("8000-8002:9000-9002/udp")?;
+//! assert_eq!(spec.protocol(), Protocol::Udp);
+//! let pairs: Vec<(u16, u16)> = spec.mappings().map(|m| (m.local, m.remote)).collect();
+//! assert_eq!(pairs, [(8000, 9000), (8001, 9001), (8002, 9002)]);
+//!
+//! // `:5000` and `0:5000`: a local port chosen by the kernel (0) to remote port 5000.
+//! assert_eq!(parse_spec(":5000")?.mappings().next().unwrap().local, 0);
+//! assert!(parse_spec("8080:0").unwrap_err().contains("remote port 0"));
+//! # Ok::<(), String>(())
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use proxy_core::resolve::{Resolution, Resolve, Resolving};
+use proxy_core::{ForwarderHandle, Host, Target};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::args::{self, CommonArgs, TcpFlags, TcpUdpPlan, UdpFlags, UsageError};
+/// The transport of a SPEC: TCP, the default, or UDP (`/udp`).
+pub use crate::registry::Protocol;
+use crate::registry::{Forwards, Registered};
+use crate::run::{self as running, Signals};
+
+/// How many kernel-chosen ports one SPEC tries before giving up, when the port the first
+/// address got is taken on another address.
+const SAME_PORT_TRIES: u32 = 10;
+
+/// How long a name lookup's answer is shared with the other forwarders of the same name.
+const SHARED_ANSWER: Duration = Duration::from_secs(1);
+
+/// `proxy forward --help`, above the options.
+pub const LONG_ABOUT: &str = "\
+Forward local ports to TARGET, like `kubectl port-forward` without Kubernetes.
+
+TARGET is a host name or an IP address without a port (`db.internal`, `10.0.0.5`, `::1`).
+Each SPEC maps local ports to TARGET's ports, in kubectl's grammar:
+
+  8080:80               local port 8080 to port 80
+  5000                  local port 5000 to port 5000
+  :5000 or 0:5000       a free local port chosen by the kernel to port 5000
+  8000-8010:9000-9010   a range: 8000 to 9000, 8001 to 9001, ... (same length both sides)
+  8000-8010             the same ports both sides
+  5353:53/udp           UDP (`/tcp`, the default, may be written too)
+
+Every SPEC listens on every --address. The default, `localhost`, is 127.0.0.1 and ::1; ::1
+is skipped quietly where IPv6 is off. A kernel-chosen port is the same on every address.
+
+For each bound socket, in SPEC order and then address order, stdout gets the line kubectl
+prints, `Forwarding from 127.0.0.1:8888 -> 5000` or `Forwarding from [::1]:8888 -> 5000`;
+a UDP socket's line ends in `/udp` (`Forwarding from 127.0.0.1:5353 -> 53/udp`). Logs go
+to stderr. --ports-file writes the same as JSON before the lines are printed.
+
+With `-- CMD ARGS...`, CMD runs once every port is bound, with the environment variables
+PROXY_FORWARD_PORT (the first SPEC's local port) and PROXY_FORWARD_PORTS (every mapping,
+`LOCAL:REMOTE[/udp]`, separated by spaces). When CMD exits, the forwards drain and proxy
+exits with CMD's status (128+N when a signal N ended it; 127 when CMD cannot be found).
+
+Unlike kubectl, a connection that fails or is reset never ends the forward.
+
+Signals: without CMD, SIGINT and SIGTERM drain (see --drain) and exit 0. With CMD, proxy
+forwards until CMD exits: SIGTERM is passed on to CMD, and so is SIGINT unless it came from
+the terminal, which sends Ctrl-C to CMD itself.
+
+Exit codes: 0 after a clean shutdown, 1 when a port cannot be bound, 2 for bad arguments;
+with CMD, CMD's.";
+
+/// `proxy forward --help`, below the options.
+pub const EXAMPLES: &str = "\
+Examples:
+  proxy forward db.internal 5432                  localhost:5432 to db.internal:5432
+  proxy forward 10.0.0.5 8080:80 8443:443         two ports
+  proxy forward db.internal :5432                 a free local port (printed on stdout)
+  proxy forward dns.internal 5353:53/udp 5353:53  DNS over UDP and TCP
+  proxy forward --address 0.0.0.0 web 8000-8010   eleven ports, on every IPv4 address
+  proxy forward --ports-file ports.json db :5432 :6379
+  proxy forward db.internal :5432 -- sh -c 'psql -h 127.0.0.1 -p \"$PROXY_FORWARD_PORT\"'";
+
+/// `--idle-timeout` as `proxy forward` describes it.
+pub const IDLE_FLAG_HELP: &str = "Close a TCP connection or end a UDP session after this long \
+without traffic in either direction. 0 means no idle timeout. [default: none for TCP, 30s \
+for UDP]";
+
+/// `proxy forward [--address ADDR[,ADDR...]] TARGET SPEC... [-- CMD ARGS...]` and its flags.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Listen on these addresses: IP addresses, or `localhost` for 127.0.0.1 and ::1 (::1
+    /// skipped where IPv6 is off). Comma-separated or repeated.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        value_parser = parse_address,
+        default_value = "localhost"
+    )]
+    pub address: Vec<AddressArg>,
+
+    /// Once every port is bound, write them to FILE as JSON (written to a temporary file,
+    /// then renamed; removed when proxy exits). See the README for the schema.
+    #[arg(long, value_name = "FILE")]
+    pub ports_file: Option<PathBuf>,
+
+    /// The host to forward to: a name or an IP address, without a port.
+    #[arg(value_name = "TARGET", value_parser = parse_target)]
+    pub target: Host,
+
+    /// `[LOCAL:]REMOTE[/udp]`: `8080:80`, `5000`, `:5000`, `8000-8010:9000-9010`,
+    /// `5353:53/udp`.
+    #[arg(value_name = "SPEC", required = true, value_parser = parse_spec)]
+    pub specs: Vec<PortSpec>,
+
+    /// A command to run while forwarding (after `--`); proxy exits with its status.
+    #[arg(value_name = "CMD", last = true)]
+    pub command: Vec<OsString>,
+
+    /// Flags shared with other forwarding subcommands.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Flags for TCP specs.
+    #[command(flatten)]
+    pub tcp: TcpFlags,
+
+    /// Flags for UDP specs.
+    #[command(flatten)]
+    pub udp: UdpFlags,
+}
+
+/// One parsed SPEC: a protocol and one or more local-to-remote port pairs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    token: String,
+    protocol: Protocol,
+    /// The first local port; 0 when the kernel chooses each local port.
+    local: u16,
+    remote: u16,
+    /// How many ports: 1, or the length of the range.
+    count: u16,
+}
+
+/// One local port forwarded to one remote port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The transport.
+    pub protocol: Protocol,
+    /// The local port; 0 for a port chosen by the kernel.
+    pub local: u16,
+    /// TARGET's port.
+    pub remote: u16,
+}
+
+/// A parsed `--address` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressArg {
+    /// `localhost`: 127.0.0.1 and ::1, each skipped when its family is not available.
+    Localhost,
+    /// An IP address, which must be bound.
+    Ip(IpAddr),
+}
+
+/// A listen address of the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindAddr {
+    /// The IP address.
+    pub ip: IpAddr,
+    /// Whether it came from `localhost` only, so it is skipped when this host does not
+    /// have its address family.
+    pub optional: bool,
+}
+
+/// The checked settings of `proxy forward`.
+#[derive(Clone, Debug)]
+pub struct ForwardPlan {
+    /// TARGET.
+    pub host: Host,
+    /// Each SPEC with its mappings, in command-line order.
+    pub specs: Vec<PortSpec>,
+    /// The addresses every mapping listens on, in order, without duplicates.
+    pub addresses: Vec<BindAddr>,
+    /// The settings of TCP and UDP forwarders; the target port and listen addresses are
+    /// set per mapping.
+    pub settings: TcpUdpPlan,
+    /// `--ports-file`.
+    pub ports_file: Option<PathBuf>,
+    /// CMD and ARGS; empty when there is none.
+    pub command: Vec<OsString>,
+}
+
+/// `proxy forward -- CMD` ended with CMD's status; proxy exits with [`code`](Self::code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandExit {
+    /// The exit code: CMD's, 128+N when signal N ended it.
+    pub code: u8,
+}
+
+// ===== impl PortSpec =====
+
+impl PortSpec {
+    /// The SPEC as written.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The transport.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The local-to-remote port pairs, in order.
+    pub fn mappings(&self) -> impl Iterator<Item = Mapping> + '_ {
+        (0..self.count).map(move |i| Mapping {
+            protocol: self.protocol,
+            local: if self.local == 0 { 0 } else { self.local + i },
+            remote: self.remote + i,
+        })
+    }
+}
+
+// ===== impl ForwardArgs =====
+
+impl ForwardArgs {
+    /// Checks the arguments together and converts them into a [`ForwardPlan`].
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] naming the tokens: a local port used by two SPECs for the same
+    /// protocol, or `--listen` (which `proxy forward` replaces with `--address`).
+    pub fn plan(&self) -> Result<ForwardPlan, UsageError> {
+        if let Some(listen) = self.common.listen.first() {
+            return Err(UsageError(format!(
+                "`--listen {}` does not apply to `proxy forward`: the local ports come from \
+                 SPEC; use --address IP to choose the addresses",
+                show_listen(listen)
+            )));
+        }
+        check_local_ports(&self.specs)?;
+        Ok(ForwardPlan {
+            host: self.target.clone(),
+            specs: self.specs.clone(),
+            addresses: bind_addrs(&self.address),
+            settings: args::forward_settings(&self.target, &self.common, &self.tcp, &self.udp)?,
+            ports_file: self.ports_file.clone(),
+            command: self.command.clone(),
+        })
+    }
+}
+
+fn show_listen(listen: &args::ListenArg) -> String {
+    match listen {
+        args::ListenArg::Ip(ip) => ip.to_string(),
+        args::ListenArg::Socket(addr) => addr.to_string(),
+    }
+}
+
+/// Rejects a local port that two mappings of the same protocol would both listen on.
+fn check_local_ports(specs: &[PortSpec]) -> Result<(), UsageError> {
+    let mut seen: HashMap<(Protocol, u16), &str> = HashMap::new();
+    for spec in specs {
+        for m in spec.mappings().filter(|m| m.local != 0) {
+            if let Some(first) = seen.insert((m.protocol, m.local), &spec.token) {
+                let both = if first == spec.token {
+                    format!("twice in '{first}'")
+                } else {
+                    format!("by both '{first}' and '{}'", spec.token)
+                };
+                return Err(UsageError(format!(
+                    "local port {}/{} is used {both}; each local port can forward to one \
+                     remote port per protocol",
+                    m.local, m.protocol
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `--address` values as listen addresses: `localhost` is 127.0.0.1 and ::1, both
+/// optional; an IP given on its own is required, also when `localhost` named it too.
+fn bind_addrs(args: &[AddressArg]) -> Vec<BindAddr> {
+    let mut out: Vec<BindAddr> = Vec::new();
+    let mut add = |ip: IpAddr, optional: bool| match out.iter_mut().find(|b| b.ip == ip) {
+        Some(existing) => existing.optional &= optional,
+        None => out.push(BindAddr { ip, optional }),
+    };
+    for arg in args {
+        match *arg {
+            AddressArg::Localhost => {
+                add(Ipv4Addr::LOCALHOST.into(), true);
+                add(Ipv6Addr::LOCALHOST.into(), true);
+            }
+            AddressArg::Ip(ip) => add(ip, false),
+        }
+    }
+    out
+}
+
+// ===== value parsers =====
+
+/// Parses a SPEC: `[LOCAL:]REMOTE[/tcp|/udp]`, where LOCAL and REMOTE are a port or a
+/// range `FIRST-LAST` of the same length, and LOCAL may be empty or 0 for ports chosen
+/// by the kernel.
+///
+/// # Errors
+///
+/// A message naming the token and what is wrong with it: remote port 0, a port above
+/// 65535, a reversed range, a range starting at 0, ranges of different lengths, an
+/// unknown protocol, anything that is not a number.
+pub fn parse_spec(s: &str) -> Result<PortSpec, String> {
+    const GRAMMAR: &str = "write [LOCAL:]REMOTE[/udp], e.g. 8080:80, 5000, :5000, \
+                           8000-8010:9000-9010, 5353:53/udp";
+    // Clap names the token (`invalid value '8080:0' for '<SPEC>...'`); the message says
+    // what is wrong with it.
+    let bad = |why: String| why;
+    let (ports, protocol) = match s.rsplit_once('/') {
+        Some((ports, "tcp")) => (ports, Protocol::Tcp),
+        Some((ports, "udp")) => (ports, Protocol::Udp),
+        Some((_, other)) => {
+            return Err(bad(format!(
+                "unknown protocol `{other}`; use /tcp (the default) or /udp"
+            )));
+        }
+        None => (s, Protocol::Tcp),
+    };
+    if ports.is_empty() {
+        return Err(bad(format!("no port; {GRAMMAR}")));
+    }
+    let (local, remote) = match ports.split_once(':') {
+        Some((local, remote)) => (Some(local), remote),
+        None => (None, ports),
+    };
+    let remote = parse_range(remote).map_err(|why| bad(format!("{why}; {GRAMMAR}")))?;
+    if remote.0 == 0 {
+        let what = if remote.1 == 0 {
+            "remote port 0"
+        } else {
+            "a range starting at 0"
+        };
+        return Err(bad(format!(
+            "{what} is not allowed: TARGET needs a port (0 means a kernel-chosen port, \
+             which only the local side can have)"
+        )));
+    }
+    let count = remote.1 - remote.0 + 1;
+    let local = match local {
+        None => remote.0,
+        Some("") | Some("0") => 0,
+        Some(local) => {
+            let local = parse_range(local).map_err(|why| bad(format!("{why}; {GRAMMAR}")))?;
+            if local.0 == 0 {
+                return Err(bad(
+                    "a local range cannot start at 0; write `:REMOTE-RANGE` for kernel-chosen \
+                     local ports"
+                        .into(),
+                ));
+            }
+            let local_count = local.1 - local.0 + 1;
+            if local_count != count {
+                return Err(bad(format!(
+                    "the local side has {local_count} port{} and the remote side {count}; \
+                     ranges must have the same length",
+                    if local_count == 1 { "" } else { "s" }
+                )));
+            }
+            local.0
+        }
+    };
+    Ok(PortSpec {
+        token: s.to_owned(),
+        protocol,
+        local,
+        remote: remote.0,
+        count,
+    })
+}
+
+/// Parses `PORT` or `FIRST-LAST` into an inclusive range.
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (first, last) = match s.split_once('-') {
+        Some((first, last)) => (parse_port(first)?, parse_port(last)?),
+        None => {
+            let port = parse_port(s)?;
+            (port, port)
+        }
+    };
+    if first > last {
+        return Err(format!(
+            "`{s}` is a reversed range (the first port is the larger)"
+        ));
+    }
+    Ok((first, last))
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    if s.is_empty() {
+        return Err("a port is missing".into());
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{s}` is not a port number"));
+    }
+    s.parse::<u16>()
+        .map_err(|_| format!("`{s}` is larger than 65535"))
+}
+
+/// Parses TARGET: a host name or an IP address (`::1` or `[::1]`), without a port.
+///
+/// # Errors
+///
+/// A message naming the token when it is not a valid host, or has a port.
+pub fn parse_target(s: &str) -> Result<Host, String> {
+    if let Ok(with_port) = s.parse::<Target>() {
+        return Err(format!(
+            "`{s}` has a port ({}); TARGET is a host name or IP address only, the ports \
+             come from SPEC (`proxy forward {} {}`)",
+            with_port.port(),
+            with_port.host(),
+            with_port.port()
+        ));
+    }
+    // The port is a placeholder: only whether `s` parses without one matters here.
+    Target::parse_with_default_port(s, 1)
+        .map(|t| t.host().clone())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses an `--address` value: `localhost` or an IP address (`::1` or `[::1]`).
+///
+/// # Errors
+///
+/// A message naming the token when it is neither.
+pub fn parse_address(s: &str) -> Result<AddressArg, String> {
+    if s.is_empty() {
+        return Err("an empty address; write an IP address or `localhost`".into());
+    }
+    if s.eq_ignore_ascii_case("localhost") {
+        return Ok(AddressArg::Localhost);
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>()
+        .map(AddressArg::Ip)
+        .map_err(|_| format!("`{s}` is not an IP address (127.0.0.1, ::1, [::1]) or `localhost`"))
+}
+
+// ===== running =====
+
+/// One bound socket.
+struct Bound {
+    /// The index of its SPEC.
+    spec: usize,
+    /// The index of its mapping among all mappings of all SPECs.
+    slot: usize,
+    mapping: Mapping,
+    addr: SocketAddr,
+    handle: ForwarderHandle,
+}
+
+/// Runs `proxy forward` until a signal stops it or CMD exits.
+///
+/// # Errors
+///
+/// A [`UsageError`] for bad arguments; a bind or I/O error; a [`CommandExit`] when CMD
+/// exited with another status than 0 ([`command_exit_code`] maps it to the exit code).
+pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    // Installed before anything is bound, so a signal after the first line drains.
+    let mut signals = Signals::new().context("cannot install the signal handlers")?;
+    let resolver: Arc<dyn Resolve> = Arc::new(SharedLookups::new(running::resolver(
+        &Target::new(plan.host.clone(), 0),
+        plan.settings.tcp.resolver,
+    )?));
+    // Reject bad settings (exit code 2) before binding anything.
+    let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    running::build_tcp(&plan.settings.tcp, vec![probe], resolver.clone())?;
+    running::build_udp(&plan.settings.udp, vec![probe], resolver.clone())?;
+    if let Some(file) = &plan.ports_file {
+        // A file left from an earlier run must not be read as this run's.
+        remove_file(file).with_context(|| format!("--ports-file {}", file.display()))?;
+    }
+
+    let mut binder = Binder {
+        plan: &plan,
+        resolver,
+        addrs: plan.addresses.clone(),
+        passed_over: Vec::new(),
+    };
+    let bound = binder.bind_all();
+    for handle in std::mem::take(&mut binder.passed_over) {
+        handle.shutdown(Duration::ZERO).await;
+    }
+    let bound = bound?;
+
+    let result = forward(&plan, bound, forwards, &mut signals).await;
+    if let Some(file) = &plan.ports_file
+        && let Err(e) = remove_file(file)
+    {
+        tracing::warn!(file = %file.display(), error = %e, "cannot remove the ports file");
+    }
+    result
+}
+
+/// Writes the ports file, prints the lines, lists the forwards for --admin, then forwards
+/// until a signal, or until CMD exits when there is one.
+async fn forward(
+    plan: &ForwardPlan,
+    bound: Vec<Bound>,
+    forwards: &Forwards,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
+    let json = plan.ports_file.as_ref().map(|_| ports_json(plan, &bound));
+    let lines: Vec<String> = bound
+        .iter()
+        .map(|b| forwarding_line(b.addr, b.mapping))
+        .collect();
+    let drain = plan.settings.tcp.drain;
+    let first_port = bound.first().map(|b| b.addr.port().to_string());
+    let all_ports = ports_env(&bound);
+    // Named by protocol and bound address (`tcp:127.0.0.1:8888`): the sockets of one
+    // mapping share the port.
+    let handles: Vec<Registered> = bound
+        .into_iter()
+        .map(|b| {
+            let name = format!("{}:{}", b.mapping.protocol, b.addr);
+            let target = Target::new(plan.host.clone(), b.mapping.remote);
+            forwards.register(name, b.mapping.protocol, target, b.handle)
+        })
+        .collect();
+    // Ready (`/readyz`) before the ports file and the lines tell anyone to connect.
+    forwards.set_ready();
+    if let (Some(file), Some(json)) = (&plan.ports_file, json) {
+        write_atomically(file, &json)
+            .with_context(|| format!("cannot write --ports-file {}", file.display()))?;
+    }
+    print_lines(&lines).context("cannot write to stdout")?;
+
+    let Some((program, args)) = plan.command.split_first() else {
+        let name = signals.recv().await;
+        tracing::info!(signal = name, "shutting down");
+        return drain_all(forwards, handles, drain, signals).await;
+    };
+    // A signal that came while binding stops proxy before CMD starts.
+    tokio::select! {
+        biased;
+        name = signals.recv() => {
+            tracing::info!(signal = name, "shutting down before starting the command");
+            return drain_all(forwards, handles, drain, signals).await;
+        }
+        () = std::future::ready(()) => {}
+    }
+    let mut child = tokio::process::Command::new(program);
+    child
+        .args(args)
+        .env("PROXY_FORWARD_PORT", first_port.unwrap_or_default())
+        .env("PROXY_FORWARD_PORTS", all_ports)
+        .kill_on_drop(true);
+    let shown = program.to_string_lossy().into_owned();
+    let mut child = match child.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // What a shell exits with: 127 not found, 126 found but not executable.
+            let code = if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            tracing::error!(command = %shown, "cannot run `{shown}`: {e}");
+            drain_all(forwards, handles, Duration::ZERO, signals).await?;
+            return Err(CommandExit { code }.into());
+        }
+    };
+    let pid = child.id();
+    tracing::info!(command = %shown, pid, "started the command; forwarding until it exits");
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("cannot wait for the command")?,
+            name = signals.recv() => pass_on(name, pid, &shown),
+        }
+    };
+    let code = exit_code_of(status);
+    tracing::info!(command = %shown, code, "the command exited ({status})");
+    drain_all(forwards, handles, drain, signals).await?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(CommandExit { code }.into())
+    }
+}
+
+/// Passes a signal proxy received on to CMD: SIGTERM always, SIGINT unless the terminal
+/// sent it to the whole foreground process group, CMD included.
+fn pass_on(name: &str, pid: Option<u32>, command: &str) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Pid, Signal, kill_process};
+        let signal = match name {
+            "SIGTERM" => Signal::TERM,
+            "SIGINT" if from_terminal() => {
+                tracing::info!(
+                    signal = name,
+                    "the terminal sent it to `{command}` too; forwarding until it exits"
+                );
+                return;
+            }
+            "SIGINT" => Signal::INT,
+            _ => return,
+        };
+        let Some(pid) = pid.and_then(|p| Pid::from_raw(p.cast_signed())) else {
+            return;
+        };
+        match kill_process(pid, signal) {
+            Ok(()) => tracing::info!(
+                signal = name,
+                "passed the signal on to `{command}`; forwarding until it exits"
+            ),
+            // The command has just exited: its status comes next.
+            Err(e) => tracing::debug!(signal = name, error = %e, "cannot signal the command"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        tracing::info!(signal = name, "forwarding until `{command}` exits");
+    }
+}
+
+/// Whether proxy's terminal has proxy's process group in the foreground: a SIGINT then
+/// came from Ctrl-C, which the terminal sends to the command as well.
+#[cfg(unix)]
+fn from_terminal() -> bool {
+    use std::os::fd::AsFd;
+    let ours = rustix::process::getpgrp();
+    let foreground = |fd: std::os::fd::BorrowedFd<'_>| {
+        rustix::termios::tcgetpgrp(fd).is_ok_and(|group| group == ours)
+    };
+    foreground(io::stdin().as_fd()) || foreground(io::stdout().as_fd()) || {
+        foreground(io::stderr().as_fd())
+    }
+}
+
+/// The exit code for CMD's status: its code, or 128+N when signal N ended it.
+fn exit_code_of(status: ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        return u8::try_from(code & 0xff).unwrap_or(1);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return u8::try_from((128 + signal) & 0xff).unwrap_or(1);
+        }
+    }
+    1
+}
+
+/// The exit code for an error from [`run`] that carries CMD's status; `None` for other
+/// errors. Such an error is no failure of proxy's: print nothing and exit with the code.
+pub fn command_exit_code(error: &anyhow::Error) -> Option<ExitCode> {
+    error
+        .downcast_ref::<CommandExit>()
+        .map(|exit| ExitCode::from(exit.code))
+}
+
+impl fmt::Display for CommandExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the command exited with code {}", self.code)
+    }
+}
+
+impl std::error::Error for CommandExit {}
+
+/// Stops accepting on every forwarder and lets open connections and sessions finish for
+/// up to `drain`; another signal meanwhile closes them at once.
+async fn drain_all(
+    forwards: &Forwards,
+    handles: Vec<Registered>,
+    drain: Duration,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
+    forwards.set_draining();
+    let open: u64 = handles
+        .iter()
+        .map(|h| h.handle().stats().connections_open)
+        .sum();
+    let sessions: u64 = handles
+        .iter()
+        .map(|h| h.handle().stats().udp.sessions_open)
+        .sum();
+    tracing::info!(
+        open,
+        sessions,
+        "no longer accepting; draining open connections and UDP sessions for up to {drain:?}"
+    );
+    let mut shutdowns = JoinSet::new();
+    for handle in handles {
+        shutdowns.spawn(handle.shutdown(drain));
+    }
+    let all_drained = async {
+        let mut all = true;
+        while let Some(drained) = shutdowns.join_next().await {
+            all &= drained.unwrap_or(false);
+        }
+        all
+    };
+    tokio::select! {
+        drained = all_drained => {
+            if drained {
+                tracing::info!("all connections and sessions finished; exiting");
+            } else {
+                tracing::info!("drain time over; remaining connections were closed; exiting");
+            }
+            Ok(())
+        }
+        name = signals.recv() => {
+            anyhow::bail!("received {name} while draining; closed the open connections")
+        }
+    }
+}
+
+/// Binds every mapping of a plan on every address.
+struct Binder<'a> {
+    plan: &'a ForwardPlan,
+    resolver: Arc<dyn Resolve>,
+    /// The addresses still in use: an optional one is dropped when its family is missing.
+    addrs: Vec<BindAddr>,
+    /// Forwarders on kernel-chosen ports that another address could not have; kept bound
+    /// until binding is over, so the kernel does not hand out the same port again.
+    passed_over: Vec<ForwarderHandle>,
+}
+
+impl Binder<'_> {
+    /// Every mapping on every address, in SPEC order, then mapping order, then address
+    /// order. On an error, nothing stays bound.
+    fn bind_all(&mut self) -> anyhow::Result<Vec<Bound>> {
+        let mut bound = Vec::new();
+        let plan = self.plan;
+        let mut slot = 0;
+        for (index, spec) in plan.specs.iter().enumerate() {
+            for mapping in spec.mappings() {
+                let handles = self
+                    .bind(mapping)
+                    .with_context(|| format!("SPEC '{}'", spec.token))?;
+                bound.extend(handles.into_iter().map(|(addr, handle)| Bound {
+                    spec: index,
+                    slot,
+                    mapping,
+                    addr,
+                    handle,
+                }));
+                slot += 1;
+            }
+        }
+        Ok(bound)
+    }
+
+    /// One mapping on every address, on the same port.
+    fn bind(&mut self, m: Mapping) -> anyhow::Result<Vec<(SocketAddr, ForwarderHandle)>> {
+        for attempt in 1..=SAME_PORT_TRIES {
+            let mut out: Vec<(SocketAddr, ForwarderHandle)> = Vec::new();
+            let mut port = m.local;
+            let mut i = 0;
+            let mut retry = false;
+            while i < self.addrs.len() {
+                let addr = self.addrs[i];
+                match self.start(m, SocketAddr::new(addr.ip, port))? {
+                    Ok(handle) => {
+                        let local = handle.local_addrs()[0];
+                        port = local.port();
+                        out.push((local, handle));
+                        i += 1;
+                    }
+                    Err(e) if addr.optional && running::ipv6_unavailable(&e) => {
+                        tracing::debug!(
+                            error = %e,
+                            cause = %running::source_of(&e),
+                            "{} is not available on this host; not listening on it",
+                            addr.ip
+                        );
+                        self.addrs.remove(i);
+                    }
+                    Err(e)
+                        if m.local == 0
+                            && !out.is_empty()
+                            && running::address_in_use(&e)
+                            && attempt < SAME_PORT_TRIES =>
+                    {
+                        tracing::warn!(
+                            error = %e,
+                            cause = %running::source_of(&e),
+                            "the port {port} the kernel chose on {} is taken on {}; trying \
+                             another port (attempt {} of {SAME_PORT_TRIES})",
+                            out[0].0.ip(),
+                            addr.ip,
+                            attempt + 1,
+                        );
+                        self.passed_over.extend(out.drain(..).map(|(_, h)| h));
+                        retry = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if retry {
+                continue;
+            }
+            if out.is_empty() {
+                anyhow::bail!(
+                    "cannot listen on localhost: neither 127.0.0.1 nor ::1 is available on \
+                     this host; give --address"
+                );
+            }
+            return Ok(out);
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Starts one forwarder for `m` on `listen`; the outer error is a settings error.
+    fn start(
+        &self,
+        m: Mapping,
+        listen: SocketAddr,
+    ) -> Result<Result<ForwarderHandle, proxy_core::Error>, UsageError> {
+        let target = Target::new(self.plan.host.clone(), m.remote);
+        let resolver = self.resolver.clone();
+        Ok(match m.protocol {
+            Protocol::Tcp => {
+                let mut plan = self.plan.settings.tcp.clone();
+                plan.target = target;
+                running::build_tcp(&plan, vec![listen], resolver)?.start()
+            }
+            Protocol::Udp => {
+                let mut plan = self.plan.settings.udp.clone();
+                plan.target = target;
+                running::build_udp(&plan, vec![listen], resolver)?.start()
+            }
+        })
+    }
+}
+
+/// The kubectl lines on stdout, flushed.
+fn print_lines(lines: &[String]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
+}
+
+/// `Forwarding from 127.0.0.1:8888 -> 5000`, as kubectl prints it; `-> 53/udp` for UDP.
+///
+/// # Examples
+///
+/// ```
+/// use proxy_cli::forward::{Mapping, Protocol, forwarding_line};
+///
+/// let m = Mapping { protocol: Protocol::Tcp, local: 0, remote: 5000 };
+/// assert_eq!(
+///     forwarding_line("[::1]:8888".parse()?, m),
+///     "Forwarding from [::1]:8888 -> 5000"
+/// );
+/// let m = Mapping { protocol: Protocol::Udp, local: 5353, remote: 53 };
+/// assert_eq!(
+///     forwarding_line("127.0.0.1:5353".parse()?, m),
+///     "Forwarding from 127.0.0.1:5353 -> 53/udp"
+/// );
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn forwarding_line(addr: SocketAddr, m: Mapping) -> String {
+    match m.protocol {
+        Protocol::Tcp => format!("Forwarding from {addr} -> {}", m.remote),
+        Protocol::Udp => format!("Forwarding from {addr} -> {}/udp", m.remote),
+    }
+}
+
+/// `LOCAL:REMOTE[/udp]` for every mapping, in order, with the bound local port: the
+/// value of `PROXY_FORWARD_PORTS`.
+fn ports_env(bound: &[Bound]) -> String {
+    let mut out = String::new();
+    // The sockets of one mapping are adjacent and share the port.
+    for (i, b) in bound.iter().enumerate() {
+        if i > 0 && bound[i - 1].slot == b.slot {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{}:{}", b.addr.port(), b.mapping.remote);
+        if b.mapping.protocol == Protocol::Udp {
+            out.push_str("/udp");
+        }
+    }
+    out
+}
+
+/// The `--ports-file` content: one object per bound socket, in stdout's order.
+fn ports_json(plan: &ForwardPlan, bound: &[Bound]) -> String {
+    let mut s = String::from("{\n  \"version\": 1,\n  \"target\": ");
+    push_json_string(&mut s, &plan.host.to_string());
+    s.push_str(",\n  \"forwards\": [");
+    for (i, b) in bound.iter().enumerate() {
+        s.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        let _ = write!(
+            s,
+            "{{\"protocol\": \"{}\", \"address\": \"{}\", \"local_port\": {}, \
+             \"remote_port\": {}, \"spec\": ",
+            b.mapping.protocol,
+            b.addr.ip(),
+            b.addr.port(),
+            b.mapping.remote,
+        );
+        push_json_string(&mut s, &plan.specs[b.spec].token);
+        s.push('}');
+    }
+    s.push_str(if bound.is_empty() {
+        "]\n}\n"
+    } else {
+        "\n  ]\n}\n"
+    });
+    s
+}
+
+/// Appends `value` as a JSON string.
+fn push_json_string(s: &mut String, value: &str) {
+    s.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", u32::from(c));
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// Writes `content` to a temporary file beside `path`, then renames it to `path`, so a
+/// reader sees the whole file or none.
+fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(content.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Removes `path`; a missing file is fine.
+fn remove_file(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+// ===== SharedLookups =====
+
+/// A resolver in front of another that shares each answer among the forwarders of one
+/// `proxy forward`: every mapping has a forwarder with a cache of its own, all for the same
+/// name, so a range of ports would otherwise look the name up once per port and address,
+/// at start and at every refresh. Concurrent lookups of a name wait for one, and an
+/// answer is reused for [`SHARED_ANSWER`].
+struct SharedLookups {
+    inner: Arc<dyn Resolve>,
+    names: Arc<Mutex<HashMap<String, Lookup>>>,
+}
+
+type Answer = Result<Resolution, (io::ErrorKind, String)>;
+
+#[derive(Clone)]
+enum Lookup {
+    Running(watch::Receiver<Option<Answer>>),
+    Done(Instant, Answer),
+}
+
+impl SharedLookups {
+    fn new(inner: Arc<dyn Resolve>) -> Self {
+        SharedLookups {
+            inner,
+            names: Arc::default(),
+        }
+    }
+}
+
+impl Resolve for SharedLookups {
+    fn resolve(&self, name: &str) -> Resolving {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting = match names.get(name) {
+            Some(Lookup::Done(at, answer)) if at.elapsed() < SHARED_ANSWER => {
+                let answer = answer.clone();
+                return Box::pin(async move { answer.map_err(|(k, m)| io::Error::new(k, m)) });
+            }
+            Some(Lookup::Running(rx)) => rx.clone(),
+            _ => {
+                let (tx, rx) = watch::channel(None);
+                names.insert(name.to_owned(), Lookup::Running(rx.clone()));
+                // In a task of its own, so the lookup finishes for the others when the
+                // forwarder that started it stops waiting.
+                let lookup = self.inner.resolve(name);
+                let (all, key) = (self.names.clone(), name.to_owned());
+                tokio::spawn(async move {
+                    let answer = lookup.await.map_err(|e| (e.kind(), e.to_string()));
+                    all.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, Lookup::Done(Instant::now(), answer.clone()));
+                    let _ = tx.send(Some(answer));
+                });
+                rx
+            }
+        };
+        drop(names);
+        Box::pin(async move {
+            let answer = waiting
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| io::Error::other("the shared lookup ended without an answer"))?
+                .clone();
+            answer
+                .unwrap_or_else(|| Err((io::ErrorKind::Other, "no answer".into())))
+                .map_err(|(k, m)| io::Error::new(k, m))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<ForwardArgs, clap::Error> {
+        let all = ["proxy", "forward"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(all)?.command {
+            Command::Forward(f) => Ok(f),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pairs(spec: &str) -> Vec<(u16, u16)> {
+        parse_spec(spec)
+            .unwrap()
+            .mappings()
+            .map(|m| (m.local, m.remote))
+            .collect()
+    }
+
+    #[test]
+    fn spec_grammar() {
+        assert_eq!(pairs("8080:80"), [(8080, 80)]);
+        assert_eq!(pairs("5000"), [(5000, 5000)]);
+        assert_eq!(pairs(":5000"), [(0, 5000)]);
+        assert_eq!(pairs("0:5000"), [(0, 5000)]);
+        assert_eq!(pairs("65535:1"), [(65535, 1)]);
+        assert_eq!(
+            pairs("8000-8002:9000-9002"),
+            [(8000, 9000), (8001, 9001), (8002, 9002)]
+        );
+        assert_eq!(pairs("8000-8001"), [(8000, 8000), (8001, 8001)]);
+        assert_eq!(pairs(":9000-9001"), [(0, 9000), (0, 9001)]);
+        assert_eq!(pairs("7-7:9"), [(7, 9)]);
+        assert_eq!(pairs("65534-65535"), [(65534, 65534), (65535, 65535)]);
+        assert_eq!(pairs("080:0080"), [(80, 80)]);
+        assert_eq!(parse_spec("53").unwrap().protocol(), Protocol::Tcp);
+        assert_eq!(parse_spec("53/tcp").unwrap().protocol(), Protocol::Tcp);
+        let udp = parse_spec("5353:53/udp").unwrap();
+        assert_eq!(udp.protocol(), Protocol::Udp);
+        assert_eq!(udp.token(), "5353:53/udp");
+        assert_eq!(pairs("5353:53/udp"), [(5353, 53)]);
+    }
+
+    #[test]
+    fn bad_specs_say_why() {
+        let bad = [
+            ("", "no port"),
+            ("/udp", "no port"),
+            ("0", "remote port 0"),
+            ("8080:0", "remote port 0"),
+            (":0", "remote port 0"),
+            ("0-5", "a range starting at 0"),
+            ("1-5:0-4", "a range starting at 0"),
+            ("0-4:1-5", "a local range cannot start at 0"),
+            ("10-5", "`10-5` is a reversed range"),
+            ("10-5:1-6", "`10-5` is a reversed range"),
+            ("1-3:10-5", "`10-5` is a reversed range"),
+            ("1-3:4", "the local side has 3 ports and the remote side 1"),
+            ("1:4-6", "the local side has 1 port and the remote side 3"),
+            ("65536", "`65536` is larger than 65535"),
+            ("80:99999", "`99999` is larger than 65535"),
+            ("http", "`http` is not a port number"),
+            ("+80", "`+80` is not a port number"),
+            ("-80", "a port is missing"),
+            ("80-", "a port is missing"),
+            ("80:", "a port is missing"),
+            ("1:2:3", "`2:3` is not a port number"),
+            ("1-2-3", "`2-3` is not a port number"),
+            (" 80", "` 80` is not a port number"),
+            ("80/sctp", "unknown protocol `sctp`"),
+            ("80/UDP", "unknown protocol `UDP`"),
+            ("80/udp/tcp", "`80/udp` is not a port number"),
+        ];
+        for (spec, want) in bad {
+            let e = parse_spec(spec).unwrap_err();
+            assert!(e.contains(want), "{spec:?}: {e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn targets_and_addresses() {
+        assert_eq!(
+            parse_target("db.internal"),
+            Ok(Host::Name("db.internal".into()))
+        );
+        let v6 = Host::Ip("::1".parse().unwrap());
+        assert_eq!(parse_target("::1"), Ok(v6.clone()));
+        assert_eq!(parse_target("[::1]"), Ok(v6));
+        assert_eq!(
+            parse_target("10.0.0.5"),
+            Ok(Host::Ip("10.0.0.5".parse().unwrap()))
+        );
+        for (bad, want) in [
+            ("db:5432", "`db:5432` has a port (5432)"),
+            ("[::1]:80", "`[::1]:80` has a port (80)"),
+            ("", "empty"),
+            ("bad_name!", "bad_name!"),
+        ] {
+            let e = parse_target(bad).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+        assert_eq!(parse_address("localhost"), Ok(AddressArg::Localhost));
+        assert_eq!(parse_address("LocalHost"), Ok(AddressArg::Localhost));
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(parse_address("[::1]"), Ok(AddressArg::Ip(v6)));
+        assert_eq!(parse_address("::1"), Ok(AddressArg::Ip(v6)));
+        for bad in ["", "example.com", "127.0.0.1:80", "[::1"] {
+            assert!(parse_address(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_address("").unwrap_err().contains("an empty address"));
+    }
+
+    #[test]
+    fn addresses_default_dedupe_and_keep_order() {
+        let v4 = BindAddr {
+            ip: Ipv4Addr::LOCALHOST.into(),
+            optional: true,
+        };
+        let v6 = BindAddr {
+            ip: Ipv6Addr::LOCALHOST.into(),
+            optional: true,
+        };
+        let plan = |args: &[&str]| parse(args).unwrap().plan().unwrap();
+        assert_eq!(plan(&["db", "80"]).addresses, [v4, v6]);
+        // Comma-separated and repeated; a duplicate counts once; an IP named on its own
+        // must be bound even when `localhost` names it too.
+        let p = plan(&[
+            "db",
+            "80",
+            "--address",
+            "10.0.0.1,localhost",
+            "--address",
+            "::1,10.0.0.1",
+        ]);
+        assert_eq!(
+            p.addresses,
+            [
+                BindAddr {
+                    ip: "10.0.0.1".parse().unwrap(),
+                    optional: false
+                },
+                v4,
+                BindAddr {
+                    optional: false,
+                    ..v6
+                },
+            ]
+        );
+        assert_eq!(plan(&["db", "80", "--address", "[::]"]).addresses.len(), 1);
+    }
+
+    #[test]
+    fn plan_reads_the_command_line() {
+        let args = parse(&[
+            "db.internal",
+            "8080:80",
+            ":5000",
+            "53/udp",
+            "--ports-file",
+            "p.json",
+            "--idle-timeout",
+            "5m",
+            "--connect-timeout",
+            "2s",
+            "--max-sessions",
+            "9",
+            "--drain",
+            "1s",
+            "--resolver",
+            "hickory",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .unwrap();
+        let plan = args.plan().unwrap();
+        assert_eq!(plan.host, Host::Name("db.internal".into()));
+        assert_eq!(plan.specs.len(), 3);
+        assert_eq!(plan.ports_file.as_deref(), Some(Path::new("p.json")));
+        assert_eq!(plan.command, ["sh", "-c", "exit 3"]);
+        let (tcp, udp) = (&plan.settings.tcp, &plan.settings.udp);
+        assert_eq!(tcp.timeouts.idle, Some(Duration::from_secs(300)));
+        assert_eq!(tcp.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(
+            udp.timeouts.udp_session_idle,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(udp.max_sessions, Some(9));
+        assert_eq!(tcp.drain, Duration::from_secs(1));
+        assert_eq!(tcp.resolver, args::ResolverArg::Hickory);
+        // Defaults: no TCP idle timeout, UDP sessions end after 30 s.
+        let plan = parse(&["db", "80"]).unwrap().plan().unwrap();
+        assert_eq!(plan.settings.tcp.timeouts.idle, None);
+        assert_eq!(
+            plan.settings.udp.timeouts.udp_session_idle,
+            Some(Duration::from_secs(30))
+        );
+        assert!(plan.command.is_empty() && plan.ports_file.is_none());
+        // SPEC is required; `--` alone takes no SPEC.
+        assert!(parse(&["db"]).is_err());
+        assert!(parse(&["db", "--", "80"]).is_err());
+    }
+
+    #[test]
+    fn local_ports_are_checked_per_protocol() {
+        let plan = |args: &[&str]| parse(args).unwrap().plan();
+        assert!(plan(&["db", "53", "53/udp", ":80", ":80", "0:80/udp"]).is_ok());
+        let e = plan(&["db", "8080:80", "8080:81"]).unwrap_err().0;
+        assert!(
+            e.contains("local port 8080/tcp is used by both '8080:80' and '8080:81'"),
+            "{e}"
+        );
+        let e = plan(&["db", "5000-5002", "5002:80"]).unwrap_err().0;
+        assert!(
+            e.contains("5002/tcp") && e.contains("'5000-5002' and '5002:80'"),
+            "{e}"
+        );
+        let e = plan(&["db", "53/udp", "53:54/udp"]).unwrap_err().0;
+        assert!(e.contains("53/udp"), "{e}");
+        let e = plan(&["db", "53", "53"]).unwrap_err().0;
+        assert!(e.contains("used twice in '53'"), "{e}");
+        let e = plan(&["db", "53", "--listen", "[::1]:53"]).unwrap_err().0;
+        assert!(
+            e.contains("`--listen [::1]:53`") && e.contains("--address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        push_json_string(&mut s, "a\"b\\c\nd\u{1}é");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let back: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("proxy-forward-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ports.json");
+        write_atomically(&file, "one").unwrap();
+        write_atomically(&file, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "two");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        remove_file(&file).unwrap();
+        remove_file(&file).unwrap(); // a missing file is fine
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn exit_codes_of_statuses() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code_of(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(9)), 137); // SIGKILL
+        assert_eq!(exit_code_of(ExitStatus::from_raw(15)), 143); // SIGTERM
+        let e = anyhow::Error::from(CommandExit { code: 7 });
+        assert_eq!(command_exit_code(&e), Some(ExitCode::from(7)));
+        assert_eq!(command_exit_code(&anyhow::anyhow!("other")), None);
+    }
+
+    /// Counts lookups and answers after `gate` opens.
+    struct Counting {
+        lookups: Arc<AtomicUsize>,
+        gate: watch::Receiver<bool>,
+    }
+
+    impl Resolve for Counting {
+        fn resolve(&self, name: &str) -> Resolving {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            let mut gate = self.gate.clone();
+            let fail = name == "fails";
+            Box::pin(async move {
+                let _ = gate.wait_for(|open| *open).await;
+                if fail {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, "no such name"));
+                }
+                Ok(Resolution::new(vec![IpAddr::from([10, 0, 0, 1])], None))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_lookups_ask_once_per_name() {
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = watch::channel(false);
+        let shared = SharedLookups::new(Arc::new(Counting {
+            lookups: lookups.clone(),
+            gate,
+        }));
+        // Ten at once: one lookup, ten answers.
+        let waiting: Vec<_> = (0..10).map(|_| shared.resolve("db")).collect();
+        let other = shared.resolve("fails");
+        open.send(true).unwrap();
+        for answer in futures_join(waiting).await {
+            assert_eq!(answer.unwrap().addrs(), [IpAddr::from([10, 0, 0, 1])]);
+        }
+        let e = other.await.unwrap_err();
+        assert_eq!(
+            (e.kind(), e.to_string()),
+            (io::ErrorKind::NotFound, "no such name".into())
+        );
+        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+        // Just after: the same answer, no new lookup.
+        assert!(shared.resolve("db").await.is_ok());
+        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+    }
+
+    async fn futures_join(all: Vec<Resolving>) -> Vec<io::Result<Resolution>> {
+        let mut out = Vec::new();
+        for f in all {
+            out.push(f.await);
+        }
+        out
+    }
+}

@@ -1,0 +1,491 @@
+//! The running forwards of this process, for the admin endpoint: their names, live
+//! stats, and whether the process is ready.
+//!
+//! A runner starts a forwarder, hands its [`ForwarderHandle`] to [`Forwards::register`]
+//! and keeps the [`Registered`] it gets back: the handle stays the runner's (through
+//! [`Registered::handle`]), and the registry reads its stats while it runs.
+//! [`Registered::shutdown`] drains it; from then on `/metrics` shows the forward's last
+//! stats until the drain is over, and then no longer lists it. Dropping a `Registered`
+//! stops the forwarder at once and unlists it.
+//!
+//! Readiness is the process's: [`Forwards::set_ready`] once every forward the command
+//! starts with is bound (a registered forwarder always is), [`Forwards::set_draining`]
+//! when the shutdown starts. `/readyz` answers 200 only in between.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use proxy_cli::registry::{Forwards, Protocol, listen_name};
+//! use proxy_core::TcpForwarder;
+//!
+//! let forwards = Forwards::new();
+//! let handle = TcpForwarder::builder(["127.0.0.1:0".parse()?], "127.0.0.1:9".parse()?)
+//!     .build()?
+//!     .start()?;
+//! let name = listen_name(Protocol::Tcp, handle.local_addrs());
+//! let forward = forwards.register(name, Protocol::Tcp, "127.0.0.1:9", handle);
+//! assert!(!forwards.is_ready());
+//! forwards.set_ready();
+//! assert!(forwards.is_ready());
+//! assert_eq!(forwards.metrics()[0].stats.connections_total, 0);
+//!
+//! forwards.set_draining();
+//! assert!(!forwards.is_ready());
+//! forward.shutdown(Duration::ZERO).await;
+//! assert!(forwards.metrics().is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use proxy_core::{ForwarderHandle, StatsSnapshot};
+
+use crate::metrics::{Endpoint, ForwardMetrics};
+
+/// The protocol a forward serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP connections.
+    Tcp,
+    /// UDP sessions.
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name for a forward from its protocol and bound addresses: `tcp:8080`, or
+/// `udp:53,5353` when the addresses have different ports.
+pub fn listen_name(protocol: Protocol, addrs: &[SocketAddr]) -> String {
+    let mut ports: Vec<u16> = Vec::new();
+    for addr in addrs {
+        if !ports.contains(&addr.port()) {
+            ports.push(addr.port());
+        }
+    }
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!("{protocol}:{}", ports.join(","))
+}
+
+/// The registry of running forwards; cheap to clone, every clone the same registry.
+#[derive(Clone, Debug, Default)]
+pub struct Forwards {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: u64,
+    entries: Vec<Entry>,
+    ready: bool,
+    draining: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    name: String,
+    protocol: Protocol,
+    target: String,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Running: stats are read live.
+    Live(Arc<ForwarderHandle>),
+    /// Being reloaded, or shutting down: the stats from when that started.
+    Frozen {
+        stats: StatsSnapshot,
+        endpoints: Vec<Endpoint>,
+        stopping: bool,
+    },
+}
+
+impl Entry {
+    /// Whether it is running (reloading included), not shutting down.
+    fn running(&self) -> bool {
+        !matches!(self.source, Source::Frozen { stopping: true, .. })
+    }
+}
+
+impl Forwards {
+    /// An empty registry, not ready.
+    pub fn new() -> Forwards {
+        Forwards::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding the lock; were it poisoned, the data is still whole.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists a started forwarder as `name` (see [`listen_name`]), forwarding `protocol` to
+    /// `target`. When a running forward already has that name, this one gets `name#2`
+    /// (`#3`, ...). The forwarder stays the caller's through the returned [`Registered`].
+    pub fn register(
+        &self,
+        name: impl Into<String>,
+        protocol: Protocol,
+        target: impl fmt::Display,
+        handle: ForwarderHandle,
+    ) -> Registered {
+        let name = name.into();
+        let handle = Arc::new(handle);
+        let mut inner = self.lock();
+        let taken = |n: &str| inner.entries.iter().any(|e| e.name == n && e.running());
+        let mut unique = name.clone();
+        let mut n = 1;
+        while taken(&unique) {
+            n += 1;
+            unique = format!("{name}#{n}");
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.entries.push(Entry {
+            id,
+            name: unique.clone(),
+            protocol,
+            target: target.to_string(),
+            source: Source::Live(handle.clone()),
+        });
+        drop(inner);
+        Registered {
+            id,
+            name: unique,
+            protocol,
+            handle: Some(handle),
+            forwards: self.clone(),
+        }
+    }
+
+    /// Every forward the command starts with is bound: `/readyz` answers 200 (until
+    /// [`set_draining`](Forwards::set_draining)).
+    pub fn set_ready(&self) {
+        self.lock().ready = true;
+    }
+
+    /// The shutdown has started: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.lock().draining = true;
+    }
+
+    /// Whether the process is ready: started, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        let inner = self.lock();
+        inner.ready && !inner.draining
+    }
+
+    /// Whether the shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.lock().draining
+    }
+
+    /// The stats of every listed forward, in the order they were registered. A forward
+    /// shutting down shows its stats from when the shutdown started, unless a running
+    /// forward has taken its name (a replacement).
+    pub fn metrics(&self) -> Vec<ForwardMetrics> {
+        let inner = self.lock();
+        let replaced = |e: &Entry| {
+            !e.running()
+                && inner
+                    .entries
+                    .iter()
+                    .any(|other| other.name == e.name && other.running())
+        };
+        inner
+            .entries
+            .iter()
+            .filter(|e| !replaced(e))
+            .map(|e| {
+                let (stats, endpoints) = match &e.source {
+                    Source::Live(handle) => (handle.stats(), endpoints_of(handle)),
+                    Source::Frozen {
+                        stats, endpoints, ..
+                    } => (*stats, endpoints.clone()),
+                };
+                ForwardMetrics {
+                    name: e.name.clone(),
+                    protocol: e.protocol,
+                    target: e.target.clone(),
+                    stats,
+                    endpoints,
+                    stopping: !e.running(),
+                }
+            })
+            .collect()
+    }
+
+    /// Replaces the live source of `id` with its stats now, dropping the registry's share
+    /// of the handle; `stopping` when it is shutting down.
+    fn freeze(&self, id: u64, stopping: bool) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id)
+            && let Source::Live(handle) = &entry.source
+        {
+            entry.source = Source::Frozen {
+                stats: handle.stats(),
+                endpoints: endpoints_of(handle),
+                stopping,
+            };
+        }
+    }
+
+    /// Reads the stats of `id` live from `handle` again.
+    fn thaw(&self, id: u64, handle: Arc<ForwarderHandle>) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id) {
+            entry.source = Source::Live(handle);
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        // Dropped after the lock is released: a handle's drop must not run under it.
+        let removed = {
+            let mut inner = self.lock();
+            let at = inner.entries.iter().position(|e| e.id == id);
+            at.map(|at| inner.entries.remove(at))
+        };
+        drop(removed);
+    }
+}
+
+fn endpoints_of(handle: &ForwarderHandle) -> Vec<Endpoint> {
+    handle.endpoints().iter().map(Endpoint::from).collect()
+}
+
+/// A forwarder listed in [`Forwards`]; owns the forwarder. Dropping it stops the
+/// forwarder at once (as dropping a [`ForwarderHandle`] does) and unlists it.
+#[derive(Debug)]
+pub struct Registered {
+    id: u64,
+    name: String,
+    protocol: Protocol,
+    /// `None` only inside [`Registered::shutdown`].
+    handle: Option<Arc<ForwarderHandle>>,
+    forwards: Forwards,
+}
+
+impl Registered {
+    /// The forwarder.
+    pub fn handle(&self) -> &ForwarderHandle {
+        self.handle
+            .as_deref()
+            .expect("the handle is there until shutdown")
+    }
+
+    /// The forwarder, mutably, for [`ForwarderHandle::reload`]: while the returned guard
+    /// lives, `/metrics` shows the forward's stats from when it was taken.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # async fn f(mut forward: proxy_cli::registry::Registered, new: proxy_core::TcpForwarder)
+    /// # -> Result<(), proxy_core::Error> {
+    /// forward.handle_mut().reload(new).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn handle_mut(&mut self) -> HandleMut<'_> {
+        self.forwards.freeze(self.id, false);
+        HandleMut { registered: self }
+    }
+
+    /// Changes the `target` label, after a reload to another target.
+    pub fn set_target(&self, target: impl fmt::Display) {
+        let mut inner = self.forwards.lock();
+        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == self.id) {
+            entry.target = target.to_string();
+        }
+    }
+
+    /// The name it is listed under (the `forward` label of its metrics).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// [`ForwarderHandle::shutdown`]: stops accepting, lets open connections and sessions
+    /// finish for up to `grace`, closes the rest. The registry shows the forward's stats
+    /// from the start of the shutdown until it returns, then unlists it.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        self.forwards.freeze(self.id, true);
+        let shared = self.handle.take().expect("shutdown runs once");
+        // The registry held the only other reference, and `freeze` dropped it.
+        match Arc::try_unwrap(shared) {
+            Ok(handle) => handle.shutdown(grace).await,
+            Err(shared) => {
+                tracing::warn!(
+                    forward = %self.name,
+                    "forwarder still shared; closing it without draining"
+                );
+                drop(shared);
+                false
+            }
+        }
+        // `self` drops here and unlists the forward.
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.forwards.remove(self.id);
+    }
+}
+
+/// [`Registered::handle_mut`]'s guard: the forwarder, mutably. When it drops, `/metrics`
+/// reads the forwarder's stats live again.
+#[derive(Debug)]
+pub struct HandleMut<'a> {
+    registered: &'a mut Registered,
+}
+
+impl std::ops::Deref for HandleMut<'_> {
+    type Target = ForwarderHandle;
+
+    fn deref(&self) -> &ForwarderHandle {
+        self.registered.handle()
+    }
+}
+
+impl std::ops::DerefMut for HandleMut<'_> {
+    fn deref_mut(&mut self) -> &mut ForwarderHandle {
+        let shared = self
+            .registered
+            .handle
+            .as_mut()
+            .expect("the handle is there until shutdown");
+        // `handle_mut` took the registry's reference; the registry hands out none.
+        Arc::get_mut(shared).expect("no other reference to the handle while frozen")
+    }
+}
+
+impl Drop for HandleMut<'_> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.registered.handle {
+            self.registered
+                .forwards
+                .thaw(self.registered.id, handle.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> ForwarderHandle {
+        proxy_core::TcpForwarder::builder(
+            ["127.0.0.1:0".parse().unwrap()],
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .build()
+        .unwrap()
+        .start()
+        .unwrap()
+    }
+
+    #[test]
+    fn names() {
+        let a: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let b: SocketAddr = "[::1]:8080".parse().unwrap();
+        let c: SocketAddr = "[::1]:9090".parse().unwrap();
+        assert_eq!(listen_name(Protocol::Tcp, &[a]), "tcp:8080");
+        assert_eq!(listen_name(Protocol::Udp, &[a, b]), "udp:8080");
+        assert_eq!(listen_name(Protocol::Tcp, &[a, b, c]), "tcp:8080,9090");
+    }
+
+    #[tokio::test]
+    async fn register_lists_until_dropped_or_shut_down() {
+        let forwards = Forwards::new();
+        let a = forwards.register("tcp:1", Protocol::Tcp, "web:80", start());
+        let b = forwards.register("tcp:1", Protocol::Tcp, "web:80", start());
+        let c = forwards.register("udp:1", Protocol::Udp, "dns:53", start());
+        assert_eq!(b.name(), "tcp:1#2");
+        let names =
+            |f: &Forwards| -> Vec<String> { f.metrics().into_iter().map(|m| m.name).collect() };
+        assert_eq!(names(&forwards), ["tcp:1", "tcp:1#2", "udp:1"]);
+        let m = &forwards.metrics()[2];
+        assert_eq!(
+            (m.protocol, m.target.as_str(), m.stopping),
+            (Protocol::Udp, "dns:53", false)
+        );
+        drop(b);
+        assert_eq!(names(&forwards), ["tcp:1", "udp:1"]);
+        assert!(a.shutdown(Duration::ZERO).await);
+        assert_eq!(names(&forwards), ["udp:1"]);
+        drop(c);
+        assert!(forwards.metrics().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stopping_forward_keeps_its_last_stats_unless_replaced() {
+        let forwards = Forwards::new();
+        let old = forwards.register("tcp:1", Protocol::Tcp, "web:80", start());
+        forwards.freeze(old.id, true);
+        let m = forwards.metrics();
+        assert_eq!(m.len(), 1);
+        assert!(m[0].stopping);
+        // A replacement takes the name; the old one is no longer shown.
+        let new = forwards.register("tcp:1", Protocol::Tcp, "web:8080", start());
+        assert_eq!(new.name(), "tcp:1");
+        let m = forwards.metrics();
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].target.as_str(), m[0].stopping), ("web:8080", false));
+        drop(old);
+        assert_eq!(forwards.metrics().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn handle_mut_freezes_the_stats_while_it_lives() {
+        let forwards = Forwards::new();
+        let mut forward = forwards.register("tcp:1", Protocol::Tcp, "web:80", start());
+        {
+            let mut guard = forward.handle_mut();
+            let handle: &mut ForwarderHandle = &mut guard;
+            assert_eq!(handle.local_addrs().len(), 1);
+            let m = forwards.metrics();
+            assert_eq!((m.len(), m[0].stopping), (1, false));
+            let inner = forwards.lock();
+            assert!(matches!(inner.entries[0].source, Source::Frozen { .. }));
+        }
+        assert!(matches!(forwards.lock().entries[0].source, Source::Live(_)));
+        forward.set_target("web:8080");
+        assert_eq!(forwards.metrics()[0].target, "web:8080");
+        assert!(forward.shutdown(Duration::ZERO).await);
+        assert!(forwards.metrics().is_empty());
+    }
+
+    #[test]
+    fn readiness() {
+        let forwards = Forwards::new();
+        assert!(!forwards.is_ready() && !forwards.is_draining());
+        forwards.set_ready();
+        assert!(forwards.is_ready());
+        forwards.clone().set_draining();
+        assert!(!forwards.is_ready() && forwards.is_draining());
+    }
+}

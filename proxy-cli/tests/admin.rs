@@ -1,0 +1,742 @@
+//! End-to-end tests of `--admin ADDR` (`/metrics`, `/healthz`, `/readyz`) and
+//! `--log-format`: the real binary, loopback only, ports chosen by the kernel (the proxy is
+//! started with `--admin 127.0.0.1:0` and logs `admin listening on ADDR`).
+//!
+//! Counters are compared once the access log line of the connection or UDP session has
+//! been written: the proxy logs it after counting the last byte. The only polling loops
+//! (readiness right after binding, and a connection count) are bounded by [`PROMPT`].
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::proxy::{PROMPT, Proto, Proxy, run};
+
+// ===== upstreams =====
+
+/// A threaded TCP echo server; stops accepting on drop.
+struct Echo {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        if conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = conn.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Echo { addr, stop }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// A UDP echo server on a thread; stops on drop.
+struct UdpEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpEcho {
+    fn start() -> UdpEcho {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind UDP echo server");
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let received = socket.recv_from(&mut buf);
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok((n, from)) = received {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        UdpEcho { addr, stop }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
+            let _ = s.send_to(b"", self.addr);
+        }
+    }
+}
+
+// ===== clients =====
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, PROMPT).expect("connect");
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    s.set_write_timeout(Some(PROMPT)).unwrap();
+    s
+}
+
+/// Sends `len` bytes and a FIN through the proxy to the echo server and reads them all
+/// back until EOF.
+fn echo_through(addr: SocketAddr, len: usize) {
+    let stream = connect(addr);
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = data.clone();
+    let sending = thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    (&stream).read_to_end(&mut back).expect("read echo");
+    sending.join().unwrap();
+    assert!(back == data, "{} of {len} bytes came back", back.len());
+}
+
+/// One request and its echo on an open connection.
+fn ping(stream: &mut TcpStream, msg: &[u8]) {
+    stream.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+/// An HTTP response: status, headers (lower-case names) and body.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// Sends `request` as it is and reads the whole response (the server closes).
+fn http_raw(admin: SocketAddr, request: &str) -> Response {
+    let mut s = connect(admin);
+    s.write_all(request.as_bytes()).expect("send request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head: {raw:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let mut parts = status_line.splitn(3, ' ');
+    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
+    let status = parts.next().unwrap().parse().expect("status code");
+    let headers: HashMap<String, String> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap_or_else(|| panic!("header {l:?}"));
+            (k.to_ascii_lowercase(), v.to_owned())
+        })
+        .collect();
+    assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn get(admin: SocketAddr, path: &str) -> Response {
+    let r = http_raw(admin, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"));
+    let length: usize = r.headers["content-length"].parse().unwrap();
+    assert_eq!(length, r.body.len(), "{r:?}");
+    r
+}
+
+/// The admin address from the `admin listening on ADDR` line.
+fn admin_addr(proxy: &Proxy) -> SocketAddr {
+    let line = proxy.expect_line("'admin listening on'", |l| {
+        l.contains("admin listening on ")
+    });
+    let after = line.split("admin listening on ").nth(1).unwrap();
+    let addr = after.split([' ', '"']).next().unwrap();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("{addr:?} in {line:?}: {e}"))
+}
+
+/// Waits (bounded) until `/readyz` answers 200. The proxy marks itself ready right after
+/// it logs its "Forwarding from" lines, so this takes at most a few rounds.
+fn wait_ready(admin: SocketAddr) {
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        let r = get(admin, "/readyz");
+        if r.status == 200 {
+            assert_eq!(r.body, "ready\n");
+            return;
+        }
+        assert_eq!((r.status, r.body.as_str()), (503, "starting\n"));
+        assert!(Instant::now() < deadline, "not ready within {PROMPT:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ===== the exposition =====
+
+/// One sample: metric name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: u64,
+}
+
+/// Parses the text format strictly: every family has `# HELP` and `# TYPE` before its
+/// samples, label values are unescaped, no series appears twice.
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut typed: HashMap<String, String> = HashMap::new();
+    let mut helped = Vec::new();
+    let mut samples = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.push(rest.split(' ').next().unwrap().to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            assert!(
+                helped.iter().any(|h| h == name),
+                "TYPE without HELP: {line}"
+            );
+            assert!(typed.insert(name.into(), kind.into()).is_none(), "{line}");
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+        let (name, rest) = match line.find('{') {
+            Some(at) => (&line[..at], &line[at..]),
+            None => line.split_at(line.find(' ').unwrap()),
+        };
+        assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+        if name.ends_with("_total") {
+            assert_eq!(typed[name], "counter", "{line}");
+        }
+        let mut labels = HashMap::new();
+        let mut rest = rest;
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut chars = inner.char_indices();
+            let mut key = String::new();
+            loop {
+                let (_, c) = chars.next().expect("unterminated labels");
+                match c {
+                    '}' => break,
+                    ',' => continue,
+                    '=' => {
+                        assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{line}");
+                        let mut value = String::new();
+                        loop {
+                            match chars.next().expect("unterminated value").1 {
+                                '\\' => match chars.next().unwrap().1 {
+                                    'n' => value.push('\n'),
+                                    c @ ('\\' | '"') => value.push(c),
+                                    c => panic!("bad escape \\{c} in {line}"),
+                                },
+                                '"' => break,
+                                c => value.push(c),
+                            }
+                        }
+                        labels.insert(std::mem::take(&mut key), value);
+                    }
+                    c => key.push(c),
+                }
+            }
+            let used = chars.next().map_or(inner.len(), |(i, _)| i);
+            rest = &inner[used..];
+        }
+        let value = rest
+            .trim_start()
+            .parse()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        let mut key: Vec<_> = labels.iter().collect();
+        key.sort();
+        assert!(
+            seen.insert(format!("{name}{key:?}")),
+            "series twice: {line}"
+        );
+        samples.push(Sample {
+            name: name.into(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// The scraped metrics of one process.
+struct Metrics(Vec<Sample>);
+
+impl Metrics {
+    fn scrape(admin: SocketAddr) -> Metrics {
+        let r = get(admin, "/metrics");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.headers["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        Metrics(parse_metrics(&r.body))
+    }
+
+    /// The value of the one sample of `name` whose labels include `labels`.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let found: Vec<&Sample> = self
+            .0
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+        found[0].value
+    }
+
+    fn has(&self, name: &str, forward: &str) -> bool {
+        self.0
+            .iter()
+            .any(|s| s.name == name && s.labels["forward"] == forward)
+    }
+}
+
+/// `base` and `extra` labels together.
+fn plus<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    base.iter().chain(extra).copied().collect()
+}
+
+// ===== tests =====
+
+/// `/readyz` turns 200 once the listener is bound; `/healthz` is 200; `/metrics` lists
+/// the forward with its labels, and its counters follow relayed bytes and connections.
+#[test]
+fn tcp_metrics_move_with_traffic() {
+    let echo = Echo::start();
+    let target = echo.addr.to_string();
+    let proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    let addr = proxy.listen_addr(&target);
+    wait_ready(admin);
+    let r = get(admin, "/healthz");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+
+    let name = format!("tcp:{}", addr.port());
+    let fwd = [
+        ("forward", name.as_str()),
+        ("protocol", "tcp"),
+        ("target", target.as_str()),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| plus(&fwd, extra);
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_ready", &[]), 1);
+    assert_eq!(m.get("proxy_connections_total", &fwd), 0);
+    assert_eq!(m.get("proxy_connections_open", &fwd), 0);
+    for kind in ["refused", "unreachable", "timeout", "other"] {
+        assert_eq!(
+            m.get("proxy_connect_failures_total", &with(&[("kind", kind)])),
+            0
+        );
+    }
+    assert!(
+        !m.has("proxy_udp_sessions_open", &name),
+        "UDP families on TCP"
+    );
+
+    // An open connection is counted as open.
+    let mut open = connect(addr);
+    ping(&mut open, b"hello");
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_connections_open", &fwd), 1);
+    assert_eq!(m.get("proxy_connections_total", &fwd), 1);
+    drop(open);
+    // The access log lines, one per connection, come after its last byte is counted.
+    let logged = |n: usize| {
+        proxy.wait_stderr(PROMPT, |lines| {
+            let access = lines
+                .iter()
+                .filter(|l| l.contains("proxy_core::access") && l.contains("protocol=\"tcp\""));
+            (access.count() >= n).then_some(())
+        })
+    };
+    logged(1).expect("access log line of the first connection");
+
+    // Known byte counts, each way; the counters grow by exactly that.
+    let up = |m: &Metrics| m.get("proxy_bytes_total", &with(&[("direction", "upstream")]));
+    let down = |m: &Metrics| m.get("proxy_bytes_total", &with(&[("direction", "downstream")]));
+    let before = Metrics::scrape(admin);
+    assert_eq!((up(&before), down(&before)), (5, 5));
+    echo_through(addr, 300_000);
+    logged(2).expect("access log line of the second connection");
+    let after = Metrics::scrape(admin);
+    assert_eq!(up(&after), 300_005);
+    assert_eq!(down(&after), 300_005);
+    assert_eq!(after.get("proxy_connections_total", &fwd), 2);
+    let spliced = after.get("proxy_bytes_spliced_total", &fwd);
+    assert!(spliced <= 600_010, "{spliced}");
+    // The upstream address is healthy, with two successful connects.
+    let endpoint = [("forward", name.as_str()), ("endpoint", target.as_str())];
+    assert_eq!(after.get("proxy_endpoint_up", &endpoint), 1);
+    assert_eq!(after.get("proxy_endpoint_connects_total", &endpoint), 2);
+    assert_eq!(after.get("proxy_endpoint_failures_total", &endpoint), 0);
+    // The open gauge goes back to 0 right after the access line (bounded poll).
+    let deadline = Instant::now() + PROMPT;
+    while Metrics::scrape(admin).get("proxy_connections_open", &fwd) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a connection still counted as open"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A refused upstream shows as connect failures of kind `refused`, an unavailable
+/// upstream and an endpoint that is down.
+#[test]
+fn refused_upstream_is_counted_and_marks_the_endpoint_down() {
+    // A port nobody listens on: bound and closed again.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let target = closed.to_string();
+    let proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    let addr = proxy.listen_addr(&target);
+    let mut client = connect(addr);
+    let mut buf = [0u8; 1];
+    // The proxy closes the client connection when no upstream is reachable.
+    let _ = client.read(&mut buf);
+    proxy.expect_line("'no upstream reachable'", |l| {
+        l.contains("no upstream reachable")
+    });
+    let name = format!("tcp:{}", addr.port());
+    let fwd = [("forward", name.as_str())];
+    let m = Metrics::scrape(admin);
+    let refused = m.get(
+        "proxy_connect_failures_total",
+        &[("forward", name.as_str()), ("kind", "refused")],
+    );
+    assert!(refused >= 1, "{refused}");
+    assert_eq!(m.get("proxy_upstream_unavailable_total", &fwd), 1);
+    let endpoint = [("forward", name.as_str()), ("endpoint", target.as_str())];
+    assert_eq!(m.get("proxy_endpoint_up", &endpoint), 0);
+    assert!(m.get("proxy_endpoint_failures_total", &endpoint) >= 1);
+    assert!(m.get("proxy_endpoint_consecutive_failures", &endpoint) >= 1);
+}
+
+/// `proxy udp`: sessions, datagrams and bytes by direction.
+#[test]
+fn udp_metrics_move_with_datagrams() {
+    let echo = UdpEcho::start();
+    let target = echo.addr.to_string();
+    // Sessions end after 300 ms without traffic; the access line then says it ended.
+    let proxy = Proxy::start(&[
+        "udp",
+        "0",
+        &target,
+        "300ms",
+        "--listen",
+        "127.0.0.1",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    let addr = proxy.proto_listen_addr(Proto::Udp, &target);
+    wait_ready(admin);
+    let name = format!("udp:{}", addr.port());
+    let fwd = [
+        ("forward", name.as_str()),
+        ("protocol", "udp"),
+        ("target", target.as_str()),
+    ];
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(addr).unwrap();
+    client.set_read_timeout(Some(PROMPT)).unwrap();
+    let sizes = [1usize, 0, 1200, 65_507];
+    let mut buf = vec![0u8; 65_536];
+    for (i, &len) in sizes.iter().enumerate() {
+        let data = vec![i as u8; len];
+        client.send(&data).unwrap();
+        let n = client.recv(&mut buf).expect("echo through the proxy");
+        assert_eq!(n, len);
+    }
+    // The session is open while the client talks.
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_udp_sessions_open", &fwd), 1);
+    assert_eq!(m.get("proxy_udp_sessions_total", &fwd), 1);
+    assert!(
+        !m.has("proxy_connections_open", &name),
+        "TCP families on UDP"
+    );
+
+    proxy.expect_line("the session's access log line", |l| {
+        l.contains("proxy_core::access") && l.contains("protocol=\"udp\"")
+    });
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+    let m = Metrics::scrape(admin);
+    let dir = |name: &str, d: &'static str| m.get(name, &plus(&fwd, &[("direction", d)]));
+    assert_eq!(dir("proxy_udp_datagrams_total", "upstream"), 4);
+    assert_eq!(dir("proxy_udp_datagrams_total", "downstream"), 4);
+    assert_eq!(dir("proxy_bytes_total", "upstream"), total);
+    assert_eq!(dir("proxy_bytes_total", "downstream"), total);
+    assert_eq!(m.get("proxy_udp_sessions_total", &fwd), 1);
+    for zero in [
+        "proxy_udp_sessions_evicted_total",
+        "proxy_udp_dropped_total",
+        "proxy_udp_truncated_total",
+        "proxy_udp_upstream_refused_total",
+        "proxy_upstream_unavailable_total",
+        "proxy_resolve_failures_total",
+    ] {
+        assert_eq!(m.get(zero, &fwd), 0, "{zero}");
+    }
+    let endpoint = [("forward", name.as_str()), ("endpoint", target.as_str())];
+    assert_eq!(m.get("proxy_endpoint_up", &endpoint), 1);
+}
+
+/// `proxy tcp,udp`: one forward per protocol, named after the shared port.
+#[test]
+fn tcp_udp_lists_both_forwards() {
+    let echo = Echo::start();
+    let target = echo.addr.to_string();
+    let proxy = Proxy::start(&[
+        "tcp,udp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    let port = proxy.proto_listen_addr(Proto::Udp, &target).port();
+    wait_ready(admin);
+    let m = Metrics::scrape(admin);
+    for proto in ["tcp", "udp"] {
+        let name = format!("{proto}:{port}");
+        let labels = [("forward", name.as_str()), ("protocol", proto)];
+        let upstream = plus(&labels, &[("direction", "upstream")]);
+        assert_eq!(m.get("proxy_bytes_total", &upstream), 0);
+        assert_eq!(m.get("proxy_forward_stopping", &labels), 0);
+    }
+}
+
+/// After SIGTERM, `/readyz` answers 503 while an open connection drains; `/healthz` and
+/// `/metrics` still answer; the proxy exits 0 once the connection ends.
+#[test]
+fn readyz_turns_503_while_draining() {
+    let echo = Echo::start();
+    let target = echo.addr.to_string();
+    let mut proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--drain",
+        "30s",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    let addr = proxy.listen_addr(&target);
+    wait_ready(admin);
+    let mut open = connect(addr);
+    ping(&mut open, b"stay");
+
+    proxy.signal("TERM");
+    proxy.expect_line("'shutting down'", |l| l.contains("shutting down"));
+    let r = get(admin, "/readyz");
+    assert_eq!((r.status, r.body.as_str()), (503, "draining\n"));
+    assert_eq!(get(admin, "/healthz").status, 200);
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_ready", &[]), 0);
+    let name = format!("tcp:{}", addr.port());
+    assert_eq!(
+        m.get("proxy_connections_open", &[("forward", name.as_str())]),
+        1
+    );
+
+    // The connection still works, and ending it ends the process.
+    ping(&mut open, b"still here");
+    drop(open);
+    let status = proxy.wait_exit(PROMPT);
+    assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
+}
+
+/// Unknown paths are 404, other methods than GET (and HEAD) 405, garbage 400.
+#[test]
+fn bad_requests() {
+    let proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        "127.0.0.1:9",
+        "--listen",
+        "127.0.0.1",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    assert_eq!(get(admin, "/").status, 404);
+    assert_eq!(get(admin, "/metrics/x").status, 404);
+    assert_eq!(get(admin, "/metrics?x=1").status, 200);
+    let r = http_raw(
+        admin,
+        "POST /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(r.headers["allow"], "GET, HEAD");
+    let r = http_raw(admin, "DELETE /readyz HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 405);
+    let r = http_raw(admin, "HEAD /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+    assert_eq!(r.headers["content-length"], "3");
+    assert_eq!(http_raw(admin, "hello\r\n\r\n").status, 400);
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(http_raw(admin, &huge).status, 431);
+    // A client that sends nothing does not stop others from being served.
+    let _idle = connect(admin);
+    assert_eq!(get(admin, "/healthz").status, 200);
+}
+
+/// `--log-format json`: every stderr line is one JSON object with a timestamp, a level,
+/// a target and fields, from the first line to the last.
+#[test]
+fn json_log_lines() {
+    let echo = Echo::start();
+    let target = echo.addr.to_string();
+    let mut proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--log-format",
+        "json",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&proxy);
+    let forwarding = proxy.expect_line("'Forwarding from' in JSON", |l| {
+        l.contains("Forwarding from")
+    });
+    let line: serde_json::Value = serde_json::from_str(&forwarding).expect("JSON");
+    let message = line["fields"]["message"].as_str().unwrap();
+    let addr: SocketAddr = message
+        .strip_prefix("Forwarding from ")
+        .and_then(|m| m.strip_suffix(&format!(" -> {target}")))
+        .unwrap_or_else(|| panic!("{message:?}"))
+        .parse()
+        .unwrap();
+    assert_eq!(line["fields"]["protocol"], "tcp");
+    wait_ready(admin);
+    echo_through(addr, 1000);
+    let access = proxy.expect_line("the access log line in JSON", |l| {
+        l.contains("proxy_core::access")
+    });
+    let access: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(access["fields"]["bytes_up"], 1000);
+    assert_eq!(access["level"], "INFO");
+
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(PROMPT).code(), Some(0));
+    let stderr = proxy.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 5, "{stderr}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let timestamp = v["timestamp"].as_str().unwrap_or_else(|| panic!("{line}"));
+        assert!(timestamp.len() >= 20 && timestamp.contains('T'), "{line}");
+        assert!(
+            matches!(
+                v["level"].as_str(),
+                Some("INFO" | "WARN" | "ERROR" | "DEBUG")
+            ),
+            "{line}"
+        );
+        assert!(
+            v["target"].as_str().is_some_and(|t| !t.is_empty()),
+            "{line}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+}
+
+/// `--admin` on a busy port: exit 1 naming the address, as text or as a JSON line.
+#[test]
+fn admin_port_in_use_exits_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = [
+        "tcp",
+        "0",
+        "127.0.0.1:9",
+        "--listen",
+        "127.0.0.1",
+        "--admin",
+        &addr,
+    ];
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 1, "{stderr}");
+    let want = format!("error: --admin {addr}: cannot listen: Address already in use");
+    assert!(stderr.contains(&want), "{stderr:?} lacks {want:?}");
+    assert!(!stderr.contains("Forwarding from"), "{stderr}");
+
+    let mut json = args.to_vec();
+    json.extend(["--log-format", "json"]);
+    let (code, _, stderr) = run(&json);
+    assert_eq!(code, 1, "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["level"], "ERROR");
+    let message = v["fields"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("--admin {addr}")), "{message}");
+}
