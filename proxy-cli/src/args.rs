@@ -181,6 +181,30 @@ pub enum Command {
         mut_arg("listen", |a| a.hide(true))
     )]
     Forward(crate::forward::ForwardArgs),
+
+    /// Run the forwards of a configuration file; SIGHUP applies its changes:
+    /// `proxy run --config FILE`.
+    #[command(long_about = RUN_LONG_ABOUT)]
+    Run(RunArgs),
+}
+
+const RUN_LONG_ABOUT: &str = "\
+Run every forward of a TOML configuration file (see examples/proxy.toml): global settings \
+(admin address, log format), [defaults] for every forward, and any number of [[forward]] \
+tables (name, protocol tcp|udp|tcp,udp, listen, target, and per-forward timeouts).
+
+On SIGHUP the file is read again and applied: new forwards start, removed ones drain, \
+changed ones take their new settings; established connections are never dropped. A file \
+with an error is rejected with a logged error (naming the file, line and key) and the running \
+configuration stays. --admin and --log-format on the command line win over the file; both \
+apply at start only. SIGINT and SIGTERM drain every forward for the file's drain time.";
+
+/// `proxy run --config FILE`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: std::path::PathBuf,
 }
 
 /// `proxy tcp PORT TARGET [IDLE_TIMEOUT_SECONDS]` and its flags.

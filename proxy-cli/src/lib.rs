@@ -33,3 +33,4 @@ pub mod forward;
 pub mod metrics;
 pub mod registry;
 pub mod run;
+pub mod supervise;

@@ -4,19 +4,33 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use proxy_cli::args::{Cli, LogFormat};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use proxy_cli::args::{Cli, Command, LogFormat};
 use proxy_cli::run;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // Help and version go to stdout with code 0; errors to stderr with code 2.
             let _ = e.print();
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    // `proxy run --config FILE` takes its log format from the file, unless the command
+    // line says otherwise. (A file with errors is reported by `run`.)
+    if matches.value_source("log_format") != Some(ValueSource::CommandLine)
+        && let Command::Run(args) = &cli.command
+        && let Some(format) = proxy_cli::config::load(&args.config)
+            .ok()
+            .and_then(|c| c.log_format)
+    {
+        cli.log_format = format;
+    }
     run::init_logging(&cli);
     let log_format = cli.log_format;
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -50,7 +50,7 @@ use proxy_core::{ForwarderHandle, StatsSnapshot};
 use crate::metrics::{Endpoint, ForwardMetrics};
 
 /// The protocol a forward serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
     /// TCP connections.
     Tcp,

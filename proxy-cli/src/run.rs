@@ -2,6 +2,7 @@
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use crate::args::{
     Cli, Command, Listen, LogFormat, ResolverArg, TcpArgs, TcpPlan, TcpUdpArgs, UdpArgs, UdpPlan,
     UsageError,
 };
+use crate::config::{self, ConfigFile};
 use crate::registry::{Forwards, Protocol, Registered, listen_name};
+use crate::supervise::Supervisor;
 
 /// How many ports `proxy tcp,udp 0 ...` tries before giving up when the UDP side of the
 /// port TCP got from the kernel is taken.
@@ -59,15 +62,99 @@ pub fn init_logging(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The running forwards, for --admin; the server lives until `run` returns.
     let forwards = Forwards::new();
-    let _admin = match cli.admin {
+    let config = match &cli.command {
+        Command::Run(args) => {
+            Some(config::load(&args.config).map_err(|e| UsageError(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let admin = cli.admin.or(config.as_ref().and_then(|c| c.admin));
+    let _admin = match admin {
         Some(addr) => Some(Admin::start(addr, forwards.clone()).await?),
         None => None,
     };
-    match cli.command {
-        Command::Tcp(args) => tcp(&args, &forwards).await,
-        Command::Udp(args) => udp(&args, &forwards).await,
-        Command::TcpUdp(args) => tcp_udp(&args, &forwards).await,
-        Command::Forward(args) => crate::forward::run(&args, &forwards).await,
+    match (cli.command, config) {
+        (Command::Tcp(args), _) => tcp(&args, &forwards).await,
+        (Command::Udp(args), _) => udp(&args, &forwards).await,
+        (Command::TcpUdp(args), _) => tcp_udp(&args, &forwards).await,
+        (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
+        (Command::Run(args), Some(config)) => run_config(&args.config, &config, &forwards).await,
+        (Command::Run(_), None) => unreachable!("the file was loaded above"),
+    }
+}
+
+/// `proxy run --config FILE`: runs the file's forwards, applies the file again on SIGHUP,
+/// drains everything on SIGINT or SIGTERM.
+async fn run_config(path: &Path, config: &ConfigFile, forwards: &Forwards) -> anyhow::Result<()> {
+    let mut signals = Signals::new().context("cannot install the signal handlers")?;
+    let mut hangups = Hangups::new().context("cannot install the SIGHUP handler")?;
+    let mut supervisor = Supervisor::start(path, config, forwards)?;
+    forwards.set_ready();
+    let name = loop {
+        tokio::select! {
+            () = hangups.recv() => match supervisor.reload().await {
+                Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+                Err(e) => tracing::error!(
+                    config = %path.display(),
+                    "reload rejected: {e:#}; the running configuration stays"
+                ),
+            },
+            name = signals.recv() => break name,
+        }
+    };
+    forwards.set_draining();
+    let drain = supervisor.drain();
+    tracing::info!(
+        signal = name,
+        "shutting down: draining every forward for up to {drain:?}"
+    );
+    tokio::select! {
+        drained = supervisor.shutdown() => {
+            if drained {
+                tracing::info!("all connections and sessions finished; exiting");
+            } else {
+                tracing::info!("drain time over; remaining connections were closed; exiting");
+            }
+            Ok(())
+        }
+        name = signals.recv() => {
+            anyhow::bail!("received {name} while draining; closed the open connections")
+        }
+    }
+}
+
+/// SIGHUP, the request to reload the configuration file.
+struct Hangups {
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    fn new() -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Hangups {
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Hangups {})
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.hup.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -1,0 +1,234 @@
+//! `proxy run --config FILE`: the forwards of a configuration file, kept running and
+//! changed in place when the file changes (SIGHUP).
+//!
+//! A reload reads and checks the whole file first; a file with an error is rejected with
+//! a logged error and the running forwards stay as they are. Otherwise forwards are
+//! matched by name and protocol: new ones start (all of them, or none if one cannot bind),
+//! removed ones drain in the background for the drain time, and the others take their new
+//! settings through [`ForwarderHandle::reload`](proxy_core::ForwarderHandle::reload):
+//! established connections and sessions are never dropped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use proxy_core::{Forwarder, ForwarderHandle};
+use tokio::task::JoinSet;
+
+use crate::args::{Listen, UsageError};
+use crate::config::{self, ConfigFile};
+use crate::registry::{Forwards, Protocol, Registered};
+use crate::run::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of};
+
+/// One protocol of one `[[forward]]`: its name and protocol, and where it listens.
+type Key = (String, Protocol);
+
+/// The running forwards of a configuration file.
+#[derive(Debug)]
+pub struct Supervisor {
+    path: PathBuf,
+    forwards: Forwards,
+    running: BTreeMap<Key, Registered>,
+    drain: Duration,
+    /// Forwards removed by a reload, draining.
+    removed: JoinSet<bool>,
+}
+
+/// A forward built from the file, with the listen setting it came from (to retry on IPv4
+/// when the host has no IPv6).
+struct Built {
+    forwarder: Forwarder,
+    listen: Listen,
+    target: String,
+}
+
+impl Supervisor {
+    /// Starts every forward of `config` (read from `path`), registering them in
+    /// `forwards`.
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] for settings the library rejects, or the first bind error; nothing
+    /// stays running then.
+    pub fn start(path: &Path, config: &ConfigFile, forwards: &Forwards) -> anyhow::Result<Self> {
+        let mut supervisor = Supervisor {
+            path: path.to_owned(),
+            forwards: forwards.clone(),
+            running: BTreeMap::new(),
+            drain: config.drain,
+            removed: JoinSet::new(),
+        };
+        for (key, built) in build_all(config)? {
+            let handle = start(&built).with_context(|| format!("forward `{}`", key.0))?;
+            let registered = forwards.register(key.0.clone(), key.1, &built.target, handle);
+            supervisor.running.insert(key, registered);
+        }
+        Ok(supervisor)
+    }
+
+    /// How long connections may finish on shutdown.
+    pub fn drain(&self) -> Duration {
+        self.drain
+    }
+
+    /// Re-reads the file and applies it.
+    ///
+    /// # Errors
+    ///
+    /// Why the file was rejected (then nothing changed), or which forwards could not take
+    /// their new settings (those kept their old ones; the rest of the file applied).
+    pub async fn reload(&mut self) -> anyhow::Result<()> {
+        let config = config::load(&self.path)?;
+        let mut wanted = build_all(&config)?;
+
+        // Start what is new, all or none.
+        let mut started: Vec<(Key, ForwarderHandle, String)> = Vec::new();
+        for (key, built) in &wanted {
+            if self.running.contains_key(key) {
+                continue;
+            }
+            match start(built) {
+                Ok(handle) => started.push((key.clone(), handle, built.target.clone())),
+                Err(e) => {
+                    for (_, handle, _) in started {
+                        handle.shutdown(Duration::ZERO).await;
+                    }
+                    return Err(e.context(format!("forward `{}`", key.0)));
+                }
+            }
+        }
+
+        // Drain what is gone.
+        let gone: Vec<Key> = self
+            .running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(forward) = self.running.remove(&key) {
+                tracing::info!(forward = %key.0, protocol = %key.1, "removed; draining");
+                self.removed.spawn(forward.shutdown(self.drain));
+            }
+        }
+
+        // Change what stays.
+        let mut failed = Vec::new();
+        for (key, forward) in &mut self.running {
+            let Some(built) = wanted.remove(key) else {
+                continue;
+            };
+            let forwarder = on_addresses_in_use(built, forward.handle().local_addrs())?;
+            if let Err(e) = forward.handle_mut().reload(forwarder).await {
+                tracing::error!(
+                    forward = %key.0,
+                    protocol = %key.1,
+                    error = %e,
+                    cause = %source_of(&e),
+                    "cannot apply the new settings; keeping the old ones"
+                );
+                failed.push(key.0.clone());
+            }
+        }
+        for (key, handle, target) in started {
+            tracing::info!(forward = %key.0, protocol = %key.1, "added");
+            let registered = self.forwards.register(key.0.clone(), key.1, target, handle);
+            self.running.insert(key, registered);
+        }
+        self.drain = config.drain;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("forwards kept their old settings: {}", failed.join(", "))
+        }
+    }
+
+    /// Drains every forward (running and removed) for up to the drain time; `true` when
+    /// all finished in time.
+    pub async fn shutdown(mut self) -> bool {
+        let mut all = JoinSet::new();
+        for (_, forward) in std::mem::take(&mut self.running) {
+            all.spawn(forward.shutdown(self.drain));
+        }
+        let mut drained = true;
+        for set in [&mut all, &mut self.removed] {
+            while let Some(done) = set.join_next().await {
+                drained &= done.unwrap_or(false);
+            }
+        }
+        drained
+    }
+}
+
+/// Builds every protocol of every forward of `config`.
+fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Built>> {
+    let mut all = BTreeMap::new();
+    for forward in &config.forwards {
+        if let Some(plan) = &forward.tcp {
+            let resolver = resolver(&plan.target, plan.resolver)?;
+            let forwarder = build_tcp(plan, plan.listen.addrs(), resolver)
+                .map_err(|e| UsageError(format!("forward `{}`: {}", forward.name, e.0)))?;
+            all.insert(
+                (forward.name.clone(), Protocol::Tcp),
+                Built {
+                    forwarder: forwarder.into(),
+                    listen: plan.listen.clone(),
+                    target: plan.target.to_string(),
+                },
+            );
+        }
+        if let Some(plan) = &forward.udp {
+            let resolver = resolver(&plan.target, plan.resolver)?;
+            let forwarder = build_udp(plan, plan.listen.addrs(), resolver)
+                .map_err(|e| UsageError(format!("forward `{}`: {}", forward.name, e.0)))?;
+            all.insert(
+                (forward.name.clone(), Protocol::Udp),
+                Built {
+                    forwarder: forwarder.into(),
+                    listen: plan.listen.clone(),
+                    target: plan.target.to_string(),
+                },
+            );
+        }
+    }
+    Ok(all)
+}
+
+/// Starts `built`; where it listens on every address and the host has no IPv6, on IPv4.
+fn start(built: &Built) -> anyhow::Result<ForwarderHandle> {
+    match built.forwarder.start() {
+        Ok(handle) => Ok(handle),
+        Err(e) => match built.listen.ipv4_fallback() {
+            Some(v4) if ipv6_unavailable(&e) => {
+                tracing::warn!(error = %e, "IPv6 is not available; listening on IPv4 only");
+                Ok(with_listen(&built.forwarder, v4)?.start()?)
+            }
+            _ => Err(e.into()),
+        },
+    }
+}
+
+/// The forwarder to reload a running one with: when it listens on every address and the
+/// running one fell back to IPv4, on the running one's addresses.
+fn on_addresses_in_use(built: Built, running: &[SocketAddr]) -> anyhow::Result<Forwarder> {
+    match built.listen.ipv4_fallback() {
+        Some(v4)
+            if running
+                .iter()
+                .all(|a| a.is_ipv4() && a.ip().is_unspecified()) =>
+        {
+            with_listen(&built.forwarder, v4)
+        }
+        _ => Ok(built.forwarder),
+    }
+}
+
+/// `forwarder` with other listen addresses.
+fn with_listen(forwarder: &Forwarder, listen: Vec<SocketAddr>) -> anyhow::Result<Forwarder> {
+    Ok(match forwarder {
+        Forwarder::Tcp(f) => f.with_listen(listen)?.into(),
+        Forwarder::Udp(f) => f.with_listen(listen)?.into(),
+    })
+}

@@ -1,0 +1,233 @@
+//! `proxy run --config FILE` with the real binary: forwards from a TOML file, and SIGHUP
+//! reloads that add, remove and change forwards while a long transfer stays up, and a bad
+//! file that is rejected while the running configuration stays.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::dnsmasq::TempPath;
+use support::proxy::Proxy;
+
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// A TCP echo server on 127.0.0.1 that counts the connections it accepted.
+struct Echo {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        // The thread ends with the test process; it holds no resources a test checks.
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    let mut buf = vec![0; 64 << 10];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Echo { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn round_trip(addr: SocketAddr, data: &[u8]) {
+    let mut c = TcpStream::connect_timeout(&addr, PROMPT).expect("connect through the proxy");
+    c.set_read_timeout(Some(PROMPT)).unwrap();
+    c.write_all(data).unwrap();
+    let mut got = vec![0; data.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, data);
+}
+
+fn forward(name: &str, protocol: &str, target: SocketAddr) -> String {
+    format!(
+        "[[forward]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:0\"\ntarget = \"{target}\"\n"
+    )
+}
+
+fn reload(proxy: &Proxy, reloads_before: usize) {
+    proxy.signal("HUP");
+    let deadline = Instant::now() + PROMPT;
+    while proxy.count_lines(|l| l.contains("reloaded") || l.contains("reload rejected"))
+        <= reloads_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload line:\n{}",
+            proxy.stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sighup_adds_removes_and_changes_forwards_without_dropping_connections() {
+    let (old, new, removed, added) = (Echo::start(), Echo::start(), Echo::start(), Echo::start());
+    let file = TempPath::new("run-config.toml");
+    file.write(&format!(
+        "[defaults]\ndrain = \"5s\"\n{}{}",
+        forward("a", "tcp", old.addr),
+        forward("c", "tcp", removed.addr)
+    ));
+    let proxy = Proxy::start(&["run", "--config", file.path().to_str().unwrap()]);
+    let a = proxy.listen_addr(&old.addr.to_string());
+    let c = proxy.listen_addr(&removed.addr.to_string());
+    round_trip(c, b"c works");
+
+    // A long transfer through `a`, paced so it spans the reloads; checked byte-exact.
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let mut long = TcpStream::connect(a).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = long.try_clone().unwrap();
+    let expected = data.clone();
+    let read = thread::spawn(move || {
+        let mut got = vec![0; expected.len()];
+        reader.read_exact(&mut got).map(|()| got == expected)
+    });
+    let (pace_tx, pace_rx) = std::sync::mpsc::channel::<()>();
+    let write = thread::spawn(move || {
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            long.write_all(chunk).unwrap();
+            // Half the data before the reloads, the rest after them.
+            if i == 3 {
+                pace_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            }
+        }
+        long
+    });
+
+    // Change `a`'s target, remove `c`, add `b`.
+    file.write(&format!(
+        "[defaults]\ndrain = \"5s\"\n{}{}",
+        forward("a", "tcp", new.addr),
+        forward("b", "tcp", added.addr)
+    ));
+    reload(&proxy, 0);
+    assert!(proxy.stderr().contains("reloaded"), "{}", proxy.stderr());
+    let b = proxy.listen_addr(&added.addr.to_string());
+    round_trip(b, b"b is new");
+    round_trip(a, b"a follows its new target");
+    assert_eq!(
+        new.accepted(),
+        1,
+        "new connections on `a` use the new target"
+    );
+    assert_eq!(added.accepted(), 1);
+    let deadline = Instant::now() + PROMPT;
+    while TcpStream::connect_timeout(&c, Duration::from_secs(1)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "`c` still accepts after its removal"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    // A file with an error is rejected and changes nothing.
+    file.write("[[forward]]\nname = \"a\"\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"nope\"\n");
+    reload(&proxy, 1);
+    let rejected = proxy.expect_line("a rejected reload", |l| l.contains("reload rejected"));
+    let path = file.path().display().to_string();
+    assert!(
+        rejected.contains(&format!("{path}:5: forward[0].target")),
+        "{rejected}"
+    );
+    round_trip(a, b"a still runs");
+    round_trip(b, b"b still runs");
+
+    // The long transfer went on through all of it, to the old target.
+    pace_tx.send(()).unwrap();
+    let long = write.join().unwrap();
+    assert!(
+        read.join().unwrap().unwrap(),
+        "the long transfer arrived intact"
+    );
+    assert_eq!(
+        old.accepted(),
+        1,
+        "only the long transfer used the old target"
+    );
+    drop(long);
+}
+
+#[test]
+fn a_bad_file_at_start_exits_2_naming_file_line_and_key() {
+    let file = TempPath::new("bad.toml");
+    file.write("[defaults]\nidle_timeout = \"5x\"\n");
+    let (code, _, stderr) =
+        support::proxy::run(&["run", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    let want = format!(
+        "{}:2: defaults.idle_timeout: unknown unit `x`",
+        file.path().display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    let (code, _, stderr) = support::proxy::run(&["run", "--config", "/nonexistent/proxy.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/proxy.toml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn udp_and_tcp_forwards_from_one_file() {
+    let echo = Echo::start();
+    let udp_echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp_echo.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0; 2048];
+        while let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
+            let _ = udp_echo.send_to(&buf[..n], from);
+        }
+    });
+    let file = TempPath::new("both.toml");
+    file.write(&format!(
+        "{}{}",
+        forward("web", "tcp", echo.addr),
+        forward("dns", "udp", udp_addr)
+    ));
+    let proxy = Proxy::start(&["run", "--config", file.path().to_str().unwrap()]);
+    let web = proxy.listen_addr(&echo.addr.to_string());
+    round_trip(web, b"tcp");
+    let dns = proxy
+        .wait_stderr(PROMPT, |lines| {
+            lines
+                .iter()
+                .filter_map(|l| support::proxy::forwarding_line(l, &udp_addr.to_string()))
+                .map(|(_, a)| a)
+                .next()
+        })
+        .expect("the UDP forward's line");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0; 64];
+    let got = (0..5).find_map(|_| {
+        client.send_to(b"udp", dns).unwrap();
+        client.recv(&mut buf).ok()
+    });
+    assert_eq!(got.map(|n| &buf[..n]), Some(&b"udp"[..]));
+}
