@@ -3,10 +3,10 @@
 //!
 //! A runner starts a forwarder, hands its [`ForwarderHandle`] to [`Forwards::register`]
 //! and keeps the [`Registered`] it gets back: the handle stays the runner's (through
-//! [`Registered::handle`]), and the registry reads its stats while it runs.
-//! [`Registered::shutdown`] drains it; from then on `/metrics` shows the forward's last
-//! stats until the drain is over, and then no longer lists it. Dropping a `Registered`
-//! stops the forwarder at once and unlists it.
+//! [`Registered::handle`] and [`Registered::handle_mut`]), and the registry reads its live
+//! stats through a [`StatsReader`]. [`Registered::shutdown`] drains it; `/metrics` lists it,
+//! marked stopping, until the drain is over. Dropping a `Registered` stops the forwarder at
+//! once and unlists it.
 //!
 //! Readiness is the process's: [`Forwards::set_ready`] once every forward the command
 //! starts with is bound (a registered forwarder always is), [`Forwards::set_draining`]
@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use proxy_core::{ForwarderHandle, StatsSnapshot};
+use proxy_core::{ForwarderHandle, StatsReader};
 
 use crate::metrics::{Endpoint, ForwardMetrics};
 
@@ -107,26 +107,9 @@ struct Entry {
     name: String,
     protocol: Protocol,
     target: String,
-    source: Source,
-}
-
-#[derive(Debug)]
-enum Source {
-    /// Running: stats are read live.
-    Live(Arc<ForwarderHandle>),
-    /// Being reloaded, or shutting down: the stats from when that started.
-    Frozen {
-        stats: StatsSnapshot,
-        endpoints: Vec<Endpoint>,
-        stopping: bool,
-    },
-}
-
-impl Entry {
-    /// Whether it is running (reloading included), not shutting down.
-    fn running(&self) -> bool {
-        !matches!(self.source, Source::Frozen { stopping: true, .. })
-    }
+    stats: StatsReader,
+    /// Draining after [`Registered::shutdown`].
+    stopping: bool,
 }
 
 impl Forwards {
@@ -151,9 +134,8 @@ impl Forwards {
         handle: ForwarderHandle,
     ) -> Registered {
         let name = name.into();
-        let handle = Arc::new(handle);
         let mut inner = self.lock();
-        let taken = |n: &str| inner.entries.iter().any(|e| e.name == n && e.running());
+        let taken = |n: &str| inner.entries.iter().any(|e| e.name == n && !e.stopping);
         let mut unique = name.clone();
         let mut n = 1;
         while taken(&unique) {
@@ -167,7 +149,8 @@ impl Forwards {
             name: unique.clone(),
             protocol,
             target: target.to_string(),
-            source: Source::Live(handle.clone()),
+            stats: handle.stats_reader(),
+            stopping: false,
         });
         drop(inner);
         Registered {
@@ -201,61 +184,36 @@ impl Forwards {
         self.lock().draining
     }
 
-    /// The stats of every listed forward, in the order they were registered. A forward
-    /// shutting down shows its stats from when the shutdown started, unless a running
-    /// forward has taken its name (a replacement).
+    /// The live stats of every listed forward, in the order they were registered. A
+    /// forward draining is marked stopping, and no longer shown once a running forward
+    /// has taken its name (a replacement).
     pub fn metrics(&self) -> Vec<ForwardMetrics> {
         let inner = self.lock();
         let replaced = |e: &Entry| {
-            !e.running()
+            e.stopping
                 && inner
                     .entries
                     .iter()
-                    .any(|other| other.name == e.name && other.running())
+                    .any(|other| other.name == e.name && !other.stopping)
         };
         inner
             .entries
             .iter()
             .filter(|e| !replaced(e))
-            .map(|e| {
-                let (stats, endpoints) = match &e.source {
-                    Source::Live(handle) => (handle.stats(), endpoints_of(handle)),
-                    Source::Frozen {
-                        stats, endpoints, ..
-                    } => (*stats, endpoints.clone()),
-                };
-                ForwardMetrics {
-                    name: e.name.clone(),
-                    protocol: e.protocol,
-                    target: e.target.clone(),
-                    stats,
-                    endpoints,
-                    stopping: !e.running(),
-                }
+            .map(|e| ForwardMetrics {
+                name: e.name.clone(),
+                protocol: e.protocol,
+                target: e.target.clone(),
+                stats: e.stats.stats(),
+                endpoints: e.stats.endpoints().iter().map(Endpoint::from).collect(),
+                stopping: e.stopping,
             })
             .collect()
     }
 
-    /// Replaces the live source of `id` with its stats now, dropping the registry's share
-    /// of the handle; `stopping` when it is shutting down.
-    fn freeze(&self, id: u64, stopping: bool) {
-        let mut inner = self.lock();
-        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id)
-            && let Source::Live(handle) = &entry.source
-        {
-            entry.source = Source::Frozen {
-                stats: handle.stats(),
-                endpoints: endpoints_of(handle),
-                stopping,
-            };
-        }
-    }
-
-    /// Reads the stats of `id` live from `handle` again.
-    fn thaw(&self, id: u64, handle: Arc<ForwarderHandle>) {
-        let mut inner = self.lock();
-        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id) {
-            entry.source = Source::Live(handle);
+    fn set_stopping(&self, id: u64) {
+        if let Some(entry) = self.lock().entries.iter_mut().find(|e| e.id == id) {
+            entry.stopping = true;
         }
     }
 
@@ -270,10 +228,6 @@ impl Forwards {
     }
 }
 
-fn endpoints_of(handle: &ForwarderHandle) -> Vec<Endpoint> {
-    handle.endpoints().iter().map(Endpoint::from).collect()
-}
-
 /// A forwarder listed in [`Forwards`]; owns the forwarder. Dropping it stops the
 /// forwarder at once (as dropping a [`ForwarderHandle`] does) and unlists it.
 #[derive(Debug)]
@@ -282,7 +236,7 @@ pub struct Registered {
     name: String,
     protocol: Protocol,
     /// `None` only inside [`Registered::shutdown`].
-    handle: Option<Arc<ForwarderHandle>>,
+    handle: Option<ForwarderHandle>,
     forwards: Forwards,
 }
 
@@ -290,24 +244,15 @@ impl Registered {
     /// The forwarder.
     pub fn handle(&self) -> &ForwarderHandle {
         self.handle
-            .as_deref()
+            .as_ref()
             .expect("the handle is there until shutdown")
     }
 
-    /// The forwarder, mutably, for [`ForwarderHandle::reload`]: while the returned guard
-    /// lives, `/metrics` shows the forward's stats from when it was taken.
-    ///
-    /// ```no_run
-    /// # #[allow(dead_code)]
-    /// # async fn f(mut forward: proxy_cli::registry::Registered, new: proxy_core::TcpForwarder)
-    /// # -> Result<(), proxy_core::Error> {
-    /// forward.handle_mut().reload(new).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn handle_mut(&mut self) -> HandleMut<'_> {
-        self.forwards.freeze(self.id, false);
-        HandleMut { registered: self }
+    /// The forwarder, mutably, for [`ForwarderHandle::reload`].
+    pub fn handle_mut(&mut self) -> &mut ForwarderHandle {
+        self.handle
+            .as_mut()
+            .expect("the handle is there until shutdown")
     }
 
     /// Changes the `target` label, after a reload to another target.
@@ -329,23 +274,12 @@ impl Registered {
     }
 
     /// [`ForwarderHandle::shutdown`]: stops accepting, lets open connections and sessions
-    /// finish for up to `grace`, closes the rest. The registry shows the forward's stats
-    /// from the start of the shutdown until it returns, then unlists it.
+    /// finish for up to `grace`, closes the rest. The registry lists the forward, marked
+    /// stopping and with live stats, until it returns, then unlists it.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
-        self.forwards.freeze(self.id, true);
-        let shared = self.handle.take().expect("shutdown runs once");
-        // The registry held the only other reference, and `freeze` dropped it.
-        match Arc::try_unwrap(shared) {
-            Ok(handle) => handle.shutdown(grace).await,
-            Err(shared) => {
-                tracing::warn!(
-                    forward = %self.name,
-                    "forwarder still shared; closing it without draining"
-                );
-                drop(shared);
-                false
-            }
-        }
+        self.forwards.set_stopping(self.id);
+        let handle = self.handle.take().expect("shutdown runs once");
+        handle.shutdown(grace).await
         // `self` drops here and unlists the forward.
     }
 }
@@ -353,43 +287,6 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.forwards.remove(self.id);
-    }
-}
-
-/// [`Registered::handle_mut`]'s guard: the forwarder, mutably. When it drops, `/metrics`
-/// reads the forwarder's stats live again.
-#[derive(Debug)]
-pub struct HandleMut<'a> {
-    registered: &'a mut Registered,
-}
-
-impl std::ops::Deref for HandleMut<'_> {
-    type Target = ForwarderHandle;
-
-    fn deref(&self) -> &ForwarderHandle {
-        self.registered.handle()
-    }
-}
-
-impl std::ops::DerefMut for HandleMut<'_> {
-    fn deref_mut(&mut self) -> &mut ForwarderHandle {
-        let shared = self
-            .registered
-            .handle
-            .as_mut()
-            .expect("the handle is there until shutdown");
-        // `handle_mut` took the registry's reference; the registry hands out none.
-        Arc::get_mut(shared).expect("no other reference to the handle while frozen")
-    }
-}
-
-impl Drop for HandleMut<'_> {
-    fn drop(&mut self) {
-        if let Some(handle) = &self.registered.handle {
-            self.registered
-                .forwards
-                .thaw(self.registered.id, handle.clone());
-        }
     }
 }
 
@@ -442,10 +339,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stopping_forward_keeps_its_last_stats_unless_replaced() {
+    async fn stopping_forward_is_listed_until_replaced() {
         let forwards = Forwards::new();
         let old = forwards.register("tcp:1", Protocol::Tcp, "web:80", start());
-        forwards.freeze(old.id, true);
+        forwards.set_stopping(old.id);
         let m = forwards.metrics();
         assert_eq!(m.len(), 1);
         assert!(m[0].stopping);
@@ -460,22 +357,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handle_mut_freezes_the_stats_while_it_lives() {
+    async fn stats_are_live_through_a_reload() {
         let forwards = Forwards::new();
         let mut forward = forwards.register("tcp:1", Protocol::Tcp, "web:80", start());
-        {
-            let mut guard = forward.handle_mut();
-            let handle: &mut ForwarderHandle = &mut guard;
-            assert_eq!(handle.local_addrs().len(), 1);
-            let m = forwards.metrics();
-            assert_eq!((m.len(), m[0].stopping), (1, false));
-            let inner = forwards.lock();
-            assert!(matches!(inner.entries[0].source, Source::Frozen { .. }));
+        let addr = forward.handle().local_addrs()[0];
+        let reloaded = proxy_core::TcpForwarder::builder([addr], "127.0.0.1:10".parse().unwrap())
+            .build()
+            .unwrap();
+        forward.handle_mut().reload(reloaded).await.unwrap();
+        forward.set_target("127.0.0.1:10");
+        // A connection after the reload shows in the registry's stats at once.
+        let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while forwards.metrics()[0].stats.connections_total == 0 {
+            assert!(std::time::Instant::now() < deadline, "stats are not live");
+            tokio::task::yield_now().await;
         }
-        assert!(matches!(forwards.lock().entries[0].source, Source::Live(_)));
-        forward.set_target("web:8080");
-        assert_eq!(forwards.metrics()[0].target, "web:8080");
-        assert!(forward.shutdown(Duration::ZERO).await);
+        assert_eq!(forwards.metrics()[0].target, "127.0.0.1:10");
+        forward.shutdown(Duration::ZERO).await;
         assert!(forwards.metrics().is_empty());
     }
 

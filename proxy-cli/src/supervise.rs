@@ -120,6 +120,7 @@ impl Supervisor {
             let Some(built) = wanted.remove(key) else {
                 continue;
             };
+            let target = built.target.clone();
             let forwarder = on_addresses_in_use(built, forward.handle().local_addrs())?;
             if let Err(e) = forward.handle_mut().reload(forwarder).await {
                 tracing::error!(
@@ -130,6 +131,8 @@ impl Supervisor {
                     "cannot apply the new settings; keeping the old ones"
                 );
                 failed.push(key.0.clone());
+            } else {
+                forward.set_target(target);
             }
         }
         for (key, handle, target) in started {

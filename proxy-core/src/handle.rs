@@ -98,6 +98,22 @@ impl Refresher {
     }
 }
 
+/// Reads a forwarder's live counters; see [`ForwarderHandle::stats_reader`].
+#[derive(Clone, Debug)]
+pub struct StatsReader(Arc<Stats>);
+
+impl StatsReader {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.0.snapshot()
+    }
+
+    /// How each upstream address has fared, ordered by address.
+    pub fn endpoints(&self) -> Vec<EndpointStats> {
+        self.0.endpoints()
+    }
+}
+
 /// One listening socket's loop.
 #[derive(Debug)]
 pub(crate) struct ListenerTask {
@@ -151,6 +167,12 @@ impl ForwarderHandle {
     /// How each upstream address has fared, ordered by address.
     pub fn endpoints(&self) -> Vec<EndpointStats> {
         self.base.stats.endpoints()
+    }
+
+    /// A cloneable reader of the live counters, for monitoring code that does not own the
+    /// handle. It keeps reading through reloads and the drain of a shutdown.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.base.stats.clone())
     }
 
     /// Applies new settings to the running forwarder without dropping anything

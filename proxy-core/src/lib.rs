@@ -56,7 +56,7 @@ mod udp;
 
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use forward::Forwarder;
-pub use handle::ForwarderHandle;
+pub use handle::{ForwarderHandle, StatsReader};
 pub use stats::{ConnectFailures, EndpointStats, StatsSnapshot, UdpStats};
 pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};

@@ -84,7 +84,10 @@ async fn tcp_reload_keeps_established_connections() {
         stats.connections_total, 3,
         "counters carry on across reloads"
     );
+    let reader = handle.stats_reader();
     assert!(handle.shutdown(Duration::from_secs(5)).await);
+    let last = reader.stats();
+    assert_eq!((last.connections_total, last.connections_open), (3, 0));
 }
 
 /// A reload that cannot bind a new address, or changes the protocol, changes nothing.
