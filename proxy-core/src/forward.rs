@@ -25,7 +25,7 @@ impl Forwarder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Bind`] naming the address that cannot be bound.
+    /// [`ErrorKind::Bind`](crate::ErrorKind::Bind) naming the address that cannot be bound.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
         match self {
             Forwarder::Tcp(f) => f.start(),

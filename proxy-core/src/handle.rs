@@ -189,8 +189,8 @@ impl ForwarderHandle {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Reload`] when `forwarder` is of the other protocol, or
-    /// [`ErrorKind::Bind`] when a new address cannot be bound. Nothing changes then.
+    /// [`ErrorKind::Reload`](crate::ErrorKind::Reload) when `forwarder` is of the other protocol, or
+    /// [`ErrorKind::Bind`](crate::ErrorKind::Bind) when a new address cannot be bound. Nothing changes then.
     pub async fn reload(&mut self, forwarder: impl Into<Forwarder>) -> Result<(), Error> {
         let forwarder = forwarder.into();
         let wanted = forwarder.listen_addrs().to_vec();

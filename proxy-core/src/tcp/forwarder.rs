@@ -120,7 +120,7 @@ impl TcpForwarder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Bind`] naming the address when one cannot be bound (in use, not
+    /// [`ErrorKind::Bind`](crate::ErrorKind::Bind) naming the address when one cannot be bound (in use, not
     /// available, not permitted); nothing stays bound then.
     ///
     /// # Panics

@@ -147,7 +147,7 @@ impl UdpForwarder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Bind`] naming the address when one cannot be bound; nothing stays
+    /// [`ErrorKind::Bind`](crate::ErrorKind::Bind) naming the address when one cannot be bound; nothing stays
     /// bound then.
     ///
     /// # Panics
