@@ -38,7 +38,6 @@ use clap::Args;
 use proxy_core::resolve::{Resolution, Resolve, Resolving};
 use proxy_core::{ForwarderHandle, Host, Target};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::args::{self, CommonArgs, TcpFlags, TcpUdpPlan, UdpFlags, UsageError};
 /// The transport of a SPEC: TCP, the default, or UDP (`/udp`).
@@ -702,43 +701,19 @@ async fn drain_all(
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     forwards.set_draining();
-    let open: u64 = handles
-        .iter()
-        .map(|h| h.handle().stats().connections_open)
-        .sum();
-    let sessions: u64 = handles
-        .iter()
-        .map(|h| h.handle().stats().udp.sessions_open)
-        .sum();
+    let (open, sessions) = running::open_counts(&handles);
     tracing::info!(
         open,
         sessions,
         "no longer accepting; draining open connections and UDP sessions for up to {drain:?}"
     );
-    let mut shutdowns = JoinSet::new();
-    for handle in handles {
-        shutdowns.spawn(handle.shutdown(drain));
-    }
-    let all_drained = async {
-        let mut all = true;
-        while let Some(drained) = shutdowns.join_next().await {
-            all &= drained.unwrap_or(false);
-        }
-        all
-    };
-    tokio::select! {
-        drained = all_drained => {
-            if drained {
-                tracing::info!("all connections and sessions finished; exiting");
-            } else {
-                tracing::info!("drain time over; remaining connections were closed; exiting");
-            }
-            Ok(())
-        }
-        name = signals.recv() => {
-            anyhow::bail!("received {name} while draining; closed the open connections")
-        }
-    }
+    running::finish_drain(
+        running::shut_down_all(handles, drain),
+        signals,
+        "connections and sessions",
+        "connections",
+    )
+    .await
 }
 
 /// Binds every mapping of a plan on every address.

@@ -108,19 +108,13 @@ async fn run_config(path: &Path, config: &ConfigFile, forwards: &Forwards) -> an
         signal = name,
         "shutting down: draining every forward for up to {drain:?}"
     );
-    tokio::select! {
-        drained = supervisor.shutdown() => {
-            if drained {
-                tracing::info!("all connections and sessions finished; exiting");
-            } else {
-                tracing::info!("drain time over; remaining connections were closed; exiting");
-            }
-            Ok(())
-        }
-        name = signals.recv() => {
-            anyhow::bail!("received {name} while draining; closed the open connections")
-        }
-    }
+    finish_drain(
+        supervisor.shutdown(),
+        &mut signals,
+        "connections and sessions",
+        "connections",
+    )
+    .await
 }
 
 /// SIGHUP, the request to reload the configuration file.
@@ -367,11 +361,7 @@ async fn serve_until_signal(
         (false, true) => "sessions",
         _ => "connections",
     };
-    let sum = |f: fn(&proxy_core::StatsSnapshot) -> u64| -> u64 {
-        running.iter().map(|r| f(&r.handle().stats())).sum()
-    };
-    let open = sum(|s| s.connections_open);
-    let sessions = sum(|s| s.udp.sessions_open);
+    let (open, sessions) = open_counts(&running);
     if has(Protocol::Udp) {
         tracing::info!(
             signal = name,
@@ -386,33 +376,66 @@ async fn serve_until_signal(
             "shutting down: no longer accepting; draining open {what} for up to {drain:?}"
         );
     }
+    finish_drain(shut_down_all(running, drain), &mut signals, what, what).await
+}
 
-    // Each shutdown runs in a task of its own, so they drain concurrently. Dropping the
-    // set (when a second signal comes) aborts the tasks, which drops the handles and
-    // closes everything.
+/// The open TCP connections and UDP sessions of every forward in `running`.
+pub(crate) fn open_counts(running: &[Registered]) -> (u64, u64) {
+    running.iter().fold((0, 0), |(open, sessions), r| {
+        let stats = r.handle().stats();
+        (
+            open + stats.connections_open,
+            sessions + stats.udp.sessions_open,
+        )
+    })
+}
+
+/// Shuts every forward in `running` down at the same time: each stops accepting (TCP) or
+/// starting new sessions (UDP) and lets open connections and sessions finish for up to
+/// `drain`. The future says whether all of them finished in time.
+///
+/// Each shutdown starts at once, in a task of its own, so they drain concurrently.
+/// Dropping the future (when a second signal comes) aborts the tasks, which drops the
+/// handles and closes everything.
+pub(crate) fn shut_down_all(
+    running: Vec<Registered>,
+    drain: Duration,
+) -> impl Future<Output = bool> {
     let mut shutdowns = JoinSet::new();
     for forward in running {
         shutdowns.spawn(forward.shutdown(drain));
     }
-    let all_drained = async {
+    async move {
         let mut all = true;
         while let Some(drained) = shutdowns.join_next().await {
             // A shutdown task that panicked has closed what it had.
             all &= drained.unwrap_or(false);
         }
         all
-    };
+    }
+}
+
+/// Waits for a drain that has begun: `drained` says whether everything finished within
+/// the drain time, and the log says so (`all {finished} finished`, or `remaining {closed}
+/// were closed`). Another signal meanwhile drops `drained`, which closes what is still
+/// open, and fails naming the signal.
+pub(crate) async fn finish_drain(
+    drained: impl Future<Output = bool>,
+    signals: &mut Signals,
+    finished: &str,
+    closed: &str,
+) -> anyhow::Result<()> {
     tokio::select! {
-        drained = all_drained => {
+        drained = drained => {
             if drained {
-                tracing::info!("all {what} finished; exiting");
+                tracing::info!("all {finished} finished; exiting");
             } else {
-                tracing::info!("drain time over; remaining {what} were closed; exiting");
+                tracing::info!("drain time over; remaining {closed} were closed; exiting");
             }
             Ok(())
         }
         name = signals.recv() => {
-            anyhow::bail!("received {name} while draining; closed the open {what}")
+            anyhow::bail!("received {name} while draining; closed the open {closed}")
         }
     }
 }

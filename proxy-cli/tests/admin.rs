@@ -9,164 +9,39 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::client::{self, connect, open_connection, ping};
+use support::echo::{Echo, UdpEcho};
+use support::http::{self, Response, admin_addr};
 use support::proxy::{PROMPT, Proto, Proxy, run};
 
-// ===== upstreams =====
-
-/// A threaded TCP echo server; stops accepting on drop.
-struct Echo {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(mut conn) = conn else { continue };
-                thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n @ 1..) = conn.read(&mut buf) {
-                        if conn.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = conn.shutdown(Shutdown::Write);
-                });
-            }
-        });
-        Echo { addr, stop }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-    }
-}
-
-/// A UDP echo server on a thread; stops on drop.
-struct UdpEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl UdpEcho {
-    fn start() -> UdpEcho {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind UDP echo server");
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let received = socket.recv_from(&mut buf);
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Ok((n, from)) = received {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-            }
-        });
-        UdpEcho { addr, stop }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
-            let _ = s.send_to(b"", self.addr);
-        }
-    }
-}
-
 // ===== clients =====
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, PROMPT).expect("connect");
-    s.set_read_timeout(Some(PROMPT)).unwrap();
-    s.set_write_timeout(Some(PROMPT)).unwrap();
-    s
-}
 
 /// Sends `len` bytes and a FIN through the proxy to the echo server and reads them all
 /// back until EOF.
 fn echo_through(addr: SocketAddr, len: usize) {
-    let stream = connect(addr);
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    let mut writer = stream.try_clone().unwrap();
-    let sent = data.clone();
-    let sending = thread::spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut back = Vec::new();
-    (&stream).read_to_end(&mut back).expect("read echo");
-    sending.join().unwrap();
+    let back = client::echo_through(connect(addr), &data);
     assert!(back == data, "{} of {len} bytes came back", back.len());
 }
 
-/// One request and its echo on an open connection.
-fn ping(stream: &mut TcpStream, msg: &[u8]) {
-    stream.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    stream.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
-}
-
-/// An HTTP response: status, headers (lower-case names) and body.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// Sends `request` as it is and reads the whole response (the server closes).
+/// Sends `request` as it is and reads the whole response (the server closes), which must
+/// be HTTP/1.1 and say `Connection: close`.
 fn http_raw(admin: SocketAddr, request: &str) -> Response {
-    let mut s = connect(admin);
-    s.write_all(request.as_bytes()).expect("send request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of head: {raw:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let mut parts = status_line.splitn(3, ' ');
-    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
-    let status = parts.next().unwrap().parse().expect("status code");
-    let headers: HashMap<String, String> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap_or_else(|| panic!("header {l:?}"));
-            (k.to_ascii_lowercase(), v.to_owned())
-        })
-        .collect();
-    assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let r = http::request(admin, request);
+    assert_eq!(r.version, "HTTP/1.1", "{r:?}");
+    assert_eq!(
+        r.headers.get("connection").map(String::as_str),
+        Some("close")
+    );
+    r
 }
 
+/// `GET path`, whose body must be as long as its `Content-Length` says.
 fn get(admin: SocketAddr, path: &str) -> Response {
     let r = http_raw(admin, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"));
     let length: usize = r.headers["content-length"].parse().unwrap();
@@ -174,15 +49,15 @@ fn get(admin: SocketAddr, path: &str) -> Response {
     r
 }
 
-/// The admin address from the `admin listening on ADDR` line.
-fn admin_addr(proxy: &Proxy) -> SocketAddr {
-    let line = proxy.expect_line("'admin listening on'", |l| {
-        l.contains("admin listening on ")
-    });
-    let after = line.split("admin listening on ").nth(1).unwrap();
-    let addr = after.split([' ', '"']).next().unwrap();
-    addr.parse()
-        .unwrap_or_else(|e| panic!("{addr:?} in {line:?}: {e}"))
+/// `proxy PROTO 0 TARGET EXTRA... --listen 127.0.0.1 --admin 127.0.0.1:0`: the proxy and
+/// its admin address.
+fn start_with_admin(proto: &str, target: &str, extra: &[&str]) -> (Proxy, SocketAddr) {
+    let mut args = vec![proto, "0", target];
+    args.extend_from_slice(extra);
+    args.extend(["--listen", "127.0.0.1", "--admin", "127.0.0.1:0"]);
+    let proxy = Proxy::start(&args);
+    let admin = admin_addr(&proxy);
+    (proxy, admin)
 }
 
 /// Waits (bounded) until `/readyz` answers 200. The proxy marks itself ready right after
@@ -341,18 +216,9 @@ fn plus<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&
 /// the forward with its labels, and its counters follow relayed bytes and connections.
 #[test]
 fn tcp_metrics_move_with_traffic() {
-    let echo = Echo::start();
+    let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
-    let proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (proxy, admin) = start_with_admin("tcp", &target, &[]);
     let addr = proxy.listen_addr(&target);
     wait_ready(admin);
     let r = get(admin, "/healthz");
@@ -381,8 +247,7 @@ fn tcp_metrics_move_with_traffic() {
     );
 
     // An open connection is counted as open.
-    let mut open = connect(addr);
-    ping(&mut open, b"hello");
+    let open = open_connection(addr, b"hello");
     let m = Metrics::scrape(admin);
     assert_eq!(m.get("proxy_connections_open", &fwd), 1);
     assert_eq!(m.get("proxy_connections_total", &fwd), 1);
@@ -437,16 +302,7 @@ fn refused_upstream_is_counted_and_marks_the_endpoint_down() {
         .local_addr()
         .unwrap();
     let target = closed.to_string();
-    let proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (proxy, admin) = start_with_admin("tcp", &target, &[]);
     let addr = proxy.listen_addr(&target);
     let mut client = connect(addr);
     let mut buf = [0u8; 1];
@@ -473,20 +329,10 @@ fn refused_upstream_is_counted_and_marks_the_endpoint_down() {
 /// `proxy udp`: sessions, datagrams and bytes by direction.
 #[test]
 fn udp_metrics_move_with_datagrams() {
-    let echo = UdpEcho::start();
+    let echo = UdpEcho::start("127.0.0.1");
     let target = echo.addr.to_string();
     // Sessions end after 300 ms without traffic; the access line then says it ended.
-    let proxy = Proxy::start(&[
-        "udp",
-        "0",
-        &target,
-        "300ms",
-        "--listen",
-        "127.0.0.1",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (proxy, admin) = start_with_admin("udp", &target, &["300ms"]);
     let addr = proxy.proto_listen_addr(Proto::Udp, &target);
     wait_ready(admin);
     let name = format!("udp:{}", addr.port());
@@ -544,18 +390,9 @@ fn udp_metrics_move_with_datagrams() {
 /// `proxy tcp,udp`: one forward per protocol, named after the shared port.
 #[test]
 fn tcp_udp_lists_both_forwards() {
-    let echo = Echo::start();
+    let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
-    let proxy = Proxy::start(&[
-        "tcp,udp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (proxy, admin) = start_with_admin("tcp,udp", &target, &[]);
     let port = proxy.proto_listen_addr(Proto::Udp, &target).port();
     wait_ready(admin);
     let m = Metrics::scrape(admin);
@@ -572,24 +409,12 @@ fn tcp_udp_lists_both_forwards() {
 /// `/metrics` still answer; the proxy exits 0 once the connection ends.
 #[test]
 fn readyz_turns_503_while_draining() {
-    let echo = Echo::start();
+    let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
-    let mut proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--drain",
-        "30s",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (mut proxy, admin) = start_with_admin("tcp", &target, &["--drain", "30s"]);
     let addr = proxy.listen_addr(&target);
     wait_ready(admin);
-    let mut open = connect(addr);
-    ping(&mut open, b"stay");
+    let mut open = open_connection(addr, b"stay");
 
     proxy.signal("TERM");
     proxy.expect_line("'shutting down'", |l| l.contains("shutting down"));
@@ -614,16 +439,7 @@ fn readyz_turns_503_while_draining() {
 /// Unknown paths are 404, other methods than GET (and HEAD) 405, garbage 400.
 #[test]
 fn bad_requests() {
-    let proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        "127.0.0.1:9",
-        "--listen",
-        "127.0.0.1",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (_proxy, admin) = start_with_admin("tcp", "127.0.0.1:9", &[]);
     assert_eq!(get(admin, "/").status, 404);
     assert_eq!(get(admin, "/metrics/x").status, 404);
     assert_eq!(get(admin, "/metrics?x=1").status, 200);
@@ -650,20 +466,9 @@ fn bad_requests() {
 /// a target and fields, from the first line to the last.
 #[test]
 fn json_log_lines() {
-    let echo = Echo::start();
+    let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
-    let mut proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--log-format",
-        "json",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&proxy);
+    let (mut proxy, admin) = start_with_admin("tcp", &target, &["--log-format", "json"]);
     let forwarding = proxy.expect_line("'Forwarding from' in JSON", |l| {
         l.contains("Forwarding from")
     });

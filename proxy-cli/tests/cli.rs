@@ -8,223 +8,66 @@
 mod support;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::client::{
+    connect, echo_through, expect_closed, open_connection, pattern, ping, try_echo_through,
+    udp_client, udp_echo,
+};
+use support::echo::{Echo, UdpEcho};
 use support::proxy::{PROMPT, PROXY, Proto, Proxy, run};
 
-// ===== the upstream =====
-
-/// A threaded echo server: every connection gets back what it sends, and a FIN for a FIN.
-/// Stops accepting on drop.
-struct Echo {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+/// `proxy tcp 0 TARGET EXTRA... --listen 127.0.0.1` in front of `echo`: the proxy, its
+/// TARGET (the echo server's address) and the address it listens on.
+fn start_tcp(echo: &Echo, extra: &[&str]) -> (Proxy, String, SocketAddr) {
+    let target = echo.addr.to_string();
+    let mut args = vec!["tcp", "0", &target];
+    args.extend_from_slice(extra);
+    args.extend(["--listen", "127.0.0.1"]);
+    let proxy = Proxy::start(&args);
+    let addr = proxy.listen_addr(&target);
+    (proxy, target, addr)
 }
 
-impl Echo {
-    fn start(ip: &str) -> Echo {
-        let listener = TcpListener::bind((ip, 0)).expect("bind echo server");
-        Echo::serve(listener)
-    }
-
-    fn serve(listener: TcpListener) -> Echo {
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        thread::spawn(move || {
-            // Ends when `Echo` drops: it sets `stop` and connects once to wake `accept`.
-            for conn in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                thread::spawn(move || echo(conn));
-            }
-        });
-        Echo { addr, stop }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-    }
-}
-
-/// Echoes until EOF or an error; then sends a FIN. A connection left open by a killed
-/// proxy ends when the kernel closes the proxy's socket.
-fn echo(mut conn: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = conn.shutdown(Shutdown::Write);
-}
-
-/// A UDP echo server on a thread: every datagram goes back to its sender unchanged. It
-/// records the source address of each datagram, so a test sees which upstream socket the
-/// proxy used. Stops on drop.
-struct UdpEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
-}
-
-impl UdpEcho {
-    fn start(ip: &str) -> UdpEcho {
-        UdpEcho::serve(UdpSocket::bind((ip, 0)).expect("bind UDP echo server"))
-    }
-
-    fn serve(socket: UdpSocket) -> UdpEcho {
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let peers = Arc::new(Mutex::new(Vec::new()));
-        let (stopping, seen) = (stop.clone(), peers.clone());
-        thread::spawn(move || {
-            // Ends when `UdpEcho` drops: it sets `stop` and sends a datagram to wake us.
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let received = socket.recv_from(&mut buf);
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok((n, from)) = received else { continue };
-                seen.lock().unwrap().push(from);
-                let _ = socket.send_to(&buf[..n], from);
-            }
-        });
-        UdpEcho { addr, stop, peers }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// The source address of the last datagram received.
-    fn last_peer(&self) -> SocketAddr {
-        *self.peers.lock().unwrap().last().expect("no datagram yet")
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Ok(s) = UdpSocket::bind((self.addr.ip(), 0)) {
-            let _ = s.send_to(b"", self.addr);
-        }
-    }
-}
-
-// ===== clients =====
-
-/// A UDP client socket connected to `proxy`, with deadlines on every operation.
-fn udp_client(proxy: SocketAddr) -> UdpSocket {
-    let s = UdpSocket::bind((proxy.ip(), 0)).expect("bind UDP client");
-    s.connect(proxy).expect("connect UDP client");
-    s.set_read_timeout(Some(PROMPT)).unwrap();
-    s.set_write_timeout(Some(PROMPT)).unwrap();
-    s
-}
-
-/// Sends one datagram and returns the one that comes back; fails the test when none
-/// comes within [`PROMPT`].
-fn udp_echo(socket: &UdpSocket, data: &[u8]) -> Vec<u8> {
-    socket.send(data).expect("send datagram");
-    let mut buf = vec![0u8; 65_536];
-    let n = socket
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no reply to a {}-byte datagram: {e}", data.len()));
-    buf.truncate(n);
-    buf
-}
-
-/// A client connection with deadlines on every operation.
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, PROMPT).expect("connect to proxy");
-    s.set_read_timeout(Some(PROMPT)).unwrap();
-    s.set_write_timeout(Some(PROMPT)).unwrap();
-    s
-}
-
-/// Deterministic, non-repeating-looking bytes, different for each `seed`.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Sends `data`, then a FIN, while reading everything back until EOF; returns what came
-/// back. Writing runs on a second thread so neither side's buffers can deadlock.
-fn echo_through(stream: TcpStream, data: &[u8]) -> Vec<u8> {
-    try_echo_through(stream, data).expect("echo through the proxy")
-}
-
-/// [`echo_through`] that returns I/O errors instead of failing the test.
-fn try_echo_through(stream: TcpStream, data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut writer = stream.try_clone()?;
-    let data = data.to_vec();
-    let sending = thread::spawn(move || -> io::Result<()> {
-        writer.write_all(&data)?;
-        writer.shutdown(Shutdown::Write)
+/// Waits for the "shutting down" line of a SIGTERM, with `open` (`open=1`, `sessions=1`)
+/// among its fields.
+fn expect_sigterm_drain(proxy: &Proxy, open: &str) {
+    proxy.expect_line("'shutting down'", |l| {
+        l.contains("shutting down") && l.contains("SIGTERM") && l.contains(open)
     });
-    let mut back = Vec::new();
-    let read = (&stream).read_to_end(&mut back);
-    // A reset stops the writer too; report the reader's error first.
-    read?;
-    sending.join().unwrap()?;
-    Ok(back)
 }
 
-/// One request and its echo on an open connection.
-fn ping(stream: &mut TcpStream, msg: &[u8]) {
-    stream.write_all(msg).expect("write");
-    let mut back = vec![0; msg.len()];
-    stream.read_exact(&mut back).expect("read echo");
-    assert_eq!(back, msg);
-}
-
-/// Reads until EOF or an error (a reset), failing on data or when nothing happens within
-/// `timeout`; returns when the connection ended.
-fn expect_closed(stream: &mut TcpStream, timeout: Duration) -> Instant {
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected the connection to close, got {n} bytes"),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            panic!("connection still open after {timeout:?}")
+/// Runs `proxy ARGS` for each case: exit code 2, nothing on stdout, and an error on
+/// stderr with every one of the case's wanted strings in it.
+fn expect_usage_errors(cases: &[(&[&str], &[&str])]) {
+    for &(args, wants) in cases {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
         }
-        Err(_) => {} // reset
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout:?}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
-    Instant::now()
+}
+
+/// Runs `proxy ARGS` (`--help` among them): exit code 0, and every one of `wants` on
+/// stdout, which it returns.
+fn expect_help(args: &[&str], wants: &[&str]) -> String {
+    let (code, stdout, _) = run(args);
+    assert_eq!(code, 0);
+    let command = args.join(" ");
+    for want in wants {
+        assert!(
+            stdout.contains(want),
+            "proxy {command} lacks {want:?}:\n{stdout}"
+        );
+    }
+    stdout
 }
 
 // ===== tests =====
@@ -232,17 +75,7 @@ fn expect_closed(stream: &mut TcpStream, timeout: Duration) -> Instant {
 #[test]
 fn relays_bytes_exactly_both_ways() {
     let echo = Echo::start("127.0.0.1");
-    let target = echo.addr.to_string();
-    let proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--log-level",
-        "debug",
-    ]);
-    let addr = proxy.listen_addr(&target);
+    let (proxy, target, addr) = start_tcp(&echo, &["--log-level", "debug"]);
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
     // The message is exactly kubectl's, after tracing's timestamp, level and target, and
     // before tracing's fields (`protocol="tcp"`), if any.
@@ -377,15 +210,12 @@ fn localhost_target_resolves_through_system_resolver() {
 #[test]
 fn positional_idle_timeout_closes_idle_connections() {
     let echo = Echo::start("127.0.0.1");
-    let target = echo.addr.to_string();
     for (arg, min, max) in [
         ("1", Duration::from_millis(900), Duration::from_secs(4)),
         ("500ms", Duration::from_millis(400), Duration::from_secs(3)),
     ] {
-        let proxy = Proxy::start(&["tcp", "0", &target, arg, "--listen", "127.0.0.1"]);
-        let addr = proxy.listen_addr(&target);
-        let mut conn = connect(addr);
-        ping(&mut conn, b"before idling");
+        let (_proxy, _, addr) = start_tcp(&echo, &[arg]);
+        let mut conn = open_connection(addr, b"before idling");
         let idle_since = Instant::now();
         let closed = expect_closed(&mut conn, max + Duration::from_secs(2));
         let idle = closed - idle_since;
@@ -419,16 +249,7 @@ fn bad_arguments_exit_2_naming_the_token() {
             &["pipe size 1024"],
         ),
     ];
-    for (args, wants) in cases {
-        let (code, stdout, stderr) = run(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        for want in wants {
-            assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
-        }
-        assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout:?}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    }
+    expect_usage_errors(&cases);
 }
 
 #[test]
@@ -450,24 +271,11 @@ fn port_in_use_exits_1_naming_the_address() {
 #[test]
 fn sigterm_drains_open_connections_then_exits_0() {
     let echo = Echo::start("127.0.0.1");
-    let target = echo.addr.to_string();
-    let mut proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--drain",
-        "20s",
-    ]);
-    let addr = proxy.listen_addr(&target);
-    let mut open = connect(addr);
-    ping(&mut open, b"established");
+    let (mut proxy, _, addr) = start_tcp(&echo, &["--drain", "20s"]);
+    let mut open = open_connection(addr, b"established");
 
     proxy.signal("TERM");
-    proxy.expect_line("'shutting down'", |l| {
-        l.contains("shutting down") && l.contains("SIGTERM") && l.contains("open=1")
-    });
+    expect_sigterm_drain(&proxy, "open=1");
     // The listener closes: connects are refused (bounded poll; a connect that still got in
     // before the listener closed is simply dropped).
     let deadline = Instant::now() + PROMPT;
@@ -499,19 +307,8 @@ fn sigterm_drains_open_connections_then_exits_0() {
 #[test]
 fn drain_time_bounds_shutdown_and_sigint_works() {
     let echo = Echo::start("127.0.0.1");
-    let target = echo.addr.to_string();
-    let mut proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--drain",
-        "500ms",
-    ]);
-    let addr = proxy.listen_addr(&target);
-    let mut open = connect(addr);
-    ping(&mut open, b"never finishes");
+    let (mut proxy, _, addr) = start_tcp(&echo, &["--drain", "500ms"]);
+    let mut open = open_connection(addr, b"never finishes");
     let signalled = Instant::now();
     proxy.signal("INT");
     // The idle client is cut off when the drain time is over, and the proxy exits 0.
@@ -549,8 +346,7 @@ fn rust_log_overrides_log_level() {
     let mut proxy = Proxy::spawn(cmd);
     // INFO and DEBUG lines although --log-level says error.
     let addr = proxy.listen_addr(&target);
-    let mut conn = connect(addr);
-    ping(&mut conn, b"x");
+    let conn = open_connection(addr, b"x");
     proxy.expect_line("'connected' at DEBUG", |l| {
         l.contains(" DEBUG ") && l.contains("connected")
     });
@@ -561,52 +357,44 @@ fn rust_log_overrides_log_level() {
 
 #[test]
 fn help_documents_the_command() {
-    let (code, stdout, _) = run(&["--help"]);
-    assert_eq!(code, 0);
-    for want in [
-        "proxy-to-service",
-        "tcp",
-        "PORT TARGET [IDLE_TIMEOUT_SECONDS]",
-        "--log-level",
-        "SIGTERM",
-        "Exit codes",
-    ] {
-        assert!(
-            stdout.contains(want),
-            "proxy --help lacks {want:?}:\n{stdout}"
-        );
-    }
-    let (code, stdout, _) = run(&["tcp", "--help"]);
-    assert_eq!(code, 0);
-    for want in [
-        "proxy-to-service",
-        "<PORT>",
-        "<TARGET>",
-        "[IDLE_TIMEOUT_SECONDS]",
-        "0 or absent means no idle timeout",
-        "--listen",
-        "--connect-timeout",
-        "--connect-total-timeout",
-        "--idle-timeout",
-        "--half-close-timeout",
-        "--max-lifetime",
-        "--resolver",
-        "hickory",
-        "--dns-refresh",
-        "--reuse-port",
-        "--backlog",
-        "--pipe-size",
-        "--relay",
-        "--log-level",
-        "--drain",
-        "500ms, 30s, 5m, 1h",
-        "proxy tcp 53 kube-dns.default",
-    ] {
-        assert!(
-            stdout.contains(want),
-            "proxy tcp --help lacks {want:?}:\n{stdout}"
-        );
-    }
+    expect_help(
+        &["--help"],
+        &[
+            "proxy-to-service",
+            "tcp",
+            "PORT TARGET [IDLE_TIMEOUT_SECONDS]",
+            "--log-level",
+            "SIGTERM",
+            "Exit codes",
+        ],
+    );
+    expect_help(
+        &["tcp", "--help"],
+        &[
+            "proxy-to-service",
+            "<PORT>",
+            "<TARGET>",
+            "[IDLE_TIMEOUT_SECONDS]",
+            "0 or absent means no idle timeout",
+            "--listen",
+            "--connect-timeout",
+            "--connect-total-timeout",
+            "--idle-timeout",
+            "--half-close-timeout",
+            "--max-lifetime",
+            "--resolver",
+            "hickory",
+            "--dns-refresh",
+            "--reuse-port",
+            "--backlog",
+            "--pipe-size",
+            "--relay",
+            "--log-level",
+            "--drain",
+            "500ms, 30s, 5m, 1h",
+            "proxy tcp 53 kube-dns.default",
+        ],
+    );
     let (code, stdout, _) = run(&["--version"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("proxy "), "{stdout}");
@@ -909,12 +697,9 @@ fn tcp_udp_serves_both_protocols_on_one_port() {
 
         // SIGTERM with a TCP connection open: both stop taking new work, the connection
         // goes on, and the process exits 0 once it is closed.
-        let mut open = connect(addr);
-        ping(&mut open, b"established");
+        let mut open = open_connection(addr, b"established");
         proxy.signal("TERM");
-        proxy.expect_line("'shutting down'", |l| {
-            l.contains("shutting down") && l.contains("SIGTERM") && l.contains("open=1")
-        });
+        expect_sigterm_drain(&proxy, "open=1");
         ping(&mut open, b"request during drain");
         drop(open);
         let status = proxy.wait_exit(PROMPT);
@@ -953,67 +738,52 @@ fn udp_port_in_use_exits_1_naming_the_address() {
 
 #[test]
 fn udp_help_documents_the_commands() {
-    let (code, stdout, _) = run(&["--help"]);
-    assert_eq!(code, 0);
-    for want in ["udp", "tcp,udp", "udp,tcp"] {
-        assert!(
-            stdout.contains(want),
-            "proxy --help lacks {want:?}:\n{stdout}"
-        );
-    }
-    let (code, stdout, _) = run(&["udp", "--help"]);
-    assert_eq!(code, 0);
-    for want in [
-        "proxy-to-service",
-        "<PORT>",
-        "<TARGET>",
-        "[IDLE_TIMEOUT_SECONDS]",
-        "Absent means 30 s; 0 means no idle timeout",
-        "--idle-timeout",
-        "[default: 30s]",
-        "--max-sessions",
-        "[default: 16384]",
-        "--batch-size",
-        "1 to 64",
-        "--listen",
-        "--resolver",
-        "--dns-refresh",
-        "--reuse-port",
-        "--drain",
-        "--log-level",
-        "65,507",
-        "proxy udp 53 kube-dns.default 1",
-    ] {
-        assert!(
-            stdout.contains(want),
-            "proxy udp --help lacks {want:?}:\n{stdout}"
-        );
-    }
+    expect_help(&["--help"], &["udp", "tcp,udp", "udp,tcp"]);
+    let stdout = expect_help(
+        &["udp", "--help"],
+        &[
+            "proxy-to-service",
+            "<PORT>",
+            "<TARGET>",
+            "[IDLE_TIMEOUT_SECONDS]",
+            "Absent means 30 s; 0 means no idle timeout",
+            "--idle-timeout",
+            "[default: 30s]",
+            "--max-sessions",
+            "[default: 16384]",
+            "--batch-size",
+            "1 to 64",
+            "--listen",
+            "--resolver",
+            "--dns-refresh",
+            "--reuse-port",
+            "--drain",
+            "--log-level",
+            "65,507",
+            "proxy udp 53 kube-dns.default 1",
+        ],
+    );
     for unwanted in ["--pipe-size", "--connect-timeout", "--relay"] {
         assert!(
             !stdout.contains(unwanted),
             "proxy udp --help has {unwanted:?}"
         );
     }
-    let (code, stdout, _) = run(&["tcp,udp", "--help"]);
-    assert_eq!(code, 0);
-    for want in [
-        "udp,tcp",
-        "[IDLE_TIMEOUT_SECONDS]",
-        "none for TCP and 30 s for UDP",
-        "TCP options",
-        "--connect-timeout",
-        "--pipe-size",
-        "UDP options",
-        "--max-sessions",
-        "--batch-size",
-        "proxy tcp,udp 53 kube-dns.default 1",
-    ] {
-        assert!(
-            stdout.contains(want),
-            "proxy tcp,udp --help lacks {want:?}:\n{stdout}"
-        );
-    }
+    expect_help(
+        &["tcp,udp", "--help"],
+        &[
+            "udp,tcp",
+            "[IDLE_TIMEOUT_SECONDS]",
+            "none for TCP and 30 s for UDP",
+            "TCP options",
+            "--connect-timeout",
+            "--pipe-size",
+            "UDP options",
+            "--max-sessions",
+            "--batch-size",
+            "proxy tcp,udp 53 kube-dns.default 1",
+        ],
+    );
 }
 
 #[test]
@@ -1035,16 +805,7 @@ fn udp_bad_arguments_exit_2_naming_the_token() {
         ),
         (&["udp,tcp", "0", "web"], &["'web'", "PORT is 0"]),
     ];
-    for (args, wants) in cases {
-        let (code, stdout, stderr) = run(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        for want in wants {
-            assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
-        }
-        assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout:?}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    }
+    expect_usage_errors(&cases);
 }
 
 /// SIGTERM on `proxy udp`: no new datagrams are taken, but a reply already on its way
@@ -1067,9 +828,7 @@ fn udp_sigterm_delivers_in_flight_replies_then_exits_0() {
     assert_eq!(&buf[..n], b"question");
 
     proxy.signal("TERM");
-    proxy.expect_line("'shutting down'", |l| {
-        l.contains("shutting down") && l.contains("SIGTERM") && l.contains("sessions=1")
-    });
+    expect_sigterm_drain(&proxy, "sessions=1");
     upstream.send_to(b"answer", session).unwrap();
     let n = client
         .recv(&mut buf)
@@ -1098,63 +857,7 @@ const NETNS_CHILD_TEST: &str = "netns_child_tcp_udp_port_search";
 #[cfg(target_os = "linux")]
 #[test]
 fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
-    use support::dnsmasq::{KillOnDrop, TempPath, find_program};
-    if std::env::var_os(NETNS_CHILD_ENV).is_some() {
-        return; // inside the namespace only the child test runs
-    }
-    let unshare = find_program("unshare", &["/usr/bin/unshare", "/bin/unshare"])
-        .expect("`unshare` not found: install util-linux");
-    find_program("ip", &["/usr/sbin/ip", "/sbin/ip"]).expect("`ip` not found: install iproute2");
-    let probe = Command::new(&unshare)
-        .args(["--net", "true"])
-        .output()
-        .expect("running unshare");
-    assert!(
-        probe.status.success(),
-        "`unshare --net` is not permitted here ({}): {}\nThis test needs root or \
-         CAP_SYS_ADMIN (in a container: --privileged or --cap-add SYS_ADMIN).",
-        probe.status,
-        String::from_utf8_lossy(&probe.stderr).trim(),
-    );
-
-    let output = TempPath::new("netns-child.out");
-    let out = std::fs::File::create(output.path()).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut child = KillOnDrop::spawn(
-        Command::new(&unshare)
-            .args(["--net", "--kill-child", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                NETNS_CHILD_TEST,
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(NETNS_CHILD_ENV, "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err),
-    )
-    .expect("spawning unshare");
-    // Bounded poll for the child test, which has deadlines of its own.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the namespace test took over 60 s:\n{}",
-            output.read()
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    let log = output.read();
-    assert!(status.success(), "the namespace test failed:\n{log}");
-    assert!(
-        log.contains("test result: ok. 1 passed"),
-        "the namespace test did not run:\n{log}"
-    );
+    support::netns::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
 }
 
 /// Runs only inside the namespace of [`tcp_udp_port_0_tries_another_port_when_udp_is_taken`]:
@@ -1162,14 +865,9 @@ fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
 #[cfg(target_os = "linux")]
 #[test]
 fn netns_child_tcp_udp_port_search() {
-    if std::env::var_os(NETNS_CHILD_ENV).is_none() {
-        return; // runs only in the namespace
+    if !support::netns::in_namespace(NETNS_CHILD_ENV) {
+        return;
     }
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success(), "ip link set lo up: {up}");
     std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")
         .expect("set the namespace's ephemeral port range");
     let target = "127.0.0.1:9";

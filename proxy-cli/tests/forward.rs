@@ -10,132 +10,13 @@ mod support;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::dnsmasq::TempPath;
+use support::echo::{Echo, UdpEcho};
+use support::http::admin_addr;
 use support::proxy::{PROMPT, Proxy, run};
-
-// ===== upstreams =====
-
-/// A threaded TCP server: each connection first gets `greeting` (when there is one), then
-/// back what it sends, and a FIN for a FIN. Stops accepting on drop.
-struct Echo {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Echo {
-    fn start(ip: &str) -> Echo {
-        Echo::serve(TcpListener::bind((ip, 0)).expect("bind echo server"), "")
-    }
-
-    fn serve(listener: TcpListener, greeting: &str) -> Echo {
-        Echo::serve_with(listener, greeting.to_owned(), |_| false)
-    }
-
-    /// Like [`serve`](Echo::serve), but connection `n` (from 0) is reset instead when
-    /// `reset(n)`: once the client's first bytes have arrived, the socket closes with
-    /// them unread, so the kernel sends an RST.
-    fn serve_with(
-        listener: TcpListener,
-        greeting: String,
-        reset: impl Fn(usize) -> bool + Send + 'static,
-    ) -> Echo {
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        thread::spawn(move || {
-            // Ends when `Echo` drops: it sets `stop` and connects once to wake `accept`.
-            for (n, conn) in listener.incoming().enumerate() {
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(mut conn) = conn else { continue };
-                if reset(n) {
-                    conn.set_read_timeout(Some(PROMPT)).unwrap();
-                    let _ = conn.peek(&mut [0u8; 1]);
-                    drop(conn);
-                    continue;
-                }
-                let greeting = greeting.clone();
-                thread::spawn(move || {
-                    if conn.write_all(greeting.as_bytes()).is_ok() {
-                        echo(conn);
-                    }
-                });
-            }
-        });
-        Echo { addr, stop }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-    }
-}
-
-fn echo(mut conn: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = conn.shutdown(Shutdown::Write);
-}
-
-/// A UDP echo server on a thread; stops on drop.
-struct UdpEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl UdpEcho {
-    fn start(ip: &str) -> UdpEcho {
-        let socket = UdpSocket::bind((ip, 0)).expect("bind UDP echo server");
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let received = socket.recv_from(&mut buf);
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok((n, from)) = received else { continue };
-                let _ = socket.send_to(&buf[..n], from);
-            }
-        });
-        UdpEcho { addr, stop }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Ok(s) = UdpSocket::bind((self.addr.ip(), 0)) {
-            let _ = s.send_to(b"stop", self.addr);
-        }
-    }
-}
 
 // ===== helpers =====
 
@@ -253,7 +134,7 @@ fn kernel_chosen_port_is_the_same_on_both_families() {
 fn several_specs_on_one_address() {
     // On 127.0.0.2, so `P` (the same port both sides) can listen on 127.0.0.1:P.
     let servers: Vec<Echo> = (0..3)
-        .map(|i| Echo::serve(TcpListener::bind("127.0.0.2:0").unwrap(), &format!("e{i} ")))
+        .map(|i| Echo::serve_greeting(TcpListener::bind("127.0.0.2:0").unwrap(), &format!("e{i} ")))
         .collect();
     let [e0, e1, e2] = [0, 1, 2].map(|i| servers[i].port());
     let q = free_ports("127.0.0.1", 1);
@@ -291,7 +172,7 @@ fn port_range_relays_to_each_port() {
     let _servers: Vec<Echo> = listeners
         .into_iter()
         .enumerate()
-        .map(|(i, l)| Echo::serve(l, &format!("r{i} ")))
+        .map(|(i, l)| Echo::serve_greeting(l, &format!("r{i} ")))
         .collect();
     let l = free_ports("127.0.0.1", 3);
     let ranges = [
@@ -627,7 +508,7 @@ fn reset_connections_do_not_end_the_forward() {
     let Ok(listener) = TcpListener::bind(("127.0.0.1", down)) else {
         return; // taken by someone else meanwhile
     };
-    let _late = Echo::serve(listener, "");
+    let _late = Echo::serve(listener);
     assert_eq!(roundtrip(down_addr, "late"), "late");
 }
 
@@ -635,14 +516,8 @@ fn reset_connections_do_not_end_the_forward() {
 
 /// `GET path` from the admin server: the status code and the body (the server closes).
 fn http_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect_timeout(&admin, PROMPT).unwrap();
-    conn.set_read_timeout(Some(PROMPT)).unwrap();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    let r = support::http::get(admin, path);
+    (r.status, r.body)
 }
 
 /// With --admin, every bound socket is a forward of its own in /metrics, named by
@@ -660,15 +535,7 @@ fn admin_lists_each_bound_socket() {
         &format!(":{}", echo.port()),
         &format!(":{}/udp", udp.port()),
     ]);
-    let line = proxy.expect_line("'admin listening on'", |l| {
-        l.contains("admin listening on ")
-    });
-    let admin: SocketAddr = line
-        .split("admin listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '"']).next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let admin = admin_addr(&proxy);
     let lines = proxy.stdout_lines(2);
     let (tcp, _) = parse_line(&lines[0]);
     let (dgram, _) = parse_line(&lines[1]);
@@ -706,79 +573,16 @@ const NETNS_CHILD_TEST: &str = "netns_child_forward";
 #[cfg(target_os = "linux")]
 #[test]
 fn port_search_and_no_ipv6_in_a_namespace() {
-    use std::process::{Command, Stdio};
-    use std::time::Instant;
-    use support::dnsmasq::{KillOnDrop, find_program};
-    if std::env::var_os(NETNS_CHILD_ENV).is_some() {
-        return; // inside the namespace only the child test runs
-    }
-    let unshare = find_program("unshare", &["/usr/bin/unshare", "/bin/unshare"])
-        .expect("`unshare` not found: install util-linux");
-    find_program("ip", &["/usr/sbin/ip", "/sbin/ip"]).expect("`ip` not found: install iproute2");
-    let probe = Command::new(&unshare)
-        .args(["--net", "true"])
-        .output()
-        .expect("running unshare");
-    assert!(
-        probe.status.success(),
-        "`unshare --net` is not permitted here ({}): {}\nThis test needs root or \
-         CAP_SYS_ADMIN (in a container: --privileged or --cap-add SYS_ADMIN).",
-        probe.status,
-        String::from_utf8_lossy(&probe.stderr).trim(),
-    );
-    let output = TempPath::new("netns-child.out");
-    let out = std::fs::File::create(output.path()).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut child = KillOnDrop::spawn(
-        Command::new(&unshare)
-            .args(["--net", "--kill-child", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                NETNS_CHILD_TEST,
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(NETNS_CHILD_ENV, "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err),
-    )
-    .expect("spawning unshare");
-    // Bounded poll for the child test, which has deadlines of its own.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the namespace test took over 60 s:\n{}",
-            output.read()
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    let log = output.read();
-    assert!(status.success(), "the namespace test failed:\n{log}");
-    assert!(
-        log.contains("test result: ok. 1 passed"),
-        "the namespace test did not run:\n{log}"
-    );
+    support::netns::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
 }
 
 /// Runs only inside the namespace of [`port_search_and_no_ipv6_in_a_namespace`].
 #[cfg(target_os = "linux")]
 #[test]
 fn netns_child_forward() {
-    use std::process::Command;
-    if std::env::var_os(NETNS_CHILD_ENV).is_none() {
-        return; // runs only in the namespace
+    if !support::netns::in_namespace(NETNS_CHILD_ENV) {
+        return;
     }
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success(), "ip link set lo up: {up}");
     assert!(has_ipv6(), "the namespace's loopback has ::1");
     // Two ephemeral ports. The port the kernel hands out first for bind(0) (Linux prefers
     // one parity); a listener without connections leaves nothing behind when closed.

@@ -5,59 +5,18 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::client::{connect, ping};
 use support::dnsmasq::TempPath;
-use support::proxy::Proxy;
+use support::echo::{Echo, UdpEcho};
+use support::proxy::{PROMPT, Proxy};
 
-const PROMPT: Duration = Duration::from_secs(10);
-
-/// A TCP echo server on 127.0.0.1 that counts the connections it accepted.
-struct Echo {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        // The thread ends with the test process; it holds no resources a test checks.
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
-                thread::spawn(move || {
-                    let mut buf = vec![0; 64 << 10];
-                    while let Ok(n) = conn.read(&mut buf) {
-                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        Echo { addr, accepted }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
+/// One request and its echo on a new connection through the proxy.
 fn round_trip(addr: SocketAddr, data: &[u8]) {
-    let mut c = TcpStream::connect_timeout(&addr, PROMPT).expect("connect through the proxy");
-    c.set_read_timeout(Some(PROMPT)).unwrap();
-    c.write_all(data).unwrap();
-    let mut got = vec![0; data.len()];
-    c.read_exact(&mut got).unwrap();
-    assert_eq!(got, data);
+    ping(&mut connect(addr), data);
 }
 
 fn forward(name: &str, protocol: &str, target: SocketAddr) -> String {
@@ -83,7 +42,7 @@ fn reload(proxy: &Proxy, reloads_before: usize) {
 
 #[test]
 fn sighup_adds_removes_and_changes_forwards_without_dropping_connections() {
-    let (old, new, removed, added) = (Echo::start(), Echo::start(), Echo::start(), Echo::start());
+    let [old, new, removed, added] = [(); 4].map(|()| Echo::start("127.0.0.1"));
     let file = TempPath::new("run-config.toml");
     file.write(&format!(
         "[defaults]\ndrain = \"5s\"\n{}{}",
@@ -193,15 +152,9 @@ fn a_bad_file_at_start_exits_2_naming_file_line_and_key() {
 
 #[test]
 fn udp_and_tcp_forwards_from_one_file() {
-    let echo = Echo::start();
-    let udp_echo = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let udp_addr = udp_echo.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut buf = [0; 2048];
-        while let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
-            let _ = udp_echo.send_to(&buf[..n], from);
-        }
-    });
+    let echo = Echo::start("127.0.0.1");
+    let udp_echo = UdpEcho::start("127.0.0.1");
+    let udp_addr = udp_echo.addr;
     let file = TempPath::new("both.toml");
     file.write(&format!(
         "{}{}",

@@ -74,19 +74,7 @@ impl Proxy {
         timeout: Duration,
         check: impl Fn(&[String]) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cond) = &*self.stderr;
-        let mut out = lock.lock().unwrap();
-        loop {
-            if let Some(found) = check(&out.lines) {
-                return Some(found);
-            }
-            let now = Instant::now();
-            if out.closed || now >= deadline {
-                return None;
-            }
-            out = cond.wait_timeout(out, deadline - now).unwrap().0;
-        }
+        wait_lines(&self.stderr, timeout, check)
     }
 
     /// The first stderr line matching `pred`, waiting up to `timeout`.
@@ -200,6 +188,28 @@ pub(crate) fn collect(stream: impl Read + Send + 'static) -> SharedOutput {
         }
     });
     shared
+}
+
+/// Waits up to `timeout` until `check` finds what it wants in the lines of `out` so far;
+/// `None` when it did not in time or the stream closed first.
+fn wait_lines<T>(
+    out: &SharedOutput,
+    timeout: Duration,
+    check: impl Fn(&[String]) -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let (lock, cond) = &**out;
+    let mut out = lock.lock().unwrap();
+    loop {
+        if let Some(found) = check(&out.lines) {
+            return Some(found);
+        }
+        let now = Instant::now();
+        if out.closed || now >= deadline {
+            return None;
+        }
+        out = cond.wait_timeout(out, deadline - now).unwrap().0;
+    }
 }
 
 pub(crate) fn wait_closed(out: &SharedOutput, timeout: Duration) {
@@ -321,19 +331,7 @@ impl Proxy {
         timeout: Duration,
         check: impl Fn(&[String]) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cond) = &*self.stdout;
-        let mut out = lock.lock().unwrap();
-        loop {
-            if let Some(found) = check(&out.lines) {
-                return Some(found);
-            }
-            let now = Instant::now();
-            if out.closed || now >= deadline {
-                return None;
-            }
-            out = cond.wait_timeout(out, deadline - now).unwrap().0;
-        }
+        wait_lines(&self.stdout, timeout, check)
     }
 
     /// The first `n` stdout lines, waiting up to [`PROMPT`] for them; fails the test when

@@ -1,0 +1,81 @@
+//! A test of the test binary run again, alone, in a network namespace of its own, where it
+//! may bring loopback up, shrink the ephemeral port range or turn IPv6 off without
+//! touching the host.
+
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::dnsmasq::{KillOnDrop, TempPath, find_program};
+
+/// Runs test `child` of this test binary with `unshare --net`, alone, with `env` set in
+/// its environment, and fails when it fails, did not run, or took over 60 s. Returns at
+/// once when `env` is set already: inside the namespace only the child test runs. Needs
+/// root or CAP_SYS_ADMIN, util-linux and iproute2, and fails, never skips, without them.
+pub(crate) fn run_in_namespace(env: &str, child: &str) {
+    if std::env::var_os(env).is_some() {
+        return; // inside the namespace only the child test runs
+    }
+    let unshare = find_program("unshare", &["/usr/bin/unshare", "/bin/unshare"])
+        .expect("`unshare` not found: install util-linux");
+    find_program("ip", &["/usr/sbin/ip", "/sbin/ip"]).expect("`ip` not found: install iproute2");
+    let probe = Command::new(&unshare)
+        .args(["--net", "true"])
+        .output()
+        .expect("running unshare");
+    assert!(
+        probe.status.success(),
+        "`unshare --net` is not permitted here ({}): {}\nThis test needs root or \
+         CAP_SYS_ADMIN (in a container: --privileged or --cap-add SYS_ADMIN).",
+        probe.status,
+        String::from_utf8_lossy(&probe.stderr).trim(),
+    );
+
+    let output = TempPath::new("netns-child.out");
+    let out = std::fs::File::create(output.path()).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut process = KillOnDrop::spawn(
+        Command::new(&unshare)
+            .args(["--net", "--kill-child", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", child, "--nocapture", "--test-threads=1"])
+            .env(env, "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err),
+    )
+    .expect("spawning unshare");
+    // Bounded poll for the child test, which has deadlines of its own.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = process.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the namespace test took over 60 s:\n{}",
+            output.read()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let log = output.read();
+    assert!(status.success(), "the namespace test failed:\n{log}");
+    assert!(
+        log.contains("test result: ok. 1 passed"),
+        "the namespace test did not run:\n{log}"
+    );
+}
+
+/// In the child test: whether this is the run inside the namespace (`env` is set); if so,
+/// brings the namespace's loopback up.
+pub(crate) fn in_namespace(env: &str) -> bool {
+    if std::env::var_os(env).is_none() {
+        return false; // runs only in the namespace
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up: {up}");
+    true
+}
