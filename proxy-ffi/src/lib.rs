@@ -1,5 +1,47 @@
-//! C ABI for `proxy-core`.
+//! C ABI for `proxy-core`: start, inspect, reload and stop TCP/UDP forwarders from C.
 //!
-//! The crate builds a `cdylib` and a `staticlib`; its functions and the generated
-//! `include/proxy.h` come with the C API work (see the CHANGELOG). It exports nothing yet,
-//! on purpose: no placeholder functions that would have to be kept compatible.
+//! The crate builds a `cdylib` and a `staticlib`; the C declarations are in
+//! `include/proxy.h`, generated from this crate by cbindgen (`proxy-ffi/gen-header.sh`)
+//! and checked in. The conventions are rustls-ffi's:
+//!
+//! - Objects are opaque pointers with a constructor and a `_free`; `_free(NULL)` does
+//!   nothing. A `const` pointer argument is only read.
+//! - Every fallible function returns a [`proxy_status`]; results come back through
+//!   out-parameters, written only on success. NULL pointers and strings that are not
+//!   UTF-8 are reported, never dereferenced. [`proxy_status_message`] gives each code's
+//!   text and [`proxy_last_error`] the calling thread's last failure in detail.
+//! - No panic crosses the boundary: each function catches it and returns
+//!   `PROXY_STATUS_PANIC`.
+//! - Callbacks take `userdata` first and document the thread they run on.
+//!
+//! Each forwarder owns a tokio runtime (2 worker threads by default): nothing is global but
+//! the per-thread last error, so forwarders in one process do not affect each other.
+//!
+//! The modules: `status` (codes, last error), `panic` (the boundary), `handle` (every
+//! pointer cast), `config`, `forwarder`, `resolve` (the resolver callback).
+#![allow(non_camel_case_types)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod forwarder;
+mod handle;
+mod panic;
+mod resolve;
+mod status;
+
+pub use config::{
+    proxy_config, proxy_config_add_listen, proxy_config_clear_listen, proxy_config_free,
+    proxy_config_new, proxy_config_set_protocol, proxy_config_set_resolver,
+    proxy_config_set_resolver_callback, proxy_config_set_target, proxy_config_set_timeout,
+    proxy_config_set_worker_threads, proxy_protocol, proxy_resolver, proxy_timeout,
+};
+pub use forwarder::{
+    PROXY_ADDRESS_BUFFER_SIZE, proxy_forwarder, proxy_forwarder_address,
+    proxy_forwarder_address_count, proxy_forwarder_free, proxy_forwarder_port,
+    proxy_forwarder_reload, proxy_forwarder_shutdown, proxy_forwarder_start, proxy_forwarder_stats,
+    proxy_stats,
+};
+pub use resolve::{
+    proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,
+};
+pub use status::{proxy_last_error, proxy_status, proxy_status_message};

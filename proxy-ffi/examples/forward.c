@@ -1,0 +1,103 @@
+/*
+ * forward: a minimal program on proxy.h. Forwards TCP (or TCP and UDP) from a local
+ * address to a target until Ctrl-C or SIGTERM (or for SECONDS), then drains connections
+ * for up to 5 s and prints the counters.
+ *
+ *   cargo build --release -p proxy-ffi
+ *   cc -std=c11 -Wall -I proxy-ffi/include proxy-ffi/examples/forward.c \
+ *      target/release/libproxy_ffi.a -lpthread -ldl -lm -o forward
+ *   ./forward 127.0.0.1:8080 example.com:80
+ *   ./forward --both 127.0.0.1:5353 127.0.0.53:53 60
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy.h"
+
+/* Prints what failed and the library's detail, and exits. */
+static void die(const char *what, proxy_status status) {
+    char detail[512] = "";
+    size_t n = 0;
+    proxy_last_error(detail, sizeof detail, &n);
+    fprintf(stderr, "forward: %s failed (status %u): %s\n", what, (unsigned)status, detail);
+    exit(1);
+}
+
+#define TRY(call)                                                                       \
+    do {                                                                                \
+        proxy_status s_ = (call);                                                       \
+        if (s_ != PROXY_STATUS_OK) {                                                    \
+            die(#call, s_);                                                             \
+        }                                                                               \
+    } while (0)
+
+int main(int argc, char **argv) {
+    proxy_protocol protocol = PROXY_PROTOCOL_TCP;
+    int arg = 1;
+    if (arg < argc && strcmp(argv[arg], "--both") == 0) {
+        protocol = PROXY_PROTOCOL_BOTH;
+        arg++;
+    }
+    if (argc - arg < 2 || argc - arg > 3) {
+        fprintf(stderr, "usage: %s [--both] LISTEN_ADDR:PORT TARGET_HOST:PORT [SECONDS]\n",
+                argv[0]);
+        return 2;
+    }
+    const char *listen = argv[arg];
+    const char *target = argv[arg + 1];
+    long seconds = argc - arg == 3 ? atol(argv[arg + 2]) : -1;
+
+    /* Block the signals before the forwarder starts its threads, so they inherit the mask
+     * and the signals reach sigtimedwait below. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigprocmask(SIG_BLOCK, &signals, NULL);
+
+    proxy_config *config = proxy_config_new();
+    if (config == NULL) {
+        die("proxy_config_new", PROXY_STATUS_PANIC);
+    }
+    TRY(proxy_config_set_protocol(config, protocol));
+    TRY(proxy_config_add_listen(config, listen));
+    TRY(proxy_config_set_target(config, target));
+    TRY(proxy_config_set_timeout(config, PROXY_TIMEOUT_IDLE, 10 * 60 * 1000));
+
+    proxy_forwarder *forwarder = NULL;
+    TRY(proxy_forwarder_start(config, &forwarder));
+    proxy_config_free(config);
+
+    size_t count = 0;
+    TRY(proxy_forwarder_address_count(forwarder, &count));
+    for (size_t i = 0; i < count; i++) {
+        char addr[PROXY_ADDRESS_BUFFER_SIZE];
+        size_t n = 0;
+        TRY(proxy_forwarder_address(forwarder, i, addr, sizeof addr, &n));
+        printf("Forwarding from %s -> %s\n", addr, target);
+    }
+    fflush(stdout);
+
+    if (seconds < 0) {
+        int sig = 0;
+        sigwait(&signals, &sig);
+    } else if (seconds > 0) {
+        struct timespec timeout = {seconds, 0};
+        sigtimedwait(&signals, NULL, &timeout);
+    }
+
+    TRY(proxy_forwarder_shutdown(forwarder, 5000));
+    proxy_stats stats;
+    TRY(proxy_forwarder_stats(forwarder, &stats, sizeof stats));
+    printf("connections: %llu, bytes up: %llu, down: %llu, udp sessions: %llu\n",
+           (unsigned long long)stats.connections_total,
+           (unsigned long long)stats.bytes_to_upstream,
+           (unsigned long long)stats.bytes_to_downstream,
+           (unsigned long long)stats.udp_sessions_total);
+    proxy_forwarder_free(forwarder);
+    return 0;
+}

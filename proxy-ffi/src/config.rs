@@ -1,0 +1,380 @@
+//! `proxy_config`: what to forward, from where, to where, with which timers and resolver.
+
+use std::ffi::{c_char, c_void};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proxy_core::{Target, Timeouts};
+
+use crate::handle::{Castable, OwnershipBox, free_box, to_boxed_mut_ptr, try_mut, try_str};
+use crate::panic::ffi_panic_boundary;
+use crate::resolve::{Callback, proxy_resolve_callback};
+use crate::status::{Failure, proxy_status};
+
+/// The settings of a forwarder, to pass to `proxy_forwarder_start` and
+/// `proxy_forwarder_reload`, which copy what they need: the config may be changed or
+/// freed as soon as they return, and one config may start any number of forwarders.
+///
+/// Made by `proxy_config_new`, freed by `proxy_config_free`.
+///
+/// Thread safety: a config is not synchronised. It may be moved to another thread, and
+/// several threads may pass the same config to `proxy_forwarder_start` or
+/// `proxy_forwarder_reload` at once, but no thread may change it (the `proxy_config_set_*`
+/// and `_add`/`_clear` functions) or free it while another uses it.
+pub struct proxy_config {
+    _private: [u8; 0],
+}
+
+impl Castable for proxy_config {
+    type Ownership = OwnershipBox;
+    type RustType = Config;
+}
+
+/// Which protocols a forwarder serves: a value for `proxy_config_set_protocol`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum proxy_protocol {
+    /// TCP connections (the default).
+    Tcp = 1,
+    /// UDP datagrams, one session per client address.
+    Udp = 2,
+    /// TCP and UDP on the same addresses and ports. With port 0, TCP binds first and UDP
+    /// then binds the port TCP got; when that UDP port is taken, both try another port, up
+    /// to 10 times.
+    Both = 3,
+}
+
+/// A timer of the forwarder: a value for `proxy_config_set_timeout`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum proxy_timeout {
+    /// One TCP connect attempt to one upstream address. Default 5000 ms; cannot be off.
+    Connect = 1,
+    /// All connect attempts of one TCP connection together, across the resolved
+    /// addresses. Default 15000 ms; cannot be off, nor shorter than `CONNECT`.
+    ConnectTotal = 2,
+    /// A TCP connection with no traffic in either direction for this long is closed.
+    /// Default off.
+    Idle = 3,
+    /// Once one direction of a TCP connection has ended (a FIN was forwarded), the other
+    /// must end within this time. Default 60000 ms.
+    HalfClose = 4,
+    /// A TCP connection is closed when it is this old, busy or not. Default off.
+    MaxLifetime = 5,
+    /// A UDP session ends after this long without a datagram in either direction.
+    /// Default 30000 ms; off keeps sessions until the session table is full.
+    UdpSessionIdle = 6,
+}
+
+/// A built-in resolver for host-name targets: a value for `proxy_config_set_resolver`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum proxy_resolver {
+    /// The C library's `getaddrinfo` (the default): `/etc/hosts`, `nsswitch.conf`,
+    /// `/etc/resolv.conf` with `search` and `ndots`. Answers are kept for 30 s.
+    System = 1,
+    /// hickory-resolver configured from `/etc/resolv.conf`, following each answer's TTL.
+    Hickory = 2,
+}
+
+/// The resolver a config asks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ResolverChoice {
+    System,
+    Hickory,
+    Callback(Callback),
+}
+
+/// What a `proxy_config` holds.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) protocol: proxy_protocol,
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) target: Option<Target>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) resolver: ResolverChoice,
+    pub(crate) worker_threads: usize,
+}
+
+/// Worker threads of a forwarder's runtime unless set.
+const DEFAULT_WORKER_THREADS: usize = 2;
+
+/// The most worker threads a forwarder may have.
+const MAX_WORKER_THREADS: usize = 256;
+
+/// The longest timer, 10 years: deadlines computed from it cannot overflow.
+const MAX_TIMEOUT_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+// Starting forwarders from several threads with one config shares it between them.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Config>();
+};
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            protocol: proxy_protocol::Tcp,
+            listen: Vec::new(),
+            target: None,
+            timeouts: Timeouts::default(),
+            resolver: ResolverChoice::System,
+            worker_threads: DEFAULT_WORKER_THREADS,
+        }
+    }
+}
+
+impl Config {
+    /// The target, which must have been set.
+    pub(crate) fn target(&self) -> Result<&Target, Failure> {
+        self.target
+            .as_ref()
+            .ok_or_else(|| Failure::setting("no target set (proxy_config_set_target)"))
+    }
+
+    /// The listen addresses, of which there must be one at least.
+    pub(crate) fn listen(&self) -> Result<&[SocketAddr], Failure> {
+        if self.listen.is_empty() {
+            return Err(Failure::setting(
+                "no listen address set (proxy_config_add_listen)",
+            ));
+        }
+        Ok(&self.listen)
+    }
+}
+
+/// Parses a listen address: an IP address and a port.
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Failure> {
+    s.parse().map_err(|_| {
+        Failure::new(
+            proxy_status::InvalidAddress,
+            format!("`{s}` is not IP:PORT or [IPv6]:PORT"),
+        )
+    })
+}
+
+fn timeout_kind(kind: u32) -> Result<proxy_timeout, Failure> {
+    use proxy_timeout::*;
+    [
+        Connect,
+        ConnectTotal,
+        Idle,
+        HalfClose,
+        MaxLifetime,
+        UdpSessionIdle,
+    ]
+    .into_iter()
+    .find(|k| *k as u32 == kind)
+    .ok_or_else(|| Failure::setting(format!("unknown timeout kind {kind}")))
+}
+
+/// A new config with the defaults: TCP, no listen address, no target, the default timers
+/// (see `proxy_timeout`), the system resolver, 2 worker threads.
+///
+/// Returns NULL only if the library panicked (see `proxy_last_error`). Free it with
+/// `proxy_config_free`.
+///
+/// Thread safety: may be called from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_new() -> *mut proxy_config {
+    ffi_panic_boundary! { ptr:
+        to_boxed_mut_ptr::<proxy_config>(Config::default())
+    }
+}
+
+/// Frees a config. NULL does nothing. Forwarders started with it are not affected.
+///
+/// Thread safety: no other thread may use the config during or after this call.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_free(config: *mut proxy_config) {
+    ffi_panic_boundary! { unit:
+        free_box(config);
+    }
+}
+
+/// Sets the protocols to serve: a `proxy_protocol` value. Default `PROXY_PROTOCOL_TCP`.
+///
+/// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_protocol`.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_protocol(
+    config: *mut proxy_config,
+    protocol: u32,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        use proxy_protocol::*;
+        config.protocol = [Tcp, Udp, Both]
+            .into_iter()
+            .find(|p| *p as u32 == protocol)
+            .ok_or_else(|| Failure::setting(format!("unknown protocol {protocol}")))?;
+        Ok(())
+    }
+}
+
+/// Adds a listen address: an IP address and a port, such as `"127.0.0.1:8080"`,
+/// `"0.0.0.0:53"`, `"[::1]:0"` or `"[::]:8080"` (one dual-stack socket that also takes
+/// IPv4). Port 0 binds a port chosen by the kernel; read it with `proxy_forwarder_port`.
+/// Host names are not accepted.
+///
+/// Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_add_listen(
+    config: *mut proxy_config,
+    address: *const c_char,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        let address = parse_listen(try_str(address, "address")?)?;
+        config.listen.push(address);
+        Ok(())
+    }
+}
+
+/// Removes every listen address, so the config can be filled anew (for a reload, say).
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_clear_listen(config: *mut proxy_config) -> proxy_status {
+    ffi_panic_boundary! {
+        try_mut(config, "config")?.listen.clear();
+        Ok(())
+    }
+}
+
+/// Sets the upstream target: `"host:port"`, `"10.0.0.1:80"` or `"[fd00::1]:80"`. Host names
+/// are resolved by the config's resolver when the forwarder runs, and again when the
+/// answer expires; IP addresses are used as they are.
+///
+/// Returns `PROXY_STATUS_INVALID_TARGET` (the last error names the bad part) for anything
+/// else; the config is unchanged then.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_target(
+    config: *mut proxy_config,
+    target: *const c_char,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        let target = try_str(target, "target")?;
+        let target = target
+            .parse::<Target>()
+            .map_err(|e| Failure::new(proxy_status::InvalidTarget, e.to_string()))?;
+        config.target = Some(target);
+        Ok(())
+    }
+}
+
+/// Sets one timer (`kind` is a `proxy_timeout` value) to `ms` milliseconds; 0 turns it off
+/// where the timer can be off (see `proxy_timeout` for each timer's default).
+///
+/// Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, 0 for a timer that
+/// cannot be off, or more than 10 years; the config is unchanged then. A connect timeout longer than the total
+/// connect budget is reported by `proxy_forwarder_start` and `proxy_forwarder_reload`.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_timeout(
+    config: *mut proxy_config,
+    kind: u32,
+    ms: u64,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        let kind = timeout_kind(kind)?;
+        if ms > MAX_TIMEOUT_MS {
+            return Err(Failure::setting(format!(
+                "timeout of {ms} ms: at most {MAX_TIMEOUT_MS} ms (10 years)"
+            )));
+        }
+        let value = (ms != 0).then(|| Duration::from_millis(ms));
+        let required = |name: &str| {
+            value.ok_or_else(|| Failure::setting(format!("the {name} timeout cannot be off (0)")))
+        };
+        let t = &mut config.timeouts;
+        match kind {
+            proxy_timeout::Connect => t.connect = required("connect")?,
+            proxy_timeout::ConnectTotal => t.connect_total = required("connect_total")?,
+            proxy_timeout::Idle => t.idle = value,
+            proxy_timeout::HalfClose => t.half_close = value,
+            proxy_timeout::MaxLifetime => t.max_lifetime = value,
+            proxy_timeout::UdpSessionIdle => t.udp_session_idle = value,
+        }
+        Ok(())
+    }
+}
+
+/// Chooses a built-in resolver for host-name targets: a `proxy_resolver` value. Replaces a
+/// resolver callback set before. Default `PROXY_RESOLVER_SYSTEM`.
+///
+/// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_resolver`.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_resolver(
+    config: *mut proxy_config,
+    resolver: u32,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        config.resolver = match resolver {
+            r if r == proxy_resolver::System as u32 => ResolverChoice::System,
+            r if r == proxy_resolver::Hickory as u32 => ResolverChoice::Hickory,
+            r => return Err(Failure::setting(format!("unknown resolver {r}"))),
+        };
+        Ok(())
+    }
+}
+
+/// Resolves host-name targets with `callback` instead of a built-in resolver; see
+/// `proxy_resolve_callback` for when and on which thread it is called. `userdata` is
+/// passed to it as it is; it may be NULL.
+///
+/// `callback` and `userdata` must stay valid until `proxy_forwarder_free` has returned for
+/// every forwarder started or reloaded with this config (`proxy_forwarder_free` waits for
+/// a call in progress to return).
+///
+/// Returns `PROXY_STATUS_NULL_PARAMETER` when `callback` is NULL; to go back to a built-in
+/// resolver, call `proxy_config_set_resolver`.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_resolver_callback(
+    config: *mut proxy_config,
+    callback: proxy_resolve_callback,
+    userdata: *mut c_void,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        let callback = callback.ok_or_else(|| Failure::null("callback"))?;
+        config.resolver = ResolverChoice::Callback(Callback::new(callback, userdata));
+        Ok(())
+    }
+}
+
+/// Sets the number of worker threads of the runtime each forwarder started with this config
+/// owns, 1 to 256. Default 2. A reload keeps the forwarder's threads.
+///
+/// Returns `PROXY_STATUS_INVALID_SETTING` outside 1 to 256.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_worker_threads(
+    config: *mut proxy_config,
+    threads: usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        if !(1..=MAX_WORKER_THREADS).contains(&threads) {
+            return Err(Failure::setting(format!(
+                "{threads} worker threads: expected 1 to {MAX_WORKER_THREADS}"
+            )));
+        }
+        config.worker_threads = threads;
+        Ok(())
+    }
+}

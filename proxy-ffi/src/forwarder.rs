@@ -1,0 +1,604 @@
+//! `proxy_forwarder`: a running forwarder on threads of its own, and its stats.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
+use proxy_core::{ForwarderHandle, StatsReader, StatsSnapshot, TcpForwarder, UdpForwarder};
+use tokio::runtime::Runtime;
+
+use crate::config::{Config, ResolverChoice, proxy_config, proxy_protocol};
+use crate::handle::{
+    Castable, OwnershipBox, U64Fields, copy_c_string, copy_u64_fields, free_box, out,
+    to_boxed_mut_ptr, try_ref,
+};
+use crate::panic::ffi_panic_boundary;
+use crate::resolve::CallbackResolver;
+use crate::status::{Failure, io_kind, proxy_status};
+
+/// A running forwarder: listening sockets, connections and sessions, served by a runtime
+/// with threads of its own (named `proxy-ffi-N`). Forwarders share nothing: several may
+/// run in one process, and each is started and freed on its own.
+///
+/// Made by `proxy_forwarder_start`, stopped by `proxy_forwarder_shutdown` (gracefully) or
+/// `proxy_forwarder_free` (at once), and always freed with `proxy_forwarder_free`.
+///
+/// Thread safety: every function but `proxy_forwarder_free` may be called from any thread,
+/// also concurrently on the same forwarder (reloads and shutdowns take turns; stats and
+/// addresses can be read during either). `proxy_forwarder_free` must be the last call,
+/// made when no other call on the forwarder is in progress.
+pub struct proxy_forwarder {
+    _private: [u8; 0],
+}
+
+impl Castable for proxy_forwarder {
+    type Ownership = OwnershipBox;
+    type RustType = Forwarder;
+}
+
+/// A buffer of this many bytes holds any address `proxy_forwarder_address` writes,
+/// with its NUL.
+pub const PROXY_ADDRESS_BUFFER_SIZE: usize = 80;
+
+/// How many times a `PROXY_PROTOCOL_BOTH` forwarder with port 0 looks for a port free for
+/// both TCP and UDP.
+const SAME_PORT_TRIES: usize = 10;
+
+/// A snapshot of a forwarder's counters, summed over its TCP and UDP parts. Counters
+/// count from the start and carry on across reloads.
+///
+/// Fields are only ever added at the end, so pass `sizeof(proxy_stats)` to
+/// `proxy_forwarder_stats`: a program built against an older header gets the fields it
+/// knows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct proxy_stats {
+    /// TCP connections open now.
+    pub connections_open: u64,
+    /// TCP connections accepted since the start.
+    pub connections_total: u64,
+    /// Bytes relayed from clients to the upstream (TCP and UDP payload).
+    pub bytes_to_upstream: u64,
+    /// Bytes relayed from the upstream to clients (TCP and UDP payload).
+    pub bytes_to_downstream: u64,
+    /// Of the TCP bytes relayed, those moved by `splice(2)` without a copy.
+    pub bytes_spliced: u64,
+    /// TCP relay directions that fell back from splice to copying.
+    pub splice_fallbacks: u64,
+    /// Connect attempts the upstream refused.
+    pub connect_refused: u64,
+    /// Connect attempts that found no route to the upstream.
+    pub connect_unreachable: u64,
+    /// Connect attempts that timed out.
+    pub connect_timeout: u64,
+    /// Connect attempts that failed otherwise.
+    pub connect_other: u64,
+    /// TCP connections closed because no upstream address could be reached or resolved.
+    pub upstream_unavailable: u64,
+    /// Successful lookups of the upstream name.
+    pub resolve_refreshes: u64,
+    /// Failed lookups of the upstream name (the last good answer was kept).
+    pub resolve_failures: u64,
+    /// Errors from `accept(2)`, such as running out of file descriptors.
+    pub accept_errors: u64,
+    /// UDP sessions open now.
+    pub udp_sessions_open: u64,
+    /// UDP sessions created since the start.
+    pub udp_sessions_total: u64,
+    /// UDP sessions ended early because the session table was full.
+    pub udp_sessions_evicted: u64,
+    /// Datagrams relayed from clients to the upstream.
+    pub udp_datagrams_to_upstream: u64,
+    /// Datagrams relayed from the upstream to clients.
+    pub udp_datagrams_to_downstream: u64,
+    /// Datagrams dropped (a full send buffer, no upstream reachable, too many queued for a
+    /// new session).
+    pub udp_dropped: u64,
+    /// Datagrams that arrived truncated; dropped.
+    pub udp_truncated: u64,
+    /// ICMP port-unreachable reports from the upstream.
+    pub udp_upstream_refused: u64,
+}
+
+// SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
+unsafe impl U64Fields for proxy_stats {}
+
+impl proxy_stats {
+    /// Adds `s` to these counters.
+    fn add(&mut self, s: &StatsSnapshot) {
+        let c = &s.connect_failures;
+        let u = &s.udp;
+        let pairs = [
+            (&mut self.connections_open, s.connections_open),
+            (&mut self.connections_total, s.connections_total),
+            (&mut self.bytes_to_upstream, s.bytes_to_upstream),
+            (&mut self.bytes_to_downstream, s.bytes_to_downstream),
+            (&mut self.bytes_spliced, s.bytes_spliced),
+            (&mut self.splice_fallbacks, s.splice_fallbacks),
+            (&mut self.connect_refused, c.refused),
+            (&mut self.connect_unreachable, c.unreachable),
+            (&mut self.connect_timeout, c.timeout),
+            (&mut self.connect_other, c.other),
+            (&mut self.upstream_unavailable, s.upstream_unavailable),
+            (&mut self.resolve_refreshes, s.resolve_refreshes),
+            (&mut self.resolve_failures, s.resolve_failures),
+            (&mut self.accept_errors, s.accept_errors),
+            (&mut self.udp_sessions_open, u.sessions_open),
+            (&mut self.udp_sessions_total, u.sessions_total),
+            (&mut self.udp_sessions_evicted, u.sessions_evicted),
+            (&mut self.udp_datagrams_to_upstream, u.datagrams_to_upstream),
+            (
+                &mut self.udp_datagrams_to_downstream,
+                u.datagrams_to_downstream,
+            ),
+            (&mut self.udp_dropped, u.dropped),
+            (&mut self.udp_truncated, u.truncated),
+            (&mut self.udp_upstream_refused, u.upstream_refused),
+        ];
+        for (field, value) in pairs {
+            *field = field.saturating_add(value);
+        }
+    }
+}
+
+/// What a `proxy_forwarder` holds.
+///
+/// Fields drop in order: the running handles first (which stops every listener and
+/// connection), then the runtime, whose drop waits for its threads, including a resolver
+/// callback in progress.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    protocol: proxy_protocol,
+    /// `None` once shut down. Held for the length of a reload or shutdown.
+    running: Mutex<Option<Running>>,
+    /// The bound addresses, readable while a reload runs.
+    addrs: Mutex<Vec<SocketAddr>>,
+    /// The TCP and UDP parts' counters; they outlive a shutdown.
+    stats: Vec<StatsReader>,
+    runtime: Runtime,
+}
+
+// The header lets every function but `_free` run on any thread, concurrently.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Forwarder>();
+};
+
+/// The running parts, each with the settings it runs with (a `BOTH` reload that fails
+/// half-way goes back to them).
+#[derive(Debug, Default)]
+struct Running {
+    tcp: Option<(ForwarderHandle, TcpForwarder)>,
+    udp: Option<(ForwarderHandle, UdpForwarder)>,
+}
+
+/// The forwarders a config describes, built (validated) but not started.
+struct Planned {
+    tcp: Option<TcpForwarder>,
+    udp: Option<UdpForwarder>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock was reported as PROXY_STATUS_PANIC; what it guarded
+    // is still consistent enough to stop and free.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn protocol_name(p: proxy_protocol) -> &'static str {
+    match p {
+        proxy_protocol::Tcp => "TCP",
+        proxy_protocol::Udp => "UDP",
+        proxy_protocol::Both => "TCP and UDP",
+    }
+}
+
+/// The runtime of one forwarder.
+fn runtime(threads: usize) -> Result<Runtime, Failure> {
+    let n = Arc::new(AtomicUsize::new(0));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name_fn(move || format!("proxy-ffi-{}", n.fetch_add(1, Relaxed)))
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                proxy_status::Runtime,
+                format!("cannot start the forwarder's threads: {e}"),
+            )
+        })
+}
+
+/// Builds the forwarders `config` describes; call inside the forwarder's runtime (the
+/// hickory resolver is made here).
+fn plan(config: &Config) -> Result<Planned, Failure> {
+    let target = config.target()?.clone();
+    let listen = config.listen()?.to_vec();
+    let resolver: Arc<dyn Resolve> = match config.resolver {
+        ResolverChoice::System => Arc::new(SystemResolver::new()),
+        ResolverChoice::Hickory => Arc::new(HickoryResolver::from_system_conf().map_err(|e| {
+            Failure::new(
+                proxy_status::Resolver,
+                format!("cannot read the system DNS configuration: {e}"),
+            )
+        })?),
+        ResolverChoice::Callback(cb) => Arc::new(CallbackResolver(cb)),
+    };
+    let tcp = || {
+        TcpForwarder::builder(listen.iter().copied(), target.clone())
+            .shared_resolver(resolver.clone())
+            .timeouts(config.timeouts)
+            .build()
+    };
+    let udp = || {
+        UdpForwarder::builder(listen.iter().copied(), target.clone())
+            .shared_resolver(resolver.clone())
+            .timeouts(config.timeouts)
+            .build()
+    };
+    Ok(match config.protocol {
+        proxy_protocol::Tcp => Planned {
+            tcp: Some(tcp()?),
+            udp: None,
+        },
+        proxy_protocol::Udp => Planned {
+            tcp: None,
+            udp: Some(udp()?),
+        },
+        proxy_protocol::Both => Planned {
+            tcp: Some(tcp()?),
+            udp: Some(udp()?),
+        },
+    })
+}
+
+// ===== impl Forwarder =====
+
+impl Forwarder {
+    fn start(config: &Config) -> Result<Self, Failure> {
+        // Check what can be checked before starting threads.
+        config.target()?;
+        config.listen()?;
+        let runtime = runtime(config.worker_threads)?;
+        let running = {
+            let _entered = runtime.enter();
+            let planned = plan(config)?;
+            match (planned.tcp, planned.udp) {
+                (Some(tcp), Some(udp)) => start_both(tcp, udp)?,
+                (Some(tcp), None) => Running {
+                    tcp: Some((tcp.start()?, tcp)),
+                    udp: None,
+                },
+                (None, Some(udp)) => Running {
+                    tcp: None,
+                    udp: Some((udp.start()?, udp)),
+                },
+                (None, None) => unreachable!("a config plans one protocol at least"),
+            }
+        };
+        let stats = (running.tcp.iter().map(|(h, _)| h.stats_reader()))
+            .chain(running.udp.iter().map(|(h, _)| h.stats_reader()))
+            .collect();
+        Ok(Forwarder {
+            protocol: config.protocol,
+            addrs: Mutex::new(running.local_addrs()),
+            running: Mutex::new(Some(running)),
+            stats,
+            runtime,
+        })
+    }
+
+    fn reload(&self, config: &Config) -> Result<(), Failure> {
+        if config.protocol != self.protocol {
+            return Err(Failure::new(
+                proxy_status::ReloadProtocolMismatch,
+                format!(
+                    "the forwarder serves {}; the config asks for {}",
+                    protocol_name(self.protocol),
+                    protocol_name(config.protocol)
+                ),
+            ));
+        }
+        let mut running = lock(&self.running);
+        let Some(running) = running.as_mut() else {
+            return Err(not_running());
+        };
+        let planned = {
+            let _entered = self.runtime.enter();
+            plan(config)?
+        };
+        let rt = &self.runtime;
+        match (&mut running.tcp, &mut running.udp, planned.tcp, planned.udp) {
+            (Some((tcp, old_tcp)), Some((udp, old_udp)), Some(new_tcp), Some(new_udp)) => {
+                rt.block_on(tcp.reload(new_tcp.clone()))?;
+                // UDP follows the ports TCP has now, as at the start.
+                let new_udp = new_udp.with_listen(tcp.local_addrs().iter().copied())?;
+                if let Err(e) = rt.block_on(udp.reload(new_udp.clone())) {
+                    // Best effort: put TCP back on the settings UDP still has.
+                    if let Err(back) = rt.block_on(tcp.reload(old_tcp.clone())) {
+                        let mut f = Failure::from(e);
+                        f.detail
+                            .push_str(&format!("; TCP could not go back either: {back}"));
+                        return Err(f);
+                    }
+                    return Err(e.into());
+                }
+                *old_tcp = new_tcp;
+                *old_udp = new_udp;
+            }
+            (Some((tcp, old)), None, Some(new), None) => {
+                rt.block_on(tcp.reload(new.clone()))?;
+                *old = new;
+            }
+            (None, Some((udp, old)), None, Some(new)) => {
+                rt.block_on(udp.reload(new.clone()))?;
+                *old = new;
+            }
+            _ => unreachable!("the protocols were compared above"),
+        }
+        *lock(&self.addrs) = running.local_addrs();
+        Ok(())
+    }
+
+    /// Stops accepting, lets connections finish for up to `grace`, then closes the rest.
+    /// Shutting down twice does nothing the second time.
+    fn shutdown(&self, grace: Duration) {
+        let mut running = lock(&self.running);
+        let Some(Running { tcp, udp }) = running.take() else {
+            return;
+        };
+        lock(&self.addrs).clear();
+        self.runtime.block_on(async move {
+            let tcp = async {
+                if let Some((h, _)) = tcp {
+                    h.shutdown(grace).await;
+                }
+            };
+            let udp = async {
+                if let Some((h, _)) = udp {
+                    h.shutdown(grace).await;
+                }
+            };
+            tokio::join!(tcp, udp);
+        });
+    }
+
+    fn addr(&self, index: usize) -> Result<SocketAddr, Failure> {
+        let addrs = lock(&self.addrs);
+        addrs.get(index).copied().ok_or_else(|| {
+            Failure::new(
+                proxy_status::IndexOutOfRange,
+                format!(
+                    "address index {index}, but the forwarder has {} addresses",
+                    addrs.len()
+                ),
+            )
+        })
+    }
+
+    fn stats(&self) -> proxy_stats {
+        let mut total = proxy_stats::default();
+        for reader in &self.stats {
+            total.add(&reader.stats());
+        }
+        total
+    }
+}
+
+// ===== impl Running =====
+
+impl Running {
+    /// The bound addresses: TCP's, which UDP shares in a `BOTH` forwarder.
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        match (&self.tcp, &self.udp) {
+            (Some((h, _)), _) | (None, Some((h, _))) => h.local_addrs().to_vec(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+fn not_running() -> Failure {
+    Failure::new(
+        proxy_status::NotRunning,
+        "the forwarder was shut down; free it and start a new one",
+    )
+}
+
+/// TCP first, then UDP on the addresses TCP got. When some port was 0 and UDP finds the
+/// port TCP got taken, both try another port. The TCP listeners passed over stay bound
+/// until the search is over, so the kernel cannot hand the same port out again.
+fn start_both(tcp: TcpForwarder, udp: UdpForwarder) -> Result<Running, Failure> {
+    let kernel_port = tcp.listen_addrs().iter().any(|a| a.port() == 0);
+    let mut passed_over = Vec::new();
+    for attempt in 1..=SAME_PORT_TRIES {
+        let tcp_handle = tcp.start()?;
+        let udp = udp.with_listen(tcp_handle.local_addrs().iter().copied())?;
+        match udp.start() {
+            Ok(udp_handle) => {
+                return Ok(Running {
+                    tcp: Some((tcp_handle, tcp)),
+                    udp: Some((udp_handle, udp)),
+                });
+            }
+            Err(e)
+                if kernel_port
+                    && io_kind(&e) == Some(std::io::ErrorKind::AddrInUse)
+                    && attempt < SAME_PORT_TRIES =>
+            {
+                passed_over.push(tcp_handle);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Starts forwarding as `config` says, on threads of the new forwarder's own, and stores
+/// the forwarder in `*out`. Returns once every listen address is bound, so connections
+/// can be made as soon as it returns. Host-name targets are resolved in the background.
+///
+/// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
+/// without a target or a listen address, a duplicate listen address, or a connect timeout
+/// longer than the connect budget; `PROXY_STATUS_ADDRESS_IN_USE` or
+/// `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
+/// `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
+/// and `*out` is not written.
+///
+/// Thread safety: may be called from any thread, also with the same config on several
+/// threads at once (see `proxy_config`).
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_start(
+    config: *const proxy_config,
+    out: *mut *mut proxy_forwarder,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_ref(config, "config")?;
+        let out = crate::handle::out(out, "out")?;
+        let forwarder = Forwarder::start(config)?;
+        out.write(to_boxed_mut_ptr::<proxy_forwarder>(forwarder));
+        Ok(())
+    }
+}
+
+/// Applies `config` to the running forwarder without dropping anything established: new
+/// listen addresses are bound, ones no longer listed stop accepting (their connections go
+/// on), ones in both keep their socket (an address with port 0 names the listener it
+/// started, so passing the same config keeps every port). New connections and sessions
+/// use the new target, resolver and timers; established ones finish with the old. The
+/// counters carry on. Blocks until done.
+///
+/// In a `PROXY_PROTOCOL_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
+/// bind them, TCP goes back to its previous addresses and the error is returned.
+///
+/// Errors: `PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH` when `config` has another protocol;
+/// `PROXY_STATUS_NOT_RUNNING` after `proxy_forwarder_shutdown`; the setting and bind errors
+/// of `proxy_forwarder_start`. Nothing changes then.
+///
+/// Thread safety: may be called from any thread; reloads and shutdowns of one forwarder
+/// take turns. Not from this forwarder's resolver callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_reload(
+    forwarder: *mut proxy_forwarder,
+    config: *const proxy_config,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder.cast_const(), "forwarder")?;
+        let config = try_ref(config, "config")?;
+        forwarder.reload(config)
+    }
+}
+
+/// Stops accepting new connections and datagrams, lets open TCP connections and UDP
+/// sessions go on for up to `grace_ms` milliseconds, then closes the ones still open.
+/// Blocks until every socket is closed. After it, the forwarder has no address, its stats
+/// keep their final values, a reload returns `PROXY_STATUS_NOT_RUNNING` and a second
+/// shutdown does nothing. The forwarder must still be freed with `proxy_forwarder_free`.
+///
+/// Thread safety: may be called from any thread; reloads and shutdowns of one forwarder
+/// take turns. Not from this forwarder's resolver callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_shutdown(
+    forwarder: *mut proxy_forwarder,
+    grace_ms: u64,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder.cast_const(), "forwarder")?;
+        forwarder.shutdown(Duration::from_millis(grace_ms));
+        Ok(())
+    }
+}
+
+/// Frees a forwarder. One still running is stopped at once: listeners close and open
+/// connections are reset. Blocks until its threads have ended, waiting for a resolver
+/// callback in progress to return. NULL does nothing.
+///
+/// Thread safety: the last call on the forwarder: no other call on it may be in progress
+/// or follow. Not from any resolver callback of this forwarder.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_free(forwarder: *mut proxy_forwarder) {
+    ffi_panic_boundary! { unit:
+        free_box(forwarder);
+    }
+}
+
+/// Stores the number of bound listen addresses in `*out_count`: as many as the config
+/// listed (0 after a shutdown).
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_address_count(
+    forwarder: *const proxy_forwarder,
+    out_count: *mut usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        let out_count = out(out_count, "out_count")?;
+        out_count.write(lock(&forwarder.addrs).len());
+        Ok(())
+    }
+}
+
+/// Writes bound listen address `index` (in the order the config listed them, with the
+/// kernel's port where port 0 was asked for) to `buf` as a NUL-terminated string such as
+/// `127.0.0.1:40123` or `[::1]:40123`; `*out_n` receives its length without the NUL.
+/// `PROXY_ADDRESS_BUFFER_SIZE` bytes always suffice; `buf == NULL` with `len == 0` asks for
+/// the length only.
+///
+/// Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`, `PROXY_STATUS_BUFFER_TOO_SMALL` (nothing is
+/// written then), `PROXY_STATUS_NULL_PARAMETER`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_address(
+    forwarder: *const proxy_forwarder,
+    index: usize,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        let addr = forwarder.addr(index)?;
+        copy_c_string(&addr.to_string(), buf, len, out_n)
+    }
+}
+
+/// Stores the port of bound listen address `index` in `*out_port`: the kernel's choice
+/// where port 0 was asked for.
+///
+/// Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`, `PROXY_STATUS_NULL_PARAMETER`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_port(
+    forwarder: *const proxy_forwarder,
+    index: usize,
+    out_port: *mut u16,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        let out_port = out(out_port, "out_port")?;
+        out_port.write(forwarder.addr(index)?.port());
+        Ok(())
+    }
+}
+
+/// Copies a snapshot of the forwarder's counters to `*out`, whose size the caller passes
+/// in `out_size`: `sizeof(proxy_stats)`. Works after a shutdown too (the final counts).
+///
+/// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `out_size`
+/// is below 8.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_stats(
+    forwarder: *const proxy_forwarder,
+    out: *mut proxy_stats,
+    out_size: usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        copy_u64_fields(&forwarder.stats(), out, out_size)
+    }
+}

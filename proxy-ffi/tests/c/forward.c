@@ -1,0 +1,286 @@
+/*
+ * Traffic through started forwarders: TCP, UDP and both on one port, with content
+ * checks against echo servers; addresses and stats; reload to a new target; graceful
+ * shutdown; two forwarders in one process.
+ */
+#include "test.h"
+
+static void tcp_forwarding(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_IDLE, 60000));
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    CHECK(f != NULL);
+    proxy_config_free(c); /* the forwarder keeps what it needs */
+
+    size_t count = 0;
+    OK(proxy_forwarder_address_count(f, &count));
+    CHECK(count == 1);
+    char addr[PROXY_ADDRESS_BUFFER_SIZE];
+    size_t n = 0;
+    OK(proxy_forwarder_address(f, 0, addr, sizeof addr, &n));
+    CHECK(n == strlen(addr));
+    uint16_t port = port_of(f);
+    char expected[PROXY_ADDRESS_BUFFER_SIZE];
+    snprintf(expected, sizeof expected, "127.0.0.1:%u", (unsigned)port);
+    CHECK(strcmp(addr, expected) == 0);
+    CHECK(port != echo.port);
+
+    tcp_roundtrip(port);
+    tcp_roundtrip(port);
+    proxy_stats s = wait_idle(f);
+    CHECK(s.connections_total == 2);
+    size_t per_connection = 5 + 1000 + (1 << 20);
+    CHECK(s.bytes_to_upstream == 2 * per_connection);
+    CHECK(s.bytes_to_downstream == 2 * per_connection);
+    CHECK(s.udp_sessions_total == 0);
+    CHECK(atomic_load(&echo.tcp_connections) == 2);
+
+    OK(proxy_forwarder_shutdown(f, 1000));
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+    puts("ok tcp_forwarding");
+}
+
+static void udp_forwarding(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_UDP, echo.port);
+    OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_UDP_SESSION_IDLE, 5000));
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+
+    uint16_t port = port_of(f);
+    udp_roundtrip(port);
+    proxy_stats s;
+    EVENTUALLY(f, s, s.udp_datagrams_to_downstream >= 5);
+    CHECK(s.udp_sessions_total >= 1);
+    CHECK(s.udp_datagrams_to_upstream >= 5);
+    CHECK(s.bytes_to_upstream >= 1 + 100 + 1400 + 9000 + 60000);
+    CHECK(s.connections_total == 0);
+
+    OK(proxy_forwarder_shutdown(f, 0));
+    s = stats_of(f); /* the final counts stay readable */
+    CHECK(s.udp_sessions_total >= 1);
+    CHECK(s.udp_sessions_open == 0);
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+    puts("ok udp_forwarding");
+}
+
+static void both_protocols_on_one_port(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_BOTH, echo.port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+
+    uint16_t port = port_of(f);
+    tcp_roundtrip(port);
+    udp_roundtrip(port);
+    proxy_stats s = wait_idle(f);
+    CHECK(s.connections_total == 1);
+    EVENTUALLY(f, s, s.udp_datagrams_to_downstream >= 5);
+    CHECK(s.udp_sessions_total >= 1);
+    CHECK(s.bytes_to_upstream >= (1 << 20) + 60000);
+
+    OK(proxy_forwarder_shutdown(f, 100));
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+    puts("ok both_protocols_on_one_port");
+}
+
+static void reload_to_a_new_target(void) {
+    echo_server a, b;
+    echo_start(&a);
+    echo_start(&b);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, a.port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    uint16_t port = port_of(f);
+
+    /* A connection open across the reload stays with the old target. */
+    int before = tcp_connect(port);
+    tcp_echo_check(before, 100, 7);
+    CHECK(atomic_load(&a.tcp_connections) == 1);
+
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%u", (unsigned)b.port);
+    OK(proxy_config_set_target(c, target));
+    OK(proxy_forwarder_reload(f, c));
+    CHECK(port_of(f) == port); /* the same config keeps the port 0 listener */
+
+    tcp_roundtrip(port);
+    CHECK(atomic_load(&b.tcp_connections) == 1);
+    CHECK(atomic_load(&a.tcp_connections) == 1);
+    tcp_echo_check(before, 100, 8);
+    close(before);
+
+    /* Another listen address: bound by the reload, after the kept one. */
+    OK(proxy_config_add_listen(c, "127.0.0.1:0"));
+    OK(proxy_forwarder_reload(f, c));
+    size_t count = 0;
+    OK(proxy_forwarder_address_count(f, &count));
+    CHECK(count == 2);
+    CHECK(port_of(f) == port);
+    uint16_t second = 0;
+    OK(proxy_forwarder_port(f, 1, &second));
+    CHECK(second != 0 && second != port);
+    tcp_roundtrip(second);
+    CHECK(atomic_load(&b.tcp_connections) == 2);
+
+    /* The protocol cannot change; nothing else does then. */
+    OK(proxy_config_set_protocol(c, PROXY_PROTOCOL_UDP));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH);
+    CHECK_LAST_ERROR_HAS("serves TCP");
+    OK(proxy_forwarder_address_count(f, &count));
+    CHECK(count == 2);
+
+    proxy_stats s = wait_idle(f);
+    CHECK(s.connections_total == 3);
+
+    OK(proxy_forwarder_shutdown(f, 100));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH);
+    OK(proxy_config_set_protocol(c, PROXY_PROTOCOL_TCP));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_NOT_RUNNING);
+    OK(proxy_forwarder_address_count(f, &count));
+    CHECK(count == 0);
+    OK(proxy_forwarder_shutdown(f, 100)); /* a second shutdown does nothing */
+    proxy_forwarder_free(f);
+    proxy_config_free(c);
+    echo_stop(&a);
+    echo_stop(&b);
+    puts("ok reload_to_a_new_target");
+}
+
+static void reload_both_protocols(void) {
+    echo_server a, b;
+    echo_start(&a);
+    echo_start(&b);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_BOTH, a.port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    uint16_t port = port_of(f);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%u", (unsigned)b.port);
+    OK(proxy_config_set_target(c, target));
+    OK(proxy_forwarder_reload(f, c));
+    CHECK(port_of(f) == port);
+    tcp_roundtrip(port);
+    udp_roundtrip(port);
+    CHECK(atomic_load(&b.tcp_connections) == 1);
+    CHECK(atomic_load(&b.udp_datagrams) >= 5);
+    CHECK(atomic_load(&a.tcp_connections) == 0);
+    CHECK(atomic_load(&a.udp_datagrams) == 0);
+    proxy_forwarder_free(f); /* free without shutdown stops it at once */
+    proxy_config_free(c);
+    echo_stop(&a);
+    echo_stop(&b);
+    puts("ok reload_both_protocols");
+}
+
+static void graceful_shutdown_lets_connections_finish(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+    uint16_t port = port_of(f);
+    int fd = tcp_connect(port);
+    tcp_echo_check(fd, 10, 1);
+    shutdown(fd, SHUT_WR); /* the client is done: the connection drains within the grace */
+    char ch;
+    CHECK(read(fd, &ch, 1) == 0);
+    double start = now_seconds();
+    OK(proxy_forwarder_shutdown(f, 5000));
+    CHECK(now_seconds() - start < 4.0);
+    close(fd);
+    proxy_forwarder_free(f);
+
+    /* A connection still open when the grace ends is closed. */
+    c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+    fd = tcp_connect(port_of(f));
+    tcp_echo_check(fd, 10, 2);
+    start = now_seconds();
+    OK(proxy_forwarder_shutdown(f, 200));
+    double took = now_seconds() - start;
+    CHECK(took >= 0.15 && took < 4.0);
+    CHECK(read(fd, &ch, 1) <= 0);
+    close(fd);
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+    puts("ok graceful_shutdown_lets_connections_finish");
+}
+
+static void two_forwarders_in_one_process(void) {
+    echo_server a, b;
+    echo_start(&a);
+    echo_start(&b);
+    proxy_config *ca = config_to_port(PROXY_PROTOCOL_TCP, a.port);
+    proxy_config *cb = config_to_port(PROXY_PROTOCOL_BOTH, b.port);
+    proxy_forwarder *fa = NULL, *fb = NULL;
+    OK(proxy_forwarder_start(ca, &fa));
+    OK(proxy_forwarder_start(cb, &fb));
+    uint16_t pa = port_of(fa), pb = port_of(fb);
+    CHECK(pa != pb);
+    for (int i = 0; i < 3; i++) {
+        tcp_roundtrip(pa);
+        tcp_roundtrip(pb);
+    }
+    udp_roundtrip(pb);
+    CHECK(atomic_load(&a.tcp_connections) == 3);
+    CHECK(atomic_load(&b.tcp_connections) == 3);
+    CHECK(wait_idle(fa).connections_total == 3);
+    CHECK(wait_idle(fb).connections_total == 3);
+    CHECK(stats_of(fa).udp_sessions_total == 0);
+
+    /* Stopping one leaves the other alone. */
+    OK(proxy_forwarder_shutdown(fa, 0));
+    proxy_forwarder_free(fa);
+    tcp_roundtrip(pb);
+    udp_roundtrip(pb);
+    CHECK(atomic_load(&b.tcp_connections) == 4);
+    proxy_forwarder_free(fb);
+    proxy_config_free(ca);
+    proxy_config_free(cb);
+    echo_stop(&a);
+    echo_stop(&b);
+    puts("ok two_forwarders_in_one_process");
+}
+
+static void stats_struct_prefix(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+    tcp_roundtrip(port_of(f));
+    wait_idle(f);
+    /* A caller knowing only the first two fields gets those and nothing more. */
+    uint64_t old[3] = {0, 0, 0xdeadbeef};
+    OK(proxy_forwarder_stats(f, (proxy_stats *)(void *)old, 2 * sizeof(uint64_t)));
+    CHECK(old[0] == 0 && old[1] == 1 && old[2] == 0xdeadbeef);
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+    puts("ok stats_struct_prefix");
+}
+
+int main(void) {
+    tcp_forwarding();
+    udp_forwarding();
+    both_protocols_on_one_port();
+    reload_to_a_new_target();
+    reload_both_protocols();
+    graceful_shutdown_lets_connections_finish();
+    two_forwarders_in_one_process();
+    stats_struct_prefix();
+    return 0;
+}
