@@ -110,9 +110,17 @@ const TCP_UDP_IDLE_FLAG_HELP: &str = "Close a TCP connection or end a UDP sessio
 long without traffic in either direction; the same as IDLE_TIMEOUT_SECONDS. 0 means no idle \
 timeout. [default: none for TCP, 30s for UDP]";
 
+/// `proxy --version`: the crate version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PROXY_GIT_REVISION"),
+    ")"
+);
+
 /// The `proxy` command line.
 #[derive(Debug, Parser)]
-#[command(name = "proxy", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(name = "proxy", version = VERSION, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
     /// The log level; RUST_LOG overrides it when set.
     #[arg(
@@ -140,6 +148,12 @@ pub struct Cli {
     /// start). Off by default.
     #[arg(long, global = true, value_name = "ADDR", value_parser = parse_admin)]
     pub admin: Option<SocketAddr>,
+
+    /// Check the arguments (and, for `run`, the configuration file) and exit: 0 when they
+    /// are valid, 2 with a message naming the problem otherwise. Binds nothing, resolves
+    /// nothing: for CI and Kubernetes manifests.
+    #[arg(long, global = true)]
+    pub check: bool,
 
     /// What to run.
     #[command(subcommand)]

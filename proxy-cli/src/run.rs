@@ -68,6 +68,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if cli.check {
+        return check(&cli.command, config.as_ref());
+    }
     let admin = cli.admin.or(config.as_ref().and_then(|c| c.admin));
     let _admin = match admin {
         Some(addr) => Some(Admin::start(addr, forwards.clone()).await?),
@@ -81,6 +84,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         (Command::Run(args), Some(config)) => run_config(&args.config, &config, &forwards).await,
         (Command::Run(_), None) => unreachable!("the file was loaded above"),
     }
+}
+
+/// `--check`: builds (without starting) every forwarder the command would start, so the
+/// library validates every setting; binds and resolves nothing.
+fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
+    // Building a forwarder never resolves; a placeholder resolver will do.
+    let resolver = || -> Arc<dyn Resolve> { Arc::new(SystemResolver::new()) };
+    match (command, config) {
+        (Command::Tcp(args), _) => {
+            let plan = args.plan()?;
+            build_tcp(&plan, plan.listen.addrs(), resolver())?;
+        }
+        (Command::Udp(args), _) => {
+            let plan = args.plan()?;
+            build_udp(&plan, plan.listen.addrs(), resolver())?;
+        }
+        (Command::TcpUdp(args), _) => {
+            let plan = args.plan()?;
+            build_tcp(&plan.tcp, plan.tcp.listen.addrs(), resolver())?;
+            build_udp(&plan.udp, plan.udp.listen.addrs(), resolver())?;
+        }
+        (Command::Forward(args), _) => {
+            args.plan()?;
+        }
+        (Command::Run(_), Some(config)) => {
+            crate::supervise::build_all(config)?;
+        }
+        (Command::Run(_), None) => unreachable!("the file was loaded before"),
+    }
+    println!("ok: the arguments are valid");
+    Ok(())
 }
 
 /// `proxy run --config FILE`: runs the file's forwards, applies the file again on SIGHUP,

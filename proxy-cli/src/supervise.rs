@@ -23,7 +23,7 @@ use crate::registry::{Forwards, Protocol, Registered};
 use crate::run::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of};
 
 /// One protocol of one `[[forward]]`: its name and protocol, and where it listens.
-type Key = (String, Protocol);
+pub(crate) type Key = (String, Protocol);
 
 /// The running forwards of a configuration file.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub struct Supervisor {
 
 /// A forward built from the file, with the listen setting it came from (to retry on IPv4
 /// when the host has no IPv6).
-struct Built {
+pub(crate) struct Built {
     forwarder: Forwarder,
     listen: Listen,
     target: String,
@@ -166,7 +166,7 @@ impl Supervisor {
 }
 
 /// Builds every protocol of every forward of `config`.
-fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Built>> {
+pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Built>> {
     let mut all = BTreeMap::new();
     for forward in &config.forwards {
         if let Some(plan) = &forward.tcp {
