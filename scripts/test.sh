@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project on a fresh Debian/Ubuntu machine:
-# installs what the tests need (dnsmasq, dig, prlimit, unshare, ip; cc and valgrind for the
-# C API's tests; the pinned cbindgen) when missing, then the C header check, fmt, clippy,
-# the whole test suite (Rust, doc and C tests), docs, benches (smoke) and the fuzz
-# targets' build.
+# Runs every check and test of the project on a fresh Debian/Ubuntu machine. Installs
+# what the tests need when missing: dnsmasq, dig, prlimit, unshare, ip,
+# systemd-socket-activate; cc and valgrind for the C API's tests; the pinned cbindgen.
+# Then: the C header check, fmt, clippy, the whole test suite (Rust, doc and C tests), the
+# deploy/ checks (deploy/validate.sh, which installs the pinned kubernetes-validate from
+# PyPI into target/deploy-venv), docs, benches (smoke) and the fuzz targets' build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v prlimit >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 || need
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -38,6 +40,8 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> deploy/ (Containerfile lint, Kubernetes manifests against the schemas, proxy --check)"
+deploy/validate.sh
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 echo "==> benches (smoke: each benchmark runs once)"

@@ -34,6 +34,11 @@ protocols from one process.
 Logs go to stderr; set the level with --log-level or RUST_LOG. SIGINT and SIGTERM stop
 accepting, let open connections and UDP sessions finish for the --drain time, and exit 0.
 
+Under systemd socket activation (LISTEN_PID and LISTEN_FDS set for this process), `tcp`,
+`udp` and `tcp,udp` forward from the sockets systemd passed instead of binding PORT and
+--listen. With NOTIFY_SOCKET set (Type=notify), the proxy sends READY=1 once it listens
+and STOPPING=1 when it starts draining. See deploy/systemd/.
+
 Exit codes: 0 after a clean shutdown, 1 when the proxy cannot run (a listen address
 cannot be bound, ...), 2 for bad arguments.";
 

@@ -34,3 +34,4 @@ pub mod metrics;
 pub mod registry;
 pub mod run;
 pub mod supervise;
+pub mod systemd;

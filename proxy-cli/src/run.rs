@@ -21,6 +21,7 @@ use crate::args::{
 use crate::config::{self, ConfigFile};
 use crate::registry::{Forwards, Protocol, Registered, listen_name};
 use crate::supervise::Supervisor;
+use crate::systemd::{self, Wants};
 
 /// How many ports `proxy tcp,udp 0 ...` tries before giving up when the UDP side of the
 /// port TCP got from the kernel is taken.
@@ -124,6 +125,7 @@ async fn run_config(path: &Path, config: &ConfigFile, forwards: &Forwards) -> an
     let mut hangups = Hangups::new().context("cannot install the SIGHUP handler")?;
     let mut supervisor = Supervisor::start(path, config, forwards)?;
     forwards.set_ready();
+    systemd::notify_ready_status(&format!("Running {}", path.display()));
     let name = loop {
         tokio::select! {
             () = hangups.recv() => match supervisor.reload().await {
@@ -138,6 +140,7 @@ async fn run_config(path: &Path, config: &ConfigFile, forwards: &Forwards) -> an
     };
     forwards.set_draining();
     let drain = supervisor.drain();
+    systemd::notify_stopping(drain);
     tracing::info!(
         signal = name,
         "shutting down: draining every forward for up to {drain:?}"
@@ -202,7 +205,12 @@ async fn tcp(args: &TcpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     // line always drains rather than killing the process.
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.target, plan.resolver)?;
-    let handle = start_tcp(&plan, resolver)?;
+    let handle = match systemd::take_sockets(Wants::TCP)? {
+        Some(sockets) => {
+            build_tcp(&plan, plan.listen.addrs(), resolver)?.start_from(sockets.tcp)?
+        }
+        None => start_tcp(&plan, resolver)?,
+    };
     let tcp = register(forwards, Protocol::Tcp, &plan.target, handle);
     serve_until_signal(forwards, vec![tcp], signals, plan.drain).await
 }
@@ -211,9 +219,14 @@ async fn udp(args: &UdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.target, plan.resolver)?;
-    let handle = start_with_ipv4_fallback(&plan.listen, |listen| {
-        Ok(build_udp(&plan, listen, resolver.clone())?.start())
-    })?;
+    let handle = match systemd::take_sockets(Wants::UDP)? {
+        Some(sockets) => {
+            build_udp(&plan, plan.listen.addrs(), resolver)?.start_from(sockets.udp)?
+        }
+        None => start_with_ipv4_fallback(&plan.listen, |listen| {
+            Ok(build_udp(&plan, listen, resolver.clone())?.start())
+        })?,
+    };
     let udp = register(forwards, Protocol::Udp, &plan.target, handle);
     serve_until_signal(forwards, vec![udp], signals, plan.drain).await
 }
@@ -229,6 +242,17 @@ async fn tcp_udp(args: &TcpUdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let resolver = resolver(&plan.tcp.target, plan.tcp.resolver)?;
     // Reject bad UDP settings (exit code 2) before binding anything.
     build_udp(&plan.udp, plan.udp.listen.addrs(), resolver.clone())?;
+    if let Some(sockets) = systemd::take_sockets(Wants::TCP_UDP)? {
+        let tcp = build_tcp(&plan.tcp, plan.tcp.listen.addrs(), resolver.clone())?
+            .start_from(sockets.tcp)
+            .context("TCP")?;
+        let udp = build_udp(&plan.udp, plan.udp.listen.addrs(), resolver)?
+            .start_from(sockets.udp)
+            .context("UDP")?;
+        let tcp = register(forwards, Protocol::Tcp, &plan.tcp.target, tcp);
+        let udp = register(forwards, Protocol::Udp, &plan.udp.target, udp);
+        return serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.drain).await;
+    }
     let kernel_port = plan.tcp.listen.addrs().iter().any(|a| a.port() == 0);
     let mut passed_over = Vec::new();
     let started = async {
@@ -387,8 +411,10 @@ async fn serve_until_signal(
     drain: Duration,
 ) -> anyhow::Result<()> {
     forwards.set_ready();
+    systemd::notify_ready(&running);
     let name = signals.recv().await;
     forwards.set_draining();
+    systemd::notify_stopping(drain);
     let has = |p| running.iter().any(|r| r.protocol() == p);
     let what = match (has(Protocol::Tcp), has(Protocol::Udp)) {
         (true, true) => "connections and UDP sessions",

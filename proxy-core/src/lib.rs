@@ -38,6 +38,7 @@
 //! }
 //! ```
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod balance;
@@ -49,6 +50,9 @@ mod pool;
 pub mod resolve;
 mod stats;
 mod sys;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub mod systemd;
 mod target;
 mod tcp;
 mod timeout;

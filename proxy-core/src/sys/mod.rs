@@ -1,6 +1,7 @@
 //! Platform back ends: `splice(2)` through pipes on Linux, a fallback with the same API
 //! elsewhere; batched UDP I/O with packet info. The only module allowed to hold `unsafe`:
-//! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` through libc.
+//! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` through libc, and the
+//! descriptors systemd passes become `OwnedFd`s in `systemd.rs`.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -12,6 +13,8 @@ mod imp;
 
 #[cfg(target_os = "linux")]
 mod linux_udp;
+#[cfg(target_os = "linux")]
+pub(crate) mod systemd;
 pub(crate) mod udp;
 
 pub(crate) use imp::{Pipe, SPLICE, splice_unsupported};

@@ -18,7 +18,7 @@ use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refre
 use crate::listen;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
-use crate::{BuildError, Error, Target, Timeouts};
+use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
 
 /// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
 ///
@@ -128,6 +128,53 @@ impl TcpForwarder {
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
         let bound = self.bind(&self.config.common.listen)?;
+        self.run(bound)
+    }
+
+    /// Starts accepting and forwarding connections on listeners bound elsewhere, such as
+    /// the sockets systemd passes ([`systemd::listen_fds`](crate::systemd::listen_fds)),
+    /// instead of binding the configured listen addresses. Each listener is made
+    /// non-blocking; its local address stands for the configured one in
+    /// [`ForwarderHandle::local_addrs`], the logs and the stats. The listen-socket
+    /// options (backlog, SO_REUSEPORT, dual stack) are the listeners' own.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Bind`](crate::ErrorKind::Bind) when `listeners` is empty or one of
+    /// them cannot be set up (not a listening socket, ...); nothing is started then.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn start_from(
+        &self,
+        listeners: impl IntoIterator<Item = std::net::TcpListener>,
+    ) -> Result<ForwarderHandle, Error> {
+        let bound = listeners
+            .into_iter()
+            .map(|listener| {
+                let addr = listener.local_addr().map_err(|e| {
+                    Error::new(ErrorKind::Bind, Side::Internal)
+                        .with_context("a given listener")
+                        .with_source(e)
+                })?;
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener))
+                    .map(|listener| (addr, listener))
+                    .map_err(|e| bind_error(addr, e))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if bound.is_empty() {
+            return Err(
+                Error::new(ErrorKind::Bind, Side::Internal).with_context("no listeners given")
+            );
+        }
+        self.run(bound)
+    }
+
+    /// Starts the listener loops on `bound` sockets (each with the address it stands for).
+    fn run(&self, bound: Vec<(SocketAddr, TcpListener)>) -> Result<ForwarderHandle, Error> {
         let base = Base::new();
         let current = Current::new(self.generation(&base));
         let mut handle = ForwarderHandle::new(base.clone(), Control::Tcp(current.clone()));

@@ -21,7 +21,7 @@ use crate::pool::Pool;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
-use crate::{BuildError, Error, Target, Timeouts};
+use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
 
 /// Forwards UDP datagrams from one or more listen addresses to an upstream [`Target`].
 ///
@@ -155,6 +155,59 @@ impl UdpForwarder {
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
         let bound = self.bind(&self.config.common.listen)?;
+        self.run(bound)
+    }
+
+    /// Starts forwarding on sockets bound elsewhere, such as the sockets systemd passes
+    /// ([`systemd::listen_fds`](crate::systemd::listen_fds)), instead of binding the
+    /// configured listen addresses. Each socket is made non-blocking, and a wildcard one
+    /// (`0.0.0.0`, `[::]`) gets packet info so replies leave from the address the client
+    /// sent to; its local address stands for the configured one in
+    /// [`ForwarderHandle::local_addrs`], the logs and the stats.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Bind`](crate::ErrorKind::Bind) when `sockets` is empty or one of them
+    /// cannot be set up (not bound, ...); nothing is started then.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn start_from(
+        &self,
+        sockets: impl IntoIterator<Item = std::net::UdpSocket>,
+    ) -> Result<ForwarderHandle, Error> {
+        let bound = sockets
+            .into_iter()
+            .map(|socket| {
+                let addr = socket.local_addr().map_err(|e| {
+                    Error::new(ErrorKind::Bind, Side::Internal)
+                        .with_context("a given socket")
+                        .with_source(e)
+                })?;
+                let wildcard = addr.ip().is_unspecified();
+                let setup = || {
+                    let socket = socket2::Socket::from(socket);
+                    socket.set_nonblocking(true)?;
+                    if wildcard {
+                        io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
+                    }
+                    UdpSocket::from_std(socket.into())
+                };
+                let socket = setup().map_err(|e| bind_error(addr, e))?;
+                Ok((addr, (Arc::new(socket), wildcard)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if bound.is_empty() {
+            return Err(
+                Error::new(ErrorKind::Bind, Side::Internal).with_context("no sockets given")
+            );
+        }
+        self.run(bound)
+    }
+
+    /// Starts the listener loops on `bound` sockets (each with the address it stands for).
+    fn run(&self, bound: Vec<(SocketAddr, Socket)>) -> Result<ForwarderHandle, Error> {
         let base = Base::new();
         let current = Current::new(self.generation(&base));
         let mut handle = ForwarderHandle::new(base.clone(), Control::Udp(current.clone()));
