@@ -640,7 +640,11 @@ fn udp_seed_form_and_idle_timeout() {
             first_upstream, second_upstream,
             "the second datagram reused the ended session's upstream socket"
         );
-        assert_eq!(proxy.count_lines(started), 2, "{}", proxy.stderr());
+        // The log line may trail the echo by a moment: wait for it, bounded.
+        let two = proxy.wait_stderr(PROMPT, |lines| {
+            (lines.iter().filter(|l| started(l)).count() == 2).then_some(())
+        });
+        assert!(two.is_some(), "{}", proxy.stderr());
         return;
     }
     panic!("no free UDP port on 127.0.0.1 matching one on 127.0.0.2 in 5 attempts");
