@@ -606,7 +606,11 @@ fn netns_child_forward() {
         "{}",
         proxy.stderr()
     );
-    assert_eq!(proxy.count_lines(passed_over), 1, "{}", proxy.stderr());
+    // Logged before the stdout lines, but stderr is read by another thread: wait for it.
+    let once = proxy.wait_stderr(PROMPT, |lines| {
+        (lines.iter().filter(|l| passed_over(l)).count() == 1).then_some(())
+    });
+    assert!(once.is_some(), "{}", proxy.stderr());
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit(PROMPT).code(), Some(0));
 
