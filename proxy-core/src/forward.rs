@@ -183,3 +183,43 @@ macro_rules! common_setters {
 }
 
 pub(crate) use common_setters;
+
+/// The accessors both forwarders have (each holds `config: Arc<Config>` with the common
+/// settings in `config.common`).
+macro_rules! common_accessors {
+    () => {
+        /// The upstream target.
+        pub fn target(&self) -> &crate::Target {
+            &self.config.common.target
+        }
+
+        /// The listen addresses, as configured.
+        pub fn listen_addrs(&self) -> &[std::net::SocketAddr] {
+            &self.config.common.listen
+        }
+
+        /// The timeouts.
+        pub fn timeouts(&self) -> &crate::Timeouts {
+            &self.config.common.timeouts
+        }
+
+        /// The same forwarder listening on other addresses.
+        ///
+        /// # Errors
+        ///
+        /// As `build()` does for listen addresses: none, or one given twice.
+        pub fn with_listen(
+            &self,
+            listen: impl IntoIterator<Item = std::net::SocketAddr>,
+        ) -> Result<Self, crate::BuildError> {
+            let mut config = (*self.config).clone();
+            config.common.listen = listen.into_iter().collect();
+            config.common.validate()?;
+            Ok(Self {
+                config: std::sync::Arc::new(config),
+            })
+        }
+    };
+}
+
+pub(crate) use common_accessors;

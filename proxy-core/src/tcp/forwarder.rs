@@ -18,7 +18,7 @@ use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refre
 use crate::listen;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
-use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+use crate::{BuildError, Error, ErrorKind, Side, Target};
 
 /// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
 ///
@@ -83,37 +83,7 @@ impl TcpForwarder {
         }
     }
 
-    /// The upstream target.
-    pub fn target(&self) -> &Target {
-        &self.config.common.target
-    }
-
-    /// The listen addresses, as configured.
-    pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.config.common.listen
-    }
-
-    /// The timeouts.
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.config.common.timeouts
-    }
-
-    /// The same forwarder listening on other addresses.
-    ///
-    /// # Errors
-    ///
-    /// As `build()` does for listen addresses: none, or one given twice.
-    pub fn with_listen(
-        &self,
-        listen: impl IntoIterator<Item = SocketAddr>,
-    ) -> Result<Self, BuildError> {
-        let mut config = (*self.config).clone();
-        config.common.listen = listen.into_iter().collect();
-        config.common.validate()?;
-        Ok(TcpForwarder {
-            config: Arc::new(config),
-        })
-    }
+    crate::forward::common_accessors!();
 
     /// Binds every listen address and starts accepting and forwarding connections on the
     /// current tokio runtime.

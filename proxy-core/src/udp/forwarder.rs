@@ -21,13 +21,13 @@ use crate::pool::Pool;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
-use crate::{BuildError, Error, ErrorKind, Side, Target, Timeouts};
+use crate::{BuildError, Error, ErrorKind, Side, Target};
 
 /// Forwards UDP datagrams from one or more listen addresses to an upstream [`Target`].
 ///
 /// Each client address gets a session with its own connected upstream socket, so the
 /// upstream's replies are told apart and datagrams from strangers are dropped by the
-/// kernel. A session ends after [`Timeouts::udp_session_idle`] without a datagram in
+/// kernel. A session ends after [`Timeouts::udp_session_idle`](crate::Timeouts::udp_session_idle) without a datagram in
 /// either direction (30 s by default), or when the session table is full and it is the
 /// least recently used. Replies leave from the address the client sent to, also on a
 /// wildcard listener of a host with several addresses. Datagrams of any size up to
@@ -111,37 +111,7 @@ impl UdpForwarder {
         }
     }
 
-    /// The upstream target.
-    pub fn target(&self) -> &Target {
-        &self.config.common.target
-    }
-
-    /// The listen addresses, as configured.
-    pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.config.common.listen
-    }
-
-    /// The timeouts.
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.config.common.timeouts
-    }
-
-    /// The same forwarder listening on other addresses.
-    ///
-    /// # Errors
-    ///
-    /// As `build()` does for listen addresses: none, or one given twice.
-    pub fn with_listen(
-        &self,
-        listen: impl IntoIterator<Item = SocketAddr>,
-    ) -> Result<Self, BuildError> {
-        let mut config = (*self.config).clone();
-        config.common.listen = listen.into_iter().collect();
-        config.common.validate()?;
-        Ok(UdpForwarder {
-            config: Arc::new(config),
-        })
-    }
+    crate::forward::common_accessors!();
 
     /// Binds every listen address and starts forwarding on the current tokio runtime.
     ///
