@@ -596,24 +596,10 @@ async fn assert_refused(addr: SocketAddr) {
 #[cfg(target_os = "linux")]
 #[test]
 fn start_stop_50_times_without_fd_leak() {
-    const CHILD: &str = "PROXY_CORE_TEST_FD_LEAK_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(start_stop_50_times());
-        return;
-    }
-    let (ok, stdout, stderr) = support::run_self(
+    support::in_own_process(
         "start_stop_50_times_without_fd_leak",
-        CHILD,
-        Duration::from_secs(60),
-    );
-    assert!(
-        ok && stdout.contains("1 passed"),
-        "child failed:\n{stdout}\n{stderr}"
+        "PROXY_CORE_TEST_FD_LEAK_CHILD",
+        start_stop_50_times,
     );
 }
 

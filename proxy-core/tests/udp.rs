@@ -622,24 +622,10 @@ async fn shutdown_closes_sessions_and_frees_the_port() {
 #[cfg(target_os = "linux")]
 #[test]
 fn start_stop_30_times_without_fd_leak() {
-    const CHILD: &str = "PROXY_CORE_TEST_UDP_FD_LEAK_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(start_stop_30_times());
-        return;
-    }
-    let (ok, stdout, stderr) = support::run_self(
+    support::in_own_process(
         "start_stop_30_times_without_fd_leak",
-        CHILD,
-        Duration::from_secs(60),
-    );
-    assert!(
-        ok && stdout.contains("1 passed"),
-        "child failed:\n{stdout}\n{stderr}"
+        "PROXY_CORE_TEST_UDP_FD_LEAK_CHILD",
+        start_stop_30_times,
     );
 }
 

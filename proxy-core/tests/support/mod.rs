@@ -467,3 +467,29 @@ pub(crate) fn run_self(test: &str, env: &str, limit: Duration) -> (bool, String,
         None => (false, out, format!("killed after {limit:?}\n{err}")),
     }
 }
+
+/// Runs the test `test` of this binary in a child process of its own, where `body` runs on
+/// a fresh runtime; for counts (such as open descriptors) that other tests running at the
+/// same time would disturb. `env` marks the child. Fails when the child fails or takes
+/// more than 60 s.
+#[cfg(target_os = "linux")]
+pub(crate) fn in_own_process<F: Future<Output = ()>>(
+    test: &str,
+    env: &str,
+    body: impl FnOnce() -> F,
+) {
+    if std::env::var_os(env).is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body());
+        return;
+    }
+    let (ok, stdout, stderr) = run_self(test, env, Duration::from_secs(60));
+    assert!(
+        ok && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+}
