@@ -121,6 +121,32 @@ async fn echoes_every_size_exactly_one_at_a_time() {
     echoes_every_size_exactly(1).await;
 }
 
+/// Bursts of equal-sized datagrams, each ending with a shorter one: the forwarder moves
+/// such runs as one segmented send each way, and every datagram still arrives on its own,
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_equal_datagrams_keep_their_boundaries() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let handle = forwarder(v4_any_port(), echo.addr());
+    let proxy = proxy_addr(&handle);
+    let mut payloads = Vec::new();
+    for (burst, size) in [64usize, 1000, 1400, 8000].into_iter().enumerate() {
+        for i in 0..40u64 {
+            payloads.push(payload(burst as u64 * 100 + i, size));
+        }
+        payloads.push(payload(burst as u64 * 100 + 99, size / 2));
+    }
+    let mut client = Client::v4().window(41);
+    within(LIMIT, "bursts", client.exchange(proxy, &payloads)).await;
+    let s = handle.stats();
+    assert_eq!(s.udp.truncated, 0, "{s:#?}");
+    if client.resent == 0 {
+        assert_eq!(echo.count(), payloads.len());
+        assert_eq!(s.udp.dropped, 0, "{s:#?}");
+    }
+    within(LIMIT, "shutdown", handle.shutdown(Duration::from_secs(1))).await;
+}
+
 // ===== many clients =====
 
 /// 50 clients at once, each sending tagged datagrams: every client gets exactly its own

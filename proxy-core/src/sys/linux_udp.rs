@@ -31,7 +31,16 @@ pub(crate) fn set_recv_pktinfo(socket: BorrowedFd<'_>, ipv6: bool) -> io::Result
 }
 
 fn setsockopt_on(socket: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    setsockopt_int(socket, level, name, 1)
+}
+
+fn setsockopt_int(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    let on: libc::c_int = value;
     // SAFETY: the fd is valid for the borrow; the option value points at a live c_int and
     // its size is passed with it.
     let rc = unsafe {
@@ -50,6 +59,22 @@ fn setsockopt_on(socket: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) 
     }
 }
 
+/// Sets a socket's receive and send buffers to `bytes` each. With CAP_NET_ADMIN the
+/// kernel's limits (`net.core.rmem_max`, `wmem_max`) are passed over (SO_RCVBUFFORCE);
+/// without it the size is capped at them.
+pub(crate) fn set_buffers(socket: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX / 2);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_int(socket, libc::SOL_SOCKET, force, bytes).is_err() {
+            setsockopt_int(socket, libc::SOL_SOCKET, plain, bytes)?;
+        }
+    }
+    Ok(())
+}
+
 /// Receives up to `max` datagrams (at most the batch's slots and [`MAX_BATCH`]) without
 /// blocking. Returns how many arrived; `WouldBlock` when none is waiting.
 pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) -> io::Result<usize> {
@@ -58,12 +83,11 @@ pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) ->
         return Ok(0);
     }
     let slot = batch.slot_size();
-    // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] = [MaybeUninit::uninit(); MAX_BATCH];
-    // SAFETY: as above.
-    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut controls = [Control([0; 64]); MAX_BATCH];
+    // Only the first `n` entries are initialised (and zeroed), not the whole arrays.
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::zeroed() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
     let base = batch.buf_mut().as_mut_ptr();
     for i in 0..n {
         let iov = iovs[i].write(libc::iovec {
@@ -71,12 +95,13 @@ pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) ->
             iov_base: unsafe { base.add(i * slot) }.cast(),
             iov_len: slot,
         });
-        let hdr = &mut hdrs[i].msg_hdr;
-        hdr.msg_name = (&raw mut names[i]).cast();
+        // SAFETY: all-zero is a valid value for this plain C struct.
+        let hdr = &mut hdrs[i].write(unsafe { mem::zeroed() }).msg_hdr;
+        hdr.msg_name = names[i].as_mut_ptr().cast();
         hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = iov;
         hdr.msg_iovlen = 1;
-        hdr.msg_control = (&raw mut controls[i]).cast();
+        hdr.msg_control = controls[i].as_mut_ptr().cast();
         hdr.msg_controllen = mem::size_of::<Control>() as _;
     }
     // SAFETY: the first `n` headers point at live, writable iovecs (into the batch buffer),
@@ -85,7 +110,7 @@ pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) ->
     let got = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr().cast(),
             n as _,
             libc::MSG_DONTWAIT as _,
             std::ptr::null_mut(),
@@ -95,10 +120,14 @@ pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) ->
         return Err(io::Error::last_os_error());
     }
     let got = got as usize;
-    for (i, h) in hdrs.iter().enumerate().take(got) {
+    for i in 0..got {
+        // SAFETY: header i was initialised above, and the kernel filled it in.
+        let h = unsafe { hdrs[i].assume_init_ref() };
+        // SAFETY: name i was zeroed, and the kernel wrote at most its size into it.
+        let name = unsafe { names[i].assume_init_ref() };
         batch.meta_mut()[i] = RecvMeta {
             len: (h.msg_len as usize).min(slot),
-            from: decode_addr(&names[i], h.msg_hdr.msg_namelen),
+            from: decode_addr(name, h.msg_hdr.msg_namelen),
             dst_ip: decode_pktinfo(&h.msg_hdr),
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         };
@@ -114,27 +143,30 @@ pub(crate) fn send(socket: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] = [MaybeUninit::uninit(); MAX_BATCH];
-    // SAFETY: as above.
-    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut controls = [Control([0; 64]); MAX_BATCH];
+    // Only the first `n` entries are initialised, not the whole arrays.
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
     for (i, msg) in msgs.iter().take(n).enumerate() {
         let iov = iovs[i].write(libc::iovec {
             // The kernel only reads through this pointer (sendmmsg).
             iov_base: msg.data.as_ptr().cast_mut().cast(),
             iov_len: msg.data.len(),
         });
-        let hdr = &mut hdrs[i].msg_hdr;
+        // SAFETY: all-zero is a valid value for this plain C struct.
+        let hdr = &mut hdrs[i].write(unsafe { mem::zeroed() }).msg_hdr;
         hdr.msg_iov = iov;
         hdr.msg_iovlen = 1;
         if let Some(to) = msg.to {
-            hdr.msg_namelen = encode_addr(&to, &mut names[i]);
-            hdr.msg_name = (&raw mut names[i]).cast();
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            let name = names[i].write(unsafe { mem::zeroed() });
+            hdr.msg_namelen = encode_addr(&to, name);
+            hdr.msg_name = (&raw mut *name).cast();
         }
         if let Some(src) = msg.src_ip {
-            hdr.msg_control = (&raw mut controls[i]).cast();
+            let control = controls[i].write(Control([0; 64]));
+            hdr.msg_control = (&raw mut *control).cast();
             hdr.msg_controllen = mem::size_of::<Control>() as _;
             encode_pktinfo(hdr, src);
         }
@@ -145,7 +177,7 @@ pub(crate) fn send(socket: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<
     let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr().cast(),
             n as _,
             libc::MSG_DONTWAIT as _,
         )
@@ -154,6 +186,133 @@ pub(crate) fn send(socket: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     Ok(sent as usize)
+}
+
+/// Most datagrams one segmented send carries (the kernel's `UDP_MAX_SEGMENTS`).
+pub(crate) const MAX_SEGMENTS: usize = 64;
+
+/// Most payload bytes one segmented send carries: what fits in one IPv4 packet.
+pub(crate) const MAX_SEGMENTED_BYTES: usize = 65_507;
+
+/// Sends `segments` as that many datagrams in one `sendmsg` with UDP segmentation
+/// offload (UDP_SEGMENT, Linux 4.18): the stack handles them as one packet and splits it
+/// as late as it can. Every segment but the last must be as long as the first, the last
+/// no longer; at most [`MAX_SEGMENTS`] of them and [`MAX_SEGMENTED_BYTES`] in all. They
+/// all go out, or none do.
+pub(crate) fn send_segments(
+    socket: BorrowedFd<'_>,
+    segments: &[&[u8]],
+    to: Option<SocketAddr>,
+    src_ip: Option<IpAddr>,
+) -> io::Result<()> {
+    let n = segments.len();
+    let size = segments.first().map_or(0, |s| s.len());
+    let total: usize = segments.iter().map(|s| s.len()).sum();
+    let fits = (2..=MAX_SEGMENTS).contains(&n)
+        && size > 0
+        && total <= MAX_SEGMENTED_BYTES
+        && segments[..n - 1].iter().all(|s| s.len() == size)
+        && segments[n - 1].len() <= size;
+    if !fits {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_SEGMENTS];
+    for (iov, segment) in iovs.iter_mut().zip(segments) {
+        iov.write(libc::iovec {
+            // The kernel only reads through this pointer (sendmsg).
+            iov_base: segment.as_ptr().cast_mut().cast(),
+            iov_len: segment.len(),
+        });
+    }
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+    // SAFETY: as above.
+    let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut control = Control([0; 64]);
+    hdr.msg_iov = iovs.as_mut_ptr().cast();
+    hdr.msg_iovlen = n as _;
+    if let Some(to) = to {
+        hdr.msg_namelen = encode_addr(&to, &mut name);
+        hdr.msg_name = (&raw mut name).cast();
+    }
+    hdr.msg_control = (&raw mut control).cast();
+    hdr.msg_controllen = mem::size_of::<Control>() as _;
+    // SAFETY: msg_control points at the zeroed, aligned 64-byte buffer above, which holds
+    // a packet info message (CMSG_SPACE ≤ 40) and a UDP_SEGMENT one (CMSG_SPACE(2) = 16);
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        let mut used = 0;
+        if let Some(src) = src_ip {
+            used += write_pktinfo(cmsg, src);
+            cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+        }
+        used += write_cmsg(cmsg, libc::SOL_UDP, libc::UDP_SEGMENT, size as u16);
+        hdr.msg_controllen = used as _;
+    }
+    // SAFETY: the header points at live iovecs over the callers' slices, and at the name
+    // and control buffer above, each with its true length; sendmsg only reads them. The fd
+    // is valid for the borrow.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &hdr, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes one control message carrying `value` at `cmsg`; returns the space it takes.
+///
+/// # Safety
+///
+/// `cmsg` must point at a `cmsghdr`, aligned, with `CMSG_SPACE(size_of::<T>())` writable
+/// bytes from it.
+unsafe fn write_cmsg<T>(
+    cmsg: *mut libc::cmsghdr,
+    level: libc::c_int,
+    ty: libc::c_int,
+    value: T,
+) -> usize {
+    let len = mem::size_of::<T>() as u32;
+    // SAFETY: the caller vouches for the room; the data may be unaligned for T.
+    unsafe {
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = ty;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
+        libc::CMSG_DATA(cmsg).cast::<T>().write_unaligned(value);
+        libc::CMSG_SPACE(len) as usize
+    }
+}
+
+/// Writes an IP_PKTINFO (IPv4 source) or IPV6_PKTINFO control message at `cmsg`; returns
+/// the space it takes.
+///
+/// # Safety
+///
+/// As for [`write_cmsg`], with room for an `in6_pktinfo`.
+unsafe fn write_pktinfo(cmsg: *mut libc::cmsghdr, src: IpAddr) -> usize {
+    match src {
+        IpAddr::V4(ip) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(ip.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            // SAFETY: the caller vouches for the room.
+            unsafe { write_cmsg(cmsg, libc::IPPROTO_IP, libc::IP_PKTINFO, info) }
+        }
+        IpAddr::V6(ip) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            // SAFETY: the caller vouches for the room.
+            unsafe { write_cmsg(cmsg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info) }
+        }
+    }
 }
 
 fn encode_addr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -259,40 +418,6 @@ fn encode_pktinfo(hdr: &mut libc::msghdr, src: IpAddr) {
     // holds one cmsghdr plus an in_pktinfo or in6_pktinfo (CMSG_SPACE of either is ≤ 40).
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(hdr);
-        match src {
-            IpAddr::V4(ip) => {
-                (*cmsg).cmsg_level = libc::IPPROTO_IP;
-                (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(ip.octets()),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                libc::CMSG_DATA(cmsg)
-                    .cast::<libc::in_pktinfo>()
-                    .write_unaligned(info);
-                hdr.msg_controllen =
-                    libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as _;
-            }
-            IpAddr::V6(ip) => {
-                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
-                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in6_pktinfo>() as u32) as _;
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: ip.octets(),
-                    },
-                    ipi6_ifindex: 0,
-                };
-                libc::CMSG_DATA(cmsg)
-                    .cast::<libc::in6_pktinfo>()
-                    .write_unaligned(info);
-                hdr.msg_controllen =
-                    libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32) as _;
-            }
-        }
+        hdr.msg_controllen = write_pktinfo(cmsg, src) as _;
     }
 }

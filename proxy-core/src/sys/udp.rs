@@ -78,6 +78,70 @@ pub(crate) use super::linux_udp::MAX_BATCH;
 #[cfg(not(target_os = "linux"))]
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// Whether this platform may segment sends ([`send_segments`]).
+pub(crate) const SEGMENTATION: bool = cfg!(target_os = "linux");
+
+#[cfg(target_os = "linux")]
+pub(crate) use super::linux_udp::{MAX_SEGMENTED_BYTES, MAX_SEGMENTS};
+
+/// Most datagrams one segmented send carries.
+#[cfg(not(target_os = "linux"))]
+pub(crate) const MAX_SEGMENTS: usize = 64;
+
+/// Most payload bytes one segmented send carries.
+#[cfg(not(target_os = "linux"))]
+pub(crate) const MAX_SEGMENTED_BYTES: usize = 65_507;
+
+/// Sends equal-sized `segments` (the last may be shorter) in one call, as that many
+/// datagrams, with UDP segmentation offload; all or none. `Unsupported` where the
+/// platform has none.
+pub(crate) fn send_segments(
+    socket: &UdpSocket,
+    segments: &[&[u8]],
+    to: Option<SocketAddr>,
+    src_ip: Option<IpAddr>,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsFd;
+        super::linux_udp::send_segments(socket.as_fd(), segments, to, src_ip)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, segments, to, src_ip);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Whether a segmented send failed because the kernel or the route cannot segment (an
+/// old kernel, or a device without checksum offload), so batches should be used instead.
+pub(crate) fn segmentation_unsupported(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        [libc::EIO, libc::EINVAL, libc::ENOPROTOOPT, libc::EOPNOTSUPP]
+            .contains(&e.raw_os_error().unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        e.kind() == io::ErrorKind::Unsupported
+    }
+}
+
+/// Sets a socket's receive and send buffers to `bytes` each, past the system limits where
+/// privileged (Linux), else as far as they allow.
+pub(crate) fn set_buffers(socket: &socket2::Socket, bytes: usize) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsFd;
+        super::linux_udp::set_buffers(socket.as_fd(), bytes)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        socket.set_recv_buffer_size(bytes)?;
+        socket.set_send_buffer_size(bytes)
+    }
+}
+
 /// Prepares a listening socket to report destination addresses, so replies can leave from
 /// the address a client sent to. Only wildcard listeners need it.
 pub(crate) fn enable_dst_info(socket: &socket2::Socket, ipv6: bool) -> io::Result<()> {
@@ -93,18 +157,48 @@ pub(crate) fn enable_dst_info(socket: &socket2::Socket, ipv6: bool) -> io::Resul
     }
 }
 
+/// What one [`recv`] brought.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Received {
+    /// Datagrams now in the batch.
+    pub(crate) count: usize,
+    /// The socket had no more: tokio's readiness is cleared already, so the caller waits
+    /// for the next datagram without another receive call to learn that.
+    pub(crate) drained: bool,
+}
+
 /// Receives up to `max` datagrams without blocking; `WouldBlock` when none is waiting.
-pub(crate) fn recv(socket: &UdpSocket, batch: &mut RecvBatch, max: usize) -> io::Result<usize> {
+///
+/// Fewer than `max` means the socket is empty: readiness is then cleared at once, race-
+/// free, since tokio clears only the readiness it saw before the call.
+pub(crate) fn recv(socket: &UdpSocket, batch: &mut RecvBatch, max: usize) -> io::Result<Received> {
+    let max = max.min(batch.slots()).min(MAX_BATCH);
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsFd;
-        socket.try_io(tokio::io::Interest::READABLE, || {
-            super::linux_udp::recv(socket.as_fd(), batch, max)
-        })
+        let mut short = None;
+        let received = socket.try_io(tokio::io::Interest::READABLE, || {
+            let n = super::linux_udp::recv(socket.as_fd(), batch, max)?;
+            if n < max {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (received, short) {
+            (Ok(count), _) => Ok(Received {
+                count,
+                drained: false,
+            }),
+            (Err(e), Some(count)) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received {
+                count,
+                drained: true,
+            }),
+            (Err(e), _) => Err(e),
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let max = max.min(batch.slots());
         let mut n = 0;
         while n < max {
             let start = n * SLOT_SIZE;
@@ -118,11 +212,19 @@ pub(crate) fn recv(socket: &UdpSocket, batch: &mut RecvBatch, max: usize) -> io:
                     };
                     n += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {
+                    return Ok(Received {
+                        count: n,
+                        drained: true,
+                    });
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(n)
+        Ok(Received {
+            count: n,
+            drained: false,
+        })
     }
 }
 
@@ -197,7 +299,7 @@ mod tests {
         while got.len() < 3 {
             b.readable().await.unwrap();
             match recv(&b, &mut batch, 8) {
-                Ok(n) => got.extend((0..n).map(|i| {
+                Ok(r) => got.extend((0..r.count).map(|i| {
                     let (d, m) = batch.get(i);
                     (d.to_vec(), m)
                 })),
@@ -212,6 +314,36 @@ mod tests {
             assert_eq!(m.from, Some(a.local_addr().unwrap()));
             assert!(!m.truncated);
         }
+    }
+
+    /// One segmented send arrives as that many datagrams, boundaries and bytes intact, the
+    /// shorter last one included; a run that breaks the rules is refused, not mangled.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn segmented_sends_arrive_as_separate_datagrams() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = b.local_addr().unwrap();
+        let mut payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000]).collect();
+        payloads.push(vec![99; 300]);
+        let segments: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        send_segments(&a, &segments, Some(to), None).unwrap();
+        let mut batch = RecvBatch::new(32);
+        let mut got = Vec::new();
+        while got.len() < payloads.len() {
+            b.readable().await.unwrap();
+            if let Ok(r) = recv(&b, &mut batch, 32) {
+                got.extend((0..r.count).map(|i| batch.get(i).0.to_vec()));
+            }
+        }
+        assert_eq!(got, payloads);
+
+        // A longer segment after the first, or too many in all: refused.
+        let uneven: [&[u8]; 2] = [b"ab", b"abc"];
+        let e = send_segments(&a, &uneven, Some(to), None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let many = vec![&b"x"[..]; MAX_SEGMENTS + 1];
+        assert!(send_segments(&a, &many, Some(to), None).is_err());
     }
 
     #[cfg(target_os = "linux")]
@@ -231,7 +363,7 @@ mod tests {
         let mut batch = RecvBatch::new(1);
         let meta = loop {
             server.readable().await.unwrap();
-            if let Ok(1) = recv(&server, &mut batch, 1) {
+            if recv(&server, &mut batch, 1).is_ok_and(|r| r.count == 1) {
                 break batch.get(0).1;
             }
         };

@@ -399,7 +399,8 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
     let connected = tokio::select! {
         () = shared.closing.cancelled() => return,
-        r = connect(&shared) => r,
+        // Boxed, so the connection's task does not keep room for it while relaying.
+        r = Box::pin(connect(&shared)) => r,
     };
     let (upstream, upstream_addr) = match connected {
         Ok(c) => c,

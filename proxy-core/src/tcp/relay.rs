@@ -2,8 +2,10 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -12,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::splice::Spliced;
 use crate::pool::Pool;
 use crate::stats::Stats;
 use crate::sys::{Pipe, SPLICE};
@@ -35,6 +38,8 @@ pub(crate) struct RelayShared {
     pub(crate) splice: bool,
     pub(crate) pipe_size: usize,
     pub(crate) buffer_size: usize,
+    /// Bytes a burst copies before it hands over to splice.
+    pub(crate) splice_after: usize,
     pub(crate) pipes: Pool<Pipe>,
     pub(crate) buffers: Pool<Box<[u8]>>,
     pub(crate) stats: Arc<Stats>,
@@ -42,6 +47,12 @@ pub(crate) struct RelayShared {
 
 /// Idle pipes and buffers kept per forwarder for reuse.
 const MAX_IDLE_POOLED: usize = 128;
+
+/// A burst is copied until one read fills this many bytes; only then is the rest spliced.
+/// Splicing a small message costs three system calls (into the pipe, out of it, and a
+/// third to find the socket empty) where a copy costs two, so request/response traffic
+/// is copied and bulk transfers are spliced.
+const SPLICE_AFTER: usize = 16 << 10;
 
 impl RelayShared {
     pub(crate) fn new(
@@ -54,6 +65,7 @@ impl RelayShared {
             splice: SPLICE && mode == RelayMode::Auto,
             pipe_size,
             buffer_size,
+            splice_after: SPLICE_AFTER,
             pipes: Pool::new(MAX_IDLE_POOLED),
             buffers: Pool::new(MAX_IDLE_POOLED),
             stats,
@@ -123,6 +135,8 @@ pub(super) enum Burst {
     Drained,
     /// The source sent its FIN and everything before it was written.
     Eof,
+    /// A read filled the buffer: a bulk transfer, for splice to go on with.
+    More,
 }
 
 impl Half<'_> {
@@ -186,12 +200,33 @@ impl Half<'_> {
         result
     }
 
-    /// Relays until the source's FIN has been forwarded in order, or an error.
+    /// Relays until the source's FIN has been forwarded in order, or an error. Each burst
+    /// of bytes starts as a copy; one that fills a buffer goes on with splice, where the
+    /// kernel can.
     async fn run(&self) -> Result<(), HalfError> {
-        if self.shared.splice {
-            self.splice().await
-        } else {
-            self.copy().await
+        let mut splice = self.shared.splice;
+        loop {
+            // `poll_read_ready` keeps the waker in the socket's own slot (this task is
+            // the socket's only reader), so waiting takes no room in the task.
+            std::future::poll_fn(|cx| self.from.poll_read_ready(cx))
+                .await
+                .map_err(|e| self.read_error(e))?;
+            // Bursts are boxed: an idle connection's task then holds only what waiting
+            // needs, not the larger state of a transfer in progress.
+            match Box::pin(self.copy_burst(splice)).await? {
+                Burst::Eof => return Ok(()),
+                Burst::Drained => {}
+                Burst::More => match Box::pin(self.splice_burst()).await? {
+                    Spliced::Done(Burst::Eof) => return Ok(()),
+                    Spliced::Done(_) => {}
+                    // Bytes may be waiting still: the readiness was not cleared, so the
+                    // next burst copies them at once.
+                    Spliced::Unsupported => {
+                        Stats::inc(&self.shared.stats.splice_fallbacks);
+                        splice = false;
+                    }
+                },
+            }
         }
     }
 }
@@ -294,6 +329,7 @@ pub(crate) async fn relay(
     let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
     tokio::pin!(timer);
     let (mut up_done, mut down_done) = (false, false);
+    let mut watch = Watch::default();
 
     loop {
         tokio::select! {
@@ -318,13 +354,9 @@ pub(crate) async fn relay(
                 }
             },
             // A half-closed peer is no longer read, so watch it for a reset instead.
-            error = peer_error(client), if up_done && !down_done => {
+            error = &mut watch, if watch.is_set() => {
                 reset(client, upstream);
-                return Close::Reset(HalfError { side: Side::Downstream, error });
-            }
-            error = peer_error(upstream), if down_done && !up_done => {
-                reset(client, upstream);
-                return Close::Reset(HalfError { side: Side::Upstream, error });
+                return Close::Reset(error);
             }
             () = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
@@ -357,10 +389,45 @@ pub(crate) async fn relay(
         }
         if half_close_end.is_none() && (up_done || down_done) {
             half_close_end = timeouts.half_close.map(|d| Instant::now() + d);
+            let (stream, side) = if up_done {
+                (client, Side::Downstream)
+            } else {
+                (upstream, Side::Upstream)
+            };
+            watch.set(stream, side);
         }
         deadline = next_deadline(half_close_end);
         if let Some(t) = deadline {
             timer.as_mut().reset(t);
+        }
+    }
+}
+
+/// Watches a half-closed peer for a reset. Boxed, and only once a direction has ended:
+/// an open connection's task keeps no room for it.
+#[derive(Default)]
+struct Watch<'a>(Option<Pin<Box<dyn Future<Output = HalfError> + Send + 'a>>>);
+
+impl<'a> Watch<'a> {
+    fn set(&mut self, stream: &'a TcpStream, side: Side) {
+        self.0 = Some(Box::pin(async move {
+            let error = peer_error(stream).await;
+            HalfError { side, error }
+        }));
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Future for Watch<'_> {
+    type Output = HalfError;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<HalfError> {
+        match &mut self.0 {
+            Some(f) => f.as_mut().poll(cx),
+            None => Poll::Pending,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use socket2::Type;
@@ -69,6 +70,22 @@ pub(super) struct Config {
     pub(super) common: Common,
     max_sessions: usize,
     pub(super) batch_size: usize,
+    pub(super) socket_buffer: Option<usize>,
+}
+
+/// The receive and send buffer of every UDP socket, unless set: room for a burst of
+/// about 4,000 full-size datagrams while the proxy is busy elsewhere.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+impl Config {
+    /// Sizes a socket's buffers as configured; a refusal is logged, never fatal.
+    pub(super) fn size_buffers(&self, socket: &socket2::Socket) {
+        if let Some(bytes) = self.socket_buffer
+            && let Err(e) = io_udp::set_buffers(socket, bytes)
+        {
+            tracing::debug!(error = %e, bytes, "could not size the UDP socket buffers");
+        }
+    }
 }
 
 /// What a running UDP forwarder's tasks share: one generation of settings (replaced by a
@@ -85,6 +102,8 @@ pub(crate) struct Shared {
     pub(super) accepting: CancellationToken,
     pub(super) closing: CancellationToken,
     pub(super) sessions: TaskTracker,
+    /// Whether sends may use UDP segmentation offload; cleared when the kernel refuses it.
+    pub(super) segmentation: AtomicBool,
 }
 
 impl Shared {
@@ -107,6 +126,7 @@ impl UdpForwarder {
                 common: Common::new(listen, target),
                 max_sessions: 16_384,
                 batch_size: 32,
+                socket_buffer: Some(SOCKET_BUFFER),
             },
         }
     }
@@ -162,6 +182,7 @@ impl UdpForwarder {
                     if wildcard {
                         io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
                     }
+                    self.config.size_buffers(&socket);
                     UdpSocket::from_std(socket.into())
                 };
                 let socket = setup().map_err(|e| bind_error(addr, e))?;
@@ -200,6 +221,7 @@ impl UdpForwarder {
                     if wildcard {
                         io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
                     }
+                    self.config.size_buffers(&socket);
                     UdpSocket::from_std(socket.into())
                 };
                 let socket = bind().map_err(|e| bind_error(*addr, e))?;
@@ -221,6 +243,7 @@ impl UdpForwarder {
             accepting: base.accepting.clone(),
             closing: base.closing.clone(),
             sessions: base.tasks.clone(),
+            segmentation: AtomicBool::new(io_udp::SEGMENTATION),
         })
     }
 }
@@ -275,6 +298,16 @@ impl Builder {
     /// Default 32.
     pub fn batch_size(mut self, datagrams: usize) -> Self {
         self.config.batch_size = datagrams;
+        self
+    }
+
+    /// The receive and send buffer of each listening socket and each session's upstream
+    /// socket, in bytes; `None` keeps the system's default. Large buffers carry a sender's
+    /// bursts while the proxy is busy, instead of dropping them. Set past the system's
+    /// limits (`net.core.rmem_max`, `wmem_max`) with CAP_NET_ADMIN, else capped at them.
+    /// Default 4 MiB.
+    pub fn socket_buffer(mut self, bytes: impl Into<Option<usize>>) -> Self {
+        self.config.socket_buffer = bytes.into();
         self
     }
 
@@ -350,8 +383,8 @@ async fn listen_loop(
             while let Ok((key, id)) = ended_rx.try_recv() {
                 table.ended(&key, id);
             }
-            let n = match io_udp::recv(&socket, &mut batch, batch_size) {
-                Ok(n) => n,
+            let (n, drained) = match io_udp::recv(&socket, &mut batch, batch_size) {
+                Ok(r) => (r.count, r.drained),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP receive failed");
@@ -412,7 +445,10 @@ async fn listen_loop(
                         session
                     }
                 };
-                session.forward(&group[..len], stats);
+                session.forward(&group[..len], &shared);
+            }
+            if drained {
+                break;
             }
             tokio::task::coop::consume_budget().await;
         }

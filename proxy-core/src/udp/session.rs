@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::forwarder::Shared;
+use super::forwarder::{Config, Shared};
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, Outgoing, RecvBatch};
 use crate::{Error, ErrorKind, Side};
@@ -121,10 +121,11 @@ impl Session {
 
     /// Relays datagrams from the client: straight to the upstream socket when connected,
     /// else queued (up to [`MAX_PENDING`]) for the session's task.
-    pub(super) fn forward(&self, datagrams: &[&[u8]], stats: &Stats) {
+    pub(super) fn forward(&self, datagrams: &[&[u8]], shared: &Shared) {
+        let stats = &shared.stats;
         self.touch();
         let send = |(up, addr): &(Arc<UdpSocket>, SocketAddr)| {
-            let sent = send_all(up, datagrams, None, None, Direction::Up, stats);
+            let sent = send_all(up, datagrams, None, None, Direction::Up, shared);
             self.sent(sent, Direction::Up, *addr, stats);
         };
         if let Some(up) = self.upstream.get() {
@@ -219,66 +220,105 @@ struct Sent {
     refused: bool,
 }
 
-/// Sends `datagrams` without waiting: what the socket cannot take now is dropped and
-/// counted, as a router would. A pending ICMP error (ECONNREFUSED) is counted and the
-/// datagram tried once more.
+/// Sends `datagrams` in order without waiting: what the socket cannot take now is dropped
+/// and counted, as a router would. A pending ICMP error (ECONNREFUSED) is counted and the
+/// send tried once more. Runs of equal-sized datagrams go out as one segmented send
+/// where the kernel can; the rest in batches.
 fn send_all(
     socket: &UdpSocket,
     datagrams: &[&[u8]],
     to: Option<SocketAddr>,
     src_ip: Option<IpAddr>,
     dir: Direction,
-    stats: &Stats,
+    shared: &Shared,
 ) -> Sent {
+    let stats = &shared.stats;
     let mut total = Sent::default();
-    for chunk in datagrams.chunks(MAX_BATCH) {
-        let mut msgs = [Outgoing {
-            data: &[],
-            to,
-            src_ip,
-        }; MAX_BATCH];
-        for (msg, data) in msgs.iter_mut().zip(chunk) {
-            msg.data = data;
-        }
-        let msgs = &msgs[..chunk.len()];
-        let mut sent = 0;
-        let mut refused_retry = false;
-        while sent < msgs.len() {
-            match io_udp::send(socket, &msgs[sent..]) {
-                Ok(n) => {
-                    let bytes: usize = chunk[sent..sent + n].iter().map(|d| d.len()).sum();
-                    let (datagrams, bytes_counter) = match dir {
-                        Direction::Up => {
-                            (&stats.udp_datagrams_to_upstream, &stats.bytes_to_upstream)
-                        }
-                        Direction::Down => (
-                            &stats.udp_datagrams_to_downstream,
-                            &stats.bytes_to_downstream,
-                        ),
-                    };
-                    Stats::add(datagrams, n as u64);
-                    Stats::add(bytes_counter, bytes as u64);
-                    total.datagrams += n as u64;
-                    total.bytes += bytes as u64;
-                    sent += n;
-                    refused_retry = false;
+    let mut count = |sent: &[&[u8]]| {
+        let bytes: usize = sent.iter().map(|d| d.len()).sum();
+        let (datagrams, bytes_counter) = match dir {
+            Direction::Up => (&stats.udp_datagrams_to_upstream, &stats.bytes_to_upstream),
+            Direction::Down => (
+                &stats.udp_datagrams_to_downstream,
+                &stats.bytes_to_downstream,
+            ),
+        };
+        Stats::add(datagrams, sent.len() as u64);
+        Stats::add(bytes_counter, bytes as u64);
+        total.datagrams += sent.len() as u64;
+        total.bytes += bytes as u64;
+    };
+    let mut refused = false;
+    let mut rest = datagrams;
+    while !rest.is_empty() {
+        let segmenting = shared.segmentation.load(Relaxed);
+        let run = if segmenting { segment_run(rest) } else { 1 };
+        let (now, result) = if run >= 2 {
+            let now = &rest[..run];
+            let r = io_udp::send_segments(socket, now, to, src_ip).map(|()| run);
+            (now, r)
+        } else {
+            // Up to the next run, at most one batch.
+            let mut n = 1;
+            while n < rest.len() && n < MAX_BATCH && !(segmenting && segment_run(&rest[n..]) >= 2) {
+                n += 1;
+            }
+            let mut msgs = [Outgoing {
+                data: &[],
+                to,
+                src_ip,
+            }; MAX_BATCH];
+            for (msg, data) in msgs.iter_mut().zip(&rest[..n]) {
+                msg.data = data;
+            }
+            (&rest[..n], io_udp::send(socket, &msgs[..n]))
+        };
+        match result {
+            Ok(n) => {
+                count(&now[..n]);
+                rest = &rest[n..];
+                refused = false;
+            }
+            Err(e) if run >= 2 && io_udp::segmentation_unsupported(&e) => {
+                tracing::debug!(error = %e, "UDP segmentation offload unavailable; sending in batches");
+                shared.segmentation.store(false, Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused => {
+                Stats::inc(&stats.udp_upstream_refused);
+                total.refused = true;
+                refused = true;
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(error = %e, ?dir, "UDP send failed; dropping");
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused_retry => {
-                    Stats::inc(&stats.udp_upstream_refused);
-                    total.refused = true;
-                    refused_retry = true;
-                }
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::debug!(error = %e, ?dir, "UDP send failed; dropping");
-                    }
-                    Stats::add(&stats.udp_dropped, (msgs.len() - sent) as u64);
-                    break;
-                }
+                Stats::add(&stats.udp_dropped, now.len() as u64);
+                rest = &rest[now.len()..];
             }
         }
     }
     total
+}
+
+/// How many of the leading datagrams one segmented send can carry: those as long as the
+/// first (which is not empty), and one shorter at the end, within the kernel's limits.
+fn segment_run(datagrams: &[&[u8]]) -> usize {
+    let Some(size) = datagrams.first().map(|d| d.len()).filter(|&n| n > 0) else {
+        return 0;
+    };
+    let mut n = 0;
+    let mut bytes = 0;
+    for d in datagrams.iter().take(io_udp::MAX_SEGMENTS) {
+        if d.len() > size || bytes + d.len() > io_udp::MAX_SEGMENTED_BYTES || d.is_empty() {
+            break;
+        }
+        n += 1;
+        bytes += d.len();
+        if d.len() < size {
+            break;
+        }
+    }
+    n
 }
 
 /// A session's life: connect its upstream socket, flush what queued meanwhile, relay
@@ -304,7 +344,7 @@ pub(super) async fn run(
                 std::mem::take(&mut *pending)
             };
             let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-            let sent = send_all(&up, &queued, None, None, Direction::Up, stats);
+            let sent = send_all(&up, &queued, None, None, Direction::Up, &shared);
             session.sent(sent, Direction::Up, upstream_addr, stats);
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
@@ -362,7 +402,7 @@ async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
     // of that family), so going on to the next address helps in exactly those cases.
     for i in shared.rr.order(addrs.len()) {
         let addr = addrs[i];
-        match upstream_socket(addr) {
+        match upstream_socket(addr, &shared.config) {
             Ok(socket) => {
                 shared.stats.endpoint(addr, true);
                 return Ok((socket, addr));
@@ -377,9 +417,10 @@ async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
     Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Resolve, Side::Upstream)))
 }
 
-fn upstream_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn upstream_socket(addr: SocketAddr, config: &Config) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
+    config.size_buffers(&socket);
     socket.connect(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
@@ -441,8 +482,8 @@ fn relay_burst(
     let stats = &shared.stats;
     // Bounded, so one busy session cannot hold the worker thread.
     for _ in 0..64 {
-        let n = match io_udp::recv(up, batch, shared.config.batch_size) {
-            Ok(n) => n,
+        let (n, drained) = match io_udp::recv(up, batch, shared.config.batch_size) {
+            Ok(r) => (r.count, r.drained),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 Stats::inc(&stats.udp_upstream_refused);
@@ -476,8 +517,37 @@ fn relay_burst(
             Some(session.key.client),
             session.key.local_ip,
             Direction::Down,
-            stats,
+            shared,
         );
         session.sent(sent, Direction::Down, upstream_addr, stats);
+        if drained {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_runs_follow_the_kernels_rules() {
+        let d = |n: usize| vec![7u8; n];
+        let run = |sizes: &[usize]| {
+            let owned: Vec<Vec<u8>> = sizes.iter().map(|&n| d(n)).collect();
+            let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            segment_run(&refs)
+        };
+        assert_eq!(run(&[]), 0);
+        assert_eq!(run(&[0, 0]), 0, "empty datagrams cannot be segments");
+        assert_eq!(run(&[100]), 1);
+        assert_eq!(run(&[100, 100, 100]), 3);
+        assert_eq!(run(&[100, 100, 40, 100]), 3, "a shorter one ends the run");
+        assert_eq!(run(&[100, 200]), 1, "a longer one is not in it");
+        assert_eq!(run(&[100, 100, 0]), 2);
+        assert_eq!(run(&[10; 100]), io_udp::MAX_SEGMENTS);
+        // 46 datagrams of 1400 B fit in 65,507 bytes; the 47th does not.
+        assert_eq!(run(&[1400; 60]), 46);
+        assert_eq!(run(&[65_507, 65_507]), 1);
     }
 }
