@@ -414,6 +414,12 @@ pub struct UdpFlags {
     /// 1 means one datagram per call. [default: 32]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=MAX_BATCH_SIZE))]
     pub batch_size: Option<u16>,
+
+    /// The receive and send buffer of each UDP socket: bytes, or with a K, M or G suffix;
+    /// 0 keeps the system's default. Past net.core.rmem_max with CAP_NET_ADMIN, else
+    /// capped at it. [default: 4M]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub socket_buffer: Option<usize>,
 }
 
 /// `--log-level`.
@@ -541,6 +547,8 @@ pub struct UdpPlan {
     pub max_sessions: Option<usize>,
     /// Datagrams per system call, when not the default.
     pub batch_size: Option<usize>,
+    /// Socket buffer bytes, when not the default (0: the system's).
+    pub socket_buffer: Option<usize>,
     /// How long open sessions may finish after SIGINT or SIGTERM.
     pub drain: Duration,
 }
@@ -761,6 +769,7 @@ fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
         reuse_port: base.reuse_port,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
+        socket_buffer: u.socket_buffer,
         drain: base.drain,
     }
 }
@@ -811,6 +820,9 @@ impl UdpPlan {
         }
         if let Some(batch) = self.batch_size {
             b = b.batch_size(batch);
+        }
+        if let Some(bytes) = self.socket_buffer {
+            b = b.socket_buffer((bytes > 0).then_some(bytes));
         }
         b
     }
@@ -1340,6 +1352,8 @@ mod tests {
             "100",
             "--batch-size",
             "1",
+            "--socket-buffer",
+            "1M",
             "--reuse-port",
             "--dns-refresh",
             "5s",
@@ -1348,6 +1362,7 @@ mod tests {
         ])
         .plan()
         .unwrap();
+        assert_eq!(plan.socket_buffer, Some(1 << 20));
         assert_eq!(
             plan.listen,
             Listen::Addrs(vec!["127.0.0.1:0".parse().unwrap()])
@@ -1373,8 +1388,9 @@ mod tests {
 
     #[test]
     fn udp_bad_tokens_are_named() {
-        let cases: [&[&str]; 6] = [
+        let cases: [&[&str]; 7] = [
             &["udp", "53", "web", "5x"],
+            &["udp", "53", "web", "--socket-buffer", "4X"],
             &["udp", "53", "web", "--batch-size", "0"],
             &["udp", "53", "web", "--batch-size", "65"],
             &["udp", "53", "web", "--max-sessions", "0"],

@@ -248,6 +248,7 @@ struct RawEntry {
     pipe_size: Option<usize>,
     max_sessions: Option<usize>,
     batch_size: Option<usize>,
+    socket_buffer: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +277,7 @@ struct Settings {
     pipe_size: Option<usize>,
     max_sessions: Option<usize>,
     batch_size: Option<usize>,
+    socket_buffer: Option<usize>,
 }
 
 impl Settings {
@@ -304,6 +306,7 @@ impl Settings {
             reuse_port: self.reuse_port,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
+            socket_buffer: self.socket_buffer,
             drain,
         }
     }
@@ -396,6 +399,7 @@ impl Context<'_> {
             pipe_size: None,
             max_sessions: None,
             batch_size: None,
+            socket_buffer: None,
         };
         let mut total_set = false;
         for (section, e) in [
@@ -468,6 +472,7 @@ impl Context<'_> {
             s.pipe_size = e.pipe_size.or(s.pipe_size);
             s.max_sessions = e.max_sessions.or(s.max_sessions);
             s.batch_size = e.batch_size.or(s.batch_size);
+            s.socket_buffer = e.socket_buffer.or(s.socket_buffer);
         }
         // As on the command line: a longer attempt timeout raises an unset total budget.
         if !total_set && t.connect > t.connect_total {
@@ -597,5 +602,7 @@ idle_timeout = 0
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proxy.toml");
         let c = load(&path).unwrap();
         assert!(!c.forwards.is_empty());
+        let dns = c.forwards.iter().find(|f| f.name == "dns").expect("dns");
+        assert_eq!(dns.udp.as_ref().unwrap().socket_buffer, Some(8 << 20));
     }
 }

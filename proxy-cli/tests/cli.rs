@@ -584,6 +584,64 @@ fn udp_relays_datagrams_exactly() {
     });
 }
 
+/// The `rb` (receive buffer) of the UDP socket bound to `addr`, from `ss -m`.
+fn udp_receive_buffer(addr: SocketAddr) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-uanmH", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rb = text
+        .split(|c: char| c == ',' || c == '(' || c.is_whitespace())
+        .find_map(|field| field.strip_prefix("rb"))
+        .unwrap_or_else(|| panic!("no rb in ss output: {text}"));
+    rb.parse().unwrap_or_else(|_| panic!("rb{rb} in {text}"))
+}
+
+fn is_root() -> bool {
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// `--socket-buffer` sizes the listening socket's buffers (the kernel reports twice the
+/// size asked, for its bookkeeping): 4 MiB by default, past `net.core.rmem_max` as root;
+/// 0 keeps the system's default.
+#[test]
+fn udp_socket_buffer_sizes_the_listener() {
+    let echo = UdpEcho::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let rmem_default: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+        .expect("rmem_default")
+        .trim()
+        .parse()
+        .expect("a number");
+    let root = is_root();
+    for (flag, want) in [
+        (None, if root { Some(8 << 20) } else { None }),
+        (Some("1M"), if root { Some(2 << 20) } else { None }),
+        (Some("0"), Some(rmem_default)),
+    ] {
+        let mut args = vec!["udp", "0", &target, "--listen", "127.0.0.1"];
+        if let Some(size) = flag {
+            args.extend(["--socket-buffer", size]);
+        }
+        let proxy = Proxy::start(&args);
+        let addr = proxy.proto_listen_addr(Proto::Udp, &target);
+        let rb = udp_receive_buffer(addr);
+        match want {
+            Some(want) => assert_eq!(rb, want, "--socket-buffer {flag:?}"),
+            // Without privileges the size is capped at net.core.rmem_max.
+            None => assert!(rb >= rmem_default, "--socket-buffer {flag:?}: rb {rb}"),
+        }
+        // Still a working forward.
+        let client = udp_client(addr);
+        assert!(udp_echo(&client, b"sized") == b"sized");
+    }
+}
+
 /// `proxy udp P 127.0.0.2 1`: the seed's form. TARGET without a port uses PORT, and the
 /// session ends after 1 s without traffic: a later datagram from the same client starts a
 /// new session, with a new upstream socket (the echo server sees a new source port).
