@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         cli.log_format = format;
     }
     run::init_logging(&cli);
+    run::raise_open_files_limit(&cli);
     let log_format = cli.log_format;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

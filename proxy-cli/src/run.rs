@@ -27,6 +27,37 @@ use crate::systemd::{self, Wants};
 /// port TCP got from the kernel is taken.
 const SAME_PORT_TRIES: u32 = 10;
 
+/// Raises the soft limit on open files to the hard limit, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do: every relayed TCP connection holds two
+/// descriptors, and a default soft limit of 1,024 would cap a forward at about 500
+/// connections. `proxy forward` leaves the limit alone, since the command it runs would
+/// inherit it.
+pub fn raise_open_files_limit(cli: &Cli) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        if let Command::Forward(_) = cli.command {
+            return;
+        }
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current.is_none() || limit.current == limit.maximum {
+            return;
+        }
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit")
+            }
+            Err(e) => tracing::debug!(error = %e, "could not raise the open files limit"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = cli;
+}
+
 /// Sends `tracing` output to stderr at `cli`'s `--log-level`, or as `RUST_LOG` says when
 /// it is set and not empty, in the `--log-format`: text (no ANSI colours unless stderr is
 /// a terminal) or one JSON object per line.

@@ -435,6 +435,36 @@ fn served(stream: &mut TcpStream, msg: &[u8], timeout: Duration) -> bool {
 /// Out of file descriptors (EMFILE), the proxy warns, backs off instead of spinning, and
 /// serves again once descriptors are free.
 #[cfg(target_os = "linux")]
+/// The proxy raises its soft limit on open files to the hard limit at start: with
+/// `prlimit --nofile=1024:4096` it runs with 4,096.
+#[test]
+fn raises_the_open_files_limit_to_the_hard_limit() {
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let mut cmd = Command::new("prlimit");
+    cmd.args([
+        "--nofile=1024:4096",
+        PROXY,
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+    ]);
+    let proxy = Proxy::spawn(cmd);
+    let addr = proxy.listen_addr(&target);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3..5], ["4096", "4096"], "{line}");
+    // And it serves.
+    let mut conn = TcpStream::connect(addr).unwrap();
+    assert!(served(&mut conn, b"ping", Duration::from_secs(5)));
+}
+
 #[test]
 fn out_of_file_descriptors_backs_off_and_recovers() {
     let echo = Echo::start("127.0.0.1");
