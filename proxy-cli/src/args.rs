@@ -391,7 +391,7 @@ pub struct TcpFlags {
     pub backlog: Option<u32>,
 
     /// The size of each splice pipe: bytes, or with a K, M or G suffix (binary), from 4K
-    /// to 1G. [default: 64K]
+    /// to 1G. [default: 256K]
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub pipe_size: Option<usize>,
 

@@ -39,7 +39,7 @@ async fn relays_many_connections_exactly(mode: RelayMode) {
     let handle = forwarder(echo.addr(), mode, Timeouts::default());
     let proxy = proxy_addr(&handle);
 
-    // Edge sizes around the 64 KiB pipe and buffer, every eighth connection large, the
+    // Edge sizes around the 64 KiB buffer (and the kernel's default pipe), every eighth connection large, the
     // rest up to 256 KiB.
     let mut rng = Rng::new(1);
     let sizes: Vec<usize> = (0..64usize)
