@@ -4,6 +4,7 @@
 //! ```toml
 //! admin = "127.0.0.1:9090"      # optional: /metrics, /healthz, /readyz
 //! log_format = "text"           # or "json"
+//! threads = 2                   # optional: worker threads, read at start [default: one per CPU]
 //!
 //! [defaults]                    # optional: every forward starts from these
 //! connect_timeout = "2s"
@@ -43,6 +44,8 @@ pub struct ConfigFile {
     pub admin: Option<SocketAddr>,
     /// The log format, if the file sets one.
     pub log_format: Option<LogFormat>,
+    /// Worker threads, if the file sets them (read at start, not on reload).
+    pub threads: Option<u16>,
     /// How long connections may finish on shutdown, and removed forwards on reload.
     pub drain: Duration,
     /// The forwards, in file order.
@@ -125,6 +128,13 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
             )),
         })
         .transpose()?;
+    let threads = raw
+        .threads
+        .map(|t| match u16::try_from(*t.get_ref()) {
+            Ok(n @ 1..=1024) => Ok(n),
+            _ => Err(cx.error(t.span(), "threads", "must be 1 to 1024")),
+        })
+        .transpose()?;
     let drain = match &defaults.drain {
         Some(d) => cx.duration(d, "defaults.drain")?,
         None => Duration::from_secs(10),
@@ -199,6 +209,7 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
     Ok(ConfigFile {
         admin,
         log_format,
+        threads,
         drain,
         forwards,
     })
@@ -221,6 +232,7 @@ fn listen_name(listen: &Listen) -> String {
 struct RawFile {
     admin: Option<Spanned<String>>,
     log_format: Option<Spanned<String>>,
+    threads: Option<Spanned<i64>>,
     defaults: Option<RawEntry>,
     #[serde(default)]
     forward: Vec<Spanned<RawEntry>>,
@@ -577,6 +589,7 @@ idle_timeout = 0
                 "proxy.toml:3: forward[0].listen: `localhost` is not an address",
             ),
             ("admin = \"nope\"\n", "proxy.toml:1: admin:"),
+            ("threads = 0\n", "proxy.toml:1: threads: must be 1 to 1024"),
             (
                 "[defaults]\ntarget = \"a:1\"\n",
                 "proxy.toml:2: defaults.target: belongs in a [[forward]]",

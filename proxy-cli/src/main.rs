@@ -21,23 +21,31 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    // `proxy run --config FILE` takes its log format from the file, unless the command
-    // line says otherwise. (A file with errors is reported by `run`.)
-    if matches.value_source("log_format") != Some(ValueSource::CommandLine)
-        && let Command::Run(args) = &cli.command
-        && let Some(format) = proxy_cli::config::load(&args.config)
-            .ok()
-            .and_then(|c| c.log_format)
+    // `proxy run --config FILE` takes its log format and threads from the file, unless the
+    // command line says otherwise. (A file with errors is reported by `run`.)
+    if let Command::Run(args) = &cli.command
+        && let Ok(file) = proxy_cli::config::load(&args.config)
     {
-        cli.log_format = format;
+        if matches.value_source("log_format") != Some(ValueSource::CommandLine)
+            && let Some(format) = file.log_format
+        {
+            cli.log_format = format;
+        }
+        cli.threads = cli.threads.or(file.threads);
     }
     run::init_logging(&cli);
     run::raise_open_files_limit(&cli);
     let log_format = cli.log_format;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.into());
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");

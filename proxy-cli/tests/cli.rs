@@ -435,6 +435,32 @@ fn served(stream: &mut TcpStream, msg: &[u8], timeout: Duration) -> bool {
 /// Out of file descriptors (EMFILE), the proxy warns, backs off instead of spinning, and
 /// serves again once descriptors are free.
 #[cfg(target_os = "linux")]
+/// `--threads 1` runs everything on the main thread; `--threads 3` starts three workers.
+/// Both serve.
+#[test]
+fn threads_sets_the_worker_threads() {
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    for (threads, workers) in [("1", 0), ("3", 3)] {
+        let proxy = Proxy::start(&[
+            "--threads",
+            threads,
+            "tcp",
+            "0",
+            &target,
+            "--listen",
+            "127.0.0.1",
+        ]);
+        let addr = proxy.listen_addr(&target);
+        let mut conn = TcpStream::connect(addr).unwrap();
+        assert!(
+            served(&mut conn, b"ping", Duration::from_secs(5)),
+            "--threads {threads}"
+        );
+        assert_eq!(proxy.worker_threads(), workers, "--threads {threads}");
+    }
+}
+
 /// The proxy raises its soft limit on open files to the hard limit at start: with
 /// `prlimit --nofile=1024:4096` it runs with 4,096.
 #[test]

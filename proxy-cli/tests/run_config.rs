@@ -184,3 +184,23 @@ fn udp_and_tcp_forwards_from_one_file() {
     });
     assert_eq!(got.map(|n| &buf[..n]), Some(&b"udp"[..]));
 }
+
+/// `threads` in the file sets the worker threads, unless `--threads` says otherwise.
+#[test]
+fn threads_from_the_file_unless_the_command_line_sets_them() {
+    let echo = Echo::start("127.0.0.1");
+    let file = TempPath::new("threads.toml");
+    file.write(&format!(
+        "threads = 2\n{}",
+        forward("web", "tcp", echo.addr)
+    ));
+    let path = file.path().to_str().unwrap();
+    for (args, workers) in [
+        (vec!["run", "--config", path], 2),
+        (vec!["--threads", "1", "run", "--config", path], 0),
+    ] {
+        let proxy = Proxy::start(&args);
+        round_trip(proxy.listen_addr(&echo.addr.to_string()), b"threads");
+        assert_eq!(proxy.worker_threads(), workers, "{args:?}");
+    }
+}

@@ -57,6 +57,15 @@ impl Proxy {
         self.child.id()
     }
 
+    /// How many tokio worker threads the proxy runs, by their name.
+    pub(crate) fn worker_threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("list the proxy's threads")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tokio-rt-worker")
+            .count()
+    }
+
     /// All of stderr so far.
     pub(crate) fn stderr(&self) -> String {
         self.stderr.0.lock().unwrap().lines.join("\n")
