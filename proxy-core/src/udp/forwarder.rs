@@ -353,9 +353,11 @@ async fn listen_loop(
     };
     let mut table = Table::new(max(&shared));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SessionKey, u64)>();
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = &mut stopped => return,
             // Forget ended sessions promptly: their entries hold the upstream sockets.
             Some((key, id)) = ended_rx.recv() => {
                 table.ended(&key, id);

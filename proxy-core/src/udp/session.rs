@@ -436,22 +436,34 @@ async fn relay_replies(
 ) -> &'static str {
     let idle = shared.config.common.timeouts.udp_session_idle;
     let batch_size = shared.config.batch_size;
+    let limit = |draining| match (idle, draining) {
+        (Some(d), false) => Some(d),
+        (Some(d), true) => Some(d.min(DRAIN_IDLE)),
+        (None, true) => Some(DRAIN_IDLE),
+        (None, false) => None,
+    };
     let mut draining = false;
+    // Made once, not per datagram: traffic only moves the session's timestamp, and the
+    // timer looks at it when it fires (and goes on if the session was busy meanwhile).
+    let done = session.done.cancelled();
+    let accepting = shared.accepting.cancelled();
+    let timer = tokio::time::sleep_until(session.last_active() + limit(false).unwrap_or_default());
+    tokio::pin!(done, accepting, timer);
     loop {
-        let limit = match (idle, draining) {
-            (Some(d), false) => Some(d),
-            (Some(d), true) => Some(d.min(DRAIN_IDLE)),
-            (None, true) => Some(DRAIN_IDLE),
-            (None, false) => None,
-        };
-        let deadline = limit.map(|d| session.last_active() + d);
         tokio::select! {
-            () = session.done.cancelled() => return "ended",
-            () = shared.accepting.cancelled(), if !draining => draining = true,
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                if limit.is_some_and(|d| session.last_active() + d <= Instant::now()) {
+            () = &mut done => return "ended",
+            () = &mut accepting, if !draining => {
+                draining = true;
+                if let Some(d) = limit(true) {
+                    timer.as_mut().reset(session.last_active() + d);
+                }
+            }
+            () = &mut timer, if limit(draining).is_some() => {
+                let due = session.last_active() + limit(draining).unwrap_or_default();
+                if due <= Instant::now() {
                     return "idle";
                 }
+                timer.as_mut().reset(due);
             }
             ready = up.readable() => {
                 if let Err(e) = ready {
