@@ -1,23 +1,292 @@
-//! Choosing an upstream address.
+//! Choosing an upstream address for each new connection or UDP session: the balancing
+//! policy, client-IP affinity, and passive ejection of addresses that keep failing.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 
-/// Round robin across connections: each connection starts at the next address and, on
-/// failure, goes on through the others in order.
-#[derive(Debug, Default)]
-pub(crate) struct RoundRobin {
-    next: AtomicUsize,
+use tokio::time::Instant;
+
+/// How a forwarder picks the upstream address of each new connection (TCP) or session
+/// (UDP) among the target's resolved addresses. Whatever the pick, a connection that
+/// cannot connect goes on to the other addresses.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use proxy_core::{Balance, TcpForwarder};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse()?], "web.default:80".parse()?)
+///     .balance(Balance::ClientIp { timeout: Duration::from_secs(600) })
+///     .build()?;
+/// # let _ = forwarder;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Balance {
+    /// Each new connection starts at the next address, as kube-proxy does. The default.
+    #[default]
+    RoundRobin,
+    /// The address with the fewest open connections (or sessions) of this forwarder; ties
+    /// go round robin.
+    LeastConnections,
+    /// Two addresses at random, and of those the one with fewer open connections: nearly
+    /// as even as least connections, without looking at every address.
+    PowerOfTwoChoices,
+    /// A client IP keeps going to the address it last connected to, while it comes back
+    /// within `timeout` of its last connection and the address is healthy (kube-proxy's
+    /// `sessionAffinity: ClientIP`); new clients go round robin.
+    ClientIp {
+        /// How long a client's affinity lasts after its last connection.
+        timeout: Duration,
+    },
 }
 
-impl RoundRobin {
-    /// The order in which to try `n` addresses for one connection.
-    pub(crate) fn order(&self, n: usize) -> impl Iterator<Item = usize> {
-        let start = if n == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Relaxed) % n
+impl Balance {
+    /// kube-proxy's default affinity timeout, 10,800 s (3 hours).
+    pub const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10_800);
+
+    /// Client-IP affinity with kube-proxy's default timeout.
+    pub fn client_ip() -> Self {
+        Balance::ClientIp {
+            timeout: Self::DEFAULT_AFFINITY_TIMEOUT,
+        }
+    }
+}
+
+/// Passive ejection: an address that fails `failures` connects in a row (for UDP, ICMP
+/// port-unreachable reports) is skipped for `backoff`, then tried again; one more failure
+/// ejects it again. When every address is ejected, new connections fail at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ejection {
+    /// Failures in a row that eject an address, at least 1.
+    pub failures: u32,
+    /// How long an ejected address is skipped.
+    pub backoff: Duration,
+}
+
+impl Ejection {
+    /// Ejects after `failures` failures in a row, for `backoff`.
+    pub fn new(failures: u32, backoff: Duration) -> Self {
+        Ejection { failures, backoff }
+    }
+}
+
+impl Default for Ejection {
+    /// 3 failures in a row, 10 s.
+    fn default() -> Self {
+        Ejection::new(3, Duration::from_secs(10))
+    }
+}
+
+/// Affinity entries are purged of expired ones when the table has grown by this many
+/// since the last purge.
+const PURGE_EVERY: usize = 1024;
+
+/// One generation's choice of addresses: the policy, and what it knows of each address.
+#[derive(Debug)]
+pub(crate) struct Balancer {
+    policy: Balance,
+    ejection: Option<Ejection>,
+    next: AtomicUsize,
+    rng: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    endpoints: HashMap<SocketAddr, Endpoint>,
+    affinity: HashMap<IpAddr, (SocketAddr, Instant)>,
+    added_since_purge: usize,
+}
+
+#[derive(Debug, Default)]
+struct Endpoint {
+    /// Connections or sessions open on it now.
+    open: u64,
+    failures_in_row: u32,
+    ejected_until: Option<Instant>,
+}
+
+impl Balancer {
+    pub(crate) fn new(policy: Balance, ejection: Option<Ejection>) -> Self {
+        // Any varying seed will do: the choices only need to spread, not to be secret.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Balancer {
+            policy,
+            ejection,
+            next: AtomicUsize::new(0),
+            rng: AtomicU64::new(seed),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A random number (SplitMix64 over a shared counter).
+    fn random(&self) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The addresses to try for one new connection from `client`, best first: the
+    /// policy's pick, then the others in round-robin order. Ejected addresses are left
+    /// out; `None` when every address is ejected.
+    pub(crate) fn order(
+        &self,
+        addrs: &[SocketAddr],
+        client: Option<IpAddr>,
+    ) -> Option<Vec<SocketAddr>> {
+        let now = Instant::now();
+        let state = self.state();
+        let healthy: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| {
+                state
+                    .endpoints
+                    .get(a)
+                    .and_then(|e| e.ejected_until)
+                    .is_none_or(|until| until <= now)
+            })
+            .collect();
+        if healthy.is_empty() {
+            return addrs.is_empty().then(Vec::new);
+        }
+        let n = healthy.len();
+        let start = self.next.fetch_add(1, Relaxed) % n;
+        let mut order: Vec<SocketAddr> = (0..n).map(|k| healthy[(start + k) % n]).collect();
+        let open = |a: &SocketAddr| state.endpoints.get(a).map_or(0, |e| e.open);
+        let first = match self.policy {
+            Balance::RoundRobin => 0,
+            Balance::LeastConnections => (0..n).min_by_key(|&i| open(&order[i])).unwrap_or(0),
+            Balance::PowerOfTwoChoices if n >= 2 => {
+                let a = (self.random() % n as u64) as usize;
+                let b = (a + 1 + (self.random() % (n as u64 - 1)) as usize) % n;
+                if open(&order[b]) < open(&order[a]) {
+                    b
+                } else {
+                    a
+                }
+            }
+            Balance::PowerOfTwoChoices => 0,
+            Balance::ClientIp { timeout } => client
+                .and_then(|ip| state.affinity.get(&ip))
+                .filter(|(_, last)| now.saturating_duration_since(*last) < timeout)
+                .and_then(|(addr, _)| order.iter().position(|a| a == addr))
+                .unwrap_or(0),
         };
-        (0..n).map(move |i| (start + i) % n)
+        order[..=first].rotate_right(1);
+        Some(order)
+    }
+
+    /// Records how an attempt to reach `addr` went: a success clears its failures, a
+    /// failure counts toward ejection. Returns whether this failure ejected the address.
+    pub(crate) fn report(&self, addr: SocketAddr, ok: bool) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        let endpoint = state.endpoints.entry(addr).or_default();
+        if ok {
+            endpoint.failures_in_row = 0;
+            endpoint.ejected_until = None;
+            return false;
+        }
+        endpoint.failures_in_row = endpoint.failures_in_row.saturating_add(1);
+        match self.ejection {
+            Some(e) if endpoint.failures_in_row >= e.failures.max(1) => {
+                let newly = endpoint.ejected_until.is_none_or(|until| until <= now);
+                endpoint.ejected_until = Some(now + e.backoff);
+                newly
+            }
+            _ => false,
+        }
+    }
+
+    /// With client-IP affinity, binds `client` to `addr`, where its connection went.
+    pub(crate) fn stick(&self, client: IpAddr, addr: SocketAddr) {
+        let Balance::ClientIp { timeout } = self.policy else {
+            return;
+        };
+        let now = Instant::now();
+        let mut state = self.state();
+        if state.affinity.insert(client, (addr, now)).is_none() {
+            state.added_since_purge += 1;
+        }
+        if state.added_since_purge >= PURGE_EVERY {
+            state.added_since_purge = 0;
+            state
+                .affinity
+                .retain(|_, (_, last)| now.saturating_duration_since(*last) < timeout);
+        }
+    }
+
+    /// [`report`](Self::report)s the outcome to the balancer and to `stats`, and logs
+    /// an ejection.
+    pub(crate) fn record(&self, stats: &crate::stats::Stats, addr: SocketAddr, ok: bool) {
+        stats.endpoint(addr, ok);
+        if self.report(addr, ok) {
+            stats.ejected(addr);
+            if let Some(e) = self.ejection {
+                tracing::warn!(
+                    upstream = %addr,
+                    failures = e.failures,
+                    skipped_for = ?e.backoff,
+                    "upstream address ejected after failing in a row"
+                );
+            }
+        }
+    }
+
+    /// Whether `addr` is ejected now.
+    #[cfg(test)]
+    pub(crate) fn is_ejected(&self, addr: SocketAddr) -> bool {
+        let now = Instant::now();
+        self.state()
+            .endpoints
+            .get(&addr)
+            .and_then(|e| e.ejected_until)
+            .is_some_and(|until| until > now)
+    }
+
+    /// Counts a connection or session open on `addr` until the guard drops; least
+    /// connections and two random choices weigh these.
+    pub(crate) fn open(&self, addr: SocketAddr) -> Open<'_> {
+        self.state().endpoints.entry(addr).or_default().open += 1;
+        Open {
+            balancer: self,
+            addr,
+        }
+    }
+}
+
+/// A connection or session counted as open on an address.
+#[derive(Debug)]
+pub(crate) struct Open<'a> {
+    balancer: &'a Balancer,
+    addr: SocketAddr,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.balancer.state().endpoints.get_mut(&self.addr) {
+            e.open = e.open.saturating_sub(1);
+        }
     }
 }
 
@@ -25,12 +294,128 @@ impl RoundRobin {
 mod tests {
     use super::*;
 
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect()
+    }
+
+    fn first(b: &Balancer, addrs: &[SocketAddr], client: Option<IpAddr>) -> SocketAddr {
+        b.order(addrs, client).expect("a healthy address")[0]
+    }
+
     #[test]
-    fn rotates_start_and_visits_every_address() {
-        let rr = RoundRobin::default();
-        assert_eq!(rr.order(3).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(rr.order(3).collect::<Vec<_>>(), [1, 2, 0]);
-        assert_eq!(rr.order(3).collect::<Vec<_>>(), [2, 0, 1]);
-        assert_eq!(rr.order(0).count(), 0);
+    fn round_robin_rotates_and_keeps_every_address_for_failover() {
+        let b = Balancer::new(Balance::RoundRobin, None);
+        let a = addrs(3);
+        assert_eq!(b.order(&a, None).unwrap(), [a[0], a[1], a[2]]);
+        assert_eq!(b.order(&a, None).unwrap(), [a[1], a[2], a[0]]);
+        assert_eq!(b.order(&a, None).unwrap(), [a[2], a[0], a[1]]);
+        assert_eq!(b.order(&[], None).unwrap(), []);
+    }
+
+    #[test]
+    fn least_connections_picks_the_least_loaded() {
+        let b = Balancer::new(Balance::LeastConnections, None);
+        let a = addrs(3);
+        let _x = [b.open(a[0]), b.open(a[0]), b.open(a[1])];
+        for _ in 0..5 {
+            assert_eq!(first(&b, &a, None), a[2]);
+        }
+        let more = [b.open(a[2]), b.open(a[2])];
+        assert_eq!(first(&b, &a, None), a[1]);
+        drop(more);
+        assert_eq!(first(&b, &a, None), a[2]);
+        // Every address still follows for failover.
+        let mut all = b.order(&a, None).unwrap();
+        all.sort();
+        assert_eq!(all, a);
+    }
+
+    #[test]
+    fn two_choices_never_pick_the_most_loaded_of_three() {
+        let b = Balancer::new(Balance::PowerOfTwoChoices, None);
+        let a = addrs(3);
+        let _busy: Vec<_> = (0..10).map(|_| b.open(a[1])).collect();
+        let _one = b.open(a[0]);
+        let mut picked = HashMap::new();
+        for _ in 0..3000 {
+            *picked.entry(first(&b, &a, None)).or_insert(0) += 1;
+        }
+        assert_eq!(picked.get(&a[1]), None, "{picked:?}");
+        // a[2] (0 open) wins every pair it is in: 2 of 3 pairs.
+        assert!(picked[&a[2]] > 1800, "{picked:?}");
+        assert!(picked[&a[0]] > 600, "{picked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_ip_affinity_sticks_follows_success_and_expires() {
+        let timeout = Duration::from_secs(100);
+        let b = Balancer::new(Balance::ClientIp { timeout }, None);
+        let a = addrs(3);
+        let c1: IpAddr = "10.0.0.1".parse().unwrap();
+        let c2: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = first(&b, &a, Some(c1));
+        b.stick(c1, p1);
+        let p2 = first(&b, &a, Some(c2));
+        b.stick(c2, p2);
+        for _ in 0..10 {
+            assert_eq!(first(&b, &a, Some(c1)), p1);
+            b.stick(c1, p1);
+            assert_eq!(first(&b, &a, Some(c2)), p2);
+        }
+        // A failover to another address moves the affinity there.
+        let other = a.iter().copied().find(|x| *x != p1).unwrap();
+        b.stick(c1, other);
+        assert_eq!(first(&b, &a, Some(c1)), other);
+        // Kept alive by use; gone after the timeout without any.
+        tokio::time::advance(Duration::from_secs(99)).await;
+        assert_eq!(first(&b, &a, Some(c1)), other);
+        b.stick(c1, other);
+        tokio::time::advance(Duration::from_secs(99)).await;
+        assert_eq!(first(&b, &a, Some(c1)), other, "refreshed by the last use");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let after: Vec<_> = (0..3).map(|_| first(&b, &a, Some(c1))).collect();
+        assert!(
+            after.iter().any(|x| *x != other),
+            "expired: round robin again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_addresses_are_ejected_then_retried() {
+        let b = Balancer::new(
+            Balance::RoundRobin,
+            Some(Ejection::new(2, Duration::from_secs(5))),
+        );
+        let a = addrs(2);
+        assert!(!b.report(a[0], false));
+        assert!(b.report(a[0], false), "the second failure in a row ejects");
+        assert!(b.is_ejected(a[0]));
+        for _ in 0..4 {
+            assert_eq!(b.order(&a, None).unwrap(), [a[1]]);
+        }
+        // Both ejected: nothing to try.
+        b.report(a[1], false);
+        b.report(a[1], false);
+        assert_eq!(b.order(&a, None), None);
+        // After the back-off both are tried again; one success clears the count.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.order(&a, None).unwrap().len(), 2);
+        b.report(a[0], true);
+        assert!(!b.report(a[0], false), "the count restarted");
+        // One more failure of a retried address ejects it again.
+        assert!(b.report(a[1], false));
+        assert_eq!(b.order(&a, None).unwrap(), [a[0]]);
+    }
+
+    #[test]
+    fn without_ejection_failures_only_count() {
+        let b = Balancer::new(Balance::RoundRobin, None);
+        let a = addrs(1);
+        for _ in 0..10 {
+            assert!(!b.report(a[0], false));
+        }
+        assert_eq!(b.order(&a, None).unwrap(), a);
     }
 }

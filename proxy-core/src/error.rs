@@ -41,6 +41,9 @@ pub enum ErrorKind {
     Io,
     /// New settings cannot be applied to a running forwarder (another protocol).
     Reload,
+    /// Every upstream address is ejected for failing (see [`Ejection`](crate::Ejection)),
+    /// so the connection was not attempted.
+    Unavailable,
 }
 
 /// Which timer fired, for [`ErrorKind::Timeout`].
@@ -167,6 +170,7 @@ impl fmt::Display for Error {
             ErrorKind::Reset => "connection reset",
             ErrorKind::Io => "i/o error",
             ErrorKind::Reload => "cannot reload",
+            ErrorKind::Unavailable => "every upstream address is ejected after failing",
         };
         f.write_str(what)?;
         if let Some(context) = &self.inner.context {
@@ -207,6 +211,10 @@ pub enum BuildError {
     MaxSessions,
     /// The UDP batch size is outside 1..=64.
     BatchSize(usize),
+    /// Client-IP affinity with a zero timeout.
+    AffinityTimeout,
+    /// Ejection after zero failures, or for no time.
+    Ejection,
 }
 
 impl fmt::Display for BuildError {
@@ -223,6 +231,10 @@ impl fmt::Display for BuildError {
             BuildError::Backlog => f.write_str("listen backlog must be at least 1"),
             BuildError::MaxSessions => f.write_str("the UDP session limit must be at least 1"),
             BuildError::BatchSize(n) => write!(f, "UDP batch size {n} is outside 1..=64"),
+            BuildError::AffinityTimeout => f.write_str("the affinity timeout must not be zero"),
+            BuildError::Ejection => {
+                f.write_str("ejection needs at least 1 failure and a back-off longer than 0")
+            }
         }
     }
 }

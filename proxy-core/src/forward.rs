@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::balance::{Balance, Ejection};
 use crate::handle::ForwarderHandle;
 use crate::listen::ListenOptions;
 use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
@@ -71,6 +72,8 @@ pub(crate) struct Common {
     pub(crate) cache: CachePolicy,
     pub(crate) timeouts: Timeouts,
     pub(crate) listen_options: ListenOptions,
+    pub(crate) balance: Balance,
+    pub(crate) ejection: Option<Ejection>,
 }
 
 impl Common {
@@ -83,6 +86,8 @@ impl Common {
             cache: CachePolicy::default(),
             timeouts: Timeouts::default(),
             listen_options: ListenOptions::default(),
+            balance: Balance::default(),
+            ejection: None,
         }
     }
 
@@ -98,6 +103,17 @@ impl Common {
         self.timeouts.validate()?;
         if self.listen_options.backlog == 0 {
             return Err(BuildError::Backlog);
+        }
+        if let Balance::ClientIp { timeout } = self.balance
+            && timeout.is_zero()
+        {
+            return Err(BuildError::AffinityTimeout);
+        }
+        if self
+            .ejection
+            .is_some_and(|e| e.failures == 0 || e.backoff.is_zero())
+        {
+            return Err(BuildError::Ejection);
         }
         Ok(())
     }
@@ -128,6 +144,8 @@ impl std::fmt::Debug for Common {
             .field("cache", &self.cache)
             .field("timeouts", &self.timeouts)
             .field("listen_options", &self.listen_options)
+            .field("balance", &self.balance)
+            .field("ejection", &self.ejection)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +188,20 @@ macro_rules! common_setters {
         /// forwarders can share a port and the kernel balances among them. Default off.
         pub fn reuse_port(mut self, on: bool) -> Self {
             self.config.common.listen_options.reuse_port = on;
+            self
+        }
+
+        /// How the upstream address of each new connection or session is picked among the
+        /// target's addresses. Default [`Balance::RoundRobin`](crate::Balance::RoundRobin).
+        pub fn balance(mut self, balance: crate::Balance) -> Self {
+            self.config.common.balance = balance;
+            self
+        }
+
+        /// Passive ejection of addresses that fail again and again; `None` (the default)
+        /// keeps trying every address. See [`Ejection`](crate::Ejection).
+        pub fn ejection(mut self, ejection: impl Into<Option<crate::Ejection>>) -> Self {
+            self.config.common.ejection = ejection.into();
             self
         }
 

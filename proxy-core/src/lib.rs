@@ -58,6 +58,7 @@ mod tcp;
 mod timeout;
 mod udp;
 
+pub use balance::{Balance, Ejection};
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use forward::Forwarder;
 pub use handle::{ForwarderHandle, StatsReader};

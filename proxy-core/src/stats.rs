@@ -19,6 +19,8 @@ pub(crate) struct Stats {
     pub(crate) connect_timeout: AtomicU64,
     pub(crate) connect_other: AtomicU64,
     pub(crate) upstream_unavailable: AtomicU64,
+    pub(crate) ejections: AtomicU64,
+    pub(crate) all_ejected: AtomicU64,
     pub(crate) resolve_refreshes: AtomicU64,
     pub(crate) resolve_failures: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
@@ -53,6 +55,11 @@ pub struct StatsSnapshot {
     pub connect_failures: ConnectFailures,
     /// Client connections closed because no upstream address could be reached or resolved.
     pub upstream_unavailable: u64,
+    /// Times an upstream address was ejected for failing (see [`Ejection`](crate::Ejection)).
+    pub ejections: u64,
+    /// Connections and sessions refused at once because every address was ejected (also
+    /// counted in `upstream_unavailable`).
+    pub all_ejected: u64,
     /// Successful DNS lookups of the upstream name.
     pub resolve_refreshes: u64,
     /// Failed DNS lookups of the upstream name (the last good answer was kept).
@@ -115,6 +122,8 @@ pub struct EndpointStats {
     pub failures: u64,
     /// Failures since the last success.
     pub consecutive_failures: u64,
+    /// Times this address was ejected for failing.
+    pub ejections: u64,
 }
 
 impl EndpointStats {
@@ -148,6 +157,7 @@ impl Stats {
             connects: 0,
             failures: 0,
             consecutive_failures: 0,
+            ejections: 0,
         });
         if ok {
             e.connects += 1;
@@ -155,6 +165,15 @@ impl Stats {
         } else {
             e.failures += 1;
             e.consecutive_failures += 1;
+        }
+    }
+
+    /// Counts an ejection of `addr`.
+    pub(crate) fn ejected(&self, addr: SocketAddr) {
+        Stats::inc(&self.ejections);
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = endpoints.get_mut(&addr) {
+            e.ejections += 1;
         }
     }
 
@@ -182,6 +201,8 @@ impl Stats {
                 other: get(&self.connect_other),
             },
             upstream_unavailable: get(&self.upstream_unavailable),
+            ejections: get(&self.ejections),
+            all_ejected: get(&self.all_ejected),
             resolve_refreshes: get(&self.resolve_refreshes),
             resolve_failures: get(&self.resolve_failures),
             accept_errors: get(&self.accept_errors),

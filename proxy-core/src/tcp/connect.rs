@@ -1,7 +1,7 @@
 //! Connecting to the upstream: resolved addresses in round-robin order, a timeout per
 //! attempt and a budget for all of them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -13,15 +13,21 @@ use crate::{Error, ErrorKind, Side, TimeoutKind};
 /// Connects to the first address that accepts, starting at the round-robin position and
 /// going on to the next address when one refuses, is unreachable or times out. The
 /// total budget bounds the lookup (when no answer is cached yet) and every attempt.
-pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), Error> {
+pub(super) async fn connect(
+    shared: &Shared,
+    client: IpAddr,
+) -> Result<(TcpStream, SocketAddr), Error> {
     let timeouts = &shared.config.common.timeouts;
     let stats = &shared.stats;
     // The budget covers a lookup too, when there is no cached answer yet.
     let deadline = Instant::now() + timeouts.connect_total;
     let addrs = shared.cache.addrs_by(deadline).await?;
+    let Some(order) = shared.balancer.order(&addrs, Some(client)) else {
+        Stats::inc(&stats.all_ejected);
+        return Err(Error::new(ErrorKind::Unavailable, Side::Upstream));
+    };
     let mut last_error = None;
-    for i in shared.rr.order(addrs.len()) {
-        let addr = addrs[i];
+    for addr in order {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             last_error = Some(Error::new(
@@ -33,7 +39,8 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), 
         let budget = timeouts.connect.min(left);
         let error = match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
-                stats.endpoint(addr, true);
+                shared.balancer.record(stats, addr, true);
+                shared.balancer.stick(client, addr);
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY failed");
                 }
@@ -49,7 +56,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), 
                 Error::new(ErrorKind::Timeout(which), Side::Upstream)
             }
         };
-        stats.endpoint(addr, false);
+        shared.balancer.record(stats, addr, false);
         Stats::inc(match error.kind() {
             ErrorKind::ConnectRefused => &stats.connect_refused,
             ErrorKind::ConnectUnreachable => &stats.connect_unreachable,

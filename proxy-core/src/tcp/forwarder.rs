@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connect::connect;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
-use crate::balance::RoundRobin;
+use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
@@ -186,7 +186,7 @@ impl TcpForwarder {
             stats: base.stats.clone(),
             refresher: Arc::new(Refresher::spawn(&cache, &base.closing)),
             cache,
-            rr: RoundRobin::default(),
+            balancer: Balancer::new(config.common.balance, config.common.ejection),
             closing: base.closing.clone(),
             connections: base.tasks.clone(),
         })
@@ -298,7 +298,7 @@ pub(crate) struct Shared {
     pub(super) stats: Arc<Stats>,
     pub(super) cache: Arc<ResolveCache>,
     refresher: Arc<Refresher>,
-    pub(super) rr: RoundRobin,
+    pub(super) balancer: Balancer,
     pub(super) closing: CancellationToken,
     pub(super) connections: TaskTracker,
 }
@@ -401,7 +401,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let connected = tokio::select! {
         () = shared.closing.cancelled() => return,
         // Boxed, so the connection's task does not keep room for it while relaying.
-        r = Box::pin(connect(&shared)) => r,
+        r = Box::pin(connect(&shared, peer.ip())) => r,
     };
     let (upstream, upstream_addr) = match connected {
         Ok(c) => c,
@@ -418,6 +418,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     };
     tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
+    let _counted = shared.balancer.open(upstream_addr);
     let bytes = ConnBytes::default();
     let close = relay(
         &client,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::{self, SessionKey, Table};
-use crate::balance::RoundRobin;
+use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
@@ -96,7 +96,7 @@ pub(crate) struct Shared {
     pub(super) stats: Arc<Stats>,
     pub(super) cache: Arc<ResolveCache>,
     refresher: Arc<Refresher>,
-    pub(super) rr: RoundRobin,
+    pub(super) balancer: Balancer,
     /// Receive batches for the sessions' reply paths, taken only while replies flow.
     pub(super) batches: Pool<RecvBatch>,
     pub(super) accepting: CancellationToken,
@@ -238,7 +238,7 @@ impl UdpForwarder {
             stats: base.stats.clone(),
             refresher: Arc::new(Refresher::spawn(&cache, &base.closing)),
             cache,
-            rr: RoundRobin::default(),
+            balancer: Balancer::new(self.config.common.balance, self.config.common.ejection),
             batches: Pool::new(4),
             accepting: base.accepting.clone(),
             closing: base.closing.clone(),

@@ -50,6 +50,8 @@ pub(super) struct Session {
     evicted: AtomicBool,
     /// An ICMP error came since the upstream last answered.
     refused: AtomicBool,
+    /// The upstream has answered this session.
+    answered: AtomicBool,
     up: Counts,
     down: Counts,
 }
@@ -80,6 +82,7 @@ impl Session {
             done: closing.child_token(),
             evicted: AtomicBool::new(false),
             refused: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             up: Counts::default(),
             down: Counts::default(),
         }
@@ -106,16 +109,21 @@ impl Session {
 
     /// Accounts datagrams sent to `addr` in one direction, and the upstream's health: an
     /// ICMP error marks it failing until it answers again.
-    fn sent(&self, sent: Sent, dir: Direction, addr: SocketAddr, stats: &Stats) {
+    fn sent(&self, sent: Sent, dir: Direction, addr: SocketAddr, shared: &Shared) {
         match dir {
             Direction::Up => self.up.add(sent),
             Direction::Down => self.down.add(sent),
         }
         if sent.refused {
             self.refused.store(true, Relaxed);
-            stats.endpoint(addr, false);
-        } else if dir == Direction::Down && self.refused.swap(false, Relaxed) {
-            stats.endpoint(addr, true);
+            shared.balancer.record(&shared.stats, addr, false);
+        } else if dir == Direction::Down {
+            if self.refused.swap(false, Relaxed) {
+                shared.balancer.record(&shared.stats, addr, true);
+            } else if !self.answered.swap(true, Relaxed) {
+                // The session's first reply: the address is alive.
+                shared.balancer.report(addr, true);
+            }
         }
     }
 
@@ -126,7 +134,7 @@ impl Session {
         self.touch();
         let send = |(up, addr): &(Arc<UdpSocket>, SocketAddr)| {
             let sent = send_all(up, datagrams, None, None, Direction::Up, shared);
-            self.sent(sent, Direction::Up, *addr, stats);
+            self.sent(sent, Direction::Up, *addr, shared);
         };
         if let Some(up) = self.upstream.get() {
             return send(up);
@@ -333,10 +341,11 @@ pub(super) async fn run(
     let started = Instant::now();
     let connected = tokio::select! {
         () = session.done.cancelled() => None,
-        r = connect(&shared) => Some(r),
+        r = connect(&shared, session.key.client.ip()) => Some(r),
     };
     match connected {
         Some(Ok((up, upstream_addr))) => {
+            let _counted = shared.balancer.open(upstream_addr);
             let up = Arc::new(up);
             let queued = {
                 let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -345,7 +354,7 @@ pub(super) async fn run(
             };
             let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
             let sent = send_all(&up, &queued, None, None, Direction::Up, &shared);
-            session.sent(sent, Direction::Up, upstream_addr, stats);
+            session.sent(sent, Direction::Up, upstream_addr, &shared);
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
             if why == "ended" {
@@ -394,17 +403,22 @@ pub(super) async fn run(
 
 /// Resolves the target (within the connect budget) and connects a UDP socket to the next
 /// address in round-robin order.
-async fn connect(shared: &Shared) -> Result<(UdpSocket, SocketAddr), Error> {
+async fn connect(shared: &Shared, client: IpAddr) -> Result<(UdpSocket, SocketAddr), Error> {
     let deadline = Instant::now() + shared.config.common.timeouts.connect_total;
     let addrs = shared.cache.addrs_by(deadline).await?;
+    let Some(order) = shared.balancer.order(&addrs, Some(client)) else {
+        Stats::inc(&shared.stats.all_ejected);
+        return Err(Error::new(ErrorKind::Unavailable, Side::Upstream));
+    };
     let mut last_error = None;
     // A UDP connect only sets the peer; it fails for local reasons (no route, no address
-    // of that family), so going on to the next address helps in exactly those cases.
-    for i in shared.rr.order(addrs.len()) {
-        let addr = addrs[i];
+    // of that family), so going on to the next address helps in exactly those cases. The
+    // upstream's health shows later: in its replies, or ICMP errors.
+    for addr in order {
         match upstream_socket(addr, &shared.config) {
             Ok(socket) => {
                 shared.stats.endpoint(addr, true);
+                shared.balancer.stick(client, addr);
                 return Ok((socket, addr));
             }
             Err(e) => {
@@ -503,7 +517,7 @@ fn relay_burst(
                     refused: true,
                     ..Sent::default()
                 };
-                session.sent(refused, Direction::Up, upstream_addr, stats);
+                session.sent(refused, Direction::Up, upstream_addr, shared);
                 continue;
             }
             Err(e) => {
@@ -531,7 +545,7 @@ fn relay_burst(
             Direction::Down,
             shared,
         );
-        session.sent(sent, Direction::Down, upstream_addr, stats);
+        session.sent(sent, Direction::Down, upstream_addr, shared);
         if drained {
             return;
         }
