@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    Host, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder,
-    UdpForwarderBuilder,
+    Balance, Ejection, Host, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts,
+    UdpForwarder, UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -364,6 +364,26 @@ pub struct CommonArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
+    /// How each new connection (or UDP session) picks one of TARGET's addresses; the
+    /// others follow for failover.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = BalanceArg::RoundRobin)]
+    pub balance: BalanceArg,
+
+    /// With `--balance client-ip`: how long a client keeps its address after its last
+    /// connection. [default: 3h, as kube-proxy]
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true)]
+    pub affinity_timeout: Option<Duration>,
+
+    /// Skip an address after N failed connects in a row (for UDP, ICMP port-unreachable
+    /// reports) for `--eject-for`, then try it again; with every address skipped, new
+    /// connections fail at once. Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub eject_after: Option<u32>,
+
+    /// How long `--eject-after` skips an address. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "eject_after")]
+    pub eject_for: Option<Duration>,
+
     /// On SIGINT or SIGTERM, stop accepting and let open connections (and UDP sessions)
     /// finish for this long before closing them. A second signal closes them at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s", allow_hyphen_values = true)]
@@ -472,6 +492,36 @@ pub enum ResolverArg {
     Hickory,
 }
 
+/// `--balance`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BalanceArg {
+    /// Each connection starts at the next address (as kube-proxy).
+    #[value(alias = "rr")]
+    RoundRobin,
+    /// The address with the fewest open connections.
+    #[value(alias = "least-conn")]
+    LeastConnections,
+    /// The less loaded of two random addresses.
+    #[value(alias = "p2c")]
+    TwoChoices,
+    /// The same client IP to the same address (kube-proxy's sessionAffinity: ClientIP).
+    ClientIp,
+}
+
+impl BalanceArg {
+    /// The library's policy, with `timeout` for client-IP affinity (else its default).
+    pub fn policy(self, timeout: Option<Duration>) -> Balance {
+        match self {
+            BalanceArg::RoundRobin => Balance::RoundRobin,
+            BalanceArg::LeastConnections => Balance::LeastConnections,
+            BalanceArg::TwoChoices => Balance::PowerOfTwoChoices,
+            BalanceArg::ClientIp => Balance::ClientIp {
+                timeout: timeout.unwrap_or(Balance::DEFAULT_AFFINITY_TIMEOUT),
+            },
+        }
+    }
+}
+
 /// `--relay`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RelayArg {
@@ -524,6 +574,10 @@ pub struct TcpPlan {
     pub resolver: ResolverArg,
     /// Whether the listeners set SO_REUSEPORT.
     pub reuse_port: bool,
+    /// How an upstream address is picked.
+    pub balance: Balance,
+    /// Passive ejection of failing addresses, if on.
+    pub ejection: Option<Ejection>,
     /// The listen backlog, when not the default.
     pub backlog: Option<u32>,
     /// The splice pipe size, when not the default.
@@ -549,6 +603,10 @@ pub struct UdpPlan {
     pub resolver: ResolverArg,
     /// Whether the sockets set SO_REUSEPORT.
     pub reuse_port: bool,
+    /// How an upstream address is picked.
+    pub balance: Balance,
+    /// Passive ejection of failing addresses, if on.
+    pub ejection: Option<Ejection>,
     /// The session table's size per listen address, when not the default.
     pub max_sessions: Option<usize>,
     /// Datagrams per system call, when not the default.
@@ -669,6 +727,8 @@ struct Base {
     cache: CachePolicy,
     resolver: ResolverArg,
     reuse_port: bool,
+    balance: Balance,
+    ejection: Option<Ejection>,
     drain: Duration,
 }
 
@@ -707,12 +767,23 @@ impl Base {
         let mut cache = CachePolicy::default();
         cache.refresh = common.dns_refresh;
 
+        if common.affinity_timeout.is_some() && common.balance != BalanceArg::ClientIp {
+            return Err(UsageError(
+                "--affinity-timeout needs --balance client-ip".to_string(),
+            ));
+        }
+        let ejection = common
+            .eject_after
+            .map(|n| Ejection::new(n, common.eject_for.unwrap_or(Ejection::default().backoff)));
+
         Ok(Base {
             listen,
             target,
             cache,
             resolver: common.resolver,
             reuse_port: common.reuse_port,
+            balance: common.balance.policy(common.affinity_timeout),
+            ejection,
             drain: common.drain,
         })
     }
@@ -755,6 +826,8 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         cache: base.cache,
         resolver: base.resolver,
         reuse_port: base.reuse_port,
+        balance: base.balance,
+        ejection: base.ejection,
         backlog: t.backlog,
         pipe_size: t.pipe_size,
         relay: match t.relay {
@@ -773,6 +846,8 @@ fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
         cache: base.cache,
         resolver: base.resolver,
         reuse_port: base.reuse_port,
+        balance: base.balance,
+        ejection: base.ejection,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
         socket_buffer: u.socket_buffer,
@@ -795,6 +870,8 @@ impl TcpPlan {
             .cache(self.cache)
             .timeouts(self.timeouts)
             .reuse_port(self.reuse_port)
+            .balance(self.balance)
+            .ejection(self.ejection)
             .relay(self.relay);
         if let Some(backlog) = self.backlog {
             b = b.backlog(backlog);
@@ -820,7 +897,9 @@ impl UdpPlan {
             .shared_resolver(resolver)
             .cache(self.cache)
             .timeouts(self.timeouts)
-            .reuse_port(self.reuse_port);
+            .reuse_port(self.reuse_port)
+            .balance(self.balance)
+            .ejection(self.ejection);
         if let Some(max) = self.max_sessions {
             b = b.max_sessions(max);
         }
@@ -1280,6 +1359,80 @@ mod tests {
         assert_eq!(cli.log_filter(), "warn");
         let cli = parse(&["tcp", "80", "web"]).unwrap();
         assert_eq!(cli.log_filter(), "info");
+    }
+
+    #[test]
+    fn balance_and_ejection_reach_the_plans() {
+        let plan = tcp(&[
+            "80",
+            "web",
+            "--balance",
+            "least-conn",
+            "--eject-after",
+            "2",
+            "--eject-for",
+            "5s",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(plan.balance, Balance::LeastConnections);
+        assert_eq!(
+            plan.ejection,
+            Some(Ejection::new(2, Duration::from_secs(5)))
+        );
+        let plan = udp(&[
+            "53",
+            "dns",
+            "--balance",
+            "client-ip",
+            "--affinity-timeout",
+            "10m",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(
+            plan.balance,
+            Balance::ClientIp {
+                timeout: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(plan.ejection, None);
+        let plan = udp(&["53", "dns", "--balance", "client-ip", "--eject-after", "1"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.balance, Balance::client_ip());
+        assert_eq!(
+            plan.ejection,
+            Some(Ejection::new(1, Duration::from_secs(10)))
+        );
+        let plan = tcp(&["80", "web", "--balance", "p2c"]).plan().unwrap();
+        assert_eq!(plan.balance, Balance::PowerOfTwoChoices);
+        assert_eq!(
+            tcp(&["80", "web"]).plan().unwrap().balance,
+            Balance::RoundRobin
+        );
+        // The affinity timeout belongs to client-ip.
+        let e = tcp(&["80", "web", "--affinity-timeout", "1m"])
+            .plan()
+            .unwrap_err();
+        assert!(
+            e.0.contains("--affinity-timeout needs --balance client-ip"),
+            "{}",
+            e.0
+        );
+        for (args, bad) in [
+            (&["tcp", "80", "web", "--balance", "fastest"][..], "fastest"),
+            (&["tcp", "80", "web", "--eject-after", "0"][..], "0"),
+            (
+                &["tcp", "80", "web", "--eject-after", "2", "--eject-for", "0"][..],
+                "0",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{args:?}: {e}");
+        }
+        let e = parse(&["tcp", "80", "web", "--eject-for", "5s"]).unwrap_err();
+        assert!(e.to_string().contains("--eject-after"), "{e}");
     }
 
     #[test]

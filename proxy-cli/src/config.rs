@@ -30,12 +30,15 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use proxy_core::resolve::CachePolicy;
-use proxy_core::{RelayMode, Target, Timeouts};
+use proxy_core::{Balance, Ejection, RelayMode, Target, Timeouts};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::args::{Listen, LogFormat, ResolverArg, TcpPlan, UdpPlan, parse_admin, parse_duration};
+use crate::args::{
+    BalanceArg, Listen, LogFormat, ResolverArg, TcpPlan, UdpPlan, parse_admin, parse_duration,
+};
 
 /// A checked configuration file.
 #[derive(Clone, Debug)]
@@ -261,6 +264,10 @@ struct RawEntry {
     max_sessions: Option<usize>,
     batch_size: Option<usize>,
     socket_buffer: Option<usize>,
+    balance: Option<Spanned<String>>,
+    affinity_timeout: Option<Spanned<RawDuration>>,
+    eject_after: Option<u32>,
+    eject_for: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +297,8 @@ struct Settings {
     max_sessions: Option<usize>,
     batch_size: Option<usize>,
     socket_buffer: Option<usize>,
+    balance: Balance,
+    ejection: Option<Ejection>,
 }
 
 impl Settings {
@@ -301,6 +310,8 @@ impl Settings {
             cache: self.cache,
             resolver: self.resolver,
             reuse_port: self.reuse_port,
+            balance: self.balance,
+            ejection: self.ejection,
             backlog: self.backlog,
             pipe_size: self.pipe_size,
             relay: self.relay,
@@ -316,6 +327,8 @@ impl Settings {
             cache: self.cache,
             resolver: self.resolver,
             reuse_port: self.reuse_port,
+            balance: self.balance,
+            ejection: self.ejection,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
             socket_buffer: self.socket_buffer,
@@ -412,8 +425,14 @@ impl Context<'_> {
             max_sessions: None,
             batch_size: None,
             socket_buffer: None,
+            balance: Balance::RoundRobin,
+            ejection: None,
         };
         let mut total_set = false;
+        let mut balance = BalanceArg::RoundRobin;
+        let mut affinity: Option<Duration> = None;
+        let mut eject_after: Option<u32> = None;
+        let mut eject_for: Option<Duration> = None;
         for (section, e) in [
             ("defaults".to_owned(), defaults),
             (format!("forward[{index}]"), entry),
@@ -479,6 +498,38 @@ impl Context<'_> {
                     }
                 };
             }
+            if let Some(b) = &e.balance {
+                balance = BalanceArg::from_str(b.get_ref(), true).map_err(|_| {
+                    self.error(
+                        b.span(),
+                        &key("balance"),
+                        &format!(
+                            "`{}` is not a balancing policy; use \"round-robin\", \
+                             \"least-connections\", \"two-choices\" or \"client-ip\"",
+                            b.get_ref()
+                        ),
+                    )
+                })?;
+            }
+            if let Some(d) = &e.affinity_timeout {
+                let v = nonzero(d, "affinity_timeout")?;
+                // Set here, it must go with client-ip here; inherited, it is ignored by
+                // a forward that balances otherwise.
+                if balance != BalanceArg::ClientIp {
+                    return Err(self.error(
+                        d.span(),
+                        &key("affinity_timeout"),
+                        "needs balance = \"client-ip\"",
+                    ));
+                }
+                affinity = Some(v);
+            }
+            if let Some(n) = e.eject_after {
+                eject_after = (n > 0).then_some(n);
+            }
+            if let Some(d) = &e.eject_for {
+                eject_for = Some(nonzero(d, "eject_for")?);
+            }
             s.reuse_port = e.reuse_port.unwrap_or(s.reuse_port);
             s.backlog = e.backlog.or(s.backlog);
             s.pipe_size = e.pipe_size.or(s.pipe_size);
@@ -486,6 +537,9 @@ impl Context<'_> {
             s.batch_size = e.batch_size.or(s.batch_size);
             s.socket_buffer = e.socket_buffer.or(s.socket_buffer);
         }
+        s.balance = balance.policy(affinity);
+        s.ejection =
+            eject_after.map(|n| Ejection::new(n, eject_for.unwrap_or(Ejection::default().backoff)));
         // As on the command line: a longer attempt timeout raises an unset total budget.
         if !total_set && t.connect > t.connect_total {
             t.connect_total = t.connect;
@@ -591,6 +645,14 @@ idle_timeout = 0
             ("admin = \"nope\"\n", "proxy.toml:1: admin:"),
             ("threads = 0\n", "proxy.toml:1: threads: must be 1 to 1024"),
             (
+                "[defaults]\nbalance = \"fastest\"\n",
+                "proxy.toml:2: defaults.balance: `fastest` is not a balancing policy",
+            ),
+            (
+                "[defaults]\naffinity_timeout = \"1h\"\n[[forward]]\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"a:1\"\n",
+                "proxy.toml:2: defaults.affinity_timeout: needs balance = \"client-ip\"",
+            ),
+            (
                 "[defaults]\ntarget = \"a:1\"\n",
                 "proxy.toml:2: defaults.target: belongs in a [[forward]]",
             ),
@@ -608,6 +670,36 @@ idle_timeout = 0
             let got = err(text);
             assert!(got.contains(want), "{text:?}:\n{got}\nlacks {want:?}");
         }
+    }
+
+    #[test]
+    fn balance_and_ejection_keys() {
+        let text = "[defaults]\nbalance = \"client-ip\"\naffinity_timeout = \"10m\"\neject_after = 2\n\
+            [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\neject_for = \"30s\"\n\
+            [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\n";
+        let c = parse(text, "proxy.toml").unwrap();
+        let a = &c.forwards[0];
+        for (balance, ejection) in [
+            (
+                a.tcp.as_ref().unwrap().balance,
+                a.tcp.as_ref().unwrap().ejection,
+            ),
+            (
+                a.udp.as_ref().unwrap().balance,
+                a.udp.as_ref().unwrap().ejection,
+            ),
+        ] {
+            assert_eq!(
+                balance,
+                Balance::ClientIp {
+                    timeout: Duration::from_secs(600)
+                }
+            );
+            assert_eq!(ejection, Some(Ejection::new(2, Duration::from_secs(30))));
+        }
+        let b = c.forwards[1].tcp.as_ref().unwrap();
+        assert_eq!(b.balance, Balance::LeastConnections);
+        assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");
     }
 
     #[test]

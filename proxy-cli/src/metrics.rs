@@ -65,6 +65,8 @@ pub struct Endpoint {
     pub failures: u64,
     /// Failures since the last success.
     pub consecutive_failures: u64,
+    /// Times it was ejected for failing.
+    pub ejections: u64,
     /// Whether the last attempt succeeded, or none has failed yet.
     pub healthy: bool,
 }
@@ -76,6 +78,7 @@ impl From<&EndpointStats> for Endpoint {
             connects: e.connects,
             failures: e.failures,
             consecutive_failures: e.consecutive_failures,
+            ejections: e.ejections,
             healthy: e.healthy(),
         }
     }
@@ -198,6 +201,20 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.upstream_unavailable)],
     ),
     family(
+        "proxy_ejections_total",
+        Counter,
+        Both,
+        "Times an upstream address was ejected after failing in a row (--eject-after).",
+        |s| vec![(None, s.ejections)],
+    ),
+    family(
+        "proxy_all_ejected_total",
+        Counter,
+        Both,
+        "Connections or sessions refused at once because every upstream address was ejected.",
+        |s| vec![(None, s.all_ejected)],
+    ),
+    family(
         "proxy_accept_errors_total",
         Counter,
         Only(Tcp),
@@ -301,6 +318,12 @@ const ENDPOINT_FAMILIES: &[EndpointFamily] = &[
         Gauge,
         "Failures of the upstream address since its last success.",
         |e| e.consecutive_failures,
+    ),
+    (
+        "proxy_endpoint_ejections_total",
+        Counter,
+        "Times the upstream address was ejected after failing in a row.",
+        |e| e.ejections,
     ),
 ];
 
@@ -460,6 +483,7 @@ mod tests {
             connects: 5,
             failures: 2,
             consecutive_failures: 1,
+            ejections: 3,
             healthy: false,
         });
         let text = render(&[tcp, udp], true);
@@ -482,6 +506,7 @@ mod tests {
             format!("proxy_endpoint_connects_total{{{u},endpoint=\"[::1]:53\"}} 5"),
             format!("proxy_endpoint_failures_total{{{u},endpoint=\"[::1]:53\"}} 2"),
             format!("proxy_endpoint_consecutive_failures{{{u},endpoint=\"[::1]:53\"}} 1"),
+            format!("proxy_endpoint_ejections_total{{{u},endpoint=\"[::1]:53\"}} 3"),
             format!("proxy_forward_stopping{{{u}}} 0"),
         ] {
             assert!(

@@ -326,6 +326,42 @@ fn refused_upstream_is_counted_and_marks_the_endpoint_down() {
     assert!(m.get("proxy_endpoint_consecutive_failures", &endpoint) >= 1);
 }
 
+/// `--eject-after 2`: after two refusals the address is ejected, and the connections
+/// after that are refused at once without a connect attempt; the metrics say so.
+#[test]
+fn ejected_upstream_fails_fast_and_is_counted() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let target = closed.to_string();
+    let (proxy, admin) =
+        start_with_admin("tcp", &target, &["--eject-after", "2", "--eject-for", "1h"]);
+    let addr = proxy.listen_addr(&target);
+    for _ in 0..5 {
+        let mut client = connect(addr);
+        let mut buf = [0u8; 1];
+        let _ = client.read(&mut buf);
+    }
+    proxy.expect_line("'upstream address ejected'", |l| {
+        l.contains(" WARN ") && l.contains("upstream address ejected") && l.contains(&target)
+    });
+    let name = format!("tcp:{}", addr.port());
+    let fwd = [("forward", name.as_str())];
+    let deadline = Instant::now() + PROMPT;
+    while Metrics::scrape(admin).get("proxy_upstream_unavailable_total", &fwd) < 5 {
+        assert!(Instant::now() < deadline, "5 connections given up");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let m = Metrics::scrape(admin);
+    let refused = [("forward", name.as_str()), ("kind", "refused")];
+    assert_eq!(m.get("proxy_connect_failures_total", &refused), 2);
+    assert_eq!(m.get("proxy_ejections_total", &fwd), 1);
+    assert_eq!(m.get("proxy_all_ejected_total", &fwd), 3);
+    let endpoint = [("forward", name.as_str()), ("endpoint", target.as_str())];
+    assert_eq!(m.get("proxy_endpoint_ejections_total", &endpoint), 1);
+}
+
 /// `proxy udp`: sessions, datagrams and bytes by direction.
 #[test]
 fn udp_metrics_move_with_datagrams() {
