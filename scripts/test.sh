@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh Debian/Ubuntu machine. Installs
 # what the tests need when missing: dnsmasq, dig, prlimit, unshare, ip,
-# systemd-socket-activate; cc and valgrind for the C API's tests; the pinned cbindgen.
+# systemd-socket-activate, nginx (a real PROXY protocol consumer); cc and valgrind for the
+# C API's tests; the pinned cbindgen.
 # Then: the C header check, fmt, clippy, the whole test suite (Rust, doc and C tests), the
 # deploy/ checks (deploy/validate.sh, which installs the pinned kubernetes-validate from
 # PyPI into target/deploy-venv), docs, benches (smoke) and the fuzz targets' build.
@@ -16,6 +17,7 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    Balance, Ejection, Host, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts,
-    UdpForwarder, UdpForwarderBuilder,
+    Balance, Ejection, Host, ProxyProtocol, RelayMode, Target, TcpForwarder, TcpForwarderBuilder,
+    Timeouts, UdpForwarder, UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -380,6 +380,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub eject_after: Option<u32>,
 
+    /// Send a PROXY protocol header (`v1` text or `v2` binary) to the upstream ahead of
+    /// each connection, carrying the real client address; UDP takes `v2`, one header per
+    /// datagram. The upstream must expect it. Off by default.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub proxy_protocol: Option<ProxyProtocolArg>,
+
     /// How long `--eject-after` skips an address. [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "eject_after")]
     pub eject_for: Option<Duration>,
@@ -522,6 +528,24 @@ impl BalanceArg {
     }
 }
 
+/// `--proxy-protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyProtocolArg {
+    /// The text header (TCP only).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl From<ProxyProtocolArg> for ProxyProtocol {
+    fn from(v: ProxyProtocolArg) -> ProxyProtocol {
+        match v {
+            ProxyProtocolArg::V1 => ProxyProtocol::V1,
+            ProxyProtocolArg::V2 => ProxyProtocol::V2,
+        }
+    }
+}
+
 /// `--relay`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RelayArg {
@@ -578,6 +602,8 @@ pub struct TcpPlan {
     pub balance: Balance,
     /// Passive ejection of failing addresses, if on.
     pub ejection: Option<Ejection>,
+    /// The PROXY protocol header sent upstream, if any.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// The listen backlog, when not the default.
     pub backlog: Option<u32>,
     /// The splice pipe size, when not the default.
@@ -607,6 +633,8 @@ pub struct UdpPlan {
     pub balance: Balance,
     /// Passive ejection of failing addresses, if on.
     pub ejection: Option<Ejection>,
+    /// The PROXY protocol header sent upstream ahead of each datagram, if any.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// The session table's size per listen address, when not the default.
     pub max_sessions: Option<usize>,
     /// Datagrams per system call, when not the default.
@@ -729,6 +757,7 @@ struct Base {
     reuse_port: bool,
     balance: Balance,
     ejection: Option<Ejection>,
+    proxy_protocol: Option<ProxyProtocol>,
     drain: Duration,
 }
 
@@ -784,6 +813,7 @@ impl Base {
             reuse_port: common.reuse_port,
             balance: common.balance.policy(common.affinity_timeout),
             ejection,
+            proxy_protocol: common.proxy_protocol.map(ProxyProtocol::from),
             drain: common.drain,
         })
     }
@@ -828,6 +858,7 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         reuse_port: base.reuse_port,
         balance: base.balance,
         ejection: base.ejection,
+        proxy_protocol: base.proxy_protocol,
         backlog: t.backlog,
         pipe_size: t.pipe_size,
         relay: match t.relay {
@@ -848,6 +879,7 @@ fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
         reuse_port: base.reuse_port,
         balance: base.balance,
         ejection: base.ejection,
+        proxy_protocol: base.proxy_protocol,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
         socket_buffer: u.socket_buffer,
@@ -872,6 +904,7 @@ impl TcpPlan {
             .reuse_port(self.reuse_port)
             .balance(self.balance)
             .ejection(self.ejection)
+            .proxy_protocol(self.proxy_protocol)
             .relay(self.relay);
         if let Some(backlog) = self.backlog {
             b = b.backlog(backlog);
@@ -899,7 +932,8 @@ impl UdpPlan {
             .timeouts(self.timeouts)
             .reuse_port(self.reuse_port)
             .balance(self.balance)
-            .ejection(self.ejection);
+            .ejection(self.ejection)
+            .proxy_protocol(self.proxy_protocol);
         if let Some(max) = self.max_sessions {
             b = b.max_sessions(max);
         }
@@ -1405,6 +1439,15 @@ mod tests {
             plan.ejection,
             Some(Ejection::new(1, Duration::from_secs(10)))
         );
+        let plan = tcp(&["80", "web", "--proxy-protocol", "v1"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V1));
+        let plan = udp(&["53", "dns", "--proxy-protocol", "v2"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V2));
+        assert_eq!(tcp(&["80", "web"]).plan().unwrap().proxy_protocol, None);
         let plan = tcp(&["80", "web", "--balance", "p2c"]).plan().unwrap();
         assert_eq!(plan.balance, Balance::PowerOfTwoChoices);
         assert_eq!(

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use proxy_core::resolve::CachePolicy;
-use proxy_core::{Balance, Ejection, RelayMode, Target, Timeouts};
+use proxy_core::{Balance, Ejection, ProxyProtocol, RelayMode, Target, Timeouts};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -268,6 +268,7 @@ struct RawEntry {
     affinity_timeout: Option<Spanned<RawDuration>>,
     eject_after: Option<u32>,
     eject_for: Option<Spanned<RawDuration>>,
+    proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +300,7 @@ struct Settings {
     socket_buffer: Option<usize>,
     balance: Balance,
     ejection: Option<Ejection>,
+    proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl Settings {
@@ -312,6 +314,7 @@ impl Settings {
             reuse_port: self.reuse_port,
             balance: self.balance,
             ejection: self.ejection,
+            proxy_protocol: self.proxy_protocol,
             backlog: self.backlog,
             pipe_size: self.pipe_size,
             relay: self.relay,
@@ -329,6 +332,7 @@ impl Settings {
             reuse_port: self.reuse_port,
             balance: self.balance,
             ejection: self.ejection,
+            proxy_protocol: self.proxy_protocol,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
             socket_buffer: self.socket_buffer,
@@ -427,6 +431,7 @@ impl Context<'_> {
             socket_buffer: None,
             balance: Balance::RoundRobin,
             ejection: None,
+            proxy_protocol: None,
         };
         let mut total_set = false;
         let mut balance = BalanceArg::RoundRobin;
@@ -523,6 +528,20 @@ impl Context<'_> {
                     ));
                 }
                 affinity = Some(v);
+            }
+            if let Some(v) = &e.proxy_protocol {
+                s.proxy_protocol = match v.get_ref().as_str() {
+                    "v1" => Some(ProxyProtocol::V1),
+                    "v2" => Some(ProxyProtocol::V2),
+                    "off" => None,
+                    other => {
+                        return Err(self.error(
+                            v.span(),
+                            &key("proxy_protocol"),
+                            &format!("`{other}` is not a PROXY protocol version; use \"v1\", \"v2\" or \"off\""),
+                        ));
+                    }
+                };
             }
             if let Some(n) = e.eject_after {
                 eject_after = (n > 0).then_some(n);
@@ -645,6 +664,10 @@ idle_timeout = 0
             ("admin = \"nope\"\n", "proxy.toml:1: admin:"),
             ("threads = 0\n", "proxy.toml:1: threads: must be 1 to 1024"),
             (
+                "[defaults]\nproxy_protocol = \"v3\"\n",
+                "proxy.toml:2: defaults.proxy_protocol: `v3` is not a PROXY protocol version",
+            ),
+            (
                 "[defaults]\nbalance = \"fastest\"\n",
                 "proxy.toml:2: defaults.balance: `fastest` is not a balancing policy",
             ),
@@ -676,7 +699,7 @@ idle_timeout = 0
     fn balance_and_ejection_keys() {
         let text = "[defaults]\nbalance = \"client-ip\"\naffinity_timeout = \"10m\"\neject_after = 2\n\
             [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\neject_for = \"30s\"\n\
-            [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\n";
+            [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\nproxy_protocol = \"v1\"\n";
         let c = parse(text, "proxy.toml").unwrap();
         let a = &c.forwards[0];
         for (balance, ejection) in [
@@ -698,6 +721,8 @@ idle_timeout = 0
             assert_eq!(ejection, Some(Ejection::new(2, Duration::from_secs(30))));
         }
         let b = c.forwards[1].tcp.as_ref().unwrap();
+        assert_eq!(b.proxy_protocol, Some(ProxyProtocol::V1));
+        assert_eq!(a.udp.as_ref().unwrap().proxy_protocol, None);
         assert_eq!(b.balance, Balance::LeastConnections);
         assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");
     }

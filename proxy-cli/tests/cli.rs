@@ -461,6 +461,46 @@ fn threads_sets_the_worker_threads() {
     }
 }
 
+/// `--proxy-protocol v1`: the upstream reads the PROXY line naming the client and the
+/// proxy's listen address before the client's bytes; `proxy udp --proxy-protocol v1`
+/// exits 2 (version 1 has no UDP form).
+#[test]
+fn proxy_protocol_header_reaches_the_upstream() {
+    use std::io::{BufRead, BufReader, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = upstream.local_addr().unwrap().to_string();
+    let proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "v1",
+    ]);
+    let addr = proxy.listen_addr(&target);
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"hello\n").unwrap();
+    let (conn, _) = upstream.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(conn);
+    let from = client.local_addr().unwrap();
+    let (mut header, mut rest) = (String::new(), String::new());
+    reader.read_line(&mut header).unwrap();
+    reader.read_line(&mut rest).unwrap();
+    let (ip, port) = (from.ip(), from.port());
+    let want = format!("PROXY TCP4 {ip} {} {port} {}\r\n", addr.ip(), addr.port());
+    assert_eq!(header, want);
+    assert_eq!(rest, "hello\n");
+
+    let out = Command::new(PROXY)
+        .args(["udp", "0", "127.0.0.1:53", "--proxy-protocol", "v1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("version 1 has no UDP form"));
+}
+
 /// The proxy raises its soft limit on open files to the hard limit at start: with
 /// `prlimit --nofile=1024:4096` it runs with 4,096.
 #[test]

@@ -215,6 +215,8 @@ pub enum BuildError {
     AffinityTimeout,
     /// Ejection after zero failures, or for no time.
     Ejection,
+    /// PROXY protocol version 1 on a UDP forwarder (it has no UDP form).
+    ProxyProtocolV1Udp,
 }
 
 impl fmt::Display for BuildError {
@@ -232,6 +234,9 @@ impl fmt::Display for BuildError {
             BuildError::MaxSessions => f.write_str("the UDP session limit must be at least 1"),
             BuildError::BatchSize(n) => write!(f, "UDP batch size {n} is outside 1..=64"),
             BuildError::AffinityTimeout => f.write_str("the affinity timeout must not be zero"),
+            BuildError::ProxyProtocolV1Udp => {
+                f.write_str("PROXY protocol version 1 has no UDP form; use version 2")
+            }
             BuildError::Ejection => {
                 f.write_str("ejection needs at least 1 failure and a back-off longer than 0")
             }

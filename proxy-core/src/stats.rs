@@ -149,6 +149,10 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
     /// Records the outcome of an attempt to reach `addr`.
     pub(crate) fn endpoint(&self, addr: SocketAddr, ok: bool) {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());

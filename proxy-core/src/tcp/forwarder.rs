@@ -16,6 +16,7 @@ use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::{BuildError, Error, ErrorKind, Side, Target};
@@ -62,6 +63,7 @@ pub(super) struct Config {
     relay: RelayMode,
     pipe_size: usize,
     buffer_size: usize,
+    proxy_protocol: Option<ProxyProtocol>,
 }
 
 // ===== impl TcpForwarder =====
@@ -77,6 +79,7 @@ impl TcpForwarder {
             config: Config {
                 common: Common::new(listen, target),
                 relay: RelayMode::Auto,
+                proxy_protocol: None,
                 pipe_size: 1 << 18,
                 buffer_size: 1 << 16,
             },
@@ -242,6 +245,15 @@ impl Builder {
         self
     }
 
+    /// Sends a PROXY protocol header to the upstream ahead of each connection's bytes,
+    /// carrying the client's address and the address it connected to, so the upstream
+    /// logs and filters by the real client. The upstream must expect it (HAProxy
+    /// `accept-proxy`, nginx `proxy_protocol`). Default `None`.
+    pub fn proxy_protocol(mut self, version: impl Into<Option<ProxyProtocol>>) -> Self {
+        self.config.proxy_protocol = version.into();
+        self
+    }
+
     /// How bytes are relayed. Default [`RelayMode::Auto`] (splice on Linux).
     pub fn relay(mut self, mode: RelayMode) -> Self {
         self.config.relay = mode;
@@ -373,6 +385,18 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// Writes the PROXY protocol header for `client` (from `peer`) to the upstream.
+async fn send_proxy_header(
+    version: ProxyProtocol,
+    client: &TcpStream,
+    peer: SocketAddr,
+    upstream: &mut TcpStream,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let header = version.tcp_header(peer, client.local_addr()?);
+    upstream.write_all(&header).await
+}
+
 /// Counts a connection as open for as long as it lives.
 struct OpenGuard<'a>(&'a Stats);
 
@@ -403,7 +427,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         // Boxed, so the connection's task does not keep room for it while relaying.
         r = Box::pin(connect(&shared, peer.ip())) => r,
     };
-    let (upstream, upstream_addr) = match connected {
+    let (mut upstream, upstream_addr) = match connected {
         Ok(c) => c,
         Err(e) => {
             Stats::inc(&shared.stats.upstream_unavailable);
@@ -418,6 +442,13 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     };
     tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
+    if let Some(version) = shared.config.proxy_protocol
+        && let Err(e) = send_proxy_header(version, &client, peer, &mut upstream).await
+    {
+        Stats::inc(&shared.stats.upstream_unavailable);
+        tracing::debug!(client = %peer, upstream = %upstream_addr, error = %e, "sending the PROXY header failed");
+        return;
+    }
     let _counted = shared.balancer.open(upstream_addr);
     let bytes = ConnBytes::default();
     let close = relay(

@@ -19,6 +19,7 @@ use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
 use crate::pool::Pool;
+use crate::proxy_protocol::{self, ProxyProtocol, Transport};
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
@@ -71,6 +72,7 @@ pub(super) struct Config {
     max_sessions: usize,
     pub(super) batch_size: usize,
     pub(super) socket_buffer: Option<usize>,
+    pub(super) proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// The receive and send buffer of every UDP socket, unless set: room for a burst of
@@ -127,6 +129,7 @@ impl UdpForwarder {
                 max_sessions: 16_384,
                 batch_size: 32,
                 socket_buffer: Some(SOCKET_BUFFER),
+                proxy_protocol: None,
             },
         }
     }
@@ -311,6 +314,14 @@ impl Builder {
         self
     }
 
+    /// Sends a PROXY protocol version 2 header (UDP over IPv4 or IPv6) ahead of each
+    /// datagram to the upstream, carrying the client's address and the address it sent
+    /// to; replies pass as they are. Version 1 has no UDP form. Default `None`.
+    pub fn proxy_protocol(mut self, version: impl Into<Option<ProxyProtocol>>) -> Self {
+        self.config.proxy_protocol = version.into();
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -319,6 +330,9 @@ impl Builder {
     pub fn build(self) -> Result<UdpForwarder, BuildError> {
         let c = &self.config;
         c.common.validate()?;
+        if c.proxy_protocol == Some(ProxyProtocol::V1) {
+            return Err(BuildError::ProxyProtocolV1Udp);
+        }
         if c.max_sessions == 0 {
             return Err(BuildError::MaxSessions);
         }
@@ -352,6 +366,7 @@ async fn listen_loop(
         NonZeroUsize::new(shared.config.max_sessions).unwrap_or(NonZeroUsize::MIN)
     };
     let mut table = Table::new(max(&shared));
+    let local = socket.local_addr().ok();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SessionKey, u64)>();
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
@@ -431,7 +446,13 @@ async fn listen_loop(
                 let session = match table.get(&key) {
                     Some(session) => session,
                     None => {
-                        let (session, evicted) = table.insert(key, &shared.closing);
+                        // The PROXY header names the address the client sent to.
+                        let header = shared.config.proxy_protocol.zip(local).map(|(_, local)| {
+                            let ip = key.local_ip.unwrap_or(local.ip());
+                            let dst = SocketAddr::new(ip, local.port());
+                            proxy_protocol::v2(key.client, dst, Transport::Datagram).into()
+                        });
+                        let (session, evicted) = table.insert(key, header, &shared.closing);
                         if let Some(evicted) = evicted {
                             evicted.evict();
                             Stats::inc(&stats.udp_sessions_evicted);

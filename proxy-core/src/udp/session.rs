@@ -41,6 +41,8 @@ pub(super) struct SessionKey {
 pub(super) struct Session {
     id: u64,
     key: SessionKey,
+    /// The PROXY protocol header sent ahead of each datagram to the upstream, if any.
+    header: Option<Box<[u8]>>,
     upstream: OnceLock<(Arc<UdpSocket>, SocketAddr)>,
     pending: Mutex<Vec<Vec<u8>>>,
     base: Instant,
@@ -71,10 +73,16 @@ impl Counts {
 }
 
 impl Session {
-    pub(super) fn new(id: u64, key: SessionKey, closing: &CancellationToken) -> Self {
+    pub(super) fn new(
+        id: u64,
+        key: SessionKey,
+        header: Option<Box<[u8]>>,
+        closing: &CancellationToken,
+    ) -> Self {
         Session {
             id,
             key,
+            header,
             upstream: OnceLock::new(),
             pending: Mutex::new(Vec::new()),
             base: Instant::now(),
@@ -127,13 +135,28 @@ impl Session {
         }
     }
 
+    /// Sends client datagrams to the upstream, each behind the PROXY header if there is
+    /// one (the bytes counted are the client's).
+    fn send_up(&self, up: &UdpSocket, datagrams: &[&[u8]], shared: &Shared) -> Sent {
+        let Some(header) = &self.header else {
+            return send_all(up, datagrams, None, None, Direction::Up, shared);
+        };
+        let framed: Vec<Vec<u8>> = datagrams.iter().map(|d| [header, *d].concat()).collect();
+        let framed: Vec<&[u8]> = framed.iter().map(Vec::as_slice).collect();
+        let mut sent = send_all(up, &framed, None, None, Direction::Up, shared);
+        let overhead = (header.len() as u64) * sent.datagrams;
+        sent.bytes -= overhead;
+        Stats::sub(&shared.stats.bytes_to_upstream, overhead);
+        sent
+    }
+
     /// Relays datagrams from the client: straight to the upstream socket when connected,
     /// else queued (up to [`MAX_PENDING`]) for the session's task.
     pub(super) fn forward(&self, datagrams: &[&[u8]], shared: &Shared) {
         let stats = &shared.stats;
         self.touch();
         let send = |(up, addr): &(Arc<UdpSocket>, SocketAddr)| {
-            let sent = send_all(up, datagrams, None, None, Direction::Up, shared);
+            let sent = self.send_up(up, datagrams, shared);
             self.sent(sent, Direction::Up, *addr, shared);
         };
         if let Some(up) = self.upstream.get() {
@@ -184,10 +207,11 @@ impl Table {
     pub(super) fn insert(
         &mut self,
         key: SessionKey,
+        header: Option<Box<[u8]>>,
         closing: &CancellationToken,
     ) -> (Arc<Session>, Option<Arc<Session>>) {
         self.next_id += 1;
-        let session = Arc::new(Session::new(self.next_id, key, closing));
+        let session = Arc::new(Session::new(self.next_id, key, header, closing));
         let evicted = self
             .sessions
             .push(key, session.clone())
@@ -353,7 +377,7 @@ pub(super) async fn run(
                 std::mem::take(&mut *pending)
             };
             let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-            let sent = send_all(&up, &queued, None, None, Direction::Up, &shared);
+            let sent = session.send_up(&up, &queued, &shared);
             session.sent(sent, Direction::Up, upstream_addr, &shared);
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;

@@ -1,0 +1,209 @@
+//! PROXY protocol headers sent to the upstream, read by real consumers: nginx with
+//! `listen ... proxy_protocol` answers with the client and destination addresses it parsed
+//! (versions 1 and 2); for UDP (version 2), a plain UDP server checks each datagram's
+//! header byte for byte and that the client's bytes follow intact.
+//!
+//! nginx comes from `scripts/test.sh` (Debian's nginx-light).
+#![cfg(target_os = "linux")]
+
+mod support;
+mod udp_support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_core::{BuildError, ProxyProtocol, TcpForwarder, UdpForwarder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+use support::{proxy_addr, within};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+/// The client's source address: not the proxy's own, so a header that named the proxy
+/// would show.
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+
+/// nginx in the foreground, serving one `proxy_protocol` listener that answers every
+/// request with the addresses the PROXY header carried.
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is not installed: run scripts/test.sh, which installs it");
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("proxy-nginx-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(dir.join("logs")).unwrap();
+            let conf = format!(
+                "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+                   fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n\
+                   server {{\n    listen 127.0.0.1:{port} proxy_protocol;\n\
+                     location / {{ return 200 \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n\"; }}\n  }}\n}}\n",
+                dir = dir.display()
+            );
+            std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+            let child = Command::new(nginx)
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            let mut n = Nginx { child, port, dir };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = n.child.try_wait() {
+                    break; // the port was taken meanwhile: try another
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return n;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = n.child.kill();
+        }
+        panic!("nginx did not start in 10 tries");
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One HTTP request through the proxy from 127.0.0.5; returns the client's port and
+/// nginx's answer body.
+async fn request(proxy: SocketAddr) -> (u16, String) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(CLIENT_IP), 0))
+        .unwrap();
+    let mut stream = socket.connect(proxy).await.unwrap();
+    let port = stream.local_addr().unwrap().port();
+    stream.write_all(REQUEST).await.unwrap();
+    let mut response = String::new();
+    within(
+        LIMIT,
+        "nginx's answer",
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    (port, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_reads_the_real_client_from_versions_1_and_2() {
+    let nginx = Nginx::start();
+    for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+        let handle = TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], nginx.addr().into())
+            .proxy_protocol(version)
+            .build()
+            .unwrap()
+            .start()
+            .unwrap();
+        let proxy = proxy_addr(&handle);
+        for _ in 0..3 {
+            let (client_port, body) = request(proxy).await;
+            assert_eq!(
+                body,
+                format!("{CLIENT_IP} {client_port} 127.0.0.1 {}", proxy.port()),
+                "{version:?}"
+            );
+        }
+        // The header is not the client's: it is not counted as relayed bytes.
+        let s = handle.stats();
+        assert_eq!(
+            s.bytes_to_upstream,
+            3 * REQUEST.len() as u64,
+            "{version:?}: {s:#?}"
+        );
+        handle.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// UDP: every datagram reaches the upstream behind a version 2 header (UDP over IPv4)
+/// naming the client and the address it sent to; the replies come back without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_carry_a_version_2_header() {
+    let upstream = udp_support::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
+    let handle = UdpForwarder::builder(["127.0.0.1:0".parse().unwrap()], upstream.addr().into())
+        .proxy_protocol(ProxyProtocol::V2)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let proxy = proxy_addr(&handle);
+    let client = std::net::UdpSocket::bind((CLIENT_IP, 0)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let from = client.local_addr().unwrap();
+    let mut want_header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    want_header.extend_from_slice(&[0x21, 0x12, 0, 12]);
+    want_header.extend_from_slice(&CLIENT_IP.octets());
+    want_header.extend_from_slice(&[127, 0, 0, 1]);
+    want_header.extend_from_slice(&from.port().to_be_bytes());
+    want_header.extend_from_slice(&proxy.port().to_be_bytes());
+    let mut buf = [0u8; 2048];
+    for (i, size) in [0usize, 1, 100, 1400].into_iter().enumerate() {
+        let data = support::payload(i as u64, size);
+        // The echo returns header and data: the reply shows what the upstream received.
+        let echoed = (0..5)
+            .find_map(|_| {
+                client.send_to(&data, proxy).unwrap();
+                client.recv(&mut buf).ok()
+            })
+            .expect("an echo");
+        let got = &buf[..echoed];
+        assert_eq!(&got[..want_header.len()], &want_header[..], "datagram {i}");
+        assert_eq!(&got[want_header.len()..], &data[..], "datagram {i}");
+    }
+    let s = handle.stats();
+    assert_eq!(s.bytes_to_upstream, 1501, "the client's bytes only: {s:#?}");
+}
+
+#[test]
+fn version_1_is_refused_for_udp() {
+    let e = UdpForwarder::builder(
+        ["127.0.0.1:0".parse().unwrap()],
+        "127.0.0.1:53".parse().unwrap(),
+    )
+    .proxy_protocol(ProxyProtocol::V1)
+    .build()
+    .unwrap_err();
+    assert_eq!(e, BuildError::ProxyProtocolV1Udp);
+}
