@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    Balance, Ejection, Host, ProxyProtocol, RelayMode, Target, TcpForwarder, TcpForwarderBuilder,
-    Timeouts, UdpForwarder, UdpForwarderBuilder,
+    AcceptProxy, Balance, Cidr, Ejection, Host, ProxyProtocol, RelayMode, Target, TcpForwarder,
+    TcpForwarderBuilder, Timeouts, UdpForwarder, UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -431,6 +431,17 @@ pub struct TcpFlags {
     /// `copy` always copies through user-space buffers.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = RelayArg::Auto)]
     pub relay: RelayArg,
+
+    /// Read a PROXY protocol header (v1 or v2) at the start of connections from these
+    /// peers (a CIDR such as `10.0.0.0/8`, or one address; repeatable): load balancers in
+    /// front of this proxy. Their header's client address is used for the connection. A
+    /// connection from them without a valid header is closed. Off by default.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub accept_proxy_from: Vec<Cidr>,
+
+    /// How long a `--accept-proxy-from` peer has to send its header. [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "accept_proxy_from")]
+    pub proxy_header_timeout: Option<Duration>,
 }
 
 /// Flags of `proxy udp` only.
@@ -604,6 +615,8 @@ pub struct TcpPlan {
     pub ejection: Option<Ejection>,
     /// The PROXY protocol header sent upstream, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Which peers' PROXY headers are read, if any.
+    pub accept_proxy: Option<AcceptProxy>,
     /// The listen backlog, when not the default.
     pub backlog: Option<u32>,
     /// The splice pipe size, when not the default.
@@ -859,6 +872,13 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         balance: base.balance,
         ejection: base.ejection,
         proxy_protocol: base.proxy_protocol,
+        accept_proxy: (!t.accept_proxy_from.is_empty()).then(|| {
+            let accept = AcceptProxy::new(t.accept_proxy_from.iter().copied());
+            match t.proxy_header_timeout {
+                Some(d) => accept.timeout(d),
+                None => accept,
+            }
+        }),
         backlog: t.backlog,
         pipe_size: t.pipe_size,
         relay: match t.relay {
@@ -905,6 +925,7 @@ impl TcpPlan {
             .balance(self.balance)
             .ejection(self.ejection)
             .proxy_protocol(self.proxy_protocol)
+            .accept_proxy(self.accept_proxy.clone())
             .relay(self.relay);
         if let Some(backlog) = self.backlog {
             b = b.backlog(backlog);
@@ -1076,6 +1097,10 @@ fn parse_listen(s: &str) -> Result<ListenArg, String> {
              (127.0.0.1:9000, [::1]:9000)"
         )
     })
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse().map_err(|e: proxy_core::CidrError| e.to_string())
 }
 
 /// Parses a byte count with an optional binary `K`, `M` or `G` suffix.
@@ -1443,6 +1468,24 @@ mod tests {
             .plan()
             .unwrap();
         assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V1));
+        assert_eq!(plan.accept_proxy, None);
+        let plan = tcp(&[
+            "80",
+            "web",
+            "--accept-proxy-from",
+            "10.0.0.0/8",
+            "--accept-proxy-from",
+            "::1",
+            "--proxy-header-timeout",
+            "2s",
+        ])
+        .plan()
+        .unwrap();
+        let accept = plan.accept_proxy.unwrap();
+        assert_eq!(accept.trusted.len(), 2);
+        assert_eq!(accept.timeout, Duration::from_secs(2));
+        let e = parse(&["tcp", "80", "web", "--accept-proxy-from", "10.0.0.0/40"]).unwrap_err();
+        assert!(e.to_string().contains("'10.0.0.0/40'"), "{e}");
         let plan = udp(&["53", "dns", "--proxy-protocol", "v2"])
             .plan()
             .unwrap();

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use proxy_core::resolve::CachePolicy;
-use proxy_core::{Balance, Ejection, ProxyProtocol, RelayMode, Target, Timeouts};
+use proxy_core::{
+    AcceptProxy, Balance, Cidr, Ejection, ProxyProtocol, RelayMode, Target, Timeouts,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -269,6 +271,8 @@ struct RawEntry {
     eject_after: Option<u32>,
     eject_for: Option<Spanned<RawDuration>>,
     proxy_protocol: Option<Spanned<String>>,
+    accept_proxy_from: Option<Vec<Spanned<String>>>,
+    proxy_header_timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +305,7 @@ struct Settings {
     balance: Balance,
     ejection: Option<Ejection>,
     proxy_protocol: Option<ProxyProtocol>,
+    accept_proxy: Option<AcceptProxy>,
 }
 
 impl Settings {
@@ -315,6 +320,7 @@ impl Settings {
             balance: self.balance,
             ejection: self.ejection,
             proxy_protocol: self.proxy_protocol,
+            accept_proxy: self.accept_proxy.clone(),
             backlog: self.backlog,
             pipe_size: self.pipe_size,
             relay: self.relay,
@@ -432,12 +438,15 @@ impl Context<'_> {
             balance: Balance::RoundRobin,
             ejection: None,
             proxy_protocol: None,
+            accept_proxy: None,
         };
         let mut total_set = false;
         let mut balance = BalanceArg::RoundRobin;
         let mut affinity: Option<Duration> = None;
         let mut eject_after: Option<u32> = None;
         let mut eject_for: Option<Duration> = None;
+        let mut trusted: Vec<Cidr> = Vec::new();
+        let mut header_timeout: Option<(Duration, Range<usize>, String)> = None;
         for (section, e) in [
             ("defaults".to_owned(), defaults),
             (format!("forward[{index}]"), entry),
@@ -543,6 +552,23 @@ impl Context<'_> {
                     }
                 };
             }
+            if let Some(list) = &e.accept_proxy_from {
+                trusted = list
+                    .iter()
+                    .map(|c| {
+                        c.get_ref().parse::<Cidr>().map_err(|err| {
+                            self.error(c.span(), &key("accept_proxy_from"), &err.to_string())
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            }
+            if let Some(d) = &e.proxy_header_timeout {
+                header_timeout = Some((
+                    nonzero(d, "proxy_header_timeout")?,
+                    d.span(),
+                    key("proxy_header_timeout"),
+                ));
+            }
             if let Some(n) = e.eject_after {
                 eject_after = (n > 0).then_some(n);
             }
@@ -557,6 +583,20 @@ impl Context<'_> {
             s.socket_buffer = e.socket_buffer.or(s.socket_buffer);
         }
         s.balance = balance.policy(affinity);
+        if trusted.is_empty() {
+            // Inherited from [defaults], it waits for a forward that reads headers.
+            if let Some((_, span, key)) = header_timeout
+                && key.starts_with("forward")
+            {
+                return Err(self.error(span, &key, "needs accept_proxy_from"));
+            }
+        } else {
+            let accept = AcceptProxy::new(trusted);
+            s.accept_proxy = Some(match header_timeout {
+                Some((t, _, _)) => accept.timeout(t),
+                None => accept,
+            });
+        }
         s.ejection =
             eject_after.map(|n| Ejection::new(n, eject_for.unwrap_or(Ejection::default().backoff)));
         // As on the command line: a longer attempt timeout raises an unset total budget.
@@ -664,6 +704,14 @@ idle_timeout = 0
             ("admin = \"nope\"\n", "proxy.toml:1: admin:"),
             ("threads = 0\n", "proxy.toml:1: threads: must be 1 to 1024"),
             (
+                "[[forward]]\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"a:1\"\naccept_proxy_from = [\"10.0.0.0/33\"]\n",
+                "proxy.toml:5: forward[0].accept_proxy_from: invalid CIDR `10.0.0.0/33`",
+            ),
+            (
+                "[[forward]]\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"a:1\"\nproxy_header_timeout = \"1s\"\n",
+                "proxy.toml:5: forward[0].proxy_header_timeout: needs accept_proxy_from",
+            ),
+            (
                 "[defaults]\nproxy_protocol = \"v3\"\n",
                 "proxy.toml:2: defaults.proxy_protocol: `v3` is not a PROXY protocol version",
             ),
@@ -699,7 +747,8 @@ idle_timeout = 0
     fn balance_and_ejection_keys() {
         let text = "[defaults]\nbalance = \"client-ip\"\naffinity_timeout = \"10m\"\neject_after = 2\n\
             [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\neject_for = \"30s\"\n\
-            [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\nproxy_protocol = \"v1\"\n";
+            [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\nproxy_protocol = \"v1\"\n\
+            accept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\nproxy_header_timeout = \"2s\"\n";
         let c = parse(text, "proxy.toml").unwrap();
         let a = &c.forwards[0];
         for (balance, ejection) in [
@@ -722,6 +771,16 @@ idle_timeout = 0
         }
         let b = c.forwards[1].tcp.as_ref().unwrap();
         assert_eq!(b.proxy_protocol, Some(ProxyProtocol::V1));
+        let accept = b.accept_proxy.as_ref().expect("accept_proxy_from");
+        assert_eq!(
+            accept.trusted,
+            [
+                "10.0.0.0/8".parse::<Cidr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(accept.timeout, Duration::from_secs(2));
+        assert_eq!(a.tcp.as_ref().unwrap().accept_proxy, None);
         assert_eq!(a.udp.as_ref().unwrap().proxy_protocol, None);
         assert_eq!(b.balance, Balance::LeastConnections);
         assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");

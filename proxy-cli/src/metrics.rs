@@ -208,6 +208,13 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.ejections)],
     ),
     family(
+        "proxy_headers_rejected_total",
+        Counter,
+        Only(Tcp),
+        "Connections from --accept-proxy-from peers closed for a missing, malformed or late PROXY header.",
+        |s| vec![(None, s.proxy_headers_rejected)],
+    ),
+    family(
         "proxy_all_ejected_total",
         Counter,
         Both,

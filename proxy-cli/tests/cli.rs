@@ -461,37 +461,56 @@ fn threads_sets_the_worker_threads() {
     }
 }
 
-/// `--proxy-protocol v1`: the upstream reads the PROXY line naming the client and the
-/// proxy's listen address before the client's bytes; `proxy udp --proxy-protocol v1`
-/// exits 2 (version 1 has no UDP form).
-#[test]
-fn proxy_protocol_header_reaches_the_upstream() {
+/// Through a `proxy tcp` to `upstream` with `flags`: sends `sent` as a client and returns
+/// the first two lines the upstream reads, CRLF and LF kept, and the proxy.
+fn first_two_lines(
+    upstream: &std::net::TcpListener,
+    flags: &[&str],
+    sent: &[u8],
+) -> (String, String, SocketAddr, SocketAddr, Proxy) {
     use std::io::{BufRead, BufReader, Write};
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = upstream.local_addr().unwrap().to_string();
-    let proxy = Proxy::start(&[
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-        "--proxy-protocol",
-        "v1",
-    ]);
+    let mut args = vec!["tcp", "0", &target, "--listen", "127.0.0.1"];
+    args.extend_from_slice(flags);
+    let proxy = Proxy::start(&args);
     let addr = proxy.listen_addr(&target);
     let mut client = TcpStream::connect(addr).unwrap();
-    client.write_all(b"hello\n").unwrap();
+    client.write_all(sent).unwrap();
     let (conn, _) = upstream.accept().unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = BufReader::new(conn);
-    let from = client.local_addr().unwrap();
-    let (mut header, mut rest) = (String::new(), String::new());
-    reader.read_line(&mut header).unwrap();
-    reader.read_line(&mut rest).unwrap();
+    let (mut first, mut second) = (String::new(), String::new());
+    reader.read_line(&mut first).unwrap();
+    reader.read_line(&mut second).unwrap();
+    (first, second, client.local_addr().unwrap(), addr, proxy)
+}
+
+/// `--proxy-protocol v1`: the upstream reads the PROXY line naming the client and the
+/// proxy's listen address before the client's bytes; with `--accept-proxy-from`, a trusted
+/// peer's header names the client instead, upstream and in the access log. `proxy udp
+/// --proxy-protocol v1` exits 2 (version 1 has no UDP form).
+#[test]
+fn proxy_protocol_header_reaches_the_upstream() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (header, rest, from, addr, _proxy) =
+        first_two_lines(&upstream, &["--proxy-protocol", "v1"], b"hello\n");
     let (ip, port) = (from.ip(), from.port());
     let want = format!("PROXY TCP4 {ip} {} {port} {}\r\n", addr.ip(), addr.port());
-    assert_eq!(header, want);
+    assert_eq!((header, rest.as_str()), (want, "hello\n"));
+
+    let flags = [
+        "--proxy-protocol",
+        "v1",
+        "--accept-proxy-from",
+        "127.0.0.0/8",
+    ];
+    let sent = b"PROXY TCP4 203.0.113.9 198.51.100.2 5555 80\r\nhello\n";
+    let (header, rest, _, _, proxy) = first_two_lines(&upstream, &flags, sent);
+    assert_eq!(header, "PROXY TCP4 203.0.113.9 198.51.100.2 5555 80\r\n");
     assert_eq!(rest, "hello\n");
+    proxy.expect_line("the access line with the header's client", |l| {
+        l.contains("proxy_core::access") && l.contains("client=203.0.113.9:5555")
+    });
 
     let out = Command::new(PROXY)
         .args(["udp", "0", "127.0.0.1:53", "--proxy-protocol", "v1"])

@@ -42,12 +42,13 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod balance;
+mod cidr;
 mod error;
 mod forward;
 mod handle;
 mod listen;
 mod pool;
-mod proxy_protocol;
+pub mod proxy_protocol;
 pub mod resolve;
 mod stats;
 mod sys;
@@ -60,10 +61,11 @@ mod timeout;
 mod udp;
 
 pub use balance::{Balance, Ejection};
+pub use cidr::{Cidr, CidrError};
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use forward::Forwarder;
 pub use handle::{ForwarderHandle, StatsReader};
-pub use proxy_protocol::ProxyProtocol;
+pub use proxy_protocol::{AcceptProxy, ProxyProtocol};
 pub use stats::{ConnectFailures, EndpointStats, StatsSnapshot, UdpStats};
 pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};

@@ -1,8 +1,10 @@
-//! The PROXY protocol (HAProxy's, versions 1 and 2): a header sent to the upstream ahead
-//! of a connection's bytes, so the upstream sees the real client and destination
-//! addresses instead of the proxy's.
+//! The PROXY protocol (HAProxy's, versions 1 and 2): a header ahead of a connection's
+//! bytes that carries the real client and destination addresses. A forwarder sends one to
+//! its upstream ([`ProxyProtocol`]) and reads one from trusted peers
+//! ([`AcceptProxy`]); [`parse`] reads one from bytes.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Which PROXY protocol header a forwarder sends to the upstream.
 ///
@@ -26,6 +28,56 @@ pub enum ProxyProtocol {
     V1,
     /// The binary header (TCP, and UDP with one header ahead of each datagram).
     V2,
+}
+
+/// Reading PROXY protocol headers (version 1 or 2) on a TCP listener, from peers in the
+/// trusted ranges only: load balancers in front of this proxy that pass the real client
+/// on. A trusted peer's connection must start with a header within `timeout`, else it is
+/// closed and counted (`proxy_headers_rejected`); the header's client address then stands
+/// for the peer's in logs, balancing and the header sent upstream. Connections from other
+/// peers are relayed as they are.
+///
+/// # Examples
+///
+/// ```
+/// use proxy_core::{AcceptProxy, TcpForwarder};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let forwarder = TcpForwarder::builder(["[::]:8080".parse()?], "web.default:80".parse()?)
+///     .accept_proxy(AcceptProxy::new(["10.0.0.0/8".parse()?]))
+///     .build()?;
+/// # let _ = forwarder;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcceptProxy {
+    /// The peers whose connections carry a header.
+    pub trusted: Vec<crate::Cidr>,
+    /// How long a trusted peer has to send its whole header. Default 5 s.
+    pub timeout: std::time::Duration,
+}
+
+impl AcceptProxy {
+    /// Headers from peers in `trusted`, within 5 s.
+    pub fn new(trusted: impl IntoIterator<Item = crate::Cidr>) -> Self {
+        AcceptProxy {
+            trusted: trusted.into_iter().collect(),
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    /// The same with another header timeout.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether a connection from `ip` must start with a header.
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
 }
 
 /// The 12 bytes every version 2 header starts with.
@@ -103,6 +155,191 @@ impl ProxyProtocol {
     }
 }
 
+/// The most bytes a received header may take: version 1 allows 107; version 2 headers
+/// (16 bytes and their addresses and TLVs) are accepted up to this size.
+pub const MAX_HEADER: usize = 4096;
+
+/// The longest version 1 header, `\r\n` included.
+const MAX_V1: usize = 107;
+
+/// A PROXY protocol header read from the start of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Header {
+    /// Its length in bytes: the connection's own bytes start after it.
+    pub len: usize,
+    /// The client's address, when the header carries one (not for `UNKNOWN`, `LOCAL`
+    /// or UNIX-socket headers).
+    pub source: Option<SocketAddr>,
+    /// The address the client connected to, likewise.
+    pub destination: Option<SocketAddr>,
+}
+
+/// Bytes that are not a valid PROXY protocol header; the message says what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderError(&'static str);
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed PROXY protocol header: {}", self.0)
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// Reads a version 1 or 2 header from the start of `buf`: `Ok(None)` while `buf` is a
+/// valid beginning that needs more bytes, an error as soon as it cannot be one.
+///
+/// # Errors
+///
+/// [`HeaderError`] for bytes that are no PROXY header, or a malformed or oversized one.
+///
+/// # Examples
+///
+/// ```
+/// use proxy_core::proxy_protocol::parse;
+///
+/// let h = parse(b"PROXY TCP4 192.0.2.1 10.0.0.1 51000 80\r\nGET /").unwrap().unwrap();
+/// assert_eq!(h.len, 40);
+/// assert_eq!(h.source, Some("192.0.2.1:51000".parse().unwrap()));
+/// assert_eq!(parse(b"PROXY TCP4 192.0.2.1").unwrap(), None);
+/// assert!(parse(b"GET / HTTP/1.1\r\n").is_err());
+/// ```
+pub fn parse(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
+    const V1: &[u8] = b"PROXY ";
+    let prefix = |sig: &[u8]| buf[..buf.len().min(sig.len())] == sig[..buf.len().min(sig.len())];
+    if prefix(&V2_SIGNATURE) {
+        if buf.len() < 16 {
+            return Ok(None);
+        }
+        return parse_v2(buf);
+    }
+    if prefix(V1) {
+        let window = &buf[..buf.len().min(MAX_V1)];
+        return match window.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => parse_v1(&buf[..end]).map(|(source, destination)| {
+                Some(Header {
+                    len: end + 2,
+                    source,
+                    destination,
+                })
+            }),
+            None if buf.len() >= MAX_V1 => Err(HeaderError("version 1 line longer than 107 bytes")),
+            None if window.contains(&b'\n')
+                || window.contains(&b'\r') && !window.ends_with(b"\r") =>
+            {
+                Err(HeaderError("version 1 line not ended by CRLF"))
+            }
+            None => Ok(None),
+        };
+    }
+    Err(HeaderError("no PROXY protocol signature"))
+}
+
+/// Source and destination of a version 1 line (without its CRLF).
+type Addrs = (Option<SocketAddr>, Option<SocketAddr>);
+
+fn parse_v1(line: &[u8]) -> Result<Addrs, HeaderError> {
+    let line = std::str::from_utf8(line).map_err(|_| HeaderError("version 1 line is not text"))?;
+    let mut fields = line.split(' ');
+    fields.next(); // "PROXY"
+    let family = fields.next().ok_or(HeaderError("no protocol family"))?;
+    if family == "UNKNOWN" {
+        return Ok((None, None));
+    }
+    let v4 = match family {
+        "TCP4" => true,
+        "TCP6" => false,
+        _ => return Err(HeaderError("protocol family is not TCP4, TCP6 or UNKNOWN")),
+    };
+    let ip = |f: Option<&str>| -> Result<IpAddr, HeaderError> {
+        let f = f.ok_or(HeaderError("missing address"))?;
+        if v4 {
+            f.parse::<Ipv4Addr>().map(IpAddr::V4)
+        } else {
+            f.parse::<Ipv6Addr>().map(IpAddr::V6)
+        }
+        .map_err(|_| HeaderError("address does not match the family"))
+    };
+    let port = |f: Option<&str>| -> Result<u16, HeaderError> {
+        let f = f.ok_or(HeaderError("missing port"))?;
+        let plain = !f.is_empty() && f.len() <= 5 && f.bytes().all(|b| b.is_ascii_digit());
+        let leading_zero = f.len() > 1 && f.starts_with('0');
+        f.parse()
+            .ok()
+            .filter(|_| plain && !leading_zero)
+            .ok_or(HeaderError("port is not 0 to 65535"))
+    };
+    let (src, dst) = (ip(fields.next())?, ip(fields.next())?);
+    let (sport, dport) = (port(fields.next())?, port(fields.next())?);
+    if fields.next().is_some() {
+        return Err(HeaderError("extra fields"));
+    }
+    Ok((
+        Some(SocketAddr::new(src, sport)),
+        Some(SocketAddr::new(dst, dport)),
+    ))
+}
+
+fn parse_v2(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
+    let version = buf[12] >> 4;
+    let command = buf[12] & 0x0f;
+    if version != 2 {
+        return Err(HeaderError("version 2 signature with another version"));
+    }
+    if command > 1 {
+        return Err(HeaderError("command is neither LOCAL nor PROXY"));
+    }
+    let family = buf[13] >> 4;
+    let transport = buf[13] & 0x0f;
+    if family > 3 || transport > 2 {
+        return Err(HeaderError("unknown address family or transport"));
+    }
+    let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+    if len > MAX_HEADER {
+        return Err(HeaderError("version 2 header longer than accepted"));
+    }
+    let need = match family {
+        1 => 12,
+        2 => 36,
+        3 => 216,
+        _ => 0,
+    };
+    if len - 16 < need {
+        return Err(HeaderError("address block shorter than its family needs"));
+    }
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let body = &buf[16..len];
+    let (source, destination) = match (command, family) {
+        (1, 1) => {
+            let ip =
+                |i: usize| IpAddr::from(<[u8; 4]>::try_from(&body[i..i + 4]).unwrap_or_default());
+            let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
+            (
+                Some(SocketAddr::new(ip(0), port(8))),
+                Some(SocketAddr::new(ip(4), port(10))),
+            )
+        }
+        (1, 2) => {
+            let ip =
+                |i: usize| IpAddr::from(<[u8; 16]>::try_from(&body[i..i + 16]).unwrap_or_default());
+            let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
+            (
+                Some(SocketAddr::new(ip(0), port(32))),
+                Some(SocketAddr::new(ip(16), port(34))),
+            )
+        }
+        _ => (None, None),
+    };
+    Ok(Some(Header {
+        len,
+        source,
+        destination,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +410,96 @@ mod tests {
             Transport::Stream,
         );
         assert_eq!(&h[12..], &[0x21, 0x00, 0, 0]);
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn what_we_send_we_read_back() {
+        for (src, dst) in [
+            ("192.0.2.1:51000", "10.0.0.1:80"),
+            ("[2001:db8::1]:1", "[::1]:65535"),
+        ] {
+            let (src, dst) = (addr(src), addr(dst));
+            for bytes in [
+                v1(src, dst).into_bytes(),
+                v2(src, dst, Transport::Stream),
+                v2(src, dst, Transport::Datagram),
+            ] {
+                let mut with_data = bytes.clone();
+                with_data.extend_from_slice(b"payload");
+                let h = parse(&with_data).unwrap().unwrap();
+                assert_eq!(
+                    (h.len, h.source, h.destination),
+                    (bytes.len(), Some(src), Some(dst))
+                );
+                // Every shorter prefix is a valid beginning.
+                for cut in 0..bytes.len() {
+                    assert_eq!(parse(&bytes[..cut]), Ok(None), "{cut} of {bytes:?}");
+                }
+            }
+        }
+        let unknown = v1(addr("192.0.2.1:5"), addr("[::1]:5"));
+        let h = parse(unknown.as_bytes()).unwrap().unwrap();
+        assert_eq!((h.source, h.destination), (None, None));
+    }
+
+    #[test]
+    fn version_2_local_and_tlvs() {
+        // LOCAL, no addresses.
+        let mut local = V2_SIGNATURE.to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        let h = parse(&local).unwrap().unwrap();
+        assert_eq!((h.len, h.source), (16, None));
+        // PROXY over IPv4 with 7 bytes of TLVs after the addresses.
+        let mut tlv = v2(addr("1.2.3.4:5"), addr("6.7.8.9:10"), Transport::Stream);
+        tlv[15] = 12 + 7;
+        tlv.extend_from_slice(&[0x04, 0, 4, b'n', b'o', b'o', b'p']);
+        let h = parse(&tlv).unwrap().unwrap();
+        assert_eq!((h.len, h.source), (16 + 19, Some(addr("1.2.3.4:5"))));
+    }
+
+    #[test]
+    fn malformed_headers_are_rejected() {
+        let mut bad_version = v2(addr("1.2.3.4:5"), addr("6.7.8.9:10"), Transport::Stream);
+        bad_version[12] = 0x11;
+        let mut bad_command = bad_version.clone();
+        bad_command[12] = 0x23;
+        let mut short_block = V2_SIGNATURE.to_vec();
+        short_block.extend_from_slice(&[0x21, 0x11, 0, 4, 1, 2, 3, 4]);
+        let mut huge = V2_SIGNATURE.to_vec();
+        huge.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        let mut family = V2_SIGNATURE.to_vec();
+        family.extend_from_slice(&[0x21, 0x41, 0, 12]);
+        let cases: [&[u8]; 16] = [
+            b"GET / HTTP/1.1\r\n",
+            b"\x16\x03\x01",
+            b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+            b"PROXY TCP4 ::1 ::1 1 2\r\n",
+            b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+            b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+            &bad_version,
+            &bad_command,
+            &short_block,
+            &huge,
+            &family,
+        ];
+        for case in cases {
+            assert!(parse(case).is_err(), "{:?}", String::from_utf8_lossy(case));
+        }
+        let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 120]].concat();
+        assert!(parse(&long).is_err());
     }
 }

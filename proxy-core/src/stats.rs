@@ -21,6 +21,7 @@ pub(crate) struct Stats {
     pub(crate) upstream_unavailable: AtomicU64,
     pub(crate) ejections: AtomicU64,
     pub(crate) all_ejected: AtomicU64,
+    pub(crate) proxy_headers_rejected: AtomicU64,
     pub(crate) resolve_refreshes: AtomicU64,
     pub(crate) resolve_failures: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
@@ -60,6 +61,9 @@ pub struct StatsSnapshot {
     /// Connections and sessions refused at once because every address was ejected (also
     /// counted in `upstream_unavailable`).
     pub all_ejected: u64,
+    /// Connections from trusted peers closed for a missing, malformed or late PROXY
+    /// header (see [`AcceptProxy`](crate::AcceptProxy)).
+    pub proxy_headers_rejected: u64,
     /// Successful DNS lookups of the upstream name.
     pub resolve_refreshes: u64,
     /// Failed DNS lookups of the upstream name (the last good answer was kept).
@@ -207,6 +211,7 @@ impl Stats {
             upstream_unavailable: get(&self.upstream_unavailable),
             ejections: get(&self.ejections),
             all_ejected: get(&self.all_ejected),
+            proxy_headers_rejected: get(&self.proxy_headers_rejected),
             resolve_refreshes: get(&self.resolve_refreshes),
             resolve_failures: get(&self.resolve_failures),
             accept_errors: get(&self.accept_errors),

@@ -3,6 +3,10 @@
 //! (versions 1 and 2); for UDP (version 2), a plain UDP server checks each datagram's
 //! header byte for byte and that the client's bytes follow intact.
 //!
+//! Accepting headers: a trusted peer's header (either version, whole or in pieces) names
+//! the client that nginx then sees; a malformed or late one closes the connection; an
+//! untrusted peer's bytes pass as they are.
+//!
 //! nginx comes from `scripts/test.sh` (Debian's nginx-light).
 #![cfg(target_os = "linux")]
 
@@ -14,9 +18,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proxy_core::{BuildError, ProxyProtocol, TcpForwarder, UdpForwarder};
+use proxy_core::{AcceptProxy, BuildError, ProxyProtocol, TcpForwarder, UdpForwarder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use support::{proxy_addr, within};
 
@@ -206,4 +210,114 @@ fn version_1_is_refused_for_udp() {
     .build()
     .unwrap_err();
     assert_eq!(e, BuildError::ProxyProtocolV1Udp);
+}
+
+/// A forwarder to nginx that sends version 2 and reads headers from 127.0.0.1 only.
+fn accepting(nginx: &Nginx, timeout: Duration) -> proxy_core::ForwarderHandle {
+    TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], nginx.addr().into())
+        .proxy_protocol(ProxyProtocol::V2)
+        .accept_proxy(AcceptProxy::new(["127.0.0.1/32".parse().unwrap()]).timeout(timeout))
+        .build()
+        .unwrap()
+        .start()
+        .unwrap()
+}
+
+/// Sends `pieces` from 127.0.0.1 (a trusted peer), 20 ms apart, then the request; returns
+/// what came back.
+async fn through(proxy: SocketAddr, pieces: &[&[u8]]) -> String {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    for piece in pieces {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.write_all(REQUEST).await.unwrap();
+    let mut response = String::new();
+    within(LIMIT, "an answer", stream.read_to_string(&mut response))
+        .await
+        .unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_peers_header_names_the_client_nginx_sees() {
+    let nginx = Nginx::start();
+    let handle = accepting(&nginx, Duration::from_secs(5));
+    let proxy = proxy_addr(&handle);
+    let v1 = format!("PROXY TCP4 203.0.113.7 198.51.100.1 4242 {}\r\n", 443);
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&[0x10, 0x92, 0x01, 0xbb]);
+    let cases: [(Vec<&[u8]>, &str); 3] = [
+        (vec![v1.as_bytes()], "203.0.113.7 4242 198.51.100.1 443"),
+        (vec![&v2], "2001:db8::7 4242 2001:db8::1 443"),
+        // In pieces: the signature, the rest of the header.
+        (
+            vec![&v2[..10], &v2[10..30], &v2[30..]],
+            "2001:db8::7 4242 2001:db8::1 443",
+        ),
+    ];
+    for (pieces, want) in cases {
+        let response = through(proxy, &pieces).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.ends_with(&format!("{want}\n")),
+            "{want}: {response}"
+        );
+    }
+    let s = handle.stats();
+    assert_eq!(s.proxy_headers_rejected, 0);
+    // The headers' bytes are not relayed; the requests are.
+    assert_eq!(s.bytes_to_upstream, 3 * REQUEST.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_late_headers_close_the_connection_and_untrusted_peers_pass() {
+    let nginx = Nginx::start();
+    let handle = accepting(&nginx, Duration::from_millis(300));
+    let proxy = proxy_addr(&handle);
+    // Malformed, or no header at all from a trusted peer: closed without an answer.
+    for bad in [
+        &b"PROXY TCP4 1.2.3.4 nope 1 2\r\n"[..],
+        b"GET / HTTP/1.1\r\n",
+    ] {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(bad).await.unwrap();
+        let mut got = Vec::new();
+        let _ = within(LIMIT, "the close", stream.read_to_end(&mut got)).await;
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+    // Slowloris: half a header, then nothing; closed after the 300 ms timeout.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(b"PROXY TCP4 1.2").await.unwrap();
+    let mut got = Vec::new();
+    let _ = within(LIMIT, "the close", stream.read_to_end(&mut got)).await;
+    assert!(got.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(handle.stats().proxy_headers_rejected, 3);
+    assert_eq!(handle.stats().connect_failures.total(), 0);
+    assert_eq!(handle.stats().bytes_to_upstream, 0, "nothing reached nginx");
+    // An untrusted peer (127.0.0.5) sends no header; nginx sees it as the client.
+    let (client_port, body) = request(proxy).await;
+    assert_eq!(
+        body,
+        format!("{CLIENT_IP} {client_port} 127.0.0.1 {}", proxy.port())
+    );
 }

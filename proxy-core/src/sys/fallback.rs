@@ -27,6 +27,16 @@ impl Pipe {
     }
 }
 
+/// Copies the bytes waiting on a (non-blocking) socket into `buf` without consuming them.
+#[allow(unsafe_code)]
+pub(crate) fn peek(socket: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let socket = socket2::SockRef::from(socket);
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `peek` only writes
+    // initialised bytes into the slice, so it stays fully initialised.
+    let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [std::mem::MaybeUninit<u8>]) };
+    socket.peek(uninit)
+}
+
 /// Whether a splice error means "cannot splice"; never reached without splice.
 pub(crate) fn splice_unsupported(_e: &io::Error) -> bool {
     true

@@ -55,6 +55,13 @@ impl Pipe {
     }
 }
 
+/// Copies the bytes waiting on a socket into `buf` without consuming them and without
+/// blocking.
+pub(crate) fn peek(socket: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    use rustix::net::{RecvFlags, recv};
+    Ok(recv(socket, buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)?.0)
+}
+
 /// Whether a splice error means "this pair of descriptors cannot splice", so the caller
 /// should copy instead.
 pub(crate) fn splice_unsupported(e: &io::Error) -> bool {

@@ -17,4 +17,4 @@ mod linux_udp;
 pub(crate) mod systemd;
 pub(crate) mod udp;
 
-pub(crate) use imp::{Pipe, SPLICE, splice_unsupported};
+pub(crate) use imp::{Pipe, SPLICE, peek, splice_unsupported};

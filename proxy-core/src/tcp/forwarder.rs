@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen;
-use crate::proxy_protocol::ProxyProtocol;
+use crate::proxy_protocol::{self, AcceptProxy, ProxyProtocol};
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::{BuildError, Error, ErrorKind, Side, Target};
@@ -64,6 +65,7 @@ pub(super) struct Config {
     pipe_size: usize,
     buffer_size: usize,
     proxy_protocol: Option<ProxyProtocol>,
+    accept_proxy: Option<AcceptProxy>,
 }
 
 // ===== impl TcpForwarder =====
@@ -80,6 +82,7 @@ impl TcpForwarder {
                 common: Common::new(listen, target),
                 relay: RelayMode::Auto,
                 proxy_protocol: None,
+                accept_proxy: None,
                 pipe_size: 1 << 18,
                 buffer_size: 1 << 16,
             },
@@ -254,6 +257,13 @@ impl Builder {
         self
     }
 
+    /// Reads PROXY protocol headers on the listeners from trusted peers; see
+    /// [`AcceptProxy`]. Default `None`: every connection's bytes are relayed as they are.
+    pub fn accept_proxy(mut self, accept: impl Into<Option<AcceptProxy>>) -> Self {
+        self.config.accept_proxy = accept.into();
+        self
+    }
+
     /// How bytes are relayed. Default [`RelayMode::Auto`] (splice on Linux).
     pub fn relay(mut self, mode: RelayMode) -> Self {
         self.config.relay = mode;
@@ -390,11 +400,63 @@ async fn send_proxy_header(
     version: ProxyProtocol,
     client: &TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     upstream: &mut TcpStream,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let header = version.tcp_header(peer, client.local_addr()?);
-    upstream.write_all(&header).await
+    let local = match local {
+        Some(local) => local,
+        None => client.local_addr()?,
+    };
+    upstream.write_all(&version.tcp_header(peer, local)).await
+}
+
+/// Reads the PROXY header a trusted peer's connection starts with, within `timeout`,
+/// consuming exactly its bytes.
+async fn read_proxy_header(
+    stream: &TcpStream,
+    timeout: Duration,
+) -> std::io::Result<proxy_protocol::Header> {
+    use std::io::{Error, ErrorKind};
+    let mut buf = vec![0u8; proxy_protocol::MAX_HEADER];
+    let read = async {
+        loop {
+            stream.readable().await?;
+            // Incomplete: clear the readiness (race-free, see `copy.rs`) and wait for
+            // more bytes, rather than peeking at the same ones again.
+            let peeked = stream.try_io(Interest::READABLE, || {
+                let n = crate::sys::peek(stream, &mut buf)?;
+                if n == 0 {
+                    return Err(Error::from(ErrorKind::UnexpectedEof));
+                }
+                match proxy_protocol::parse(&buf[..n]) {
+                    Ok(Some(header)) => Ok(header),
+                    Ok(None) => Err(ErrorKind::WouldBlock.into()),
+                    Err(e) => Err(Error::new(ErrorKind::InvalidData, e)),
+                }
+            });
+            match peeked {
+                Ok(header) => {
+                    let mut taken = 0;
+                    while taken < header.len {
+                        stream.readable().await?;
+                        match stream.try_read(&mut buf[taken..header.len]) {
+                            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                            Ok(n) => taken += n,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    return Ok(header);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "no complete PROXY header in time"))?
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -422,6 +484,24 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if let Err(e) = client.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY failed");
     }
+    // A trusted peer's header names the real client, and the address it connected to.
+    let (mut peer, mut local) = (peer, None);
+    if let Some(accept) = &shared.config.accept_proxy
+        && accept.trusts(peer.ip())
+    {
+        match Box::pin(read_proxy_header(&client, accept.timeout)).await {
+            Ok(header) => {
+                tracing::trace!(peer = %peer, ?header, "PROXY header");
+                peer = header.source.unwrap_or(peer);
+                local = header.destination;
+            }
+            Err(e) => {
+                Stats::inc(&shared.stats.proxy_headers_rejected);
+                tracing::debug!(peer = %peer, error = %e, "closing a trusted peer's connection without a valid PROXY header");
+                return;
+            }
+        }
+    }
     let connected = tokio::select! {
         () = shared.closing.cancelled() => return,
         // Boxed, so the connection's task does not keep room for it while relaying.
@@ -443,7 +523,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
     if let Some(version) = shared.config.proxy_protocol
-        && let Err(e) = send_proxy_header(version, &client, peer, &mut upstream).await
+        && let Err(e) = send_proxy_header(version, &client, peer, local, &mut upstream).await
     {
         Stats::inc(&shared.stats.upstream_unavailable);
         tracing::debug!(client = %peer, upstream = %upstream_addr, error = %e, "sending the PROXY header failed");

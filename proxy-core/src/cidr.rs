@@ -1,0 +1,143 @@
+//! IP address ranges in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or one address).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// A range of IP addresses: a network address and a prefix length. IPv4-mapped IPv6
+/// addresses (as a dual-stack listener reports IPv4 clients) match IPv4 ranges.
+///
+/// # Examples
+///
+/// ```
+/// use proxy_core::Cidr;
+///
+/// let lan: Cidr = "10.0.0.0/8".parse().unwrap();
+/// assert!(lan.contains("10.1.2.3".parse().unwrap()));
+/// assert!(lan.contains("::ffff:10.1.2.3".parse().unwrap()));
+/// assert!(!lan.contains("192.168.0.1".parse().unwrap()));
+/// let one: Cidr = "::1".parse().unwrap();
+/// assert_eq!(one.to_string(), "::1/128");
+/// assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// A CIDR that does not parse; the message names the bad text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrError(String);
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+impl Cidr {
+    /// The range of `prefix` leading bits of `addr`; the other bits are cleared. `None` if
+    /// the prefix is longer than the address.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then(|| Cidr {
+            network: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` lies in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+}
+
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let bad = |why: &str| CidrError(format!("invalid CIDR `{s}`: {why}"));
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| bad("not an IP address"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= bits)
+                .ok_or_else(|| bad(&format!("the prefix must be 0 to {bits}")))?,
+        };
+        Cidr::new(addr, prefix).ok_or_else(|| bad("bad prefix"))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_match_their_addresses() {
+        let c: Cidr = "192.168.1.77/24".parse().unwrap();
+        assert_eq!(c.to_string(), "192.168.1.0/24");
+        assert!(c.contains(ip("192.168.1.1")) && c.contains(ip("192.168.1.255")));
+        assert!(!c.contains(ip("192.168.2.1")) && !c.contains(ip("::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("2001:db8::1")));
+        let v6: Cidr = "[fd00::]/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert!(one.contains(ip("::ffff:127.0.0.1")), "mapped IPv4 matches");
+    }
+
+    #[test]
+    fn bad_text_is_named() {
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "x/8",
+            "10.0.0.0/-1",
+        ] {
+            let e = bad.parse::<Cidr>().unwrap_err();
+            assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
+        }
+    }
+}
