@@ -284,3 +284,59 @@ async fn udp_sessions_of_one_client_ip_share_a_backend() {
     }
     assert_eq!(handle.stats().udp.sessions_total, 8);
 }
+
+/// A listener on `addr` that never answers a SYN: its backlog is filled by connections
+/// nobody accepts, so the kernel drops further SYNs, as a host that is down would.
+fn unresponsive(addr: SocketAddr) -> (socket2::Socket, Vec<std::net::TcpStream>) {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&addr.into()).unwrap();
+    listener.listen(0).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => return (listener, held),
+        }
+    }
+    panic!("the backlog of {addr} never filled");
+}
+
+/// Happy Eyeballs: the first address does not answer; after 250 ms the next is tried
+/// alongside it and wins, long before the 10 s connect timeout. The abandoned attempt is
+/// no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_first_address_costs_one_attempt_delay() {
+    let good = TcpListener::bind((loopback(1), 0)).await.unwrap();
+    let port = good.local_addr().unwrap().port();
+    let _echo = support::echo(good);
+    let _down = unresponsive(SocketAddr::new(loopback(2), port));
+    let handle = TcpForwarder::builder(
+        ["127.0.0.1:0".parse().unwrap()],
+        format!("backend:{port}").parse().unwrap(),
+    )
+    .resolver(StaticResolver::new([loopback(2), loopback(1)]))
+    .timeouts(support::timeouts(|t| {
+        t.connect = Duration::from_secs(10);
+        t.connect_total = Duration::from_secs(20);
+    }))
+    .build()
+    .unwrap()
+    .start()
+    .unwrap();
+    let proxy = proxy_addr(&handle);
+    for i in 0..2u64 {
+        let started = std::time::Instant::now();
+        let sent = payload(i, 1000);
+        let mut client = TcpStream::connect(proxy).await.unwrap();
+        let got = within(LIMIT, "echo", send_and_receive(&mut client, &sent)).await;
+        assert_bytes("echo", &got, &sent);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "connection {i} took {took:?}"
+        );
+    }
+    let s = handle.stats();
+    assert_eq!(s.connect_failures.total(), 0, "{s:#?}");
+}
