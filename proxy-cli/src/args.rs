@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    AcceptProxy, Balance, Cidr, Ejection, Host, ProxyProtocol, RelayMode, Target, TcpForwarder,
-    TcpForwarderBuilder, Timeouts, UdpForwarder, UdpForwarderBuilder,
+    AcceptProxy, Balance, Cidr, Ejection, HealthCheck, Host, ProxyProtocol, RelayMode, Target,
+    TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder, UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -386,6 +386,24 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_name = "VERSION")]
     pub proxy_protocol: Option<ProxyProtocolArg>,
 
+    /// Check every address of TARGET with a TCP connect at this interval; an address
+    /// failing `--health-check-fall` checks in a row is skipped until it passes
+    /// `--health-check-rise`. UDP forwards check the same port over TCP. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true)]
+    pub health_check_interval: Option<Duration>,
+
+    /// How long one health check may take. [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "health_check_interval")]
+    pub health_check_timeout: Option<Duration>,
+
+    /// Passed checks in a row that bring a down address back. [default: 2]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), requires = "health_check_interval")]
+    pub health_check_rise: Option<u32>,
+
+    /// Failed checks in a row that mark an address down. [default: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), requires = "health_check_interval")]
+    pub health_check_fall: Option<u32>,
+
     /// How long `--eject-after` skips an address. [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "eject_after")]
     pub eject_for: Option<Duration>,
@@ -613,6 +631,8 @@ pub struct TcpPlan {
     pub balance: Balance,
     /// Passive ejection of failing addresses, if on.
     pub ejection: Option<Ejection>,
+    /// Active health checks, if on.
+    pub health_check: Option<HealthCheck>,
     /// The PROXY protocol header sent upstream, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Which peers' PROXY headers are read, if any.
@@ -646,6 +666,8 @@ pub struct UdpPlan {
     pub balance: Balance,
     /// Passive ejection of failing addresses, if on.
     pub ejection: Option<Ejection>,
+    /// Active health checks, if on.
+    pub health_check: Option<HealthCheck>,
     /// The PROXY protocol header sent upstream ahead of each datagram, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// The session table's size per listen address, when not the default.
@@ -770,6 +792,7 @@ struct Base {
     reuse_port: bool,
     balance: Balance,
     ejection: Option<Ejection>,
+    health_check: Option<HealthCheck>,
     proxy_protocol: Option<ProxyProtocol>,
     drain: Duration,
 }
@@ -826,6 +849,14 @@ impl Base {
             reuse_port: common.reuse_port,
             balance: common.balance.policy(common.affinity_timeout),
             ejection,
+            health_check: common.health_check_interval.map(|interval| {
+                let d = HealthCheck::default();
+                HealthCheck::every(interval).with(
+                    common.health_check_timeout.unwrap_or(d.timeout),
+                    common.health_check_rise.unwrap_or(d.rise),
+                    common.health_check_fall.unwrap_or(d.fall),
+                )
+            }),
             proxy_protocol: common.proxy_protocol.map(ProxyProtocol::from),
             drain: common.drain,
         })
@@ -871,6 +902,7 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         reuse_port: base.reuse_port,
         balance: base.balance,
         ejection: base.ejection,
+        health_check: base.health_check,
         proxy_protocol: base.proxy_protocol,
         accept_proxy: (!t.accept_proxy_from.is_empty()).then(|| {
             let accept = AcceptProxy::new(t.accept_proxy_from.iter().copied());
@@ -899,6 +931,7 @@ fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
         reuse_port: base.reuse_port,
         balance: base.balance,
         ejection: base.ejection,
+        health_check: base.health_check,
         proxy_protocol: base.proxy_protocol,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
@@ -924,6 +957,7 @@ impl TcpPlan {
             .reuse_port(self.reuse_port)
             .balance(self.balance)
             .ejection(self.ejection)
+            .health_check(self.health_check)
             .proxy_protocol(self.proxy_protocol)
             .accept_proxy(self.accept_proxy.clone())
             .relay(self.relay);
@@ -954,6 +988,7 @@ impl UdpPlan {
             .reuse_port(self.reuse_port)
             .balance(self.balance)
             .ejection(self.ejection)
+            .health_check(self.health_check)
             .proxy_protocol(self.proxy_protocol);
         if let Some(max) = self.max_sessions {
             b = b.max_sessions(max);
@@ -1469,6 +1504,21 @@ mod tests {
             .unwrap();
         assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V1));
         assert_eq!(plan.accept_proxy, None);
+        assert_eq!(plan.health_check, None);
+        let plan = udp(&[
+            "53",
+            "dns",
+            "--health-check-interval",
+            "2s",
+            "--health-check-fall",
+            "5",
+        ])
+        .plan()
+        .unwrap();
+        let want = HealthCheck::every(Duration::from_secs(2)).with(Duration::from_secs(1), 2, 5);
+        assert_eq!(plan.health_check, Some(want));
+        let e = parse(&["tcp", "80", "web", "--health-check-rise", "2"]).unwrap_err();
+        assert!(e.to_string().contains("--health-check-interval"), "{e}");
         let plan = tcp(&[
             "80",
             "web",

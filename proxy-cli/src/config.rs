@@ -33,7 +33,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use proxy_core::resolve::CachePolicy;
 use proxy_core::{
-    AcceptProxy, Balance, Cidr, Ejection, ProxyProtocol, RelayMode, Target, Timeouts,
+    AcceptProxy, Balance, Cidr, Ejection, HealthCheck, ProxyProtocol, RelayMode, Target, Timeouts,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -273,6 +273,10 @@ struct RawEntry {
     proxy_protocol: Option<Spanned<String>>,
     accept_proxy_from: Option<Vec<Spanned<String>>>,
     proxy_header_timeout: Option<Spanned<RawDuration>>,
+    health_check_interval: Option<Spanned<RawDuration>>,
+    health_check_timeout: Option<Spanned<RawDuration>>,
+    health_check_rise: Option<Spanned<u32>>,
+    health_check_fall: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +310,7 @@ struct Settings {
     ejection: Option<Ejection>,
     proxy_protocol: Option<ProxyProtocol>,
     accept_proxy: Option<AcceptProxy>,
+    health_check: Option<HealthCheck>,
 }
 
 impl Settings {
@@ -319,6 +324,7 @@ impl Settings {
             reuse_port: self.reuse_port,
             balance: self.balance,
             ejection: self.ejection,
+            health_check: self.health_check,
             proxy_protocol: self.proxy_protocol,
             accept_proxy: self.accept_proxy.clone(),
             backlog: self.backlog,
@@ -338,6 +344,7 @@ impl Settings {
             reuse_port: self.reuse_port,
             balance: self.balance,
             ejection: self.ejection,
+            health_check: self.health_check,
             proxy_protocol: self.proxy_protocol,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
@@ -439,6 +446,7 @@ impl Context<'_> {
             ejection: None,
             proxy_protocol: None,
             accept_proxy: None,
+            health_check: None,
         };
         let mut total_set = false;
         let mut balance = BalanceArg::RoundRobin;
@@ -446,6 +454,8 @@ impl Context<'_> {
         let mut eject_after: Option<u32> = None;
         let mut eject_for: Option<Duration> = None;
         let mut trusted: Vec<Cidr> = Vec::new();
+        let mut check_interval: Option<Duration> = None;
+        let mut check = HealthCheck::default();
         let mut header_timeout: Option<(Duration, Range<usize>, String)> = None;
         for (section, e) in [
             ("defaults".to_owned(), defaults),
@@ -569,6 +579,24 @@ impl Context<'_> {
                     key("proxy_header_timeout"),
                 ));
             }
+            if let Some(d) = &e.health_check_interval {
+                let v = self.duration(d, &key("health_check_interval"))?;
+                check_interval = (!v.is_zero()).then_some(v);
+            }
+            if let Some(d) = &e.health_check_timeout {
+                check.timeout = nonzero(d, "health_check_timeout")?;
+            }
+            for (value, name, field) in [
+                (&e.health_check_rise, "health_check_rise", &mut check.rise),
+                (&e.health_check_fall, "health_check_fall", &mut check.fall),
+            ] {
+                if let Some(n) = value {
+                    if *n.get_ref() == 0 {
+                        return Err(self.error(n.span(), &key(name), "must be at least 1"));
+                    }
+                    *field = *n.get_ref();
+                }
+            }
             if let Some(n) = e.eject_after {
                 eject_after = (n > 0).then_some(n);
             }
@@ -583,6 +611,8 @@ impl Context<'_> {
             s.socket_buffer = e.socket_buffer.or(s.socket_buffer);
         }
         s.balance = balance.policy(affinity);
+        s.health_check = check_interval
+            .map(|i| HealthCheck::every(i).with(check.timeout, check.rise, check.fall));
         if trusted.is_empty() {
             // Inherited from [defaults], it waits for a forward that reads headers.
             if let Some((_, span, key)) = header_timeout
@@ -712,6 +742,10 @@ idle_timeout = 0
                 "proxy.toml:5: forward[0].proxy_header_timeout: needs accept_proxy_from",
             ),
             (
+                "[defaults]\nhealth_check_rise = 0\n",
+                "proxy.toml:2: defaults.health_check_rise: must be at least 1",
+            ),
+            (
                 "[defaults]\nproxy_protocol = \"v3\"\n",
                 "proxy.toml:2: defaults.proxy_protocol: `v3` is not a PROXY protocol version",
             ),
@@ -746,6 +780,7 @@ idle_timeout = 0
     #[test]
     fn balance_and_ejection_keys() {
         let text = "[defaults]\nbalance = \"client-ip\"\naffinity_timeout = \"10m\"\neject_after = 2\n\
+            health_check_interval = \"3s\"\nhealth_check_fall = 4\n\
             [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\neject_for = \"30s\"\n\
             [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\nproxy_protocol = \"v1\"\n\
             accept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\nproxy_header_timeout = \"2s\"\n";
@@ -781,6 +816,9 @@ idle_timeout = 0
         );
         assert_eq!(accept.timeout, Duration::from_secs(2));
         assert_eq!(a.tcp.as_ref().unwrap().accept_proxy, None);
+        let want = HealthCheck::every(Duration::from_secs(3)).with(Duration::from_secs(1), 2, 4);
+        assert_eq!(a.udp.as_ref().unwrap().health_check, Some(want));
+        assert_eq!(b.health_check, Some(want), "from [defaults]");
         assert_eq!(a.udp.as_ref().unwrap().proxy_protocol, None);
         assert_eq!(b.balance, Balance::LeastConnections);
         assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");

@@ -67,6 +67,8 @@ pub struct Endpoint {
     pub consecutive_failures: u64,
     /// Times it was ejected for failing.
     pub ejections: u64,
+    /// Whether health checks mark it down.
+    pub checked_down: bool,
     /// Whether the last attempt succeeded, or none has failed yet.
     pub healthy: bool,
 }
@@ -79,6 +81,7 @@ impl From<&EndpointStats> for Endpoint {
             failures: e.failures,
             consecutive_failures: e.consecutive_failures,
             ejections: e.ejections,
+            checked_down: e.checked_down,
             healthy: e.healthy(),
         }
     }
@@ -327,6 +330,12 @@ const ENDPOINT_FAMILIES: &[EndpointFamily] = &[
         |e| e.consecutive_failures,
     ),
     (
+        "proxy_endpoint_checked_down",
+        Gauge,
+        "1 while health checks mark the upstream address down.",
+        |e| u64::from(e.checked_down),
+    ),
+    (
         "proxy_endpoint_ejections_total",
         Counter,
         "Times the upstream address was ejected after failing in a row.",
@@ -491,6 +500,7 @@ mod tests {
             failures: 2,
             consecutive_failures: 1,
             ejections: 3,
+            checked_down: true,
             healthy: false,
         });
         let text = render(&[tcp, udp], true);
@@ -514,6 +524,7 @@ mod tests {
             format!("proxy_endpoint_failures_total{{{u},endpoint=\"[::1]:53\"}} 2"),
             format!("proxy_endpoint_consecutive_failures{{{u},endpoint=\"[::1]:53\"}} 1"),
             format!("proxy_endpoint_ejections_total{{{u},endpoint=\"[::1]:53\"}} 3"),
+            format!("proxy_endpoint_checked_down{{{u},endpoint=\"[::1]:53\"}} 1"),
             format!("proxy_forward_stopping{{{u}}} 0"),
         ] {
             assert!(

@@ -86,6 +86,54 @@ impl Default for Ejection {
     }
 }
 
+/// Active TCP health checks: every `interval`, each of the target's addresses gets a TCP
+/// connect (closed at once) that must succeed within `timeout`. An address that fails
+/// `fall` checks in a row is marked down and skipped, like an ejected one, until it passes
+/// `rise` in a row. A UDP forwarder checks the same port over TCP (DNS servers answer on
+/// both). Off by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthCheck {
+    /// Time between rounds of checks.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Passed checks in a row that bring a down address back.
+    pub rise: u32,
+    /// Failed checks in a row that mark an address down.
+    pub fall: u32,
+}
+
+impl HealthCheck {
+    /// Checks every `interval`, with the default timeout (1 s), rise (2) and fall (3).
+    pub fn every(interval: Duration) -> Self {
+        HealthCheck {
+            interval,
+            ..HealthCheck::default()
+        }
+    }
+
+    /// The same with another timeout, rise and fall.
+    pub fn with(mut self, timeout: Duration, rise: u32, fall: u32) -> Self {
+        self.timeout = timeout;
+        self.rise = rise;
+        self.fall = fall;
+        self
+    }
+}
+
+impl Default for HealthCheck {
+    /// Every 5 s, 1 s timeout, rise 2, fall 3 (HAProxy's defaults, with a shorter timeout).
+    fn default() -> Self {
+        HealthCheck {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
 /// Affinity entries are purged of expired ones when the table has grown by this many
 /// since the last purge.
 const PURGE_EVERY: usize = 1024;
@@ -113,6 +161,9 @@ struct Endpoint {
     open: u64,
     failures_in_row: u32,
     ejected_until: Option<Instant>,
+    /// Health checks: marked down, and the current streak (passes above 0, failures below).
+    down: bool,
+    streak: i64,
 }
 
 impl Balancer {
@@ -162,8 +213,7 @@ impl Balancer {
                 state
                     .endpoints
                     .get(a)
-                    .and_then(|e| e.ejected_until)
-                    .is_none_or(|until| until <= now)
+                    .is_none_or(|e| !e.down && e.ejected_until.is_none_or(|until| until <= now))
             })
             .collect();
         if healthy.is_empty() {
@@ -253,6 +303,28 @@ impl Balancer {
         }
     }
 
+    /// Records a health check of `addr`; returns its new state (`true`: up) when the
+    /// check changed it.
+    pub(crate) fn checked(&self, addr: SocketAddr, ok: bool, check: &HealthCheck) -> Option<bool> {
+        let mut state = self.state();
+        let e = state.endpoints.entry(addr).or_default();
+        e.streak = match (ok, e.streak) {
+            (true, s) if s > 0 => s + 1,
+            (true, _) => 1,
+            (false, s) if s < 0 => s - 1,
+            (false, _) => -1,
+        };
+        if !e.down && e.streak <= -i64::from(check.fall.max(1)) {
+            e.down = true;
+            return Some(false);
+        }
+        if e.down && e.streak >= i64::from(check.rise.max(1)) {
+            e.down = false;
+            return Some(true);
+        }
+        None
+    }
+
     /// Whether `addr` is ejected now.
     #[cfg(test)]
     pub(crate) fn is_ejected(&self, addr: SocketAddr) -> bool {
@@ -273,6 +345,56 @@ impl Balancer {
             addr,
         }
     }
+}
+
+/// Runs health checks of the addresses `cache` holds until `stop`, marking them down and
+/// up in `balancer`.
+pub(crate) fn spawn_health_checks(
+    check: HealthCheck,
+    cache: std::sync::Arc<crate::resolve::ResolveCache>,
+    balancer: std::sync::Arc<Balancer>,
+    stats: std::sync::Arc<crate::stats::Stats>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(check.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(addrs) = cache.cached() else {
+                continue;
+            };
+            let mut checks = tokio::task::JoinSet::new();
+            for &addr in addrs.iter() {
+                checks.spawn(async move {
+                    let connect = tokio::net::TcpStream::connect(addr);
+                    (
+                        addr,
+                        matches!(
+                            tokio::time::timeout(check.timeout, connect).await,
+                            Ok(Ok(_))
+                        ),
+                    )
+                });
+            }
+            while let Some(Ok((addr, ok))) = checks.join_next().await {
+                match balancer.checked(addr, ok, &check) {
+                    Some(false) => {
+                        stats.health(addr, false);
+                        tracing::warn!(upstream = %addr, fall = check.fall, "upstream address down: health checks failed");
+                    }
+                    Some(true) => {
+                        stats.health(addr, true);
+                        tracing::info!(upstream = %addr, rise = check.rise, "upstream address up again: health checks passed");
+                    }
+                    None => {}
+                }
+            }
+        }
+    });
 }
 
 /// A connection or session counted as open on an address.

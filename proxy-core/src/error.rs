@@ -217,6 +217,8 @@ pub enum BuildError {
     Ejection,
     /// PROXY protocol version 1 on a UDP forwarder (it has no UDP form).
     ProxyProtocolV1Udp,
+    /// Health checks with a zero interval, timeout, rise or fall.
+    HealthCheck,
 }
 
 impl fmt::Display for BuildError {
@@ -234,6 +236,9 @@ impl fmt::Display for BuildError {
             BuildError::MaxSessions => f.write_str("the UDP session limit must be at least 1"),
             BuildError::BatchSize(n) => write!(f, "UDP batch size {n} is outside 1..=64"),
             BuildError::AffinityTimeout => f.write_str("the affinity timeout must not be zero"),
+            BuildError::HealthCheck => {
+                f.write_str("health checks need an interval, a timeout, a rise and a fall above 0")
+            }
             BuildError::ProxyProtocolV1Udp => {
                 f.write_str("PROXY protocol version 1 has no UDP form; use version 2")
             }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::balance::{Balance, Ejection};
+use crate::balance::{Balance, Balancer, Ejection, HealthCheck, spawn_health_checks};
 use crate::handle::ForwarderHandle;
 use crate::listen::ListenOptions;
 use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
@@ -74,6 +74,7 @@ pub(crate) struct Common {
     pub(crate) listen_options: ListenOptions,
     pub(crate) balance: Balance,
     pub(crate) ejection: Option<Ejection>,
+    pub(crate) health_check: Option<HealthCheck>,
 }
 
 impl Common {
@@ -88,6 +89,7 @@ impl Common {
             listen_options: ListenOptions::default(),
             balance: Balance::default(),
             ejection: None,
+            health_check: None,
         }
     }
 
@@ -118,6 +120,27 @@ impl Common {
         Ok(())
     }
 
+    /// A generation's background work on `cache`: its refresher, and the balancer with
+    /// its health checks (which stop with the refresher).
+    pub(crate) fn background(
+        &self,
+        cache: &Arc<ResolveCache>,
+        base: &crate::handle::Base,
+    ) -> (Arc<crate::handle::Refresher>, Arc<Balancer>) {
+        let refresher = Arc::new(crate::handle::Refresher::spawn(cache, &base.closing));
+        let balancer = Arc::new(Balancer::new(self.balance, self.ejection));
+        if let Some(check) = self.health_check {
+            spawn_health_checks(
+                check,
+                cache.clone(),
+                balancer.clone(),
+                base.stats.clone(),
+                refresher.token(),
+            );
+        }
+        (refresher, balancer)
+    }
+
     /// A cache of the target's addresses, fed by the configured resolver.
     pub(crate) fn resolve_cache(&self, stats: &Arc<Stats>) -> Arc<ResolveCache> {
         Arc::new(ResolveCache::new(
@@ -146,6 +169,7 @@ impl std::fmt::Debug for Common {
             .field("listen_options", &self.listen_options)
             .field("balance", &self.balance)
             .field("ejection", &self.ejection)
+            .field("health_check", &self.health_check)
             .finish_non_exhaustive()
     }
 }
@@ -202,6 +226,13 @@ macro_rules! common_setters {
         /// keeps trying every address. See [`Ejection`](crate::Ejection).
         pub fn ejection(mut self, ejection: impl Into<Option<crate::Ejection>>) -> Self {
             self.config.common.ejection = ejection.into();
+            self
+        }
+
+        /// Active TCP health checks of the target's addresses; `None` (the default) checks
+        /// nothing. See [`HealthCheck`](crate::HealthCheck).
+        pub fn health_check(mut self, check: impl Into<Option<crate::HealthCheck>>) -> Self {
+            self.config.common.health_check = check.into();
             self
         }
 

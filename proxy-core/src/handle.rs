@@ -88,6 +88,11 @@ impl Refresher {
         }
     }
 
+    /// A token cancelled when this generation's background work stops.
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.stop.child_token()
+    }
+
     pub(crate) async fn stop(&self) {
         self.stop.cancel();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();

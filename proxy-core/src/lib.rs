@@ -60,7 +60,7 @@ mod tcp;
 mod timeout;
 mod udp;
 
-pub use balance::{Balance, Ejection};
+pub use balance::{Balance, Ejection, HealthCheck};
 pub use cidr::{Cidr, CidrError};
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use forward::Forwarder;

@@ -128,9 +128,22 @@ pub struct EndpointStats {
     pub consecutive_failures: u64,
     /// Times this address was ejected for failing.
     pub ejections: u64,
+    /// Whether health checks mark it down now (see [`HealthCheck`](crate::HealthCheck)).
+    pub checked_down: bool,
 }
 
 impl EndpointStats {
+    fn new(addr: SocketAddr) -> Self {
+        EndpointStats {
+            addr,
+            connects: 0,
+            failures: 0,
+            consecutive_failures: 0,
+            ejections: 0,
+            checked_down: false,
+        }
+    }
+
     /// Whether the last attempt succeeded (or none failed yet).
     pub fn healthy(&self) -> bool {
         self.consecutive_failures == 0
@@ -160,13 +173,9 @@ impl Stats {
     /// Records the outcome of an attempt to reach `addr`.
     pub(crate) fn endpoint(&self, addr: SocketAddr, ok: bool) {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let e = endpoints.entry(addr).or_insert(EndpointStats {
-            addr,
-            connects: 0,
-            failures: 0,
-            consecutive_failures: 0,
-            ejections: 0,
-        });
+        let e = endpoints
+            .entry(addr)
+            .or_insert_with(|| EndpointStats::new(addr));
         if ok {
             e.connects += 1;
             e.consecutive_failures = 0;
@@ -183,6 +192,15 @@ impl Stats {
         if let Some(e) = endpoints.get_mut(&addr) {
             e.ejections += 1;
         }
+    }
+
+    /// Records a health-check verdict on `addr`.
+    pub(crate) fn health(&self, addr: SocketAddr, up: bool) {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let e = endpoints
+            .entry(addr)
+            .or_insert_with(|| EndpointStats::new(addr));
+        e.checked_down = !up;
     }
 
     /// Every endpoint seen, ordered by address.

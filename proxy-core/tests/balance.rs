@@ -340,3 +340,75 @@ async fn an_unresponsive_first_address_costs_one_attempt_delay() {
     let s = handle.stats();
     assert_eq!(s.connect_failures.total(), 0, "{s:#?}");
 }
+
+/// Active health checks: a backend that stops listening is marked down after `fall`
+/// failed checks and no connection tries it (no connect failures at all); once it
+/// listens again, `rise` passed checks bring it back into the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
+    use proxy_core::HealthCheck;
+    let listeners = same_port(2).await;
+    let port = listeners[0].local_addr().unwrap().port();
+    let mut servers: Vec<Option<Server>> = listeners
+        .into_iter()
+        .map(|l| Some(support::echo(l)))
+        .collect();
+    let handle = TcpForwarder::builder(
+        ["127.0.0.1:0".parse().unwrap()],
+        format!("backend:{port}").parse().unwrap(),
+    )
+    .resolver(StaticResolver::new([loopback(1), loopback(2)]))
+    .health_check(HealthCheck::every(Duration::from_millis(50)).with(
+        Duration::from_millis(500),
+        2,
+        2,
+    ))
+    .build()
+    .unwrap()
+    .start()
+    .unwrap();
+    let proxy = proxy_addr(&handle);
+    let second = SocketAddr::new(loopback(2), port);
+    let down = |handle: &ForwarderHandle| {
+        handle
+            .endpoints()
+            .iter()
+            .any(|e| e.addr == second && e.checked_down)
+    };
+    let round_trips = |n: u64| async move {
+        for i in 0..n {
+            let sent = payload(i, 500);
+            let mut client = TcpStream::connect(proxy).await.unwrap();
+            let got = within(LIMIT, "echo", send_and_receive(&mut client, &sent)).await;
+            assert_bytes("echo", &got, &sent);
+        }
+    };
+    // The backend on 127.0.0.2 dies; health checks notice.
+    servers[1] = None;
+    support::eventually("127.0.0.2 marked down", LIMIT, || down(&handle)).await;
+    let connects = |handle: &ForwarderHandle, addr: SocketAddr| {
+        handle
+            .endpoints()
+            .iter()
+            .find(|e| e.addr == addr)
+            .map_or(0, |e| e.connects)
+    };
+    let first = SocketAddr::new(loopback(1), port);
+    round_trips(10).await;
+    assert_eq!(
+        handle.stats().connect_failures.total(),
+        0,
+        "the dead address was skipped"
+    );
+    assert_eq!(
+        (connects(&handle, first), connects(&handle, second)),
+        (10, 0)
+    );
+    // It comes back; two passed checks later it takes connections again.
+    let revived = TcpListener::bind(second).await.unwrap();
+    servers[1] = Some(support::echo(revived));
+    support::eventually("127.0.0.2 up again", LIMIT, || !down(&handle)).await;
+    round_trips(10).await;
+    assert_eq!(connects(&handle, second), 5, "back in the rotation");
+    assert_eq!(handle.stats().connect_failures.total(), 0);
+}

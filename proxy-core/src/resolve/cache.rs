@@ -114,7 +114,7 @@ impl ResolveCache {
         }
     }
 
-    fn cached(&self) -> Option<Arc<[SocketAddr]>> {
+    pub(crate) fn cached(&self) -> Option<Arc<[SocketAddr]>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())

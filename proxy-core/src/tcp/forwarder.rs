@@ -181,6 +181,7 @@ impl TcpForwarder {
     pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
         let config = &self.config;
         let cache = config.common.resolve_cache(&base.stats);
+        let (refresher, balancer) = config.common.background(&cache, base);
         Arc::new(Shared {
             config: config.clone(),
             relay: RelayShared::new(
@@ -190,9 +191,9 @@ impl TcpForwarder {
                 base.stats.clone(),
             ),
             stats: base.stats.clone(),
-            refresher: Arc::new(Refresher::spawn(&cache, &base.closing)),
+            refresher,
             cache,
-            balancer: Balancer::new(config.common.balance, config.common.ejection),
+            balancer,
             closing: base.closing.clone(),
             connections: base.tasks.clone(),
         })
@@ -320,7 +321,7 @@ pub(crate) struct Shared {
     pub(super) stats: Arc<Stats>,
     pub(super) cache: Arc<ResolveCache>,
     refresher: Arc<Refresher>,
-    pub(super) balancer: Balancer,
+    pub(super) balancer: Arc<Balancer>,
     pub(super) closing: CancellationToken,
     pub(super) connections: TaskTracker,
 }

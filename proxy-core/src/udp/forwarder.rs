@@ -98,7 +98,7 @@ pub(crate) struct Shared {
     pub(super) stats: Arc<Stats>,
     pub(super) cache: Arc<ResolveCache>,
     refresher: Arc<Refresher>,
-    pub(super) balancer: Balancer,
+    pub(super) balancer: Arc<Balancer>,
     /// Receive batches for the sessions' reply paths, taken only while replies flow.
     pub(super) batches: Pool<RecvBatch>,
     pub(super) accepting: CancellationToken,
@@ -236,12 +236,13 @@ impl UdpForwarder {
     /// The state new sessions use: these settings and a resolve cache with its refresher.
     pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
         let cache = self.config.common.resolve_cache(&base.stats);
+        let (refresher, balancer) = self.config.common.background(&cache, base);
         Arc::new(Shared {
             config: self.config.clone(),
             stats: base.stats.clone(),
-            refresher: Arc::new(Refresher::spawn(&cache, &base.closing)),
+            refresher,
             cache,
-            balancer: Balancer::new(self.config.common.balance, self.config.common.ejection),
+            balancer,
             batches: Pool::new(4),
             accepting: base.accepting.clone(),
             closing: base.closing.clone(),
