@@ -380,6 +380,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub eject_after: Option<u32>,
 
+    /// How long `--eject-after` skips an address. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "eject_after")]
+    pub eject_for: Option<Duration>,
+
     /// Send a PROXY protocol header (`v1` text or `v2` binary) to the upstream ahead of
     /// each connection, carrying the real client address; UDP takes `v2`, one header per
     /// datagram. The upstream must expect it. Off by default.
@@ -403,10 +407,6 @@ pub struct CommonArgs {
     /// Failed checks in a row that mark an address down. [default: 3]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), requires = "health_check_interval")]
     pub health_check_fall: Option<u32>,
-
-    /// How long `--eject-after` skips an address. [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true, requires = "eject_after")]
-    pub eject_for: Option<Duration>,
 
     /// On SIGINT or SIGTERM, stop accepting and let open connections (and UDP sessions)
     /// finish for this long before closing them. A second signal closes them at once.
