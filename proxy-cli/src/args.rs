@@ -240,7 +240,8 @@ pub struct TcpArgs {
     #[arg(value_name = "PORT", value_parser = parse_listen_port)]
     pub port: u16,
 
-    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]` or `[IPv6][:PORT]`. Without a
+    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]`, `[IPv6][:PORT]`, or `srv:NAME`
+    /// (its SRV records give hosts, ports and weights; looked up with hickory). Without a
     /// port, PORT is used (`kube-dns.default` on port 53 means `kube-dns.default:53`).
     #[arg(value_name = "TARGET", value_parser = parse_target)]
     pub target: TargetArg,
@@ -272,7 +273,8 @@ pub struct UdpArgs {
     #[arg(value_name = "PORT", value_parser = parse_listen_port)]
     pub port: u16,
 
-    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]` or `[IPv6][:PORT]`. Without a
+    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]`, `[IPv6][:PORT]`, or `srv:NAME`
+    /// (its SRV records give hosts, ports and weights; looked up with hickory). Without a
     /// port, PORT is used (`kube-dns.default` on port 53 means `kube-dns.default:53`).
     #[arg(value_name = "TARGET", value_parser = parse_target)]
     pub target: TargetArg,
@@ -305,7 +307,8 @@ pub struct TcpUdpArgs {
     #[arg(value_name = "PORT", value_parser = parse_listen_port)]
     pub port: u16,
 
-    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]` or `[IPv6][:PORT]`. Without a
+    /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]`, `[IPv6][:PORT]`, or `srv:NAME`
+    /// (its SRV records give hosts, ports and weights; looked up with hickory). Without a
     /// port, PORT is used (`kube-dns.default` on port 53 means `kube-dns.default:53`).
     #[arg(value_name = "TARGET", value_parser = parse_target)]
     pub target: TargetArg,

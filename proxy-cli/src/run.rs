@@ -366,7 +366,12 @@ fn start_with_ipv4_fallback(
 
 pub(crate) fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
     // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
-    if matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
+    // SRV targets need hickory: the C library has no SRV lookup.
+    let srv = matches!(target.host(), Host::Srv(_));
+    if srv && which == ResolverArg::System {
+        tracing::debug!(target = %target, "an SRV target: resolving with hickory");
+    }
+    if srv || matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
         let hickory = HickoryResolver::from_system_conf()
             .context("--resolver hickory: cannot read the system DNS configuration")?;
         Ok(Arc::new(hickory))

@@ -243,6 +243,9 @@ impl Balancer {
                 .unwrap_or(0),
         };
         order[..=first].rotate_right(1);
+        // Weighted answers repeat addresses: each is tried once.
+        let mut seen = std::collections::HashSet::with_capacity(order.len());
+        order.retain(|a| seen.insert(*a));
         Some(order)
     }
 
@@ -368,7 +371,10 @@ pub(crate) fn spawn_health_checks(
                 continue;
             };
             let mut checks = tokio::task::JoinSet::new();
-            for &addr in addrs.iter() {
+            let mut distinct = addrs.to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for addr in distinct {
                 checks.spawn(async move {
                     let connect = tokio::net::TcpStream::connect(addr);
                     (

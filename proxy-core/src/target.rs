@@ -38,6 +38,9 @@ pub enum Host {
     Name(String),
     /// An IP address, used as it is.
     Ip(IpAddr),
+    /// An SRV record name (`srv:_http._tcp.web.default`): its records give the hosts,
+    /// ports, priorities and weights; the target's own port is unused (0).
+    Srv(String),
 }
 
 /// A target string could not be parsed; the message names the bad part.
@@ -71,6 +74,15 @@ impl Target {
         };
         if s.is_empty() {
             return Err(err("empty target".into()));
+        }
+        if let Some(name) = s.strip_prefix("srv:") {
+            if name.contains(':') {
+                return Err(err(
+                    "an SRV target takes no port: its records give the ports".into(),
+                ));
+            }
+            validate_name(name).map_err(err)?;
+            return Ok(Target::new(Host::Srv(name.to_owned()), 0));
         }
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(Target::new(Host::Ip(addr.ip()), addr.port()));
@@ -149,6 +161,7 @@ impl fmt::Display for Target {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
             Host::Ip(ip) => write!(f, "{ip}:{}", self.port),
             Host::Name(name) => write!(f, "{name}:{}", self.port),
+            Host::Srv(name) => write!(f, "srv:{name}"),
         }
     }
 }
@@ -160,7 +173,7 @@ impl Host {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Host::Ip(ip) => Some(*ip),
-            Host::Name(_) => None,
+            Host::Name(_) | Host::Srv(_) => None,
         }
     }
 }
@@ -170,6 +183,7 @@ impl fmt::Display for Host {
         match self {
             Host::Ip(ip) => ip.fmt(f),
             Host::Name(name) => f.write_str(name),
+            Host::Srv(name) => write!(f, "srv:{name}"),
         }
     }
 }
@@ -228,6 +242,29 @@ fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srv_targets() {
+        let t: Target = "srv:_dns._udp.kube-dns.kube-system.svc.cluster.local"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            t.host(),
+            &Host::Srv("_dns._udp.kube-dns.kube-system.svc.cluster.local".into())
+        );
+        assert_eq!(
+            t.to_string(),
+            "srv:_dns._udp.kube-dns.kube-system.svc.cluster.local"
+        );
+        assert_eq!(t.host().ip(), None);
+        // The listen-port default does not apply: the records give the ports.
+        let t = Target::parse_with_default_port("srv:_http._tcp.web", 53).unwrap();
+        assert_eq!(t.to_string(), "srv:_http._tcp.web");
+        for bad in ["srv:", "srv:_http._tcp.web:80", "srv:bad name"] {
+            let e = bad.parse::<Target>().unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
 
     #[test]
     fn parses_names_and_literals() {

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dns_support::{
-    Dnsmasq, IdentityServers, KillOnDrop, TempPath, ask, dnsmasq_program, expect_clean_close,
-    find_program, hosts_config, lo, run,
+    Dnsmasq, DnsmasqConfig, IdentityServers, KillOnDrop, TempPath, ask, dnsmasq_program,
+    expect_clean_close, find_program, hosts_config, lo, run,
 };
 use proxy_core::resolve::{
     CachePolicy, HickoryResolver, Resolution, Resolve, Resolving, SystemResolver,
@@ -428,4 +428,63 @@ async fn namespace_child_search_and_ndots() {
     drop(dns);
     drop(nsswitch);
     println!("{NS_CHILD_OK}");
+}
+
+/// SRV targets: dnsmasq serves `_web._tcp.srv.test` with weights 1 (a, 127.0.0.3) and 3
+/// (b, 127.0.0.4) at priority 0, and c (127.0.0.5) at priority 1. 200 connections land a
+/// quarter on a and three quarters on b (within 5 points), none on c. When the priority 0
+/// hosts have no addresses, priority 1 serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_weights_and_priorities_are_honoured() {
+    let servers = IdentityServers::start(&[lo(3), lo(4), lo(5)]).await;
+    let port = servers.port();
+    let srv = |records: &[(&str, u16, u16)], hosts: &[(&str, u8)]| DnsmasqConfig {
+        hosts: None,
+        local_domains: vec!["test".to_owned()],
+        args: records
+            .iter()
+            .map(|(host, priority, weight)| {
+                format!("--srv-host=_web._tcp.srv.test,{host}.srv.test,{port},{priority},{weight}")
+            })
+            .chain(
+                hosts
+                    .iter()
+                    .map(|(host, last)| format!("--host-record={host}.srv.test,127.0.0.{last}")),
+            )
+            .chain(["--local-ttl=1".to_owned()])
+            .collect(),
+    };
+    let records = [("a", 0, 1), ("b", 0, 3), ("c", 1, 5)];
+    let dns = Dnsmasq::start(&srv(&records, &[("a", 3), ("b", 4), ("c", 5)]));
+    let handle = start_forwarder(
+        "srv:_web._tcp.srv.test".to_owned(),
+        HickoryResolver::with_name_servers(&[dns.addr()]).unwrap(),
+    );
+    let proxy = handle.local_addrs()[0];
+    let mut served = std::collections::HashMap::new();
+    for _ in 0..200 {
+        *served.entry(ask(proxy).await.unwrap()).or_insert(0u32) += 1;
+    }
+    let share = |ip: &str| served.get(ip).copied().unwrap_or(0);
+    assert_eq!(share("127.0.0.5"), 0, "priority 1 unused: {served:?}");
+    assert!(
+        (40..=60).contains(&share("127.0.0.3")),
+        "weight 1 of 4: {served:?}"
+    );
+    assert!(
+        (140..=160).contains(&share("127.0.0.4")),
+        "weight 3 of 4: {served:?}"
+    );
+    drop(handle);
+
+    // Priority 0's hosts do not resolve: priority 1 takes over.
+    let dns = Dnsmasq::start(&srv(&records, &[("c", 5)]));
+    let handle = start_forwarder(
+        "srv:_web._tcp.srv.test".to_owned(),
+        HickoryResolver::with_name_servers(&[dns.addr()]).unwrap(),
+    );
+    let proxy = handle.local_addrs()[0];
+    for _ in 0..5 {
+        assert_eq!(ask(proxy).await.unwrap(), "127.0.0.5");
+    }
 }

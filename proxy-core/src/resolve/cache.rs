@@ -8,9 +8,59 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Resolve;
+use super::{Resolve, SrvRecord};
 use crate::stats::Stats;
 use crate::{Error, ErrorKind, Host, Side, Target, TimeoutKind};
+
+/// How many copies each record of one priority gets, in proportion to its weight: at
+/// most 100 in all, at least 1 for a weighted record. Weight 0 records get a copy only when
+/// every record's weight is 0 (RFC 2782 gives them a very small chance otherwise).
+fn weight_shares(weights: &[u16]) -> Vec<usize> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total == 0 {
+        return vec![1; weights.len()];
+    }
+    let gcd = weights.iter().filter(|&&w| w > 0).fold(0u64, |g, &w| {
+        let (mut a, mut b) = (g, u64::from(w));
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    });
+    let scale = (total / gcd).max(1);
+    weights
+        .iter()
+        .map(|&w| {
+            let units = u64::from(w) / gcd;
+            match units {
+                0 => 0,
+                _ if scale <= 100 => units as usize,
+                _ => ((units * 100).div_ceil(scale)).max(1) as usize,
+            }
+        })
+        .collect()
+}
+
+/// `[a, a, a, b]` becomes `[a, b, a, a]`: copies spread out, order of first sight kept.
+fn interleave_copies(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut groups: Vec<(SocketAddr, usize)> = Vec::new();
+    for a in addrs {
+        match groups.iter_mut().find(|(g, _)| *g == a) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((a, 1)),
+        }
+    }
+    let mut out = Vec::new();
+    while groups.iter().any(|(_, n)| *n > 0) {
+        for (a, n) in &mut groups {
+            if *n > 0 {
+                out.push(*a);
+                *n -= 1;
+            }
+        }
+    }
+    out
+}
 
 /// How long resolved answers are used before they are refreshed.
 ///
@@ -109,7 +159,7 @@ impl ResolveCache {
 
     fn name(&self) -> Option<&str> {
         match self.target.host() {
-            Host::Name(name) => Some(name),
+            Host::Name(name) | Host::Srv(name) => Some(name),
             Host::Ip(_) => None,
         }
     }
@@ -163,24 +213,27 @@ impl ResolveCache {
     /// One lookup; on success the answer replaces the cached one. Returns when to refresh.
     async fn refresh(&self) -> std::io::Result<Duration> {
         let name = self.name().unwrap_or_default();
-        let result = self.resolver.resolve(name).await.and_then(|r| {
-            if r.addrs().is_empty() {
+        let result = match self.target.host() {
+            Host::Srv(_) => self.resolve_srv(name).await,
+            _ => self.resolver.resolve(name).await.map(|r| {
+                let port = self.target.port();
+                let addrs = r.addrs().iter().map(|ip| SocketAddr::new(*ip, port));
+                (addrs.collect(), r.valid_until())
+            }),
+        }
+        .and_then(|(addrs, valid_until): (Vec<SocketAddr>, _)| {
+            if addrs.is_empty() {
                 Err(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!("{name}: no addresses"),
                 ))
             } else {
-                Ok(r)
+                Ok((addrs, valid_until))
             }
         });
         match result {
-            Ok(r) => {
-                let port = self.target.port();
-                let addrs: Arc<[SocketAddr]> = r
-                    .addrs()
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect();
+            Ok((addrs, valid_until)) => {
+                let addrs: Arc<[SocketAddr]> = addrs.into();
                 let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
                 if current.as_deref() != Some(&*addrs) {
                     tracing::info!(target = %self.target, addrs = ?addrs, "resolved");
@@ -188,13 +241,63 @@ impl ResolveCache {
                 *current = Some(addrs);
                 drop(current);
                 Stats::inc(&self.stats.resolve_refreshes);
-                Ok(self.policy.next_refresh(r.valid_until()))
+                Ok(self.policy.next_refresh(valid_until))
             }
             Err(e) => {
                 Stats::inc(&self.stats.resolve_failures);
                 Err(e)
             }
         }
+    }
+
+    /// The addresses of an SRV name: the records of the lowest priority whose hosts
+    /// resolve, each host's addresses with the record's port, repeated in proportion to
+    /// the record's weight (so round robin and random choices honour it). Expires with
+    /// the earliest of the SRV and address answers.
+    async fn resolve_srv(
+        &self,
+        name: &str,
+    ) -> std::io::Result<(Vec<SocketAddr>, Option<std::time::Instant>)> {
+        let srv = self.resolver.resolve_srv(name).await?;
+        let mut valid_until = srv.valid_until;
+        let mut priorities: Vec<u16> = srv.records.iter().map(|r| r.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let mut last_error = None;
+        for priority in priorities {
+            let records: Vec<&SrvRecord> = srv
+                .records
+                .iter()
+                .filter(|r| r.priority == priority)
+                .collect();
+            let shares = weight_shares(&records.iter().map(|r| r.weight).collect::<Vec<_>>());
+            let mut addrs = Vec::new();
+            for (record, share) in records.iter().zip(shares) {
+                match self.resolver.resolve(&record.host).await {
+                    Ok(r) => {
+                        valid_until = match (valid_until, r.valid_until()) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        for ip in r.addrs() {
+                            let addr = SocketAddr::new(*ip, record.port);
+                            addrs.extend(std::iter::repeat_n(addr, share));
+                        }
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            if !addrs.is_empty() {
+                // Spread each record's copies out, so round robin alternates.
+                return Ok((interleave_copies(addrs), valid_until));
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{name}: no SRV records"),
+            )
+        }))
     }
 
     /// Keeps the answer fresh until `cancel` fires. Returns at once for IP literals.
@@ -250,6 +353,32 @@ impl ResolveCache {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn srv_weights_become_shares() {
+        assert_eq!(weight_shares(&[1, 3]), [1, 3]);
+        assert_eq!(weight_shares(&[10, 30]), [1, 3], "reduced by their divisor");
+        assert_eq!(weight_shares(&[0, 0]), [1, 1], "all zero: equal");
+        assert_eq!(weight_shares(&[0, 5]), [0, 1], "zero among weighted: none");
+        let big = weight_shares(&[1, 65535]);
+        assert!(big.iter().sum::<usize>() <= 101 && big[0] == 1, "{big:?}");
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let copies = vec![
+            a("1.1.1.1:1"),
+            a("1.1.1.1:1"),
+            a("1.1.1.1:1"),
+            a("2.2.2.2:2"),
+        ];
+        assert_eq!(
+            interleave_copies(copies),
+            [
+                a("1.1.1.1:1"),
+                a("2.2.2.2:2"),
+                a("1.1.1.1:1"),
+                a("1.1.1.1:1")
+            ]
+        );
+    }
+
     use super::*;
     use crate::resolve::{Resolution, Resolving};
     use std::net::IpAddr;

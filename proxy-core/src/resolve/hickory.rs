@@ -10,7 +10,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
-use super::{Resolution, Resolve, Resolving, dedup};
+use super::{Resolution, Resolve, Resolving, ResolvingSrv, SrvRecord, SrvResolution, dedup};
 
 /// Resolves names with [hickory-resolver], asking A and AAAA, and reports each answer's TTL,
 /// so the cache refreshes exactly when the records expire.
@@ -85,21 +85,55 @@ impl std::fmt::Debug for HickoryResolver {
     }
 }
 
+/// A failed lookup of `name`, as an I/O error: `NotFound` when the name has no records.
+fn lookup_error(name: &str, e: &hickory_resolver::net::NetError) -> io::Error {
+    let kind = if e.is_no_records_found() {
+        io::ErrorKind::NotFound
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, format!("{name}: {e}"))
+}
+
 impl Resolve for HickoryResolver {
     fn resolve(&self, name: &str) -> Resolving {
         let inner = self.inner.clone();
         let name = name.to_owned();
         Box::pin(async move {
-            let lookup = inner.lookup_ip(name.as_str()).await.map_err(|e| {
-                let kind = if e.is_no_records_found() {
-                    io::ErrorKind::NotFound
-                } else {
-                    io::ErrorKind::Other
-                };
-                io::Error::new(kind, format!("{name}: {e}"))
-            })?;
+            let lookup = inner
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(|e| lookup_error(&name, &e))?;
             let valid_until = lookup.valid_until();
             Ok(Resolution::new(dedup(lookup.iter()), Some(valid_until)))
+        })
+    }
+
+    fn resolve_srv(&self, name: &str) -> ResolvingSrv {
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        Box::pin(async move {
+            let lookup = inner
+                .srv_lookup(name.as_str())
+                .await
+                .map_err(|e| lookup_error(&name, &e))?;
+            let records = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::SRV(srv) => Some(SrvRecord::new(
+                        srv.target.to_utf8().trim_end_matches('.'),
+                        srv.port,
+                        srv.priority,
+                        srv.weight,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            Ok(SrvResolution {
+                records,
+                valid_until: Some(lookup.valid_until()),
+            })
         })
     }
 }

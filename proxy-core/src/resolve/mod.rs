@@ -56,6 +56,57 @@ pub type Resolving = Pin<Box<dyn Future<Output = io::Result<Resolution>> + Send>
 pub trait Resolve: Send + Sync + 'static {
     /// Looks `name` up. An answer with no addresses is treated as a failure.
     fn resolve(&self, name: &str) -> Resolving;
+
+    /// Looks up the SRV records of `name` (for `srv:` targets). The default answers that
+    /// this resolver cannot; [`HickoryResolver`] can.
+    fn resolve_srv(&self, name: &str) -> ResolvingSrv {
+        let name = name.to_owned();
+        Box::pin(async move {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{name}: this resolver cannot look up SRV records; use hickory"),
+            ))
+        })
+    }
+}
+
+/// The future returned by [`Resolve::resolve_srv`].
+pub type ResolvingSrv = Pin<Box<dyn Future<Output = io::Result<SrvResolution>> + Send>>;
+
+/// One SRV record: a host and port, with its priority (lower first) and weight (a share
+/// among records of the same priority).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SrvRecord {
+    /// The host to connect to, resolved with [`Resolve::resolve`].
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
+    /// Lower is preferred: only the lowest priority that resolves is used.
+    pub priority: u16,
+    /// The record's share among those of its priority.
+    pub weight: u16,
+}
+
+impl SrvRecord {
+    /// A record.
+    pub fn new(host: impl Into<String>, port: u16, priority: u16, weight: u16) -> Self {
+        SrvRecord {
+            host: host.into(),
+            port,
+            priority,
+            weight,
+        }
+    }
+}
+
+/// An SRV answer: records and how long they may be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrvResolution {
+    /// The records, in the answer's order.
+    pub records: Vec<SrvRecord>,
+    /// When the answer expires, if the source said.
+    pub valid_until: Option<Instant>,
 }
 
 /// A resolver's answer: addresses and how long they may be used.
