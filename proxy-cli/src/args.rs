@@ -1575,6 +1575,14 @@ mod tests {
     }
 
     #[test]
+    fn srv_targets_take_no_port() {
+        let plan = tcp(&["8080", "srv:_http._tcp.web.default"]).plan().unwrap();
+        assert_eq!(plan.target.to_string(), "srv:_http._tcp.web.default");
+        let e = parse(&["tcp", "8080", "srv:_http._tcp.web:80"]).unwrap_err();
+        assert!(e.to_string().contains("an SRV target takes no port"), "{e}");
+    }
+
+    #[test]
     fn threads_is_global_and_bounded() {
         assert_eq!(parse(&["tcp", "80", "web"]).unwrap().threads, None);
         let cli = parse(&["--threads", "1", "udp", "53", "dns"]).unwrap();

@@ -41,8 +41,8 @@ pub enum ErrorKind {
     Io,
     /// New settings cannot be applied to a running forwarder (another protocol).
     Reload,
-    /// Every upstream address is ejected for failing (see [`Ejection`](crate::Ejection)),
-    /// so the connection was not attempted.
+    /// Every upstream address is ejected for failing (see [`Ejection`](crate::Ejection))
+    /// or marked down by health checks, so the connection was not attempted.
     Unavailable,
 }
 
@@ -170,7 +170,9 @@ impl fmt::Display for Error {
             ErrorKind::Reset => "connection reset",
             ErrorKind::Io => "i/o error",
             ErrorKind::Reload => "cannot reload",
-            ErrorKind::Unavailable => "every upstream address is ejected after failing",
+            ErrorKind::Unavailable => {
+                "every upstream address is ejected after failing or down by health checks"
+            }
         };
         f.write_str(what)?;
         if let Some(context) = &self.inner.context {
