@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    AcceptProxy, Balance, Cidr, Ejection, HealthCheck, Host, ProxyProtocol, RelayMode, Target,
-    TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder, UdpForwarderBuilder,
+    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, ProxyProtocol, RelayMode,
+    Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder, UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -367,6 +367,16 @@ pub struct CommonArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
+    /// Serve only clients in CIDR (repeatable; a CIDR such as `10.0.0.0/8`, or one
+    /// address); others are reset (TCP) or their datagrams dropped (UDP), and counted.
+    /// Default: every client.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<Cidr>,
+
+    /// Never serve clients in CIDR (repeatable), whatever `--allow` says.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub deny: Vec<Cidr>,
+
     /// How each new connection (or UDP session) picks one of TARGET's addresses; the
     /// others follow for failover.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = BalanceArg::RoundRobin)]
@@ -636,6 +646,8 @@ pub struct TcpPlan {
     pub ejection: Option<Ejection>,
     /// Active health checks, if on.
     pub health_check: Option<HealthCheck>,
+    /// Which clients are served.
+    pub access: Access,
     /// The PROXY protocol header sent upstream, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Which peers' PROXY headers are read, if any.
@@ -671,6 +683,8 @@ pub struct UdpPlan {
     pub ejection: Option<Ejection>,
     /// Active health checks, if on.
     pub health_check: Option<HealthCheck>,
+    /// Which clients are served.
+    pub access: Access,
     /// The PROXY protocol header sent upstream ahead of each datagram, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// The session table's size per listen address, when not the default.
@@ -796,6 +810,7 @@ struct Base {
     balance: Balance,
     ejection: Option<Ejection>,
     health_check: Option<HealthCheck>,
+    access: Access,
     proxy_protocol: Option<ProxyProtocol>,
     drain: Duration,
 }
@@ -860,6 +875,7 @@ impl Base {
                     common.health_check_fall.unwrap_or(d.fall),
                 )
             }),
+            access: Access::new(common.allow.iter().copied(), common.deny.iter().copied()),
             proxy_protocol: common.proxy_protocol.map(ProxyProtocol::from),
             drain: common.drain,
         })
@@ -906,6 +922,7 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         balance: base.balance,
         ejection: base.ejection,
         health_check: base.health_check,
+        access: base.access.clone(),
         proxy_protocol: base.proxy_protocol,
         accept_proxy: (!t.accept_proxy_from.is_empty()).then(|| {
             let accept = AcceptProxy::new(t.accept_proxy_from.iter().copied());
@@ -935,6 +952,7 @@ fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
         balance: base.balance,
         ejection: base.ejection,
         health_check: base.health_check,
+        access: base.access.clone(),
         proxy_protocol: base.proxy_protocol,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
@@ -961,6 +979,7 @@ impl TcpPlan {
             .balance(self.balance)
             .ejection(self.ejection)
             .health_check(self.health_check)
+            .access(self.access.clone())
             .proxy_protocol(self.proxy_protocol)
             .accept_proxy(self.accept_proxy.clone())
             .relay(self.relay);
@@ -992,6 +1011,7 @@ impl UdpPlan {
             .balance(self.balance)
             .ejection(self.ejection)
             .health_check(self.health_check)
+            .access(self.access.clone())
             .proxy_protocol(self.proxy_protocol);
         if let Some(max) = self.max_sessions {
             b = b.max_sessions(max);
@@ -1508,6 +1528,23 @@ mod tests {
         assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V1));
         assert_eq!(plan.accept_proxy, None);
         assert_eq!(plan.health_check, None);
+        assert_eq!(plan.access, Access::default());
+        let plan = udp(&[
+            "53",
+            "dns",
+            "--allow",
+            "10.0.0.0/8",
+            "--deny",
+            "10.9.0.0/16",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(
+            plan.access,
+            Access::new([cidr("10.0.0.0/8")], [cidr("10.9.0.0/16")])
+        );
+        let e = parse(&["tcp", "80", "web", "--deny", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("'nope'"), "{e}");
         let plan = udp(&[
             "53",
             "dns",
@@ -1572,6 +1609,10 @@ mod tests {
         }
         let e = parse(&["tcp", "80", "web", "--eject-for", "5s"]).unwrap_err();
         assert!(e.to_string().contains("--eject-after"), "{e}");
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
     }
 
     #[test]

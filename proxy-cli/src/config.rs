@@ -33,7 +33,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 use proxy_core::resolve::CachePolicy;
 use proxy_core::{
-    AcceptProxy, Balance, Cidr, Ejection, HealthCheck, ProxyProtocol, RelayMode, Target, Timeouts,
+    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, ProxyProtocol, RelayMode, Target,
+    Timeouts,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -277,6 +278,8 @@ struct RawEntry {
     health_check_timeout: Option<Spanned<RawDuration>>,
     health_check_rise: Option<Spanned<u32>>,
     health_check_fall: Option<Spanned<u32>>,
+    allow: Option<Vec<Spanned<String>>>,
+    deny: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +314,7 @@ struct Settings {
     proxy_protocol: Option<ProxyProtocol>,
     accept_proxy: Option<AcceptProxy>,
     health_check: Option<HealthCheck>,
+    access: Access,
 }
 
 impl Settings {
@@ -325,6 +329,7 @@ impl Settings {
             balance: self.balance,
             ejection: self.ejection,
             health_check: self.health_check,
+            access: self.access.clone(),
             proxy_protocol: self.proxy_protocol,
             accept_proxy: self.accept_proxy.clone(),
             backlog: self.backlog,
@@ -345,6 +350,7 @@ impl Settings {
             balance: self.balance,
             ejection: self.ejection,
             health_check: self.health_check,
+            access: self.access.clone(),
             proxy_protocol: self.proxy_protocol,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
@@ -447,6 +453,7 @@ impl Context<'_> {
             proxy_protocol: None,
             accept_proxy: None,
             health_check: None,
+            access: Access::default(),
         };
         let mut total_set = false;
         let mut balance = BalanceArg::RoundRobin;
@@ -562,15 +569,23 @@ impl Context<'_> {
                     }
                 };
             }
-            if let Some(list) = &e.accept_proxy_from {
-                trusted = list
-                    .iter()
+            let cidrs = |list: &[Spanned<String>], name: &str| {
+                list.iter()
                     .map(|c| {
-                        c.get_ref().parse::<Cidr>().map_err(|err| {
-                            self.error(c.span(), &key("accept_proxy_from"), &err.to_string())
-                        })
+                        c.get_ref()
+                            .parse::<Cidr>()
+                            .map_err(|err| self.error(c.span(), &key(name), &err.to_string()))
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            if let Some(list) = &e.accept_proxy_from {
+                trusted = cidrs(list, "accept_proxy_from")?;
+            }
+            if let Some(list) = &e.allow {
+                s.access.allow = cidrs(list, "allow")?;
+            }
+            if let Some(list) = &e.deny {
+                s.access.deny = cidrs(list, "deny")?;
             }
             if let Some(d) = &e.proxy_header_timeout {
                 header_timeout = Some((
@@ -783,7 +798,7 @@ idle_timeout = 0
             health_check_interval = \"3s\"\nhealth_check_fall = 4\n\
             [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\neject_for = \"30s\"\n\
             [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\nproxy_protocol = \"v1\"\n\
-            accept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\nproxy_header_timeout = \"2s\"\n";
+            accept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\nproxy_header_timeout = \"2s\"\ndeny = [\"192.0.2.0/24\"]\n";
         let c = parse(text, "proxy.toml").unwrap();
         let a = &c.forwards[0];
         for (balance, ejection) in [
@@ -819,6 +834,8 @@ idle_timeout = 0
         let want = HealthCheck::every(Duration::from_secs(3)).with(Duration::from_secs(1), 2, 4);
         assert_eq!(a.udp.as_ref().unwrap().health_check, Some(want));
         assert_eq!(b.health_check, Some(want), "from [defaults]");
+        assert_eq!(b.access.deny, ["192.0.2.0/24".parse::<Cidr>().unwrap()]);
+        assert!(a.tcp.as_ref().unwrap().access.deny.is_empty());
         assert_eq!(a.udp.as_ref().unwrap().proxy_protocol, None);
         assert_eq!(b.balance, Balance::LeastConnections);
         assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");

@@ -211,6 +211,13 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.ejections)],
     ),
     family(
+        "proxy_denied_total",
+        Counter,
+        Both,
+        "TCP connections reset and UDP datagrams dropped because --allow/--deny do not permit the client.",
+        |s| vec![(None, s.denied)],
+    ),
+    family(
         "proxy_headers_rejected_total",
         Counter,
         Only(Tcp),

@@ -102,6 +102,55 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Which clients a forwarder serves: none in `deny`, and, when `allow` is not empty,
+/// only those in it. Connections from others are reset at once and UDP datagrams from
+/// them dropped, both counted (`denied`); established connections are never touched.
+///
+/// # Examples
+///
+/// ```
+/// use proxy_core::Access;
+///
+/// let access = Access::new(["10.0.0.0/8".parse()?], ["10.9.0.0/16".parse()?]);
+/// assert!(access.permits("10.1.2.3".parse()?));
+/// assert!(!access.permits("10.9.2.3".parse()?));
+/// assert!(!access.permits("192.0.2.1".parse()?));
+/// assert!(Access::default().permits("192.0.2.1".parse()?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Access {
+    /// When not empty, the only clients served.
+    pub allow: Vec<Cidr>,
+    /// Clients never served, whatever `allow` says.
+    pub deny: Vec<Cidr>,
+}
+
+impl Access {
+    /// Serves clients in `allow` (everyone, when empty) that are not in `deny`.
+    pub fn new(
+        allow: impl IntoIterator<Item = Cidr>,
+        deny: impl IntoIterator<Item = Cidr>,
+    ) -> Self {
+        Access {
+            allow: allow.into_iter().collect(),
+            deny: deny.into_iter().collect(),
+        }
+    }
+
+    /// Whether a client at `ip` is served.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        !self.deny.iter().any(|c| c.contains(ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Whether everyone is served (no list set).
+    pub(crate) fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

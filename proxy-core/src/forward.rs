@@ -75,6 +75,7 @@ pub(crate) struct Common {
     pub(crate) balance: Balance,
     pub(crate) ejection: Option<Ejection>,
     pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) access: crate::Access,
 }
 
 impl Common {
@@ -90,6 +91,7 @@ impl Common {
             balance: Balance::default(),
             ejection: None,
             health_check: None,
+            access: crate::Access::default(),
         }
     }
 
@@ -170,6 +172,7 @@ impl std::fmt::Debug for Common {
             .field("balance", &self.balance)
             .field("ejection", &self.ejection)
             .field("health_check", &self.health_check)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +236,12 @@ macro_rules! common_setters {
         /// nothing. See [`HealthCheck`](crate::HealthCheck).
         pub fn health_check(mut self, check: impl Into<Option<crate::HealthCheck>>) -> Self {
             self.config.common.health_check = check.into();
+            self
+        }
+
+        /// Which clients are served; see [`Access`](crate::Access). Default: everyone.
+        pub fn access(mut self, access: crate::Access) -> Self {
+            self.config.common.access = access;
             self
         }
 

@@ -61,7 +61,7 @@ mod timeout;
 mod udp;
 
 pub use balance::{Balance, Ejection, HealthCheck};
-pub use cidr::{Cidr, CidrError};
+pub use cidr::{Access, Cidr, CidrError};
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use forward::Forwarder;
 pub use handle::{ForwarderHandle, StatsReader};

@@ -22,6 +22,7 @@ pub(crate) struct Stats {
     pub(crate) ejections: AtomicU64,
     pub(crate) all_ejected: AtomicU64,
     pub(crate) proxy_headers_rejected: AtomicU64,
+    pub(crate) denied: AtomicU64,
     pub(crate) resolve_refreshes: AtomicU64,
     pub(crate) resolve_failures: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
@@ -64,6 +65,9 @@ pub struct StatsSnapshot {
     /// Connections from trusted peers closed for a missing, malformed or late PROXY
     /// header (see [`AcceptProxy`](crate::AcceptProxy)).
     pub proxy_headers_rejected: u64,
+    /// TCP connections reset and UDP datagrams dropped because [`Access`](crate::Access)
+    /// does not permit their client.
+    pub denied: u64,
     /// Successful DNS lookups of the upstream name.
     pub resolve_refreshes: u64,
     /// Failed DNS lookups of the upstream name (the last good answer was kept).
@@ -230,6 +234,7 @@ impl Stats {
             ejections: get(&self.ejections),
             all_ejected: get(&self.all_ejected),
             proxy_headers_rejected: get(&self.proxy_headers_rejected),
+            denied: get(&self.denied),
             resolve_refreshes: get(&self.resolve_refreshes),
             resolve_failures: get(&self.resolve_failures),
             accept_errors: get(&self.accept_errors),

@@ -359,6 +359,13 @@ async fn accept_loop(
                 failing = false;
                 backoff = FIRST_BACKOFF;
                 let shared = current.get();
+                // A trusted PROXY peer is checked by the client its header names.
+                let proxied =
+                    (shared.config.accept_proxy.as_ref()).is_some_and(|a| a.trusts(peer.ip()));
+                if !proxied && !shared.config.common.access.permits(peer.ip()) {
+                    deny(&stream, peer, &shared.stats);
+                    continue;
+                }
                 shared
                     .connections
                     .spawn(serve(stream, peer, shared.clone()));
@@ -384,6 +391,15 @@ async fn accept_loop(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// Refuses a client the access lists do not permit: the close sends a reset.
+fn deny(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
+    Stats::inc(&stats.denied);
+    tracing::debug!(client = %peer, "denied by the access lists");
+    if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::trace!(error = %e, "SO_LINGER 0 failed");
     }
 }
 
@@ -495,6 +511,11 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                 tracing::trace!(peer = %peer, ?header, "PROXY header");
                 peer = header.source.unwrap_or(peer);
                 local = header.destination;
+                // The real client answers to the access lists too.
+                if !shared.config.common.access.permits(peer.ip()) {
+                    deny(&client, peer, &shared.stats);
+                    return;
+                }
             }
             Err(e) => {
                 Stats::inc(&shared.stats.proxy_headers_rejected);

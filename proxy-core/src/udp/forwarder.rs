@@ -425,6 +425,12 @@ async fn listen_loop(
                         continue;
                     }
                 };
+                let access = &shared.config.common.access;
+                if !access.is_open() && !access.permits(client.ip()) {
+                    Stats::inc(&stats.denied);
+                    i += 1;
+                    continue;
+                }
                 let key = SessionKey {
                     client,
                     local_ip: if wildcard { meta.dst_ip } else { None },
