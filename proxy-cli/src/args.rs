@@ -570,6 +570,15 @@ impl BalanceArg {
     }
 }
 
+impl From<RelayArg> for RelayMode {
+    fn from(r: RelayArg) -> RelayMode {
+        match r {
+            RelayArg::Auto => RelayMode::Auto,
+            RelayArg::Copy => RelayMode::Copy,
+        }
+    }
+}
+
 /// `--proxy-protocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProxyProtocolArg {
@@ -933,10 +942,7 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         }),
         backlog: t.backlog,
         pipe_size: t.pipe_size,
-        relay: match t.relay {
-            RelayArg::Auto => RelayMode::Auto,
-            RelayArg::Copy => RelayMode::Copy,
-        },
+        relay: t.relay.into(),
         drain: base.drain,
     }
 }

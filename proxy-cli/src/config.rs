@@ -40,7 +40,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::args::{
-    BalanceArg, Listen, LogFormat, ResolverArg, TcpPlan, UdpPlan, parse_admin, parse_duration,
+    BalanceArg, Listen, LogFormat, ProxyProtocolArg, RelayArg, ResolverArg, TcpPlan, UdpPlan,
+    parse_admin, parse_duration,
 };
 
 /// A checked configuration file.
@@ -372,6 +373,33 @@ impl Context<'_> {
         self.text[..offset].matches('\n').count() + 1
     }
 
+    /// Reads `value` as one of `T`'s names, as the command line takes them (aliases too);
+    /// the error names the value and lists the names, with `also`, words the caller
+    /// accepts itself.
+    fn choice<T: ValueEnum>(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        what: &str,
+        also: &[&str],
+    ) -> Result<T, ConfigError> {
+        T::from_str(value.get_ref(), false).map_err(|_| {
+            let names: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value)
+                .map(|p| p.get_name().to_owned())
+                .chain(also.iter().map(|a| (*a).to_owned()))
+                .map(|name| format!("\"{name}\""))
+                .collect();
+            let list = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => names.concat(),
+            };
+            let message = format!("`{}` is not {what}; use {list}", value.get_ref());
+            self.error(value.span(), key, &message)
+        })
+    }
+
     fn error(&self, span: Range<usize>, key: &str, message: &str) -> ConfigError {
         ConfigError {
             message: format!("{}:{}: {key}: {message}", self.file, self.line(span.start)),
@@ -504,43 +532,15 @@ impl Context<'_> {
                 cache.refresh = Some(nonzero(d, "dns_refresh")?);
             }
             if let Some(r) = &e.resolver {
-                s.resolver = match r.get_ref().as_str() {
-                    "system" => ResolverArg::System,
-                    "hickory" => ResolverArg::Hickory,
-                    other => {
-                        return Err(self.error(
-                            r.span(),
-                            &key("resolver"),
-                            &format!("`{other}` is not a resolver; use \"system\" or \"hickory\""),
-                        ));
-                    }
-                };
+                s.resolver = self.choice(r, &key("resolver"), "a resolver", &[])?;
             }
             if let Some(r) = &e.relay {
-                s.relay = match r.get_ref().as_str() {
-                    "auto" => RelayMode::Auto,
-                    "copy" => RelayMode::Copy,
-                    other => {
-                        return Err(self.error(
-                            r.span(),
-                            &key("relay"),
-                            &format!("`{other}` is not a relay mode; use \"auto\" or \"copy\""),
-                        ));
-                    }
-                };
+                s.relay = self
+                    .choice::<RelayArg>(r, &key("relay"), "a relay mode", &[])?
+                    .into();
             }
             if let Some(b) = &e.balance {
-                balance = BalanceArg::from_str(b.get_ref(), true).map_err(|_| {
-                    self.error(
-                        b.span(),
-                        &key("balance"),
-                        &format!(
-                            "`{}` is not a balancing policy; use \"round-robin\", \
-                             \"least-connections\", \"two-choices\" or \"client-ip\"",
-                            b.get_ref()
-                        ),
-                    )
-                })?;
+                balance = self.choice(b, &key("balance"), "a balancing policy", &[])?;
             }
             if let Some(d) = &e.affinity_timeout {
                 let v = nonzero(d, "affinity_timeout")?;
@@ -557,16 +557,16 @@ impl Context<'_> {
             }
             if let Some(v) = &e.proxy_protocol {
                 s.proxy_protocol = match v.get_ref().as_str() {
-                    "v1" => Some(ProxyProtocol::V1),
-                    "v2" => Some(ProxyProtocol::V2),
                     "off" => None,
-                    other => {
-                        return Err(self.error(
-                            v.span(),
+                    _ => Some(
+                        self.choice::<ProxyProtocolArg>(
+                            v,
                             &key("proxy_protocol"),
-                            &format!("`{other}` is not a PROXY protocol version; use \"v1\", \"v2\" or \"off\""),
-                        ));
-                    }
+                            "a PROXY protocol version",
+                            &["off"],
+                        )?
+                        .into(),
+                    ),
                 };
             }
             let cidrs = |list: &[Spanned<String>], name: &str| {
@@ -762,7 +762,16 @@ idle_timeout = 0
             ),
             (
                 "[defaults]\nproxy_protocol = \"v3\"\n",
-                "proxy.toml:2: defaults.proxy_protocol: `v3` is not a PROXY protocol version",
+                "proxy.toml:2: defaults.proxy_protocol: `v3` is not a PROXY protocol version; \
+                 use \"v1\", \"v2\" or \"off\"",
+            ),
+            (
+                "[defaults]\nresolver = \"bind\"\nrelay = \"auto\"\n",
+                "proxy.toml:2: defaults.resolver: `bind` is not a resolver; use \"system\" or \"hickory\"",
+            ),
+            (
+                "[defaults]\nrelay = \"Copy\"\n",
+                "proxy.toml:2: defaults.relay: `Copy` is not a relay mode; use \"auto\" or \"copy\"",
             ),
             (
                 "[defaults]\nbalance = \"fastest\"\n",

@@ -520,23 +520,22 @@ fn proxy_protocol_header_reaches_the_upstream() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("version 1 has no UDP form"));
 }
 
+/// `proxy tcp 0 TARGET` on 127.0.0.1 under `prlimit NOFILE` (`--nofile=SOFT:HARD`):
+/// prlimit sets the limit on itself and execs the proxy, which keeps the pid.
+fn tcp_under_prlimit(nofile: &str, target: &str) -> Proxy {
+    let mut cmd = Command::new("prlimit");
+    cmd.args([nofile, PROXY, "tcp", "0", target, "--listen", "127.0.0.1"])
+        .env_remove("RUST_LOG");
+    Proxy::spawn(cmd)
+}
+
 /// The proxy raises its soft limit on open files to the hard limit at start: with
 /// `prlimit --nofile=1024:4096` it runs with 4,096.
 #[test]
 fn raises_the_open_files_limit_to_the_hard_limit() {
     let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
-    let mut cmd = Command::new("prlimit");
-    cmd.args([
-        "--nofile=1024:4096",
-        PROXY,
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-    ]);
-    let proxy = Proxy::spawn(cmd);
+    let proxy = tcp_under_prlimit("--nofile=1024:4096", &target);
     let addr = proxy.listen_addr(&target);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid())).unwrap();
     let line = limits
@@ -554,19 +553,7 @@ fn raises_the_open_files_limit_to_the_hard_limit() {
 fn out_of_file_descriptors_backs_off_and_recovers() {
     let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
-    // prlimit sets the limit on itself and execs the proxy, which keeps the pid.
-    let mut cmd = Command::new("prlimit");
-    cmd.args([
-        "--nofile=64:64",
-        PROXY,
-        "tcp",
-        "0",
-        &target,
-        "--listen",
-        "127.0.0.1",
-    ])
-    .env_remove("RUST_LOG");
-    let proxy = Proxy::spawn(cmd);
+    let proxy = tcp_under_prlimit("--nofile=64:64", &target);
     let addr = proxy.listen_addr(&target);
     let pid = proxy.pid();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
