@@ -873,31 +873,42 @@ fn tcp_udp_serves_both_protocols_on_one_port() {
 
 /// A taken UDP port fails `proxy udp` and `proxy tcp,udp` with exit code 1, naming the
 /// address; the TCP side of `tcp,udp` does not stay behind.
+///
+/// The UDP port is taken on purpose; the TCP port of the same number may be in use by an
+/// unrelated socket (ephemeral ports are shared), so the address is on 127.0.0.99, which
+/// no other test uses, and a port whose TCP side is busy is traded for another.
 #[test]
 fn udp_port_in_use_exits_1_naming_the_address() {
-    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let port = addr.port().to_string();
-    for proto in ["udp", "tcp,udp"] {
-        let (code, _, stderr) = run(&[proto, &port, "127.0.0.1:9", "--listen", "127.0.0.1"]);
-        assert_eq!(code, 1, "{proto}: {stderr}");
-        // `tcp,udp` bound TCP (and logged it) before UDP failed.
-        let error = stderr
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("{proto}: no error line in {stderr:?}"));
-        let prefix = if proto == "udp" { "" } else { "UDP: " };
-        let want = format!(
-            "error: {prefix}failed to bind listen address ({addr}): Address already in use"
-        );
-        assert!(
-            error.starts_with(&want),
-            "{proto}: {error:?} is not {want:?}"
-        );
+    for _ in 0..5 {
+        let taken = UdpSocket::bind("127.0.0.99:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        if TcpListener::bind(addr).is_err() {
+            continue;
+        }
+        let port = addr.port().to_string();
+        for proto in ["udp", "tcp,udp"] {
+            let (code, _, stderr) = run(&[proto, &port, "127.0.0.1:9", "--listen", "127.0.0.99"]);
+            assert_eq!(code, 1, "{proto}: {stderr}");
+            // `tcp,udp` bound TCP (and logged it) before UDP failed.
+            let error = stderr
+                .lines()
+                .find(|l| l.starts_with("error: "))
+                .unwrap_or_else(|| panic!("{proto}: no error line in {stderr:?}"));
+            let prefix = if proto == "udp" { "" } else { "UDP: " };
+            let want = format!(
+                "error: {prefix}failed to bind listen address ({addr}): Address already in use"
+            );
+            assert!(
+                error.starts_with(&want),
+                "{proto}: {error:?} is not {want:?}"
+            );
+        }
+        // The TCP port was released when UDP failed (the process exited anyway, but the
+        // listener must not have been leaked to a child either).
+        drop(TcpListener::bind(addr).expect("TCP port released"));
+        return;
     }
-    // The TCP port was released when UDP failed (the process exited anyway, but the
-    // listener must not have been leaked to a child either).
-    drop(TcpListener::bind(addr).expect("TCP port released"));
+    panic!("no port on 127.0.0.99 with its TCP side free in 5 tries");
 }
 
 #[test]
