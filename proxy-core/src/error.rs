@@ -221,6 +221,8 @@ pub enum BuildError {
     ProxyProtocolV1Udp,
     /// Health checks with a zero interval, timeout, rise or fall.
     HealthCheck,
+    /// A limit of zero, which would refuse every client; the limit is named.
+    ZeroLimit(&'static str),
 }
 
 impl fmt::Display for BuildError {
@@ -238,6 +240,7 @@ impl fmt::Display for BuildError {
             BuildError::MaxSessions => f.write_str("the UDP session limit must be at least 1"),
             BuildError::BatchSize(n) => write!(f, "UDP batch size {n} is outside 1..=64"),
             BuildError::AffinityTimeout => f.write_str("the affinity timeout must not be zero"),
+            BuildError::ZeroLimit(name) => write!(f, "the limit `{name}` must be at least 1"),
             BuildError::HealthCheck => {
                 f.write_str("health checks need an interval, a timeout, a rise and a fall above 0")
             }

@@ -76,6 +76,7 @@ pub(crate) struct Common {
     pub(crate) ejection: Option<Ejection>,
     pub(crate) health_check: Option<HealthCheck>,
     pub(crate) access: crate::Access,
+    pub(crate) limits: crate::Limits,
 }
 
 impl Common {
@@ -92,6 +93,7 @@ impl Common {
             ejection: None,
             health_check: None,
             access: crate::Access::default(),
+            limits: crate::Limits::default(),
         }
     }
 
@@ -118,6 +120,9 @@ impl Common {
             .is_some_and(|e| e.failures == 0 || e.backoff.is_zero())
         {
             return Err(BuildError::Ejection);
+        }
+        if let Some(name) = self.limits.zero() {
+            return Err(BuildError::ZeroLimit(name));
         }
         Ok(())
     }
@@ -173,6 +178,7 @@ impl std::fmt::Debug for Common {
             .field("ejection", &self.ejection)
             .field("health_check", &self.health_check)
             .field("access", &self.access)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +248,13 @@ macro_rules! common_setters {
         /// Which clients are served; see [`Access`](crate::Access). Default: everyone.
         pub fn access(mut self, access: crate::Access) -> Self {
             self.config.common.access = access;
+            self
+        }
+
+        /// Limits on new connections (or sessions): how many at once, per client IP, and
+        /// how fast; see [`Limits`](crate::Limits). Default: none.
+        pub fn limits(mut self, limits: crate::Limits) -> Self {
+            self.config.common.limits = limits;
             self
         }
 

@@ -35,6 +35,8 @@ pub(crate) struct Base {
     pub(crate) closing: CancellationToken,
     /// The connections (TCP) or sessions (UDP).
     pub(crate) tasks: TaskTracker,
+    /// What the limits count: open connections or sessions, by client too.
+    pub(crate) admission: Arc<crate::limit::Admission>,
 }
 
 impl Base {
@@ -44,6 +46,7 @@ impl Base {
             accepting: CancellationToken::new(),
             closing: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            admission: Arc::default(),
         }
     }
 }

@@ -23,6 +23,9 @@ pub(crate) struct Stats {
     pub(crate) all_ejected: AtomicU64,
     pub(crate) proxy_headers_rejected: AtomicU64,
     pub(crate) denied: AtomicU64,
+    pub(crate) limited_connections: AtomicU64,
+    pub(crate) limited_per_source: AtomicU64,
+    pub(crate) limited_rate: AtomicU64,
     pub(crate) resolve_refreshes: AtomicU64,
     pub(crate) resolve_failures: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
@@ -68,6 +71,9 @@ pub struct StatsSnapshot {
     /// TCP connections reset and UDP datagrams dropped because [`Access`](crate::Access)
     /// does not permit their client.
     pub denied: u64,
+    /// TCP connections reset and UDP datagrams dropped by the [`Limits`](crate::Limits),
+    /// by limit.
+    pub limited: Limited,
     /// Successful DNS lookups of the upstream name.
     pub resolve_refreshes: u64,
     /// Failed DNS lookups of the upstream name (the last good answer was kept).
@@ -101,6 +107,19 @@ pub struct UdpStats {
     /// ICMP port-unreachable reports from the upstream (ECONNREFUSED on a session's
     /// socket); the session stays and works again once the upstream is back.
     pub upstream_refused: u64,
+}
+
+/// Newcomers refused by the [`Limits`](crate::Limits): TCP connections (reset at once)
+/// and UDP datagrams (dropped) that would have started a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limited {
+    /// Refused by [`Limits::max_connections`](crate::Limits::max_connections).
+    pub connections: u64,
+    /// Refused by [`Limits::max_per_source`](crate::Limits::max_per_source).
+    pub per_source: u64,
+    /// Refused by [`Limits::accept_rate`](crate::Limits::accept_rate).
+    pub rate: u64,
 }
 
 /// Failed connect attempts by kind; one client connection may make several attempts.
@@ -235,6 +254,11 @@ impl Stats {
             all_ejected: get(&self.all_ejected),
             proxy_headers_rejected: get(&self.proxy_headers_rejected),
             denied: get(&self.denied),
+            limited: Limited {
+                connections: get(&self.limited_connections),
+                per_source: get(&self.limited_per_source),
+                rate: get(&self.limited_rate),
+            },
             resolve_refreshes: get(&self.resolve_refreshes),
             resolve_failures: get(&self.resolve_failures),
             accept_errors: get(&self.accept_errors),

@@ -16,6 +16,7 @@ use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
 use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
+use crate::limit::{Admission, Permit, Refused};
 use crate::listen;
 use crate::proxy_protocol::{self, AcceptProxy, ProxyProtocol};
 use crate::resolve::ResolveCache;
@@ -196,6 +197,7 @@ impl TcpForwarder {
             balancer,
             closing: base.closing.clone(),
             connections: base.tasks.clone(),
+            admission: base.admission.clone(),
         })
     }
 }
@@ -324,6 +326,7 @@ pub(crate) struct Shared {
     pub(super) balancer: Arc<Balancer>,
     pub(super) closing: CancellationToken,
     pub(super) connections: TaskTracker,
+    admission: Arc<Admission>,
 }
 
 impl Shared {
@@ -366,9 +369,17 @@ async fn accept_loop(
                     deny(&stream, peer, &shared.stats);
                     continue;
                 }
+                let source = (!proxied).then_some(peer.ip());
+                let permit = match shared.admission.admit(&shared.config.common.limits, source) {
+                    Ok(permit) => permit,
+                    Err(limit) => {
+                        refuse(&stream, peer, limit, &shared);
+                        continue;
+                    }
+                };
                 shared
                     .connections
-                    .spawn(serve(stream, peer, shared.clone()));
+                    .spawn(serve(stream, peer, shared.clone(), permit));
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection failed before it was accepted");
@@ -398,6 +409,16 @@ async fn accept_loop(
 fn deny(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
     Stats::inc(&stats.denied);
     tracing::debug!(client = %peer, "denied by the access lists");
+    reset_on_close(stream);
+}
+
+/// Refuses a client past a `limit`: the close sends a reset.
+fn refuse(stream: &TcpStream, peer: SocketAddr, limit: Refused, shared: &Shared) {
+    shared.admission.refused(limit, 1, &shared.stats, peer.ip());
+    reset_on_close(stream);
+}
+
+fn reset_on_close(stream: &TcpStream) {
     if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
         tracing::trace!(error = %e, "SO_LINGER 0 failed");
     }
@@ -495,7 +516,8 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Relays one accepted connection; `permit` holds its place under the limits.
+async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut permit: Permit) {
     let _open = OpenGuard::new(&shared.stats);
     let started = Instant::now();
     if let Err(e) = client.set_nodelay(true) {
@@ -514,6 +536,10 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                 // The real client answers to the access lists too.
                 if !shared.config.common.access.permits(peer.ip()) {
                     deny(&client, peer, &shared.stats);
+                    return;
+                }
+                if let Err(limit) = permit.source(&shared.config.common.limits, peer.ip()) {
+                    refuse(&client, peer, limit, &shared);
                     return;
                 }
             }

@@ -106,6 +106,7 @@ pub(crate) struct Shared {
     pub(super) sessions: TaskTracker,
     /// Whether sends may use UDP segmentation offload; cleared when the kernel refuses it.
     pub(super) segmentation: AtomicBool,
+    admission: Arc<crate::limit::Admission>,
 }
 
 impl Shared {
@@ -248,6 +249,7 @@ impl UdpForwarder {
             closing: base.closing.clone(),
             sessions: base.tasks.clone(),
             segmentation: AtomicBool::new(io_udp::SEGMENTATION),
+            admission: base.admission.clone(),
         })
     }
 }
@@ -453,6 +455,15 @@ async fn listen_loop(
                 let session = match table.get(&key) {
                     Some(session) => session,
                     None => {
+                        let limits = &shared.config.common.limits;
+                        let permit = match shared.admission.admit(limits, Some(client.ip())) {
+                            Ok(permit) => permit,
+                            Err(limit) => {
+                                let n = len as u64;
+                                shared.admission.refused(limit, n, stats, client.ip());
+                                continue;
+                            }
+                        };
                         // The PROXY header names the address the client sent to.
                         let header = shared.config.proxy_protocol.zip(local).map(|(_, local)| {
                             let ip = key.local_ip.unwrap_or(local.ip());
@@ -471,6 +482,7 @@ async fn listen_loop(
                             socket.clone(),
                             shared.clone(),
                             ended_tx.clone(),
+                            permit,
                         ));
                         session
                     }

@@ -354,12 +354,14 @@ fn segment_run(datagrams: &[&[u8]]) -> usize {
 }
 
 /// A session's life: connect its upstream socket, flush what queued meanwhile, relay
-/// replies until idle, evicted or closed; then tell the listener.
+/// replies until idle, evicted or closed; then tell the listener. `_permit` holds the
+/// session's place under the limits until then.
 pub(super) async fn run(
     session: Arc<Session>,
     listener: Arc<UdpSocket>,
     shared: Arc<Shared>,
     ended: UnboundedSender<(SessionKey, u64)>,
+    _permit: crate::limit::Permit,
 ) {
     let stats = &shared.stats;
     let started = Instant::now();
