@@ -16,8 +16,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, ProxyProtocol, RelayMode,
-    Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder, UdpForwarderBuilder,
+    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, Limits, ProxyProtocol, Rate,
+    RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder,
+    UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -377,6 +378,21 @@ pub struct CommonArgs {
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub deny: Vec<Cidr>,
 
+    /// The most TCP connections (or UDP sessions) open at once from one client IP; past
+    /// it, its new connections are reset (datagrams dropped) and counted. Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_source: Option<u32>,
+
+    /// The most new TCP connections (or UDP sessions) admitted per second, on average;
+    /// past it, newcomers are reset (datagrams dropped) and counted. Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub accept_rate: Option<u32>,
+
+    /// How many `--accept-rate` admits at once after a quiet spell. [default: the rate,
+    /// one second's worth]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), requires = "accept_rate")]
+    pub accept_burst: Option<u32>,
+
     /// How each new connection (or UDP session) picks one of TARGET's addresses; the
     /// others follow for failover.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = BalanceArg::RoundRobin)]
@@ -448,6 +464,11 @@ pub struct TcpFlags {
     /// Close every connection at this age, busy or not. 0 (the default) disables it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub max_lifetime: Option<Duration>,
+
+    /// The most connections open at once; past it, new ones are reset at once and
+    /// counted (open ones are untouched). Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
 
     /// The listen backlog (the kernel caps it at net.core.somaxconn). [default: 1024]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -657,6 +678,8 @@ pub struct TcpPlan {
     pub health_check: Option<HealthCheck>,
     /// Which clients are served.
     pub access: Access,
+    /// How many connections, per client IP and how fast.
+    pub limits: Limits,
     /// The PROXY protocol header sent upstream, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Which peers' PROXY headers are read, if any.
@@ -694,6 +717,8 @@ pub struct UdpPlan {
     pub health_check: Option<HealthCheck>,
     /// Which clients are served.
     pub access: Access,
+    /// How many sessions per client IP and how fast.
+    pub limits: Limits,
     /// The PROXY protocol header sent upstream ahead of each datagram, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// The session table's size per listen address, when not the default.
@@ -820,6 +845,7 @@ struct Base {
     ejection: Option<Ejection>,
     health_check: Option<HealthCheck>,
     access: Access,
+    limits: Limits,
     proxy_protocol: Option<ProxyProtocol>,
     drain: Duration,
 }
@@ -885,10 +911,21 @@ impl Base {
                 )
             }),
             access: Access::new(common.allow.iter().copied(), common.deny.iter().copied()),
+            limits: common_limits(common),
             proxy_protocol: common.proxy_protocol.map(ProxyProtocol::from),
             drain: common.drain,
         })
     }
+}
+
+/// The limits every protocol takes: per client IP and the accept rate.
+fn common_limits(common: &CommonArgs) -> Limits {
+    let mut limits = Limits::default();
+    limits.max_per_source = common.max_per_source.map(|n| n as usize);
+    limits.accept_rate = common
+        .accept_rate
+        .map(|n| Rate::per_second(n).burst(common.accept_burst.unwrap_or(n)));
+    limits
 }
 
 /// The default timeouts with the TCP flags applied (all but the idle timeout).
@@ -932,6 +969,11 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         ejection: base.ejection,
         health_check: base.health_check,
         access: base.access.clone(),
+        limits: {
+            let mut limits = base.limits;
+            limits.max_connections = t.max_connections.map(|n| n as usize);
+            limits
+        },
         proxy_protocol: base.proxy_protocol,
         accept_proxy: (!t.accept_proxy_from.is_empty()).then(|| {
             let accept = AcceptProxy::new(t.accept_proxy_from.iter().copied());
@@ -959,6 +1001,7 @@ fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
         ejection: base.ejection,
         health_check: base.health_check,
         access: base.access.clone(),
+        limits: base.limits,
         proxy_protocol: base.proxy_protocol,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
@@ -986,6 +1029,7 @@ impl TcpPlan {
             .ejection(self.ejection)
             .health_check(self.health_check)
             .access(self.access.clone())
+            .limits(self.limits)
             .proxy_protocol(self.proxy_protocol)
             .accept_proxy(self.accept_proxy.clone())
             .relay(self.relay);
@@ -1018,6 +1062,7 @@ impl UdpPlan {
             .ejection(self.ejection)
             .health_check(self.health_check)
             .access(self.access.clone())
+            .limits(self.limits)
             .proxy_protocol(self.proxy_protocol);
         if let Some(max) = self.max_sessions {
             b = b.max_sessions(max);
@@ -1775,6 +1820,52 @@ mod tests {
         assert!(e.to_string().contains("--pipe-size"), "{e}");
         let e = udp(&["0", "web"]).plan().unwrap_err();
         assert!(e.0.contains("TARGET 'web' has no port"), "{e}");
+    }
+
+    #[test]
+    fn limit_flags() {
+        let plan = tcp_udp(&[
+            "53",
+            "dns",
+            "--max-connections",
+            "1000",
+            "--max-per-source",
+            "20",
+            "--accept-rate",
+            "50",
+        ])
+        .plan()
+        .unwrap();
+        let mut want = Limits::default();
+        want.max_connections = Some(1000);
+        want.max_per_source = Some(20);
+        want.accept_rate = Some(Rate::per_second(50));
+        assert_eq!(plan.tcp.limits, want);
+        want.max_connections = None;
+        assert_eq!(plan.udp.limits, want, "--max-connections is TCP's");
+        let plan = udp(&["53", "dns", "--accept-rate", "5", "--accept-burst", "100"])
+            .plan()
+            .unwrap();
+        assert_eq!(
+            plan.limits.accept_rate,
+            Some(Rate::per_second(5).burst(100))
+        );
+        assert_eq!(
+            tcp(&["80", "web"]).plan().unwrap().limits,
+            Limits::default()
+        );
+        for (args, bad) in [
+            (&["tcp", "80", "web", "--max-connections", "0"][..], "0"),
+            (&["udp", "53", "dns", "--max-per-source", "-1"][..], "-1"),
+            (&["tcp", "80", "web", "--accept-rate", "lots"][..], "lots"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{args:?}: {e}");
+        }
+        let e = parse(&["udp", "53", "dns", "--max-connections", "5"]).unwrap_err();
+        assert!(e.to_string().contains("--max-connections"), "{e}");
+        let e = parse(&["tcp", "80", "web", "--accept-burst", "5"]).unwrap_err();
+        assert!(e.to_string().contains("--accept-rate"), "{e}");
     }
 
     #[test]

@@ -33,8 +33,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 use proxy_core::resolve::CachePolicy;
 use proxy_core::{
-    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, ProxyProtocol, RelayMode, Target,
-    Timeouts,
+    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Limits, ProxyProtocol, Rate,
+    RelayMode, Target, Timeouts,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -281,6 +281,10 @@ struct RawEntry {
     health_check_fall: Option<Spanned<u32>>,
     allow: Option<Vec<Spanned<String>>>,
     deny: Option<Vec<Spanned<String>>>,
+    max_connections: Option<usize>,
+    max_per_source: Option<usize>,
+    accept_rate: Option<u32>,
+    accept_burst: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +320,7 @@ struct Settings {
     accept_proxy: Option<AcceptProxy>,
     health_check: Option<HealthCheck>,
     access: Access,
+    limits: Limits,
 }
 
 impl Settings {
@@ -331,6 +336,7 @@ impl Settings {
             ejection: self.ejection,
             health_check: self.health_check,
             access: self.access.clone(),
+            limits: self.limits,
             proxy_protocol: self.proxy_protocol,
             accept_proxy: self.accept_proxy.clone(),
             backlog: self.backlog,
@@ -352,6 +358,12 @@ impl Settings {
             ejection: self.ejection,
             health_check: self.health_check,
             access: self.access.clone(),
+            limits: {
+                // The most connections is TCP's; a UDP table evicts past max_sessions.
+                let mut limits = self.limits;
+                limits.max_connections = None;
+                limits
+            },
             proxy_protocol: self.proxy_protocol,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
@@ -482,8 +494,10 @@ impl Context<'_> {
             accept_proxy: None,
             health_check: None,
             access: Access::default(),
+            limits: Limits::default(),
         };
         let mut total_set = false;
+        let mut burst: Option<(u32, Range<usize>, String)> = None;
         let mut balance = BalanceArg::RoundRobin;
         let mut affinity: Option<Duration> = None;
         let mut eject_after: Option<u32> = None;
@@ -624,6 +638,31 @@ impl Context<'_> {
             s.max_sessions = e.max_sessions.or(s.max_sessions);
             s.batch_size = e.batch_size.or(s.batch_size);
             s.socket_buffer = e.socket_buffer.or(s.socket_buffer);
+            // 0 lifts a limit [defaults] set.
+            let limit = |n: usize| (n > 0).then_some(n);
+            if let Some(n) = e.max_connections {
+                s.limits.max_connections = limit(n);
+            }
+            if let Some(n) = e.max_per_source {
+                s.limits.max_per_source = limit(n);
+            }
+            if let Some(n) = e.accept_rate {
+                s.limits.accept_rate = (n > 0).then(|| Rate::per_second(n));
+            }
+            if let Some(n) = &e.accept_burst {
+                if *n.get_ref() == 0 {
+                    return Err(self.error(n.span(), &key("accept_burst"), "must be at least 1"));
+                }
+                burst = Some((*n.get_ref(), n.span(), key("accept_burst")));
+            }
+        }
+        match (&mut s.limits.accept_rate, burst) {
+            (Some(rate), Some((n, _, _))) => *rate = rate.burst(n),
+            // Inherited from [defaults], it waits for a forward with a rate.
+            (None, Some((_, span, key))) if key.starts_with("forward") => {
+                return Err(self.error(span, &key, "needs accept_rate"));
+            }
+            _ => {}
         }
         s.balance = balance.policy(affinity);
         s.health_check = check_interval
@@ -848,6 +887,41 @@ idle_timeout = 0
         assert_eq!(a.udp.as_ref().unwrap().proxy_protocol, None);
         assert_eq!(b.balance, Balance::LeastConnections);
         assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");
+    }
+
+    #[test]
+    fn limit_keys() {
+        let text = "[defaults]\nmax_per_source = 10\naccept_rate = 100\n\
+            [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\n\
+            max_connections = 500\naccept_burst = 300\n\
+            [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\n\
+            max_per_source = 0\naccept_rate = 0\n";
+        let c = parse(text, "proxy.toml").unwrap();
+        let a = &c.forwards[0];
+        let mut want = Limits::default();
+        want.max_connections = Some(500);
+        want.max_per_source = Some(10);
+        want.accept_rate = Some(Rate::per_second(100).burst(300));
+        assert_eq!(a.tcp.as_ref().unwrap().limits, want);
+        want.max_connections = None;
+        assert_eq!(
+            a.udp.as_ref().unwrap().limits,
+            want,
+            "max_connections is TCP's"
+        );
+        let b = c.forwards[1].tcp.as_ref().unwrap();
+        assert_eq!(b.limits, Limits::default(), "0 lifts the defaults' limits");
+        let e = err(
+            "[[forward]]\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"a:1\"\naccept_burst = 5\n",
+        );
+        assert_eq!(
+            e,
+            "proxy.toml:5: forward[0].accept_burst: needs accept_rate"
+        );
+        let e = err("[defaults]\naccept_rate = 5\naccept_burst = 0\n");
+        assert_eq!(e, "proxy.toml:3: defaults.accept_burst: must be at least 1");
+        let e = err("[defaults]\nmax_connections = -1\n");
+        assert!(e.starts_with("proxy.toml:2"), "{e}");
     }
 
     #[test]

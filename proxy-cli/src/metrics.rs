@@ -218,6 +218,20 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.denied)],
     ),
     family(
+        "proxy_limited_total",
+        Counter,
+        Both,
+        "TCP connections reset and UDP datagrams dropped by a limit: connections (--max-connections), per_source (--max-per-source) or rate (--accept-rate).",
+        |s| {
+            let l = s.limited;
+            vec![
+                (Some(("limit", "connections")), l.connections),
+                (Some(("limit", "per_source")), l.per_source),
+                (Some(("limit", "rate")), l.rate),
+            ]
+        },
+    ),
+    family(
         "proxy_headers_rejected_total",
         Counter,
         Only(Tcp),

@@ -362,6 +362,39 @@ fn ejected_upstream_fails_fast_and_is_counted() {
     assert_eq!(m.get("proxy_endpoint_ejections_total", &endpoint), 1);
 }
 
+/// `--max-connections 2`: a third connection is reset at once while two are open, logged
+/// as a warning and counted by limit; the open ones keep working.
+#[test]
+fn connections_past_the_limit_are_reset_and_counted() {
+    let echo = Echo::start("127.0.0.1");
+    let target = format!("127.0.0.1:{}", echo.port());
+    let (proxy, admin) = start_with_admin("tcp", &target, &["--max-connections", "2"]);
+    let addr = proxy.listen_addr(&target);
+    let mut open = [connect(addr), connect(addr)];
+    for c in &mut open {
+        ping(c, b"hello");
+    }
+    let mut third = connect(addr);
+    let mut buf = [0u8; 8];
+    let e = third
+        .read(&mut buf)
+        .expect_err("the third connection is reset");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    proxy.expect_line("'refused by the connection limit'", |l| {
+        l.contains(" WARN ") && l.contains("refused by the connection limit")
+    });
+    for c in &mut open {
+        ping(c, b"still there");
+    }
+    let name = format!("tcp:{}", addr.port());
+    let m = Metrics::scrape(admin);
+    let by = |limit| [("forward", name.as_str()), ("limit", limit)];
+    assert_eq!(m.get("proxy_limited_total", &by("connections")), 1);
+    assert_eq!(m.get("proxy_limited_total", &by("per_source")), 0);
+    assert_eq!(m.get("proxy_limited_total", &by("rate")), 0);
+    assert_eq!(echo.accepted(), 2);
+}
+
 /// `proxy udp`: sessions, datagrams and bytes by direction.
 #[test]
 fn udp_metrics_move_with_datagrams() {
