@@ -223,6 +223,45 @@ typedef uint32_t proxy_resolver;
 #endif // __cplusplus
 
 /**
+ * A limit on new connections (or UDP sessions): a value for `proxy_config_set_limit`.
+ * Past a limit, a new TCP connection is reset at once and the datagrams that would start
+ * a UDP session are dropped; both are counted (`proxy_stats.limited_*`). Open connections
+ * are never touched, and the counts outlive `proxy_forwarder_reload`.
+ */
+enum proxy_limit
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The most TCP connections (or UDP sessions) open at once. Default off.
+     */
+    PROXY_LIMIT_MAX_CONNECTIONS = 1,
+    /**
+     * The most TCP connections (or UDP sessions) open at once from one client IP
+     * address. Default off.
+     */
+    PROXY_LIMIT_MAX_PER_SOURCE = 2,
+    /**
+     * The most new TCP connections (or UDP sessions) admitted per second, on average.
+     * Default off.
+     */
+    PROXY_LIMIT_ACCEPT_RATE = 3,
+    /**
+     * How many `ACCEPT_RATE` admits at once after a quiet spell. Default: the rate (one
+     * second's worth); it takes effect once a rate is set.
+     */
+    PROXY_LIMIT_ACCEPT_BURST = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum proxy_limit proxy_limit;
+#else
+typedef uint32_t proxy_limit;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The settings of a forwarder, to pass to `proxy_forwarder_start` and
  * `proxy_forwarder_reload`, which copy what they need: the config may be changed or
  * freed as soon as they return, and one config may start any number of forwarders.
@@ -385,6 +424,18 @@ typedef struct proxy_stats {
      * ICMP port-unreachable reports from the upstream.
      */
     uint64_t udp_upstream_refused;
+    /**
+     * TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_MAX_CONNECTIONS`.
+     */
+    uint64_t limited_connections;
+    /**
+     * TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_MAX_PER_SOURCE`.
+     */
+    uint64_t limited_per_source;
+    /**
+     * TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_ACCEPT_RATE`.
+     */
+    uint64_t limited_rate;
 } proxy_stats;
 
 #ifdef __cplusplus
@@ -500,6 +551,17 @@ proxy_status proxy_config_set_resolver_callback(struct proxy_config *config,
  * Thread safety: see `proxy_config`.
  */
 proxy_status proxy_config_set_worker_threads(struct proxy_config *config, size_t threads);
+
+/**
+ * Sets one limit (`kind` is a `proxy_limit` value) to `value`; 0 turns it off (for
+ * `PROXY_LIMIT_ACCEPT_BURST`: back to the rate).
+ *
+ * Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, or a rate or burst past
+ * 4294967295; the config is unchanged then.
+ *
+ * Thread safety: see `proxy_config`.
+ */
+proxy_status proxy_config_set_limit(struct proxy_config *config, uint32_t kind, uint64_t value);
 
 /**
  * Starts forwarding as `config` says, on threads of the new forwarder's own, and stores

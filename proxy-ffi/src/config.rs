@@ -4,7 +4,7 @@ use std::ffi::{c_char, c_void};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proxy_core::{Target, Timeouts};
+use proxy_core::{Limits, Rate, Target, Timeouts};
 
 use crate::handle::{Castable, OwnershipBox, free_box, to_boxed_mut_ptr, try_mut, try_str};
 use crate::panic::ffi_panic_boundary;
@@ -66,6 +66,26 @@ pub enum proxy_timeout {
     UdpSessionIdle = 6,
 }
 
+/// A limit on new connections (or UDP sessions): a value for `proxy_config_set_limit`.
+/// Past a limit, a new TCP connection is reset at once and the datagrams that would start
+/// a UDP session are dropped; both are counted (`proxy_stats.limited_*`). Open connections
+/// are never touched, and the counts outlive `proxy_forwarder_reload`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum proxy_limit {
+    /// The most TCP connections (or UDP sessions) open at once. Default off.
+    MaxConnections = 1,
+    /// The most TCP connections (or UDP sessions) open at once from one client IP
+    /// address. Default off.
+    MaxPerSource = 2,
+    /// The most new TCP connections (or UDP sessions) admitted per second, on average.
+    /// Default off.
+    AcceptRate = 3,
+    /// How many `ACCEPT_RATE` admits at once after a quiet spell. Default: the rate (one
+    /// second's worth); it takes effect once a rate is set.
+    AcceptBurst = 4,
+}
+
 /// A built-in resolver for host-name targets: a value for `proxy_config_set_resolver`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +114,10 @@ pub(crate) struct Config {
     pub(crate) timeouts: Timeouts,
     pub(crate) resolver: ResolverChoice,
     pub(crate) worker_threads: usize,
+    /// The limits; `accept_rate` is set from `rate` and `burst` when the forwarder starts.
+    limits: Limits,
+    rate: Option<u32>,
+    burst: Option<u32>,
 }
 
 /// Worker threads of a forwarder's runtime unless set.
@@ -120,6 +144,9 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             resolver: ResolverChoice::System,
             worker_threads: DEFAULT_WORKER_THREADS,
+            limits: Limits::default(),
+            rate: None,
+            burst: None,
         }
     }
 }
@@ -130,6 +157,15 @@ impl Config {
         self.target
             .as_ref()
             .ok_or_else(|| Failure::setting("no target set (proxy_config_set_target)"))
+    }
+
+    /// The limits, as set.
+    pub(crate) fn limits(&self) -> Limits {
+        let mut limits = self.limits;
+        limits.accept_rate = self
+            .rate
+            .map(|n| Rate::per_second(n).burst(self.burst.unwrap_or(n)));
+        limits
     }
 
     /// The listen addresses, of which there must be one at least.
@@ -166,6 +202,14 @@ fn timeout_kind(kind: u32) -> Result<proxy_timeout, Failure> {
     .into_iter()
     .find(|k| *k as u32 == kind)
     .ok_or_else(|| Failure::setting(format!("unknown timeout kind {kind}")))
+}
+
+fn limit_kind(kind: u32) -> Result<proxy_limit, Failure> {
+    use proxy_limit::*;
+    [MaxConnections, MaxPerSource, AcceptRate, AcceptBurst]
+        .into_iter()
+        .find(|k| *k as u32 == kind)
+        .ok_or_else(|| Failure::setting(format!("unknown limit kind {kind}")))
 }
 
 /// A new config with the defaults: TCP, no listen address, no target, the default timers
@@ -375,6 +419,38 @@ pub extern "C" fn proxy_config_set_worker_threads(
             )));
         }
         config.worker_threads = threads;
+        Ok(())
+    }
+}
+
+/// Sets one limit (`kind` is a `proxy_limit` value) to `value`; 0 turns it off (for
+/// `PROXY_LIMIT_ACCEPT_BURST`: back to the rate).
+///
+/// Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, or a rate or burst past
+/// 4294967295; the config is unchanged then.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_set_limit(
+    config: *mut proxy_config,
+    kind: u32,
+    value: u64,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        let kind = limit_kind(kind)?;
+        let count = (value != 0).then(|| usize::try_from(value).unwrap_or(usize::MAX));
+        let per_second = || -> Result<Option<u32>, Failure> {
+            let n = u32::try_from(value)
+                .map_err(|_| Failure::setting(format!("{value} a second: at most {}", u32::MAX)))?;
+            Ok((n != 0).then_some(n))
+        };
+        match kind {
+            proxy_limit::MaxConnections => config.limits.max_connections = count,
+            proxy_limit::MaxPerSource => config.limits.max_per_source = count,
+            proxy_limit::AcceptRate => config.rate = per_second()?,
+            proxy_limit::AcceptBurst => config.burst = per_second()?,
+        }
         Ok(())
     }
 }

@@ -100,6 +100,12 @@ pub struct proxy_stats {
     pub udp_truncated: u64,
     /// ICMP port-unreachable reports from the upstream.
     pub udp_upstream_refused: u64,
+    /// TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_MAX_CONNECTIONS`.
+    pub limited_connections: u64,
+    /// TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_MAX_PER_SOURCE`.
+    pub limited_per_source: u64,
+    /// TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_ACCEPT_RATE`.
+    pub limited_rate: u64,
 }
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
@@ -136,6 +142,9 @@ impl proxy_stats {
             (&mut self.udp_dropped, u.dropped),
             (&mut self.udp_truncated, u.truncated),
             (&mut self.udp_upstream_refused, u.upstream_refused),
+            (&mut self.limited_connections, s.limited.connections),
+            (&mut self.limited_per_source, s.limited.per_source),
+            (&mut self.limited_rate, s.limited.rate),
         ];
         for (field, value) in pairs {
             *field = field.saturating_add(value);
@@ -229,12 +238,14 @@ fn plan(config: &Config) -> Result<Planned, Failure> {
         TcpForwarder::builder(listen.iter().copied(), target.clone())
             .shared_resolver(resolver.clone())
             .timeouts(config.timeouts)
+            .limits(config.limits())
             .build()
     };
     let udp = || {
         UdpForwarder::builder(listen.iter().copied(), target.clone())
             .shared_resolver(resolver.clone())
             .timeouts(config.timeouts)
+            .limits(config.limits())
             .build()
     };
     Ok(match config.protocol {

@@ -113,6 +113,17 @@ static void bad_settings(void) {
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_HALF_CLOSE, 0));
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_MAX_LIFETIME, 0));
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_UDP_SESSION_IDLE, 0));
+    CHECK_STATUS(proxy_config_set_limit(NULL, PROXY_LIMIT_MAX_CONNECTIONS, 1),
+                 PROXY_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(proxy_config_set_limit(c, 0, 1), PROXY_STATUS_INVALID_SETTING);
+    CHECK_STATUS(proxy_config_set_limit(c, 9, 1), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("unknown limit kind 9");
+    CHECK_STATUS(proxy_config_set_limit(c, PROXY_LIMIT_ACCEPT_RATE, 1ull << 32),
+                 PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("4294967296 a second");
+    OK(proxy_config_set_limit(c, PROXY_LIMIT_MAX_CONNECTIONS, UINT64_MAX));
+    OK(proxy_config_set_limit(c, PROXY_LIMIT_MAX_CONNECTIONS, 0));
+    OK(proxy_config_set_limit(c, PROXY_LIMIT_ACCEPT_BURST, 0));
     CHECK_STATUS(proxy_config_set_resolver(c, 0), PROXY_STATUS_INVALID_SETTING);
     CHECK_STATUS(proxy_config_set_resolver(c, 3), PROXY_STATUS_INVALID_SETTING);
     CHECK_STATUS(proxy_config_set_worker_threads(c, 0), PROXY_STATUS_INVALID_SETTING);

@@ -273,6 +273,46 @@ static void stats_struct_prefix(void) {
     puts("ok stats_struct_prefix");
 }
 
+/* Two connections open fill PROXY_LIMIT_MAX_CONNECTIONS: a third is reset at once and
+ * counted, the two keep working, and once one closes a new one is served. */
+static void connection_limit(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    OK(proxy_config_set_limit(c, PROXY_LIMIT_MAX_CONNECTIONS, 2));
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+    uint16_t port = port_of(f);
+    int a = tcp_connect(port);
+    int b = tcp_connect(port);
+    tcp_echo_check(a, 100, 1);
+    tcp_echo_check(b, 100, 2);
+    int refused = tcp_connect(port);
+    char byte;
+    errno = 0;
+    CHECK(read(refused, &byte, 1) == -1 && errno == ECONNRESET);
+    close(refused);
+    tcp_echo_check(a, 1000, 3);
+    close(a);
+    double deadline = now_seconds() + 5;
+    while (stats_of(f).connections_open != 1 && now_seconds() < deadline) {
+        sleep_ms(5);
+    }
+    int again = tcp_connect(port);
+    tcp_echo_check(again, 100, 4);
+    close(again);
+    close(b);
+    proxy_stats s = wait_idle(f);
+    CHECK(s.limited_connections == 1);
+    CHECK(s.limited_per_source == 0 && s.limited_rate == 0);
+    CHECK(s.connections_total == 3);
+    CHECK(atomic_load(&echo.tcp_connections) == 3);
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+    puts("ok connection_limit");
+}
+
 int main(void) {
     tcp_forwarding();
     udp_forwarding();
@@ -282,5 +322,6 @@ int main(void) {
     graceful_shutdown_lets_connections_finish();
     two_forwarders_in_one_process();
     stats_struct_prefix();
+    connection_limit();
     return 0;
 }
