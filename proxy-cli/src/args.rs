@@ -655,20 +655,21 @@ pub enum Listen {
     Addrs(Vec<SocketAddr>),
 }
 
-/// The checked settings of `proxy tcp`.
+/// The settings TCP and UDP forwards take alike, from [`CommonArgs`] (or a config file's
+/// keys): one copy in each plan.
 #[derive(Clone, Debug)]
-pub struct TcpPlan {
+pub struct Common {
     /// Where to listen.
     pub listen: Listen,
     /// Where to forward to.
     pub target: Target,
-    /// The connection timers.
+    /// The timers (TCP reads the connection timers, UDP [`Timeouts::udp_session_idle`]).
     pub timeouts: Timeouts,
     /// How long resolved answers are used.
     pub cache: CachePolicy,
     /// Which resolver looks up a host-name target.
     pub resolver: ResolverArg,
-    /// Whether the listeners set SO_REUSEPORT.
+    /// Whether the listening sockets set SO_REUSEPORT.
     pub reuse_port: bool,
     /// How an upstream address is picked.
     pub balance: Balance,
@@ -678,10 +679,19 @@ pub struct TcpPlan {
     pub health_check: Option<HealthCheck>,
     /// Which clients are served.
     pub access: Access,
-    /// How many connections, per client IP and how fast.
+    /// How many connections (or sessions), per client IP and how fast.
     pub limits: Limits,
-    /// The PROXY protocol header sent upstream, if any.
+    /// The PROXY protocol header sent upstream (for UDP, ahead of each datagram), if any.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// How long open connections (or sessions) may finish after SIGINT or SIGTERM.
+    pub drain: Duration,
+}
+
+/// The checked settings of `proxy tcp`.
+#[derive(Clone, Debug)]
+pub struct TcpPlan {
+    /// What TCP and UDP share.
+    pub common: Common,
     /// Which peers' PROXY headers are read, if any.
     pub accept_proxy: Option<AcceptProxy>,
     /// The listen backlog, when not the default.
@@ -690,45 +700,19 @@ pub struct TcpPlan {
     pub pipe_size: Option<usize>,
     /// How bytes are relayed.
     pub relay: RelayMode,
-    /// How long open connections may finish after SIGINT or SIGTERM.
-    pub drain: Duration,
 }
 
 /// The checked settings of `proxy udp`.
 #[derive(Clone, Debug)]
 pub struct UdpPlan {
-    /// Where to listen.
-    pub listen: Listen,
-    /// Where to forward to.
-    pub target: Target,
-    /// The session timer: [`Timeouts::udp_session_idle`].
-    pub timeouts: Timeouts,
-    /// How long resolved answers are used.
-    pub cache: CachePolicy,
-    /// Which resolver looks up a host-name target.
-    pub resolver: ResolverArg,
-    /// Whether the sockets set SO_REUSEPORT.
-    pub reuse_port: bool,
-    /// How an upstream address is picked.
-    pub balance: Balance,
-    /// Passive ejection of failing addresses, if on.
-    pub ejection: Option<Ejection>,
-    /// Active health checks, if on.
-    pub health_check: Option<HealthCheck>,
-    /// Which clients are served.
-    pub access: Access,
-    /// How many sessions per client IP and how fast.
-    pub limits: Limits,
-    /// The PROXY protocol header sent upstream ahead of each datagram, if any.
-    pub proxy_protocol: Option<ProxyProtocol>,
+    /// What TCP and UDP share.
+    pub common: Common,
     /// The session table's size per listen address, when not the default.
     pub max_sessions: Option<usize>,
     /// Datagrams per system call, when not the default.
     pub batch_size: Option<usize>,
     /// Socket buffer bytes, when not the default (0: the system's).
     pub socket_buffer: Option<usize>,
-    /// How long open sessions may finish after SIGINT or SIGTERM.
-    pub drain: Duration,
 }
 
 /// The checked settings of `proxy tcp,udp`: one plan per protocol, with the same listen
@@ -769,7 +753,7 @@ impl TcpArgs {
     ///
     /// A [`UsageError`] when TARGET has no port and PORT is 0.
     pub fn plan(&self) -> Result<TcpPlan, UsageError> {
-        let base = Base::new(self.port, &self.target, &self.common)?;
+        let base = Common::new(self.port, &self.target, &self.common)?;
         let mut timeouts = tcp_timeouts(&self.tcp);
         timeouts.idle = self
             .idle_timeout_seconds
@@ -786,7 +770,7 @@ impl UdpArgs {
     ///
     /// A [`UsageError`] when TARGET has no port and PORT is 0.
     pub fn plan(&self) -> Result<UdpPlan, UsageError> {
-        let base = Base::new(self.port, &self.target, &self.common)?;
+        let base = Common::new(self.port, &self.target, &self.common)?;
         let mut timeouts = Timeouts::default();
         timeouts.udp_session_idle =
             udp_session_idle(self.idle_timeout_seconds.or(self.common.idle_timeout));
@@ -801,7 +785,7 @@ impl TcpUdpArgs {
     ///
     /// A [`UsageError`] when TARGET has no port and PORT is 0.
     pub fn plan(&self) -> Result<TcpUdpPlan, UsageError> {
-        let base = Base::new(self.port, &self.target, &self.common)?;
+        let base = Common::new(self.port, &self.target, &self.common)?;
         let idle = self.idle_timeout_seconds.or(self.common.idle_timeout);
         // One set of timers for both: TCP reads `idle` and the connect timers, UDP reads
         // `udp_session_idle`.
@@ -823,7 +807,7 @@ pub(crate) fn forward_settings(
     tcp: &TcpFlags,
     udp: &UdpFlags,
 ) -> Result<TcpUdpPlan, UsageError> {
-    let base = Base::new(0, &TargetArg::Full(Target::new(host.clone(), 0)), common)?;
+    let base = Common::new(0, &TargetArg::Full(Target::new(host.clone(), 0)), common)?;
     let mut timeouts = tcp_timeouts(tcp);
     timeouts.idle = common.idle_timeout.filter(|d| !d.is_zero());
     timeouts.udp_session_idle = udp_session_idle(common.idle_timeout);
@@ -833,25 +817,9 @@ pub(crate) fn forward_settings(
     })
 }
 
-/// What every forwarding subcommand's arguments say in the same way.
-#[derive(Clone, Debug)]
-struct Base {
-    listen: Listen,
-    target: Target,
-    cache: CachePolicy,
-    resolver: ResolverArg,
-    reuse_port: bool,
-    balance: Balance,
-    ejection: Option<Ejection>,
-    health_check: Option<HealthCheck>,
-    access: Access,
-    limits: Limits,
-    proxy_protocol: Option<ProxyProtocol>,
-    drain: Duration,
-}
-
-impl Base {
-    fn new(port: u16, target: &TargetArg, common: &CommonArgs) -> Result<Base, UsageError> {
+impl Common {
+    /// What `common` says, for PORT and TARGET; the timers are the defaults.
+    fn new(port: u16, target: &TargetArg, common: &CommonArgs) -> Result<Common, UsageError> {
         let target = match target {
             TargetArg::Full(t) => t.clone(),
             TargetArg::HostOnly(host) if port == 0 => {
@@ -894,9 +862,10 @@ impl Base {
             .eject_after
             .map(|n| Ejection::new(n, common.eject_for.unwrap_or(Ejection::default().backoff)));
 
-        Ok(Base {
+        Ok(Common {
             listen,
             target,
+            timeouts: Timeouts::default(),
             cache,
             resolver: common.resolver,
             reuse_port: common.reuse_port,
@@ -957,24 +926,11 @@ fn udp_session_idle(idle: Option<Duration>) -> Option<Duration> {
     }
 }
 
-fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
+fn tcp_plan(mut common: Common, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
+    common.timeouts = timeouts;
+    common.limits.max_connections = t.max_connections.map(|n| n as usize);
     TcpPlan {
-        listen: base.listen,
-        target: base.target,
-        timeouts,
-        cache: base.cache,
-        resolver: base.resolver,
-        reuse_port: base.reuse_port,
-        balance: base.balance,
-        ejection: base.ejection,
-        health_check: base.health_check,
-        access: base.access.clone(),
-        limits: {
-            let mut limits = base.limits;
-            limits.max_connections = t.max_connections.map(|n| n as usize);
-            limits
-        },
-        proxy_protocol: base.proxy_protocol,
+        common,
         accept_proxy: (!t.accept_proxy_from.is_empty()).then(|| {
             let accept = AcceptProxy::new(t.accept_proxy_from.iter().copied());
             match t.proxy_header_timeout {
@@ -985,32 +941,38 @@ fn tcp_plan(base: Base, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
         backlog: t.backlog,
         pipe_size: t.pipe_size,
         relay: t.relay.into(),
-        drain: base.drain,
     }
 }
 
-fn udp_plan(base: Base, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
+fn udp_plan(mut common: Common, timeouts: Timeouts, u: &UdpFlags) -> UdpPlan {
+    common.timeouts = timeouts;
     UdpPlan {
-        listen: base.listen,
-        target: base.target,
-        timeouts,
-        cache: base.cache,
-        resolver: base.resolver,
-        reuse_port: base.reuse_port,
-        balance: base.balance,
-        ejection: base.ejection,
-        health_check: base.health_check,
-        access: base.access.clone(),
-        limits: base.limits,
-        proxy_protocol: base.proxy_protocol,
+        common,
         max_sessions: u.max_sessions.map(|n| n as usize),
         batch_size: u.batch_size.map(usize::from),
         socket_buffer: u.socket_buffer,
-        drain: base.drain,
     }
 }
 
-// ===== impl TcpPlan =====
+// ===== impl TcpPlan, UdpPlan =====
+
+/// `$builder` with the [`Common`] settings `$c` applied and resolving through `$resolver`
+/// (both builders have these setters).
+macro_rules! with_common {
+    ($builder:expr, $c:expr, $resolver:expr) => {
+        $builder
+            .shared_resolver($resolver)
+            .cache($c.cache)
+            .timeouts($c.timeouts)
+            .reuse_port($c.reuse_port)
+            .balance($c.balance)
+            .ejection($c.ejection)
+            .health_check($c.health_check)
+            .access($c.access.clone())
+            .limits($c.limits)
+            .proxy_protocol($c.proxy_protocol)
+    };
+}
 
 impl TcpPlan {
     /// A forwarder builder for these settings, listening on `listen` and resolving through
@@ -1020,17 +982,8 @@ impl TcpPlan {
         listen: Vec<SocketAddr>,
         resolver: Arc<dyn Resolve>,
     ) -> TcpForwarderBuilder {
-        let mut b = TcpForwarder::builder(listen, self.target.clone())
-            .shared_resolver(resolver)
-            .cache(self.cache)
-            .timeouts(self.timeouts)
-            .reuse_port(self.reuse_port)
-            .balance(self.balance)
-            .ejection(self.ejection)
-            .health_check(self.health_check)
-            .access(self.access.clone())
-            .limits(self.limits)
-            .proxy_protocol(self.proxy_protocol)
+        let c = &self.common;
+        let mut b = with_common!(TcpForwarder::builder(listen, c.target.clone()), c, resolver)
             .accept_proxy(self.accept_proxy.clone())
             .relay(self.relay);
         if let Some(backlog) = self.backlog {
@@ -1043,8 +996,6 @@ impl TcpPlan {
     }
 }
 
-// ===== impl UdpPlan =====
-
 impl UdpPlan {
     /// A forwarder builder for these settings, listening on `listen` and resolving through
     /// `resolver`. Call `build()` on it to validate the settings.
@@ -1053,17 +1004,8 @@ impl UdpPlan {
         listen: Vec<SocketAddr>,
         resolver: Arc<dyn Resolve>,
     ) -> UdpForwarderBuilder {
-        let mut b = UdpForwarder::builder(listen, self.target.clone())
-            .shared_resolver(resolver)
-            .cache(self.cache)
-            .timeouts(self.timeouts)
-            .reuse_port(self.reuse_port)
-            .balance(self.balance)
-            .ejection(self.ejection)
-            .health_check(self.health_check)
-            .access(self.access.clone())
-            .limits(self.limits)
-            .proxy_protocol(self.proxy_protocol);
+        let c = &self.common;
+        let mut b = with_common!(UdpForwarder::builder(listen, c.target.clone()), c, resolver);
         if let Some(max) = self.max_sessions {
             b = b.max_sessions(max);
         }
@@ -1372,35 +1314,35 @@ mod tests {
     #[test]
     fn seed_form_uses_port_for_target() {
         let plan = tcp(&["53", "kube-dns.default"]).plan().unwrap();
-        assert_eq!(plan.target.to_string(), "kube-dns.default:53");
-        assert_eq!(plan.listen, Listen::Any(53));
-        assert_eq!(plan.listen.addrs(), vec!["[::]:53".parse().unwrap()]);
+        assert_eq!(plan.common.target.to_string(), "kube-dns.default:53");
+        assert_eq!(plan.common.listen, Listen::Any(53));
+        assert_eq!(plan.common.listen.addrs(), vec!["[::]:53".parse().unwrap()]);
         assert_eq!(
-            plan.listen.ipv4_fallback(),
+            plan.common.listen.ipv4_fallback(),
             Some(vec!["0.0.0.0:53".parse().unwrap()])
         );
-        assert_eq!(plan.timeouts, Timeouts::default());
-        assert_eq!(plan.drain, Duration::from_secs(10));
+        assert_eq!(plan.common.timeouts, Timeouts::default());
+        assert_eq!(plan.common.drain, Duration::from_secs(10));
 
         let plan = tcp(&["5000", "::1"]).plan().unwrap();
-        assert_eq!(plan.target.to_string(), "[::1]:5000");
+        assert_eq!(plan.common.target.to_string(), "[::1]:5000");
         let plan = tcp(&["5000", "[::1]"]).plan().unwrap();
-        assert_eq!(plan.target.to_string(), "[::1]:5000");
+        assert_eq!(plan.common.target.to_string(), "[::1]:5000");
     }
 
     #[test]
     fn positional_idle_timeout() {
         let plan = tcp(&["8080", "web.default:80", "600"]).plan().unwrap();
-        assert_eq!(plan.target.to_string(), "web.default:80");
-        assert_eq!(plan.timeouts.idle, Some(Duration::from_secs(600)));
+        assert_eq!(plan.common.target.to_string(), "web.default:80");
+        assert_eq!(plan.common.timeouts.idle, Some(Duration::from_secs(600)));
         let plan = tcp(&["8080", "web", "500ms"]).plan().unwrap();
-        assert_eq!(plan.timeouts.idle, Some(Duration::from_millis(500)));
+        assert_eq!(plan.common.timeouts.idle, Some(Duration::from_millis(500)));
         let plan = tcp(&["8080", "web", "0"]).plan().unwrap();
-        assert_eq!(plan.timeouts.idle, None);
+        assert_eq!(plan.common.timeouts.idle, None);
         let plan = tcp(&["8080", "web", "--idle-timeout", "5m"])
             .plan()
             .unwrap();
-        assert_eq!(plan.timeouts.idle, Some(Duration::from_secs(300)));
+        assert_eq!(plan.common.timeouts.idle, Some(Duration::from_secs(300)));
         let e = parse(&["tcp", "8080", "web", "5", "--idle-timeout", "5m"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
@@ -1439,24 +1381,27 @@ mod tests {
         .plan()
         .unwrap();
         assert_eq!(
-            plan.listen,
+            plan.common.listen,
             Listen::Addrs(vec![
                 "127.0.0.1:0".parse().unwrap(),
                 "[::1]:9000".parse().unwrap()
             ])
         );
-        assert_eq!(plan.listen.ipv4_fallback(), None);
-        assert_eq!(plan.timeouts.connect, Duration::from_secs(2));
-        assert_eq!(plan.timeouts.connect_total, Duration::from_secs(60));
-        assert_eq!(plan.timeouts.half_close, None);
-        assert_eq!(plan.timeouts.max_lifetime, Some(Duration::from_secs(3600)));
-        assert_eq!(plan.cache.refresh, Some(Duration::from_secs(10)));
-        assert!(plan.reuse_port);
+        assert_eq!(plan.common.listen.ipv4_fallback(), None);
+        assert_eq!(plan.common.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(plan.common.timeouts.connect_total, Duration::from_secs(60));
+        assert_eq!(plan.common.timeouts.half_close, None);
+        assert_eq!(
+            plan.common.timeouts.max_lifetime,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(plan.common.cache.refresh, Some(Duration::from_secs(10)));
+        assert!(plan.common.reuse_port);
         assert_eq!(plan.backlog, Some(16));
         assert_eq!(plan.pipe_size, Some(1 << 20));
         assert_eq!(plan.relay, RelayMode::Copy);
-        assert_eq!(plan.drain, Duration::ZERO);
-        assert_eq!(plan.resolver, ResolverArg::Hickory);
+        assert_eq!(plan.common.drain, Duration::ZERO);
+        assert_eq!(plan.common.resolver, ResolverArg::Hickory);
     }
 
     #[test]
@@ -1464,7 +1409,7 @@ mod tests {
         let plan = tcp(&["80", "web", "--connect-timeout", "30s"])
             .plan()
             .unwrap();
-        assert_eq!(plan.timeouts.connect_total, Duration::from_secs(30));
+        assert_eq!(plan.common.timeouts.connect_total, Duration::from_secs(30));
         let plan = tcp(&[
             "80",
             "web",
@@ -1477,7 +1422,7 @@ mod tests {
         .unwrap();
         let resolver: Arc<dyn Resolve> = Arc::new(proxy_core::resolve::SystemResolver::new());
         let e = plan
-            .builder(plan.listen.addrs(), resolver)
+            .builder(plan.common.listen.addrs(), resolver)
             .build()
             .unwrap_err();
         assert_eq!(e, proxy_core::BuildError::ConnectTimeoutExceedsTotal);
@@ -1543,9 +1488,9 @@ mod tests {
         ])
         .plan()
         .unwrap();
-        assert_eq!(plan.balance, Balance::LeastConnections);
+        assert_eq!(plan.common.balance, Balance::LeastConnections);
         assert_eq!(
-            plan.ejection,
+            plan.common.ejection,
             Some(Ejection::new(2, Duration::from_secs(5)))
         );
         let plan = udp(&[
@@ -1559,27 +1504,27 @@ mod tests {
         .plan()
         .unwrap();
         assert_eq!(
-            plan.balance,
+            plan.common.balance,
             Balance::ClientIp {
                 timeout: Duration::from_secs(600)
             }
         );
-        assert_eq!(plan.ejection, None);
+        assert_eq!(plan.common.ejection, None);
         let plan = udp(&["53", "dns", "--balance", "client-ip", "--eject-after", "1"])
             .plan()
             .unwrap();
-        assert_eq!(plan.balance, Balance::client_ip());
+        assert_eq!(plan.common.balance, Balance::client_ip());
         assert_eq!(
-            plan.ejection,
+            plan.common.ejection,
             Some(Ejection::new(1, Duration::from_secs(10)))
         );
         let plan = tcp(&["80", "web", "--proxy-protocol", "v1"])
             .plan()
             .unwrap();
-        assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V1));
+        assert_eq!(plan.common.proxy_protocol, Some(ProxyProtocol::V1));
         assert_eq!(plan.accept_proxy, None);
-        assert_eq!(plan.health_check, None);
-        assert_eq!(plan.access, Access::default());
+        assert_eq!(plan.common.health_check, None);
+        assert_eq!(plan.common.access, Access::default());
         let plan = udp(&[
             "53",
             "dns",
@@ -1591,7 +1536,7 @@ mod tests {
         .plan()
         .unwrap();
         assert_eq!(
-            plan.access,
+            plan.common.access,
             Access::new([cidr("10.0.0.0/8")], [cidr("10.9.0.0/16")])
         );
         let e = parse(&["tcp", "80", "web", "--deny", "nope"]).unwrap_err();
@@ -1607,7 +1552,7 @@ mod tests {
         .plan()
         .unwrap();
         let want = HealthCheck::every(Duration::from_secs(2)).with(Duration::from_secs(1), 2, 5);
-        assert_eq!(plan.health_check, Some(want));
+        assert_eq!(plan.common.health_check, Some(want));
         let e = parse(&["tcp", "80", "web", "--health-check-rise", "2"]).unwrap_err();
         assert!(e.to_string().contains("--health-check-interval"), "{e}");
         let plan = tcp(&[
@@ -1630,12 +1575,15 @@ mod tests {
         let plan = udp(&["53", "dns", "--proxy-protocol", "v2"])
             .plan()
             .unwrap();
-        assert_eq!(plan.proxy_protocol, Some(ProxyProtocol::V2));
-        assert_eq!(tcp(&["80", "web"]).plan().unwrap().proxy_protocol, None);
-        let plan = tcp(&["80", "web", "--balance", "p2c"]).plan().unwrap();
-        assert_eq!(plan.balance, Balance::PowerOfTwoChoices);
+        assert_eq!(plan.common.proxy_protocol, Some(ProxyProtocol::V2));
         assert_eq!(
-            tcp(&["80", "web"]).plan().unwrap().balance,
+            tcp(&["80", "web"]).plan().unwrap().common.proxy_protocol,
+            None
+        );
+        let plan = tcp(&["80", "web", "--balance", "p2c"]).plan().unwrap();
+        assert_eq!(plan.common.balance, Balance::PowerOfTwoChoices);
+        assert_eq!(
+            tcp(&["80", "web"]).plan().unwrap().common.balance,
             Balance::RoundRobin
         );
         // The affinity timeout belongs to client-ip.
@@ -1669,7 +1617,7 @@ mod tests {
     #[test]
     fn srv_targets_take_no_port() {
         let plan = tcp(&["8080", "srv:_http._tcp.web.default"]).plan().unwrap();
-        assert_eq!(plan.target.to_string(), "srv:_http._tcp.web.default");
+        assert_eq!(plan.common.target.to_string(), "srv:_http._tcp.web.default");
         let e = parse(&["tcp", "8080", "srv:_http._tcp.web:80"]).unwrap_err();
         assert!(e.to_string().contains("an SRV target takes no port"), "{e}");
     }
@@ -1719,12 +1667,15 @@ mod tests {
     #[test]
     fn udp_seed_form() {
         let plan = udp(&["53", "kube-dns.default", "1"]).plan().unwrap();
-        assert_eq!(plan.target.to_string(), "kube-dns.default:53");
-        assert_eq!(plan.listen, Listen::Any(53));
-        assert_eq!(plan.timeouts.udp_session_idle, Some(Duration::from_secs(1)));
+        assert_eq!(plan.common.target.to_string(), "kube-dns.default:53");
+        assert_eq!(plan.common.listen, Listen::Any(53));
+        assert_eq!(
+            plan.common.timeouts.udp_session_idle,
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(plan.max_sessions, None);
         assert_eq!(plan.batch_size, None);
-        assert_eq!(plan.drain, Duration::from_secs(10));
+        assert_eq!(plan.common.drain, Duration::from_secs(10));
     }
 
     #[test]
@@ -1736,17 +1687,17 @@ mod tests {
             "documented in --help"
         );
         let plan = udp(&["53", "dns"]).plan().unwrap();
-        assert_eq!(plan.timeouts.udp_session_idle, default);
+        assert_eq!(plan.common.timeouts.udp_session_idle, default);
         let plan = udp(&["53", "dns", "0"]).plan().unwrap();
-        assert_eq!(plan.timeouts.udp_session_idle, None);
+        assert_eq!(plan.common.timeouts.udp_session_idle, None);
         let plan = udp(&["53", "dns", "500ms"]).plan().unwrap();
         assert_eq!(
-            plan.timeouts.udp_session_idle,
+            plan.common.timeouts.udp_session_idle,
             Some(Duration::from_millis(500))
         );
         let plan = udp(&["53", "dns", "--idle-timeout", "2m"]).plan().unwrap();
         assert_eq!(
-            plan.timeouts.udp_session_idle,
+            plan.common.timeouts.udp_session_idle,
             Some(Duration::from_secs(120))
         );
         let e = parse(&["udp", "53", "dns", "5", "--idle-timeout", "5m"]).unwrap_err();
@@ -1776,26 +1727,32 @@ mod tests {
         .unwrap();
         assert_eq!(plan.socket_buffer, Some(1 << 20));
         assert_eq!(
-            plan.listen,
+            plan.common.listen,
             Listen::Addrs(vec!["127.0.0.1:0".parse().unwrap()])
         );
         assert_eq!(plan.max_sessions, Some(100));
         assert_eq!(plan.batch_size, Some(1));
-        assert!(plan.reuse_port);
-        assert_eq!(plan.cache.refresh, Some(Duration::from_secs(5)));
-        assert_eq!(plan.drain, Duration::from_secs(1));
+        assert!(plan.common.reuse_port);
+        assert_eq!(plan.common.cache.refresh, Some(Duration::from_secs(5)));
+        assert_eq!(plan.common.drain, Duration::from_secs(1));
         let resolver: Arc<dyn Resolve> = Arc::new(proxy_core::resolve::SystemResolver::new());
-        plan.builder(plan.listen.addrs(), resolver).build().unwrap();
+        plan.builder(plan.common.listen.addrs(), resolver)
+            .build()
+            .unwrap();
         // The largest --batch-size is the largest the library takes.
         let plan = udp(&["53", "dns", "--batch-size", "64"]).plan().unwrap();
         assert_eq!(plan.batch_size, Some(64));
         let resolver: Arc<dyn Resolve> = Arc::new(proxy_core::resolve::SystemResolver::new());
-        plan.builder(plan.listen.addrs(), resolver.clone())
+        plan.builder(plan.common.listen.addrs(), resolver.clone())
             .build()
             .unwrap();
         let mut over = plan.clone();
         over.batch_size = Some(MAX_BATCH_SIZE as usize + 1);
-        assert!(over.builder(over.listen.addrs(), resolver).build().is_err());
+        assert!(
+            over.builder(over.common.listen.addrs(), resolver)
+                .build()
+                .is_err()
+        );
     }
 
     #[test]
@@ -1840,18 +1797,18 @@ mod tests {
         want.max_connections = Some(1000);
         want.max_per_source = Some(20);
         want.accept_rate = Some(Rate::per_second(50));
-        assert_eq!(plan.tcp.limits, want);
+        assert_eq!(plan.tcp.common.limits, want);
         want.max_connections = None;
-        assert_eq!(plan.udp.limits, want, "--max-connections is TCP's");
+        assert_eq!(plan.udp.common.limits, want, "--max-connections is TCP's");
         let plan = udp(&["53", "dns", "--accept-rate", "5", "--accept-burst", "100"])
             .plan()
             .unwrap();
         assert_eq!(
-            plan.limits.accept_rate,
+            plan.common.limits.accept_rate,
             Some(Rate::per_second(5).burst(100))
         );
         assert_eq!(
-            tcp(&["80", "web"]).plan().unwrap().limits,
+            tcp(&["80", "web"]).plan().unwrap().common.limits,
             Limits::default()
         );
         for (args, bad) in [
@@ -1876,14 +1833,14 @@ mod tests {
                 panic!("{proto}: {:?}", cli.command)
             };
             let plan = args.plan().unwrap();
-            for target in [&plan.tcp.target, &plan.udp.target] {
+            for target in [&plan.tcp.common.target, &plan.udp.common.target] {
                 assert_eq!(target.to_string(), "kube-dns.default:53");
             }
-            assert_eq!(plan.tcp.listen, Listen::Any(53));
-            assert_eq!(plan.udp.listen, Listen::Any(53));
-            assert_eq!(plan.tcp.timeouts.idle, Some(Duration::from_secs(1)));
+            assert_eq!(plan.tcp.common.listen, Listen::Any(53));
+            assert_eq!(plan.udp.common.listen, Listen::Any(53));
+            assert_eq!(plan.tcp.common.timeouts.idle, Some(Duration::from_secs(1)));
             assert_eq!(
-                plan.udp.timeouts.udp_session_idle,
+                plan.udp.common.timeouts.udp_session_idle,
                 Some(Duration::from_secs(1))
             );
         }
@@ -1898,17 +1855,17 @@ mod tests {
     fn tcp_udp_idle_timeout_and_flags() {
         // Absent: TCP has none, UDP the library default.
         let plan = tcp_udp(&["53", "dns"]).plan().unwrap();
-        assert_eq!(plan.tcp.timeouts.idle, None);
+        assert_eq!(plan.tcp.common.timeouts.idle, None);
         assert_eq!(
-            plan.udp.timeouts.udp_session_idle,
+            plan.udp.common.timeouts.udp_session_idle,
             Timeouts::default().udp_session_idle
         );
         // Zero: neither has one.
         let plan = tcp_udp(&["53", "dns", "--idle-timeout", "0"])
             .plan()
             .unwrap();
-        assert_eq!(plan.tcp.timeouts.idle, None);
-        assert_eq!(plan.udp.timeouts.udp_session_idle, None);
+        assert_eq!(plan.tcp.common.timeouts.idle, None);
+        assert_eq!(plan.udp.common.timeouts.udp_session_idle, None);
         // TCP flags go to TCP, UDP flags to UDP, shared ones to both.
         let plan = tcp_udp(&[
             "0",
@@ -1929,14 +1886,14 @@ mod tests {
         ])
         .plan()
         .unwrap();
-        assert_eq!(plan.tcp.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(plan.tcp.common.timeouts.connect, Duration::from_secs(2));
         assert_eq!(plan.tcp.pipe_size, Some(1 << 20));
         assert_eq!(plan.udp.max_sessions, Some(7));
         assert_eq!(plan.udp.batch_size, Some(8));
-        assert!(plan.tcp.reuse_port && plan.udp.reuse_port);
-        assert_eq!(plan.tcp.listen, plan.udp.listen);
-        assert_eq!(plan.tcp.drain, Duration::from_secs(3));
-        assert_eq!(plan.udp.drain, Duration::from_secs(3));
+        assert!(plan.tcp.common.reuse_port && plan.udp.common.reuse_port);
+        assert_eq!(plan.tcp.common.listen, plan.udp.common.listen);
+        assert_eq!(plan.tcp.common.drain, Duration::from_secs(3));
+        assert_eq!(plan.udp.common.drain, Duration::from_secs(3));
         let e = parse(&["tcp,udp", "abc", "web"]).unwrap_err().to_string();
         assert!(e.contains("'abc'") && e.contains("<PORT>"), "{e}");
     }

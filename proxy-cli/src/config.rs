@@ -40,8 +40,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::args::{
-    BalanceArg, Listen, LogFormat, ProxyProtocolArg, RelayArg, ResolverArg, TcpPlan, UdpPlan,
-    parse_admin, parse_duration,
+    BalanceArg, Common, Listen, LogFormat, ProxyProtocolArg, RelayArg, ResolverArg, TcpPlan,
+    UdpPlan, parse_admin, parse_duration,
 };
 
 /// A checked configuration file.
@@ -324,8 +324,8 @@ struct Settings {
 }
 
 impl Settings {
-    fn tcp_plan(&self, listen: Listen, target: Target, drain: Duration) -> TcpPlan {
-        TcpPlan {
+    fn common(&self, listen: Listen, target: Target, drain: Duration) -> Common {
+        Common {
             listen,
             target,
             timeouts: self.timeouts,
@@ -338,37 +338,29 @@ impl Settings {
             access: self.access.clone(),
             limits: self.limits,
             proxy_protocol: self.proxy_protocol,
-            accept_proxy: self.accept_proxy.clone(),
-            backlog: self.backlog,
-            pipe_size: self.pipe_size,
-            relay: self.relay,
             drain,
         }
     }
 
+    fn tcp_plan(&self, listen: Listen, target: Target, drain: Duration) -> TcpPlan {
+        TcpPlan {
+            common: self.common(listen, target, drain),
+            accept_proxy: self.accept_proxy.clone(),
+            backlog: self.backlog,
+            pipe_size: self.pipe_size,
+            relay: self.relay,
+        }
+    }
+
     fn udp_plan(&self, listen: Listen, target: Target, drain: Duration) -> UdpPlan {
+        let mut common = self.common(listen, target, drain);
+        // The most connections is TCP's; a UDP table evicts past max_sessions.
+        common.limits.max_connections = None;
         UdpPlan {
-            listen,
-            target,
-            timeouts: self.timeouts,
-            cache: self.cache,
-            resolver: self.resolver,
-            reuse_port: self.reuse_port,
-            balance: self.balance,
-            ejection: self.ejection,
-            health_check: self.health_check,
-            access: self.access.clone(),
-            limits: {
-                // The most connections is TCP's; a UDP table evicts past max_sessions.
-                let mut limits = self.limits;
-                limits.max_connections = None;
-                limits
-            },
-            proxy_protocol: self.proxy_protocol,
+            common,
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
             socket_buffer: self.socket_buffer,
-            drain,
         }
     }
 }
@@ -740,15 +732,18 @@ idle_timeout = 0
         assert_eq!(dns.name, "dns");
         let tcp = dns.tcp.as_ref().unwrap();
         let udp = dns.udp.as_ref().unwrap();
-        assert!(matches!(tcp.listen, Listen::Any(53)));
-        assert_eq!(tcp.timeouts.connect, Duration::from_secs(2));
-        assert_eq!(tcp.timeouts.idle, Some(Duration::from_secs(600)));
-        assert_eq!(udp.timeouts.udp_session_idle, Some(Duration::from_secs(1)));
+        assert!(matches!(tcp.common.listen, Listen::Any(53)));
+        assert_eq!(tcp.common.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(tcp.common.timeouts.idle, Some(Duration::from_secs(600)));
+        assert_eq!(
+            udp.common.timeouts.udp_session_idle,
+            Some(Duration::from_secs(1))
+        );
         let web = &c.forwards[1];
         assert_eq!(web.name, "tcp 127.0.0.1:8080,[::1]:8080");
         assert!(web.udp.is_none());
         assert_eq!(
-            web.tcp.as_ref().unwrap().timeouts.idle,
+            web.tcp.as_ref().unwrap().common.timeouts.idle,
             None,
             "0 turns it off"
         );
@@ -851,12 +846,12 @@ idle_timeout = 0
         let a = &c.forwards[0];
         for (balance, ejection) in [
             (
-                a.tcp.as_ref().unwrap().balance,
-                a.tcp.as_ref().unwrap().ejection,
+                a.tcp.as_ref().unwrap().common.balance,
+                a.tcp.as_ref().unwrap().common.ejection,
             ),
             (
-                a.udp.as_ref().unwrap().balance,
-                a.udp.as_ref().unwrap().ejection,
+                a.udp.as_ref().unwrap().common.balance,
+                a.udp.as_ref().unwrap().common.ejection,
             ),
         ] {
             assert_eq!(
@@ -868,7 +863,7 @@ idle_timeout = 0
             assert_eq!(ejection, Some(Ejection::new(2, Duration::from_secs(30))));
         }
         let b = c.forwards[1].tcp.as_ref().unwrap();
-        assert_eq!(b.proxy_protocol, Some(ProxyProtocol::V1));
+        assert_eq!(b.common.proxy_protocol, Some(ProxyProtocol::V1));
         let accept = b.accept_proxy.as_ref().expect("accept_proxy_from");
         assert_eq!(
             accept.trusted,
@@ -880,13 +875,19 @@ idle_timeout = 0
         assert_eq!(accept.timeout, Duration::from_secs(2));
         assert_eq!(a.tcp.as_ref().unwrap().accept_proxy, None);
         let want = HealthCheck::every(Duration::from_secs(3)).with(Duration::from_secs(1), 2, 4);
-        assert_eq!(a.udp.as_ref().unwrap().health_check, Some(want));
-        assert_eq!(b.health_check, Some(want), "from [defaults]");
-        assert_eq!(b.access.deny, ["192.0.2.0/24".parse::<Cidr>().unwrap()]);
-        assert!(a.tcp.as_ref().unwrap().access.deny.is_empty());
-        assert_eq!(a.udp.as_ref().unwrap().proxy_protocol, None);
-        assert_eq!(b.balance, Balance::LeastConnections);
-        assert_eq!(b.ejection, None, "eject_after = 0 turns the default off");
+        assert_eq!(a.udp.as_ref().unwrap().common.health_check, Some(want));
+        assert_eq!(b.common.health_check, Some(want), "from [defaults]");
+        assert_eq!(
+            b.common.access.deny,
+            ["192.0.2.0/24".parse::<Cidr>().unwrap()]
+        );
+        assert!(a.tcp.as_ref().unwrap().common.access.deny.is_empty());
+        assert_eq!(a.udp.as_ref().unwrap().common.proxy_protocol, None);
+        assert_eq!(b.common.balance, Balance::LeastConnections);
+        assert_eq!(
+            b.common.ejection, None,
+            "eject_after = 0 turns the default off"
+        );
     }
 
     #[test]
@@ -902,15 +903,19 @@ idle_timeout = 0
         want.max_connections = Some(500);
         want.max_per_source = Some(10);
         want.accept_rate = Some(Rate::per_second(100).burst(300));
-        assert_eq!(a.tcp.as_ref().unwrap().limits, want);
+        assert_eq!(a.tcp.as_ref().unwrap().common.limits, want);
         want.max_connections = None;
         assert_eq!(
-            a.udp.as_ref().unwrap().limits,
+            a.udp.as_ref().unwrap().common.limits,
             want,
             "max_connections is TCP's"
         );
         let b = c.forwards[1].tcp.as_ref().unwrap();
-        assert_eq!(b.limits, Limits::default(), "0 lifts the defaults' limits");
+        assert_eq!(
+            b.common.limits,
+            Limits::default(),
+            "0 lifts the defaults' limits"
+        );
         let e = err(
             "[[forward]]\nprotocol = \"tcp\"\nlisten = 80\ntarget = \"a:1\"\naccept_burst = 5\n",
         );

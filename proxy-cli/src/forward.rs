@@ -491,7 +491,7 @@ pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> 
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver: Arc<dyn Resolve> = Arc::new(SharedLookups::new(running::resolver(
         &Target::new(plan.host.clone(), 0),
-        plan.settings.tcp.resolver,
+        plan.settings.tcp.common.resolver,
     )?));
     // Reject bad settings (exit code 2) before binding anything.
     let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -536,7 +536,7 @@ async fn forward(
         .iter()
         .map(|b| forwarding_line(b.addr, b.mapping))
         .collect();
-    let drain = plan.settings.tcp.drain;
+    let drain = plan.settings.tcp.common.drain;
     let first_port = bound.first().map(|b| b.addr.port().to_string());
     let all_ports = ports_env(&bound);
     // Named by protocol and bound address (`tcp:127.0.0.1:8888`): the sockets of one
@@ -824,12 +824,12 @@ impl Binder<'_> {
         Ok(match m.protocol {
             Protocol::Tcp => {
                 let mut plan = self.plan.settings.tcp.clone();
-                plan.target = target;
+                plan.common.target = target;
                 running::build_tcp(&plan, vec![listen], resolver)?.start()
             }
             Protocol::Udp => {
                 let mut plan = self.plan.settings.udp.clone();
-                plan.target = target;
+                plan.common.target = target;
                 running::build_udp(&plan, vec![listen], resolver)?.start()
             }
         })
@@ -1224,20 +1224,20 @@ mod tests {
         assert_eq!(plan.ports_file.as_deref(), Some(Path::new("p.json")));
         assert_eq!(plan.command, ["sh", "-c", "exit 3"]);
         let (tcp, udp) = (&plan.settings.tcp, &plan.settings.udp);
-        assert_eq!(tcp.timeouts.idle, Some(Duration::from_secs(300)));
-        assert_eq!(tcp.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(tcp.common.timeouts.idle, Some(Duration::from_secs(300)));
+        assert_eq!(tcp.common.timeouts.connect, Duration::from_secs(2));
         assert_eq!(
-            udp.timeouts.udp_session_idle,
+            udp.common.timeouts.udp_session_idle,
             Some(Duration::from_secs(300))
         );
         assert_eq!(udp.max_sessions, Some(9));
-        assert_eq!(tcp.drain, Duration::from_secs(1));
-        assert_eq!(tcp.resolver, args::ResolverArg::Hickory);
+        assert_eq!(tcp.common.drain, Duration::from_secs(1));
+        assert_eq!(tcp.common.resolver, args::ResolverArg::Hickory);
         // Defaults: no TCP idle timeout, UDP sessions end after 30 s.
         let plan = parse(&["db", "80"]).unwrap().plan().unwrap();
-        assert_eq!(plan.settings.tcp.timeouts.idle, None);
+        assert_eq!(plan.settings.tcp.common.timeouts.idle, None);
         assert_eq!(
-            plan.settings.udp.timeouts.udp_session_idle,
+            plan.settings.udp.common.timeouts.udp_session_idle,
             Some(Duration::from_secs(30))
         );
         assert!(plan.command.is_empty() && plan.ports_file.is_none());

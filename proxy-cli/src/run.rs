@@ -126,16 +126,16 @@ fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
     match (command, config) {
         (Command::Tcp(args), _) => {
             let plan = args.plan()?;
-            build_tcp(&plan, plan.listen.addrs(), resolver())?;
+            build_tcp(&plan, plan.common.listen.addrs(), resolver())?;
         }
         (Command::Udp(args), _) => {
             let plan = args.plan()?;
-            build_udp(&plan, plan.listen.addrs(), resolver())?;
+            build_udp(&plan, plan.common.listen.addrs(), resolver())?;
         }
         (Command::TcpUdp(args), _) => {
             let plan = args.plan()?;
-            build_tcp(&plan.tcp, plan.tcp.listen.addrs(), resolver())?;
-            build_udp(&plan.udp, plan.udp.listen.addrs(), resolver())?;
+            build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver())?;
+            build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver())?;
         }
         (Command::Forward(args), _) => {
             args.plan()?;
@@ -235,31 +235,31 @@ async fn tcp(args: &TcpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     // Installed before the listeners log "Forwarding from", so a signal sent after that
     // line always drains rather than killing the process.
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan.target, plan.resolver)?;
+    let resolver = resolver(&plan.common.target, plan.common.resolver)?;
     let handle = match systemd::take_sockets(Wants::TCP)? {
         Some(sockets) => {
-            build_tcp(&plan, plan.listen.addrs(), resolver)?.start_from(sockets.tcp)?
+            build_tcp(&plan, plan.common.listen.addrs(), resolver)?.start_from(sockets.tcp)?
         }
         None => start_tcp(&plan, resolver)?,
     };
-    let tcp = register(forwards, Protocol::Tcp, &plan.target, handle);
-    serve_until_signal(forwards, vec![tcp], signals, plan.drain).await
+    let tcp = register(forwards, Protocol::Tcp, &plan.common.target, handle);
+    serve_until_signal(forwards, vec![tcp], signals, plan.common.drain).await
 }
 
 async fn udp(args: &UdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan.target, plan.resolver)?;
+    let resolver = resolver(&plan.common.target, plan.common.resolver)?;
     let handle = match systemd::take_sockets(Wants::UDP)? {
         Some(sockets) => {
-            build_udp(&plan, plan.listen.addrs(), resolver)?.start_from(sockets.udp)?
+            build_udp(&plan, plan.common.listen.addrs(), resolver)?.start_from(sockets.udp)?
         }
-        None => start_with_ipv4_fallback(&plan.listen, |listen| {
+        None => start_with_ipv4_fallback(&plan.common.listen, |listen| {
             Ok(build_udp(&plan, listen, resolver.clone())?.start())
         })?,
     };
-    let udp = register(forwards, Protocol::Udp, &plan.target, handle);
-    serve_until_signal(forwards, vec![udp], signals, plan.drain).await
+    let udp = register(forwards, Protocol::Udp, &plan.common.target, handle);
+    serve_until_signal(forwards, vec![udp], signals, plan.common.drain).await
 }
 
 /// `proxy tcp,udp`: TCP binds first; UDP then binds the addresses TCP got, so both serve
@@ -270,21 +270,21 @@ async fn udp(args: &UdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
 async fn tcp_udp(args: &TcpUdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan.tcp.target, plan.tcp.resolver)?;
+    let resolver = resolver(&plan.tcp.common.target, plan.tcp.common.resolver)?;
     // Reject bad UDP settings (exit code 2) before binding anything.
-    build_udp(&plan.udp, plan.udp.listen.addrs(), resolver.clone())?;
+    build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver.clone())?;
     if let Some(sockets) = systemd::take_sockets(Wants::TCP_UDP)? {
-        let tcp = build_tcp(&plan.tcp, plan.tcp.listen.addrs(), resolver.clone())?
+        let tcp = build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver.clone())?
             .start_from(sockets.tcp)
             .context("TCP")?;
-        let udp = build_udp(&plan.udp, plan.udp.listen.addrs(), resolver)?
+        let udp = build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver)?
             .start_from(sockets.udp)
             .context("UDP")?;
-        let tcp = register(forwards, Protocol::Tcp, &plan.tcp.target, tcp);
-        let udp = register(forwards, Protocol::Udp, &plan.udp.target, udp);
-        return serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.drain).await;
+        let tcp = register(forwards, Protocol::Tcp, &plan.tcp.common.target, tcp);
+        let udp = register(forwards, Protocol::Udp, &plan.udp.common.target, udp);
+        return serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.common.drain).await;
     }
-    let kernel_port = plan.tcp.listen.addrs().iter().any(|a| a.port() == 0);
+    let kernel_port = plan.tcp.common.listen.addrs().iter().any(|a| a.port() == 0);
     let mut passed_over = Vec::new();
     let started = async {
         for attempt in 1..=SAME_PORT_TRIES {
@@ -317,9 +317,9 @@ async fn tcp_udp(args: &TcpUdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
         tcp.shutdown(Duration::ZERO).await;
     }
     let (tcp, udp) = started?;
-    let tcp = register(forwards, Protocol::Tcp, &plan.tcp.target, tcp);
-    let udp = register(forwards, Protocol::Udp, &plan.udp.target, udp);
-    serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.drain).await
+    let tcp = register(forwards, Protocol::Tcp, &plan.tcp.common.target, tcp);
+    let udp = register(forwards, Protocol::Udp, &plan.udp.common.target, udp);
+    serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.common.drain).await
 }
 
 /// Lists a started forwarder in `forwards` as `tcp:PORT` or `udp:PORT`.
@@ -334,7 +334,7 @@ fn register(
 }
 
 fn start_tcp(plan: &TcpPlan, resolver: Arc<dyn Resolve>) -> anyhow::Result<ForwarderHandle> {
-    start_with_ipv4_fallback(&plan.listen, |listen| {
+    start_with_ipv4_fallback(&plan.common.listen, |listen| {
         Ok(build_tcp(plan, listen, resolver.clone())?.start())
     })
 }

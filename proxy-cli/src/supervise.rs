@@ -170,28 +170,28 @@ pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Bui
     let mut all = BTreeMap::new();
     for forward in &config.forwards {
         if let Some(plan) = &forward.tcp {
-            let resolver = resolver(&plan.target, plan.resolver)?;
-            let forwarder = build_tcp(plan, plan.listen.addrs(), resolver)
+            let resolver = resolver(&plan.common.target, plan.common.resolver)?;
+            let forwarder = build_tcp(plan, plan.common.listen.addrs(), resolver)
                 .map_err(|e| UsageError(format!("forward `{}`: {}", forward.name, e.0)))?;
             all.insert(
                 (forward.name.clone(), Protocol::Tcp),
                 Built {
                     forwarder: forwarder.into(),
-                    listen: plan.listen.clone(),
-                    target: plan.target.to_string(),
+                    listen: plan.common.listen.clone(),
+                    target: plan.common.target.to_string(),
                 },
             );
         }
         if let Some(plan) = &forward.udp {
-            let resolver = resolver(&plan.target, plan.resolver)?;
-            let forwarder = build_udp(plan, plan.listen.addrs(), resolver)
+            let resolver = resolver(&plan.common.target, plan.common.resolver)?;
+            let forwarder = build_udp(plan, plan.common.listen.addrs(), resolver)
                 .map_err(|e| UsageError(format!("forward `{}`: {}", forward.name, e.0)))?;
             all.insert(
                 (forward.name.clone(), Protocol::Udp),
                 Built {
                     forwarder: forwarder.into(),
-                    listen: plan.listen.clone(),
-                    target: plan.target.to_string(),
+                    listen: plan.common.listen.clone(),
+                    target: plan.common.target.to_string(),
                 },
             );
         }
