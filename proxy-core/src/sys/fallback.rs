@@ -37,6 +37,11 @@ pub(crate) fn peek(socket: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result
     socket.peek(uninit)
 }
 
+/// Unknown here: 0, so nothing waits for the peer to acknowledge bytes.
+pub(crate) fn unacknowledged<T>(_socket: T) -> io::Result<usize> {
+    Ok(0)
+}
+
 /// Whether a splice error means "cannot splice"; never reached without splice.
 pub(crate) fn splice_unsupported(_e: &io::Error) -> bool {
     true

@@ -1,7 +1,8 @@
 //! Platform back ends: `splice(2)` through pipes on Linux, a fallback with the same API
 //! elsewhere; batched UDP I/O with packet info. The only module allowed to hold `unsafe`:
-//! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` through libc, and the
-//! descriptors systemd passes become `OwnedFd`s in `systemd.rs`.
+//! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` and the SIOCOUTQ
+//! ioctl through libc, and the descriptors systemd passes become `OwnedFd`s in
+//! `systemd.rs`.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -17,4 +18,4 @@ mod linux_udp;
 pub(crate) mod systemd;
 pub(crate) mod udp;
 
-pub(crate) use imp::{Pipe, SPLICE, peek, splice_unsupported};
+pub(crate) use imp::{Pipe, SPLICE, peek, splice_unsupported, unacknowledged};

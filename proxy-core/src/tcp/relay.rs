@@ -238,7 +238,8 @@ pub(crate) enum Close {
     Done,
     /// A timer fired; the connection was closed (reset if bytes were still in flight).
     Timeout(TimeoutKind),
-    /// A peer reset the connection or failed; the other peer was reset too.
+    /// A peer reset the connection or failed; the other peer was reset too, once it had
+    /// taken what the failed peer sent before (or made no progress for 5 s).
     Reset(HalfError),
     /// The forwarder shut down past its grace period; both peers were reset.
     Shutdown,
@@ -275,7 +276,8 @@ impl Close {
 }
 
 /// Relays between `client` and `upstream` until both directions end, a timer fires, a peer
-/// fails, or `closing` is cancelled. Each FIN is forwarded as a FIN and each failure as a RST.
+/// fails, or `closing` is cancelled. Each FIN is forwarded as a FIN and each failure as a
+/// RST, behind the bytes the failed peer sent before it.
 pub(crate) async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -331,33 +333,24 @@ pub(crate) async fn relay(
     let (mut up_done, mut down_done) = (false, false);
     let mut watch = Watch::default();
 
-    loop {
+    let failed = loop {
         tokio::select! {
-            r = &mut up, if !up_done => match r {
-                Ok(()) => {
-                    shutdown_write(upstream);
-                    up_done = true;
+            r = &mut up, if !up_done => {
+                up_done = true;
+                match r {
+                    Ok(()) => shutdown_write(upstream),
+                    Err(e) => break e,
                 }
-                Err(e) => {
-                    reset(client, upstream);
-                    return Close::Reset(e);
-                }
-            },
-            r = &mut down, if !down_done => match r {
-                Ok(()) => {
-                    shutdown_write(client);
-                    down_done = true;
-                }
-                Err(e) => {
-                    reset(client, upstream);
-                    return Close::Reset(e);
-                }
-            },
-            // A half-closed peer is no longer read, so watch it for a reset instead.
-            error = &mut watch, if watch.is_set() => {
-                reset(client, upstream);
-                return Close::Reset(error);
             }
+            r = &mut down, if !down_done => {
+                down_done = true;
+                match r {
+                    Ok(()) => shutdown_write(client),
+                    Err(e) => break e,
+                }
+            }
+            // A half-closed peer is no longer read, so watch it for a reset instead.
+            error = &mut watch, if watch.is_set() => break error,
             () = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
                 let fired = if lifetime_end.is_some_and(|t| t <= now) {
@@ -400,6 +393,75 @@ pub(crate) async fn relay(
         if let Some(t) = deadline {
             timer.as_mut().reset(t);
         }
+    };
+
+    // A peer failed. What it sent before, and the proxy acknowledged, is still owed to
+    // the other peer, as a direct connection would deliver it before the reset: the
+    // direction from the failed peer goes on until it meets the error (or its FIN), and
+    // the other peer's socket is given time to deliver its send queue. Then both reset.
+    let (rest, rest_done, owed_to) = match failed.side {
+        Side::Downstream => (up.as_mut(), up_done, upstream),
+        _ => (down.as_mut(), down_done, client),
+    };
+    let flush = async {
+        if !rest_done {
+            tokio::select! {
+                _ = rest => {}
+                () = stalled(&activity) => return,
+            }
+        }
+        delivered(owed_to).await;
+    };
+    tokio::select! {
+        () = flush => {}
+        () = closing.cancelled() => {}
+        () = tokio::time::sleep_until(lifetime_end.unwrap_or_else(Instant::now)), if lifetime_end.is_some() => {}
+    }
+    reset(client, upstream);
+    Close::Reset(failed)
+}
+
+/// How long delivering a failed peer's last bytes to the other peer may go without
+/// progress before the other peer is reset anyway.
+const FLUSH_STALL: Duration = Duration::from_secs(5);
+
+/// Resolves once no byte has moved for [`FLUSH_STALL`].
+async fn stalled(activity: &Activity) {
+    loop {
+        let end = activity.last() + FLUSH_STALL;
+        if end <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(end).await;
+    }
+}
+
+/// Resolves once the peer of `stream` has acknowledged every byte written to it, or when
+/// that has not moved for [`FLUSH_STALL`]. Polled: no readiness event says "acknowledged".
+async fn delivered(stream: &TcpStream) {
+    const FIRST_PAUSE: Duration = Duration::from_millis(1);
+    let mut pause = FIRST_PAUSE;
+    let mut last = usize::MAX;
+    let mut progress = Instant::now();
+    loop {
+        let Ok(left) = crate::sys::unacknowledged(stream) else {
+            return;
+        };
+        if left == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if left < last {
+            (last, progress, pause) = (left, now, FIRST_PAUSE);
+        } else if now >= progress + FLUSH_STALL {
+            tracing::debug!(
+                unacknowledged = left,
+                "peer stalled; resetting with bytes undelivered"
+            );
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
