@@ -343,7 +343,9 @@ impl ResolveCache {
                         "DNS refresh failed{}",
                         if kept { "; keeping the last good answer" } else { "" }
                     );
-                    next = now + backoff;
+                    // From the end of the failed lookup too: one that timed out must not
+                    // be followed by the next at once.
+                    next = Instant::now() + backoff;
                     backoff = (backoff * 2).min(self.policy.fallback_ttl.max(min));
                 }
             }
@@ -449,6 +451,50 @@ mod tests {
         assert_eq!(stats.snapshot().resolve_refreshes, 2);
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    /// Fails every lookup after `takes`, recording when each one started.
+    struct SlowFailure {
+        takes: Duration,
+        started: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+
+    impl Resolve for SlowFailure {
+        fn resolve(&self, _name: &str) -> Resolving {
+            self.started.lock().unwrap().push(tokio::time::Instant::now());
+            let takes = self.takes;
+            Box::pin(async move {
+                tokio::time::sleep(takes).await;
+                Err(std::io::Error::other("timed out"))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_from_the_end_of_the_failed_lookup() {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let resolver = SlowFailure {
+            takes: Duration::from_secs(15),
+            started: started.clone(),
+        };
+        let cache = Arc::new(ResolveCache::new(
+            Target::new(Host::Name("svc".into()), 80),
+            Arc::new(resolver),
+            CachePolicy::default(),
+            Arc::new(Stats::default()),
+        ));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(cache.run(cancel.clone()));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let started = started.lock().unwrap();
+        // Lookups of 15 s, then waits of 1 s, 2 s, 4 s: starts at 0, 16, 33 and 52 s.
+        let gaps: Vec<u64> = started
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs())
+            .collect();
+        assert_eq!(gaps, [16, 17, 19], "{started:?}");
     }
 
     #[tokio::test(start_paused = true)]
