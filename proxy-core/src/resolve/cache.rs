@@ -461,7 +461,10 @@ mod tests {
 
     impl Resolve for SlowFailure {
         fn resolve(&self, _name: &str) -> Resolving {
-            self.started.lock().unwrap().push(tokio::time::Instant::now());
+            self.started
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
             let takes = self.takes;
             Box::pin(async move {
                 tokio::time::sleep(takes).await;
