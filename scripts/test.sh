@@ -5,7 +5,8 @@
 # C API's tests; the pinned cbindgen.
 # Then: the C header check, fmt, clippy, the whole test suite (Rust, doc and C tests), the
 # deploy/ checks (deploy/validate.sh, which installs the pinned kubernetes-validate from
-# PyPI into target/deploy-venv), docs, benches (smoke) and the fuzz targets' build.
+# PyPI into target/deploy-venv), docs, benches (smoke) and the fuzz targets, each run for
+# FUZZ_SECS seconds (default 30) by scripts/fuzz.sh, which installs the pinned cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,6 @@ echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 echo "==> benches (smoke: each benchmark runs once)"
 cargo test --benches --locked -p proxy-benches
-echo "==> fuzz targets build"
-(cd fuzz && cargo check --locked --bins)
+echo "==> fuzz targets (scripts/fuzz.sh: ${FUZZ_SECS:-30} s each)"
+scripts/fuzz.sh
 echo "==> all checks passed"

@@ -216,21 +216,25 @@ pub fn parse(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
     }
     if prefix(V1) {
         let window = &buf[..buf.len().min(MAX_V1)];
-        return match window.windows(2).position(|w| w == b"\r\n") {
-            Some(end) => parse_v1(&buf[..end]).map(|(source, destination)| {
-                Some(Header {
-                    len: end + 2,
-                    source,
-                    destination,
+        // The line ends at its first CR or LF, which must be a CRLF: a bare CR or LF is an
+        // error as soon as it is seen, whatever follows (UNKNOWN's ignored rest included),
+        // so the answer does not depend on how the bytes were split into reads.
+        return match window.iter().position(|&b| b == b'\r' || b == b'\n') {
+            Some(end) if window[end..].starts_with(b"\r\n") => {
+                parse_v1(&buf[..end]).map(|(source, destination)| {
+                    Some(Header {
+                        len: end + 2,
+                        source,
+                        destination,
+                    })
                 })
-            }),
-            None if buf.len() >= MAX_V1 => Err(HeaderError("version 1 line longer than 107 bytes")),
-            None if window.contains(&b'\n')
-                || window.contains(&b'\r') && !window.ends_with(b"\r") =>
-            {
+            }
+            Some(end) if window[end] == b'\n' || end + 1 < window.len() => {
                 Err(HeaderError("version 1 line not ended by CRLF"))
             }
-            None => Ok(None),
+            _ if buf.len() >= MAX_V1 => Err(HeaderError("version 1 line longer than 107 bytes")),
+            // No CR or LF yet, or a CR that may be followed by its LF.
+            _ => Ok(None),
         };
     }
     Err(HeaderError("no PROXY protocol signature"))
@@ -501,5 +505,30 @@ mod parse_tests {
         }
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 120]].concat();
         assert!(parse(&long).is_err());
+    }
+
+    /// Found by the `proxy_header` fuzz target: a bare LF or CR before the CRLF was taken
+    /// as part of an UNKNOWN line, although the same bytes without the CRLF were already an
+    /// error.
+    #[test]
+    fn a_bare_cr_or_lf_ends_a_version_1_line_with_an_error() {
+        for case in [
+            b"PROXY UNKNOWN T\n\0\r\nQUICP6\r\n".as_slice(),
+            b"PROXY UNKNOWN\n\r\n",
+            b"PROXY UNKNOWN \rx\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n",
+        ] {
+            let err = Err(HeaderError("version 1 line not ended by CRLF"));
+            assert_eq!(parse(case), err, "{:?}", String::from_utf8_lossy(case));
+            let end = case.iter().position(|&b| b == b'\r' || b == b'\n').unwrap();
+            // Before the CRLF arrives it is the same error, from the bare CR or LF on.
+            assert_eq!(parse(&case[..end + 2]), err);
+            assert_eq!(parse(&case[..end]), Ok(None));
+        }
+        // What UNKNOWN's rest may hold up to the CRLF is still ignored.
+        let h = parse(b"PROXY UNKNOWN ffff::1 ::1 1 2\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.len, h.source), (31, None));
     }
 }

@@ -75,7 +75,11 @@ impl Target {
         if s.is_empty() {
             return Err(err("empty target".into()));
         }
-        if let Some(name) = s.strip_prefix("srv:") {
+        // `srv:NAME` is an SRV target, but `srv:PORT` is the host `srv` and a port, which
+        // is also how such a target prints: no SRV name is digits only.
+        if let Some(name) = s.strip_prefix("srv:")
+            && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()))
+        {
             if name.contains(':') {
                 return Err(err(
                     "an SRV target takes no port: its records give the ports".into(),
@@ -264,6 +268,29 @@ mod tests {
             let e = bad.parse::<Target>().unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
         }
+    }
+
+    /// Found by the `target` fuzz target: the host `srv` with port 53 printed as `srv:53`,
+    /// which parsed back as the SRV name `53`.
+    #[test]
+    fn a_host_named_srv_takes_a_port() {
+        let t = Target::parse_with_default_port("srv", 53).unwrap();
+        assert_eq!(t.to_string(), "srv:53");
+        let again: Target = "srv:53".parse().unwrap();
+        assert_eq!(
+            (again.host(), again.port()),
+            (&Host::Name("srv".into()), 53)
+        );
+        assert_eq!(again, t);
+        assert!(
+            "srv:0"
+                .parse::<Target>()
+                .unwrap_err()
+                .to_string()
+                .contains("port 0")
+        );
+        let srv: Target = "srv:_53._udp.dns".parse().unwrap();
+        assert_eq!(srv.host(), &Host::Srv("_53._udp.dns".into()));
     }
 
     #[test]
