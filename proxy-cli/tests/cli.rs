@@ -457,7 +457,11 @@ fn threads_sets_the_worker_threads() {
             served(&mut conn, b"ping", Duration::from_secs(5)),
             "--threads {threads}"
         );
-        assert_eq!(proxy.worker_threads(), workers, "--threads {threads}");
+        assert_eq!(
+            proxy.settled_worker_threads(workers),
+            workers,
+            "--threads {threads}"
+        );
     }
 }
 

@@ -201,6 +201,6 @@ fn threads_from_the_file_unless_the_command_line_sets_them() {
     ] {
         let proxy = Proxy::start(&args);
         round_trip(proxy.listen_addr(&echo.addr.to_string()), b"threads");
-        assert_eq!(proxy.worker_threads(), workers, "{args:?}");
+        assert_eq!(proxy.settled_worker_threads(workers), workers, "{args:?}");
     }
 }

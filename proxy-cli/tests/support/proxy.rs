@@ -66,6 +66,19 @@ impl Proxy {
             .count()
     }
 
+    /// The worker threads once there are `want` (polled within [`PROMPT`]: a new thread
+    /// takes its name a moment after it starts), or as many as there are then.
+    pub(crate) fn settled_worker_threads(&self, want: usize) -> usize {
+        let deadline = std::time::Instant::now() + PROMPT;
+        loop {
+            let n = self.worker_threads();
+            if n == want || std::time::Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// All of stderr so far.
     pub(crate) fn stderr(&self) -> String {
         self.stderr.0.lock().unwrap().lines.join("\n")

@@ -1,8 +1,8 @@
 //! Platform back ends: `splice(2)` through pipes on Linux, a fallback with the same API
 //! elsewhere; batched UDP I/O with packet info. The only module allowed to hold `unsafe`:
 //! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` and the SIOCOUTQ
-//! ioctl through libc, and the descriptors systemd passes become `OwnedFd`s in
-//! `systemd.rs`.
+//! ioctl through libc, the UDP batches' memory is mapped in `region.rs`, and the
+//! descriptors systemd passes become `OwnedFd`s in `systemd.rs`.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -14,6 +14,8 @@ mod imp;
 
 #[cfg(target_os = "linux")]
 mod linux_udp;
+#[cfg(target_os = "linux")]
+pub(crate) mod region;
 #[cfg(target_os = "linux")]
 pub(crate) mod systemd;
 pub(crate) mod udp;

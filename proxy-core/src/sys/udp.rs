@@ -14,7 +14,7 @@ pub(crate) const SLOT_SIZE: usize = 1 << 16;
 /// Room for up to `slots` received datagrams and what is known of each.
 #[derive(Debug)]
 pub(crate) struct RecvBatch {
-    buf: Box<[u8]>,
+    buf: Buffer,
     meta: Box<[RecvMeta]>,
 }
 
@@ -36,11 +36,27 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) src_ip: Option<IpAddr>,
 }
 
+/// A batch's slots: mapped from the kernel on Linux (see [`Region`](super::region)).
+#[cfg(target_os = "linux")]
+type Buffer = super::region::Region;
+#[cfg(not(target_os = "linux"))]
+type Buffer = Box<[u8]>;
+
+#[cfg(target_os = "linux")]
+fn zeroed(len: usize) -> Buffer {
+    super::region::Region::zeroed(len)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn zeroed(len: usize) -> Buffer {
+    vec![0; len].into()
+}
+
 impl RecvBatch {
     pub(crate) fn new(slots: usize) -> Self {
         let slots = slots.clamp(1, MAX_BATCH);
         RecvBatch {
-            buf: vec![0; slots * SLOT_SIZE].into(),
+            buf: zeroed(slots * SLOT_SIZE),
             meta: vec![RecvMeta::default(); slots].into(),
         }
     }
