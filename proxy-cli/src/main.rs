@@ -70,6 +70,9 @@ fn main() -> ExitCode {
                 return code;
             }
             eprintln!("error: {e:#}");
+            if let Some(hint) = run::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             if code == ExitCode::from(2) {
                 eprintln!("\nFor more information, try '--help'.");
             }

@@ -230,6 +230,21 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
     }
 }
 
+/// Advice on an error the user fixes outside proxy: a listen address it may not bind,
+/// which for a port below 1024 means a missing CAP_NET_BIND_SERVICE.
+pub fn hint(error: &anyhow::Error) -> Option<&'static str> {
+    let core = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<proxy_core::Error>())?;
+    let io = std::error::Error::source(core)?.downcast_ref::<std::io::Error>()?;
+    (core.kind() == proxy_core::ErrorKind::Bind
+        && io.kind() == std::io::ErrorKind::PermissionDenied)
+        .then_some(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; see \"Running as non-root \
+             on port 53\" in the README",
+        )
+}
+
 async fn tcp(args: &TcpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
     // Installed before the listeners log "Forwarding from", so a signal sent after that

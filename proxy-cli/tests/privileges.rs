@@ -307,6 +307,12 @@ fn port_53_without_the_capability_fails_naming_address_and_permission() {
                 .any(|l| l.starts_with("error: ") && l.contains(&want)),
             "proxy {protocol}: no `error: ... {want}` line in:\n{stderr}"
         );
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("hint: ") && l.contains("CAP_NET_BIND_SERVICE")),
+            "proxy {protocol}: no hint naming the capability in:\n{stderr}"
+        );
         assert!(!stderr.contains("Forwarding from"), "{stderr}");
         eprintln!("proxy {protocol} without the capability: exit 1, {stderr:?}");
     }
