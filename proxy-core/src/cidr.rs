@@ -144,11 +144,6 @@ impl Access {
         !self.deny.iter().any(|c| c.contains(ip))
             && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)))
     }
-
-    /// Whether everyone is served (no list set).
-    pub(crate) fn is_open(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use support::{
     End, MODES, assert_bytes, connect, echo_server, eventually, in_own_process, join_all, listener,
     open_fds, payload, proxy_addr, read_all, send_and_receive, set_reset_on_close, settled_stats,
-    timeouts, v4_any_port, wait_end, within,
+    settled_stats_within, timeouts, v4_any_port, wait_end, within,
 };
 
 /// How late a timer may act on a loaded machine before a test calls it broken.
@@ -491,23 +491,6 @@ async fn a_peer_that_never_reads_is_reset_once_delivery_stalls() {
     );
     assert_bytes("a prefix", &got, &reply[..got.len()]);
     assert!(got.len() < reply.len(), "the rest was never taken");
-}
-
-/// Polls `handle`'s stats until `ready`, failing after `limit`.
-async fn settled_stats_within(
-    handle: &ForwarderHandle,
-    limit: Duration,
-    ready: impl Fn(&proxy_core::StatsSnapshot) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !ready(&handle.stats()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {:#?}",
-            handle.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 // ===== an upstream that never answers a SYN =====

@@ -9,9 +9,7 @@ mod udp_support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use proxy_core::{
-    AcceptProxy, ForwarderHandle, Limits, Rate, StatsSnapshot, TcpForwarder, UdpForwarder,
-};
+use proxy_core::{AcceptProxy, Limits, Rate, TcpForwarder, UdpForwarder};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -67,10 +65,6 @@ async fn refused_from(proxy: SocketAddr, source: IpAddr) {
     assert_eq!(wait_end(&mut stream, LIMIT).await, End::Reset);
 }
 
-async fn stats_where(handle: &ForwarderHandle, cond: impl Fn(&StatsSnapshot) -> bool) {
-    settled_stats(handle, cond).await;
-}
-
 /// With three connections open, a fourth is reset and counted, the three still work, and
 /// once one closes a new one is admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +94,7 @@ async fn past_the_connection_limit_new_connections_are_reset() {
         "refused clients never reach the upstream"
     );
     drop(open.pop());
-    stats_where(&handle, |s| s.connections_open == 2).await;
+    settled_stats(&handle, |s| s.connections_open == 2).await;
     let mut again = connect_from(proxy, loopback(22)).await;
     served(&mut again).await;
     assert_eq!(handle.stats().limited.connections, 2);
@@ -124,7 +118,7 @@ async fn past_the_per_source_limit_that_client_is_reset() {
     served(&mut b).await;
     assert_eq!(handle.stats().limited.per_source, 1);
     drop(a1);
-    stats_where(&handle, |s| s.connections_open == 2).await;
+    settled_stats(&handle, |s| s.connections_open == 2).await;
     let mut a3 = connect_from(proxy, loopback(30)).await;
     served(&mut a3).await;
     served(&mut a2).await;
@@ -151,7 +145,7 @@ async fn past_the_accept_rate_new_connections_are_reset() {
         }
     }
     let elapsed = started.elapsed();
-    stats_where(&handle, |s| s.connections_total + s.limited.rate == TRIES).await;
+    settled_stats(&handle, |s| s.connections_total + s.limited.rate == TRIES).await;
     let s = handle.stats();
     let earned = elapsed.as_secs() + 1;
     assert!(
@@ -267,7 +261,7 @@ async fn udp_sessions_past_the_per_source_limit_are_dropped() {
     assert_eq!(s.limited.per_source, 3, "{s:#?}");
     assert_eq!(s.udp.sessions_total, 2);
     // Once the first session ends, the second client gets its own.
-    stats_where(&handle, |s| s.udp.sessions_open == 0).await;
+    settled_stats(&handle, |s| s.udp.sessions_open == 0).await;
     second
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connect::connect;
-use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
+use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay, reset_on_close};
 use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
@@ -416,12 +416,6 @@ fn deny(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
 fn refuse(stream: &TcpStream, peer: SocketAddr, limit: Refused, shared: &Shared) {
     shared.admission.refused(limit, 1, &shared.stats, peer.ip());
     reset_on_close(stream);
-}
-
-fn reset_on_close(stream: &TcpStream) {
-    if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
-        tracing::trace!(error = %e, "SO_LINGER 0 failed");
-    }
 }
 
 /// Errors of one half-open connection, which say nothing about the listener.

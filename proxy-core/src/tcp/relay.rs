@@ -533,11 +533,15 @@ fn shutdown_write(stream: &TcpStream) {
 }
 
 /// Makes the coming close of both sockets send a RST (SO_LINGER 0).
-pub(crate) fn reset(a: &TcpStream, b: &TcpStream) {
-    for s in [a, b] {
-        if let Err(e) = SockRef::from(s).set_linger(Some(Duration::ZERO)) {
-            tracing::trace!(error = %e, "SO_LINGER 0 failed");
-        }
+fn reset(a: &TcpStream, b: &TcpStream) {
+    reset_on_close(a);
+    reset_on_close(b);
+}
+
+/// Makes the coming close of `stream` send a RST (SO_LINGER 0).
+pub(crate) fn reset_on_close(stream: &TcpStream) {
+    if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::trace!(error = %e, "SO_LINGER 0 failed");
     }
 }
 

@@ -427,8 +427,7 @@ async fn listen_loop(
                         continue;
                     }
                 };
-                let access = &shared.config.common.access;
-                if !access.is_open() && !access.permits(client.ip()) {
+                if !shared.config.common.access.permits(client.ip()) {
                     Stats::inc(&stats.denied);
                     i += 1;
                     continue;

@@ -89,8 +89,17 @@ pub(crate) async fn settled_stats(
     handle: &ForwarderHandle,
     ready: impl Fn(&StatsSnapshot) -> bool,
 ) -> StatsSnapshot {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for _ in 0..10_000 {
+    settled_stats_within(handle, Duration::from_secs(10), ready).await
+}
+
+/// [`settled_stats`] with its own bound: panics with the last snapshot after `limit`.
+pub(crate) async fn settled_stats_within(
+    handle: &ForwarderHandle,
+    limit: Duration,
+    ready: impl Fn(&StatsSnapshot) -> bool,
+) -> StatsSnapshot {
+    let deadline = Instant::now() + limit;
+    for _ in 0..1_000_000 {
         let s = handle.stats();
         if ready(&s) {
             return s;
@@ -100,7 +109,10 @@ pub(crate) async fn settled_stats(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("stats did not settle: {:#?}", handle.stats());
+    panic!(
+        "stats did not settle within {limit:?}: {:#?}",
+        handle.stats()
+    );
 }
 
 // ===== waiting =====
