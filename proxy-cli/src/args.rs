@@ -1541,6 +1541,25 @@ mod tests {
         );
         let e = parse(&["tcp", "80", "web", "--deny", "nope"]).unwrap_err();
         assert!(e.to_string().contains("'nope'"), "{e}");
+        // The form a dual-stack listener logs IPv4 clients in means IPv4.
+        let plan = tcp(&[
+            "80",
+            "web",
+            "--deny",
+            "::ffff:127.0.0.1",
+            "--allow",
+            "::ffff:0:0/96",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(
+            plan.common.access,
+            Access::new([cidr("0.0.0.0/0")], [cidr("127.0.0.1")])
+        );
+        let plan = tcp(&["80", "web", "--accept-proxy-from", "::ffff:10.0.0.0/104"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.accept_proxy.unwrap().trusted, [cidr("10.0.0.0/8")]);
         let plan = udp(&[
             "53",
             "dns",

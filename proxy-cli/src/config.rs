@@ -841,7 +841,7 @@ idle_timeout = 0
             health_check_interval = \"3s\"\nhealth_check_fall = 4\n\
             [[forward]]\nname = \"a\"\nprotocol = \"tcp,udp\"\nlisten = 80\ntarget = \"a:1\"\neject_for = \"30s\"\n\
             [[forward]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = 81\ntarget = \"b:1\"\nbalance = \"least-connections\"\neject_after = 0\nproxy_protocol = \"v1\"\n\
-            accept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\nproxy_header_timeout = \"2s\"\ndeny = [\"192.0.2.0/24\"]\n";
+            accept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\nproxy_header_timeout = \"2s\"\ndeny = [\"192.0.2.0/24\", \"::ffff:198.51.100.7\"]\n";
         let c = parse(text, "proxy.toml").unwrap();
         let a = &c.forwards[0];
         for (balance, ejection) in [
@@ -879,7 +879,11 @@ idle_timeout = 0
         assert_eq!(b.common.health_check, Some(want), "from [defaults]");
         assert_eq!(
             b.common.access.deny,
-            ["192.0.2.0/24".parse::<Cidr>().unwrap()]
+            [
+                "192.0.2.0/24".parse::<Cidr>().unwrap(),
+                "198.51.100.7/32".parse().unwrap()
+            ],
+            "an IPv4-mapped address is its IPv4 address"
         );
         assert!(a.tcp.as_ref().unwrap().common.access.deny.is_empty());
         assert_eq!(a.udp.as_ref().unwrap().common.proxy_protocol, None);

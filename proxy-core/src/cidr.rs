@@ -4,8 +4,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-/// A range of IP addresses: a network address and a prefix length. IPv4-mapped IPv6
-/// addresses (as a dual-stack listener reports IPv4 clients) match IPv4 ranges.
+/// A range of IP addresses: a network address and a prefix length.
+///
+/// IPv4 is IPv4 however it is written: an IPv4-mapped IPv6 address (as a dual-stack
+/// listener reports IPv4 clients) matches IPv4 ranges, and an IPv4-mapped range
+/// (`::ffff:10.0.0.0/104`, `::ffff:0:0/96`) *is* its IPv4 range (`10.0.0.0/8`,
+/// `0.0.0.0/0`). IPv6 ranges shorter than `/96` never match IPv4 clients, so `::/0`
+/// means every IPv6 client, as in nginx and HAProxy.
 ///
 /// # Examples
 ///
@@ -16,6 +21,9 @@ use std::str::FromStr;
 /// assert!(lan.contains("10.1.2.3".parse().unwrap()));
 /// assert!(lan.contains("::ffff:10.1.2.3".parse().unwrap()));
 /// assert!(!lan.contains("192.168.0.1".parse().unwrap()));
+/// let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+/// assert_eq!(mapped, lan);
+/// assert_eq!(mapped.to_string(), "10.0.0.0/8");
 /// let one: Cidr = "::1".parse().unwrap();
 /// assert_eq!(one.to_string(), "::1/128");
 /// assert!("10.0.0.0/33".parse::<Cidr>().is_err());
@@ -40,10 +48,21 @@ impl std::error::Error for CidrError {}
 
 impl Cidr {
     /// The range of `prefix` leading bits of `addr`; the other bits are cleared. `None` if
-    /// the prefix is longer than the address.
+    /// the prefix is longer than the address. An IPv4-mapped `addr` with a prefix of 96
+    /// or more is the IPv4 range it maps.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
         let bits = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= bits).then(|| Cidr {
+        if prefix > bits {
+            return None;
+        }
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (addr, prefix),
+            },
+            _ => (addr, prefix),
+        };
+        Some(Cidr {
             network: mask(addr, prefix),
             prefix,
         })
@@ -167,6 +186,43 @@ mod tests {
         let one: Cidr = "127.0.0.1".parse().unwrap();
         assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
         assert!(one.contains(ip("::ffff:127.0.0.1")), "mapped IPv4 matches");
+    }
+
+    #[test]
+    fn mapped_ranges_are_their_ipv4_ranges() {
+        for (text, v4) in [
+            ("::ffff:127.0.0.1", "127.0.0.1/32"),
+            ("[::ffff:127.0.0.1]", "127.0.0.1/32"),
+            ("::ffff:127.0.0.1/128", "127.0.0.1/32"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("::ffff:10.9.8.7/104", "10.0.0.0/8"),
+            ("::ffff:192.168.1.0/120", "192.168.1.0/24"),
+        ] {
+            let c: Cidr = text.parse().unwrap();
+            assert_eq!(c, v4.parse().unwrap(), "{text}");
+            assert_eq!(c.to_string(), v4, "{text}");
+        }
+        let one: Cidr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && one.contains(ip("::ffff:127.0.0.1")));
+        assert!(!one.contains(ip("127.0.0.2")) && !one.contains(ip("::1")));
+        let all_v4: Cidr = "::ffff:0:0/96".parse().unwrap();
+        assert!(all_v4.contains(ip("8.8.8.8")) && all_v4.contains(ip("::ffff:1.2.3.4")));
+        assert!(!all_v4.contains(ip("2001:db8::1")));
+        // Shorter than /96 it is an IPv6 range, which IPv4 clients are not in.
+        let v6: Cidr = "::ffff:0:0/95".parse().unwrap();
+        assert_eq!(v6.to_string(), "::fffe:0:0/95");
+        assert!(!v6.contains(ip("127.0.0.1")));
+        let every_v6: Cidr = "::/0".parse().unwrap();
+        assert!(every_v6.contains(ip("2001:db8::1")) && !every_v6.contains(ip("127.0.0.1")));
+        // Not mapped: IPv4-compatible and NAT64 addresses stay IPv6.
+        assert_eq!(
+            "::127.0.0.1".parse::<Cidr>().unwrap().to_string(),
+            "::7f00:1/128"
+        );
+        assert_eq!(
+            "64:ff9b::7f00:1".parse::<Cidr>().unwrap().to_string(),
+            "64:ff9b::7f00:1/128"
+        );
     }
 
     #[test]

@@ -120,3 +120,67 @@ async fn udp_datagrams_from_outside_the_lists_are_dropped_and_counted() {
     assert_eq!(s.udp.sessions_total, 1, "no session for the denied client");
     assert_eq!(echo.count(), 1);
 }
+
+/// A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`, the form its logs print:
+/// lists written that way, or as the whole mapped range, mean the IPv4 clients, on TCP
+/// and UDP alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_mapped_ranges_mean_their_ipv4_clients_on_a_dual_stack_listener() {
+    let echo = echo_server().await;
+    let dual = |access: Access| {
+        TcpForwarder::builder(["[::]:0".parse().unwrap()], echo.addr().into())
+            .access(access)
+            .build()
+            .unwrap()
+            .start()
+            .unwrap()
+    };
+    let on_loopback =
+        |handle: &ForwarderHandle| SocketAddr::new(loopback(1), handle.local_addrs()[0].port());
+    // (the deny list, whether 127.0.0.2 is served)
+    for (deny, other_served) in [
+        ("::ffff:127.0.0.1", true),
+        ("::ffff:127.0.0.0/104", false),
+        ("::ffff:0:0/96", false),
+    ] {
+        let handle = dual(Access::new([], [cidr(deny)]));
+        let proxy = on_loopback(&handle);
+        assert!(
+            !served_from(proxy, loopback(1)).await,
+            "--deny {deny} lets 127.0.0.1 in"
+        );
+        assert_eq!(
+            served_from(proxy, loopback(2)).await,
+            other_served,
+            "{deny}"
+        );
+        assert_eq!(
+            handle.stats().denied,
+            if other_served { 1 } else { 2 },
+            "{deny}"
+        );
+    }
+    let handle = dual(Access::new([cidr("::ffff:127.0.0.1")], []));
+    assert!(served_from(on_loopback(&handle), loopback(1)).await);
+    assert!(!served_from(on_loopback(&handle), loopback(2)).await);
+    assert_eq!(handle.stats().denied, 1);
+    // `::/0` is every IPv6 client, not the IPv4 ones.
+    let handle = dual(Access::new([], [cidr("::/0")]));
+    assert!(served_from(on_loopback(&handle), loopback(1)).await);
+
+    let udp_echo = udp_support::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
+    let handle = UdpForwarder::builder(["[::]:0".parse().unwrap()], udp_echo.addr().into())
+        .access(Access::new([], [cidr("::ffff:127.0.0.5")]))
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let proxy = on_loopback(&handle);
+    let denied = std::net::UdpSocket::bind((loopback(5), 0)).unwrap();
+    denied.send_to(b"let me in", proxy).unwrap();
+    let mut permitted = udp_support::Client::bind(SocketAddr::new(loopback(6), 0));
+    permitted.round_trip(proxy, b"hello").await;
+    let s = handle.stats();
+    assert_eq!(s.denied, 1, "{s:#?}");
+    assert_eq!(s.udp.sessions_total, 1);
+}
