@@ -236,7 +236,8 @@ async fn refresh_starts_when_the_ttl_ends_not_before() {
 
 // ===== resolv.conf search and ndots, inside namespaces =====
 
-/// Set in the environment of the re-executed test binary that runs inside the namespaces.
+/// Set, to the test it runs, in the environment of the re-executed test binary that runs
+/// inside the namespaces.
 const NS_CHILD_ENV: &str = "PROXY_DNS_NS_CHILD";
 /// The test that does the work inside the namespaces.
 const NS_CHILD_TEST: &str = "namespace_child_search_and_ndots";
@@ -260,10 +261,16 @@ search default.svc.cluster.local svc.cluster.local cluster.local
 options ndots:5
 ";
 
-/// 4: re-runs this binary's [`NS_CHILD_TEST`] under
-/// `unshare --mount --net --propagation private --kill-child` and checks it passed.
+/// 4: re-runs this binary's [`NS_CHILD_TEST`] inside private namespaces and checks it
+/// passed.
 #[test]
 fn system_resolver_honours_search_and_ndots_in_namespace() {
+    in_namespaces(NS_CHILD_TEST, NS_CHILD_OK);
+}
+
+/// Re-runs this binary's test `child` under `unshare --mount --net --propagation private
+/// --kill-child` (with [`NS_CHILD_ENV`] naming it) and checks it printed `ok`.
+fn in_namespaces(child: &str, ok: &str) {
     if std::env::var_os(NS_CHILD_ENV).is_some() {
         return; // inside the namespace only the child test runs
     }
@@ -301,8 +308,8 @@ fn system_resolver_honours_search_and_ndots_in_namespace() {
             .args(ns_args)
             .arg("--")
             .arg(&exe)
-            .args(["--exact", NS_CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(NS_CHILD_ENV, "1")
+            .args(["--exact", child, "--nocapture", "--test-threads=1"])
+            .env(NS_CHILD_ENV, child)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err),
@@ -316,9 +323,48 @@ fn system_resolver_honours_search_and_ndots_in_namespace() {
         "namespace child failed ({status}):\n{text}"
     );
     assert!(
-        text.contains(NS_CHILD_OK) && text.contains("1 passed"),
+        text.contains(ok) && text.contains("1 passed"),
         "the namespace child did not run its checks:\n{text}"
     );
+    for line in text
+        .lines()
+        .filter_map(|l| l.find("figures:").map(|i| &l[i..]))
+    {
+        println!("{line}");
+    }
+}
+
+/// Whether this process is the namespace child made to run `child`.
+fn is_namespace_child(child: &str) -> bool {
+    std::env::var_os(NS_CHILD_ENV).is_some_and(|v| v == child)
+}
+
+/// Inside the namespaces: brings `lo` up and gives this process a pod's view of /etc:
+/// `resolv_conf`, a hosts file without the test names, and nsswitch `hosts: files dns`
+/// (no mDNS module swallowing `*.local` names). Keep the files until done.
+fn pod_etc(resolv_conf: &str) -> Vec<TempPath> {
+    // A fresh network namespace has only `lo`, and it is down.
+    run("ip", &["link", "set", "lo", "up"]);
+    let resolv = TempPath::with_contents("resolv.conf", resolv_conf);
+    bind_over(&resolv, "/etc/resolv.conf");
+    let hosts = TempPath::with_contents("etc-hosts", "127.0.0.1 localhost\n::1 localhost\n");
+    bind_over(&hosts, "/etc/hosts");
+    let mut files = vec![resolv, hosts];
+    if let Ok(conf) = std::fs::read_to_string("/etc/nsswitch.conf") {
+        let conf: String = conf
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("hosts:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file = TempPath::with_contents("nsswitch.conf", &format!("{conf}hosts: files dns\n"));
+        bind_over(&file, "/etc/nsswitch.conf");
+        files.push(file);
+    }
+    assert_eq!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap(),
+        resolv_conf
+    );
+    files
 }
 
 /// Bind-mounts `file` over `target` (visible only in this mount namespace).
@@ -339,35 +385,10 @@ async fn system_lookup(name: &str) -> Vec<std::net::IpAddr> {
 /// no-op otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_child_search_and_ndots() {
-    if std::env::var_os(NS_CHILD_ENV).is_none() {
+    if !is_namespace_child(NS_CHILD_TEST) {
         return;
     }
-    // A fresh network namespace has only `lo`, and it is down.
-    run("ip", &["link", "set", "lo", "up"]);
-
-    // A pod's view of /etc: our resolv.conf, a hosts file without the test names, and
-    // nsswitch `hosts: files dns` (no mDNS module swallowing `*.local` names).
-    let resolv = TempPath::with_contents("resolv.conf", NS_RESOLV_CONF);
-    bind_over(&resolv, "/etc/resolv.conf");
-    let hosts = TempPath::with_contents("etc-hosts", "127.0.0.1 localhost\n::1 localhost\n");
-    bind_over(&hosts, "/etc/hosts");
-    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf")
-        .ok()
-        .map(|conf| {
-            let conf: String = conf
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("hosts:"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let file =
-                TempPath::with_contents("nsswitch.conf", &format!("{conf}hosts: files dns\n"));
-            bind_over(&file, "/etc/nsswitch.conf");
-            file
-        });
-    assert_eq!(
-        std::fs::read_to_string("/etc/resolv.conf").unwrap(),
-        NS_RESOLV_CONF
-    );
+    let etc = pod_etc(NS_RESOLV_CONF);
 
     let dns = Dnsmasq::start_on(
         53,
@@ -426,7 +447,7 @@ async fn namespace_child_search_and_ndots() {
     assert!(handle.shutdown(Duration::from_secs(2)).await);
 
     drop(dns);
-    drop(nsswitch);
+    drop(etc);
     println!("{NS_CHILD_OK}");
 }
 
@@ -487,4 +508,92 @@ async fn srv_weights_and_priorities_are_honoured() {
     for _ in 0..5 {
         assert_eq!(ask(proxy).await.unwrap(), "127.0.0.5");
     }
+}
+
+// ===== lookups while DNS is silent, inside namespaces =====
+
+/// The test that does the work inside the namespaces, and what it prints when it passed.
+const SILENT_CHILD_TEST: &str = "namespace_child_silent_dns";
+const SILENT_CHILD_OK: &str = "NS-CHILD-OK: one lookup in flight";
+
+/// A name server that never answers, and libc waiting 3 s for it.
+const SILENT_RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions timeout:3 attempts:1\n";
+
+/// 5: while DNS does not answer, connections that give up waiting for a name do not
+/// leave a blocking `getaddrinfo` each behind: one lookup is in flight, whatever the
+/// number of connections (it used to take a thread per connection budget: 148
+/// connections, 4 to 129 threads).
+#[test]
+fn system_lookups_do_not_pile_up_while_dns_is_silent() {
+    in_namespaces(SILENT_CHILD_TEST, SILENT_CHILD_OK);
+}
+
+/// Threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_child_silent_dns() {
+    if !is_namespace_child(SILENT_CHILD_TEST) {
+        return;
+    }
+    let etc = pod_etc(SILENT_RESOLV_CONF);
+    // The silent server counts the queries it swallows.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+    let queries = Arc::new(Mutex::new(0usize));
+    {
+        let queries = queries.clone();
+        silent
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            loop {
+                match silent.recv_from(&mut buf) {
+                    Ok(_) => *queries.lock().unwrap() += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    let mut timeouts = proxy_core::Timeouts::default();
+    timeouts.connect = Duration::from_millis(50);
+    timeouts.connect_total = Duration::from_millis(50);
+    let handle = TcpForwarder::builder(
+        ["127.0.0.1:0".parse().unwrap()],
+        "silent.example:80".parse().unwrap(),
+    )
+    .resolver(SystemResolver::new())
+    .timeouts(timeouts)
+    .build()
+    .unwrap()
+    .start()
+    .unwrap();
+    let proxy = handle.local_addrs()[0];
+    let before = threads();
+    let mut peak = before;
+    // 100 connections, 20 ms apart: each is closed when its 50 ms budget runs out.
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        clients.spawn(expect_clean_close(proxy));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peak = peak.max(threads());
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    peak = peak.max(threads());
+    let stats = handle.stats();
+    assert_eq!(stats.upstream_unavailable, 100, "{stats:?}");
+    let queries = *queries.lock().unwrap();
+    println!("figures: threads {before} before, {peak} at most; {queries} queries");
+    // One blocking thread for the lookup in flight (the runtime may keep one more).
+    assert!(peak <= before + 2, "threads went from {before} to {peak}");
+    // One getaddrinfo asks A and AAAA, and has gone on to its second by now.
+    assert!(queries <= 8, "{queries} queries reached the silent server");
+    drop(handle);
+    drop(etc);
+    println!("{SILENT_CHILD_OK}");
 }

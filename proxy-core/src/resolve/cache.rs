@@ -1,10 +1,12 @@
 //! The answer cache in front of a resolver: TTL, background refresh, last good answer.
 
+use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -120,10 +122,35 @@ pub(crate) struct ResolveCache {
     resolver: Arc<dyn Resolve>,
     policy: CachePolicy,
     current: RwLock<Option<Arc<[SocketAddr]>>>,
-    /// Serialises lookups made on the connection path before the first answer.
-    first: tokio::sync::Mutex<()>,
+    /// The lookup in flight, if any. Everyone who needs an answer (connections before
+    /// the first one, the refresher) waits for this one, so a name has at most one
+    /// lookup in flight however many wait, give up or time out.
+    lookup: Mutex<Option<InFlight>>,
     wake: Notify,
     stats: Arc<Stats>,
+}
+
+/// A lookup's outcome as its waiters see it: when to refresh, or why it failed.
+type Outcome = Result<Duration, Arc<io::Error>>;
+
+/// One lookup running in a task of its own, which outlives the waiters that give up on
+/// it (a blocking `getaddrinfo` cannot be cancelled anyway: starting another per waiter
+/// is what piled threads up) but not the cache.
+struct InFlight {
+    outcome: watch::Receiver<Option<Outcome>>,
+    task: AbortHandle,
+}
+
+impl Drop for ResolveCache {
+    fn drop(&mut self) {
+        if let Some(lookup) = lock(&self.lookup).take() {
+            lookup.task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for ResolveCache {
@@ -151,7 +178,7 @@ impl ResolveCache {
             resolver,
             policy,
             current: RwLock::new(current),
-            first: tokio::sync::Mutex::new(()),
+            lookup: Mutex::new(None),
             wake: Notify::new(),
             stats,
         }
@@ -171,26 +198,26 @@ impl ResolveCache {
             .clone()
     }
 
-    /// The addresses to connect to: the cached answer, or a lookup when there is none yet.
-    pub(crate) async fn addrs(&self) -> Result<Arc<[SocketAddr]>, Error> {
+    /// The addresses to connect to: the cached answer, or the lookup in flight's when
+    /// there is none yet.
+    pub(crate) async fn addrs(self: &Arc<Self>) -> Result<Arc<[SocketAddr]>, Error> {
         if let Some(addrs) = self.cached() {
             return Ok(addrs);
         }
-        let _first = self.first.lock().await;
-        if let Some(addrs) = self.cached() {
-            return Ok(addrs);
-        }
-        self.refresh().await.map_err(|e| {
+        self.refreshed().await.map_err(|e| {
             Error::new(ErrorKind::Resolve, Side::Upstream)
                 .with_context(self.target.to_string())
-                .with_source(e)
+                .with_source(io::Error::new(e.kind(), e))
         })?;
         self.cached()
             .ok_or_else(|| Error::new(ErrorKind::Resolve, Side::Upstream))
     }
 
     /// [`addrs`](Self::addrs), giving up at `deadline` with a connect-budget timeout.
-    pub(crate) async fn addrs_by(&self, deadline: Instant) -> Result<Arc<[SocketAddr]>, Error> {
+    pub(crate) async fn addrs_by(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<Arc<[SocketAddr]>, Error> {
         tokio::time::timeout_at(deadline, self.addrs())
             .await
             .map_err(|_elapsed| {
@@ -210,28 +237,49 @@ impl ResolveCache {
         }
     }
 
-    /// One lookup; on success the answer replaces the cached one. Returns when to refresh.
-    async fn refresh(&self) -> std::io::Result<Duration> {
-        let name = self.name().unwrap_or_default();
-        let result = match self.target.host() {
-            Host::Srv(_) => self.resolve_srv(name).await,
-            _ => self.resolver.resolve(name).await.map(|r| {
-                let port = self.target.port();
-                let addrs = r.addrs().iter().map(|ip| SocketAddr::new(*ip, port));
-                (addrs.collect(), r.valid_until())
-            }),
+    /// Waits for the lookup in flight, starting one if there is none; on success its
+    /// answer has replaced the cached one. Returns when to refresh.
+    async fn refreshed(self: &Arc<Self>) -> Outcome {
+        let mut outcome = self.lookup();
+        let abandoned = || Err(Arc::new(io::Error::other("the lookup was abandoned")));
+        match outcome.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or_else(abandoned),
+            Err(_) => abandoned(),
         }
-        .and_then(|(addrs, valid_until): (Vec<SocketAddr>, _)| {
-            if addrs.is_empty() {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{name}: no addresses"),
-                ))
-            } else {
-                Ok((addrs, valid_until))
-            }
+    }
+
+    /// The lookup in flight, started now if there is none.
+    fn lookup(self: &Arc<Self>) -> watch::Receiver<Option<Outcome>> {
+        let mut slot = lock(&self.lookup);
+        if let Some(lookup) = slot.as_ref() {
+            return lookup.outcome.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        // The task holds no strong reference: dropping the cache aborts it.
+        let cache: Weak<Self> = Arc::downgrade(self);
+        let (resolver, target) = (self.resolver.clone(), self.target.clone());
+        let task = tokio::spawn(async move {
+            let answer = look_up(&*resolver, &target).await;
+            let Some(cache) = cache.upgrade() else {
+                return;
+            };
+            let outcome = cache.apply(answer).map_err(Arc::new);
+            // Cleared first, so a waiter who sees this outcome and asks again gets a new
+            // lookup rather than this finished one.
+            lock(&cache.lookup).take();
+            let _ = tx.send(Some(outcome));
         });
-        match result {
+        *slot = Some(InFlight {
+            outcome: rx.clone(),
+            task: task.abort_handle(),
+        });
+        rx
+    }
+
+    /// Keeps a lookup's answer (replacing the cached one) and counts it; returns when to
+    /// refresh.
+    fn apply(&self, answer: io::Result<Answer>) -> io::Result<Duration> {
+        match answer {
             Ok((addrs, valid_until)) => {
                 let addrs: Arc<[SocketAddr]> = addrs.into();
                 let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -248,56 +296,6 @@ impl ResolveCache {
                 Err(e)
             }
         }
-    }
-
-    /// The addresses of an SRV name: the records of the lowest priority whose hosts
-    /// resolve, each host's addresses with the record's port, repeated in proportion to
-    /// the record's weight (so round robin and random choices honour it). Expires with
-    /// the earliest of the SRV and address answers.
-    async fn resolve_srv(
-        &self,
-        name: &str,
-    ) -> std::io::Result<(Vec<SocketAddr>, Option<std::time::Instant>)> {
-        let srv = self.resolver.resolve_srv(name).await?;
-        let mut valid_until = srv.valid_until;
-        let mut priorities: Vec<u16> = srv.records.iter().map(|r| r.priority).collect();
-        priorities.sort_unstable();
-        priorities.dedup();
-        let mut last_error = None;
-        for priority in priorities {
-            let records: Vec<&SrvRecord> = srv
-                .records
-                .iter()
-                .filter(|r| r.priority == priority)
-                .collect();
-            let shares = weight_shares(&records.iter().map(|r| r.weight).collect::<Vec<_>>());
-            let mut addrs = Vec::new();
-            for (record, share) in records.iter().zip(shares) {
-                match self.resolver.resolve(&record.host).await {
-                    Ok(r) => {
-                        valid_until = match (valid_until, r.valid_until()) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        };
-                        for ip in r.addrs() {
-                            let addr = SocketAddr::new(*ip, record.port);
-                            addrs.extend(std::iter::repeat_n(addr, share));
-                        }
-                    }
-                    Err(e) => last_error = Some(e),
-                }
-            }
-            if !addrs.is_empty() {
-                // Spread each record's copies out, so round robin alternates.
-                return Ok((interleave_copies(addrs), valid_until));
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{name}: no SRV records"),
-            )
-        }))
     }
 
     /// Keeps the answer fresh until `cancel` fires. Returns at once for IP literals.
@@ -324,7 +322,7 @@ impl ResolveCache {
             last = Some(now);
             let refreshed = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = self.refresh() => r,
+                r = self.refreshed() => r,
             };
             match refreshed {
                 Ok(delay) => {
@@ -351,6 +349,80 @@ impl ResolveCache {
             }
         }
     }
+}
+
+/// What one lookup finds: the addresses, and when they expire.
+type Answer = (Vec<SocketAddr>, Option<std::time::Instant>);
+
+/// One lookup of `target`'s name with `resolver`; an empty answer is an error.
+async fn look_up(resolver: &dyn Resolve, target: &Target) -> io::Result<Answer> {
+    let name = match target.host() {
+        Host::Name(name) | Host::Srv(name) => name.as_str(),
+        Host::Ip(_) => "",
+    };
+    let (addrs, valid_until) = match target.host() {
+        Host::Srv(_) => resolve_srv(resolver, name).await?,
+        _ => {
+            let r = resolver.resolve(name).await?;
+            let port = target.port();
+            let addrs = r.addrs().iter().map(|ip| SocketAddr::new(*ip, port));
+            (addrs.collect(), r.valid_until())
+        }
+    };
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name}: no addresses"),
+        ));
+    }
+    Ok((addrs, valid_until))
+}
+
+/// The addresses of an SRV name: the records of the lowest priority whose hosts
+/// resolve, each host's addresses with the record's port, repeated in proportion to
+/// the record's weight (so round robin and random choices honour it). Expires with
+/// the earliest of the SRV and address answers.
+async fn resolve_srv(resolver: &dyn Resolve, name: &str) -> io::Result<Answer> {
+    let srv = resolver.resolve_srv(name).await?;
+    let mut valid_until = srv.valid_until;
+    let mut priorities: Vec<u16> = srv.records.iter().map(|r| r.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    let mut last_error = None;
+    for priority in priorities {
+        let records: Vec<&SrvRecord> = srv
+            .records
+            .iter()
+            .filter(|r| r.priority == priority)
+            .collect();
+        let shares = weight_shares(&records.iter().map(|r| r.weight).collect::<Vec<_>>());
+        let mut addrs = Vec::new();
+        for (record, share) in records.iter().zip(shares) {
+            match resolver.resolve(&record.host).await {
+                Ok(r) => {
+                    valid_until = match (valid_until, r.valid_until()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    for ip in r.addrs() {
+                        let addr = SocketAddr::new(*ip, record.port);
+                        addrs.extend(std::iter::repeat_n(addr, share));
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if !addrs.is_empty() {
+            // Spread each record's copies out, so round robin alternates.
+            return Ok((interleave_copies(addrs), valid_until));
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{name}: no SRV records"),
+        )
+    }))
 }
 
 #[cfg(test)]
@@ -502,12 +574,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn first_lookup_failure_is_a_resolve_error() {
-        let cache = ResolveCache::new(
+        let cache = Arc::new(ResolveCache::new(
             Target::new(Host::Name("svc".into()), 80),
             Arc::new(Scripted(Mutex::new(vec![None]))),
             CachePolicy::default(),
             Arc::new(Stats::default()),
-        );
+        ));
         let e = cache.addrs().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Resolve);
         assert_eq!(e.side(), Side::Upstream);
@@ -515,15 +587,106 @@ mod tests {
 
     #[tokio::test]
     async fn ip_literals_skip_the_resolver() {
-        let cache = ResolveCache::new(
+        let cache = Arc::new(ResolveCache::new(
             "127.0.0.1:9".parse().unwrap(),
             Arc::new(Scripted(Mutex::new(vec![None]))),
             CachePolicy::default(),
             Arc::new(Stats::default()),
-        );
+        ));
         assert_eq!(
             &*cache.addrs().await.unwrap(),
             &["127.0.0.1:9".parse().unwrap()]
         );
+    }
+
+    /// Answers 10.0.0.1 after `takes`, counting the lookups started.
+    struct Slow {
+        takes: Duration,
+        started: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Resolve for Slow {
+        fn resolve(&self, _name: &str) -> Resolving {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let takes = self.takes;
+            Box::pin(async move {
+                tokio::time::sleep(takes).await;
+                Ok(Resolution::new(vec![ip(1)], None))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_lookup_in_flight_however_many_wait_or_give_up() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let resolver = Slow {
+            takes: Duration::from_secs(10),
+            started: started.clone(),
+        };
+        let cache = Arc::new(ResolveCache::new(
+            Target::new(Host::Name("svc".into()), 80),
+            Arc::new(resolver),
+            CachePolicy::default(),
+            Arc::new(Stats::default()),
+        ));
+        // 150 connections arriving 50 ms apart, each giving up after 200 ms.
+        let mut waiters = tokio::task::JoinSet::new();
+        for _ in 0..150 {
+            let cache = cache.clone();
+            waiters.spawn(async move {
+                cache
+                    .addrs_by(Instant::now() + Duration::from_millis(200))
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut timed_out = 0;
+        while let Some(r) = waiters.join_next().await {
+            match r.unwrap() {
+                Err(e) if e.is_timeout() => timed_out += 1,
+                Err(e) => panic!("{e}"),
+                Ok(_) => {}
+            }
+        }
+        assert_eq!(timed_out, 150, "every waiter gave up at its deadline");
+        // 7.5 s of arrivals: at most the lookup of the first 10 s.
+        assert_eq!(started.load(SeqCst), 1, "lookups started");
+        // The one lookup's answer serves whoever asks once it is in.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            &*cache.addrs().await.unwrap(),
+            &[SocketAddr::new(ip(1), 80)]
+        );
+        assert_eq!(started.load(SeqCst), 1);
+        // A refresher joins the lookup in flight rather than starting its own.
+        let empty = Arc::new(ResolveCache::new(
+            Target::new(Host::Name("svc".into()), 80),
+            Arc::new(Slow {
+                takes: Duration::from_secs(10),
+                started: started.clone(),
+            }),
+            CachePolicy::default(),
+            Arc::new(Stats::default()),
+        ));
+        let waiter = {
+            let empty = empty.clone();
+            tokio::spawn(async move { empty.addrs().await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let cancel = CancellationToken::new();
+        let refresher = tokio::spawn(empty.clone().run(cancel.clone()));
+        assert_eq!(
+            &*waiter.await.unwrap().unwrap(),
+            &[SocketAddr::new(ip(1), 80)]
+        );
+        assert_eq!(started.load(SeqCst), 2, "one lookup for the second cache");
+        cancel.cancel();
+        refresher.await.unwrap();
+        // Dropping a cache abandons its lookup: nothing keeps the cache alive.
+        let weak = Arc::downgrade(&empty);
+        drop(empty);
+        assert!(weak.upgrade().is_none());
     }
 }
