@@ -15,10 +15,32 @@ use super::udp::{Outgoing, RecvBatch, RecvMeta};
 /// Most datagrams moved by one system call.
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// Room for one IP_PKTINFO or IPV6_PKTINFO control message, aligned for `cmsghdr`.
+/// The room a control message with a `payload`-byte body takes (`CMSG_SPACE`).
+const fn cmsg_space(payload: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
+    unsafe { libc::CMSG_SPACE(payload as libc::c_uint) as usize }
+}
+
+/// The most control data one datagram carries here. Received: an IPv4 datagram on a
+/// dual-stack socket gets IPV6_PKTINFO *and* IP_PKTINFO (40 + 32 bytes on 64-bit Linux).
+/// Sent: a packet info message and UDP_SEGMENT (40 + 24).
+const CONTROL_NEEDED: usize = {
+    let v4 = cmsg_space(mem::size_of::<libc::in_pktinfo>());
+    let v6 = cmsg_space(mem::size_of::<libc::in6_pktinfo>());
+    let segment = cmsg_space(mem::size_of::<u16>());
+    let received = v6 + v4;
+    let sent = v6 + segment;
+    if received > sent { received } else { sent }
+};
+
+/// The control buffer of one datagram: room for [`CONTROL_NEEDED`] with headroom (what
+/// the kernel cannot fit it drops, flagging MSG_CTRUNC), aligned for `cmsghdr`.
+const CONTROL_LEN: usize = 128;
+const _: () = assert!(CONTROL_NEEDED + 32 <= CONTROL_LEN);
+
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct Control([u8; 64]);
+struct Control([u8; CONTROL_LEN]);
 
 /// Asks the kernel to report each datagram's destination address (IP_PKTINFO, and
 /// IPV6_RECVPKTINFO on IPv6 sockets, which may also carry IPv4 when dual-stack).
@@ -123,6 +145,10 @@ pub(crate) fn recv(socket: BorrowedFd<'_>, batch: &mut RecvBatch, max: usize) ->
     for i in 0..got {
         // SAFETY: header i was initialised above, and the kernel filled it in.
         let h = unsafe { hdrs[i].assume_init_ref() };
+        debug_assert!(
+            h.msg_hdr.msg_flags & libc::MSG_CTRUNC == 0,
+            "the control buffer ({CONTROL_LEN} bytes) was too small"
+        );
         // SAFETY: name i was zeroed, and the kernel wrote at most its size into it.
         let name = unsafe { names[i].assume_init_ref() };
         batch.meta_mut()[i] = RecvMeta {
@@ -165,7 +191,7 @@ pub(crate) fn send(socket: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<
             hdr.msg_name = (&raw mut *name).cast();
         }
         if let Some(src) = msg.src_ip {
-            let control = controls[i].write(Control([0; 64]));
+            let control = controls[i].write(Control([0; CONTROL_LEN]));
             hdr.msg_control = (&raw mut *control).cast();
             hdr.msg_controllen = mem::size_of::<Control>() as _;
             encode_pktinfo(hdr, src);
@@ -228,7 +254,7 @@ pub(crate) fn send_segments(
     let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
     // SAFETY: as above.
     let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut control = Control([0; 64]);
+    let mut control = Control([0; CONTROL_LEN]);
     hdr.msg_iov = iovs.as_mut_ptr().cast();
     hdr.msg_iovlen = n as _;
     if let Some(to) = to {
@@ -237,8 +263,9 @@ pub(crate) fn send_segments(
     }
     hdr.msg_control = (&raw mut control).cast();
     hdr.msg_controllen = mem::size_of::<Control>() as _;
-    // SAFETY: msg_control points at the zeroed, aligned 64-byte buffer above, which holds
-    // a packet info message (CMSG_SPACE ≤ 40) and a UDP_SEGMENT one (CMSG_SPACE(2) = 16);
+    // SAFETY: msg_control points at the zeroed, aligned CONTROL_LEN-byte buffer above,
+    // which holds a packet info message (CMSG_SPACE(20) = 40 for IPv6) followed by a
+    // UDP_SEGMENT one (CMSG_SPACE(2) = 24), as CONTROL_NEEDED checks at compile time;
     // CMSG_FIRSTHDR/CMSG_NXTHDR stay within msg_controllen.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
@@ -414,10 +441,105 @@ fn decode_pktinfo(hdr: &libc::msghdr) -> Option<IpAddr> {
 /// Writes one IP_PKTINFO (IPv4 source) or IPV6_PKTINFO control message into the header's
 /// control buffer and sets its length.
 fn encode_pktinfo(hdr: &mut libc::msghdr, src: IpAddr) {
-    // SAFETY: the caller pointed msg_control at a zeroed, aligned 64-byte buffer, which
-    // holds one cmsghdr plus an in_pktinfo or in6_pktinfo (CMSG_SPACE of either is ≤ 40).
+    // SAFETY: the caller pointed msg_control at a zeroed, aligned CONTROL_LEN-byte buffer,
+    // which holds one cmsghdr plus an in_pktinfo or in6_pktinfo (CMSG_SPACE 32 or 40).
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(hdr);
         hdr.msg_controllen = write_pktinfo(cmsg, src) as _;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    /// A wildcard IPv6 socket with packet info on, as the forwarder binds `[::]`.
+    fn dual_stack() -> std::net::UdpSocket {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        socket.set_only_v6(false).unwrap();
+        socket
+            .bind(&"[::]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        set_recv_pktinfo(socket.as_fd(), true).unwrap();
+        socket.into()
+    }
+
+    fn on(ip: &str, socket: &std::net::UdpSocket) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), socket.local_addr().unwrap().port())
+    }
+
+    #[test]
+    fn control_room_is_computed_with_headroom() {
+        assert_eq!(cmsg_space(mem::size_of::<libc::in6_pktinfo>()), 40);
+        assert_eq!(cmsg_space(mem::size_of::<libc::in_pktinfo>()), 32);
+        assert_eq!(cmsg_space(mem::size_of::<u16>()), 24);
+        assert_eq!(CONTROL_NEEDED, 72);
+        assert!(mem::size_of::<Control>() >= CONTROL_NEEDED + 32);
+    }
+
+    /// An IPv4 datagram on a dual-stack socket brings both packet info messages; both fit
+    /// (no MSG_CTRUNC), and the destination is read as IPv4.
+    #[test]
+    fn ipv4_on_a_dual_stack_socket_brings_both_packet_infos() {
+        let socket = dual_stack();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"v4", on("127.0.0.3", &socket)).unwrap();
+        let mut batch = RecvBatch::new(4);
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        // Block until it arrives, then take it with the batched call.
+        let mut peek = [0u8; 8];
+        let _ = socket.peek(&mut peek);
+        let n = recv(socket.as_fd(), &mut batch, 4).unwrap();
+        assert_eq!(n, 1);
+        let (data, meta) = (&batch.get(0).0.to_vec(), batch.get(0).1);
+        assert_eq!(&data[..], b"v4");
+        assert_eq!(meta.dst_ip, Some("127.0.0.3".parse().unwrap()));
+        assert_eq!(
+            meta.from.map(|a| a.ip().to_canonical()),
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
+
+    /// A segmented send from a wildcard IPv6 socket with an IPv6 source: packet info and
+    /// UDP_SEGMENT together, each segment arriving whole from the chosen source.
+    #[test]
+    fn segments_leave_from_the_given_ipv6_source() {
+        let socket = dual_stack();
+        let receiver = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let segments: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![i; if i < 4 { 1200 } else { 300 }])
+            .collect();
+        let refs: Vec<&[u8]> = segments.iter().map(Vec::as_slice).collect();
+        let sent = send_segments(
+            socket.as_fd(),
+            &refs,
+            Some(receiver.local_addr().unwrap()),
+            Some("::1".parse().unwrap()),
+        );
+        if let Err(e) = &sent
+            && super::super::udp::segmentation_unsupported(e)
+        {
+            eprintln!("UDP segmentation offload unavailable here: {e}");
+            return;
+        }
+        sent.unwrap();
+        let mut buf = [0u8; 2048];
+        for want in &segments {
+            let (n, from) = receiver.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..]);
+            assert_eq!(from, on("::1", &socket));
+        }
     }
 }
