@@ -10,6 +10,8 @@ use proxy_cli::args::{Cli, Command, LogFormat};
 use proxy_cli::run;
 
 fn main() -> ExitCode {
+    // First, while no descriptor of the process's own is open: see `Inherited`.
+    let inherited = proxy_cli::systemd::Inherited::take();
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
@@ -52,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run::run(cli));
+    let result = runtime.block_on(run::run(cli, inherited));
     // Every connection has finished or been closed by now; do not wait long for a
     // name lookup still running on the blocking pool.
     runtime.shutdown_timeout(Duration::from_secs(1));

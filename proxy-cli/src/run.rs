@@ -86,12 +86,13 @@ pub fn init_logging(cli: &Cli) {
     }
 }
 
-/// Runs the command until it is done or a signal stops it.
+/// Runs the command until it is done or a signal stops it; `inherited` holds the sockets
+/// systemd passed, taken at the start of `main`.
 ///
 /// # Errors
 ///
 /// Whatever stopped the command; [`exit_code`] says which exit code it means.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<()> {
     // The running forwards, for --admin; the server lives until `run` returns.
     let forwards = Forwards::new();
     let config = match &cli.command {
@@ -109,9 +110,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
     match (cli.command, config) {
-        (Command::Tcp(args), _) => tcp(&args, &forwards).await,
-        (Command::Udp(args), _) => udp(&args, &forwards).await,
-        (Command::TcpUdp(args), _) => tcp_udp(&args, &forwards).await,
+        (Command::Tcp(args), _) => tcp(&args, &forwards, &mut inherited).await,
+        (Command::Udp(args), _) => udp(&args, &forwards, &mut inherited).await,
+        (Command::TcpUdp(args), _) => tcp_udp(&args, &forwards, &mut inherited).await,
         (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
         (Command::Run(args), Some(config)) => run_config(&args.config, &config, &forwards).await,
         (Command::Run(_), None) => unreachable!("the file was loaded above"),
@@ -245,13 +246,17 @@ pub fn hint(error: &anyhow::Error) -> Option<&'static str> {
         )
 }
 
-async fn tcp(args: &TcpArgs, forwards: &Forwards) -> anyhow::Result<()> {
+async fn tcp(
+    args: &TcpArgs,
+    forwards: &Forwards,
+    inherited: &mut systemd::Inherited,
+) -> anyhow::Result<()> {
     let plan = args.plan()?;
     // Installed before the listeners log "Forwarding from", so a signal sent after that
     // line always drains rather than killing the process.
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.common.target, plan.common.resolver)?;
-    let handle = match systemd::take_sockets(Wants::TCP)? {
+    let handle = match inherited.sockets(Wants::TCP)? {
         Some(sockets) => {
             build_tcp(&plan, plan.common.listen.addrs(), resolver)?.start_from(sockets.tcp)?
         }
@@ -261,11 +266,15 @@ async fn tcp(args: &TcpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     serve_until_signal(forwards, vec![tcp], signals, plan.common.drain).await
 }
 
-async fn udp(args: &UdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
+async fn udp(
+    args: &UdpArgs,
+    forwards: &Forwards,
+    inherited: &mut systemd::Inherited,
+) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.common.target, plan.common.resolver)?;
-    let handle = match systemd::take_sockets(Wants::UDP)? {
+    let handle = match inherited.sockets(Wants::UDP)? {
         Some(sockets) => {
             build_udp(&plan, plan.common.listen.addrs(), resolver)?.start_from(sockets.udp)?
         }
@@ -282,13 +291,17 @@ async fn udp(args: &UdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
 /// was the kernel's choice, TCP binds again on another port, a bounded number of times.
 /// The TCP forwarders whose port UDP could not have stay bound until the search is over,
 /// so the kernel cannot hand the same port out again.
-async fn tcp_udp(args: &TcpUdpArgs, forwards: &Forwards) -> anyhow::Result<()> {
+async fn tcp_udp(
+    args: &TcpUdpArgs,
+    forwards: &Forwards,
+    inherited: &mut systemd::Inherited,
+) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let resolver = resolver(&plan.tcp.common.target, plan.tcp.common.resolver)?;
     // Reject bad UDP settings (exit code 2) before binding anything.
     build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver.clone())?;
-    if let Some(sockets) = systemd::take_sockets(Wants::TCP_UDP)? {
+    if let Some(sockets) = inherited.sockets(Wants::TCP_UDP)? {
         let tcp = build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver.clone())?
             .start_from(sockets.tcp)
             .context("TCP")?;

@@ -2,7 +2,7 @@
 //! and telling the service manager when the proxy is ready and when it stops
 //! (`sd_notify(3)`), both found through the environment systemd sets.
 //!
-//! - [`take_sockets`]: when `LISTEN_PID` is this process and `LISTEN_FDS` says systemd
+//! - [`Inherited`]: when `LISTEN_PID` is this process and `LISTEN_FDS` says systemd
 //!   passed sockets, `proxy tcp`, `proxy udp` and `proxy tcp,udp` forward from those
 //!   instead of binding PORT and `--listen`. Every socket must be one the subcommand can
 //!   use: `proxy tcp` takes listening TCP sockets (`ListenStream=`), `proxy udp` UDP
@@ -63,22 +63,53 @@ impl Wants {
     }
 }
 
-/// The sockets systemd passed to this process, when it was socket-activated; `None`
-/// otherwise, and then the subcommand binds its own. Logs each socket taken.
+/// The sockets systemd passed to this process, taken by [`Inherited::take`] first thing
+/// in `main`, before the process opens a descriptor of its own.
 ///
-/// # Errors
-///
-/// A [`UsageError`] when a socket is of a kind the subcommand does not forward (a UDP
-/// socket for `proxy tcp`, a Unix socket, a stream socket with `Accept=yes`) or a
-/// protocol the subcommand forwards got no socket; the cause when the sockets cannot be
-/// taken (malformed `LISTEN_FDS`, a descriptor that is not open).
-pub fn take_sockets(wants: Wants) -> anyhow::Result<Option<Sockets>> {
-    #[cfg(target_os = "linux")]
-    {
-        use anyhow::Context;
-        use proxy_core::systemd::{SocketKind, listen_fds};
+/// Taken later, an overstated `LISTEN_FDS` would make the descriptors past the passed
+/// ones look passed too while they are the process's own (the runtime's epoll and
+/// wake-up descriptors): owning them closes them under the runtime. Taken first, they are
+/// not open yet, and the count is refused as it should be.
+#[derive(Debug)]
+pub struct Inherited(Option<io::Result<Vec<proxy_core::systemd::InheritedSocket>>>);
 
-        let inherited = listen_fds().context("cannot take the sockets passed by systemd")?;
+impl Inherited {
+    /// Takes the passed sockets, if any; an error is kept for the subcommand that would
+    /// use them to report.
+    pub fn take() -> Inherited {
+        #[cfg(target_os = "linux")]
+        {
+            Inherited(Some(proxy_core::systemd::listen_fds()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Inherited(None)
+        }
+    }
+
+    /// No sockets: the process was not socket-activated.
+    pub fn none() -> Inherited {
+        Inherited(None)
+    }
+
+    /// The passed sockets, sorted for a subcommand that forwards `wants`; `None` when
+    /// the process was not socket-activated, and then the subcommand binds its own. Logs
+    /// each socket used.
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] when a socket is of a kind the subcommand does not forward (a UDP
+    /// socket for `proxy tcp`, a Unix socket, a stream socket with `Accept=yes`) or a
+    /// protocol the subcommand forwards got no socket; the cause when the sockets could
+    /// not be taken (malformed `LISTEN_FDS`, a descriptor that is not open).
+    pub fn sockets(&mut self, wants: Wants) -> anyhow::Result<Option<Sockets>> {
+        use anyhow::Context;
+        use proxy_core::systemd::SocketKind;
+
+        let Some(taken) = self.0.take() else {
+            return Ok(None);
+        };
+        let inherited = taken.context("cannot take the sockets passed by systemd")?;
         if inherited.is_empty() {
             return Ok(None);
         }
@@ -117,14 +148,8 @@ pub fn take_sockets(wants: Wants) -> anyhow::Result<Option<Sockets>> {
         );
         Ok(Some(sockets))
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = wants;
-        Ok(None)
-    }
 }
 
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn taken_kinds(wants: Wants) -> &'static str {
     match (wants.tcp, wants.udp) {
         (true, true) => "listening TCP sockets (ListenStream=) and UDP sockets (ListenDatagram=)",

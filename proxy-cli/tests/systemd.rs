@@ -298,3 +298,35 @@ fn not_activated_without_listen_pid_of_its_own() {
     assert_eq!(echo_through(connect(addr), &data), data);
     assert!(!proxy.stderr().contains("passed by systemd"));
 }
+
+/// `LISTEN_FDS=3` when one socket was passed: descriptors 4 and 5 are not systemd's.
+/// The count is refused, naming the first descriptor that is not open, and the proxy
+/// exits 1 without taking descriptors of its own. (Taken once the runtime was up, they
+/// were its epoll and wake-up descriptors: closing them made it panic with "failed to
+/// wake I/O driver: Bad file descriptor".)
+#[test]
+fn an_overstated_listen_fds_takes_no_descriptor_of_the_process() {
+    if !have_activate() {
+        return;
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    for (command, args) in [
+        ("tcp", &["tcp", "0", "127.0.0.1:9"][..]),
+        ("udp", &["udp", "0", "127.0.0.1:9"][..]),
+        ("tcp,udp", &["tcp,udp", "0", "127.0.0.1:9"][..]),
+    ] {
+        let mut proxy = activate(&["-l", &listen, "-E", "LISTEN_FDS=3"], args, 1);
+        // Wake systemd-socket-activate, which then execs proxy.
+        let _client = connect(listen.parse().unwrap());
+        let status = proxy.wait_exit(PROMPT);
+        let stderr = proxy.stderr();
+        assert_eq!(status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("cannot take the sockets passed by systemd")
+                && stderr.contains("LISTEN_FDS: descriptor 4 is not open"),
+            "{command}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+    }
+}

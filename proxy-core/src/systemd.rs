@@ -9,25 +9,32 @@
 //!
 //! # Examples
 //!
+//! Take the sockets before anything opens a descriptor, the tokio runtime included (see
+//! [`listen_fds`]):
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use proxy_core::TcpForwarder;
 //! use proxy_core::systemd::{self, SocketKind};
 //!
-//! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut listeners = Vec::new();
-//! for socket in systemd::listen_fds()? {
-//!     if socket.kind() == SocketKind::Tcp {
-//!         listeners.push(socket.into_tcp_listener()?);
-//!     }
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let inherited = systemd::listen_fds()?;
+//!     let runtime = tokio::runtime::Runtime::new()?;
+//!     runtime.block_on(async {
+//!         let mut listeners = Vec::new();
+//!         for socket in inherited {
+//!             if socket.kind() == SocketKind::Tcp {
+//!                 listeners.push(socket.into_tcp_listener()?);
+//!             }
+//!         }
+//!         let forwarder =
+//!             TcpForwarder::builder(["[::]:53".parse()?], "10.0.0.10:53".parse()?).build()?;
+//!         let handle = forwarder.start_from(listeners)?;
+//!         tokio::signal::ctrl_c().await?;
+//!         handle.shutdown(Duration::from_secs(10)).await;
+//!         Ok(())
+//!     })
 //! }
-//! let forwarder = TcpForwarder::builder(["[::]:53".parse()?], "10.0.0.10:53".parse()?).build()?;
-//! let handle = forwarder.start_from(listeners)?;
-//! tokio::signal::ctrl_c().await?;
-//! handle.shutdown(Duration::from_secs(10)).await;
-//! # Ok(())
-//! # }
 //! ```
 //!
 //! [`TcpForwarder::start_from`]: crate::TcpForwarder::start_from
@@ -79,8 +86,11 @@ pub(crate) struct ListenEnv {
 /// process was not socket-activated (no `LISTEN_PID`, or another process's).
 ///
 /// Only the first call that finds sockets takes them; later calls fail, so no descriptor
-/// ever has two owners. Call it early, before anything in the process could have closed
-/// descriptors it did not open. The variables are left as they are (removing them is
+/// ever has two owners. Call it first, before the process opens a descriptor of its own
+/// (before building the tokio runtime): descriptors past the passed ones are then not
+/// open, so an overstated `LISTEN_FDS` fails with `EBADF`. Called later, it would take
+/// the process's own descriptors (the runtime's epoll, ...) as passed sockets, and
+/// dropping them closes them under their real owner. The variables are left as they are (removing them is
 /// `unsafe` in a multi-threaded process); processes started later see a `LISTEN_PID` that
 /// is not theirs and ignore them.
 ///
