@@ -531,6 +531,63 @@ fn bad_requests() {
     assert_eq!(get(admin, "/healthz").status, 200);
 }
 
+/// How long `GET /healthz` took, which must answer 200 `ok` within a second.
+fn timed_healthz(admin: SocketAddr) -> Duration {
+    let started = Instant::now();
+    let mut s = connect(admin);
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    let read = s.read_to_string(&mut raw);
+    let took = started.elapsed();
+    assert!(read.is_ok(), "/healthz unanswered after {took:?}: {read:?}");
+    assert!(
+        raw.starts_with("HTTP/1.1 200 ") && raw.ends_with("\r\n\r\nok\n"),
+        "{raw:?}"
+    );
+    took
+}
+
+/// The median of five `/healthz` round trips, each of which must answer within a second.
+fn median_healthz(admin: SocketAddr) -> Duration {
+    let mut took: Vec<Duration> = (0..5).map(|_| timed_healthz(admin)).collect();
+    took.sort();
+    took[2]
+}
+
+/// Connections that connect and send nothing (a port scanner, a stuck client, a pod
+/// holding sockets open on purpose) never keep a liveness probe waiting: with 64 of them,
+/// and with 564, `/healthz` answers within 100 ms, the oldest idle connections are the
+/// ones closed to make room, and `/metrics` still answers in full.
+#[test]
+fn healthz_answers_promptly_past_many_idle_connections() {
+    let (_proxy, admin) = start_with_admin("tcp", "127.0.0.1:9", &[]);
+    assert_eq!(get(admin, "/healthz").status, 200);
+    let mut idle: Vec<std::net::TcpStream> = (0..64).map(|_| connect(admin)).collect();
+    let with_64 = median_healthz(admin);
+    idle.extend((0..500).map(|_| connect(admin)));
+    let with_564 = median_healthz(admin);
+    eprintln!("/healthz took {with_64:?} with 64 idle sockets, {with_564:?} with 564");
+    assert!(with_64 < Duration::from_millis(100), "{with_64:?} with 64");
+    assert!(
+        with_564 < Duration::from_millis(100),
+        "{with_564:?} with 564"
+    );
+    // The oldest idle connection was closed, without an answer (it asked nothing).
+    let mut oldest = idle.remove(0);
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match oldest.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the oldest idle connection is still open: {other:?}"),
+    }
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_ready", &[]), 1);
+}
+
 /// `--log-format json`: every stderr line is one JSON object with a timestamp, a level,
 /// a target and fields, from the first line to the last.
 #[test]
