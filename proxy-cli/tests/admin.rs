@@ -588,6 +588,131 @@ fn healthz_answers_promptly_past_many_idle_connections() {
     assert_eq!(m.get("proxy_ready", &[]), 1);
 }
 
+/// One round trip through the proxy at `addr` that must end within two seconds.
+fn quick_round_trip(addr: SocketAddr, n: usize) -> std::io::Result<()> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let msg = format!("hello {n}");
+    std::io::Write::write_all(&mut s, msg.as_bytes())?;
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back)?;
+    assert_eq!(back, msg.as_bytes());
+    Ok(())
+}
+
+/// With stderr on a pipe nobody reads (a stuck log collector), forwarding goes on: 1,200
+/// connections each logging two lines (`--log-level debug`) all pass, well past the
+/// pipe's 64 KiB and the log queue; the lines that did not fit are counted in
+/// `proxy_log_lines_dropped_total`. Once stderr is read again, the queued lines come out
+/// and the shutdown lines are the last ones.
+#[test]
+fn unread_stderr_never_stalls_forwarding() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let mut child = Command::new(support::proxy::PROXY)
+        .args([
+            "tcp",
+            "0",
+            &target,
+            "--listen",
+            "127.0.0.1",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-level", "debug"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let child = Kill(child);
+    let (mut admin, mut addr) = (None, None);
+    while admin.is_none() || addr.is_none() {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stderr ended");
+        if let Some(at) = line.split("admin listening on ").nth(1) {
+            admin = at
+                .split([' ', '"'])
+                .next()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .ok();
+        }
+        if let Some((_, a)) = support::proxy::forwarding_line(line.trim_end(), &target) {
+            addr = Some(a);
+        }
+    }
+    let (admin, addr) = (admin.unwrap(), addr.unwrap());
+    // From here on nobody reads stderr until the end.
+    let started = Instant::now();
+    for n in 0..1200 {
+        if let Err(e) = quick_round_trip(addr, n) {
+            panic!(
+                "connection {n} failed after {:?} with stderr unread: {e}",
+                started.elapsed()
+            );
+        }
+    }
+    eprintln!("1,200 connections in {:?}", started.elapsed());
+    let dropped = Metrics::scrape(admin).get("proxy_log_lines_dropped_total", &[]);
+    eprintln!("{dropped} log lines dropped");
+    assert!((1..=2400).contains(&dropped), "{dropped} lines dropped");
+
+    // Read stderr again: the queued lines, then the shutdown's, then the end.
+    let lines = thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let kill = |sig: &str| {
+        let pid = child.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    kill("-TERM");
+    let lines = lines.join().unwrap();
+    assert!(lines.len() > 300, "{} lines", lines.len());
+    let last = lines.last().unwrap();
+    assert!(last.contains("exiting"), "{last}");
+}
+
+/// When stderr is read, no log line is lost: every connection's access line is there by
+/// the time the proxy has exited, and none was counted as dropped.
+#[test]
+fn read_stderr_loses_no_log_line() {
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let (mut proxy, admin) = start_with_admin("tcp", &target, &[]);
+    let addr = proxy.listen_addr(&target);
+    for n in 0..300 {
+        quick_round_trip(addr, n).unwrap();
+    }
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_log_lines_dropped_total", &[]), 0);
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(PROMPT).code(), Some(0));
+    let access = proxy.count_lines(|l| l.contains("proxy_core::access"));
+    assert_eq!(access, 300);
+    let stderr = proxy.stderr();
+    assert!(
+        stderr.lines().last().unwrap().contains("exiting"),
+        "{stderr}"
+    );
+}
+
 /// `--log-format json`: every stderr line is one JSON object with a timestamp, a level,
 /// a target and fields, from the first line to the last.
 #[test]
