@@ -2,9 +2,11 @@
 //!
 //! It answers `GET` (and `HEAD`) and nothing else (405), one request per connection
 //! (`Connection: close`). A request head larger than [`MAX_HEAD`] gets 431; a client that
-//! has not sent its whole head within [`REQUEST_TIMEOUT`] gets 408; at most
-//! [`MAX_CONNECTIONS`] connections are served at once, further ones wait in the listen
-//! backlog. The server stops when its [`Admin`] drops.
+//! has not sent its whole head within [`REQUEST_TIMEOUT`] gets 408. At most
+//! [`MAX_CONNECTIONS`] connections are open at once, but a new one is always accepted:
+//! it takes the place of the oldest connection that has not sent its request head yet
+//! (or, when every one has, of the oldest), so idle or slow clients can never keep a
+//! liveness probe waiting. The server stops when its [`Admin`] drops.
 //!
 //! | path | answer |
 //! |---|---|
@@ -12,16 +14,17 @@
 //! | `/healthz` | 200 `ok` while the process runs |
 //! | `/readyz` | 200 `ready` once every listener is bound; 503 before, and once the shutdown has started |
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinError, JoinHandle, JoinSet};
 
 use crate::metrics;
 use crate::registry::Forwards;
@@ -35,7 +38,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing a response (and waiting for the client to close) may take.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections served at once.
+/// Connections open at once; a newcomer past it closes the oldest idle one.
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// A running admin server; dropping it stops the server and closes its connections.
@@ -81,26 +84,87 @@ impl Drop for Admin {
 }
 
 async fn serve(listener: TcpListener, forwards: Forwards) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
+    let mut connections = Connections::default();
     loop {
-        while connections.try_join_next().is_some() {}
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return; // never closed
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.make_room();
+                    connections.spawn(stream, forwards.clone());
+                }
+                Err(e) => {
+                    // EMFILE and the like: give connections in progress time to end.
+                    tracing::warn!(error = %e, "admin: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(done) = connections.tasks.join_next() => connections.finished(done),
+        }
+    }
+}
+
+/// The open connections, oldest first.
+///
+/// Accepting always and closing the oldest idle connection when full, rather than
+/// leaving newcomers in the listen backlog until a slot frees, is what keeps `/healthz`
+/// prompt: a probe sends its request at once, while a client holding sockets open sends
+/// nothing, so the probe is never the one closed.
+#[derive(Default)]
+struct Connections {
+    /// Each connection's task; it returns the connection's number when done.
+    tasks: JoinSet<u64>,
+    /// The connections by number, which grows with each accept.
+    open: BTreeMap<u64, Open>,
+    next: u64,
+}
+
+/// What the accept loop keeps of an open connection.
+struct Open {
+    abort: AbortHandle,
+    /// Set once the whole request head has arrived.
+    asked: Arc<AtomicBool>,
+}
+
+// ===== impl Connections =====
+
+impl Connections {
+    /// At [`MAX_CONNECTIONS`], closes the oldest connection whose request head has not
+    /// arrived, or else the oldest one.
+    fn make_room(&mut self) {
+        if self.open.len() < MAX_CONNECTIONS {
+            return;
+        }
+        let idle = self
+            .open
+            .iter()
+            .find(|(_, c)| !c.asked.load(Ordering::Relaxed))
+            .map(|(&n, _)| n);
+        let Some(n) = idle.or_else(|| self.open.keys().next().copied()) else {
+            return;
         };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let forwards = forwards.clone();
-                connections.spawn(async move {
-                    let _permit = permit;
-                    connection(stream, &forwards).await;
-                });
-            }
-            Err(e) => {
-                // EMFILE and the like: give connections in progress time to end.
-                tracing::warn!(error = %e, "admin: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        if let Some(closed) = self.open.remove(&n) {
+            // Aborting drops the stream, which closes the connection.
+            closed.abort.abort();
+        }
+    }
+
+    fn spawn(&mut self, stream: TcpStream, forwards: Forwards) {
+        let n = self.next;
+        self.next += 1;
+        let asked = Arc::new(AtomicBool::new(false));
+        let flag = asked.clone();
+        let abort = self.tasks.spawn(async move {
+            connection(stream, &forwards, &flag).await;
+            n
+        });
+        self.open.insert(n, Open { abort, asked });
+    }
+
+    /// Forgets a connection that ended; one closed by [`make_room`](Self::make_room)
+    /// was forgotten then.
+    fn finished(&mut self, done: Result<u64, JoinError>) {
+        if let Ok(n) = done {
+            self.open.remove(&n);
         }
     }
 }
@@ -177,9 +241,14 @@ struct Request {
     path: String,
 }
 
-async fn connection(mut stream: TcpStream, forwards: &Forwards) {
+/// Serves one request on `stream`; sets `asked` once its head has arrived.
+async fn connection(mut stream: TcpStream, forwards: &Forwards, asked: &AtomicBool) {
     let mut head_only = false;
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await;
+    if matches!(head, Ok(Ok(_))) {
+        asked.store(true, Ordering::Relaxed);
+    }
+    let response = match head {
         Err(_) => Response::text(408, "request timeout\n"),
         Ok(Err(_)) => return, // reset: nobody to answer
         Ok(Ok(head)) => match parse(&head) {

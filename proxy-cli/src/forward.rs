@@ -939,24 +939,33 @@ fn push_json_string(s: &mut String, value: &str) {
 
 /// Writes `content` to a temporary file beside `path`, then renames it to `path`, so a
 /// reader sees the whole file or none.
+///
+/// The temporary file has a random name and is created with `O_CREAT | O_EXCL`, which
+/// never follows a symlink: a name anyone could guess (such as one made of the process
+/// id) would let whoever can write to the directory plant a link there and have proxy
+/// overwrite the link's target.
 fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(content.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // Readable by others, as a file created with `File::create` is (the umask applies).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    // Removed on drop when anything below fails.
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(content.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Removes `path`; a missing file is fine.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use proxy_cli::args::{Cli, Command, LogFormat};
+use proxy_cli::logging::LogFlush;
 use proxy_cli::run;
 
 fn main() -> ExitCode {
@@ -35,7 +36,9 @@ fn main() -> ExitCode {
         }
         cli.threads = cli.threads.or(file.threads);
     }
-    run::init_logging(&cli);
+    // Written out when it drops, at the end of `main`, and before any line printed
+    // directly to stderr, so the lines stay in order.
+    let logs = run::init_logging(&cli);
     run::raise_open_files_limit(&cli);
     let log_format = cli.log_format;
     let mut builder = match cli.threads {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
+            drop(logs);
             eprintln!("error: cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
@@ -58,6 +62,8 @@ fn main() -> ExitCode {
     // Every connection has finished or been closed by now; do not wait long for a
     // name lookup still running on the blocking pool.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    let flush = || logs.as_ref().map(LogFlush::flush);
+    flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
             if log_format == LogFormat::Json {
                 // Every stderr line stays one JSON object.
                 tracing::error!("{e:#}");
+                flush();
                 return code;
             }
             eprintln!("error: {e:#}");

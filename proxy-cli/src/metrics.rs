@@ -32,6 +32,7 @@ use std::net::SocketAddr;
 
 use proxy_core::{EndpointStats, StatsSnapshot};
 
+use crate::logging;
 use crate::registry::Protocol;
 
 /// The `Content-Type` of [`render`]'s output.
@@ -364,7 +365,8 @@ const ENDPOINT_FAMILIES: &[EndpointFamily] = &[
     ),
 ];
 
-/// The exposition of `forwards` and of the process's readiness.
+/// The exposition of `forwards`, of the process's readiness and of its log lines dropped
+/// ([`logging::lines_dropped`], process-wide like the logger).
 pub fn render(forwards: &[ForwardMetrics], ready: bool) -> String {
     let mut out = String::with_capacity(4096 + forwards.len() * 2048);
     header(
@@ -374,6 +376,17 @@ pub fn render(forwards: &[ForwardMetrics], ready: bool) -> String {
         "1 when every listener is bound and the process is not shutting down, else 0.",
     );
     let _ = writeln!(out, "proxy_ready {}", u64::from(ready));
+    header(
+        &mut out,
+        "proxy_log_lines_dropped_total",
+        Counter,
+        "Log lines dropped because stderr did not keep up (logging never blocks forwarding).",
+    );
+    let _ = writeln!(
+        out,
+        "proxy_log_lines_dropped_total {}",
+        logging::lines_dropped()
+    );
     header(
         &mut out,
         "proxy_forward_stopping",
@@ -563,6 +576,10 @@ mod tests {
         let text = render(&[], false);
         check_exposition(&text);
         assert!(text.lines().any(|l| l == "proxy_ready 0"));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("proxy_log_lines_dropped_total "))
+        );
     }
 
     #[test]

@@ -263,6 +263,32 @@ impl Registered {
         }
     }
 
+    /// Lists it under `name` from now on: a reload renamed the forward and this one
+    /// carries on under the new name. Like [`Forwards::register`], it becomes `name#2`
+    /// when a running forward already has that name.
+    pub fn rename(&mut self, name: impl Into<String>) {
+        let name = name.into();
+        let mut inner = self.forwards.lock();
+        let id = self.id;
+        let taken = |n: &str| {
+            inner
+                .entries
+                .iter()
+                .any(|e| e.name == n && !e.stopping && e.id != id)
+        };
+        let mut unique = name.clone();
+        let mut n = 1;
+        while taken(&unique) {
+            n += 1;
+            unique = format!("{name}#{n}");
+        }
+        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id) {
+            entry.name = unique.clone();
+        }
+        drop(inner);
+        self.name = unique;
+    }
+
     /// The name it is listed under (the `forward` label of its metrics).
     pub fn name(&self) -> &str {
         &self.name

@@ -12,6 +12,7 @@ use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
 use proxy_core::{ErrorKind, ForwarderHandle, Host, Target};
 use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::admin::Admin;
 use crate::args::{
@@ -19,6 +20,7 @@ use crate::args::{
     UsageError,
 };
 use crate::config::{self, ConfigFile};
+use crate::logging::{self, LogFlush};
 use crate::registry::{Forwards, Protocol, Registered, listen_name};
 use crate::supervise::Supervisor;
 use crate::systemd::{self, Wants};
@@ -61,7 +63,11 @@ pub fn raise_open_files_limit(cli: &Cli) {
 /// Sends `tracing` output to stderr at `cli`'s `--log-level`, or as `RUST_LOG` says when
 /// it is set and not empty, in the `--log-format`: text (no ANSI colours unless stderr is
 /// a terminal) or one JSON object per line.
-pub fn init_logging(cli: &Cli) {
+///
+/// Lines go through a bounded queue to a thread that writes them ([`crate::logging`]), so
+/// logging never blocks forwarding; keep the returned [`LogFlush`] until the last line is
+/// logged (it writes out the queue when dropped).
+pub fn init_logging(cli: &Cli) -> Option<LogFlush> {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -77,13 +83,21 @@ pub fn init_logging(cli: &Cli) {
         }
         None => EnvFilter::new(cli.log_filter()),
     };
+    let (writer, flush) = match logging::stderr_writer() {
+        Ok((queued, flush)) => (BoxMakeWriter::new(queued), Some(flush)),
+        Err(e) => {
+            eprintln!("warning: cannot start the log writer thread ({e}); logging directly");
+            (BoxMakeWriter::new(io::stderr), None)
+        }
+    };
     let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
+        .with_writer(writer);
     match cli.log_format {
         LogFormat::Text => logger.with_ansi(io::stderr().is_terminal()).init(),
         LogFormat::Json => logger.with_ansi(false).json().init(),
     }
+    flush
 }
 
 /// Runs the command until it is done or a signal stops it; `inherited` holds the sockets

@@ -6,7 +6,10 @@
 //! matched by name and protocol: new ones start (all of them, or none if one cannot bind),
 //! removed ones drain in the background for the drain time, and the others take their new
 //! settings through [`ForwarderHandle::reload`](proxy_core::ForwarderHandle::reload):
-//! established connections and sessions are never dropped.
+//! established connections and sessions are never dropped. A forward renamed on an
+//! address a removed one of the same protocol is bound to is the same forward under a
+//! new name: the running one is renamed and reloaded in place, since a new one could not
+//! bind the address the old one holds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,11 +85,12 @@ impl Supervisor {
     pub async fn reload(&mut self) -> anyhow::Result<()> {
         let config = config::load(&self.path)?;
         let mut wanted = build_all(&config)?;
+        let renamed = self.renamed(&wanted);
 
         // Start what is new, all or none.
         let mut started: Vec<(Key, ForwarderHandle, String)> = Vec::new();
         for (key, built) in &wanted {
-            if self.running.contains_key(key) {
+            if self.running.contains_key(key) || renamed.iter().any(|(_, new)| new == key) {
                 continue;
             }
             match start(built) {
@@ -97,6 +101,20 @@ impl Supervisor {
                     }
                     return Err(e.context(format!("forward `{}`", key.0)));
                 }
+            }
+        }
+
+        // Rename what took a new name; it takes its new settings below.
+        for (old, new) in renamed {
+            if let Some(mut forward) = self.running.remove(&old) {
+                tracing::info!(
+                    forward = %new.0,
+                    protocol = %new.1,
+                    was = %old.0,
+                    "renamed; its listener and connections carry on"
+                );
+                forward.rename(new.0.clone());
+                self.running.insert(new, forward);
             }
         }
 
@@ -146,6 +164,29 @@ impl Supervisor {
         } else {
             anyhow::bail!("forwards kept their old settings: {}", failed.join(", "))
         }
+    }
+
+    /// The forwards `wanted` renames: pairs of a running forward that `wanted` no longer
+    /// has and a new forward of the same protocol that listens on an address the running
+    /// one is bound to (a port of its own, not 0). Each running forward is renamed at most
+    /// once.
+    fn renamed(&self, wanted: &BTreeMap<Key, Built>) -> Vec<(Key, Key)> {
+        let mut pairs: Vec<(Key, Key)> = Vec::new();
+        for (new, built) in wanted {
+            if self.running.contains_key(new) {
+                continue;
+            }
+            let old = self.running.iter().find(|(old, forward)| {
+                old.1 == new.1
+                    && !wanted.contains_key(*old)
+                    && !pairs.iter().any(|(taken, _)| taken == *old)
+                    && shares_an_address(built, forward.handle().local_addrs())
+            });
+            if let Some((old, _)) = old {
+                pairs.push((old.clone(), new.clone()));
+            }
+        }
+        pairs
     }
 
     /// Drains every forward (running and removed) for up to the drain time; `true` when
@@ -211,6 +252,18 @@ fn start(built: &Built) -> anyhow::Result<ForwarderHandle> {
             _ => Err(e.into()),
         },
     }
+}
+
+/// Whether `built` listens on one of `bound` (on IPv4 too when it listens on every
+/// address, which falls back to IPv4 on a host without IPv6); port 0 never matches.
+fn shares_an_address(built: &Built, bound: &[SocketAddr]) -> bool {
+    let fallback = built.listen.ipv4_fallback().unwrap_or_default();
+    built
+        .forwarder
+        .listen_addrs()
+        .iter()
+        .chain(&fallback)
+        .any(|a| a.port() != 0 && bound.contains(a))
 }
 
 /// The forwarder to reload a running one with: when it listens on every address and the

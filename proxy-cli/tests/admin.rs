@@ -531,6 +531,188 @@ fn bad_requests() {
     assert_eq!(get(admin, "/healthz").status, 200);
 }
 
+/// How long `GET /healthz` took, which must answer 200 `ok` within a second.
+fn timed_healthz(admin: SocketAddr) -> Duration {
+    let started = Instant::now();
+    let mut s = connect(admin);
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    let read = s.read_to_string(&mut raw);
+    let took = started.elapsed();
+    assert!(read.is_ok(), "/healthz unanswered after {took:?}: {read:?}");
+    assert!(
+        raw.starts_with("HTTP/1.1 200 ") && raw.ends_with("\r\n\r\nok\n"),
+        "{raw:?}"
+    );
+    took
+}
+
+/// The median of five `/healthz` round trips, each of which must answer within a second.
+fn median_healthz(admin: SocketAddr) -> Duration {
+    let mut took: Vec<Duration> = (0..5).map(|_| timed_healthz(admin)).collect();
+    took.sort();
+    took[2]
+}
+
+/// Connections that connect and send nothing (a port scanner, a stuck client, a pod
+/// holding sockets open on purpose) never keep a liveness probe waiting: with 64 of them,
+/// and with 564, `/healthz` answers within 100 ms, the oldest idle connections are the
+/// ones closed to make room, and `/metrics` still answers in full.
+#[test]
+fn healthz_answers_promptly_past_many_idle_connections() {
+    let (_proxy, admin) = start_with_admin("tcp", "127.0.0.1:9", &[]);
+    assert_eq!(get(admin, "/healthz").status, 200);
+    let mut idle: Vec<std::net::TcpStream> = (0..64).map(|_| connect(admin)).collect();
+    let with_64 = median_healthz(admin);
+    idle.extend((0..500).map(|_| connect(admin)));
+    let with_564 = median_healthz(admin);
+    eprintln!("/healthz took {with_64:?} with 64 idle sockets, {with_564:?} with 564");
+    assert!(with_64 < Duration::from_millis(100), "{with_64:?} with 64");
+    assert!(
+        with_564 < Duration::from_millis(100),
+        "{with_564:?} with 564"
+    );
+    // The oldest idle connection was closed, without an answer (it asked nothing).
+    let mut oldest = idle.remove(0);
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match oldest.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the oldest idle connection is still open: {other:?}"),
+    }
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_ready", &[]), 1);
+}
+
+/// One round trip through the proxy at `addr` that must end within two seconds.
+fn quick_round_trip(addr: SocketAddr, n: usize) -> std::io::Result<()> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let msg = format!("hello {n}");
+    std::io::Write::write_all(&mut s, msg.as_bytes())?;
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back)?;
+    assert_eq!(back, msg.as_bytes());
+    Ok(())
+}
+
+/// With stderr on a pipe nobody reads (a stuck log collector), forwarding goes on: 1,200
+/// connections each logging two lines (`--log-level debug`) all pass, well past the
+/// pipe's 64 KiB and the log queue; the lines that did not fit are counted in
+/// `proxy_log_lines_dropped_total`. Once stderr is read again, the queued lines come out
+/// and the shutdown lines are the last ones.
+#[test]
+fn unread_stderr_never_stalls_forwarding() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let mut child = Command::new(support::proxy::PROXY)
+        .args([
+            "tcp",
+            "0",
+            &target,
+            "--listen",
+            "127.0.0.1",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-level", "debug"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let child = Kill(child);
+    let (mut admin, mut addr) = (None, None);
+    while admin.is_none() || addr.is_none() {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stderr ended");
+        if let Some(at) = line.split("admin listening on ").nth(1) {
+            admin = at
+                .split([' ', '"'])
+                .next()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .ok();
+        }
+        if let Some((_, a)) = support::proxy::forwarding_line(line.trim_end(), &target) {
+            addr = Some(a);
+        }
+    }
+    let (admin, addr) = (admin.unwrap(), addr.unwrap());
+    // From here on nobody reads stderr until the end.
+    let started = Instant::now();
+    for n in 0..1200 {
+        if let Err(e) = quick_round_trip(addr, n) {
+            panic!(
+                "connection {n} failed after {:?} with stderr unread: {e}",
+                started.elapsed()
+            );
+        }
+    }
+    eprintln!("1,200 connections in {:?}", started.elapsed());
+    let dropped = Metrics::scrape(admin).get("proxy_log_lines_dropped_total", &[]);
+    eprintln!("{dropped} log lines dropped");
+    assert!((1..=2400).contains(&dropped), "{dropped} lines dropped");
+
+    // Read stderr again: the queued lines, then the shutdown's, then the end.
+    let lines = thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let kill = |sig: &str| {
+        let pid = child.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    kill("-TERM");
+    let lines = lines.join().unwrap();
+    assert!(lines.len() > 300, "{} lines", lines.len());
+    let last = lines.last().unwrap();
+    assert!(last.contains("exiting"), "{last}");
+}
+
+/// When stderr is read, no log line is lost: every connection's access line is there by
+/// the time the proxy has exited, and none was counted as dropped.
+#[test]
+fn read_stderr_loses_no_log_line() {
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let (mut proxy, admin) = start_with_admin("tcp", &target, &[]);
+    let addr = proxy.listen_addr(&target);
+    for n in 0..300 {
+        quick_round_trip(addr, n).unwrap();
+    }
+    let m = Metrics::scrape(admin);
+    assert_eq!(m.get("proxy_log_lines_dropped_total", &[]), 0);
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(PROMPT).code(), Some(0));
+    let access = proxy.count_lines(|l| l.contains("proxy_core::access"));
+    assert_eq!(access, 300);
+    let stderr = proxy.stderr();
+    assert!(
+        stderr.lines().last().unwrap().contains("exiting"),
+        "{stderr}"
+    );
+}
+
 /// `--log-format json`: every stderr line is one JSON object with a timestamp, a level,
 /// a target and fields, from the first line to the last.
 #[test]

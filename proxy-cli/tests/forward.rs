@@ -289,6 +289,44 @@ fn ports_file_lists_the_bound_ports() {
     assert!(!file.path().exists(), "the ports file is removed at exit");
 }
 
+/// `--ports-file` never writes through a symlink planted at the temporary name the file
+/// is written under first (`.NAME.PID.tmp` in the same directory, which anyone who can
+/// write there could guess): the symlink's target stays as it was, and the ports file is
+/// a regular file of its own.
+#[cfg(unix)]
+#[test]
+fn ports_file_does_not_follow_a_planted_symlink() {
+    let tcp = Echo::start("127.0.0.1");
+    let dir = TempPath::new("ports-dir");
+    std::fs::create_dir(dir.path()).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let file = dir.path().join("ports.json");
+    let path = file.to_str().unwrap().to_owned();
+    let spec = format!(":{}", tcp.port());
+    let proxy = start(&["--ports-file", &path, "127.0.0.1", &spec]);
+    // Planted right after the start, before proxy has bound anything or written the file.
+    let planted = dir.path().join(format!(".ports.json.{}.tmp", proxy.pid()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    proxy.stdout_lines(1);
+
+    let after = std::fs::read_to_string(&victim).unwrap();
+    let meta = std::fs::symlink_metadata(&file).expect("the ports file exists");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The mode any file created here gets (0644 under the usual umask).
+    let usual = dir.path().join("usual");
+    std::fs::write(&usual, "").unwrap();
+    let usual = std::fs::metadata(&usual).unwrap();
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir.path());
+    assert_eq!(after, "precious\n", "the symlink's target was overwritten");
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode(), usual.permissions().mode());
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(json["forwards"][0]["protocol"], "tcp", "{text}");
+}
+
 // ===== -- CMD =====
 
 /// `-- CMD` exits with CMD's status: its code, 128+N for a signal, 127 when not found.

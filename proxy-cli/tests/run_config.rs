@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use support::client::{connect, ping};
 use support::dnsmasq::TempPath;
 use support::echo::{Echo, UdpEcho};
+use support::http::{admin_addr, get};
 use support::proxy::{PROMPT, Proxy};
 
 /// One request and its echo on a new connection through the proxy.
@@ -203,4 +204,54 @@ fn threads_from_the_file_unless_the_command_line_sets_them() {
         round_trip(proxy.listen_addr(&echo.addr.to_string()), b"threads");
         assert_eq!(proxy.settled_worker_threads(workers), workers, "{args:?}");
     }
+}
+
+/// A reload that renames a forward and keeps its address: the listener carries on under
+/// the new name (the new one does not try to bind the address the old one holds, which
+/// made the whole reload fail), a connection open through it stays up, new connections
+/// are accepted, and `/metrics` lists the forward under its new name only.
+#[test]
+fn sighup_renames_a_forward_on_the_same_port() {
+    let echo = Echo::start("127.0.0.1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let named = |name: &str| {
+        format!(
+            "admin = \"127.0.0.1:0\"\n[[forward]]\nname = \"{name}\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\ntarget = \"{}\"\n",
+            echo.addr
+        )
+    };
+    let file = TempPath::new("rename.toml");
+    file.write(&named("old-name"));
+    let proxy = Proxy::start(&["run", "--config", file.path().to_str().unwrap()]);
+    let addr = proxy.listen_addr(&echo.addr.to_string());
+    assert_eq!(addr.port(), port);
+    let admin = admin_addr(&proxy);
+    let mut open = connect(addr);
+    ping(&mut open, b"before the rename");
+
+    file.write(&named("new-name"));
+    reload(&proxy, 0);
+    assert!(
+        !proxy.stderr().contains("reload rejected"),
+        "{}",
+        proxy.stderr()
+    );
+    ping(&mut open, b"through the rename");
+    round_trip(addr, b"a new connection");
+    let metrics = get(admin, "/metrics").body;
+    let series = |name: &str| format!("proxy_connections_total{{forward=\"{name}\",");
+    assert!(
+        metrics.contains(&format!(
+            "{}protocol=\"tcp\",target=\"{}\"}} 2",
+            series("new-name"),
+            echo.addr
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&series("old-name")), "{metrics}");
+    assert_eq!(echo.accepted(), 2);
 }

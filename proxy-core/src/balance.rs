@@ -143,6 +143,9 @@ const PURGE_EVERY: usize = 1024;
 pub(crate) struct Balancer {
     policy: Balance,
     ejection: Option<Ejection>,
+    /// Told of each connection or session open on an address, so an address's stats are
+    /// kept while one is.
+    stats: Option<std::sync::Arc<crate::stats::Stats>>,
     next: AtomicUsize,
     rng: AtomicU64,
     state: Mutex<State>,
@@ -175,10 +178,18 @@ impl Balancer {
         Balancer {
             policy,
             ejection,
+            stats: None,
             next: AtomicUsize::new(0),
             rng: AtomicU64::new(seed),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The same, telling `stats` of the connections and sessions [`open`](Self::open) on
+    /// each address.
+    pub(crate) fn counting(mut self, stats: std::sync::Arc<crate::stats::Stats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -343,6 +354,9 @@ impl Balancer {
     /// connections and two random choices weigh these.
     pub(crate) fn open(&self, addr: SocketAddr) -> Open<'_> {
         self.state().endpoints.entry(addr).or_default().open += 1;
+        if let Some(stats) = &self.stats {
+            stats.endpoint_open(addr, true);
+        }
         Open {
             balancer: self,
             addr,
@@ -414,6 +428,9 @@ impl Drop for Open<'_> {
     fn drop(&mut self) {
         if let Some(e) = self.balancer.state().endpoints.get_mut(&self.addr) {
             e.open = e.open.saturating_sub(1);
+        }
+        if let Some(stats) = &self.balancer.stats {
+            stats.endpoint_open(self.addr, false);
         }
     }
 }

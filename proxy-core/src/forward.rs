@@ -135,7 +135,8 @@ impl Common {
         base: &crate::handle::Base,
     ) -> (Arc<crate::handle::Refresher>, Arc<Balancer>) {
         let refresher = Arc::new(crate::handle::Refresher::spawn(cache, &base.closing));
-        let balancer = Arc::new(Balancer::new(self.balance, self.ejection));
+        let balancer =
+            Arc::new(Balancer::new(self.balance, self.ejection).counting(base.stats.clone()));
         if let Some(check) = self.health_check {
             spawn_health_checks(
                 check,

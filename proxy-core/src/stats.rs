@@ -37,7 +37,26 @@ pub(crate) struct Stats {
     pub(crate) udp_dropped: AtomicU64,
     pub(crate) udp_truncated: AtomicU64,
     pub(crate) udp_upstream_refused: AtomicU64,
-    endpoints: Mutex<HashMap<SocketAddr, EndpointStats>>,
+    endpoints: Mutex<HashMap<SocketAddr, Tracked>>,
+}
+
+/// Answers in a row an address must be missing from, with nothing open on it, before its
+/// [`EndpointStats`] are dropped: a while for a last scrape to see its final values, and
+/// not a flap of a rotating answer. With a 30 s TTL that is a minute and a half.
+const PRUNE_AFTER_ANSWERS: u32 = 3;
+
+/// The most addresses with stats kept: past it, the one longest out of the answer with
+/// nothing open on it makes room. Bounds memory and series whatever the DNS answers.
+const MAX_ENDPOINTS: usize = 1024;
+
+/// An address's stats and what decides when they are dropped.
+#[derive(Debug)]
+struct Tracked {
+    stats: EndpointStats,
+    /// Connections or sessions open on it now.
+    open: u64,
+    /// Successful lookups in a row whose answer did not have it.
+    missing: u32,
 }
 
 /// A point-in-time copy of a forwarder's counters.
@@ -136,8 +155,9 @@ pub struct ConnectFailures {
     pub other: u64,
 }
 
-/// How one upstream address has fared: every address the target resolved to since the
-/// forwarder started has one.
+/// How one upstream address has fared: every address of the target's current DNS answer
+/// that has been tried has one, and so has an address that left the answer, until it has
+/// been missing from a few answers in a row with no connection or session open on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EndpointStats {
@@ -173,6 +193,25 @@ impl EndpointStats {
     }
 }
 
+/// The stats of `addr`, added when new. At [`MAX_ENDPOINTS`] the address longest missing
+/// from the answer with nothing open on it makes room; `None` when none can (every one
+/// has connections open), and `addr` goes uncounted.
+fn tracked(endpoints: &mut HashMap<SocketAddr, Tracked>, addr: SocketAddr) -> Option<&mut Tracked> {
+    if !endpoints.contains_key(&addr) && endpoints.len() >= MAX_ENDPOINTS {
+        let evict = endpoints
+            .iter()
+            .filter(|(_, e)| e.open == 0)
+            .max_by_key(|(_, e)| e.missing)
+            .map(|(a, _)| *a)?;
+        endpoints.remove(&evict);
+    }
+    Some(endpoints.entry(addr).or_insert_with(|| Tracked {
+        stats: EndpointStats::new(addr),
+        open: 0,
+        missing: 0,
+    }))
+}
+
 impl ConnectFailures {
     /// All failed attempts.
     pub fn total(&self) -> u64 {
@@ -193,43 +232,74 @@ impl Stats {
         counter.fetch_sub(n, Relaxed);
     }
 
+    fn endpoints_lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Tracked>> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records the outcome of an attempt to reach `addr`.
     pub(crate) fn endpoint(&self, addr: SocketAddr, ok: bool) {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let e = endpoints
-            .entry(addr)
-            .or_insert_with(|| EndpointStats::new(addr));
+        let mut endpoints = self.endpoints_lock();
+        let Some(e) = tracked(&mut endpoints, addr) else {
+            return;
+        };
         if ok {
-            e.connects += 1;
-            e.consecutive_failures = 0;
+            e.stats.connects += 1;
+            e.stats.consecutive_failures = 0;
         } else {
-            e.failures += 1;
-            e.consecutive_failures += 1;
+            e.stats.failures += 1;
+            e.stats.consecutive_failures += 1;
         }
     }
 
     /// Counts an ejection of `addr`.
     pub(crate) fn ejected(&self, addr: SocketAddr) {
         Stats::inc(&self.ejections);
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut endpoints = self.endpoints_lock();
         if let Some(e) = endpoints.get_mut(&addr) {
-            e.ejections += 1;
+            e.stats.ejections += 1;
         }
     }
 
     /// Records a health-check verdict on `addr`.
     pub(crate) fn health(&self, addr: SocketAddr, up: bool) {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let e = endpoints
-            .entry(addr)
-            .or_insert_with(|| EndpointStats::new(addr));
-        e.checked_down = !up;
+        let mut endpoints = self.endpoints_lock();
+        if let Some(e) = tracked(&mut endpoints, addr) {
+            e.stats.checked_down = !up;
+        }
     }
 
-    /// Every endpoint seen, ordered by address.
+    /// A connection or session to `addr` opened (`true`) or closed: its stats are kept
+    /// while any is open.
+    pub(crate) fn endpoint_open(&self, addr: SocketAddr, opened: bool) {
+        let mut endpoints = self.endpoints_lock();
+        if opened {
+            if let Some(e) = tracked(&mut endpoints, addr) {
+                e.open += 1;
+            }
+        } else if let Some(e) = endpoints.get_mut(&addr) {
+            e.open = e.open.saturating_sub(1);
+        }
+    }
+
+    /// A successful lookup answered `addrs`: the stats of addresses missing from
+    /// [`PRUNE_AFTER_ANSWERS`] answers in a row, with nothing open on them, are dropped,
+    /// so a rotating answer does not grow the table (and the metrics) for ever.
+    pub(crate) fn answered(&self, addrs: &[SocketAddr]) {
+        let mut endpoints = self.endpoints_lock();
+        for (addr, e) in endpoints.iter_mut() {
+            e.missing = if addrs.contains(addr) {
+                0
+            } else {
+                e.missing.saturating_add(1)
+            };
+        }
+        endpoints.retain(|_, e| e.open > 0 || e.missing < PRUNE_AFTER_ANSWERS);
+    }
+
+    /// Every endpoint kept, ordered by address.
     pub(crate) fn endpoints(&self) -> Vec<EndpointStats> {
-        let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<EndpointStats> = endpoints.values().copied().collect();
+        let endpoints = self.endpoints_lock();
+        let mut all: Vec<EndpointStats> = endpoints.values().map(|e| e.stats).collect();
         all.sort_by_key(|e| e.addr);
         all
     }
@@ -273,5 +343,45 @@ impl Stats {
                 upstream_refused: get(&self.udp_upstream_refused),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(n: u32) -> SocketAddr {
+        SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + n), 80))
+    }
+
+    /// Addresses gone from the answer are dropped after a few answers, unless something is
+    /// open on them; the table never holds more than its bound.
+    #[test]
+    fn endpoints_are_pruned_and_bounded() {
+        let stats = Stats::default();
+        stats.endpoint(addr(1), true);
+        stats.endpoint(addr(2), true);
+        stats.endpoint_open(addr(2), true);
+        for _ in 0..PRUNE_AFTER_ANSWERS - 1 {
+            stats.answered(&[addr(3)]);
+        }
+        assert_eq!(stats.endpoints().len(), 2);
+        stats.answered(&[addr(3)]);
+        let kept: Vec<SocketAddr> = stats.endpoints().iter().map(|e| e.addr).collect();
+        assert_eq!(kept, [addr(2)], "open connections keep an address");
+        stats.endpoint_open(addr(2), false);
+        stats.answered(&[addr(3)]);
+        assert!(stats.endpoints().is_empty());
+
+        for n in 0..MAX_ENDPOINTS as u32 + 100 {
+            stats.endpoint(addr(n), false);
+        }
+        assert_eq!(stats.endpoints().len(), MAX_ENDPOINTS);
+        assert!(
+            stats
+                .endpoints()
+                .iter()
+                .any(|e| e.addr == addr(MAX_ENDPOINTS as u32 + 99))
+        );
     }
 }

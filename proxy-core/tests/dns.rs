@@ -143,6 +143,61 @@ async fn hickory_follows_ttl_then_keeps_last_good_answer() {
     assert!(handle.shutdown(Duration::from_secs(2)).await);
 }
 
+/// Per-address stats follow the answer: as the name moves through four addresses, those
+/// it left are pruned after a few refreshes, unless a connection to them is still open
+/// (then once it closes); the table does not grow for the life of the forwarder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_stats_of_addresses_gone_from_the_answer_are_pruned() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dns = Dnsmasq::start(&hosts_config("127.0.0.2 web.test\n", &["test"]));
+    let servers = IdentityServers::start(&[lo(2), lo(3), lo(4), lo(5)]).await;
+    let handle = start_forwarder(
+        format!("web.test:{}", servers.port()),
+        HickoryResolver::with_name_servers(&[dns.addr()]).unwrap(),
+    );
+    let proxy = handle.local_addrs()[0];
+    // A connection to the first address stays open throughout.
+    let mut open = tokio::io::BufReader::new(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    let mut greeting = String::new();
+    open.read_line(&mut greeting).await.unwrap();
+    assert_eq!(greeting.trim(), "127.0.0.2");
+    for (was, now) in [(2, 3), (3, 4), (4, 5)] {
+        dns.set_hosts(&format!("127.0.0.{now} web.test\n"));
+        wait_until_reaching(proxy, &format!("127.0.0.{was}"), &format!("127.0.0.{now}")).await;
+    }
+    let port = servers.port();
+    let seen = |handle: &ForwarderHandle| -> Vec<String> {
+        handle
+            .endpoints()
+            .iter()
+            .map(|e| e.addr.ip().to_string())
+            .collect()
+    };
+    let wait_for = |want: Vec<&'static str>| {
+        let handle = &handle;
+        async move {
+            let started = Instant::now();
+            while seen(handle) != want {
+                assert!(
+                    started.elapsed() < Duration::from_secs(8),
+                    "endpoints {:?}, want {want:?}",
+                    seen(handle)
+                );
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+            started.elapsed()
+        }
+    };
+    let took = wait_for(vec!["127.0.0.2", "127.0.0.5"]).await;
+    eprintln!("3 and 4 pruned {took:?} after the answer settled on 5");
+    assert_eq!(handle.endpoints()[1].addr, SocketAddr::new(lo(5), port));
+    assert!(handle.endpoints()[1].connects >= 1);
+    drop(open);
+    let took = wait_for(vec!["127.0.0.5"]).await;
+    eprintln!("2 pruned {took:?} after its connection closed");
+    assert!(handle.shutdown(Duration::from_secs(2)).await);
+}
+
 /// 3: a name dnsmasq has no answer for (NXDOMAIN): every client connection is closed
 /// cleanly, counted as `upstream_unavailable`; once the name appears, the same forwarder
 /// serves it.

@@ -286,9 +286,10 @@ impl ResolveCache {
                 if current.as_deref() != Some(&*addrs) {
                     tracing::info!(target = %self.target, addrs = ?addrs, "resolved");
                 }
-                *current = Some(addrs);
+                *current = Some(addrs.clone());
                 drop(current);
                 Stats::inc(&self.stats.resolve_refreshes);
+                self.stats.answered(&addrs);
                 Ok(self.policy.next_refresh(valid_until))
             }
             Err(e) => {
