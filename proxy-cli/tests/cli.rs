@@ -524,6 +524,80 @@ fn proxy_protocol_header_reaches_the_upstream() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("version 1 has no UDP form"));
 }
 
+/// `--accept-proxy-from` on one thread: trusted peers that send part of a PROXY header and
+/// then their FIN (a port scanner's bare `\r\n\r\n`, say) are closed at once, and the
+/// proxy stays idle, serves the next client and stops on SIGTERM. (They used to take the
+/// only thread at 100 % for good: the header timeout never fired, nothing else was served,
+/// and SIGTERM was not handled.)
+#[test]
+fn incomplete_proxy_headers_then_fin_leave_the_proxy_idle() {
+    use std::net::Shutdown;
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let args = [
+        "--threads",
+        "1",
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+    ];
+    let mut proxy = Proxy::start(&[&args[..], &["--accept-proxy-from", "127.0.0.1"]].concat());
+    let addr = proxy.listen_addr(&target);
+    let pid = proxy.pid();
+    let mut scanners = Vec::new();
+    for part in [&b"PROXY TCP4 1.2.3.4"[..], b"\r\n\r\n"] {
+        let mut scanner = TcpStream::connect(addr).unwrap();
+        scanner.write_all(part).unwrap();
+        scanner.shutdown(Shutdown::Write).unwrap();
+        scanners.push(scanner);
+    }
+
+    // Measured first, asserted together at the end, so a failure shows every figure.
+    let hz = clock_ticks_per_second();
+    let before = cpu_ticks(pid);
+    let window = Instant::now();
+    thread::sleep(Duration::from_secs(2)); // a measuring window, not a synchronisation
+    let used = cpu_ticks(pid) - before;
+    let share = used as f64 / hz as f64 / window.elapsed().as_secs_f64();
+    // Well before the 5 s header timeout.
+    let closed = scanners.iter_mut().all(|scanner| {
+        scanner
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        match scanner.read(&mut [0u8; 16]) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    let header = b"PROXY TCP4 203.0.113.9 198.51.100.2 5555 80\r\n";
+    client.write_all(header).unwrap();
+    let served = served(&mut client, b"after the scanners", Duration::from_secs(2));
+    drop(client); // nothing left to drain
+    proxy.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while proxy.running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let exited = !proxy.running();
+    assert!(
+        share < 0.25 && closed && served && exited,
+        "over 2 s: {used} ticks ({share:.2} of a core); scanners closed: {closed}; \
+         next client served: {served}; exited within 3 s of SIGTERM: {exited}"
+    );
+    assert_eq!(
+        proxy.wait_exit(PROMPT).code(),
+        Some(0),
+        "{}",
+        proxy.stderr()
+    );
+}
+
 /// `proxy tcp 0 TARGET` on 127.0.0.1 under `prlimit NOFILE` (`--nofile=SOFT:HARD`):
 /// prlimit sets the limit on itself and execs the proxy, which keeps the pid.
 fn tcp_under_prlimit(nofile: &str, target: &str) -> Proxy {

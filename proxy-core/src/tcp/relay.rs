@@ -11,6 +11,7 @@ use std::time::Duration;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::task::coop::consume_budget;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -190,6 +191,9 @@ impl Half<'_> {
                     if let Err(e) = self.to.writable().await {
                         break Err(self.write_error(e));
                     }
+                    // `writable()` takes no coop budget: should a write keep saying
+                    // `WouldBlock` while the readiness stays set, yield all the same.
+                    consume_budget().await;
                 }
                 Err(e) => break Err(self.write_error(e)),
             }
@@ -515,11 +519,13 @@ async fn peer_error(stream: &TcpStream) -> io::Error {
         }
         match stream.take_error() {
             Ok(Some(e)) | Err(e) => return e,
-            // Spurious: forget the cached readiness and wait for the next event.
+            // Spurious: forget the cached readiness and wait for the next event (and
+            // yield, since `ready()` takes no coop budget).
             Ok(None) => {
                 let _ = stream.try_io(Interest::ERROR, || {
                     Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
                 });
+                consume_budget().await;
             }
         }
     }
