@@ -456,8 +456,9 @@ pub struct TcpFlags {
     #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true)]
     pub connect_total_timeout: Option<Duration>,
 
-    /// Once one direction has ended (a FIN was forwarded), close the connection if the
-    /// other has not ended after this long. 0 disables it. [default: 60s]
+    /// Once one direction has ended (a FIN was forwarded), close the connection when the
+    /// other has been idle (no byte moved) this long; a reply still streaming is never
+    /// cut. 0 disables it. [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub half_close_timeout: Option<Duration>,
 

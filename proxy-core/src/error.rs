@@ -57,7 +57,7 @@ pub enum TimeoutKind {
     ConnectTotal,
     /// No traffic in either direction for [`Timeouts::idle`](crate::Timeouts::idle).
     Idle,
-    /// One direction ended and the other did not within
+    /// One direction ended and the other then moved no byte for
     /// [`Timeouts::half_close`](crate::Timeouts::half_close).
     HalfClose,
     /// The connection reached [`Timeouts::max_lifetime`](crate::Timeouts::max_lifetime).

@@ -2,6 +2,22 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+/// `from + d`, saturating: when the sum would pass the latest instant the clock can hold,
+/// that instant (`Instant + Duration` panics instead). Every deadline in the crate is
+/// computed through this, so none can panic whatever a duration got past validation.
+pub(crate) fn after(from: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    // Halving finds the latest representable instant within ~100 rounds; 0 always fits.
+    loop {
+        if let Some(t) = from.checked_add(d) {
+            return t;
+        }
+        d /= 2;
+    }
+}
+
 /// The timers of a forwarded connection.
 ///
 /// `None` disables a timer. Build one from [`Timeouts::default`] and change the fields:
@@ -30,8 +46,10 @@ pub struct Timeouts {
     /// No traffic in either direction for this long closes the connection.
     /// Default `None` (no idle timeout), as `proxy-to-service` and socat without `-T`.
     pub idle: Option<Duration>,
-    /// Once one direction has ended (a FIN was forwarded), the other direction must end
-    /// within this time, or the connection is closed. Default 60 s.
+    /// Once one direction has ended (a FIN was forwarded), the connection is closed (with
+    /// a reset) when the other direction has moved no byte for this long: an inactivity
+    /// timer, as HAProxy's `client-fin`/`server-fin`, so a reply still streaming after
+    /// the client's FIN is never cut. Default 60 s.
     pub half_close: Option<Duration>,
     /// A connection is closed when it is this old, busy or not. Default `None`.
     pub max_lifetime: Option<Duration>,
