@@ -252,6 +252,126 @@ fn bad_arguments_exit_2_naming_the_token() {
     expect_usage_errors(&cases);
 }
 
+/// Durations past 10 years, on the command line or in a config file, exit 2 naming the
+/// bad token. (They used to be accepted, and then every connection's task panicked
+/// computing its deadline, `Instant + Duration` overflowing: the client got nothing.)
+#[test]
+fn durations_past_10_years_exit_2_naming_the_token() {
+    use support::dnsmasq::TempPath;
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let udp_echo = UdpEcho::start("127.0.0.1");
+    let udp_target = udp_echo.addr.to_string();
+    let tcp = |flags: &[&str]| -> Vec<String> {
+        let mut args = vec!["tcp", "0", &target, "--listen", "127.0.0.1"];
+        args.extend_from_slice(flags);
+        args.into_iter().map(String::from).collect()
+    };
+    let config = |line: &str| {
+        let file = TempPath::with_contents(
+            "huge.toml",
+            &format!(
+                "[defaults]\n{line}\n[[forward]]\nname = \"a\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:0\"\ntarget = \"{target}\"\n"
+            ),
+        );
+        let args = ["run", "--config", file.path().to_str().unwrap()].map(String::from);
+        (args.to_vec(), Some(file))
+    };
+    let huge = "18446744073709551615s";
+    let mut cases: Vec<(Vec<String>, Option<TempPath>, &str)> = vec![
+        (tcp(&["--idle-timeout", huge]), None, huge),
+        (
+            tcp(&["--max-lifetime", "18446744073709551615"]),
+            None,
+            "18446744073709551615",
+        ),
+        (
+            tcp(&["--half-close-timeout", "5124095576030431h"]),
+            None,
+            "5124095576030431h",
+        ),
+        (
+            tcp(&["--connect-total-timeout", "315360001s"]),
+            None,
+            "315360001s",
+        ),
+        (
+            tcp(&["--eject-after", "3", "--eject-for", huge]),
+            None,
+            huge,
+        ),
+        (
+            [
+                "udp",
+                "0",
+                &udp_target,
+                "18446744073709551615",
+                "--listen",
+                "127.0.0.1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            None,
+            "18446744073709551615",
+        ),
+    ];
+    for (line, token) in [
+        (
+            "idle_timeout = 9223372036854775807",
+            "`9223372036854775807`",
+        ),
+        ("max_lifetime = \"87601h\"", "`87601h`"),
+    ] {
+        let (args, file) = config(line);
+        cases.push((args, file, token));
+    }
+    // At once, so a proxy that wrongly runs costs 3 s in all.
+    let runs: Vec<_> = cases
+        .into_iter()
+        .map(|(args, file, token)| {
+            let target = target.clone();
+            thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut proxy = Proxy::start(&args);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while proxy.running() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let outcome = if proxy.running() {
+                    // Still running: what does a connection get?
+                    let listening = proxy.try_listen_addrs(1, &target).map(|a| a[0]);
+                    let echoed = listening.filter(|_| args[0] != "udp").map(|addr| {
+                        let mut conn = connect(addr);
+                        served(&mut conn, b"ping", Duration::from_secs(2))
+                    });
+                    thread::sleep(Duration::from_millis(100));
+                    let panics = proxy.count_lines(|l| l.contains("panicked"));
+                    Err(format!(
+                        "still running; a connection echoed: {echoed:?}; {panics} panic lines: {:?}",
+                        proxy.stderr().lines().find(|l| l.contains("panicked"))
+                    ))
+                } else {
+                    Ok((proxy.wait_exit(PROMPT).code(), proxy.stderr()))
+                };
+                drop(file);
+                (args.join(" "), token, outcome)
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for run in runs {
+        let (args, token, outcome) = run.join().unwrap();
+        match outcome {
+            Ok((Some(2), stderr))
+                if stderr.contains(token)
+                    && stderr.contains("10 years")
+                    && !stderr.contains("panicked") => {}
+            other => failures.push(format!("proxy {args}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn port_in_use_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -296,6 +296,9 @@ impl Builder {
     pub fn build(self) -> Result<TcpForwarder, BuildError> {
         let c = &self.config;
         c.common.validate()?;
+        if let Some(accept) = &c.accept_proxy {
+            crate::timeout::at_most_max("proxy_header_timeout", accept.timeout)?;
+        }
         if !(4096..=1 << 30).contains(&c.pipe_size) {
             return Err(BuildError::PipeSize(c.pipe_size));
         }
