@@ -16,9 +16,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, Limits, ProxyProtocol, Rate,
-    RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder,
-    UdpForwarderBuilder,
+    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, Limits, MAX_DURATION,
+    ProxyProtocol, Rate, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts,
+    UdpForwarder, UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -51,7 +51,8 @@ the service, then an optional idle timeout in seconds. Without --listen, the pro
 listens on all addresses: one dual-stack [::]:PORT socket, or 0.0.0.0:PORT where
 IPv6 is not available.
 
-Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds.";
+Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds; at most
+10 years (87600h).";
 
 const TCP_EXAMPLES: &str = "\
 Examples:
@@ -75,7 +76,8 @@ their clients until a session has been quiet for 1 s, for up to the --drain time
 Without --listen, the proxy listens on all addresses: one dual-stack [::]:PORT socket,
 or 0.0.0.0:PORT where IPv6 is not available.
 
-Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds.";
+Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds; at most
+10 years (87600h).";
 
 const UDP_EXAMPLES: &str = "\
 Examples:
@@ -96,7 +98,8 @@ Both protocols listen on the same addresses and port. With PORT 0, TCP binds fir
 port chosen by the kernel and UDP then binds that same port; if the UDP port is taken,
 both try another port (up to 10 times).
 
-Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds.";
+Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds; at most
+10 years (87600h).";
 
 const TCP_UDP_EXAMPLES: &str = "\
 Examples:
@@ -456,8 +459,9 @@ pub struct TcpFlags {
     #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, allow_hyphen_values = true)]
     pub connect_total_timeout: Option<Duration>,
 
-    /// Once one direction has ended (a FIN was forwarded), close the connection if the
-    /// other has not ended after this long. 0 disables it. [default: 60s]
+    /// Once one direction has ended (a FIN was forwarded), close the connection when the
+    /// other has been idle (no byte moved) this long; a reply still streaming is never
+    /// cut. 0 disables it. [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub half_close_timeout: Option<Duration>,
 
@@ -1058,7 +1062,8 @@ impl std::error::Error for UsageError {}
 /// # Errors
 ///
 /// A message naming the bad token: an empty value, a negative number, a missing number,
-/// an unknown unit, or a value too large for a [`Duration`].
+/// an unknown unit, or a duration longer than [`MAX_DURATION`] (10 years; timers and
+/// deadlines are counted from every duration, and 0 is how a timer is turned off).
 ///
 /// # Examples
 ///
@@ -1084,21 +1089,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if number.is_empty() {
         return Err(format!("`{s}` does not start with a number; {UNITS}"));
     }
-    let too_large = || format!("`{s}` is too large for a duration");
+    let too_large = || {
+        format!(
+            "`{s}` is longer than the maximum of 10 years ({}s)",
+            MAX_DURATION.as_secs()
+        )
+    };
     let n: u64 = number.parse().map_err(|_| too_large())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(too_large),
-        "h" => n
-            .checked_mul(3600)
-            .map(Duration::from_secs)
-            .ok_or_else(too_large),
-        _ => Err(format!("unknown unit `{unit}` in `{s}`; {UNITS}")),
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_large)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_large)?),
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`; {UNITS}")),
+    };
+    if d > MAX_DURATION {
+        return Err(too_large());
     }
+    Ok(d)
 }
 
 /// [`parse_duration`], rejecting zero.
@@ -1226,7 +1234,11 @@ mod tests {
             ("5m", Duration::from_secs(300)),
             ("1h", Duration::from_secs(3600)),
             ("007", Duration::from_secs(7)),
-            ("18446744073709551615", Duration::from_secs(u64::MAX)),
+            ("315360000", MAX_DURATION),
+            ("315360000s", MAX_DURATION),
+            ("315360000000ms", MAX_DURATION),
+            ("5256000m", MAX_DURATION),
+            ("87600h", MAX_DURATION),
         ];
         for (input, want) in ok {
             assert_eq!(parse_duration(input), Ok(want), "{input:?}");
@@ -1244,13 +1256,23 @@ mod tests {
             ("abc", "`abc` does not start with a number"),
             (
                 "18446744073709551616",
-                "`18446744073709551616` is too large",
+                "`18446744073709551616` is longer than the maximum of 10 years (315360000s)",
             ),
             (
-                "9999999999999999999h",
-                "`9999999999999999999h` is too large",
+                "18446744073709551615",
+                "`18446744073709551615` is longer than the maximum",
             ),
-            ("307445734561825861m", "`307445734561825861m` is too large"),
+            ("18446744073709551615s", "`18446744073709551615s` is longer"),
+            (
+                "18446744073709551615ms",
+                "`18446744073709551615ms` is longer",
+            ),
+            ("9999999999999999999h", "`9999999999999999999h` is longer"),
+            ("307445734561825861m", "`307445734561825861m` is longer"),
+            ("315360001", "`315360001` is longer"),
+            ("315360000001ms", "`315360000001ms` is longer"),
+            ("5256001m", "`5256001m` is longer"),
+            ("87601h", "`87601h` is longer"),
         ];
         for (input, want) in bad {
             let e = parse_duration(input).unwrap_err();

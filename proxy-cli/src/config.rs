@@ -19,9 +19,9 @@
 //! udp_idle_timeout = "1s"       # any default can be set per forward
 //! ```
 //!
-//! Durations are strings such as `"500ms"`, `"30s"`, `"5m"`, or integers (seconds); `0`
-//! turns the idle, half-close, lifetime and UDP idle timers off. Errors name the file, the
-//! line and the key.
+//! Durations are strings such as `"500ms"`, `"30s"`, `"5m"`, or integers (seconds), at
+//! most 10 years, read by the CLI's one duration parser; `0` turns the idle, half-close,
+//! lifetime and UDP idle timers off. Errors name the file, the line and the key.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -433,9 +433,11 @@ impl Context<'_> {
 
     fn duration(&self, d: &Spanned<RawDuration>, key: &str) -> Result<Duration, ConfigError> {
         match d.get_ref() {
-            RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
-            RawDuration::Text(t) => parse_duration(t).map_err(|e| self.error(d.span(), key, &e)),
+            // The one duration parser, for its checks (the maximum) and its messages.
+            RawDuration::Seconds(s) => parse_duration(&s.to_string()),
+            RawDuration::Text(t) => parse_duration(t),
         }
+        .map_err(|e| self.error(d.span(), key, &e))
     }
 
     fn listen(&self, l: &Spanned<RawListen>, key: &str) -> Result<Listen, ConfigError> {

@@ -252,6 +252,126 @@ fn bad_arguments_exit_2_naming_the_token() {
     expect_usage_errors(&cases);
 }
 
+/// Durations past 10 years, on the command line or in a config file, exit 2 naming the
+/// bad token. (They used to be accepted, and then every connection's task panicked
+/// computing its deadline, `Instant + Duration` overflowing: the client got nothing.)
+#[test]
+fn durations_past_10_years_exit_2_naming_the_token() {
+    use support::dnsmasq::TempPath;
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let udp_echo = UdpEcho::start("127.0.0.1");
+    let udp_target = udp_echo.addr.to_string();
+    let tcp = |flags: &[&str]| -> Vec<String> {
+        let mut args = vec!["tcp", "0", &target, "--listen", "127.0.0.1"];
+        args.extend_from_slice(flags);
+        args.into_iter().map(String::from).collect()
+    };
+    let config = |line: &str| {
+        let file = TempPath::with_contents(
+            "huge.toml",
+            &format!(
+                "[defaults]\n{line}\n[[forward]]\nname = \"a\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:0\"\ntarget = \"{target}\"\n"
+            ),
+        );
+        let args = ["run", "--config", file.path().to_str().unwrap()].map(String::from);
+        (args.to_vec(), Some(file))
+    };
+    let huge = "18446744073709551615s";
+    let mut cases: Vec<(Vec<String>, Option<TempPath>, &str)> = vec![
+        (tcp(&["--idle-timeout", huge]), None, huge),
+        (
+            tcp(&["--max-lifetime", "18446744073709551615"]),
+            None,
+            "18446744073709551615",
+        ),
+        (
+            tcp(&["--half-close-timeout", "5124095576030431h"]),
+            None,
+            "5124095576030431h",
+        ),
+        (
+            tcp(&["--connect-total-timeout", "315360001s"]),
+            None,
+            "315360001s",
+        ),
+        (
+            tcp(&["--eject-after", "3", "--eject-for", huge]),
+            None,
+            huge,
+        ),
+        (
+            [
+                "udp",
+                "0",
+                &udp_target,
+                "18446744073709551615",
+                "--listen",
+                "127.0.0.1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            None,
+            "18446744073709551615",
+        ),
+    ];
+    for (line, token) in [
+        (
+            "idle_timeout = 9223372036854775807",
+            "`9223372036854775807`",
+        ),
+        ("max_lifetime = \"87601h\"", "`87601h`"),
+    ] {
+        let (args, file) = config(line);
+        cases.push((args, file, token));
+    }
+    // At once, so a proxy that wrongly runs costs 3 s in all.
+    let runs: Vec<_> = cases
+        .into_iter()
+        .map(|(args, file, token)| {
+            let target = target.clone();
+            thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut proxy = Proxy::start(&args);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while proxy.running() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let outcome = if proxy.running() {
+                    // Still running: what does a connection get?
+                    let listening = proxy.try_listen_addrs(1, &target).map(|a| a[0]);
+                    let echoed = listening.filter(|_| args[0] != "udp").map(|addr| {
+                        let mut conn = connect(addr);
+                        served(&mut conn, b"ping", Duration::from_secs(2))
+                    });
+                    thread::sleep(Duration::from_millis(100));
+                    let panics = proxy.count_lines(|l| l.contains("panicked"));
+                    Err(format!(
+                        "still running; a connection echoed: {echoed:?}; {panics} panic lines: {:?}",
+                        proxy.stderr().lines().find(|l| l.contains("panicked"))
+                    ))
+                } else {
+                    Ok((proxy.wait_exit(PROMPT).code(), proxy.stderr()))
+                };
+                drop(file);
+                (args.join(" "), token, outcome)
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for run in runs {
+        let (args, token, outcome) = run.join().unwrap();
+        match outcome {
+            Ok((Some(2), stderr))
+                if stderr.contains(token)
+                    && stderr.contains("10 years")
+                    && !stderr.contains("panicked") => {}
+            other => failures.push(format!("proxy {args}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn port_in_use_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -522,6 +642,80 @@ fn proxy_protocol_header_reaches_the_upstream() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("version 1 has no UDP form"));
+}
+
+/// `--accept-proxy-from` on one thread: trusted peers that send part of a PROXY header and
+/// then their FIN (a port scanner's bare `\r\n\r\n`, say) are closed at once, and the
+/// proxy stays idle, serves the next client and stops on SIGTERM. (They used to take the
+/// only thread at 100 % for good: the header timeout never fired, nothing else was served,
+/// and SIGTERM was not handled.)
+#[test]
+fn incomplete_proxy_headers_then_fin_leave_the_proxy_idle() {
+    use std::net::Shutdown;
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let args = [
+        "--threads",
+        "1",
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+    ];
+    let mut proxy = Proxy::start(&[&args[..], &["--accept-proxy-from", "127.0.0.1"]].concat());
+    let addr = proxy.listen_addr(&target);
+    let pid = proxy.pid();
+    let mut scanners = Vec::new();
+    for part in [&b"PROXY TCP4 1.2.3.4"[..], b"\r\n\r\n"] {
+        let mut scanner = TcpStream::connect(addr).unwrap();
+        scanner.write_all(part).unwrap();
+        scanner.shutdown(Shutdown::Write).unwrap();
+        scanners.push(scanner);
+    }
+
+    // Measured first, asserted together at the end, so a failure shows every figure.
+    let hz = clock_ticks_per_second();
+    let before = cpu_ticks(pid);
+    let window = Instant::now();
+    thread::sleep(Duration::from_secs(2)); // a measuring window, not a synchronisation
+    let used = cpu_ticks(pid) - before;
+    let share = used as f64 / hz as f64 / window.elapsed().as_secs_f64();
+    // Well before the 5 s header timeout.
+    let closed = scanners.iter_mut().all(|scanner| {
+        scanner
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        match scanner.read(&mut [0u8; 16]) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    let header = b"PROXY TCP4 203.0.113.9 198.51.100.2 5555 80\r\n";
+    client.write_all(header).unwrap();
+    let served = served(&mut client, b"after the scanners", Duration::from_secs(2));
+    drop(client); // nothing left to drain
+    proxy.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while proxy.running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let exited = !proxy.running();
+    assert!(
+        share < 0.25 && closed && served && exited,
+        "over 2 s: {used} ticks ({share:.2} of a core); scanners closed: {closed}; \
+         next client served: {served}; exited within 3 s of SIGTERM: {exited}"
+    );
+    assert_eq!(
+        proxy.wait_exit(PROMPT).code(),
+        Some(0),
+        "{}",
+        proxy.stderr()
+    );
 }
 
 /// `proxy tcp 0 TARGET` on 127.0.0.1 under `prlimit NOFILE` (`--nofile=SOFT:HARD`):

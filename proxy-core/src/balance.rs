@@ -275,7 +275,7 @@ impl Balancer {
         match self.ejection {
             Some(e) if endpoint.failures_in_row >= e.failures.max(1) => {
                 let newly = endpoint.ejected_until.is_none_or(|until| until <= now);
-                endpoint.ejected_until = Some(now + e.backoff);
+                endpoint.ejected_until = Some(crate::timeout::after(now, e.backoff));
                 newly
             }
             _ => false,

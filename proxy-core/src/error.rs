@@ -57,7 +57,7 @@ pub enum TimeoutKind {
     ConnectTotal,
     /// No traffic in either direction for [`Timeouts::idle`](crate::Timeouts::idle).
     Idle,
-    /// One direction ended and the other did not within
+    /// One direction ended and the other then moved no byte for
     /// [`Timeouts::half_close`](crate::Timeouts::half_close).
     HalfClose,
     /// The connection reached [`Timeouts::max_lifetime`](crate::Timeouts::max_lifetime).
@@ -223,6 +223,9 @@ pub enum BuildError {
     HealthCheck,
     /// A limit of zero, which would refuse every client; the limit is named.
     ZeroLimit(&'static str),
+    /// A duration longer than [`MAX_DURATION`](crate::MAX_DURATION) (10 years); the
+    /// setting is named. Deadlines counted from it could pass the end of the clock.
+    TooLong(&'static str),
 }
 
 impl fmt::Display for BuildError {
@@ -241,6 +244,11 @@ impl fmt::Display for BuildError {
             BuildError::BatchSize(n) => write!(f, "UDP batch size {n} is outside 1..=64"),
             BuildError::AffinityTimeout => f.write_str("the affinity timeout must not be zero"),
             BuildError::ZeroLimit(name) => write!(f, "the limit `{name}` must be at least 1"),
+            BuildError::TooLong(name) => write!(
+                f,
+                "`{name}` is longer than the maximum of 10 years ({} s)",
+                crate::MAX_DURATION.as_secs()
+            ),
             BuildError::HealthCheck => {
                 f.write_str("health checks need an interval, a timeout, a rise and a fall above 0")
             }

@@ -107,6 +107,7 @@ impl Common {
             }
         }
         self.timeouts.validate()?;
+        self.durations_at_most_max()?;
         if self.listen_options.backlog == 0 {
             return Err(BuildError::Backlog);
         }
@@ -125,6 +126,26 @@ impl Common {
             return Err(BuildError::ZeroLimit(name));
         }
         Ok(())
+    }
+
+    /// Refuses any duration (besides the [`Timeouts`], which check their own) longer than
+    /// [`MAX_DURATION`](crate::MAX_DURATION), naming the setting: timers and deadlines are
+    /// counted from it.
+    fn durations_at_most_max(&self) -> Result<(), BuildError> {
+        use crate::timeout::at_most_max;
+        if let Balance::ClientIp { timeout } = self.balance {
+            at_most_max("affinity_timeout", timeout)?;
+        }
+        at_most_max("eject_for", self.ejection.map(|e| e.backoff))?;
+        at_most_max(
+            "health_check_interval",
+            self.health_check.map(|c| c.interval),
+        )?;
+        at_most_max("health_check_timeout", self.health_check.map(|c| c.timeout))?;
+        at_most_max("dns_refresh", self.cache.refresh)?;
+        at_most_max("fallback_ttl", self.cache.fallback_ttl)?;
+        at_most_max("min_ttl", self.cache.min_ttl)?;
+        at_most_max("max_ttl", self.cache.max_ttl)
     }
 
     /// A generation's background work on `cache`: its refresher, and the balancer with

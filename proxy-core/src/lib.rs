@@ -71,7 +71,7 @@ pub use proxy_protocol::{AcceptProxy, ProxyProtocol};
 pub use stats::{ConnectFailures, EndpointStats, Limited, StatsSnapshot, UdpStats};
 pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};
-pub use timeout::Timeouts;
+pub use timeout::{MAX_DURATION, Timeouts};
 pub use udp::{Builder as UdpForwarderBuilder, UdpForwarder};
 
 /// The README's examples, compiled as doc tests.

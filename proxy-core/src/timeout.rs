@@ -2,6 +2,29 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+/// The longest duration any setting may have: 10 years (315,360,000 s). Longer ones are
+/// refused when a forwarder is built ([`BuildError::TooLong`](crate::BuildError::TooLong)),
+/// the CLI and the config file refuse them too, and the C API takes no more. Past this a
+/// timer means "never" anyway (0 or `None` turns one off), and deadlines counted from now
+/// stay far from the end of the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `from + d`, saturating: when the sum would pass the end of the clock, an instant still
+/// centuries past [`MAX_DURATION`] (where `Instant + Duration` panics). Deadlines are
+/// computed through this, so none can panic whatever duration got past validation.
+pub(crate) fn after(from: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    // Halving finds one that fits within ~100 rounds (0 always fits).
+    loop {
+        if let Some(t) = from.checked_add(d) {
+            return t;
+        }
+        d /= 2;
+    }
+}
+
 /// The timers of a forwarded connection.
 ///
 /// `None` disables a timer. Build one from [`Timeouts::default`] and change the fields:
@@ -30,8 +53,10 @@ pub struct Timeouts {
     /// No traffic in either direction for this long closes the connection.
     /// Default `None` (no idle timeout), as `proxy-to-service` and socat without `-T`.
     pub idle: Option<Duration>,
-    /// Once one direction has ended (a FIN was forwarded), the other direction must end
-    /// within this time, or the connection is closed. Default 60 s.
+    /// Once one direction has ended (a FIN was forwarded), the connection is closed (with
+    /// a reset) when the other direction has moved no byte for this long: an inactivity
+    /// timer, as HAProxy's `client-fin`/`server-fin`, so a reply still streaming after
+    /// the client's FIN is never cut. Default 60 s.
     pub half_close: Option<Duration>,
     /// A connection is closed when it is this old, busy or not. Default `None`.
     pub max_lifetime: Option<Duration>,
@@ -65,6 +90,9 @@ impl Timeouts {
             ("max_lifetime", self.max_lifetime),
             ("udp_session_idle", self.udp_session_idle),
         ];
+        for (name, d) in fields {
+            at_most_max(name, d)?;
+        }
         if let Some((name, _)) = fields.iter().find(|(_, d)| *d == Some(Duration::ZERO)) {
             return Err(ZeroTimeout(name));
         }
@@ -72,6 +100,17 @@ impl Timeouts {
             return Err(ConnectTimeoutExceedsTotal);
         }
         Ok(())
+    }
+}
+
+/// Refuses a duration longer than [`MAX_DURATION`], naming its setting.
+pub(crate) fn at_most_max(
+    name: &'static str,
+    d: impl Into<Option<Duration>>,
+) -> Result<(), crate::BuildError> {
+    match d.into() {
+        Some(d) if d > MAX_DURATION => Err(crate::BuildError::TooLong(name)),
+        _ => Ok(()),
     }
 }
 
@@ -97,5 +136,17 @@ mod tests {
             ..Timeouts::default()
         };
         assert_eq!(t.validate(), Err(BuildError::ConnectTimeoutExceedsTotal));
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_panicking() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let far = after(now, Duration::MAX);
+        assert!(far >= now + MAX_DURATION * 10, "{far:?}");
+        assert!(after(far, Duration::MAX) >= far);
     }
 }

@@ -321,3 +321,108 @@ async fn malformed_or_late_headers_close_the_connection_and_untrusted_peers_pass
         format!("{CLIENT_IP} {client_port} 127.0.0.1 {}", proxy.port())
     );
 }
+
+/// A forwarder that reads headers from 127.0.0.1, running alone on a current-thread
+/// runtime in a thread of its own: one worker, which a connection that never yields would
+/// take whole. Dropping it stops the runtime, without waiting for a thread that may spin.
+struct OneWorker {
+    addr: SocketAddr,
+    stats: proxy_core::StatsReader,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl OneWorker {
+    fn start(target: SocketAddr, header_timeout: Duration) -> OneWorker {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let handle = TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], target.into())
+                    .accept_proxy(
+                        AcceptProxy::new(["127.0.0.1/32".parse().unwrap()]).timeout(header_timeout),
+                    )
+                    .build()
+                    .unwrap()
+                    .start()
+                    .unwrap();
+                ready_tx
+                    .send((proxy_addr(&handle), handle.stats_reader()))
+                    .unwrap();
+                let _ = stopped.await;
+                handle.shutdown(Duration::ZERO).await;
+            });
+        });
+        let (addr, stats) = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the forwarder started");
+        OneWorker {
+            addr,
+            stats,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for OneWorker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A trusted peer that sends part of a header (or a port scanner's bare CRLFs) and then
+/// its FIN can never complete it: the connection is rejected at once, well within the
+/// header timeout, and counted. Meanwhile the forwarder's only worker stays free: a peer
+/// with a whole header is served. (It used to spin on the FIN's lasting readiness,
+/// taking the worker for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_header_then_fin_is_rejected_and_the_worker_stays_free() {
+    let upstream = support::echo_server().await;
+    let header_timeout = Duration::from_secs(3);
+    let forwarder = OneWorker::start(upstream.addr(), header_timeout);
+    let started = Instant::now();
+    let v2_part = b"\r\n\r\n\0\r\nQUIT\n\x21\x11";
+    let mut rejected = Vec::new();
+    for part in [&b"PROXY TCP4 1.2.3.4"[..], b"\r\n\r\n", v2_part] {
+        let mut stream = TcpStream::connect(forwarder.addr).await.unwrap();
+        stream.write_all(part).await.unwrap();
+        stream.shutdown().await.unwrap();
+        rejected.push(stream);
+    }
+    let mut good = TcpStream::connect(forwarder.addr).await.unwrap();
+    good.write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 4242 443\r\nhello")
+        .await
+        .unwrap();
+    let mut back = [0u8; 5];
+    within(
+        Duration::from_secs(2),
+        "the echo through the only worker",
+        good.read_exact(&mut back),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&back, b"hello");
+    for (i, mut stream) in rejected.into_iter().enumerate() {
+        let mut got = Vec::new();
+        let _ = within(
+            Duration::from_secs(2),
+            "the close of a peer with half a header",
+            stream.read_to_end(&mut got),
+        )
+        .await;
+        assert!(got.is_empty(), "{i}: {got:?}");
+    }
+    let waited = started.elapsed();
+    assert!(waited < header_timeout, "rejected after {waited:?}");
+    support::eventually("3 headers rejected", Duration::from_secs(2), || {
+        forwarder.stats.stats().proxy_headers_rejected == 3
+    })
+    .await;
+    let s = forwarder.stats.stats();
+    assert_eq!(s.bytes_to_upstream, 5, "only the good peer's bytes: {s:#?}");
+}

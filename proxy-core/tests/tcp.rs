@@ -11,7 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use proxy_core::resolve::StaticResolver;
-use proxy_core::{BuildError, RelayMode, Target, TcpForwarder, Timeouts};
+use proxy_core::{
+    AcceptProxy, Balance, BuildError, Ejection, HealthCheck, MAX_DURATION, RelayMode, Target,
+    TcpForwarder, Timeouts, UdpForwarder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -790,4 +793,128 @@ fn build_rejects_bad_settings() {
         assert_eq!(err(builder().buffer_size(bad)), BuildError::BufferSize(bad));
     }
     assert_eq!(err(builder().backlog(0)), BuildError::Backlog);
+}
+
+/// A duration past [`MAX_DURATION`] (10 years) is refused by `build()`, naming the setting:
+/// it used to be accepted, and then every connection panicked computing its deadline
+/// (`Instant + Duration` overflows). Exactly the maximum is fine.
+#[test]
+fn durations_past_the_maximum_are_refused_naming_the_setting() {
+    let target: Target = "127.0.0.1:9".parse().unwrap();
+    let builder = || TcpForwarder::builder([v4_any_port()], target.clone());
+    let over = MAX_DURATION + Duration::from_millis(1);
+    type SetIt = fn(&mut Timeouts, Duration);
+    let fields: [(&str, SetIt); 6] = [
+        ("connect", |t, d| t.connect = d),
+        ("connect_total", |t, d| t.connect_total = d),
+        ("idle", |t, d| t.idle = Some(d)),
+        ("half_close", |t, d| t.half_close = Some(d)),
+        ("max_lifetime", |t, d| t.max_lifetime = Some(d)),
+        ("udp_session_idle", |t, d| t.udp_session_idle = Some(d)),
+    ];
+    let refused = |result: Result<(), BuildError>, name: &'static str| {
+        let e = result.expect_err(name);
+        assert_eq!(e, BuildError::TooLong(name));
+        let message = e.to_string();
+        assert!(
+            message.contains(name) && message.contains("10 years"),
+            "{message}"
+        );
+    };
+    for (name, set_it) in fields {
+        for d in [over, Duration::MAX] {
+            let t = support::timeouts(|t| set_it(t, d));
+            refused(builder().timeouts(t).build().map(drop), name);
+        }
+    }
+    let huge = Duration::MAX;
+    refused(
+        UdpForwarder::builder([v4_any_port()], target.clone())
+            .timeouts(support::timeouts(|t| t.udp_session_idle = Some(huge)))
+            .build()
+            .map(drop),
+        "udp_session_idle",
+    );
+    refused(
+        builder()
+            .balance(Balance::ClientIp { timeout: huge })
+            .build()
+            .map(drop),
+        "affinity_timeout",
+    );
+    refused(
+        builder().ejection(Ejection::new(3, huge)).build().map(drop),
+        "eject_for",
+    );
+    refused(
+        builder()
+            .health_check(HealthCheck::every(huge))
+            .build()
+            .map(drop),
+        "health_check_interval",
+    );
+    refused(
+        builder()
+            .health_check(HealthCheck::default().with(huge, 1, 1))
+            .build()
+            .map(drop),
+        "health_check_timeout",
+    );
+    let accept = AcceptProxy::new(["127.0.0.1/32".parse().unwrap()]).timeout(huge);
+    refused(
+        builder().accept_proxy(accept).build().map(drop),
+        "proxy_header_timeout",
+    );
+    type SetCache = fn(&mut proxy_core::resolve::CachePolicy);
+    let cache: [(&str, SetCache); 4] = [
+        ("dns_refresh", |p| p.refresh = Some(Duration::MAX)),
+        ("fallback_ttl", |p| p.fallback_ttl = Duration::MAX),
+        ("min_ttl", |p| p.min_ttl = Duration::MAX),
+        ("max_ttl", |p| p.max_ttl = Duration::MAX),
+    ];
+    for (name, set_it) in cache {
+        let mut policy = proxy_core::resolve::CachePolicy::default();
+        set_it(&mut policy);
+        refused(builder().cache(policy).build().map(drop), name);
+    }
+
+    // Exactly the maximum everywhere builds.
+    let t = support::timeouts(|t| {
+        t.connect = MAX_DURATION;
+        t.connect_total = MAX_DURATION;
+        t.idle = Some(MAX_DURATION);
+        t.half_close = Some(MAX_DURATION);
+        t.max_lifetime = Some(MAX_DURATION);
+        t.udp_session_idle = Some(MAX_DURATION);
+    });
+    let accept = AcceptProxy::new(["127.0.0.1/32".parse().unwrap()]).timeout(MAX_DURATION);
+    builder()
+        .timeouts(t)
+        .balance(Balance::ClientIp {
+            timeout: MAX_DURATION,
+        })
+        .ejection(Ejection::new(3, MAX_DURATION))
+        .accept_proxy(accept)
+        .build()
+        .expect("10 years is allowed");
+}
+
+/// At the maximum, the timers work and nothing overflows: a connection with a 10-year
+/// idle timeout, lifetime, half-close and connect budget relays both ways and closes
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_10_year_timers_relays_and_closes() {
+    let upstream = echo_server().await;
+    let t = support::timeouts(|t| {
+        t.connect_total = MAX_DURATION;
+        t.idle = Some(MAX_DURATION);
+        t.half_close = Some(MAX_DURATION);
+        t.max_lifetime = Some(MAX_DURATION);
+    });
+    let handle = support::forwarder(upstream.addr(), RelayMode::Auto, t);
+    let mut client = connect(proxy_addr(&handle)).await;
+    let data = payload(11, 100_000);
+    let back = support::send_and_receive(&mut client, &data).await;
+    assert_bytes("through 10-year timers", &back, &data);
+    support::settled_stats(&handle, |s| s.connections_open == 0).await;
 }

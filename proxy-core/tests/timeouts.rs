@@ -97,6 +97,86 @@ async fn half_close_timeout_cuts_the_request_direction() {
     settled_stats(&handle, |s| s.connections_open == 0).await;
 }
 
+/// After the client's FIN, a reply that keeps streaming (a chunk every 150 ms, 1.5 s in
+/// all) outlives a 600 ms half-close timeout: the timer counts inactivity, as HAProxy's
+/// `client-fin`, not time since the FIN. Once the reply stops, it cuts the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_timeout_spares_a_reply_still_streaming() {
+    streaming_after_a_fin_outlives_the_half_close_timeout(true).await;
+}
+
+/// The same after the upstream's FIN, with the client still sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_timeout_spares_a_request_still_streaming() {
+    streaming_after_a_fin_outlives_the_half_close_timeout(false).await;
+}
+
+/// One peer sends its FIN; the other streams [`TICKS`] chunks, one per [`TICK`], for
+/// longer than the half-close timeout: every byte arrives; then, idle, the connection is
+/// cut with a reset, no sooner than the half-close timeout after the last chunk.
+async fn streaming_after_a_fin_outlives_the_half_close_timeout(fin_from_client: bool) {
+    let half_close = Duration::from_millis(600);
+    let upstream = listener().await;
+    let t = timeouts(|t| t.half_close = Some(half_close));
+    let handle = forwarder(upstream.local_addr().unwrap(), RelayMode::Auto, t);
+    let client = connect(proxy_addr(&handle)).await;
+    let (up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
+    let (mut finisher, mut streamer) = if fin_from_client {
+        (client, up)
+    } else {
+        (up, client)
+    };
+    finisher.shutdown().await.unwrap();
+    let fin = Instant::now();
+    let (nothing, end) = within(LIMIT, "the forwarded FIN", read_all(&mut streamer)).await;
+    end.expect("a FIN");
+    assert!(nothing.is_empty());
+
+    let seed = if fin_from_client { 90 } else { 100 };
+    let chunks: Vec<Vec<u8>> = (0..TICKS).map(|i| payload(seed + i, CHUNK)).collect();
+    let want = chunks.concat();
+    let send = async {
+        for chunk in &chunks {
+            tokio::time::sleep(TICK).await;
+            if streamer.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        Instant::now()
+    };
+    let mut got = Vec::new();
+    let receive = async {
+        let mut buf = [0u8; 4096];
+        while got.len() < want.len() {
+            match finisher.read(&mut buf).await {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    let (last_sent, received) =
+        within(LIMIT, "the stream", async { tokio::join!(send, receive) }).await;
+    assert!(
+        received.is_ok(),
+        "{} of {} bytes arrived, then {received:?}, {:?} after the FIN",
+        got.len(),
+        want.len(),
+        fin.elapsed()
+    );
+    assert_bytes("streamed after the FIN", &got, &want);
+    assert!(fin.elapsed() >= half_close * 2, "{:?}", fin.elapsed());
+    // Idle now: cut, but only the half-close timeout after the last byte.
+    assert_eq!(
+        wait_end(&mut finisher, half_close + MARGIN).await,
+        End::Reset
+    );
+    let idle = last_sent.elapsed();
+    assert!(idle >= half_close, "cut {idle:?} after the last byte");
+    settled_stats(&handle, |s| s.connections_open == 0).await;
+}
+
 /// Writes to a socket whose peer has reset it until a write fails (the first one may
 /// still be buffered before the reset is known).
 async fn assert_write_fails(stream: &mut TcpStream) {

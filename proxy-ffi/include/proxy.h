@@ -174,8 +174,9 @@ enum proxy_timeout
      */
     PROXY_TIMEOUT_IDLE = 3,
     /**
-     * Once one direction of a TCP connection has ended (a FIN was forwarded), the other
-     * must end within this time. Default 60000 ms.
+     * Once one direction of a TCP connection has ended (a FIN was forwarded), the
+     * connection is closed when the other has moved no byte for this long (an inactivity
+     * timer: a reply still streaming is never cut). Default 60000 ms.
      */
     PROXY_TIMEOUT_HALF_CLOSE = 4,
     /**

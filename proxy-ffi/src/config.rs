@@ -56,8 +56,9 @@ pub enum proxy_timeout {
     /// A TCP connection with no traffic in either direction for this long is closed.
     /// Default off.
     Idle = 3,
-    /// Once one direction of a TCP connection has ended (a FIN was forwarded), the other
-    /// must end within this time. Default 60000 ms.
+    /// Once one direction of a TCP connection has ended (a FIN was forwarded), the
+    /// connection is closed when the other has moved no byte for this long (an inactivity
+    /// timer: a reply still streaming is never cut). Default 60000 ms.
     HalfClose = 4,
     /// A TCP connection is closed when it is this old, busy or not. Default off.
     MaxLifetime = 5,
@@ -126,8 +127,9 @@ const DEFAULT_WORKER_THREADS: usize = 2;
 /// The most worker threads a forwarder may have.
 const MAX_WORKER_THREADS: usize = 256;
 
-/// The longest timer, 10 years: deadlines computed from it cannot overflow.
-const MAX_TIMEOUT_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// The longest timer in milliseconds: proxy-core's [`MAX_DURATION`](proxy_core::MAX_DURATION)
+/// (10 years), which every front end shares.
+const MAX_TIMEOUT_MS: u64 = proxy_core::MAX_DURATION.as_millis() as u64;
 
 // Starting forwarders from several threads with one config shares it between them.
 const _: () = {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Resolve, SrvRecord};
 use crate::stats::Stats;
+use crate::timeout::after;
 use crate::{Error, ErrorKind, Host, Side, Target, TimeoutKind};
 
 /// How many copies each record of one priority gets, in proportion to its weight: at
@@ -313,7 +314,7 @@ impl ResolveCache {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep_until(next) => {}
                 () = self.wake.notified() => {
-                    if let Some(earliest) = last.map(|t| t + min).filter(|t| *t > Instant::now()) {
+                    if let Some(earliest) = last.map(|t| after(t, min)).filter(|t| *t > Instant::now()) {
                         next = next.min(earliest);
                         continue;
                     }
@@ -330,7 +331,7 @@ impl ResolveCache {
                     // `delay` runs from the end of the lookup (a TTL ends at a point in
                     // time); counting it from the start would refresh early by the lookup's
                     // duration, while a caching resolver still holds the old answer.
-                    next = Instant::now() + delay;
+                    next = after(Instant::now(), delay);
                     backoff = min;
                 }
                 Err(e) => {
@@ -344,8 +345,10 @@ impl ResolveCache {
                     );
                     // From the end of the failed lookup too: one that timed out must not
                     // be followed by the next at once.
-                    next = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(self.policy.fallback_ttl.max(min));
+                    next = after(Instant::now(), backoff);
+                    backoff = backoff
+                        .saturating_mul(2)
+                        .min(self.policy.fallback_ttl.max(min));
                 }
             }
         }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::forwarder::Shared;
 use crate::stats::Stats;
+use crate::timeout::after;
 use crate::{Error, ErrorKind, Side, TimeoutKind};
 
 /// How long an attempt has before the next address is tried alongside it (RFC 8305's
@@ -33,7 +34,7 @@ pub(super) async fn connect(
     let timeouts = &shared.config.common.timeouts;
     let stats = &shared.stats;
     // The budget covers a lookup too, when there is no cached answer yet.
-    let deadline = Instant::now() + timeouts.connect_total;
+    let deadline = after(Instant::now(), timeouts.connect_total);
     let addrs = shared.cache.addrs_by(deadline).await?;
     let Some(order) = shared.balancer.order(&addrs, Some(client)) else {
         Stats::inc(&stats.all_ejected);
@@ -86,7 +87,7 @@ pub(super) async fn connect(
                         // A failure starts the next attempt at once.
                         if let Some(addr) = next.next() {
                             racing.push(start(addr));
-                            delay.as_mut().reset(Instant::now() + ATTEMPT_DELAY);
+                            delay.as_mut().reset(after(Instant::now(), ATTEMPT_DELAY));
                         }
                     }
                 }
@@ -95,7 +96,7 @@ pub(super) async fn connect(
                 if let Some(addr) = next.next() {
                     racing.push(start(addr));
                 }
-                delay.as_mut().reset(Instant::now() + ATTEMPT_DELAY);
+                delay.as_mut().reset(after(Instant::now(), ATTEMPT_DELAY));
             }
             () = &mut budget => {
                 Stats::add(&stats.connect_timeout, racing.len() as u64);

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connect::connect;
+use super::peek::peek_until;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay, reset_on_close};
 use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
@@ -296,6 +296,9 @@ impl Builder {
     pub fn build(self) -> Result<TcpForwarder, BuildError> {
         let c = &self.config;
         c.common.validate()?;
+        if let Some(accept) = &c.accept_proxy {
+            crate::timeout::at_most_max("proxy_header_timeout", accept.timeout)?;
+        }
         if !(4096..=1 << 30).contains(&c.pipe_size) {
             return Err(BuildError::PipeSize(c.pipe_size));
         }
@@ -444,47 +447,23 @@ async fn send_proxy_header(
 }
 
 /// Reads the PROXY header a trusted peer's connection starts with, within `timeout`,
-/// consuming exactly its bytes.
+/// consuming exactly its bytes. Bytes that end (the peer's FIN) before they make a whole
+/// header are rejected at once: see [`peek_until`].
 async fn read_proxy_header(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     timeout: Duration,
 ) -> std::io::Result<proxy_protocol::Header> {
     use std::io::{Error, ErrorKind};
+    use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; proxy_protocol::MAX_HEADER];
     let read = async {
-        loop {
-            stream.readable().await?;
-            // Incomplete: clear the readiness (race-free, see `copy.rs`) and wait for
-            // more bytes, rather than peeking at the same ones again.
-            let peeked = stream.try_io(Interest::READABLE, || {
-                let n = crate::sys::peek(stream, &mut buf)?;
-                if n == 0 {
-                    return Err(Error::from(ErrorKind::UnexpectedEof));
-                }
-                match proxy_protocol::parse(&buf[..n]) {
-                    Ok(Some(header)) => Ok(header),
-                    Ok(None) => Err(ErrorKind::WouldBlock.into()),
-                    Err(e) => Err(Error::new(ErrorKind::InvalidData, e)),
-                }
-            });
-            match peeked {
-                Ok(header) => {
-                    let mut taken = 0;
-                    while taken < header.len {
-                        stream.readable().await?;
-                        match stream.try_read(&mut buf[taken..header.len]) {
-                            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-                            Ok(n) => taken += n,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    return Ok(header);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let header = peek_until(stream, &mut buf, |bytes| {
+            proxy_protocol::parse(bytes).map_err(|e| Error::new(ErrorKind::InvalidData, e))
+        })
+        .await?;
+        // The peek showed the header's bytes waiting: this takes them and nothing more.
+        stream.read_exact(&mut buf[..header.len]).await?;
+        Ok(header)
     };
     tokio::time::timeout(timeout, read)
         .await
@@ -511,7 +490,7 @@ impl Drop for OpenGuard<'_> {
 }
 
 /// Relays one accepted connection; `permit` holds its place under the limits.
-async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut permit: Permit) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut permit: Permit) {
     let _open = OpenGuard::new(&shared.stats);
     let started = Instant::now();
     if let Err(e) = client.set_nodelay(true) {
@@ -522,7 +501,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut per
     if let Some(accept) = &shared.config.accept_proxy
         && accept.trusts(peer.ip())
     {
-        match Box::pin(read_proxy_header(&client, accept.timeout)).await {
+        match Box::pin(read_proxy_header(&mut client, accept.timeout)).await {
             Ok(header) => {
                 tracing::trace!(peer = %peer, ?header, "PROXY header");
                 peer = header.source.unwrap_or(peer);

@@ -3,6 +3,7 @@
 mod connect;
 mod copy;
 mod forwarder;
+mod peek;
 mod relay;
 mod splice;
 

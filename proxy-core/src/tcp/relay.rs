@@ -11,6 +11,7 @@ use std::time::Duration;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::task::coop::consume_budget;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,7 @@ use super::splice::Spliced;
 use crate::pool::Pool;
 use crate::stats::Stats;
 use crate::sys::{Pipe, SPLICE};
+use crate::timeout::after;
 use crate::{Side, TimeoutKind, Timeouts};
 
 /// How relayed bytes move between the two sockets.
@@ -96,7 +98,7 @@ impl Activity {
     }
 
     fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Relaxed))
+        after(self.base, Duration::from_millis(self.last_ms.load(Relaxed)))
     }
 
     /// Marks that a direction holds bytes it could not write yet (a slow receiver).
@@ -190,6 +192,9 @@ impl Half<'_> {
                     if let Err(e) = self.to.writable().await {
                         break Err(self.write_error(e));
                     }
+                    // `writable()` takes no coop budget: should a write keep saying
+                    // `WouldBlock` while the readiness stays set, yield all the same.
+                    consume_budget().await;
                 }
                 Err(e) => break Err(self.write_error(e)),
             }
@@ -318,11 +323,17 @@ pub(crate) async fn relay(
     let down = down.run();
     tokio::pin!(up, down);
 
-    let lifetime_end = timeouts.max_lifetime.map(|d| activity.base + d);
-    let mut half_close_end: Option<Instant> = None;
-    let next_deadline = |half_close_end: Option<Instant>| {
-        let idle_end = timeouts.idle.map(|d| activity.last() + d);
-        [idle_end, half_close_end, lifetime_end]
+    let lifetime_end = timeouts.max_lifetime.map(|d| after(activity.base, d));
+    // When the first direction ended; from then on the half-close timer counts how long
+    // the other has been idle.
+    let mut half_closed_at: Option<Instant> = None;
+    let half_close_end = |half_closed_at: Option<Instant>| {
+        let d = timeouts.half_close?;
+        Some(after(half_closed_at?.max(activity.last()), d))
+    };
+    let idle_end = || timeouts.idle.map(|d| after(activity.last(), d));
+    let next_deadline = |half_closed_at: Option<Instant>| {
+        [idle_end(), half_close_end(half_closed_at), lifetime_end]
             .into_iter()
             .flatten()
             .min()
@@ -355,9 +366,9 @@ pub(crate) async fn relay(
                 let now = Instant::now();
                 let fired = if lifetime_end.is_some_and(|t| t <= now) {
                     Some(TimeoutKind::MaxLifetime)
-                } else if half_close_end.is_some_and(|t| t <= now) {
+                } else if half_close_end(half_closed_at).is_some_and(|t| t <= now) {
                     Some(TimeoutKind::HalfClose)
-                } else if timeouts.idle.is_some_and(|d| activity.last() + d <= now) {
+                } else if idle_end().is_some_and(|t| t <= now) {
                     Some(TimeoutKind::Idle)
                 } else {
                     None
@@ -380,8 +391,8 @@ pub(crate) async fn relay(
         if up_done && down_done {
             return Close::Done;
         }
-        if half_close_end.is_none() && (up_done || down_done) {
-            half_close_end = timeouts.half_close.map(|d| Instant::now() + d);
+        if half_closed_at.is_none() && (up_done || down_done) {
+            half_closed_at = Some(Instant::now());
             let (stream, side) = if up_done {
                 (client, Side::Downstream)
             } else {
@@ -389,7 +400,7 @@ pub(crate) async fn relay(
             };
             watch.set(stream, side);
         }
-        deadline = next_deadline(half_close_end);
+        deadline = next_deadline(half_closed_at);
         if let Some(t) = deadline {
             timer.as_mut().reset(t);
         }
@@ -441,7 +452,7 @@ const FLUSH_STALL: Duration = Duration::from_secs(5);
 /// Resolves once no byte has moved for [`FLUSH_STALL`].
 async fn stalled(activity: &Activity) {
     loop {
-        let end = activity.last() + FLUSH_STALL;
+        let end = after(activity.last(), FLUSH_STALL);
         if end <= Instant::now() {
             return;
         }
@@ -466,7 +477,7 @@ async fn delivered(stream: &TcpStream) {
         let now = Instant::now();
         if left < last {
             (last, progress, pause) = (left, now, FIRST_PAUSE);
-        } else if now >= progress + FLUSH_STALL {
+        } else if now.saturating_duration_since(progress) >= FLUSH_STALL {
             tracing::debug!(
                 unacknowledged = left,
                 "peer stalled; resetting with bytes undelivered"
@@ -515,11 +526,13 @@ async fn peer_error(stream: &TcpStream) -> io::Error {
         }
         match stream.take_error() {
             Ok(Some(e)) | Err(e) => return e,
-            // Spurious: forget the cached readiness and wait for the next event.
+            // Spurious: forget the cached readiness and wait for the next event (and
+            // yield, since `ready()` takes no coop budget).
             Ok(None) => {
                 let _ = stream.try_io(Interest::ERROR, || {
                     Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
                 });
+                consume_budget().await;
             }
         }
     }
