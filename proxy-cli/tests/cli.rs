@@ -1295,4 +1295,31 @@ fn netns_child_tcp_udp_port_search() {
         "{error}"
     );
     drop((udp_first, udp_second));
+
+    // The search is bounded: with 12 ports, every one taken for UDP, it passes over 9
+    // and gives up on the 10th with UDP's error, holding no port afterwards.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40011")
+        .expect("widen the namespace's ephemeral port range");
+    let taken: Vec<UdpSocket> = (40000..=40011)
+        .map(|port| UdpSocket::bind(("127.0.0.1", port)).unwrap())
+        .collect();
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| passed_over(l)).count(),
+        9,
+        "{stderr}"
+    );
+    assert!(stderr.contains("(attempt 10 of 10)"), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(
+        error.starts_with("error: UDP: failed to bind listen address (127.0.0.1:4")
+            && error.contains("Address already in use"),
+        "{error}"
+    );
+    for port in 40000..=40011 {
+        TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("TCP port {port} still held after the exit: {e}"));
+    }
+    drop(taken);
 }
