@@ -124,6 +124,37 @@ fn forward() {
     run_c_test("forward", &[]);
 }
 
+/// TCP and UDP on one kernel-chosen port: the search when UDP's side is taken, its
+/// bound, and no port held after a failed one. In a network namespace of its own.
+#[test]
+fn same_port() {
+    for sanitized in [false, true] {
+        let exe = compile("tests/c/same_port.c", sanitized);
+        let started = Instant::now();
+        let out = Command::new("unshare")
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$0\"",
+            ])
+            .arg(&exe)
+            .env("PATH", path_with_sbin())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run unshare ({e}); install util-linux"));
+        let stdout = check("same_port in a network namespace", &out);
+        assert!(stdout.contains("same_port: ok"), "{stdout}");
+        eprintln!("{} ran in {:.1?}", exe.display(), started.elapsed());
+    }
+}
+
+/// `PATH` with the sbin directories, where `ip` lives.
+fn path_with_sbin() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{path}:/usr/sbin:/sbin")
+}
+
 /// NULL for every pointer, bad addresses and targets, ports in use, small buffers, status
 /// messages, the per-thread last error.
 #[test]
