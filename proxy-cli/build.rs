@@ -4,15 +4,8 @@
 use std::process::Command;
 
 fn main() {
-    let revision = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned());
+    let revision =
+        git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
     let dirty = Command::new("git")
         .args(["status", "--porcelain", "--untracked-files=no"])
         .output()
@@ -22,12 +15,12 @@ fn main() {
     let suffix = if dirty { "-modified" } else { "" };
     println!("cargo:rustc-env=PROXY_GIT_REVISION={revision}{suffix}");
     // Rebuild when HEAD moves (a checkout, or a commit to the branch it names) or the
-    // index changes.
-    let mut watch = vec!["../.git/HEAD".to_owned(), "../.git/index".to_owned()];
-    if let Ok(head) = std::fs::read_to_string("../.git/HEAD")
-        && let Some(branch) = head.trim().strip_prefix("ref: ")
-    {
-        watch.push(format!("../.git/{branch}"));
+    // index changes. Git says where those files are: in a worktree `.git` is a file, and
+    // HEAD and the index live in the main repository's `.git/worktrees/NAME`.
+    let git_path = |path: &str| git(&["rev-parse", "--git-path", path]);
+    let mut watch: Vec<String> = ["HEAD", "index"].into_iter().filter_map(git_path).collect();
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git_path(&r)) {
+        watch.push(branch);
     }
     for path in watch {
         if std::path::Path::new(&path).exists() {
@@ -35,4 +28,16 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// What `git ARGS` prints, trimmed; `None` when git fails or prints nothing.
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
