@@ -466,12 +466,22 @@ const FLUSH_STALL: Duration = Duration::from_secs(5);
 /// and the reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_reset_once_delivery_stalls() {
-    let upstream = listener().await;
-    let handle = tcp_forwarder(
-        upstream.local_addr().unwrap(),
-        RelayMode::Auto,
-        Timeouts::default(),
+    // Both relay modes at once: the reset must be seen while the bytes wait in a pipe
+    // (splice) or a buffer (copy) for the client to read.
+    let (auto, copy) = tokio::join!(
+        reset_while_the_client_never_reads(RelayMode::Auto),
+        reset_while_the_client_never_reads(RelayMode::Copy),
     );
+    for (mode, took) in [("auto", auto), ("copy", copy)] {
+        println!("{mode}: the stalled connection ended {took:?} after the upstream's reset");
+    }
+}
+
+/// The upstream writes until every buffer is full and resets; the client never reads.
+/// Returns how long after the reset the connection ended.
+async fn reset_while_the_client_never_reads(mode: RelayMode) -> Duration {
+    let upstream = listener().await;
+    let handle = tcp_forwarder(upstream.local_addr().unwrap(), mode, Timeouts::default());
     let mut client = connect(proxy_addr(&handle)).await;
     let (mut up, _) = within(LIMIT, "accept", upstream.accept()).await.unwrap();
     let reply = payload(77, 4 << 20);
@@ -482,15 +492,21 @@ async fn a_peer_that_never_reads_is_reset_once_delivery_stalls() {
     let reset_at = tokio::time::Instant::now();
     settled_stats_within(&handle, FLUSH_STALL + MARGIN, |s| s.connections_open == 0).await;
     let took = reset_at.elapsed();
-    println!("the stalled connection ended {took:?} after the upstream's reset");
-    assert!(took + EARLY >= FLUSH_STALL, "gave up after {took:?}");
+    assert!(
+        took + EARLY >= FLUSH_STALL,
+        "{mode:?}: gave up after {took:?}"
+    );
     let (got, end) = within(LIMIT, "the client reads", read_all(&mut client)).await;
     assert_eq!(
         end.map_err(|e| e.kind()),
         Err(io::ErrorKind::ConnectionReset)
     );
     assert_bytes("a prefix", &got, &reply[..got.len()]);
-    assert!(got.len() < reply.len(), "the rest was never taken");
+    assert!(
+        got.len() < reply.len(),
+        "{mode:?}: the rest was never taken"
+    );
+    took
 }
 
 // ===== an upstream that never answers a SYN =====

@@ -175,6 +175,7 @@ impl Half<'_> {
         mut write: impl FnMut(usize) -> io::Result<usize>,
     ) -> Result<(), HalfError> {
         let mut holding = false;
+        let mut source_failed = None;
         let result = loop {
             if n == 0 {
                 break Ok(());
@@ -189,8 +190,8 @@ impl Half<'_> {
                         holding = true;
                         self.activity.hold(true);
                     }
-                    if let Err(e) = self.to.writable().await {
-                        break Err(self.write_error(e));
+                    if let Err(e) = self.wait_writable(&mut source_failed).await {
+                        break Err(e);
                     }
                     // `writable()` takes no coop budget: should a write keep saying
                     // `WouldBlock` while the readiness stays set, yield all the same.
@@ -203,6 +204,43 @@ impl Half<'_> {
             self.activity.hold(false);
         }
         result
+    }
+
+    /// Waits until the destination takes bytes again, watching the source meanwhile: this
+    /// direction reads it only between writes, so a reset of the source's peer would go
+    /// unseen for as long as the destination's peer does not read. Once the source has an
+    /// error pending (noted in `failed_at`), the wait is bounded: when no byte has moved
+    /// for [`FLUSH_STALL`] since the later of the failure and the last byte, the direction
+    /// gives up with the source's error. The error is not taken before then, so reading on
+    /// still returns the bytes the failed peer sent first, then its error.
+    async fn wait_writable(&self, failed_at: &mut Option<Instant>) -> Result<(), HalfError> {
+        loop {
+            let Some(at) = *failed_at else {
+                tokio::select! {
+                    r = self.to.writable() => return r.map_err(|e| self.write_error(e)),
+                    // An ERROR readiness on a TCP socket is its pending error (no error
+                    // queue is used here): the peer reset, or the connection timed out.
+                    r = self.from.ready(Interest::ERROR) => match r {
+                        Ok(_) => *failed_at = Some(Instant::now()),
+                        Err(e) => return Err(self.read_error(e)),
+                    },
+                }
+                continue;
+            };
+            let end = after(at.max(self.activity.last()), FLUSH_STALL);
+            if end <= Instant::now() {
+                let error = match self.from.take_error() {
+                    Ok(Some(e)) | Err(e) => e,
+                    Ok(None) => io::ErrorKind::ConnectionReset.into(),
+                };
+                tracing::debug!(error = %error, "peer failed and the other stalled; resetting");
+                return Err(self.read_error(error));
+            }
+            tokio::select! {
+                r = self.to.writable() => return r.map_err(|e| self.write_error(e)),
+                () = tokio::time::sleep_until(end) => {}
+            }
+        }
     }
 
     /// Relays until the source's FIN has been forwarded in order, or an error. Each burst
@@ -442,7 +480,7 @@ async fn deliver_owed<F: Future>(
             () = stalled(activity) => return,
         }
     }
-    delivered(owed_to).await;
+    delivered(owed_to, activity).await;
 }
 
 /// How long delivering a failed peer's last bytes to the other peer may go without
@@ -461,12 +499,13 @@ async fn stalled(activity: &Activity) {
 }
 
 /// Resolves once the peer of `stream` has acknowledged every byte written to it, or when
-/// that has not moved for [`FLUSH_STALL`]. Polled: no readiness event says "acknowledged".
-async fn delivered(stream: &TcpStream) {
+/// nothing has moved for [`FLUSH_STALL`]: neither a byte written (`activity`) nor one
+/// acknowledged. Polled: no readiness event says "acknowledged".
+async fn delivered(stream: &TcpStream, activity: &Activity) {
     const FIRST_PAUSE: Duration = Duration::from_millis(1);
     let mut pause = FIRST_PAUSE;
-    let mut last = usize::MAX;
-    let mut progress = Instant::now();
+    let mut last = None;
+    let mut progress = activity.last();
     loop {
         let Ok(left) = crate::sys::unacknowledged(stream) else {
             return;
@@ -475,9 +514,11 @@ async fn delivered(stream: &TcpStream) {
             return;
         }
         let now = Instant::now();
-        if left < last {
-            (last, progress, pause) = (left, now, FIRST_PAUSE);
-        } else if now.saturating_duration_since(progress) >= FLUSH_STALL {
+        if last.is_some_and(|last| left < last) {
+            (progress, pause) = (now, FIRST_PAUSE);
+        }
+        last = Some(left);
+        if now.saturating_duration_since(progress) >= FLUSH_STALL {
             tracing::debug!(
                 unacknowledged = left,
                 "peer stalled; resetting with bytes undelivered"
