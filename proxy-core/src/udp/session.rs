@@ -43,8 +43,9 @@ pub(super) struct Session {
     key: SessionKey,
     /// The PROXY protocol header sent ahead of each datagram to the upstream, if any.
     header: Option<Box<[u8]>>,
+    /// Set by the session's task once the datagrams queued meanwhile are sent.
     upstream: OnceLock<(Arc<UdpSocket>, SocketAddr)>,
-    pending: Mutex<Vec<Vec<u8>>>,
+    pending: Mutex<Pending>,
     base: Instant,
     last_ms: AtomicU64,
     /// Cancelled when the session ends, is evicted, or the forwarder closes.
@@ -84,7 +85,7 @@ impl Session {
             key,
             header,
             upstream: OnceLock::new(),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             done: closing.child_token(),
@@ -150,8 +151,9 @@ impl Session {
         sent
     }
 
-    /// Relays datagrams from the client: straight to the upstream socket when connected,
-    /// else queued (up to [`MAX_PENDING`]) for the session's task.
+    /// Relays datagrams from the client: straight to the upstream socket once the session
+    /// task has handed it over (see [`flush_pending`](Self::flush_pending)), else queued
+    /// (up to [`MAX_PENDING`]) for that task, behind what is queued already.
     pub(super) fn forward(&self, datagrams: &[&[u8]], shared: &Shared) {
         let stats = &shared.stats;
         self.touch();
@@ -163,18 +165,64 @@ impl Session {
             return send(up);
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Set under this lock, and only once the queue is empty: nothing queued is left
+        // for these to overtake.
         if let Some(up) = self.upstream.get() {
             drop(pending);
             return send(up);
         }
         for d in datagrams {
-            if pending.len() < MAX_PENDING {
-                pending.push(d.to_vec());
+            if !pending.closed && pending.datagrams.len() < MAX_PENDING {
+                pending.datagrams.push(d.to_vec());
             } else {
                 Stats::inc(&stats.udp_dropped);
             }
         }
     }
+
+    /// Sends what queued while the session connected, then hands the upstream socket to
+    /// the listener, which sends straight to it from then on. The queue is emptied in
+    /// rounds while the listener may add to it, and the socket is handed over under the
+    /// queue's lock once a round finds it empty: a datagram never overtakes one queued
+    /// before it. Returns `false` when the session ended first (its queue is dropped).
+    async fn flush_pending(&self, up: &Arc<UdpSocket>, addr: SocketAddr, shared: &Shared) -> bool {
+        loop {
+            if self.is_done() {
+                let lost = self.discard_pending();
+                Stats::add(&shared.stats.udp_dropped, lost as u64);
+                return false;
+            }
+            let queued = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.datagrams.is_empty() {
+                    let _ = self.upstream.set((up.clone(), addr));
+                    return true;
+                }
+                std::mem::take(&mut pending.datagrams)
+            };
+            let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
+            let sent = self.send_up(up, &queued, shared);
+            self.sent(sent, Direction::Up, addr, shared);
+            // The listener may keep the queue busy: let other tasks run between rounds.
+            tokio::task::coop::consume_budget().await;
+        }
+    }
+
+    /// Empties the queue for good (the session will not connect): later datagrams are
+    /// dropped, not queued. Returns how many were queued.
+    fn discard_pending(&self) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.closed = true;
+        std::mem::take(&mut pending.datagrams).len()
+    }
+}
+
+/// Client datagrams waiting for a session's upstream socket.
+#[derive(Debug, Default)]
+struct Pending {
+    datagrams: Vec<Vec<u8>>,
+    /// The session will not connect: nothing more is queued.
+    closed: bool,
 }
 
 /// The session table of one listener: bounded, least recently used first out.
@@ -373,14 +421,7 @@ pub(super) async fn run(
         Some(Ok((up, upstream_addr))) => {
             let _counted = shared.balancer.open(upstream_addr);
             let up = Arc::new(up);
-            let queued = {
-                let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = session.upstream.set((up.clone(), upstream_addr));
-                std::mem::take(&mut *pending)
-            };
-            let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-            let sent = session.send_up(&up, &queued, &shared);
-            session.sent(sent, Direction::Up, upstream_addr, &shared);
+            session.flush_pending(&up, upstream_addr, &shared).await;
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
             if why == "ended" {
@@ -405,11 +446,7 @@ pub(super) async fn run(
             );
         }
         Some(Err(e)) => {
-            let lost = session
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .len();
+            let lost = session.discard_pending();
             Stats::add(&stats.udp_dropped, lost as u64);
             Stats::inc(&stats.upstream_unavailable);
             tracing::warn!(
@@ -420,7 +457,10 @@ pub(super) async fn run(
                 "no upstream reachable; dropping the session's datagrams"
             );
         }
-        None => {}
+        None => {
+            let lost = session.discard_pending();
+            Stats::add(&stats.udp_dropped, lost as u64);
+        }
     }
     session.done.cancel();
     stats.udp_sessions_open.fetch_sub(1, Relaxed);
