@@ -241,7 +241,7 @@ impl ForwarderHandle {
                 old.refresher()
             }
             (Control::Udp(current), Forwarder::Udp(f), Bound::Udp(sockets)) => {
-                let old = current.replace(f.generation(&self.base));
+                let old = current.replace(f.successor(&self.base, &current.get()));
                 for (configured, socket) in sockets {
                     let stop = self.base.accepting.child_token();
                     started.push(udp::spawn_listener(

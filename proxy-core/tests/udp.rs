@@ -806,6 +806,78 @@ async fn datagrams_queued_at_session_start_keep_their_order() {
     );
 }
 
+/// While the target's name has no answer yet, 40 clients send 64 datagrams of 65,000 B
+/// each (166 MB): the proxy queues at most its per-forward budget for the sessions and
+/// counts the rest as dropped. Once the name resolves, what was queued reaches the
+/// upstream intact and in order, and every client's session works.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_queued_before_the_first_answer_are_bounded() {
+    const CLIENTS: u32 = 40;
+    const EACH: u32 = 64;
+    const SIZE: usize = 65_000;
+    /// The most the proxy may hold for sessions waiting for their upstream (documented).
+    const BUDGET: u64 = 4 << 20;
+    let echo = UdpServer::echo_on(v4_any_port());
+    let resolver = udp_support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
+    let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
+    let handle = UdpForwarder::builder([v4_any_port()], target)
+        .resolver(resolver.clone())
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::v4()).collect();
+    for seq in 0..EACH {
+        for (c, client) in (0..).zip(clients.iter_mut()) {
+            client.send_to(proxy, &tagged(c, seq, SIZE)).await;
+        }
+        // At most 40 datagrams (2.6 MB) wait in the listener's 4 MiB buffer at a time.
+        eventually("the proxy read the datagrams", LIMIT, || {
+            udp_support::rx_queue(proxy) == Some(0)
+        })
+        .await;
+    }
+    let sent = u64::from(CLIENTS * EACH);
+    resolver.open();
+    let s = settled_stats(&handle, |s| {
+        s.udp.datagrams_to_upstream + s.udp.dropped >= sent
+    })
+    .await;
+    eprintln!(
+        "{} B of {} B queued before the first answer reached the upstream ({} datagrams), \
+         {} dropped",
+        s.bytes_to_upstream,
+        sent * SIZE as u64,
+        s.udp.datagrams_to_upstream,
+        s.udp.dropped
+    );
+    assert!(s.bytes_to_upstream <= BUDGET, "{s:#?}");
+    assert!(s.udp.datagrams_to_upstream > 0, "{s:#?}");
+    assert_eq!(s.udp.datagrams_to_upstream + s.udp.dropped, sent, "{s:#?}");
+    // What came through is intact and in order, client by client.
+    let mut last = std::collections::HashMap::new();
+    for seen in echo.seen() {
+        assert_eq!(seen.len, SIZE);
+        let (c, seq) = tag_of(&seen.head).expect("a tagged datagram");
+        if let Some(prev) = last.insert(c, seq) {
+            assert!(prev < seq, "client {c}: {seq} after {prev}");
+        }
+    }
+    // The sessions work now.
+    for (c, client) in (0..).zip(clients.iter_mut()) {
+        // Echoes of the queued datagrams may still be on their way: drain them first.
+        while client.try_recv_from(Duration::ZERO).await.is_some() {}
+        within(
+            LIMIT,
+            "echo",
+            client.round_trip(proxy, &tagged(c, 1000, 100)),
+        )
+        .await;
+    }
+}
+
 // ===== build errors =====
 
 #[test]

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session::{self, SessionKey, Table};
+use super::session::{self, Budgets, SessionKey, Table};
 use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
@@ -34,6 +34,11 @@ use crate::{BuildError, Error, ErrorKind, Side, Target};
 /// least recently used. Replies leave from the address the client sent to, also on a
 /// wildcard listener of a host with several addresses. Datagrams of any size up to
 /// 65,507 bytes (IPv4) pass intact; on Linux they move in batches (`recvmmsg`/`sendmmsg`).
+///
+/// While new sessions wait for their upstream socket (the target's name resolving), a
+/// forward queues at most 4 MiB of their clients' datagrams, all sessions together, and
+/// at most 64 datagrams per session; the rest are dropped and counted in
+/// [`UdpStats::dropped`](crate::UdpStats::dropped).
 ///
 /// # Examples
 ///
@@ -107,6 +112,8 @@ pub(crate) struct Shared {
     /// Whether sends may use UDP segmentation offload; cleared when the kernel refuses it.
     pub(super) segmentation: AtomicBool,
     admission: Arc<crate::limit::Admission>,
+    /// The forward's bounds, shared by every generation.
+    pub(super) budgets: Arc<Budgets>,
 }
 
 impl Shared {
@@ -204,7 +211,7 @@ impl UdpForwarder {
     /// Starts the listener loops on `bound` sockets (each with the address it stands for).
     fn run(&self, bound: Vec<(SocketAddr, Socket)>) -> Result<ForwarderHandle, Error> {
         let base = Base::new();
-        let current = Current::new(self.generation(&base));
+        let current = Current::new(self.generation(&base, Arc::default()));
         let mut handle = ForwarderHandle::new(base.clone(), Control::Udp(current.clone()));
         for (configured, socket) in bound {
             let stop = base.accepting.child_token();
@@ -234,8 +241,14 @@ impl UdpForwarder {
             .collect()
     }
 
+    /// The state new sessions use after a reload: as [`generation`](Self::generation),
+    /// within the same per-forward bounds as `previous`.
+    pub(crate) fn successor(&self, base: &Base, previous: &Shared) -> Arc<Shared> {
+        self.generation(base, previous.budgets.clone())
+    }
+
     /// The state new sessions use: these settings and a resolve cache with its refresher.
-    pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
+    fn generation(&self, base: &Base, budgets: Arc<Budgets>) -> Arc<Shared> {
         let cache = self.config.common.resolve_cache(&base.stats);
         let (refresher, balancer) = self.config.common.background(&cache, base);
         Arc::new(Shared {
@@ -250,6 +263,7 @@ impl UdpForwarder {
             sessions: base.tasks.clone(),
             segmentation: AtomicBool::new(io_udp::SEGMENTATION),
             admission: base.admission.clone(),
+            budgets,
         })
     }
 }

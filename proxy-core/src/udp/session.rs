@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +22,13 @@ use crate::{Error, ErrorKind, Side};
 
 /// Datagrams queued for a session whose upstream socket is not connected yet.
 const MAX_PENDING: usize = 64;
+
+/// Bytes of client datagrams one forward queues, over all its sessions, while they wait
+/// for their upstream socket (for the target's name to resolve, mostly): a burst of 64
+/// full-size datagrams, or thousands of DNS queries. Without it, every session could
+/// queue [`MAX_PENDING`] datagrams of 64 KiB (59 GiB at the default session cap); beyond
+/// it datagrams are dropped and counted, as a router would.
+pub(super) const QUEUE_BUDGET: usize = 4 << 20;
 
 /// Once the forwarder stops accepting, a session ends after this long without traffic
 /// (or its own idle timeout, if shorter): in-flight replies still reach their clients.
@@ -153,7 +160,8 @@ impl Session {
 
     /// Relays datagrams from the client: straight to the upstream socket once the session
     /// task has handed it over (see [`flush_pending`](Self::flush_pending)), else queued
-    /// (up to [`MAX_PENDING`]) for that task, behind what is queued already.
+    /// (up to [`MAX_PENDING`], within the forward's [`QUEUE_BUDGET`]) for that task,
+    /// behind what is queued already.
     pub(super) fn forward(&self, datagrams: &[&[u8]], shared: &Shared) {
         let stats = &shared.stats;
         self.touch();
@@ -172,8 +180,10 @@ impl Session {
             return send(up);
         }
         for d in datagrams {
-            if !pending.closed && pending.datagrams.len() < MAX_PENDING {
+            let room = !pending.closed && pending.datagrams.len() < MAX_PENDING;
+            if room && shared.budgets.queue(d.len()) {
                 pending.datagrams.push(d.to_vec());
+                pending.bytes += d.len();
             } else {
                 Stats::inc(&stats.udp_dropped);
             }
@@ -188,7 +198,7 @@ impl Session {
     async fn flush_pending(&self, up: &Arc<UdpSocket>, addr: SocketAddr, shared: &Shared) -> bool {
         loop {
             if self.is_done() {
-                let lost = self.discard_pending();
+                let lost = self.discard_pending(shared);
                 Stats::add(&shared.stats.udp_dropped, lost as u64);
                 return false;
             }
@@ -198,6 +208,7 @@ impl Session {
                     let _ = self.upstream.set((up.clone(), addr));
                     return true;
                 }
+                shared.budgets.unqueue(std::mem::take(&mut pending.bytes));
                 std::mem::take(&mut pending.datagrams)
             };
             let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
@@ -210,9 +221,10 @@ impl Session {
 
     /// Empties the queue for good (the session will not connect): later datagrams are
     /// dropped, not queued. Returns how many were queued.
-    fn discard_pending(&self) -> usize {
+    fn discard_pending(&self, shared: &Shared) -> usize {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.closed = true;
+        shared.budgets.unqueue(std::mem::take(&mut pending.bytes));
         std::mem::take(&mut pending.datagrams).len()
     }
 }
@@ -221,8 +233,35 @@ impl Session {
 #[derive(Debug, Default)]
 struct Pending {
     datagrams: Vec<Vec<u8>>,
+    /// Their bytes, held against the forward's [`QUEUE_BUDGET`].
+    bytes: usize,
     /// The session will not connect: nothing more is queued.
     closed: bool,
+}
+
+/// Bounds one forward keeps across reloads: every generation's sessions share them.
+#[derive(Debug, Default)]
+pub(crate) struct Budgets {
+    /// Bytes queued by sessions not connected yet, up to [`QUEUE_BUDGET`].
+    queued: AtomicUsize,
+}
+
+// ===== impl Budgets =====
+
+impl Budgets {
+    /// Takes `bytes` of the queue budget; `false` (nothing taken) when they do not fit.
+    fn queue(&self, bytes: usize) -> bool {
+        self.queued
+            .fetch_update(Relaxed, Relaxed, |held| {
+                held.checked_add(bytes).filter(|&t| t <= QUEUE_BUDGET)
+            })
+            .is_ok()
+    }
+
+    /// Gives back queue budget taken by [`queue`](Self::queue).
+    fn unqueue(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Relaxed);
+    }
 }
 
 /// The session table of one listener: bounded, least recently used first out.
@@ -446,7 +485,7 @@ pub(super) async fn run(
             );
         }
         Some(Err(e)) => {
-            let lost = session.discard_pending();
+            let lost = session.discard_pending(&shared);
             Stats::add(&stats.udp_dropped, lost as u64);
             Stats::inc(&stats.upstream_unavailable);
             tracing::warn!(
@@ -458,7 +497,7 @@ pub(super) async fn run(
             );
         }
         None => {
-            let lost = session.discard_pending();
+            let lost = session.discard_pending(&shared);
             Stats::add(&stats.udp_dropped, lost as u64);
         }
     }
