@@ -100,7 +100,8 @@ pub struct UdpStats {
     /// Datagrams relayed from the upstream to clients.
     pub datagrams_to_downstream: u64,
     /// Datagrams dropped: a socket's send buffer was full, a session could not reach any
-    /// upstream address, or too many arrived before a new session was ready.
+    /// upstream address, too many arrived before a new session was ready, or a reply
+    /// came after its session ended (it is discarded, never passed to another client).
     pub dropped: u64,
     /// Datagrams that arrived cut short (larger than any UDP payload); dropped, not relayed.
     pub truncated: u64,

@@ -238,8 +238,9 @@ async fn client_traffic_keeps_the_session() {
 }
 
 /// A session that only the upstream talks on (every 150 ms, three idle timeouts long)
-/// survives; then silence ends it after the idle timeout, its upstream socket is closed,
-/// and the next datagram opens a new session with a new upstream source port.
+/// survives; then silence ends it after the idle timeout, its upstream socket lingers
+/// (discarding a late reply), and the next datagram opens a new session with a new
+/// upstream source port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
     let up = bind(v4_any_port()).expect("bind the upstream");
@@ -293,7 +294,13 @@ async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
         after >= IDLE - Duration::from_millis(50),
         "the session ended {after:?} after the last datagram"
     );
-    assert_port_free(session, "the expired session's upstream socket");
+    // Its upstream socket lingers, so no new session can take the port while a late
+    // reply can still arrive; what arrives reaches no one.
+    assert!(
+        std::net::UdpSocket::bind(session).is_err(),
+        "the expired session's upstream port {session} is free already"
+    );
+    up.send_to(b"too late", session).await.unwrap();
 
     // The next datagram opens a new session.
     client.send_to(proxy, b"again").await;
@@ -311,6 +318,8 @@ async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
         (2, 1),
         "{s:#?}"
     );
+    let s = settled_stats(&handle, |s| s.udp.dropped >= 1).await;
+    assert_eq!(s.udp.dropped, 1, "the late reply was discarded: {s:#?}");
 }
 
 // ===== eviction =====
@@ -719,6 +728,152 @@ async fn a_busy_port_is_a_bind_error_unless_reuse_port() {
     let port = proxy_addr(&a);
     let b = shared(port).expect("a second forwarder with reuse_port shares the port");
     assert_eq!(proxy_addr(&b), port);
+}
+
+// ===== late replies and port reuse =====
+
+/// What the clients of [`run_clients`] got back.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Replies that came back to the client that sent them.
+    own: usize,
+    /// `(received by, sent by, through the proxy)` for each reply that reached another
+    /// client: through the proxy (a newer session had the port), or straight from the
+    /// upstream (a client socket had the port).
+    wrong: Vec<(u32, u32, bool)>,
+}
+
+/// Starts `clients` clients, one every `every` (so sessions start and end all the time,
+/// not in waves), each on a fresh port: each sends `each` tagged datagrams to `proxy`,
+/// then listens for `listen`, and reports whose tag every reply carries.
+async fn run_clients(
+    proxy: SocketAddr,
+    clients: u32,
+    every: Duration,
+    each: u32,
+    listen: Duration,
+) -> Tally {
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+    let mut set = JoinSet::new();
+    let mut ticks = tokio::time::interval(every);
+    for c in 0..clients {
+        ticks.tick().await;
+        let tally = tally.clone();
+        set.spawn(async move {
+            let mut client = Client::v4();
+            for seq in 0..each {
+                client.send_to(proxy, &tagged(c, seq, 64)).await;
+            }
+            let until = Instant::now() + listen;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                let Some((got, source)) = client.try_recv_from(left).await else {
+                    break;
+                };
+                let (from, _) = tag_of(&got).expect("a tagged reply");
+                let mut t = tally.lock().unwrap();
+                if from == c && source == proxy {
+                    t.own += 1;
+                } else {
+                    t.wrong.push((c, from, source == proxy));
+                }
+            }
+        });
+    }
+    join_all(set).await;
+    std::mem::take(&mut *tally.lock().unwrap())
+}
+
+/// A session ends on its idle timeout (1 s) while its upstream takes 1.5 s to answer: the
+/// late reply must not reach the client of a newer session that got the same upstream
+/// port from the kernel. 2,000 clients, one every 3 ms, one datagram each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_replies_after_the_idle_timeout_reach_no_other_client() {
+    let slow = UdpServer::echo_after(
+        bind(v4_any_port()).expect("bind the upstream"),
+        Duration::from_millis(1500),
+    );
+    let handle = UdpForwarder::builder([v4_any_port()], slow.addr().into())
+        .session_idle_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let clients = 2_000;
+    let tally = within(
+        LIMIT,
+        "the clients",
+        run_clients(
+            proxy_addr(&handle),
+            clients,
+            Duration::from_millis(3),
+            1,
+            Duration::from_millis(1800),
+        ),
+    )
+    .await;
+    let s = handle.stats();
+    eprintln!(
+        "{} of {clients} clients got another client's reply; {} own replies; {} upstream \
+         sources; {:?}",
+        tally.wrong.len(),
+        tally.own,
+        slow.sources().len(),
+        s.udp
+    );
+    assert!(
+        slow.count() >= clients as usize * 9 / 10,
+        "the upstream saw only {} datagrams",
+        slow.count()
+    );
+    assert!(
+        tally.wrong.is_empty(),
+        "(got by, sent by, through the proxy): {:?}",
+        tally.wrong
+    );
+}
+
+/// With room for 32 sessions and a new client every 3 ms, sessions are evicted while their
+/// replies (300 ms late) are in flight: every reply still reaches only the client that
+/// sent it. 2,000 clients, three datagrams each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_in_flight_at_eviction_reach_no_other_client() {
+    let echo = UdpServer::echo_after(
+        bind(v4_any_port()).expect("bind the upstream"),
+        Duration::from_millis(300),
+    );
+    let handle = UdpForwarder::builder([v4_any_port()], echo.addr().into())
+        .max_sessions(32)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let clients = 2_000;
+    let tally = within(
+        LIMIT,
+        "the clients",
+        run_clients(
+            proxy_addr(&handle),
+            clients,
+            Duration::from_millis(3),
+            3,
+            Duration::from_millis(400),
+        ),
+    )
+    .await;
+    let s = handle.stats();
+    eprintln!(
+        "{} of {clients} clients got another client's reply; {} own replies; {:?}",
+        tally.wrong.len(),
+        tally.own,
+        s.udp
+    );
+    assert!(s.udp.sessions_evicted > 1_000, "{s:#?}");
+    assert!(tally.own > 0, "no client got its own reply: {s:#?}");
+    assert!(
+        tally.wrong.is_empty(),
+        "(got by, sent by, through the proxy): {:?}",
+        tally.wrong
+    );
 }
 
 // ===== session start =====

@@ -35,6 +35,10 @@ use crate::{BuildError, Error, ErrorKind, Side, Target};
 /// wildcard listener of a host with several addresses. Datagrams of any size up to
 /// 65,507 bytes (IPv4) pass intact; on Linux they move in batches (`recvmmsg`/`sendmmsg`).
 ///
+/// An ended session's upstream socket stays open for 10 s (or until shutdown), discarding
+/// late replies, so the kernel cannot give its port to a new session meanwhile: a reply
+/// never reaches a client it was not sent for.
+///
 /// While new sessions wait for their upstream socket (the target's name resolving), a
 /// forward queues at most 4 MiB of their clients' datagrams, all sessions together, and
 /// at most 64 datagrams per session; the rest are dropped and counted in

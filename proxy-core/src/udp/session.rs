@@ -30,6 +30,17 @@ const MAX_PENDING: usize = 64;
 /// it datagrams are dropped and counted, as a router would.
 pub(super) const QUEUE_BUDGET: usize = 4 << 20;
 
+/// How long an ended session's upstream socket stays open, discarding what still comes:
+/// meanwhile the kernel cannot give its port to a new session to the same upstream, which
+/// would get the late replies meant for this session's client. Longer than DNS clients
+/// wait for an answer (5 s by default) and than most round trips to a slow upstream.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// The most upstream sockets of ended sessions one forward keeps lingering: one
+/// descriptor and a socket each. Beyond it (more than 1,600 sessions ending per second
+/// for 10 s) a socket closes at once.
+const MAX_LINGERING: usize = 16_384;
+
 /// Once the forwarder stops accepting, a session ends after this long without traffic
 /// (or its own idle timeout, if shorter): in-flight replies still reach their clients.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
@@ -244,6 +255,8 @@ struct Pending {
 pub(crate) struct Budgets {
     /// Bytes queued by sessions not connected yet, up to [`QUEUE_BUDGET`].
     queued: AtomicUsize,
+    /// Upstream sockets of ended sessions still open, up to [`MAX_LINGERING`].
+    lingering: AtomicUsize,
 }
 
 // ===== impl Budgets =====
@@ -251,17 +264,22 @@ pub(crate) struct Budgets {
 impl Budgets {
     /// Takes `bytes` of the queue budget; `false` (nothing taken) when they do not fit.
     fn queue(&self, bytes: usize) -> bool {
-        self.queued
-            .fetch_update(Relaxed, Relaxed, |held| {
-                held.checked_add(bytes).filter(|&t| t <= QUEUE_BUDGET)
-            })
-            .is_ok()
+        take(&self.queued, bytes, QUEUE_BUDGET)
     }
 
     /// Gives back queue budget taken by [`queue`](Self::queue).
     fn unqueue(&self, bytes: usize) {
         self.queued.fetch_sub(bytes, Relaxed);
     }
+}
+
+/// Adds `n` to `counter` if the sum stays within `max`; whether it did.
+fn take(counter: &AtomicUsize, n: usize, max: usize) -> bool {
+    counter
+        .fetch_update(Relaxed, Relaxed, |held| {
+            held.checked_add(n).filter(|&t| t <= max)
+        })
+        .is_ok()
 }
 
 /// The session table of one listener: bounded, least recently used first out.
@@ -441,14 +459,14 @@ fn segment_run(datagrams: &[&[u8]]) -> usize {
 }
 
 /// A session's life: connect its upstream socket, flush what queued meanwhile, relay
-/// replies until idle, evicted or closed; then tell the listener. `_permit` holds the
-/// session's place under the limits until then.
+/// replies until idle, evicted or closed; then tell the listener, and leave the upstream
+/// socket to [`linger`]. `permit` holds the session's place under the limits until then.
 pub(super) async fn run(
     session: Arc<Session>,
     listener: Arc<UdpSocket>,
     shared: Arc<Shared>,
     ended: UnboundedSender<(SessionKey, u64)>,
-    _permit: crate::limit::Permit,
+    permit: crate::limit::Permit,
 ) {
     let stats = &shared.stats;
     let started = Instant::now();
@@ -456,10 +474,12 @@ pub(super) async fn run(
         () = session.done.cancelled() => None,
         r = connect(&shared, session.key.client.ip()) => Some(r),
     };
+    let mut used = None;
     match connected {
         Some(Ok((up, upstream_addr))) => {
             let _counted = shared.balancer.open(upstream_addr);
             let up = Arc::new(up);
+            used = Some(up.clone());
             session.flush_pending(&up, upstream_addr, &shared).await;
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
@@ -503,7 +523,63 @@ pub(super) async fn run(
     }
     session.done.cancel();
     stats.udp_sessions_open.fetch_sub(1, Relaxed);
+    drop(permit);
     let _ = ended.send((session.key, session.id));
+    if let Some(up) = used {
+        let (budgets, stats) = (shared.budgets.clone(), shared.stats.clone());
+        let accepting = shared.accepting.clone();
+        shared.sessions.spawn(linger(up, budgets, stats, accepting));
+    }
+}
+
+/// Keeps an ended session's upstream socket open for [`LINGER`], reading and discarding
+/// (as dropped) what still arrives, so its port cannot go to a new session while a late
+/// reply to this one can still come: a reply never reaches a client it was not sent for.
+/// Ends early once the forwarder stops accepting (no new session can take the port then),
+/// and does not linger at all beyond [`MAX_LINGERING`] sockets per forward.
+async fn linger(
+    up: Arc<UdpSocket>,
+    budgets: Arc<Budgets>,
+    stats: Arc<Stats>,
+    accepting: CancellationToken,
+) {
+    if !take(&budgets.lingering, 1, MAX_LINGERING) {
+        tracing::debug!("too many ended UDP sessions lingering; closing an upstream socket now");
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 1];
+    loop {
+        tokio::select! {
+            biased;
+            () = accepting.cancelled() => break,
+            () = tokio::time::sleep_until(until) => break,
+            ready = up.readable() => {
+                if ready.is_err() || !discard_waiting(&up, &mut sink, &stats) {
+                    break;
+                }
+                tokio::task::coop::consume_budget().await;
+            }
+        }
+    }
+    budgets.lingering.fetch_sub(1, Relaxed);
+}
+
+/// Reads and drops up to 64 datagrams waiting on `up` (each cut to `sink`), counting them
+/// as dropped; `false` when the socket failed.
+fn discard_waiting(up: &UdpSocket, sink: &mut [u8], stats: &Stats) -> bool {
+    for _ in 0..64 {
+        match up.try_recv(sink) {
+            Ok(_) => Stats::inc(&stats.udp_dropped),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "lingering UDP socket failed");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Resolves the target (within the connect budget) and connects a UDP socket to the next
@@ -570,6 +646,9 @@ async fn relay_replies(
     tokio::pin!(done, accepting, timer);
     loop {
         tokio::select! {
+            // An ended session relays nothing more: what still comes is its socket's to
+            // discard while it lingers.
+            biased;
             () = &mut done => return "ended",
             () = &mut accepting, if !draining => {
                 draining = true;
