@@ -96,6 +96,11 @@ impl Refresher {
         self.stop.child_token()
     }
 
+    /// Whether [`stop`](Self::stop) was called: a reload retired this generation.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     pub(crate) async fn stop(&self) {
         self.stop.cancel();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();

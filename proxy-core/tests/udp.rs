@@ -920,18 +920,23 @@ async fn datagrams_queued_at_session_start_keep_their_order() {
             }
             tokio::task::yield_now().await;
         }
-        // Done once every queued datagram is sent or dropped, and the upstream got what
-        // the proxy sent, or (some were lost on the way) nothing came for 100 ms.
+        // Done once the proxy sent on or dropped every datagram it received, and the
+        // upstream got what it sent, or (some were lost on the way) nothing came for 100 ms.
+        let sent = u64::from(CLIENTS * (QUEUED + AFTER));
+        eventually("the proxy handled every datagram", LIMIT, || {
+            let s = handle.stats().udp;
+            let lost = udp_support::kernel_drops(proxy).unwrap_or(0);
+            s.datagrams_to_upstream + s.dropped + lost >= sent
+        })
+        .await;
         let (mut seen, mut moved) = (0, Instant::now());
         eventually("the upstream has every datagram sent", LIMIT, || {
             let now = echo.count();
             if now != seen {
                 (seen, moved) = (now, Instant::now());
             }
-            let s = handle.stats().udp;
-            s.datagrams_to_upstream + s.dropped >= u64::from(CLIENTS * QUEUED)
-                && (now as u64 >= s.datagrams_to_upstream
-                    || moved.elapsed() > Duration::from_millis(100))
+            now as u64 >= handle.stats().udp.datagrams_to_upstream
+                || moved.elapsed() > Duration::from_millis(100)
         })
         .await;
         let mut last = std::collections::HashMap::new();
@@ -1031,6 +1036,132 @@ async fn datagrams_queued_before_the_first_answer_are_bounded() {
         )
         .await;
     }
+}
+
+// ===== failover =====
+
+/// Sends tagged datagrams from `client` every 20 ms until one is echoed back (or `limit`
+/// passes); returns how many were sent, and the echo.
+async fn send_until_echoed(
+    client: &mut Client,
+    proxy: SocketAddr,
+    tag: u32,
+    limit: Duration,
+) -> (u32, Option<Vec<u8>>) {
+    let until = Instant::now() + limit;
+    let mut sent = Vec::new();
+    for seq in 0.. {
+        if Instant::now() >= until {
+            return (seq, None);
+        }
+        let data = tagged(tag, seq, 100);
+        client.send_to(proxy, &data).await;
+        sent.push(data);
+        if let Some((got, from)) = client.try_recv_from(Duration::from_millis(20)).await {
+            assert_eq!(from, proxy);
+            assert!(sent.contains(&got), "an echo of none of the datagrams sent");
+            return (seq + 1, Some(got));
+        }
+    }
+    unreachable!()
+}
+
+/// A client on a fixed port that never goes quiet: after a reload moves the target and
+/// the old upstream goes away (ICMP port unreachable), its session moves on within a
+/// few refused datagrams, and its datagrams reach the new upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_session_moves_on_when_a_reload_retires_its_refusing_upstream() {
+    let old = UdpServer::echo_on(v4_any_port());
+    let new = UdpServer::echo_on(v4_any_port());
+    let old_addr = old.addr();
+    let udp = |listen: SocketAddr, target: SocketAddr| {
+        UdpForwarder::builder([listen], target.into())
+            .build()
+            .expect("valid settings")
+    };
+    let mut handle = udp(v4_any_port(), old_addr).start().unwrap();
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+    within(
+        LIMIT,
+        "echo",
+        client.round_trip(proxy, &tagged(1, 1000, 100)),
+    )
+    .await;
+
+    handle.reload(udp(proxy, new.addr())).await.expect("reload");
+    drop(old);
+    eventually("the old upstream's port is closed", LIMIT, || {
+        std::net::UdpSocket::bind(old_addr).is_ok()
+    })
+    .await;
+    let (sent, echo) = send_until_echoed(&mut client, proxy, 1, Duration::from_secs(3)).await;
+    let s = handle.stats();
+    eprintln!(
+        "echoed after {sent} datagrams: {}; {:?}",
+        echo.is_some(),
+        s.udp
+    );
+    assert!(
+        echo.is_some(),
+        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
+    );
+    assert!(new.count() > 0, "the new upstream saw nothing");
+    assert_eq!(s.udp.sessions_total, 2, "{s:#?}");
+}
+
+/// The same when DNS moves the name from 127.0.0.1 to 127.0.0.2 and the old address
+/// refuses: the session whose upstream left the answer moves on.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_session_moves_on_when_dns_drops_its_refusing_upstream() {
+    let (a, b) = same_port_pair();
+    let a_addr = a.addr();
+    let resolver = udp_support::SwitchResolver::new([Ipv4Addr::LOCALHOST.into()]);
+    let mut policy = proxy_core::resolve::CachePolicy::default();
+    policy.refresh = Some(Duration::from_millis(50));
+    policy.min_ttl = Duration::from_millis(20);
+    let target: Target = format!("backend:{}", a_addr.port()).parse().unwrap();
+    let handle = UdpForwarder::builder([v4_any_port()], target)
+        .resolver(resolver.clone())
+        .cache(policy)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+    within(
+        LIMIT,
+        "echo",
+        client.round_trip(proxy, &tagged(1, 1000, 100)),
+    )
+    .await;
+    assert_eq!(a.count(), 1);
+
+    resolver.set([OTHER_LOOPBACK.into()]);
+    drop(a);
+    eventually("the old upstream's port is closed", LIMIT, || {
+        std::net::UdpSocket::bind(a_addr).is_ok()
+    })
+    .await;
+    let refreshed = handle.stats().resolve_refreshes;
+    eventually("the cache has the new answer", LIMIT, || {
+        handle.stats().resolve_refreshes >= refreshed + 2
+    })
+    .await;
+    let (sent, echo) = send_until_echoed(&mut client, proxy, 1, Duration::from_secs(3)).await;
+    let s = handle.stats();
+    eprintln!(
+        "echoed after {sent} datagrams: {}; {:?}",
+        echo.is_some(),
+        s.udp
+    );
+    assert!(
+        echo.is_some(),
+        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
+    );
+    assert!(b.count() > 0, "the new upstream saw nothing");
 }
 
 // ===== build errors =====

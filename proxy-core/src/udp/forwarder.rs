@@ -124,6 +124,16 @@ impl Shared {
     pub(crate) fn refresher(&self) -> Arc<Refresher> {
         self.refresher.clone()
     }
+
+    /// Whether a new session would go somewhere other than `upstream`: a reload retired
+    /// this generation, or the target's current answer has another address.
+    pub(super) fn elsewhere_than(&self, upstream: SocketAddr) -> bool {
+        self.refresher.is_stopped()
+            || self
+                .cache
+                .cached()
+                .is_some_and(|addrs| addrs.iter().any(|a| *a != upstream))
+    }
 }
 
 // ===== impl UdpForwarder =====

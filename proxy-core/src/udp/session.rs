@@ -4,7 +4,9 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -41,6 +43,11 @@ const LINGER: Duration = Duration::from_secs(10);
 /// for 10 s) a socket closes at once.
 const MAX_LINGERING: usize = 16_384;
 
+/// ICMP refusals in a row (no reply between) after which a session whose upstream has
+/// somewhere to move on to ends, so the client's next datagram starts a fresh session:
+/// one is a hiccup, several mean the upstream is gone.
+const REFUSALS_TO_MOVE_ON: u32 = 3;
+
 /// Once the forwarder stops accepting, a session ends after this long without traffic
 /// (or its own idle timeout, if shorter): in-flight replies still reach their clients.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
@@ -68,9 +75,10 @@ pub(super) struct Session {
     last_ms: AtomicU64,
     /// Cancelled when the session ends, is evicted, or the forwarder closes.
     done: CancellationToken,
-    evicted: AtomicBool,
-    /// An ICMP error came since the upstream last answered.
-    refused: AtomicBool,
+    /// Why it was ended from outside its task: an [`Ending`], 0 for none.
+    ending: AtomicU8,
+    /// ICMP errors since the upstream last answered.
+    refusals: AtomicU32,
     /// The upstream has answered this session.
     answered: AtomicBool,
     up: Counts,
@@ -107,8 +115,8 @@ impl Session {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             done: closing.child_token(),
-            evicted: AtomicBool::new(false),
-            refused: AtomicBool::new(false),
+            ending: AtomicU8::new(0),
+            refusals: AtomicU32::new(0),
             answered: AtomicBool::new(false),
             up: Counts::default(),
             down: Counts::default(),
@@ -130,27 +138,53 @@ impl Session {
 
     /// Ends the session (evicted): its task stops and its upstream socket closes.
     pub(super) fn evict(&self) {
-        self.evicted.store(true, Relaxed);
+        self.end(Ending::Evicted);
+    }
+
+    /// Ends the session from outside its task, for `why` (the first reason given wins).
+    pub(super) fn end(&self, why: Ending) {
+        let _ = self.ending.compare_exchange(0, why as u8, Relaxed, Relaxed);
         self.done.cancel();
     }
 
+    /// Why the session was ended from outside its task, if it was.
+    fn ending(&self) -> Option<Ending> {
+        Ending::from_u8(self.ending.load(Relaxed))
+    }
+
     /// Accounts datagrams sent to `addr` in one direction, and the upstream's health: an
-    /// ICMP error marks it failing until it answers again.
+    /// ICMP error marks it failing until it answers again, and several in a row end the
+    /// session if there is somewhere else to go (see [`Self::refused`]).
     fn sent(&self, sent: Sent, dir: Direction, addr: SocketAddr, shared: &Shared) {
         match dir {
             Direction::Up => self.up.add(sent),
             Direction::Down => self.down.add(sent),
         }
         if sent.refused {
-            self.refused.store(true, Relaxed);
             shared.balancer.record(&shared.stats, addr, false);
+            self.refused(addr, shared);
         } else if dir == Direction::Down {
-            if self.refused.swap(false, Relaxed) {
+            // Read first: most replies come with no refusal to clear.
+            if self.refusals.load(Relaxed) > 0 && self.refusals.swap(0, Relaxed) > 0 {
                 shared.balancer.record(&shared.stats, addr, true);
             } else if !self.answered.swap(true, Relaxed) {
                 // The session's first reply: the address is alive.
                 shared.balancer.report(addr, true);
             }
+        }
+    }
+
+    /// Counts an ICMP refusal from `addr`. After [`REFUSALS_TO_MOVE_ON`] in a row the
+    /// session ends if a new one would go elsewhere: a reload replaced its generation
+    /// (the target may have changed), or the target's current answer has another
+    /// address (or no longer has this one). A client that keeps sending is then not
+    /// held on a dead upstream until it goes quiet; its next datagram starts a session
+    /// with the current target and answer. With nowhere else to go, the session stays.
+    fn refused(&self, addr: SocketAddr, shared: &Shared) {
+        let refusals = self.refusals.fetch_add(1, Relaxed).saturating_add(1);
+        if refusals >= REFUSALS_TO_MOVE_ON && shared.elsewhere_than(addr) {
+            tracing::debug!(client = %self.key.client, upstream = %addr, refusals, "UDP upstream refuses; moving on");
+            self.end(Ending::Refused);
         }
     }
 
@@ -237,6 +271,38 @@ impl Session {
         pending.closed = true;
         shared.budgets.unqueue(std::mem::take(&mut pending.bytes));
         std::mem::take(&mut pending.datagrams).len()
+    }
+}
+
+/// Why a session was ended from outside its task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Ending {
+    /// The session table was full and it was the least recently used.
+    Evicted = 1,
+    /// A reload removed its listen address.
+    Removed = 2,
+    /// Its upstream refused repeatedly and a new session would go elsewhere.
+    Refused = 3,
+}
+
+impl Ending {
+    fn from_u8(n: u8) -> Option<Ending> {
+        match n {
+            1 => Some(Ending::Evicted),
+            2 => Some(Ending::Removed),
+            3 => Some(Ending::Refused),
+            _ => None,
+        }
+    }
+
+    /// How the access log names it.
+    fn label(self) -> &'static str {
+        match self {
+            Ending::Evicted => "evicted",
+            Ending::Removed => "listener removed",
+            Ending::Refused => "upstream refused",
+        }
     }
 }
 
@@ -484,11 +550,7 @@ pub(super) async fn run(
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
             if why == "ended" {
-                why = if session.evicted.load(Relaxed) {
-                    "evicted"
-                } else {
-                    "shutdown"
-                };
+                why = session.ending().map_or("shutdown", Ending::label);
             }
             tracing::info!(
                 target: "proxy_core::access",

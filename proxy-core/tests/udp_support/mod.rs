@@ -456,6 +456,19 @@ impl Resolve for GatedResolver {
 /// `/proc/net/udp` (or `udp6`) shows them; `None` when no such socket is listed.
 #[cfg(target_os = "linux")]
 pub(crate) fn rx_queue(addr: SocketAddr) -> Option<u64> {
+    proc_net_udp(addr).map(|(rx, _)| rx)
+}
+
+/// Datagrams the kernel dropped for the UDP socket bound to `addr` (its receive buffer
+/// was full), as `/proc/net/udp` (or `udp6`) shows them.
+#[cfg(target_os = "linux")]
+pub(crate) fn kernel_drops(addr: SocketAddr) -> Option<u64> {
+    proc_net_udp(addr).map(|(_, drops)| drops)
+}
+
+/// The receive queue (bytes) and drop count of the UDP socket bound to `addr`'s port.
+#[cfg(target_os = "linux")]
+fn proc_net_udp(addr: SocketAddr) -> Option<(u64, u64)> {
     let table = if addr.is_ipv6() {
         "/proc/net/udp6"
     } else {
@@ -465,12 +478,11 @@ pub(crate) fn rx_queue(addr: SocketAddr) -> Option<u64> {
     let port = format!(":{:04X}", addr.port());
     text.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let local = fields.get(1)?;
-        if !local.ends_with(&port) {
+        if !fields.get(1)?.ends_with(&port) {
             return None;
         }
-        let queues = fields.get(4)?;
-        let rx = queues.split(':').nth(1)?;
-        u64::from_str_radix(rx, 16).ok()
+        let rx = fields.get(4)?.split(':').nth(1)?;
+        let drops = fields.last()?.parse().ok()?;
+        Some((u64::from_str_radix(rx, 16).ok()?, drops))
     })
 }
