@@ -6,7 +6,8 @@
 //! matched by name and protocol: new ones start (all of them, or none if one cannot bind),
 //! removed ones drain in the background for the drain time, and the others take their new
 //! settings through [`ForwarderHandle::reload`](proxy_core::ForwarderHandle::reload):
-//! established connections and sessions are never dropped.
+//! established connections and sessions are never dropped (but UDP sessions on a listen
+//! address the reload removes end, since they reply from its socket).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -189,8 +189,10 @@ impl ForwarderHandle {
     }
 
     /// Applies new settings to the running forwarder without dropping anything
-    /// established: listen addresses that are new are bound, ones no longer listed stop
-    /// accepting (their open connections go on), ones in both keep their socket (an
+    /// established on the addresses it keeps: listen addresses that are new are bound, ones no longer listed stop
+    /// accepting (their open TCP connections go on; their UDP sessions, which reply from
+    /// the listening socket, end, and the socket is closed by the time this returns, so
+    /// the address can be bound again), ones in both keep their socket (an
     /// address matches a listener configured as it or bound to it, so both `0.0.0.0:0`
     /// and the port the kernel chose name that listener). New
     /// connections and sessions use the new target, resolver, timeouts and relay

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session::{self, Budgets, SessionKey, Table};
+use super::session::{self, Budgets, Ending, SessionKey, Table};
 use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
@@ -383,7 +383,10 @@ impl std::fmt::Debug for Builder {
 }
 
 /// Receives client datagrams in batches and hands them to their sessions, creating
-/// sessions for new clients. Ends when the forwarder stops accepting.
+/// sessions for new clients. Ends when the forwarder stops accepting (its sessions drain
+/// on their own, keeping the socket to reply), or when `stop` alone fires: a reload
+/// removed this address, so its sessions end, and the loop returns once they are gone
+/// and the socket with them (the port can be bound again, by a reload moving back).
 async fn listen_loop(
     socket: Arc<UdpSocket>,
     wildcard: bool,
@@ -399,11 +402,20 @@ async fn listen_loop(
     let mut table = Table::new(max(&shared));
     let local = socket.local_addr().ok();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SessionKey, u64)>();
+    // This listener's sessions (also tracked with the forwarder's).
+    let own = TaskTracker::new();
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
         tokio::select! {
-            () = &mut stopped => return,
+            () = &mut stopped => {
+                if !shared.accepting.is_cancelled() {
+                    table.end_all(Ending::Removed);
+                    own.close();
+                    own.wait().await;
+                }
+                return;
+            }
             // Forget ended sessions promptly: their entries hold the upstream sockets.
             Some((key, id)) = ended_rx.recv() => {
                 table.ended(&key, id);
@@ -504,13 +516,13 @@ async fn listen_loop(
                         }
                         Stats::inc(&stats.udp_sessions_total);
                         Stats::inc(&stats.udp_sessions_open);
-                        shared.sessions.spawn(session::run(
+                        shared.sessions.spawn(own.track_future(session::run(
                             session.clone(),
                             socket.clone(),
                             shared.clone(),
                             ended_tx.clone(),
                             permit,
-                        ));
+                        )));
                         session
                     }
                 };

@@ -391,6 +391,13 @@ impl Table {
         (session, evicted)
     }
 
+    /// Ends every session in the table, for `why`.
+    pub(super) fn end_all(&self, why: Ending) {
+        for (_, session) in &self.sessions {
+            session.end(why);
+        }
+    }
+
     /// Changes the most sessions kept, evicting the least recently used beyond it.
     pub(super) fn resize(&mut self, max: NonZeroUsize) {
         while self.sessions.len() > max.get() {
