@@ -106,7 +106,10 @@ pub struct UdpStats {
     /// Datagrams that arrived cut short (larger than any UDP payload); dropped, not relayed.
     pub truncated: u64,
     /// ICMP port-unreachable reports from the upstream (ECONNREFUSED on a session's
-    /// socket); the session stays and works again once the upstream is back.
+    /// socket); the session stays and works again once the upstream is back, unless
+    /// after three in a row a new session would go elsewhere (a reload changed the
+    /// target, or DNS answers another address): then it ends, and the client's next
+    /// datagram starts one.
     pub upstream_refused: u64,
 }
 
