@@ -223,7 +223,8 @@ Run every forward of a TOML configuration file (see examples/proxy.toml): global
 tables (name, protocol tcp|udp|tcp,udp, listen, target, and per-forward timeouts).
 
 On SIGHUP the file is read again and applied: new forwards start, removed ones drain, \
-changed ones take their new settings; established connections are never dropped. A file \
+changed ones take their new settings; established connections are never dropped (UDP \
+sessions on a listen address that is removed end, as they reply from it). A file \
 with an error is rejected with a logged error (naming the file, line and key) and the running \
 configuration stays. --admin and --log-format on the command line win over the file; both \
 apply at start only. SIGINT and SIGTERM drain every forward for the file's drain time.";

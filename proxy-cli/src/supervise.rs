@@ -6,10 +6,11 @@
 //! matched by name and protocol: new ones start (all of them, or none if one cannot bind),
 //! removed ones drain in the background for the drain time, and the others take their new
 //! settings through [`ForwarderHandle::reload`](proxy_core::ForwarderHandle::reload):
-//! established connections and sessions are never dropped. A forward renamed on an
-//! address a removed one of the same protocol is bound to is the same forward under a
-//! new name: the running one is renamed and reloaded in place, since a new one could not
-//! bind the address the old one holds.
+//! established connections and sessions are never dropped (but UDP sessions on a listen
+//! address the reload removes end, since they reply from its socket). A forward renamed
+//! on an address a removed one of the same protocol is bound to is the same forward under
+//! a new name: the running one is renamed and reloaded in place, since a new one could
+//! not bind the address the old one holds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

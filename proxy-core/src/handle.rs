@@ -96,6 +96,11 @@ impl Refresher {
         self.stop.child_token()
     }
 
+    /// Whether [`stop`](Self::stop) was called: a reload retired this generation.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     pub(crate) async fn stop(&self) {
         self.stop.cancel();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -184,8 +189,10 @@ impl ForwarderHandle {
     }
 
     /// Applies new settings to the running forwarder without dropping anything
-    /// established: listen addresses that are new are bound, ones no longer listed stop
-    /// accepting (their open connections go on), ones in both keep their socket (an
+    /// established on the addresses it keeps: listen addresses that are new are bound, ones no longer listed stop
+    /// accepting (their open TCP connections go on; their UDP sessions, which reply from
+    /// the listening socket, end, and the socket is closed by the time this returns, so
+    /// the address can be bound again), ones in both keep their socket (an
     /// address matches a listener configured as it or bound to it, so both `0.0.0.0:0`
     /// and the port the kernel chose name that listener). New
     /// connections and sessions use the new target, resolver, timeouts and relay
@@ -241,7 +248,7 @@ impl ForwarderHandle {
                 old.refresher()
             }
             (Control::Udp(current), Forwarder::Udp(f), Bound::Udp(sockets)) => {
-                let old = current.replace(f.generation(&self.base));
+                let old = current.replace(f.successor(&self.base, &current.get()));
                 for (configured, socket) in sockets {
                     let stop = self.base.accepting.child_token();
                     started.push(udp::spawn_listener(

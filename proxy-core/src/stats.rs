@@ -119,12 +119,16 @@ pub struct UdpStats {
     /// Datagrams relayed from the upstream to clients.
     pub datagrams_to_downstream: u64,
     /// Datagrams dropped: a socket's send buffer was full, a session could not reach any
-    /// upstream address, or too many arrived before a new session was ready.
+    /// upstream address, too many arrived before a new session was ready, or a reply
+    /// came after its session ended (it is discarded, never passed to another client).
     pub dropped: u64,
     /// Datagrams that arrived cut short (larger than any UDP payload); dropped, not relayed.
     pub truncated: u64,
     /// ICMP port-unreachable reports from the upstream (ECONNREFUSED on a session's
-    /// socket); the session stays and works again once the upstream is back.
+    /// socket); the session stays and works again once the upstream is back, unless
+    /// after three in a row a new session would go elsewhere (a reload changed the
+    /// target, or DNS answers another address): then it ends, and the client's next
+    /// datagram starts one.
     pub upstream_refused: u64,
 }
 

@@ -10,7 +10,7 @@ use proxy_core::{ErrorKind, TcpForwarder, UdpForwarder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::{assert_bytes, connect, echo_server, payload, round_trip, v4_any_port, within};
-use udp_support::{Client, UdpServer, tagged};
+use udp_support::{Client, UdpServer, assert_port_free, tagged};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -172,4 +172,64 @@ async fn udp_reload_keeps_sessions() {
     );
     assert_eq!(handle.stats().udp.sessions_total, 2);
     handle.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A reload that moves the UDP listen address ends the sessions that came in on the old
+/// one and closes its socket before it returns: the old port is free at once, and moving
+/// back to it works. Clients of the new address are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_reload_moving_the_listen_address_frees_the_old_port() {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let udp = |listen: std::net::SocketAddr| {
+        UdpForwarder::builder([listen], echo.addr().into())
+            .build()
+            .unwrap()
+    };
+    let mut handle = udp(v4_any_port()).start().unwrap();
+    let first = handle.local_addrs()[0];
+    let mut old = Client::v4();
+    within(LIMIT, "a session on the first address", async {
+        old.round_trip(first, &tagged(1, 0, 100)).await;
+    })
+    .await;
+
+    // A port of its own: `127.0.0.1:0` would name the listener configured as that.
+    let free = std::net::UdpSocket::bind(v4_any_port())
+        .and_then(|s| s.local_addr())
+        .unwrap();
+    handle
+        .reload(udp(free))
+        .await
+        .expect("reload to a new address");
+    let second = handle.local_addrs()[0];
+    assert_ne!(second, first);
+    assert_port_free(first, "the old listen address after the reload");
+    let s = handle.stats();
+    assert_eq!(
+        s.udp.sessions_open, 0,
+        "the old address's session ended: {s:#?}"
+    );
+    let mut new = Client::v4();
+    within(LIMIT, "a session on the new address", async {
+        new.round_trip(second, &tagged(2, 0, 100)).await;
+    })
+    .await;
+
+    handle
+        .reload(udp(first))
+        .await
+        .expect("moving back to the old address");
+    assert_eq!(handle.local_addrs(), &[first]);
+    assert_port_free(second, "the second address after moving back");
+    within(LIMIT, "the first address serves again", async {
+        old.round_trip(first, &tagged(1, 1, 100)).await;
+    })
+    .await;
+    let s = handle.stats();
+    assert_eq!(
+        (s.udp.sessions_total, s.udp.sessions_open),
+        (3, 1),
+        "{s:#?}"
+    );
+    assert!(handle.shutdown(Duration::from_secs(5)).await);
 }

@@ -238,8 +238,9 @@ async fn client_traffic_keeps_the_session() {
 }
 
 /// A session that only the upstream talks on (every 150 ms, three idle timeouts long)
-/// survives; then silence ends it after the idle timeout, its upstream socket is closed,
-/// and the next datagram opens a new session with a new upstream source port.
+/// survives; then silence ends it after the idle timeout, its upstream socket lingers
+/// (discarding a late reply), and the next datagram opens a new session with a new
+/// upstream source port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
     let up = bind(v4_any_port()).expect("bind the upstream");
@@ -293,7 +294,13 @@ async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
         after >= IDLE - Duration::from_millis(50),
         "the session ended {after:?} after the last datagram"
     );
-    assert_port_free(session, "the expired session's upstream socket");
+    // Its upstream socket lingers, so no new session can take the port while a late
+    // reply can still arrive; what arrives reaches no one.
+    assert!(
+        std::net::UdpSocket::bind(session).is_err(),
+        "the expired session's upstream port {session} is free already"
+    );
+    up.send_to(b"too late", session).await.unwrap();
 
     // The next datagram opens a new session.
     client.send_to(proxy, b"again").await;
@@ -311,6 +318,8 @@ async fn upstream_traffic_keeps_the_session_and_silence_ends_it() {
         (2, 1),
         "{s:#?}"
     );
+    let s = settled_stats(&handle, |s| s.udp.dropped >= 1).await;
+    assert_eq!(s.udp.dropped, 1, "the late reply was discarded: {s:#?}");
 }
 
 // ===== eviction =====
@@ -719,6 +728,440 @@ async fn a_busy_port_is_a_bind_error_unless_reuse_port() {
     let port = proxy_addr(&a);
     let b = shared(port).expect("a second forwarder with reuse_port shares the port");
     assert_eq!(proxy_addr(&b), port);
+}
+
+// ===== late replies and port reuse =====
+
+/// What the clients of [`run_clients`] got back.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Replies that came back to the client that sent them.
+    own: usize,
+    /// `(received by, sent by, through the proxy)` for each reply that reached another
+    /// client: through the proxy (a newer session had the port), or straight from the
+    /// upstream (a client socket had the port).
+    wrong: Vec<(u32, u32, bool)>,
+}
+
+/// Starts `clients` clients, one every `every` (so sessions start and end all the time,
+/// not in waves), each on a fresh port: each sends `each` tagged datagrams to `proxy`,
+/// then listens for `listen`, and reports whose tag every reply carries.
+async fn run_clients(
+    proxy: SocketAddr,
+    clients: u32,
+    every: Duration,
+    each: u32,
+    listen: Duration,
+) -> Tally {
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+    let mut set = JoinSet::new();
+    let mut ticks = tokio::time::interval(every);
+    for c in 0..clients {
+        ticks.tick().await;
+        let tally = tally.clone();
+        set.spawn(async move {
+            let mut client = Client::v4();
+            for seq in 0..each {
+                client.send_to(proxy, &tagged(c, seq, 64)).await;
+            }
+            let until = Instant::now() + listen;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                let Some((got, source)) = client.try_recv_from(left).await else {
+                    break;
+                };
+                let (from, _) = tag_of(&got).expect("a tagged reply");
+                let mut t = tally.lock().unwrap();
+                if from == c && source == proxy {
+                    t.own += 1;
+                } else {
+                    t.wrong.push((c, from, source == proxy));
+                }
+            }
+        });
+    }
+    join_all(set).await;
+    std::mem::take(&mut *tally.lock().unwrap())
+}
+
+/// A session ends on its idle timeout (1 s) while its upstream takes 1.5 s to answer: the
+/// late reply must not reach the client of a newer session that got the same upstream
+/// port from the kernel. 2,000 clients, one every 3 ms, one datagram each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_replies_after_the_idle_timeout_reach_no_other_client() {
+    let slow = UdpServer::echo_after(
+        bind(v4_any_port()).expect("bind the upstream"),
+        Duration::from_millis(1500),
+    );
+    let handle = UdpForwarder::builder([v4_any_port()], slow.addr().into())
+        .session_idle_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let clients = 2_000;
+    let tally = within(
+        LIMIT,
+        "the clients",
+        run_clients(
+            proxy_addr(&handle),
+            clients,
+            Duration::from_millis(3),
+            1,
+            Duration::from_millis(1800),
+        ),
+    )
+    .await;
+    let s = handle.stats();
+    eprintln!(
+        "{} of {clients} clients got another client's reply; {} own replies; {} upstream \
+         sources; {:?}",
+        tally.wrong.len(),
+        tally.own,
+        slow.sources().len(),
+        s.udp
+    );
+    assert!(
+        slow.count() >= clients as usize * 9 / 10,
+        "the upstream saw only {} datagrams",
+        slow.count()
+    );
+    assert!(
+        tally.wrong.is_empty(),
+        "(got by, sent by, through the proxy): {:?}",
+        tally.wrong
+    );
+}
+
+/// With room for 32 sessions and a new client every 3 ms, sessions are evicted while their
+/// replies (300 ms late) are in flight: every reply still reaches only the client that
+/// sent it. 2,000 clients, three datagrams each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_in_flight_at_eviction_reach_no_other_client() {
+    let echo = UdpServer::echo_after(
+        bind(v4_any_port()).expect("bind the upstream"),
+        Duration::from_millis(300),
+    );
+    let handle = UdpForwarder::builder([v4_any_port()], echo.addr().into())
+        .max_sessions(32)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let clients = 2_000;
+    let tally = within(
+        LIMIT,
+        "the clients",
+        run_clients(
+            proxy_addr(&handle),
+            clients,
+            Duration::from_millis(3),
+            3,
+            Duration::from_millis(400),
+        ),
+    )
+    .await;
+    let s = handle.stats();
+    eprintln!(
+        "{} of {clients} clients got another client's reply; {} own replies; {:?}",
+        tally.wrong.len(),
+        tally.own,
+        s.udp
+    );
+    assert!(s.udp.sessions_evicted > 1_000, "{s:#?}");
+    assert!(tally.own > 0, "no client got its own reply: {s:#?}");
+    assert!(
+        tally.wrong.is_empty(),
+        "(got by, sent by, through the proxy): {:?}",
+        tally.wrong
+    );
+}
+
+// ===== session start =====
+
+/// Clients whose first datagrams queue while the target's name resolves, and who keep
+/// sending while the session connects: the upstream sees every client's datagrams in the
+/// order sent (some may be lost, none overtaken). 12 rounds of 10 clients, each with 60
+/// datagrams of about 6 KB queued (sizes differ, so they go out one by one).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_queued_at_session_start_keep_their_order() {
+    const ROUNDS: u32 = 12;
+    const CLIENTS: u32 = 10;
+    const QUEUED: u32 = 60;
+    const AFTER: u32 = 100;
+    let size = |seq: u32| 6000 + (seq % 7) as usize * 100;
+    let mut reordered = Vec::new();
+    for round in 0..ROUNDS {
+        let echo = UdpServer::echo_on(v4_any_port());
+        let resolver = udp_support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
+        let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
+        let handle = UdpForwarder::builder([v4_any_port()], target)
+            .resolver(resolver.clone())
+            .build()
+            .expect("valid settings")
+            .start()
+            .expect("start the forwarder");
+        let proxy = proxy_addr(&handle);
+        let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::v4()).collect();
+        for (c, client) in (0..).zip(clients.iter_mut()) {
+            for seq in 0..QUEUED {
+                client.send_to(proxy, &tagged(c, seq, size(seq))).await;
+            }
+            eventually("the proxy read the queued datagrams", LIMIT, || {
+                udp_support::rx_queue(proxy) == Some(0)
+            })
+            .await;
+        }
+        // The sessions connect while their clients go on sending.
+        resolver.open();
+        for seq in QUEUED..QUEUED + AFTER {
+            for (c, client) in (0..).zip(clients.iter_mut()) {
+                client.send_to(proxy, &tagged(c, seq, 100)).await;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Done once the proxy sent on or dropped every datagram it received, and the
+        // upstream got what it sent, or (some were lost on the way) nothing came for 100 ms.
+        let sent = u64::from(CLIENTS * (QUEUED + AFTER));
+        eventually("the proxy handled every datagram", LIMIT, || {
+            let s = handle.stats().udp;
+            let lost = udp_support::kernel_drops(proxy).unwrap_or(0);
+            s.datagrams_to_upstream + s.dropped + lost >= sent
+        })
+        .await;
+        let (mut seen, mut moved) = (0, Instant::now());
+        eventually("the upstream has every datagram sent", LIMIT, || {
+            let now = echo.count();
+            if now != seen {
+                (seen, moved) = (now, Instant::now());
+            }
+            now as u64 >= handle.stats().udp.datagrams_to_upstream
+                || moved.elapsed() > Duration::from_millis(100)
+        })
+        .await;
+        let mut last = std::collections::HashMap::new();
+        for seen in echo.seen() {
+            let (c, seq) = tag_of(&seen.head).expect("a tagged datagram");
+            if let Some(prev) = last.insert(c, seq)
+                && prev >= seq
+            {
+                reordered.push((round, c, prev, seq));
+            }
+        }
+        assert!(
+            last.len() >= CLIENTS as usize / 2,
+            "only {} clients reached the upstream",
+            last.len()
+        );
+        handle.shutdown(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{} of {} session starts reordered: {reordered:?}",
+        reordered.len(),
+        ROUNDS * CLIENTS
+    );
+    assert!(
+        reordered.is_empty(),
+        "(round, client, seq, then seq): {reordered:?}"
+    );
+}
+
+/// While the target's name has no answer yet, 40 clients send 64 datagrams of 65,000 B
+/// each (166 MB): the proxy queues at most its per-forward budget for the sessions and
+/// counts the rest as dropped. Once the name resolves, what was queued reaches the
+/// upstream intact and in order, and every client's session works.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_queued_before_the_first_answer_are_bounded() {
+    const CLIENTS: u32 = 40;
+    const EACH: u32 = 64;
+    const SIZE: usize = 65_000;
+    /// The most the proxy may hold for sessions waiting for their upstream (documented).
+    const BUDGET: u64 = 4 << 20;
+    let echo = UdpServer::echo_on(v4_any_port());
+    let resolver = udp_support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
+    let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
+    let handle = UdpForwarder::builder([v4_any_port()], target)
+        .resolver(resolver.clone())
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::v4()).collect();
+    for seq in 0..EACH {
+        for (c, client) in (0..).zip(clients.iter_mut()) {
+            client.send_to(proxy, &tagged(c, seq, SIZE)).await;
+        }
+        // At most 40 datagrams (2.6 MB) wait in the listener's 4 MiB buffer at a time.
+        eventually("the proxy read the datagrams", LIMIT, || {
+            udp_support::rx_queue(proxy) == Some(0)
+        })
+        .await;
+    }
+    let sent = u64::from(CLIENTS * EACH);
+    resolver.open();
+    let s = settled_stats(&handle, |s| {
+        s.udp.datagrams_to_upstream + s.udp.dropped >= sent
+    })
+    .await;
+    eprintln!(
+        "{} B of {} B queued before the first answer reached the upstream ({} datagrams), \
+         {} dropped",
+        s.bytes_to_upstream,
+        sent * SIZE as u64,
+        s.udp.datagrams_to_upstream,
+        s.udp.dropped
+    );
+    assert!(s.bytes_to_upstream <= BUDGET, "{s:#?}");
+    assert!(s.udp.datagrams_to_upstream > 0, "{s:#?}");
+    assert_eq!(s.udp.datagrams_to_upstream + s.udp.dropped, sent, "{s:#?}");
+    // What came through is intact and in order, client by client.
+    let mut last = std::collections::HashMap::new();
+    for seen in echo.seen() {
+        assert_eq!(seen.len, SIZE);
+        let (c, seq) = tag_of(&seen.head).expect("a tagged datagram");
+        if let Some(prev) = last.insert(c, seq) {
+            assert!(prev < seq, "client {c}: {seq} after {prev}");
+        }
+    }
+    // The sessions work now.
+    for (c, client) in (0..).zip(clients.iter_mut()) {
+        // Echoes of the queued datagrams may still be on their way: drain them first.
+        while client.try_recv_from(Duration::ZERO).await.is_some() {}
+        within(
+            LIMIT,
+            "echo",
+            client.round_trip(proxy, &tagged(c, 1000, 100)),
+        )
+        .await;
+    }
+}
+
+// ===== failover =====
+
+/// Sends tagged datagrams from `client` every 20 ms until one is echoed back (or `limit`
+/// passes); returns how many were sent, and the echo.
+async fn send_until_echoed(
+    client: &mut Client,
+    proxy: SocketAddr,
+    tag: u32,
+    limit: Duration,
+) -> (u32, Option<Vec<u8>>) {
+    let until = Instant::now() + limit;
+    let mut sent = Vec::new();
+    for seq in 0.. {
+        if Instant::now() >= until {
+            return (seq, None);
+        }
+        let data = tagged(tag, seq, 100);
+        client.send_to(proxy, &data).await;
+        sent.push(data);
+        if let Some((got, from)) = client.try_recv_from(Duration::from_millis(20)).await {
+            assert_eq!(from, proxy);
+            assert!(sent.contains(&got), "an echo of none of the datagrams sent");
+            return (seq + 1, Some(got));
+        }
+    }
+    unreachable!()
+}
+
+/// A client on a fixed port that never goes quiet: after a reload moves the target and
+/// the old upstream goes away (ICMP port unreachable), its session moves on within a
+/// few refused datagrams, and its datagrams reach the new upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_session_moves_on_when_a_reload_retires_its_refusing_upstream() {
+    let old = UdpServer::echo_on(v4_any_port());
+    let new = UdpServer::echo_on(v4_any_port());
+    let old_addr = old.addr();
+    let udp = |listen: SocketAddr, target: SocketAddr| {
+        UdpForwarder::builder([listen], target.into())
+            .build()
+            .expect("valid settings")
+    };
+    let mut handle = udp(v4_any_port(), old_addr).start().unwrap();
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+    within(
+        LIMIT,
+        "echo",
+        client.round_trip(proxy, &tagged(1, 1000, 100)),
+    )
+    .await;
+
+    handle.reload(udp(proxy, new.addr())).await.expect("reload");
+    drop(old);
+    eventually("the old upstream's port is closed", LIMIT, || {
+        std::net::UdpSocket::bind(old_addr).is_ok()
+    })
+    .await;
+    let (sent, echo) = send_until_echoed(&mut client, proxy, 1, Duration::from_secs(3)).await;
+    let s = handle.stats();
+    eprintln!(
+        "echoed after {sent} datagrams: {}; {:?}",
+        echo.is_some(),
+        s.udp
+    );
+    assert!(
+        echo.is_some(),
+        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
+    );
+    assert!(new.count() > 0, "the new upstream saw nothing");
+    assert_eq!(s.udp.sessions_total, 2, "{s:#?}");
+}
+
+/// The same when DNS moves the name from 127.0.0.1 to 127.0.0.2 and the old address
+/// refuses: the session whose upstream left the answer moves on.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_session_moves_on_when_dns_drops_its_refusing_upstream() {
+    let (a, b) = same_port_pair();
+    let a_addr = a.addr();
+    let resolver = udp_support::SwitchResolver::new([Ipv4Addr::LOCALHOST.into()]);
+    let mut policy = proxy_core::resolve::CachePolicy::default();
+    policy.refresh = Some(Duration::from_millis(50));
+    policy.min_ttl = Duration::from_millis(20);
+    let target: Target = format!("backend:{}", a_addr.port()).parse().unwrap();
+    let handle = UdpForwarder::builder([v4_any_port()], target)
+        .resolver(resolver.clone())
+        .cache(policy)
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    let proxy = proxy_addr(&handle);
+    let mut client = Client::v4();
+    within(
+        LIMIT,
+        "echo",
+        client.round_trip(proxy, &tagged(1, 1000, 100)),
+    )
+    .await;
+    assert_eq!(a.count(), 1);
+
+    resolver.set([OTHER_LOOPBACK.into()]);
+    drop(a);
+    eventually("the old upstream's port is closed", LIMIT, || {
+        std::net::UdpSocket::bind(a_addr).is_ok()
+    })
+    .await;
+    let refreshed = handle.stats().resolve_refreshes;
+    eventually("the cache has the new answer", LIMIT, || {
+        handle.stats().resolve_refreshes >= refreshed + 2
+    })
+    .await;
+    let (sent, echo) = send_until_echoed(&mut client, proxy, 1, Duration::from_secs(3)).await;
+    let s = handle.stats();
+    eprintln!(
+        "echoed after {sent} datagrams: {}; {:?}",
+        echo.is_some(),
+        s.udp
+    );
+    assert!(
+        echo.is_some(),
+        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
+    );
+    assert!(b.count() > 0, "the new upstream saw nothing");
 }
 
 // ===== build errors =====

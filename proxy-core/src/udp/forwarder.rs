@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session::{self, SessionKey, Table};
+use super::session::{self, Budgets, Ending, SessionKey, Table};
 use crate::balance::Balancer;
 use crate::forward::{Common, bind_error};
 use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
@@ -34,6 +34,15 @@ use crate::{BuildError, Error, ErrorKind, Side, Target};
 /// least recently used. Replies leave from the address the client sent to, also on a
 /// wildcard listener of a host with several addresses. Datagrams of any size up to
 /// 65,507 bytes (IPv4) pass intact; on Linux they move in batches (`recvmmsg`/`sendmmsg`).
+///
+/// An ended session's upstream socket stays open for 10 s (or until shutdown), discarding
+/// late replies, so the kernel cannot give its port to a new session meanwhile: a reply
+/// never reaches a client it was not sent for.
+///
+/// While new sessions wait for their upstream socket (the target's name resolving), a
+/// forward queues at most 4 MiB of their clients' datagrams, all sessions together, and
+/// at most 64 datagrams per session; the rest are dropped and counted in
+/// [`UdpStats::dropped`](crate::UdpStats::dropped).
 ///
 /// # Examples
 ///
@@ -107,11 +116,23 @@ pub(crate) struct Shared {
     /// Whether sends may use UDP segmentation offload; cleared when the kernel refuses it.
     pub(super) segmentation: AtomicBool,
     admission: Arc<crate::limit::Admission>,
+    /// The forward's bounds, shared by every generation.
+    pub(super) budgets: Arc<Budgets>,
 }
 
 impl Shared {
     pub(crate) fn refresher(&self) -> Arc<Refresher> {
         self.refresher.clone()
+    }
+
+    /// Whether a new session would go somewhere other than `upstream`: a reload retired
+    /// this generation, or the target's current answer has another address.
+    pub(super) fn elsewhere_than(&self, upstream: SocketAddr) -> bool {
+        self.refresher.is_stopped()
+            || self
+                .cache
+                .cached()
+                .is_some_and(|addrs| addrs.iter().any(|a| *a != upstream))
     }
 }
 
@@ -204,7 +225,7 @@ impl UdpForwarder {
     /// Starts the listener loops on `bound` sockets (each with the address it stands for).
     fn run(&self, bound: Vec<(SocketAddr, Socket)>) -> Result<ForwarderHandle, Error> {
         let base = Base::new();
-        let current = Current::new(self.generation(&base));
+        let current = Current::new(self.generation(&base, Arc::default()));
         let mut handle = ForwarderHandle::new(base.clone(), Control::Udp(current.clone()));
         for (configured, socket) in bound {
             let stop = base.accepting.child_token();
@@ -234,8 +255,14 @@ impl UdpForwarder {
             .collect()
     }
 
+    /// The state new sessions use after a reload: as [`generation`](Self::generation),
+    /// within the same per-forward bounds as `previous`.
+    pub(crate) fn successor(&self, base: &Base, previous: &Shared) -> Arc<Shared> {
+        self.generation(base, previous.budgets.clone())
+    }
+
     /// The state new sessions use: these settings and a resolve cache with its refresher.
-    pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
+    fn generation(&self, base: &Base, budgets: Arc<Budgets>) -> Arc<Shared> {
         let cache = self.config.common.resolve_cache(&base.stats);
         let (refresher, balancer) = self.config.common.background(&cache, base);
         Arc::new(Shared {
@@ -250,6 +277,7 @@ impl UdpForwarder {
             sessions: base.tasks.clone(),
             segmentation: AtomicBool::new(io_udp::SEGMENTATION),
             admission: base.admission.clone(),
+            budgets,
         })
     }
 }
@@ -355,7 +383,10 @@ impl std::fmt::Debug for Builder {
 }
 
 /// Receives client datagrams in batches and hands them to their sessions, creating
-/// sessions for new clients. Ends when the forwarder stops accepting.
+/// sessions for new clients. Ends when the forwarder stops accepting (its sessions drain
+/// on their own, keeping the socket to reply), or when `stop` alone fires: a reload
+/// removed this address, so its sessions end, and the loop returns once they are gone
+/// and the socket with them (the port can be bound again, by a reload moving back).
 async fn listen_loop(
     socket: Arc<UdpSocket>,
     wildcard: bool,
@@ -371,11 +402,20 @@ async fn listen_loop(
     let mut table = Table::new(max(&shared));
     let local = socket.local_addr().ok();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SessionKey, u64)>();
+    // This listener's sessions (also tracked with the forwarder's).
+    let own = TaskTracker::new();
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
         tokio::select! {
-            () = &mut stopped => return,
+            () = &mut stopped => {
+                if !shared.accepting.is_cancelled() {
+                    table.end_all(Ending::Removed);
+                    own.close();
+                    own.wait().await;
+                }
+                return;
+            }
             // Forget ended sessions promptly: their entries hold the upstream sockets.
             Some((key, id)) = ended_rx.recv() => {
                 table.ended(&key, id);
@@ -476,13 +516,13 @@ async fn listen_loop(
                         }
                         Stats::inc(&stats.udp_sessions_total);
                         Stats::inc(&stats.udp_sessions_open);
-                        shared.sessions.spawn(session::run(
+                        shared.sessions.spawn(own.track_future(session::run(
                             session.clone(),
                             socket.clone(),
                             shared.clone(),
                             ended_tx.clone(),
                             permit,
-                        ));
+                        )));
                         session
                     }
                 };

@@ -4,7 +4,9 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +24,29 @@ use crate::{Error, ErrorKind, Side};
 
 /// Datagrams queued for a session whose upstream socket is not connected yet.
 const MAX_PENDING: usize = 64;
+
+/// Bytes of client datagrams one forward queues, over all its sessions, while they wait
+/// for their upstream socket (for the target's name to resolve, mostly): a burst of 64
+/// full-size datagrams, or thousands of DNS queries. Without it, every session could
+/// queue [`MAX_PENDING`] datagrams of 64 KiB (59 GiB at the default session cap); beyond
+/// it datagrams are dropped and counted, as a router would.
+pub(super) const QUEUE_BUDGET: usize = 4 << 20;
+
+/// How long an ended session's upstream socket stays open, discarding what still comes:
+/// meanwhile the kernel cannot give its port to a new session to the same upstream, which
+/// would get the late replies meant for this session's client. Longer than DNS clients
+/// wait for an answer (5 s by default) and than most round trips to a slow upstream.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// The most upstream sockets of ended sessions one forward keeps lingering: one
+/// descriptor and a socket each. Beyond it (more than 1,600 sessions ending per second
+/// for 10 s) a socket closes at once.
+const MAX_LINGERING: usize = 16_384;
+
+/// ICMP refusals in a row (no reply between) after which a session whose upstream has
+/// somewhere to move on to ends, so the client's next datagram starts a fresh session:
+/// one is a hiccup, several mean the upstream is gone.
+const REFUSALS_TO_MOVE_ON: u32 = 3;
 
 /// Once the forwarder stops accepting, a session ends after this long without traffic
 /// (or its own idle timeout, if shorter): in-flight replies still reach their clients.
@@ -43,15 +68,17 @@ pub(super) struct Session {
     key: SessionKey,
     /// The PROXY protocol header sent ahead of each datagram to the upstream, if any.
     header: Option<Box<[u8]>>,
+    /// Set by the session's task once the datagrams queued meanwhile are sent.
     upstream: OnceLock<(Arc<UdpSocket>, SocketAddr)>,
-    pending: Mutex<Vec<Vec<u8>>>,
+    pending: Mutex<Pending>,
     base: Instant,
     last_ms: AtomicU64,
     /// Cancelled when the session ends, is evicted, or the forwarder closes.
     done: CancellationToken,
-    evicted: AtomicBool,
-    /// An ICMP error came since the upstream last answered.
-    refused: AtomicBool,
+    /// Why it was ended from outside its task: an [`Ending`], 0 for none.
+    ending: AtomicU8,
+    /// ICMP errors since the upstream last answered.
+    refusals: AtomicU32,
     /// The upstream has answered this session.
     answered: AtomicBool,
     up: Counts,
@@ -84,12 +111,12 @@ impl Session {
             key,
             header,
             upstream: OnceLock::new(),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             done: closing.child_token(),
-            evicted: AtomicBool::new(false),
-            refused: AtomicBool::new(false),
+            ending: AtomicU8::new(0),
+            refusals: AtomicU32::new(0),
             answered: AtomicBool::new(false),
             up: Counts::default(),
             down: Counts::default(),
@@ -111,27 +138,53 @@ impl Session {
 
     /// Ends the session (evicted): its task stops and its upstream socket closes.
     pub(super) fn evict(&self) {
-        self.evicted.store(true, Relaxed);
+        self.end(Ending::Evicted);
+    }
+
+    /// Ends the session from outside its task, for `why` (the first reason given wins).
+    pub(super) fn end(&self, why: Ending) {
+        let _ = self.ending.compare_exchange(0, why as u8, Relaxed, Relaxed);
         self.done.cancel();
     }
 
+    /// Why the session was ended from outside its task, if it was.
+    fn ending(&self) -> Option<Ending> {
+        Ending::from_u8(self.ending.load(Relaxed))
+    }
+
     /// Accounts datagrams sent to `addr` in one direction, and the upstream's health: an
-    /// ICMP error marks it failing until it answers again.
+    /// ICMP error marks it failing until it answers again, and several in a row end the
+    /// session if there is somewhere else to go (see [`Self::refused`]).
     fn sent(&self, sent: Sent, dir: Direction, addr: SocketAddr, shared: &Shared) {
         match dir {
             Direction::Up => self.up.add(sent),
             Direction::Down => self.down.add(sent),
         }
         if sent.refused {
-            self.refused.store(true, Relaxed);
             shared.balancer.record(&shared.stats, addr, false);
+            self.refused(addr, shared);
         } else if dir == Direction::Down {
-            if self.refused.swap(false, Relaxed) {
+            // Read first: most replies come with no refusal to clear.
+            if self.refusals.load(Relaxed) > 0 && self.refusals.swap(0, Relaxed) > 0 {
                 shared.balancer.record(&shared.stats, addr, true);
             } else if !self.answered.swap(true, Relaxed) {
                 // The session's first reply: the address is alive.
                 shared.balancer.report(addr, true);
             }
+        }
+    }
+
+    /// Counts an ICMP refusal from `addr`. After [`REFUSALS_TO_MOVE_ON`] in a row the
+    /// session ends if a new one would go elsewhere: a reload replaced its generation
+    /// (the target may have changed), or the target's current answer has another
+    /// address (or no longer has this one). A client that keeps sending is then not
+    /// held on a dead upstream until it goes quiet; its next datagram starts a session
+    /// with the current target and answer. With nowhere else to go, the session stays.
+    fn refused(&self, addr: SocketAddr, shared: &Shared) {
+        let refusals = self.refusals.fetch_add(1, Relaxed).saturating_add(1);
+        if refusals >= REFUSALS_TO_MOVE_ON && shared.elsewhere_than(addr) {
+            tracing::debug!(client = %self.key.client, upstream = %addr, refusals, "UDP upstream refuses; moving on");
+            self.end(Ending::Refused);
         }
     }
 
@@ -150,8 +203,10 @@ impl Session {
         sent
     }
 
-    /// Relays datagrams from the client: straight to the upstream socket when connected,
-    /// else queued (up to [`MAX_PENDING`]) for the session's task.
+    /// Relays datagrams from the client: straight to the upstream socket once the session
+    /// task has handed it over (see [`flush_pending`](Self::flush_pending)), else queued
+    /// (up to [`MAX_PENDING`], within the forward's [`QUEUE_BUDGET`]) for that task,
+    /// behind what is queued already.
     pub(super) fn forward(&self, datagrams: &[&[u8]], shared: &Shared) {
         let stats = &shared.stats;
         self.touch();
@@ -163,18 +218,134 @@ impl Session {
             return send(up);
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Set under this lock, and only once the queue is empty: nothing queued is left
+        // for these to overtake.
         if let Some(up) = self.upstream.get() {
             drop(pending);
             return send(up);
         }
         for d in datagrams {
-            if pending.len() < MAX_PENDING {
-                pending.push(d.to_vec());
+            let room = !pending.closed && pending.datagrams.len() < MAX_PENDING;
+            if room && shared.budgets.queue(d.len()) {
+                pending.datagrams.push(d.to_vec());
+                pending.bytes += d.len();
             } else {
                 Stats::inc(&stats.udp_dropped);
             }
         }
     }
+
+    /// Sends what queued while the session connected, then hands the upstream socket to
+    /// the listener, which sends straight to it from then on. The queue is emptied in
+    /// rounds while the listener may add to it, and the socket is handed over under the
+    /// queue's lock once a round finds it empty: a datagram never overtakes one queued
+    /// before it. Returns `false` when the session ended first (its queue is dropped).
+    async fn flush_pending(&self, up: &Arc<UdpSocket>, addr: SocketAddr, shared: &Shared) -> bool {
+        loop {
+            if self.is_done() {
+                let lost = self.discard_pending(shared);
+                Stats::add(&shared.stats.udp_dropped, lost as u64);
+                return false;
+            }
+            let queued = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.datagrams.is_empty() {
+                    let _ = self.upstream.set((up.clone(), addr));
+                    return true;
+                }
+                shared.budgets.unqueue(std::mem::take(&mut pending.bytes));
+                std::mem::take(&mut pending.datagrams)
+            };
+            let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
+            let sent = self.send_up(up, &queued, shared);
+            self.sent(sent, Direction::Up, addr, shared);
+            // The listener may keep the queue busy: let other tasks run between rounds.
+            tokio::task::coop::consume_budget().await;
+        }
+    }
+
+    /// Empties the queue for good (the session will not connect): later datagrams are
+    /// dropped, not queued. Returns how many were queued.
+    fn discard_pending(&self, shared: &Shared) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.closed = true;
+        shared.budgets.unqueue(std::mem::take(&mut pending.bytes));
+        std::mem::take(&mut pending.datagrams).len()
+    }
+}
+
+/// Why a session was ended from outside its task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Ending {
+    /// The session table was full and it was the least recently used.
+    Evicted = 1,
+    /// A reload removed its listen address.
+    Removed = 2,
+    /// Its upstream refused repeatedly and a new session would go elsewhere.
+    Refused = 3,
+}
+
+impl Ending {
+    fn from_u8(n: u8) -> Option<Ending> {
+        match n {
+            1 => Some(Ending::Evicted),
+            2 => Some(Ending::Removed),
+            3 => Some(Ending::Refused),
+            _ => None,
+        }
+    }
+
+    /// How the access log names it.
+    fn label(self) -> &'static str {
+        match self {
+            Ending::Evicted => "evicted",
+            Ending::Removed => "listener removed",
+            Ending::Refused => "upstream refused",
+        }
+    }
+}
+
+/// Client datagrams waiting for a session's upstream socket.
+#[derive(Debug, Default)]
+struct Pending {
+    datagrams: Vec<Vec<u8>>,
+    /// Their bytes, held against the forward's [`QUEUE_BUDGET`].
+    bytes: usize,
+    /// The session will not connect: nothing more is queued.
+    closed: bool,
+}
+
+/// Bounds one forward keeps across reloads: every generation's sessions share them.
+#[derive(Debug, Default)]
+pub(crate) struct Budgets {
+    /// Bytes queued by sessions not connected yet, up to [`QUEUE_BUDGET`].
+    queued: AtomicUsize,
+    /// Upstream sockets of ended sessions still open, up to [`MAX_LINGERING`].
+    lingering: AtomicUsize,
+}
+
+// ===== impl Budgets =====
+
+impl Budgets {
+    /// Takes `bytes` of the queue budget; `false` (nothing taken) when they do not fit.
+    fn queue(&self, bytes: usize) -> bool {
+        take(&self.queued, bytes, QUEUE_BUDGET)
+    }
+
+    /// Gives back queue budget taken by [`queue`](Self::queue).
+    fn unqueue(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Relaxed);
+    }
+}
+
+/// Adds `n` to `counter` if the sum stays within `max`; whether it did.
+fn take(counter: &AtomicUsize, n: usize, max: usize) -> bool {
+    counter
+        .fetch_update(Relaxed, Relaxed, |held| {
+            held.checked_add(n).filter(|&t| t <= max)
+        })
+        .is_ok()
 }
 
 /// The session table of one listener: bounded, least recently used first out.
@@ -218,6 +389,13 @@ impl Table {
             .filter(|(k, _)| *k != key)
             .map(|(_, s)| s);
         (session, evicted)
+    }
+
+    /// Ends every session in the table, for `why`.
+    pub(super) fn end_all(&self, why: Ending) {
+        for (_, session) in &self.sessions {
+            session.end(why);
+        }
     }
 
     /// Changes the most sessions kept, evicting the least recently used beyond it.
@@ -354,14 +532,14 @@ fn segment_run(datagrams: &[&[u8]]) -> usize {
 }
 
 /// A session's life: connect its upstream socket, flush what queued meanwhile, relay
-/// replies until idle, evicted or closed; then tell the listener. `_permit` holds the
-/// session's place under the limits until then.
+/// replies until idle, evicted or closed; then tell the listener, and leave the upstream
+/// socket to [`linger`]. `permit` holds the session's place under the limits until then.
 pub(super) async fn run(
     session: Arc<Session>,
     listener: Arc<UdpSocket>,
     shared: Arc<Shared>,
     ended: UnboundedSender<(SessionKey, u64)>,
-    _permit: crate::limit::Permit,
+    permit: crate::limit::Permit,
 ) {
     let stats = &shared.stats;
     let started = Instant::now();
@@ -369,26 +547,17 @@ pub(super) async fn run(
         () = session.done.cancelled() => None,
         r = connect(&shared, session.key.client.ip()) => Some(r),
     };
+    let mut used = None;
     match connected {
         Some(Ok((up, upstream_addr))) => {
             let _counted = shared.balancer.open(upstream_addr);
             let up = Arc::new(up);
-            let queued = {
-                let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = session.upstream.set((up.clone(), upstream_addr));
-                std::mem::take(&mut *pending)
-            };
-            let queued: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-            let sent = session.send_up(&up, &queued, &shared);
-            session.sent(sent, Direction::Up, upstream_addr, &shared);
+            used = Some(up.clone());
+            session.flush_pending(&up, upstream_addr, &shared).await;
             tracing::debug!(client = %session.key.client, upstream = %upstream_addr, "UDP session started");
             let mut why = relay_replies(&session, &up, upstream_addr, &listener, &shared).await;
             if why == "ended" {
-                why = if session.evicted.load(Relaxed) {
-                    "evicted"
-                } else {
-                    "shutdown"
-                };
+                why = session.ending().map_or("shutdown", Ending::label);
             }
             tracing::info!(
                 target: "proxy_core::access",
@@ -405,11 +574,7 @@ pub(super) async fn run(
             );
         }
         Some(Err(e)) => {
-            let lost = session
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .len();
+            let lost = session.discard_pending(&shared);
             Stats::add(&stats.udp_dropped, lost as u64);
             Stats::inc(&stats.upstream_unavailable);
             tracing::warn!(
@@ -420,11 +585,70 @@ pub(super) async fn run(
                 "no upstream reachable; dropping the session's datagrams"
             );
         }
-        None => {}
+        None => {
+            let lost = session.discard_pending(&shared);
+            Stats::add(&stats.udp_dropped, lost as u64);
+        }
     }
     session.done.cancel();
     stats.udp_sessions_open.fetch_sub(1, Relaxed);
+    drop(permit);
     let _ = ended.send((session.key, session.id));
+    if let Some(up) = used {
+        let (budgets, stats) = (shared.budgets.clone(), shared.stats.clone());
+        let accepting = shared.accepting.clone();
+        shared.sessions.spawn(linger(up, budgets, stats, accepting));
+    }
+}
+
+/// Keeps an ended session's upstream socket open for [`LINGER`], reading and discarding
+/// (as dropped) what still arrives, so its port cannot go to a new session while a late
+/// reply to this one can still come: a reply never reaches a client it was not sent for.
+/// Ends early once the forwarder stops accepting (no new session can take the port then),
+/// and does not linger at all beyond [`MAX_LINGERING`] sockets per forward.
+async fn linger(
+    up: Arc<UdpSocket>,
+    budgets: Arc<Budgets>,
+    stats: Arc<Stats>,
+    accepting: CancellationToken,
+) {
+    if !take(&budgets.lingering, 1, MAX_LINGERING) {
+        tracing::debug!("too many ended UDP sessions lingering; closing an upstream socket now");
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 1];
+    loop {
+        tokio::select! {
+            biased;
+            () = accepting.cancelled() => break,
+            () = tokio::time::sleep_until(until) => break,
+            ready = up.readable() => {
+                if ready.is_err() || !discard_waiting(&up, &mut sink, &stats) {
+                    break;
+                }
+                tokio::task::coop::consume_budget().await;
+            }
+        }
+    }
+    budgets.lingering.fetch_sub(1, Relaxed);
+}
+
+/// Reads and drops up to 64 datagrams waiting on `up` (each cut to `sink`), counting them
+/// as dropped; `false` when the socket failed.
+fn discard_waiting(up: &UdpSocket, sink: &mut [u8], stats: &Stats) -> bool {
+    for _ in 0..64 {
+        match up.try_recv(sink) {
+            Ok(_) => Stats::inc(&stats.udp_dropped),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "lingering UDP socket failed");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Resolves the target (within the connect budget) and connects a UDP socket to the next
@@ -491,6 +715,9 @@ async fn relay_replies(
     tokio::pin!(done, accepting, timer);
     loop {
         tokio::select! {
+            // An ended session relays nothing more: what still comes is its socket's to
+            // discard while it lingers.
+            biased;
             () = &mut done => return "ended",
             () = &mut accepting, if !draining => {
                 draining = true;

@@ -15,12 +15,14 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use proxy_core::resolve::{Resolution, Resolve, Resolving};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -303,6 +305,44 @@ impl UdpServer {
         UdpServer { addr, log, task }
     }
 
+    /// An echo server on `sock` that answers each datagram `delay` after it came, in the
+    /// order they came: an upstream slower than the proxy's session idle timeout.
+    pub(crate) fn echo_after(sock: UdpSocket, delay: Duration) -> UdpServer {
+        let addr = sock.local_addr().expect("local_addr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sock = Arc::new(sock);
+        // The answering task ends when the receiving one (which holds the sender) does.
+        let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(Instant, SocketAddr, Vec<u8>)>();
+        tokio::spawn({
+            let sock = sock.clone();
+            async move {
+                while let Some((due, to, data)) = due_rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    let _ = sock.send_to(&data, to).await;
+                }
+            }
+        });
+        let task = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut buf = vec![0; RECV_BUF];
+                loop {
+                    let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    };
+                    log.lock().unwrap().push(Seen {
+                        from,
+                        len: n,
+                        head: buf[..n.min(8)].to_vec(),
+                    });
+                    let _ = due_tx.send((Instant::now() + delay, from, buf[..n].to_vec()));
+                }
+            }
+        });
+        UdpServer { addr, log, task }
+    }
+
     /// An echo server bound to `addr`.
     pub(crate) fn echo_on(addr: SocketAddr) -> UdpServer {
         UdpServer::echo(bind(addr).unwrap_or_else(|e| panic!("bind an echo server to {addr}: {e}")))
@@ -349,4 +389,100 @@ impl Drop for UdpServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+// ===== resolvers =====
+
+/// A resolver whose answer the test changes while the forwarder runs (a Service whose
+/// endpoints move). Answers carry no TTL, so the cache policy sets the refresh interval.
+#[derive(Clone, Debug)]
+pub(crate) struct SwitchResolver(Arc<Mutex<Vec<IpAddr>>>);
+
+impl SwitchResolver {
+    pub(crate) fn new(ips: impl IntoIterator<Item = IpAddr>) -> SwitchResolver {
+        SwitchResolver(Arc::new(Mutex::new(ips.into_iter().collect())))
+    }
+
+    /// Answers `ips` from now on.
+    pub(crate) fn set(&self, ips: impl IntoIterator<Item = IpAddr>) {
+        *self.0.lock().unwrap() = ips.into_iter().collect();
+    }
+}
+
+impl Resolve for SwitchResolver {
+    fn resolve(&self, _name: &str) -> Resolving {
+        let ips = self.0.lock().unwrap().clone();
+        Box::pin(std::future::ready(Ok(Resolution::new(ips, None))))
+    }
+}
+
+/// A resolver that answers `ip` only once the test [`open`](GatedResolver::open)s it:
+/// sessions wait for their first DNS answer as long as the test likes.
+#[derive(Clone, Debug)]
+pub(crate) struct GatedResolver {
+    ip: IpAddr,
+    open: Arc<watch::Sender<bool>>,
+}
+
+impl GatedResolver {
+    pub(crate) fn new(ip: IpAddr) -> GatedResolver {
+        GatedResolver {
+            ip,
+            open: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// Lets every lookup, waiting or later, answer.
+    pub(crate) fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Resolve for GatedResolver {
+    fn resolve(&self, _name: &str) -> Resolving {
+        let (ip, mut open) = (self.ip, self.open.subscribe());
+        Box::pin(async move {
+            open.wait_for(|open| *open)
+                .await
+                .map_err(io::Error::other)?;
+            Ok(Resolution::new(vec![ip], None))
+        })
+    }
+}
+
+// ===== kernel queues =====
+
+/// Bytes waiting in the receive queue of the UDP socket bound to `addr`, as
+/// `/proc/net/udp` (or `udp6`) shows them; `None` when no such socket is listed.
+#[cfg(target_os = "linux")]
+pub(crate) fn rx_queue(addr: SocketAddr) -> Option<u64> {
+    proc_net_udp(addr).map(|(rx, _)| rx)
+}
+
+/// Datagrams the kernel dropped for the UDP socket bound to `addr` (its receive buffer
+/// was full), as `/proc/net/udp` (or `udp6`) shows them.
+#[cfg(target_os = "linux")]
+pub(crate) fn kernel_drops(addr: SocketAddr) -> Option<u64> {
+    proc_net_udp(addr).map(|(_, drops)| drops)
+}
+
+/// The receive queue (bytes) and drop count of the UDP socket bound to `addr`'s port.
+#[cfg(target_os = "linux")]
+fn proc_net_udp(addr: SocketAddr) -> Option<(u64, u64)> {
+    let table = if addr.is_ipv6() {
+        "/proc/net/udp6"
+    } else {
+        "/proc/net/udp"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    let port = format!(":{:04X}", addr.port());
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !fields.get(1)?.ends_with(&port) {
+            return None;
+        }
+        let rx = fields.get(4)?.split(':').nth(1)?;
+        let drops = fields.last()?.parse().ok()?;
+        Some((u64::from_str_radix(rx, 16).ok()?, drops))
+    })
 }
