@@ -447,7 +447,10 @@ async fn listen_loop(
                 Ok(r) => (r.count, r.drained),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
+                    // A pending error is reported once; should one persist, the readiness
+                    // that stays set must not spin this loop without yielding.
                     tracing::debug!(error = %e, "UDP receive failed");
+                    tokio::task::coop::consume_budget().await;
                     break;
                 }
             };

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::forwarder::{Config, Shared};
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, Outgoing, RecvBatch};
+use crate::timeout::after;
 use crate::{Error, ErrorKind, Side};
 
 /// Datagrams queued for a session whose upstream socket is not connected yet.
@@ -129,7 +130,7 @@ impl Session {
     }
 
     fn last_active(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Relaxed))
+        after(self.base, Duration::from_millis(self.last_ms.load(Relaxed)))
     }
 
     pub(super) fn is_done(&self) -> bool {
@@ -654,7 +655,7 @@ fn discard_waiting(up: &UdpSocket, sink: &mut [u8], stats: &Stats) -> bool {
 /// Resolves the target (within the connect budget) and connects a UDP socket to the next
 /// address in round-robin order.
 async fn connect(shared: &Shared, client: IpAddr) -> Result<(UdpSocket, SocketAddr), Error> {
-    let deadline = Instant::now() + shared.config.common.timeouts.connect_total;
+    let deadline = after(Instant::now(), shared.config.common.timeouts.connect_total);
     let addrs = shared.cache.addrs_by(deadline).await?;
     let Some(order) = shared.balancer.order(&addrs, Some(client)) else {
         Stats::inc(&shared.stats.all_ejected);
@@ -711,7 +712,10 @@ async fn relay_replies(
     // timer looks at it when it fires (and goes on if the session was busy meanwhile).
     let done = session.done.cancelled();
     let accepting = shared.accepting.cancelled();
-    let timer = tokio::time::sleep_until(session.last_active() + limit(false).unwrap_or_default());
+    let timer = tokio::time::sleep_until(after(
+        session.last_active(),
+        limit(false).unwrap_or_default(),
+    ));
     tokio::pin!(done, accepting, timer);
     loop {
         tokio::select! {
@@ -722,11 +726,11 @@ async fn relay_replies(
             () = &mut accepting, if !draining => {
                 draining = true;
                 if let Some(d) = limit(true) {
-                    timer.as_mut().reset(session.last_active() + d);
+                    timer.as_mut().reset(after(session.last_active(), d));
                 }
             }
             () = &mut timer, if limit(draining).is_some() => {
-                let due = session.last_active() + limit(draining).unwrap_or_default();
+                let due = after(session.last_active(), limit(draining).unwrap_or_default());
                 if due <= Instant::now() {
                     return "idle";
                 }
