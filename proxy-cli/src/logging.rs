@@ -23,7 +23,7 @@ pub const QUEUE_LINES: usize = 1024;
 
 /// How long [`LogFlush`] waits for the queued lines to be written at exit: stderr may
 /// be a pipe nobody reads, and the exit must not hang on it.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Log lines dropped because the queue was full.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
