@@ -16,9 +16,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proxy_core::resolve::{CachePolicy, Resolve};
 use proxy_core::{
-    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, Limits, MAX_DURATION,
-    ProxyProtocol, Rate, RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts,
-    UdpForwarder, UdpForwarderBuilder,
+    AcceptProxy, Access, Balance, Cidr, Ejection, HealthCheck, Host, Limits, ProxyProtocol, Rate,
+    RelayMode, Target, TcpForwarder, TcpForwarderBuilder, Timeouts, UdpForwarder,
+    UdpForwarderBuilder,
 };
 
 const ABOUT: &str = "TCP/UDP forwarding proxy: a drop-in for Kubernetes' proxy-to-service";
@@ -1057,14 +1057,16 @@ impl std::error::Error for UsageError {}
 
 // ===== value parsers =====
 
-/// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`, or a bare number
-/// of seconds (`500ms`, `30s`, `5m`, `1h`, `600`).
+/// Parses a duration with the one parser every front end uses,
+/// [`proxy_core::value::duration`]: numbers with `h`, `m`, `s` or `ms` (`500ms`, `1.5s`,
+/// `1h30m`), or a bare number of seconds (`600`).
 ///
 /// # Errors
 ///
 /// A message naming the bad token: an empty value, a negative number, a missing number,
-/// an unknown unit, or a duration longer than [`MAX_DURATION`] (10 years; timers and
-/// deadlines are counted from every duration, and 0 is how a timer is turned off).
+/// an unknown unit, a part finer than a millisecond, or a duration longer than
+/// [`MAX_DURATION`](proxy_core::MAX_DURATION) (10 years; timers and deadlines are counted from every duration, and
+/// 0 is how a timer is turned off).
 ///
 /// # Examples
 ///
@@ -1075,39 +1077,11 @@ impl std::error::Error for UsageError {}
 /// assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
 /// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
 /// assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
 /// assert!(parse_duration("5x").unwrap_err().contains("`x`"));
 /// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const UNITS: &str = "use ms, s, m or h, e.g. 500ms, 30s, 5m, 1h; a bare number means seconds";
-    if s.is_empty() {
-        return Err(format!("empty duration; {UNITS}"));
-    }
-    if s.starts_with('-') {
-        return Err(format!("`{s}` is negative; durations must be 0 or more"));
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    if number.is_empty() {
-        return Err(format!("`{s}` does not start with a number; {UNITS}"));
-    }
-    let too_large = || {
-        format!(
-            "`{s}` is longer than the maximum of 10 years ({}s)",
-            MAX_DURATION.as_secs()
-        )
-    };
-    let n: u64 = number.parse().map_err(|_| too_large())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_large)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_large)?),
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`; {UNITS}")),
-    };
-    if d > MAX_DURATION {
-        return Err(too_large());
-    }
-    Ok(d)
+    proxy_core::value::duration(s).map_err(|e| e.to_string())
 }
 
 /// [`parse_duration`], rejecting zero.
@@ -1163,30 +1137,17 @@ fn parse_cidr(s: &str) -> Result<Cidr, String> {
     s.parse().map_err(|e: proxy_core::CidrError| e.to_string())
 }
 
-/// Parses a byte count with an optional binary `K`, `M` or `G` suffix.
-fn parse_size(s: &str) -> Result<usize, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let bad = || format!("`{s}` is not a size; write bytes, or a number with K, M or G");
-    if number.is_empty() {
-        return Err(bad());
-    }
-    let shift = match suffix {
-        "" => 0,
-        "K" | "k" | "KiB" => 10,
-        "M" | "m" | "MiB" => 20,
-        "G" | "g" | "GiB" => 30,
-        _ => return Err(bad()),
-    };
-    let n: usize = number.parse().map_err(|_| format!("`{s}` is too large"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{s}` is too large"))
+/// Parses a byte count with an optional binary `K`, `M` or `G` suffix
+/// ([`proxy_core::value::size`], as in the config file).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    proxy_core::value::size(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use proxy_core::MAX_DURATION;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("proxy").chain(args.iter().copied()))
@@ -1240,6 +1201,8 @@ mod tests {
             ("315360000000ms", MAX_DURATION),
             ("5256000m", MAX_DURATION),
             ("87600h", MAX_DURATION),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1h30m", Duration::from_secs(5400)),
         ];
         for (input, want) in ok {
             assert_eq!(parse_duration(input), Ok(want), "{input:?}");
@@ -1248,13 +1211,16 @@ mod tests {
             ("", "empty duration"),
             ("-1", "`-1` is negative"),
             ("-5s", "`-5s` is negative"),
-            ("5x", "unknown unit `x` in `5x`"),
-            ("10 s", "unknown unit ` s` in `10 s`"),
-            ("1.5s", "unknown unit `.5s` in `1.5s`"),
+            ("5x", "`5x` is not a duration: unknown unit `x`"),
+            ("10 s", "`10 s` is not a duration: unknown unit ` s`"),
+            (
+                "1.5ms",
+                "`1.5ms` is not a duration: `1.5` is finer than a millisecond",
+            ),
             ("5S", "unknown unit `S`"),
-            ("s", "`s` does not start with a number"),
-            ("+5", "`+5` does not start with a number"),
-            ("abc", "`abc` does not start with a number"),
+            ("s", "`s` is not a duration: `s` has no number before it"),
+            ("+5", "`+5` is not a duration"),
+            ("abc", "`abc` is not a duration"),
             (
                 "18446744073709551616",
                 "`18446744073709551616` is longer than the maximum of 10 years (315360000s)",

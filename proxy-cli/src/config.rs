@@ -41,7 +41,7 @@ use toml::Spanned;
 
 use crate::args::{
     BalanceArg, Common, Listen, LogFormat, ProxyProtocolArg, RelayArg, ResolverArg, TcpPlan,
-    UdpPlan, parse_admin, parse_duration,
+    UdpPlan, parse_admin, parse_duration, parse_size,
 };
 
 /// A checked configuration file.
@@ -264,10 +264,10 @@ struct RawEntry {
     relay: Option<Spanned<String>>,
     reuse_port: Option<bool>,
     backlog: Option<u32>,
-    pipe_size: Option<usize>,
+    pipe_size: Option<Spanned<RawSize>>,
     max_sessions: Option<usize>,
     batch_size: Option<usize>,
-    socket_buffer: Option<usize>,
+    socket_buffer: Option<Spanned<RawSize>>,
     balance: Option<Spanned<String>>,
     affinity_timeout: Option<Spanned<RawDuration>>,
     eject_after: Option<u32>,
@@ -291,6 +291,14 @@ struct RawEntry {
 #[serde(untagged)]
 enum RawDuration {
     Seconds(u64),
+    Text(String),
+}
+
+/// A size: bytes, or text with a suffix (`"8M"`), as on the command line.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
     Text(String),
 }
 
@@ -438,6 +446,15 @@ impl Context<'_> {
             RawDuration::Text(t) => parse_duration(t),
         }
         .map_err(|e| self.error(d.span(), key, &e))
+    }
+
+    fn size(&self, v: &Spanned<RawSize>, key: &str) -> Result<usize, ConfigError> {
+        match v.get_ref() {
+            // The one size parser, for its checks and its messages.
+            RawSize::Bytes(n) => parse_size(&n.to_string()),
+            RawSize::Text(t) => parse_size(t),
+        }
+        .map_err(|e| self.error(v.span(), key, &e))
     }
 
     fn listen(&self, l: &Spanned<RawListen>, key: &str) -> Result<Listen, ConfigError> {
@@ -628,10 +645,14 @@ impl Context<'_> {
             }
             s.reuse_port = e.reuse_port.unwrap_or(s.reuse_port);
             s.backlog = e.backlog.or(s.backlog);
-            s.pipe_size = e.pipe_size.or(s.pipe_size);
+            if let Some(v) = &e.pipe_size {
+                s.pipe_size = Some(self.size(v, &key("pipe_size"))?);
+            }
             s.max_sessions = e.max_sessions.or(s.max_sessions);
             s.batch_size = e.batch_size.or(s.batch_size);
-            s.socket_buffer = e.socket_buffer.or(s.socket_buffer);
+            if let Some(v) = &e.socket_buffer {
+                s.socket_buffer = Some(self.size(v, &key("socket_buffer"))?);
+            }
             // 0 lifts a limit [defaults] set.
             let limit = |n: usize| (n > 0).then_some(n);
             if let Some(n) = e.max_connections {
@@ -768,7 +789,7 @@ idle_timeout = 0
             ),
             (
                 "[defaults]\nidle_timeout = \"5x\"\n",
-                "proxy.toml:2: defaults.idle_timeout: unknown unit `x`",
+                "proxy.toml:2: defaults.idle_timeout: `5x` is not a duration: unknown unit `x`",
             ),
             (
                 "[defaults]\ntagret = 1\n",
@@ -942,5 +963,49 @@ idle_timeout = 0
         assert!(!c.forwards.is_empty());
         let dns = c.forwards.iter().find(|f| f.name == "dns").expect("dns");
         assert_eq!(dns.udp.as_ref().unwrap().socket_buffer, Some(8 << 20));
+    }
+
+    /// Sizes and durations read as on the command line: one parser each, whatever the
+    /// front end (`socket_buffer = "8M"` used to fail here while `--socket-buffer 8M`
+    /// worked).
+    #[test]
+    fn sizes_and_durations_read_as_the_flags_do() {
+        let c = parse(
+            "[[forward]]\nname = \"dns\"\nprotocol = \"tcp,udp\"\nlisten = 53\ntarget = \"a:53\"\n\
+             socket_buffer = \"8M\"\npipe_size = \"1M\"\nidle_timeout = \"1h30m\"\n\
+             connect_timeout = \"1.5s\"\n",
+            "proxy.toml",
+        )
+        .unwrap();
+        let f = &c.forwards[0];
+        let (tcp, udp) = (f.tcp.as_ref().unwrap(), f.udp.as_ref().unwrap());
+        assert_eq!(
+            udp.socket_buffer,
+            Some(crate::args::parse_size("8M").unwrap())
+        );
+        assert_eq!(tcp.pipe_size, Some(1 << 20));
+        assert_eq!(tcp.common.timeouts.idle, Some(Duration::from_secs(5400)));
+        assert_eq!(tcp.common.timeouts.connect, Duration::from_millis(1500));
+        // Plain numbers still mean bytes and seconds.
+        let c = parse(
+            "[defaults]\nsocket_buffer = 65536\nidle_timeout = 90\n[[forward]]\nname = \"a\"\n\
+             protocol = \"udp\"\nlisten = 1\ntarget = \"a:1\"\n",
+            "proxy.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.forwards[0].udp.as_ref().unwrap().socket_buffer,
+            Some(65_536)
+        );
+        let e = err("[defaults]\nsocket_buffer = \"8T\"\n");
+        assert!(
+            e.starts_with("proxy.toml:2: defaults.socket_buffer: `8T` is not a size"),
+            "{e}"
+        );
+        let e = err("[defaults]\npipe_size = \"lots\"\n");
+        assert!(
+            e.starts_with("proxy.toml:2: defaults.pipe_size: `lots`"),
+            "{e}"
+        );
     }
 }

@@ -60,6 +60,7 @@ mod target;
 mod tcp;
 mod timeout;
 mod udp;
+pub mod value;
 
 pub use balance::{Balance, Ejection, HealthCheck};
 pub use cidr::{Access, Cidr, CidrError};
