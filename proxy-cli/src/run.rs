@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
-use proxy_core::{ErrorKind, ForwarderHandle, Host, Target};
+use proxy_core::{
+    ErrorKind, ForwarderHandle, Host, SamePortError, Target, TcpForwarder, UdpForwarder,
+    start_same_port,
+};
 use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -24,10 +27,6 @@ use crate::logging::{self, LogFlush};
 use crate::registry::{Forwards, Protocol, Registered, listen_name};
 use crate::supervise::Supervisor;
 use crate::systemd::{self, Wants};
-
-/// How many ports `proxy tcp,udp 0 ...` tries before giving up when the UDP side of the
-/// port TCP got from the kernel is taken.
-const SAME_PORT_TRIES: u32 = 10;
 
 /// Raises the soft limit on open files to the hard limit, as nginx's
 /// `worker_rlimit_nofile` and Go's runtime do: every relayed TCP connection holds two
@@ -326,39 +325,9 @@ async fn tcp_udp(
         let udp = register(forwards, Protocol::Udp, &plan.udp.common.target, udp);
         return serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.common.drain).await;
     }
-    let kernel_port = plan.tcp.common.listen.addrs().iter().any(|a| a.port() == 0);
-    let mut passed_over = Vec::new();
-    let started = async {
-        for attempt in 1..=SAME_PORT_TRIES {
-            let tcp = start_tcp(&plan.tcp, resolver.clone()).context("TCP")?;
-            let listen = tcp.local_addrs().to_vec();
-            match build_udp(&plan.udp, listen.clone(), resolver.clone())?.start() {
-                Ok(udp) => return Ok((tcp, udp)),
-                Err(e) if kernel_port && address_in_use(&e) && attempt < SAME_PORT_TRIES => {
-                    tracing::warn!(
-                        error = %e,
-                        cause = %source_of(&e),
-                        "UDP cannot bind the port TCP got ({}); trying another port \
-                         (attempt {} of {SAME_PORT_TRIES})",
-                        show_addrs(&listen),
-                        attempt + 1,
-                    );
-                    passed_over.push(tcp);
-                }
-                Err(e) => {
-                    passed_over.push(tcp);
-                    return Err(anyhow::Error::from(e).context("UDP"));
-                }
-            }
-        }
-        unreachable!("the last attempt returns")
-    }
-    .await;
-    // Nothing was forwarded on the ports passed over that is worth waiting for.
-    for tcp in passed_over {
-        tcp.shutdown(Duration::ZERO).await;
-    }
-    let (tcp, udp) = started?;
+    let tcp = build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver.clone())?;
+    let udp = build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver)?;
+    let (tcp, udp) = start_both(&tcp, &udp, &plan.tcp.common.listen)?;
     let tcp = register(forwards, Protocol::Tcp, &plan.tcp.common.target, tcp);
     let udp = register(forwards, Protocol::Udp, &plan.udp.common.target, udp);
     serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.common.drain).await
@@ -379,6 +348,32 @@ fn start_tcp(plan: &TcpPlan, resolver: Arc<dyn Resolve>) -> anyhow::Result<Forwa
     start_with_ipv4_fallback(&plan.common.listen, |listen| {
         Ok(build_tcp(plan, listen, resolver.clone())?.start())
     })
+}
+
+/// TCP and UDP on the same port ([`start_same_port`], which searches when the kernel
+/// chooses it); where they listen on every address and the host has no IPv6, on IPv4.
+pub(crate) fn start_both(
+    tcp: &TcpForwarder,
+    udp: &UdpForwarder,
+    listen: &Listen,
+) -> anyhow::Result<(ForwarderHandle, ForwarderHandle)> {
+    // The messages name the protocol that failed: `TCP: failed to bind ...`.
+    let named =
+        |e: SamePortError| anyhow::Error::from(e.error).context(if e.tcp { "TCP" } else { "UDP" });
+    match start_same_port(tcp, udp) {
+        Ok(pair) => Ok(pair),
+        Err(e) => match listen.ipv4_fallback() {
+            Some(v4) if e.tcp && ipv6_unavailable(&e.error) => {
+                tracing::warn!(
+                    error = %e.error,
+                    cause = %source_of(&e.error),
+                    "IPv6 is not available; listening on IPv4 only"
+                );
+                start_same_port(&tcp.with_listen(v4)?, udp).map_err(named)
+            }
+            _ => Err(named(e)),
+        },
+    }
 }
 
 /// Starts a forwarder on `listen`'s addresses with `start`; when that fails because this
@@ -440,14 +435,6 @@ pub(crate) fn build_udp(
     plan.builder(listen, resolver)
         .build()
         .map_err(|e| UsageError(format!("invalid settings: {e}")))
-}
-
-fn show_addrs(addrs: &[SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The I/O error under a forwarder error.

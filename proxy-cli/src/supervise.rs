@@ -17,14 +17,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use proxy_core::{Forwarder, ForwarderHandle};
 use tokio::task::JoinSet;
 
 use crate::args::{Listen, UsageError};
 use crate::config::{self, ConfigFile};
 use crate::registry::{Forwards, Protocol, Registered};
-use crate::run::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of};
+use crate::run::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of, start_both};
 
 /// One protocol of one `[[forward]]`: its name and protocol, and where it listens.
 pub(crate) type Key = (String, Protocol);
@@ -64,9 +63,8 @@ impl Supervisor {
             drain: config.drain,
             removed: JoinSet::new(),
         };
-        for (key, built) in build_all(config)? {
-            let handle = start(&built).with_context(|| format!("forward `{}`", key.0))?;
-            let registered = forwards.register(key.0.clone(), key.1, &built.target, handle);
+        for (key, handle, target) in start_new(&build_all(config)?, |_| true)? {
+            let registered = forwards.register(key.0.clone(), key.1, target, handle);
             supervisor.running.insert(key, registered);
         }
         Ok(supervisor)
@@ -89,21 +87,9 @@ impl Supervisor {
         let renamed = self.renamed(&wanted);
 
         // Start what is new, all or none.
-        let mut started: Vec<(Key, ForwarderHandle, String)> = Vec::new();
-        for (key, built) in &wanted {
-            if self.running.contains_key(key) || renamed.iter().any(|(_, new)| new == key) {
-                continue;
-            }
-            match start(built) {
-                Ok(handle) => started.push((key.clone(), handle, built.target.clone())),
-                Err(e) => {
-                    for (_, handle, _) in started {
-                        handle.shutdown(Duration::ZERO).await;
-                    }
-                    return Err(e.context(format!("forward `{}`", key.0)));
-                }
-            }
-        }
+        let started = start_new(&wanted, |key| {
+            !self.running.contains_key(key) && !renamed.iter().any(|(_, new)| new == key)
+        })?;
 
         // Rename what took a new name; it takes its new settings below.
         for (old, new) in renamed {
@@ -239,6 +225,40 @@ pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Bui
         }
     }
     Ok(all)
+}
+
+/// Starts the forwards of `wanted` that `new` picks, all or none (on an error, those
+/// started are dropped, which closes them at once). The two protocols of a `tcp,udp`
+/// forward start together on one port, also one the kernel chooses.
+fn start_new(
+    wanted: &BTreeMap<Key, Built>,
+    new: impl Fn(&Key) -> bool,
+) -> anyhow::Result<Vec<(Key, ForwarderHandle, String)>> {
+    let mut started = Vec::new();
+    for (key, built) in wanted.iter().filter(|(key, _)| new(key)) {
+        let named = |e: anyhow::Error| e.context(format!("forward `{}`", key.0));
+        let udp_key = (key.0.clone(), Protocol::Udp);
+        let pair = (key.1 == Protocol::Tcp && new(&udp_key))
+            .then(|| wanted.get(&udp_key))
+            .flatten();
+        match (&built.forwarder, pair.map(|udp| &udp.forwarder)) {
+            (Forwarder::Tcp(tcp), Some(Forwarder::Udp(udp))) => {
+                let (tcp, udp) = start_both(tcp, udp, &built.listen).map_err(named)?;
+                started.push((key.clone(), tcp, built.target.clone()));
+                started.push((udp_key, udp, built.target.clone()));
+            }
+            // Started with its TCP half.
+            _ if key.1 == Protocol::Udp
+                && new(&(key.0.clone(), Protocol::Tcp))
+                && wanted.contains_key(&(key.0.clone(), Protocol::Tcp)) => {}
+            _ => started.push((
+                key.clone(),
+                start(built).map_err(named)?,
+                built.target.clone(),
+            )),
+        }
+    }
+    Ok(started)
 }
 
 /// Starts `built`; where it listens on every address and the host has no IPv6, on IPv4.

@@ -139,7 +139,7 @@ fn a_bad_file_at_start_exits_2_naming_file_line_and_key() {
         support::proxy::run(&["run", "--config", file.path().to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     let want = format!(
-        "{}:2: defaults.idle_timeout: unknown unit `x`",
+        "{}:2: defaults.idle_timeout: `5x` is not a duration: unknown unit `x`",
         file.path().display()
     );
     assert!(stderr.contains(&want), "{stderr}");
@@ -254,4 +254,37 @@ fn sighup_renames_a_forward_on_the_same_port() {
     );
     assert!(!metrics.contains(&series("old-name")), "{metrics}");
     assert_eq!(echo.accepted(), 2);
+}
+
+/// A `tcp,udp` forward on port 0 serves both protocols on one port the kernel chose, at
+/// start and when a reload adds one (each protocol used to get a port of its own).
+#[test]
+fn tcp_udp_forwards_on_port_0_get_one_port_for_both() {
+    let first: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let second: SocketAddr = "127.0.0.2:9".parse().unwrap();
+    let file = TempPath::new("run-config-both.toml");
+    file.write(&forward("both", "tcp,udp", first));
+    let proxy = Proxy::start(&["run", "--config", file.path().to_str().unwrap()]);
+    let same_port = |target: SocketAddr| {
+        let target = target.to_string();
+        let tcp = proxy.proto_listen_addr(support::proxy::Proto::Tcp, &target);
+        let udp = proxy.proto_listen_addr(support::proxy::Proto::Udp, &target);
+        assert_eq!(tcp, udp, "{}", proxy.stderr());
+        // Both are really bound there.
+        assert!(TcpStream::connect(tcp).is_ok(), "TCP {tcp}");
+        assert!(UdpSocket::bind(udp).is_err(), "UDP {udp} is not bound");
+    };
+    same_port(first);
+    file.write(&format!(
+        "{}{}",
+        forward("both", "tcp,udp", first),
+        forward("more", "tcp,udp", second)
+    ));
+    reload(&proxy, 0);
+    assert!(
+        proxy.count_lines(|l| l.contains("reload rejected")) == 0,
+        "{}",
+        proxy.stderr()
+    );
+    same_port(second);
 }
