@@ -382,6 +382,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub deny: Vec<Cidr>,
 
+    /// The most TCP connections (or UDP sessions) open at once, across the listen
+    /// addresses; past it, new ones are reset (datagrams dropped) and counted, and open
+    /// ones are untouched. Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
     /// The most TCP connections (or UDP sessions) open at once from one client IP; past
     /// it, its new connections are reset (datagrams dropped) and counted. Off by default.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -469,11 +475,6 @@ pub struct TcpFlags {
     /// Close every connection at this age, busy or not. 0 (the default) disables it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub max_lifetime: Option<Duration>,
-
-    /// The most connections open at once; past it, new ones are reset at once and
-    /// counted (open ones are untouched). Off by default.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: Option<u32>,
 
     /// The listen backlog (the kernel caps it at net.core.somaxconn). [default: 1024]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -892,9 +893,11 @@ impl Common {
     }
 }
 
-/// The limits every protocol takes: per client IP and the accept rate.
+/// The limits every protocol takes: connections (UDP: sessions) open at once, in all
+/// and per client IP, and the accept rate.
 fn common_limits(common: &CommonArgs) -> Limits {
     let mut limits = Limits::default();
+    limits.max_connections = common.max_connections.map(|n| n as usize);
     limits.max_per_source = common.max_per_source.map(|n| n as usize);
     limits.accept_rate = common
         .accept_rate
@@ -933,7 +936,6 @@ fn udp_session_idle(idle: Option<Duration>) -> Option<Duration> {
 
 fn tcp_plan(mut common: Common, timeouts: Timeouts, t: &TcpFlags) -> TcpPlan {
     common.timeouts = timeouts;
-    common.limits.max_connections = t.max_connections.map(|n| n as usize);
     TcpPlan {
         common,
         accept_proxy: (!t.accept_proxy_from.is_empty()).then(|| {
@@ -1806,8 +1808,10 @@ mod tests {
         want.max_per_source = Some(20);
         want.accept_rate = Some(Rate::per_second(50));
         assert_eq!(plan.tcp.common.limits, want);
-        want.max_connections = None;
-        assert_eq!(plan.udp.common.limits, want, "--max-connections is TCP's");
+        assert_eq!(
+            plan.udp.common.limits, want,
+            "--max-connections counts UDP sessions, as in the library and the C API"
+        );
         let plan = udp(&["53", "dns", "--accept-rate", "5", "--accept-burst", "100"])
             .plan()
             .unwrap();
@@ -1827,8 +1831,8 @@ mod tests {
             let e = parse(args).unwrap_err();
             assert!(e.to_string().contains(&format!("'{bad}'")), "{args:?}: {e}");
         }
-        let e = parse(&["udp", "53", "dns", "--max-connections", "5"]).unwrap_err();
-        assert!(e.to_string().contains("--max-connections"), "{e}");
+        let plan = udp(&["53", "dns", "--max-connections", "5"]).plan().unwrap();
+        assert_eq!(plan.common.limits.max_connections, Some(5), "UDP sessions too");
         let e = parse(&["tcp", "80", "web", "--accept-burst", "5"]).unwrap_err();
         assert!(e.to_string().contains("--accept-rate"), "{e}");
     }

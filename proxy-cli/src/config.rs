@@ -361,11 +361,8 @@ impl Settings {
     }
 
     fn udp_plan(&self, listen: Listen, target: Target, drain: Duration) -> UdpPlan {
-        let mut common = self.common(listen, target, drain);
-        // The most connections is TCP's; a UDP table evicts past max_sessions.
-        common.limits.max_connections = None;
         UdpPlan {
-            common,
+            common: self.common(listen, target, drain),
             max_sessions: self.max_sessions,
             batch_size: self.batch_size,
             socket_buffer: self.socket_buffer,
@@ -931,11 +928,10 @@ idle_timeout = 0
         want.max_per_source = Some(10);
         want.accept_rate = Some(Rate::per_second(100).burst(300));
         assert_eq!(a.tcp.as_ref().unwrap().common.limits, want);
-        want.max_connections = None;
         assert_eq!(
             a.udp.as_ref().unwrap().common.limits,
             want,
-            "max_connections is TCP's"
+            "max_connections counts UDP sessions, as on the command line and in C"
         );
         let b = c.forwards[1].tcp.as_ref().unwrap();
         assert_eq!(
