@@ -1831,8 +1831,14 @@ mod tests {
             let e = parse(args).unwrap_err();
             assert!(e.to_string().contains(&format!("'{bad}'")), "{args:?}: {e}");
         }
-        let plan = udp(&["53", "dns", "--max-connections", "5"]).plan().unwrap();
-        assert_eq!(plan.common.limits.max_connections, Some(5), "UDP sessions too");
+        let plan = udp(&["53", "dns", "--max-connections", "5"])
+            .plan()
+            .unwrap();
+        assert_eq!(
+            plan.common.limits.max_connections,
+            Some(5),
+            "UDP sessions too"
+        );
         let e = parse(&["tcp", "80", "web", "--accept-burst", "5"]).unwrap_err();
         assert!(e.to_string().contains("--accept-rate"), "{e}");
     }

@@ -19,9 +19,12 @@
 //! udp_idle_timeout = "1s"       # any default can be set per forward
 //! ```
 //!
-//! Durations are strings such as `"500ms"`, `"30s"`, `"5m"`, or integers (seconds), at
-//! most 10 years, read by the CLI's one duration parser; `0` turns the idle, half-close,
-//! lifetime and UDP idle timers off. Errors name the file, the line and the key.
+//! Durations are strings such as `"500ms"`, `"1.5s"`, `"1h30m"`, or integers (seconds),
+//! at most 10 years, and sizes bytes or strings such as `"8M"`, read by the same parsers
+//! as the flags (`proxy_core::value`); `0` turns the idle, half-close, lifetime and UDP
+//! idle timers off. `idle_timeout` applies to TCP connections and UDP sessions, as
+//! `--idle-timeout` does; `udp_idle_timeout` sets UDP's alone. Errors name the file, the
+//! line and the key.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -538,8 +541,11 @@ impl Context<'_> {
                 t.connect_total = nonzero(d, "connect_total_timeout")?;
                 total_set = true;
             }
+            // As `--idle-timeout`: TCP connections and UDP sessions alike; the more
+            // specific `udp_idle_timeout` of the same section wins for UDP.
             if let Some(d) = &e.idle_timeout {
                 t.idle = optional(d, "idle_timeout")?;
+                t.udp_session_idle = t.idle;
             }
             if let Some(d) = &e.half_close_timeout {
                 t.half_close = optional(d, "half_close_timeout")?;
@@ -989,9 +995,24 @@ idle_timeout = 0
             "proxy.toml",
         )
         .unwrap();
+        let udp = c.forwards[0].udp.as_ref().unwrap();
+        assert_eq!(udp.socket_buffer, Some(65_536));
         assert_eq!(
-            c.forwards[0].udp.as_ref().unwrap().socket_buffer,
-            Some(65_536)
+            udp.common.timeouts.udp_session_idle,
+            Some(Duration::from_secs(90)),
+            "idle_timeout is UDP's too, as --idle-timeout is"
+        );
+        // A forward's own key wins over [defaults], whichever of the two it is.
+        let c = parse(
+            "[defaults]\nudp_idle_timeout = 1\n[[forward]]\nname = \"a\"\nprotocol = \"udp\"\n\
+             listen = 1\ntarget = \"a:1\"\nidle_timeout = \"10m\"\n",
+            "proxy.toml",
+        )
+        .unwrap();
+        let udp = c.forwards[0].udp.as_ref().unwrap();
+        assert_eq!(
+            udp.common.timeouts.udp_session_idle,
+            Some(Duration::from_secs(600))
         );
         let e = err("[defaults]\nsocket_buffer = \"8T\"\n");
         assert!(
