@@ -73,6 +73,24 @@ pub struct ForwardPlan {
     pub udp: Option<UdpPlan>,
 }
 
+impl ForwardPlan {
+    /// Checks every setting as the library will when the forward starts (builds without
+    /// binding or resolving anything).
+    fn check(&self) -> Result<(), proxy_core::BuildError> {
+        // Building resolves nothing: any resolver will do.
+        let resolver: std::sync::Arc<dyn proxy_core::resolve::Resolve> =
+            std::sync::Arc::new(proxy_core::resolve::SystemResolver::new());
+        if let Some(tcp) = &self.tcp {
+            tcp.builder(tcp.common.listen.addrs(), resolver.clone())
+                .build()?;
+        }
+        if let Some(udp) = &self.udp {
+            udp.builder(udp.common.listen.addrs(), resolver).build()?;
+        }
+        Ok(())
+    }
+}
+
 /// A configuration file that cannot be used; the message names the file, line and key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -107,7 +125,8 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
 pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
     let cx = Context { text, file };
     let raw: RawFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
-    let defaults = raw.defaults.unwrap_or_default();
+    let defaults_span = raw.defaults.as_ref().map(Spanned::span);
+    let defaults = raw.defaults.map(Spanned::into_inner).unwrap_or_default();
     for (key, value) in [
         ("name", defaults.name.as_ref().map(Spanned::span)),
         ("protocol", defaults.protocol.as_ref().map(Spanned::span)),
@@ -210,11 +229,20 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
             return Err(cx.error(span, &at("name"), &format!("`{name}` is used twice")));
         }
         let settings = cx.settings(&defaults, entry, &i)?;
-        forwards.push(ForwardPlan {
+        let forward = ForwardPlan {
             name,
             tcp: tcp.then(|| settings.tcp_plan(listen.clone(), target.clone(), drain)),
             udp: udp.then(|| settings.udp_plan(listen.clone(), target.clone(), drain)),
-        });
+        };
+        // The library's checks, named where the file sets the key at fault.
+        if let Err(e) = forward.check() {
+            let tables = [
+                (at(""), Some(whole.clone())),
+                ("defaults.".into(), defaults_span.clone()),
+            ];
+            return Err(cx.key_error(&tables, e.key(), &e.to_string()));
+        }
+        forwards.push(forward);
     }
     Ok(ConfigFile {
         admin,
@@ -223,6 +251,68 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         drain,
         forwards,
     })
+}
+
+/// The toml crate's message for a value of the wrong shape, in the file's terms: what the
+/// key takes and the `value` written.
+fn plain_message(message: &str, value: &str) -> String {
+    let takes = |what: &str| format!("`{value}` is not {what}");
+    if let Some(kind) = message.strip_prefix("data did not match any variant of untagged enum ") {
+        return match kind {
+            "RawListen" => {
+                takes("a listen address: use a port (0-65535), \"IP:PORT\", or a list of them")
+            }
+            "RawDuration" => {
+                takes("a duration: use seconds, or text such as \"1.5s\" or \"1h30m\"")
+            }
+            "RawSize" => takes("a size: use bytes, or text such as \"8M\""),
+            _ => message.to_owned(),
+        };
+    }
+    let expected = message
+        .split_once(", expected ")
+        .filter(|(found, _)| {
+            found.starts_with("invalid type: ") || found.starts_with("invalid value: ")
+        })
+        .map(|(_, expected)| expected);
+    match expected {
+        Some("i64") => takes("a whole number"),
+        Some("u64" | "u32" | "u16" | "usize") => takes("a whole number of 0 or more"),
+        Some("a boolean") => takes("true or false"),
+        Some("a string") => takes("text (write it in quotes)"),
+        Some("a sequence") => takes("a list (write it in [ ])"),
+        _ => message.to_owned(),
+    }
+}
+
+/// One line per forward of `config`, for `--check`: its name, protocols, where it
+/// listens and where it forwards to.
+pub fn summary(config: &ConfigFile) -> Vec<String> {
+    config
+        .forwards
+        .iter()
+        .map(|f| {
+            let common = f
+                .tcp
+                .as_ref()
+                .map(|t| &t.common)
+                .or(f.udp.as_ref().map(|u| &u.common));
+            let protocols = match (&f.tcp, &f.udp) {
+                (Some(_), Some(_)) => "tcp,udp",
+                (Some(_), None) => "tcp",
+                _ => "udp",
+            };
+            match common {
+                Some(c) => format!(
+                    "forward `{}`: {protocols} {} -> {}",
+                    f.name,
+                    listen_name(&c.listen),
+                    c.target
+                ),
+                None => format!("forward `{}`: nothing to forward", f.name),
+            }
+        })
+        .collect()
 }
 
 fn listen_name(listen: &Listen) -> String {
@@ -243,7 +333,7 @@ struct RawFile {
     admin: Option<Spanned<String>>,
     log_format: Option<Spanned<String>>,
     threads: Option<Spanned<i64>>,
-    defaults: Option<RawEntry>,
+    defaults: Option<Spanned<RawEntry>>,
     #[serde(default)]
     forward: Vec<Spanned<RawEntry>>,
 }
@@ -418,16 +508,62 @@ impl Context<'_> {
         }
     }
 
-    /// A TOML or schema error from the toml crate, with the key read off its line.
+    /// The text of the table whose header is at `header`: up to the next header.
+    fn table(&self, header: &Range<usize>) -> Range<usize> {
+        let body = header.end.min(self.text.len());
+        let end = self.text[body..]
+            .split_inclusive('\n')
+            .scan(body, |at, line| {
+                let start = *at;
+                *at += line.len();
+                Some((start, line))
+            })
+            .find(|(_, line)| line.trim_start().starts_with('['))
+            .map_or(self.text.len(), |(start, _)| start);
+        header.start..end
+    }
+
+    /// An error about `key`, at the line of the first of `tables` (each a prefix for the
+    /// key, and the span of the table's header) that sets it; at the first table's header
+    /// otherwise.
+    fn key_error(
+        &self,
+        tables: &[(String, Option<Range<usize>>)],
+        key: &str,
+        message: &str,
+    ) -> ConfigError {
+        for (prefix, header) in tables {
+            let Some(header) = header else { continue };
+            let span = self.table(header);
+            let Some(table) = self.text.get(span.clone()) else {
+                continue;
+            };
+            let mut offset = span.start;
+            for line in table.split_inclusive('\n') {
+                if line.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+                    return self.error(offset..offset, &format!("{prefix}{key}"), message);
+                }
+                offset += line.len();
+            }
+        }
+        let (prefix, span) = &tables[0];
+        let start = span.as_ref().map_or(0, |s| s.start);
+        self.error(start..start, &format!("{prefix}{key}"), message)
+    }
+
+    /// A TOML or schema error from the toml crate, with the key read off its line, and in
+    /// words a user knows rather than the deserializer's types.
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let message = e.message().trim_end();
         let Some(span) = e.span() else {
             return ConfigError {
-                message: format!("{}: {message}", self.file),
+                message: format!("{}: {}", self.file, e.message().trim_end()),
             };
         };
         let line = self.line(span.start);
         let text = self.text.lines().nth(line - 1).unwrap_or("");
+        let value = text.split_once('=').map_or("", |(_, v)| v.trim());
+        let message = plain_message(e.message().trim_end(), value);
+        let message = message.as_str();
         let key = text
             .split_once('=')
             .map(|(k, _)| k.trim())
@@ -800,7 +936,7 @@ idle_timeout = 0
             ),
             (
                 "[defaults]\nbacklog = \"many\"\n",
-                "proxy.toml:2: backlog: invalid type",
+                "proxy.toml:2: backlog: `\"many\"` is not a whole number of 0 or more",
             ),
             (
                 "[[forward]]\nprotocol = \"tcp\"\nlisten = \"localhost\"\ntarget = \"a:1\"\n",
@@ -854,6 +990,36 @@ idle_timeout = 0
                 "proxy.toml:2: defaults.connect_timeout: must be greater than 0",
             ),
             ("[[forward]\n", "proxy.toml:1:"),
+            // The library's checks, at the line of the key at fault.
+            (
+                "[[forward]]\nname = \"a\"\nprotocol = \"udp\"\nlisten = 53\ntarget = \"a:53\"\nmax_sessions = 0\n",
+                "proxy.toml:6: forward[0].max_sessions: the UDP session limit must be at least 1",
+            ),
+            (
+                "[defaults]\nbatch_size = 100\n[[forward]]\nname = \"a\"\nprotocol = \"udp\"\nlisten = 53\ntarget = \"a:53\"\n",
+                "proxy.toml:2: defaults.batch_size: UDP batch size 100 is outside 1..=64",
+            ),
+            (
+                "[[forward]]\nname = \"a\"\nprotocol = \"tcp\"\nlisten = 53\ntarget = \"a:53\"\npipe_size = \"1K\"\n",
+                "proxy.toml:6: forward[0].pipe_size: pipe size 1024 is outside",
+            ),
+            // Values of the wrong shape, in the file's terms.
+            (
+                "[[forward]]\nname = \"a\"\nprotocol = \"udp\"\nlisten = 70000\ntarget = \"a:53\"\n",
+                "proxy.toml:4: listen: `70000` is not a listen address: use a port (0-65535)",
+            ),
+            (
+                "threads = \"2\"\n",
+                "proxy.toml:1: threads: `\"2\"` is not a whole number",
+            ),
+            (
+                "[defaults]\nmax_connections = -1\n",
+                "proxy.toml:2: max_connections: `-1` is not a whole number of 0 or more",
+            ),
+            (
+                "[defaults]\nidle_timeout = true\n",
+                "proxy.toml:2: idle_timeout: `true` is not a duration",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);

@@ -156,6 +156,9 @@ fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
         }
         (Command::Run(_), Some(config)) => {
             crate::supervise::build_all(config)?;
+            for line in config::summary(config) {
+                println!("{line}");
+            }
         }
         (Command::Run(_), None) => unreachable!("the file was loaded before"),
     }

@@ -79,6 +79,18 @@ fn config_files_are_checked_without_starting() {
     let (code, stdout, stderr) = run(&["--check", "run", "--config", example]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("ok"), "{stdout}");
+    // One line per forward: name, protocols, listen and target.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "forward `dns`: tcp,udp 53 -> kube-dns.kube-system:53"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l
+            == "forward `web`: tcp 127.0.0.1:8080,[::1]:8080 -> web.default.svc.cluster.local:80"),
+        "{stdout}"
+    );
 
     let bad = TempPath::new("check.toml");
     bad.write("[[forward]]\nprotocol = \"udp\"\nlisten = 80\ntarget = \"a:1\"\nbatch_size = 999\n");

@@ -262,6 +262,52 @@ impl fmt::Display for BuildError {
     }
 }
 
+impl BuildError {
+    /// The setting at fault, by the name the config file, the flags (with `-` for `_`) and
+    /// the C keys give it, so a front end can point at where the user wrote it.
+    ///
+    /// ```
+    /// use proxy_core::UdpForwarder;
+    ///
+    /// let e = UdpForwarder::builder(["127.0.0.1:0".parse()?], "127.0.0.1:53".parse()?)
+    ///     .max_sessions(0)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(e.key(), "max_sessions");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn key(&self) -> &'static str {
+        match self {
+            BuildError::NoListenAddress | BuildError::DuplicateListenAddress(_) => "listen",
+            BuildError::ZeroTimeout(name) | BuildError::TooLong(name) => timeout_key(name),
+            BuildError::ConnectTimeoutExceedsTotal => "connect_timeout",
+            BuildError::PipeSize(_) => "pipe_size",
+            BuildError::BufferSize(_) => "buffer_size",
+            BuildError::Backlog => "backlog",
+            BuildError::MaxSessions => "max_sessions",
+            BuildError::BatchSize(_) => "batch_size",
+            BuildError::AffinityTimeout => "affinity_timeout",
+            BuildError::Ejection => "eject_after",
+            BuildError::ProxyProtocolV1Udp => "proxy_protocol",
+            BuildError::HealthCheck => "health_check_interval",
+            BuildError::ZeroLimit(name) => name,
+        }
+    }
+}
+
+/// The setting's name for a [`Timeouts`](crate::Timeouts) field (other names are
+/// settings' names already).
+fn timeout_key(field: &'static str) -> &'static str {
+    match field {
+        "connect" => "connect_timeout",
+        "connect_total" => "connect_total_timeout",
+        "idle" => "idle_timeout",
+        "half_close" => "half_close_timeout",
+        "udp_session_idle" => "udp_idle_timeout",
+        other => other,
+    }
+}
+
 impl std::error::Error for BuildError {}
 
 #[cfg(test)]
