@@ -43,7 +43,8 @@ use crate::args::{self, CommonArgs, TcpFlags, TcpUdpPlan, UdpFlags, UsageError};
 /// The transport of a SPEC: TCP, the default, or UDP (`/udp`).
 pub use crate::registry::Protocol;
 use crate::registry::{Forwards, Registered};
-use crate::run::{self as running, Signals};
+use crate::shutdown::{self, Signals};
+use crate::start;
 
 /// How many kernel-chosen ports one SPEC tries before giving up, when the port the first
 /// address got is taken on another address.
@@ -489,14 +490,14 @@ pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> 
     let plan = args.plan()?;
     // Installed before anything is bound, so a signal after the first line drains.
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver: Arc<dyn Resolve> = Arc::new(SharedLookups::new(running::resolver(
+    let resolver: Arc<dyn Resolve> = Arc::new(SharedLookups::new(start::resolver(
         &Target::new(plan.host.clone(), 0),
         plan.settings.tcp.common.resolver,
     )?));
     // Reject bad settings (exit code 2) before binding anything.
     let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    running::build_tcp(&plan.settings.tcp, vec![probe], resolver.clone())?;
-    running::build_udp(&plan.settings.udp, vec![probe], resolver.clone())?;
+    start::build_tcp(&plan.settings.tcp, vec![probe], resolver.clone())?;
+    start::build_udp(&plan.settings.udp, vec![probe], resolver.clone())?;
     if let Some(file) = &plan.ports_file {
         // A file left from an earlier run must not be read as this run's.
         remove_file(file).with_context(|| format!("--ports-file {}", file.display()))?;
@@ -701,14 +702,14 @@ async fn drain_all(
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     forwards.set_draining();
-    let (open, sessions) = running::open_counts(&handles);
+    let (open, sessions) = shutdown::open_counts(&handles);
     tracing::info!(
         open,
         sessions,
         "no longer accepting; draining open connections and UDP sessions for up to {drain:?}"
     );
-    running::finish_drain(
-        running::shut_down_all(handles, drain),
+    shutdown::finish_drain(
+        shutdown::shut_down_all(handles, drain),
         signals,
         "connections and sessions",
         "connections",
@@ -768,10 +769,10 @@ impl Binder<'_> {
                         out.push((local, handle));
                         i += 1;
                     }
-                    Err(e) if addr.optional && running::ipv6_unavailable(&e) => {
+                    Err(e) if addr.optional && start::ipv6_unavailable(&e) => {
                         tracing::debug!(
                             error = %e,
-                            cause = %running::source_of(&e),
+                            cause = %start::source_of(&e),
                             "{} is not available on this host; not listening on it",
                             addr.ip
                         );
@@ -780,12 +781,12 @@ impl Binder<'_> {
                     Err(e)
                         if m.local == 0
                             && !out.is_empty()
-                            && running::address_in_use(&e)
+                            && start::address_in_use(&e)
                             && attempt < SAME_PORT_TRIES =>
                     {
                         tracing::warn!(
                             error = %e,
-                            cause = %running::source_of(&e),
+                            cause = %start::source_of(&e),
                             "the port {port} the kernel chose on {} is taken on {}; trying \
                              another port (attempt {} of {SAME_PORT_TRIES})",
                             out[0].0.ip(),
@@ -825,12 +826,12 @@ impl Binder<'_> {
             Protocol::Tcp => {
                 let mut plan = self.plan.settings.tcp.clone();
                 plan.common.target = target;
-                running::build_tcp(&plan, vec![listen], resolver)?.start()
+                start::build_tcp(&plan, vec![listen], resolver)?.start()
             }
             Protocol::Udp => {
                 let mut plan = self.plan.settings.udp.clone();
                 plan.common.target = target;
-                running::build_udp(&plan, vec![listen], resolver)?.start()
+                start::build_udp(&plan, vec![listen], resolver)?.start()
             }
         })
     }

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use proxy_core::{EndpointStats, StatsSnapshot};
 
 use crate::logging;
-use crate::registry::Protocol;
+use crate::protocol::Protocol;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

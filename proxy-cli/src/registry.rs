@@ -48,31 +48,7 @@ use std::time::Duration;
 use proxy_core::{ForwarderHandle, StatsReader};
 
 use crate::metrics::{Endpoint, ForwardMetrics};
-
-/// The protocol a forward serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP connections.
-    Tcp,
-    /// UDP sessions.
-    Udp,
-}
-
-impl Protocol {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::protocol::Protocol;
 
 /// A name for a forward from its protocol and bound addresses: `tcp:8080`, or
 /// `udp:53,5353` when the addresses have different ports.

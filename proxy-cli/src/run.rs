@@ -1,30 +1,26 @@
 //! Running a parsed command line: logging, the forwarder, signals, exit codes.
 
 use std::io::{self, IsTerminal};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
-use proxy_core::{
-    ErrorKind, ForwarderHandle, Host, SamePortError, Target, TcpForwarder, UdpForwarder,
-    start_same_port,
-};
-use tokio::task::JoinSet;
+use proxy_core::resolve::{Resolve, SystemResolver};
+use proxy_core::{ForwarderHandle, Target};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::admin::Admin;
-use crate::args::{
-    Cli, Command, Listen, LogFormat, ResolverArg, TcpArgs, TcpPlan, TcpUdpArgs, UdpArgs, UdpPlan,
-    UsageError,
-};
+use crate::args::{Cli, Command, LogFormat, TcpArgs, TcpUdpArgs, UdpArgs, UsageError};
 use crate::config::{self, ConfigFile};
 use crate::logging::{self, LogFlush};
 use crate::registry::{Forwards, Protocol, Registered, listen_name};
+use crate::shutdown::{Signals, finish_drain, open_counts, shut_down_all};
+use crate::start::{
+    build_tcp, build_udp, resolver, start_both, start_tcp, start_with_ipv4_fallback,
+};
 use crate::supervise::Supervisor;
 use crate::systemd::{self, Wants};
 
@@ -347,126 +343,6 @@ fn register(
     forwards.register(name, protocol, target, handle)
 }
 
-fn start_tcp(plan: &TcpPlan, resolver: Arc<dyn Resolve>) -> anyhow::Result<ForwarderHandle> {
-    start_with_ipv4_fallback(&plan.common.listen, |listen| {
-        Ok(build_tcp(plan, listen, resolver.clone())?.start())
-    })
-}
-
-/// TCP and UDP on the same port ([`start_same_port`], which searches when the kernel
-/// chooses it); where they listen on every address and the host has no IPv6, on IPv4.
-pub(crate) fn start_both(
-    tcp: &TcpForwarder,
-    udp: &UdpForwarder,
-    listen: &Listen,
-) -> anyhow::Result<(ForwarderHandle, ForwarderHandle)> {
-    // The messages name the protocol that failed: `TCP: failed to bind ...`.
-    let named =
-        |e: SamePortError| anyhow::Error::from(e.error).context(if e.tcp { "TCP" } else { "UDP" });
-    match start_same_port(tcp, udp) {
-        Ok(pair) => Ok(pair),
-        Err(e) => match listen.ipv4_fallback() {
-            Some(v4) if e.tcp && ipv6_unavailable(&e.error) => {
-                tracing::warn!(
-                    error = %e.error,
-                    cause = %source_of(&e.error),
-                    "IPv6 is not available; listening on IPv4 only"
-                );
-                start_same_port(&tcp.with_listen(v4)?, udp).map_err(named)
-            }
-            _ => Err(named(e)),
-        },
-    }
-}
-
-/// Starts a forwarder on `listen`'s addresses with `start`; when that fails because this
-/// host has no IPv6 and `listen` has an IPv4 fallback, starts it there instead.
-///
-/// `start` fails with a [`UsageError`] when the settings are bad, and returns the result
-/// of starting (binding) otherwise.
-fn start_with_ipv4_fallback(
-    listen: &Listen,
-    start: impl Fn(Vec<SocketAddr>) -> Result<Result<ForwarderHandle, proxy_core::Error>, UsageError>,
-) -> anyhow::Result<ForwarderHandle> {
-    match start(listen.addrs())? {
-        Ok(handle) => Ok(handle),
-        Err(e) => match listen.ipv4_fallback() {
-            Some(v4) if ipv6_unavailable(&e) => {
-                tracing::warn!(
-                    error = %e,
-                    cause = %source_of(&e),
-                    "IPv6 is not available; listening on IPv4 only"
-                );
-                Ok(start(v4)??)
-            }
-            _ => Err(e.into()),
-        },
-    }
-}
-
-pub(crate) fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
-    // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
-    // SRV targets need hickory: the C library has no SRV lookup.
-    let srv = matches!(target.host(), Host::Srv(_));
-    if srv && which == ResolverArg::System {
-        tracing::debug!(target = %target, "an SRV target: resolving with hickory");
-    }
-    if srv || matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
-        let hickory = HickoryResolver::from_system_conf()
-            .context("--resolver hickory: cannot read the system DNS configuration")?;
-        Ok(Arc::new(hickory))
-    } else {
-        Ok(Arc::new(SystemResolver::new()))
-    }
-}
-
-pub(crate) fn build_tcp(
-    plan: &TcpPlan,
-    listen: Vec<SocketAddr>,
-    resolver: Arc<dyn Resolve>,
-) -> Result<proxy_core::TcpForwarder, UsageError> {
-    plan.builder(listen, resolver)
-        .build()
-        .map_err(|e| UsageError(format!("invalid settings: {e}")))
-}
-
-pub(crate) fn build_udp(
-    plan: &UdpPlan,
-    listen: Vec<SocketAddr>,
-    resolver: Arc<dyn Resolve>,
-) -> Result<proxy_core::UdpForwarder, UsageError> {
-    plan.builder(listen, resolver)
-        .build()
-        .map_err(|e| UsageError(format!("invalid settings: {e}")))
-}
-
-/// The I/O error under a forwarder error.
-fn io_source(e: &proxy_core::Error) -> Option<&io::Error> {
-    std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>())
-}
-
-/// Whether binding failed because the address is taken.
-pub(crate) fn address_in_use(e: &proxy_core::Error) -> bool {
-    e.kind() == ErrorKind::Bind
-        && io_source(e).is_some_and(|io| io.kind() == io::ErrorKind::AddrInUse)
-}
-
-/// Whether binding failed because this host has no IPv6 (the kernel has it disabled or
-/// has no IPv6 address to bind).
-pub(crate) fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
-    let Some(io) = io_source(e) else {
-        return false;
-    };
-    e.kind() == ErrorKind::Bind
-        && (io.kind() == io::ErrorKind::AddrNotAvailable
-            // EAFNOSUPPORT, which `std` does not map to an `io::ErrorKind`.
-            || io.raw_os_error() == Some(libc::EAFNOSUPPORT))
-}
-
-pub(crate) fn source_of(e: &dyn std::error::Error) -> String {
-    e.source().map(ToString::to_string).unwrap_or_default()
-}
-
 /// Marks `forwards` ready (every forwarder in `running` is bound), waits for SIGINT or
 /// SIGTERM, marks it draining, then drains every forwarder at the same time: they stop
 /// accepting (TCP) or starting new sessions (UDP), let open connections and sessions
@@ -505,109 +381,4 @@ async fn serve_until_signal(
         );
     }
     finish_drain(shut_down_all(running, drain), &mut signals, what, what).await
-}
-
-/// The open TCP connections and UDP sessions of every forward in `running`.
-pub(crate) fn open_counts(running: &[Registered]) -> (u64, u64) {
-    running.iter().fold((0, 0), |(open, sessions), r| {
-        let stats = r.handle().stats();
-        (
-            open + stats.connections_open,
-            sessions + stats.udp.sessions_open,
-        )
-    })
-}
-
-/// Shuts every forward in `running` down at the same time: each stops accepting (TCP) or
-/// starting new sessions (UDP) and lets open connections and sessions finish for up to
-/// `drain`. The future says whether all of them finished in time.
-///
-/// Each shutdown starts at once, in a task of its own, so they drain concurrently.
-/// Dropping the future (when a second signal comes) aborts the tasks, which drops the
-/// handles and closes everything.
-pub(crate) fn shut_down_all(
-    running: Vec<Registered>,
-    drain: Duration,
-) -> impl Future<Output = bool> {
-    let mut shutdowns = JoinSet::new();
-    for forward in running {
-        shutdowns.spawn(forward.shutdown(drain));
-    }
-    async move {
-        let mut all = true;
-        while let Some(drained) = shutdowns.join_next().await {
-            // A shutdown task that panicked has closed what it had.
-            all &= drained.unwrap_or(false);
-        }
-        all
-    }
-}
-
-/// Waits for a drain that has begun: `drained` says whether everything finished within
-/// the drain time, and the log says so (`all {finished} finished`, or `remaining {closed}
-/// were closed`). Another signal meanwhile drops `drained`, which closes what is still
-/// open, and fails naming the signal.
-pub(crate) async fn finish_drain(
-    drained: impl Future<Output = bool>,
-    signals: &mut Signals,
-    finished: &str,
-    closed: &str,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        drained = drained => {
-            if drained {
-                tracing::info!("all {finished} finished; exiting");
-            } else {
-                tracing::info!("drain time over; remaining {closed} were closed; exiting");
-            }
-            Ok(())
-        }
-        name = signals.recv() => {
-            anyhow::bail!("received {name} while draining; closed the open {closed}")
-        }
-    }
-}
-
-/// SIGINT and SIGTERM.
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn new() -> io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Signals {})
-        }
-    }
-
-    /// The name of the next signal received.
-    pub(crate) async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            // Without a handler, Ctrl-C ends the process; waiting forever is the fallback.
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
-                Err(_) => std::future::pending().await,
-            }
-        }
-    }
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::args::{Listen, UsageError};
 use crate::config::{self, ConfigFile};
 use crate::registry::{Forwards, Protocol, Registered};
-use crate::run::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of, start_both};
+use crate::start::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of, start_both};
 
 /// One protocol of one `[[forward]]`: its name and protocol, and where it listens.
 pub(crate) type Key = (String, Protocol);

@@ -1,0 +1,139 @@
+//! Building and starting forwarders from the command line's and the file's plans: the
+//! resolver a target needs, the library's checks as usage errors, TCP and UDP on one
+//! port, the IPv4 fallback on hosts without IPv6, and reading bind errors.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
+use proxy_core::{
+    ErrorKind, ForwarderHandle, Host, SamePortError, Target, TcpForwarder, UdpForwarder,
+    start_same_port,
+};
+
+use crate::args::{Listen, ResolverArg, TcpPlan, UdpPlan, UsageError};
+
+pub(crate) fn start_tcp(
+    plan: &TcpPlan,
+    resolver: Arc<dyn Resolve>,
+) -> anyhow::Result<ForwarderHandle> {
+    start_with_ipv4_fallback(&plan.common.listen, |listen| {
+        Ok(build_tcp(plan, listen, resolver.clone())?.start())
+    })
+}
+
+/// TCP and UDP on the same port ([`start_same_port`], which searches when the kernel
+/// chooses it); where they listen on every address and the host has no IPv6, on IPv4.
+pub(crate) fn start_both(
+    tcp: &TcpForwarder,
+    udp: &UdpForwarder,
+    listen: &Listen,
+) -> anyhow::Result<(ForwarderHandle, ForwarderHandle)> {
+    // The messages name the protocol that failed: `TCP: failed to bind ...`.
+    let named =
+        |e: SamePortError| anyhow::Error::from(e.error).context(if e.tcp { "TCP" } else { "UDP" });
+    match start_same_port(tcp, udp) {
+        Ok(pair) => Ok(pair),
+        Err(e) => match listen.ipv4_fallback() {
+            Some(v4) if e.tcp && ipv6_unavailable(&e.error) => {
+                tracing::warn!(
+                    error = %e.error,
+                    cause = %source_of(&e.error),
+                    "IPv6 is not available; listening on IPv4 only"
+                );
+                start_same_port(&tcp.with_listen(v4)?, udp).map_err(named)
+            }
+            _ => Err(named(e)),
+        },
+    }
+}
+
+/// Starts a forwarder on `listen`'s addresses with `start`; when that fails because this
+/// host has no IPv6 and `listen` has an IPv4 fallback, starts it there instead.
+///
+/// `start` fails with a [`UsageError`] when the settings are bad, and returns the result
+/// of starting (binding) otherwise.
+pub(crate) fn start_with_ipv4_fallback(
+    listen: &Listen,
+    start: impl Fn(Vec<SocketAddr>) -> Result<Result<ForwarderHandle, proxy_core::Error>, UsageError>,
+) -> anyhow::Result<ForwarderHandle> {
+    match start(listen.addrs())? {
+        Ok(handle) => Ok(handle),
+        Err(e) => match listen.ipv4_fallback() {
+            Some(v4) if ipv6_unavailable(&e) => {
+                tracing::warn!(
+                    error = %e,
+                    cause = %source_of(&e),
+                    "IPv6 is not available; listening on IPv4 only"
+                );
+                Ok(start(v4)??)
+            }
+            _ => Err(e.into()),
+        },
+    }
+}
+
+pub(crate) fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
+    // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
+    // SRV targets need hickory: the C library has no SRV lookup.
+    let srv = matches!(target.host(), Host::Srv(_));
+    if srv && which == ResolverArg::System {
+        tracing::debug!(target = %target, "an SRV target: resolving with hickory");
+    }
+    if srv || matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
+        let hickory = HickoryResolver::from_system_conf()
+            .context("--resolver hickory: cannot read the system DNS configuration")?;
+        Ok(Arc::new(hickory))
+    } else {
+        Ok(Arc::new(SystemResolver::new()))
+    }
+}
+
+pub(crate) fn build_tcp(
+    plan: &TcpPlan,
+    listen: Vec<SocketAddr>,
+    resolver: Arc<dyn Resolve>,
+) -> Result<proxy_core::TcpForwarder, UsageError> {
+    plan.builder(listen, resolver)
+        .build()
+        .map_err(|e| UsageError(format!("invalid settings: {e}")))
+}
+
+pub(crate) fn build_udp(
+    plan: &UdpPlan,
+    listen: Vec<SocketAddr>,
+    resolver: Arc<dyn Resolve>,
+) -> Result<proxy_core::UdpForwarder, UsageError> {
+    plan.builder(listen, resolver)
+        .build()
+        .map_err(|e| UsageError(format!("invalid settings: {e}")))
+}
+
+/// The I/O error under a forwarder error.
+fn io_source(e: &proxy_core::Error) -> Option<&io::Error> {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>())
+}
+
+/// Whether binding failed because the address is taken.
+pub(crate) fn address_in_use(e: &proxy_core::Error) -> bool {
+    e.kind() == ErrorKind::Bind
+        && io_source(e).is_some_and(|io| io.kind() == io::ErrorKind::AddrInUse)
+}
+
+/// Whether binding failed because this host has no IPv6 (the kernel has it disabled or
+/// has no IPv6 address to bind).
+pub(crate) fn ipv6_unavailable(e: &proxy_core::Error) -> bool {
+    let Some(io) = io_source(e) else {
+        return false;
+    };
+    e.kind() == ErrorKind::Bind
+        && (io.kind() == io::ErrorKind::AddrNotAvailable
+            // EAFNOSUPPORT, which `std` does not map to an `io::ErrorKind`.
+            || io.raw_os_error() == Some(libc::EAFNOSUPPORT))
+}
+
+pub(crate) fn source_of(e: &dyn std::error::Error) -> String {
+    e.source().map(ToString::to_string).unwrap_or_default()
+}
