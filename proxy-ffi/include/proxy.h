@@ -437,6 +437,26 @@ typedef struct proxy_stats {
      * TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_ACCEPT_RATE`.
      */
     uint64_t limited_rate;
+    /**
+     * Times an upstream address was ejected (skipped for a while) after failing again and
+     * again. Ejection is off unless configured.
+     */
+    uint64_t ejections;
+    /**
+     * TCP connections and UDP sessions refused at once because every upstream address
+     * was ejected (also counted in `upstream_unavailable`).
+     */
+    uint64_t all_ejected;
+    /**
+     * TCP connections from trusted peers closed for a missing, malformed or late PROXY
+     * protocol header (accepting PROXY headers is off unless configured).
+     */
+    uint64_t proxy_headers_rejected;
+    /**
+     * TCP connections reset and UDP datagrams dropped because the access rules do not
+     * permit their client (every client is permitted unless configured).
+     */
+    uint64_t denied;
 } proxy_stats;
 
 #ifdef __cplusplus

@@ -106,6 +106,18 @@ pub struct proxy_stats {
     pub limited_per_source: u64,
     /// TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_ACCEPT_RATE`.
     pub limited_rate: u64,
+    /// Times an upstream address was ejected (skipped for a while) after failing again and
+    /// again. Ejection is off unless configured.
+    pub ejections: u64,
+    /// TCP connections and UDP sessions refused at once because every upstream address
+    /// was ejected (also counted in `upstream_unavailable`).
+    pub all_ejected: u64,
+    /// TCP connections from trusted peers closed for a missing, malformed or late PROXY
+    /// protocol header (accepting PROXY headers is off unless configured).
+    pub proxy_headers_rejected: u64,
+    /// TCP connections reset and UDP datagrams dropped because the access rules do not
+    /// permit their client (every client is permitted unless configured).
+    pub denied: u64,
 }
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
@@ -145,6 +157,10 @@ impl proxy_stats {
             (&mut self.limited_connections, s.limited.connections),
             (&mut self.limited_per_source, s.limited.per_source),
             (&mut self.limited_rate, s.limited.rate),
+            (&mut self.ejections, s.ejections),
+            (&mut self.all_ejected, s.all_ejected),
+            (&mut self.proxy_headers_rejected, s.proxy_headers_rejected),
+            (&mut self.denied, s.denied),
         ];
         for (field, value) in pairs {
             *field = field.saturating_add(value);

@@ -37,6 +37,9 @@ static void tcp_forwarding(void) {
     CHECK(s.bytes_to_downstream == 2 * per_connection);
     CHECK(s.udp_sessions_total == 0);
     CHECK(atomic_load(&echo.tcp_connections) == 2);
+    /* Ejection, PROXY headers and access rules are off: nothing counted there. */
+    CHECK(s.ejections == 0 && s.all_ejected == 0);
+    CHECK(s.proxy_headers_rejected == 0 && s.denied == 0);
 
     OK(proxy_forwarder_shutdown(f, 1000));
     proxy_forwarder_free(f);
@@ -268,6 +271,16 @@ static void stats_struct_prefix(void) {
     uint64_t old[3] = {0, 0, 0xdeadbeef};
     OK(proxy_forwarder_stats(f, (proxy_stats *)(void *)old, 2 * sizeof(uint64_t)));
     CHECK(old[0] == 0 && old[1] == 1 && old[2] == 0xdeadbeef);
+    /* The same for a program built before the last four fields (ejections to denied)
+     * were added: the struct ended at limited_rate. */
+    size_t before_ejections = offsetof(proxy_stats, ejections);
+    CHECK(before_ejections == offsetof(proxy_stats, limited_rate) + sizeof(uint64_t));
+    CHECK(sizeof(proxy_stats) == before_ejections + 4 * sizeof(uint64_t));
+    proxy_stats now;
+    memset(&now, 0xab, sizeof now);
+    OK(proxy_forwarder_stats(f, &now, before_ejections));
+    CHECK(now.connections_total == 1 && now.limited_rate == 0);
+    CHECK(now.ejections == 0xabababababababab && now.denied == 0xabababababababab);
     proxy_forwarder_free(f);
     echo_stop(&echo);
     puts("ok stats_struct_prefix");
