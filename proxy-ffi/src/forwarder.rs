@@ -629,3 +629,109 @@ pub extern "C" fn proxy_forwarder_stats(
         copy_u64_fields(&forwarder.stats(), out, out_size)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `proxy_stats` field of each nested struct's counters is the nested field's name
+    /// with this prefix: `connect_failures.refused` is `connect_refused`.
+    const PREFIXES: &[(&str, &str)] = &[
+        ("connect_failures", "connect_"),
+        ("limited", "limited_"),
+        ("udp", "udp_"),
+    ];
+
+    /// Counters of `StatsSnapshot` deliberately left out of `proxy_stats`, each with the
+    /// reason. None: C sees every counter Rust has. (Per-address stats,
+    /// `ForwarderHandle::endpoints`, are a list, not a counter of the snapshot.)
+    const NOT_IN_C: &[&str] = &[];
+
+    /// The counters of `debug`, a `{:#?}` of a struct of `u64`s and nested structs of
+    /// them, as paths: `["connect_failures", "refused"]`.
+    fn counter_paths(debug: &str) -> Vec<Vec<String>> {
+        let mut path: Vec<String> = Vec::new();
+        let mut counters = Vec::new();
+        for line in debug.lines().skip(1) {
+            let line = line.trim().trim_end_matches(',');
+            if line == "}" {
+                path.pop();
+                continue;
+            }
+            let (name, value) = line
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("not `name: value`: {line}"));
+            if value.ends_with('{') {
+                path.push(name.to_owned());
+            } else {
+                assert!(
+                    value.parse::<u64>().is_ok(),
+                    "{name} is not a counter: {value}"
+                );
+                counters.push(path.iter().cloned().chain([name.to_owned()]).collect());
+            }
+        }
+        counters
+    }
+
+    /// The `proxy_stats` name of a counter at `path`.
+    fn c_name(path: &[String]) -> String {
+        match path {
+            [name] => name.clone(),
+            [outer, name] => {
+                let Some((_, prefix)) = PREFIXES.iter().find(|(o, _)| o == outer) else {
+                    panic!(
+                        "`{outer}` is a new nested struct of StatsSnapshot: add its prefix to PREFIXES"
+                    );
+                };
+                format!("{prefix}{name}")
+            }
+            _ => panic!("counters nested deeper than one struct: {path:?}"),
+        }
+    }
+
+    /// The `uint64_t` fields of `proxy_stats` in the checked-in header.
+    fn header_fields() -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/proxy.h");
+        let header = std::fs::read_to_string(path).unwrap();
+        let start = header
+            .find("typedef struct proxy_stats {")
+            .expect("proxy_stats in proxy.h");
+        let end = start + header[start..].find("} proxy_stats;").unwrap();
+        header[start..end]
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("uint64_t "))
+            .map(|f| f.trim_end_matches(';').to_owned())
+            .collect()
+    }
+
+    /// Fails when `StatsSnapshot` has a counter that `proxy_stats` (as the header declares
+    /// it) lacks, or the header declares one that no Rust counter fills.
+    #[test]
+    fn proxy_stats_has_every_counter_of_the_rust_stats() {
+        let rust: Vec<String> = counter_paths(&format!("{:#?}", StatsSnapshot::default()))
+            .iter()
+            .map(|p| c_name(p))
+            .collect();
+        assert!(
+            rust.len() >= 29,
+            "the Debug walk found too few counters: {rust:?}"
+        );
+        let c = header_fields();
+        let missing: Vec<&String> = (rust.iter())
+            .filter(|f| !c.contains(f) && !NOT_IN_C.contains(&f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "StatsSnapshot counters missing from proxy_stats in include/proxy.h: {missing:?} \
+             (add them at the end of proxy_stats and in proxy_stats::add, then run \
+             proxy-ffi/gen-header.sh)"
+        );
+        let unknown: Vec<&String> = c.iter().filter(|f| !rust.contains(f)).collect();
+        assert!(
+            unknown.is_empty(),
+            "proxy_stats fields with no Rust counter: {unknown:?}"
+        );
+        assert_eq!(c.len(), std::mem::size_of::<proxy_stats>() / 8);
+    }
+}
