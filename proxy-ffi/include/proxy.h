@@ -751,6 +751,17 @@ proxy_status proxy_status_message(uint32_t status, char *buf, size_t len, size_t
  */
 proxy_status proxy_last_error(char *buf, size_t len, size_t *out_n);
 
+/**
+ * The library's version and the git revision it was built from, as `proxy --version`
+ * prints them: `0.1.0 (1a2b3c4d5e6f)`. The revision is `unknown` for a build outside a git
+ * checkout, and ends in `-modified` for one from a tree with uncommitted changes.
+ *
+ * The string is static and NUL-terminated: never free or change it. Never NULL.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *proxy_version(void);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

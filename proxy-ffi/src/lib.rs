@@ -18,7 +18,7 @@
 //! the per-thread last error, so forwarders in one process do not affect each other.
 //!
 //! The modules: `status` (codes, last error), `panic` (the boundary), `handle` (every
-//! pointer cast), `config`, `forwarder`, `resolve` (the resolver callback).
+//! pointer cast), `config`, `forwarder`, `resolve` (the resolver callback), `version`.
 #![allow(non_camel_case_types)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -28,6 +28,7 @@ mod handle;
 mod panic;
 mod resolve;
 mod status;
+mod version;
 
 pub use config::{
     proxy_config, proxy_config_add_listen, proxy_config_clear_listen, proxy_config_free,
@@ -45,3 +46,4 @@ pub use resolve::{
     proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,
 };
 pub use status::{proxy_last_error, proxy_status, proxy_status_message};
+pub use version::proxy_version;

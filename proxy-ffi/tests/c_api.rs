@@ -168,6 +168,21 @@ fn resolver() {
     run_c_test("resolver", &[]);
 }
 
+/// `proxy_version()` is the crate version and the git revision, as `proxy --version`
+/// prints them.
+#[test]
+fn version() {
+    let expected = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("PROXY_GIT_REVISION"),
+        ")"
+    );
+    let stdout = run(&compile("tests/c/version.c", false), &[expected]);
+    assert!(stdout.contains("version: ok"), "{stdout}");
+    run(&compile("tests/c/version.c", true), &[expected]);
+}
+
 /// 200 starts and stops; no socket or thread left behind.
 #[test]
 fn lifecycle() {
