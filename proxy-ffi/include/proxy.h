@@ -86,9 +86,9 @@ enum proxy_status
      */
     PROXY_STATUS_ADDRESS_IN_USE = 9,
     /**
-     * A reload named another protocol than the forwarder was started with.
+     * A reload named another transport than the forwarder was started with.
      */
-    PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH = 10,
+    PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH = 10,
     /**
      * The forwarder was shut down.
      */
@@ -121,9 +121,11 @@ typedef uint32_t proxy_status;
 #endif // __cplusplus
 
 /**
- * Which protocols a forwarder serves: a value for `proxy_config_set_protocol`.
+ * The transport protocols a forwarder serves, TCP, UDP or both (the CLI's `tcp`, `udp` and
+ * `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY protocol, the header
+ * carrying the client's address, is another setting.)
  */
-enum proxy_protocol
+enum proxy_transport
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -131,23 +133,23 @@ enum proxy_protocol
     /**
      * TCP connections (the default).
      */
-    PROXY_PROTOCOL_TCP = 1,
+    PROXY_TRANSPORT_TCP = 1,
     /**
      * UDP datagrams, one session per client address.
      */
-    PROXY_PROTOCOL_UDP = 2,
+    PROXY_TRANSPORT_UDP = 2,
     /**
      * TCP and UDP on the same addresses and ports. With port 0, TCP binds first and UDP
      * then binds the port TCP got; when that UDP port is taken, both try another port, up
      * to 10 times.
      */
-    PROXY_PROTOCOL_BOTH = 3,
+    PROXY_TRANSPORT_BOTH = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum proxy_protocol proxy_protocol;
+typedef enum proxy_transport proxy_transport;
 #else
-typedef uint32_t proxy_protocol;
+typedef uint32_t proxy_transport;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -315,7 +317,7 @@ typedef struct proxy_resolution proxy_resolution;
  *
  * Thread: a thread of the blocking pool of the forwarder's own runtime (named
  * `proxy-ffi-N`), never the thread that called a `proxy_*` function. It may be called
- * on several threads at once (a `PROXY_PROTOCOL_BOTH` forwarder resolves for TCP and
+ * on several threads at once (a `PROXY_TRANSPORT_BOTH` forwarder resolves for TCP and
  * UDP separately, and a reload starts a new resolver while the old one may still be
  * running), so it must be thread-safe. It may block (it delays only new connections to a
  * host that has no answer yet), but `proxy_forwarder_shutdown` and `proxy_forwarder_free`
@@ -482,13 +484,14 @@ struct proxy_config *proxy_config_new(void);
 void proxy_config_free(struct proxy_config *config);
 
 /**
- * Sets the protocols to serve: a `proxy_protocol` value. Default `PROXY_PROTOCOL_TCP`.
+ * Sets the transport protocols to serve: a `proxy_transport` value. Default
+ * `PROXY_TRANSPORT_TCP`.
  *
- * Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_protocol`.
+ * Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_transport`.
  *
  * Thread safety: see `proxy_config`.
  */
-proxy_status proxy_config_set_protocol(struct proxy_config *config, uint32_t protocol);
+proxy_status proxy_config_set_transport(struct proxy_config *config, uint32_t transport);
 
 /**
  * Adds a listen address: an IP address and a port, such as `"127.0.0.1:8080"`,
@@ -609,10 +612,10 @@ proxy_status proxy_forwarder_start(const struct proxy_config *config, struct pro
  * use the new target, resolver and timers; established ones finish with the old. The
  * counters carry on. Blocks until done.
  *
- * In a `PROXY_PROTOCOL_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
+ * In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
  * bind them, TCP goes back to its previous addresses and the error is returned.
  *
- * Errors: `PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH` when `config` has another protocol;
+ * Errors: `PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH` when `config` has another transport;
  * `PROXY_STATUS_NOT_RUNNING` after `proxy_forwarder_shutdown`; the setting and bind errors
  * of `proxy_forwarder_start`. Nothing changes then.
  *

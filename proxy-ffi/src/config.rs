@@ -30,10 +30,12 @@ impl Castable for proxy_config {
     type RustType = Config;
 }
 
-/// Which protocols a forwarder serves: a value for `proxy_config_set_protocol`.
+/// The transport protocols a forwarder serves, TCP, UDP or both (the CLI's `tcp`, `udp` and
+/// `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY protocol, the header
+/// carrying the client's address, is another setting.)
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum proxy_protocol {
+pub enum proxy_transport {
     /// TCP connections (the default).
     Tcp = 1,
     /// UDP datagrams, one session per client address.
@@ -109,7 +111,7 @@ pub(crate) enum ResolverChoice {
 /// What a `proxy_config` holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) protocol: proxy_protocol,
+    pub(crate) transport: proxy_transport,
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) target: Option<Target>,
     pub(crate) timeouts: Timeouts,
@@ -140,7 +142,7 @@ const _: () = {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            protocol: proxy_protocol::Tcp,
+            transport: proxy_transport::Tcp,
             listen: Vec::new(),
             target: None,
             timeouts: Timeouts::default(),
@@ -238,23 +240,24 @@ pub extern "C" fn proxy_config_free(config: *mut proxy_config) {
     }
 }
 
-/// Sets the protocols to serve: a `proxy_protocol` value. Default `PROXY_PROTOCOL_TCP`.
+/// Sets the transport protocols to serve: a `proxy_transport` value. Default
+/// `PROXY_TRANSPORT_TCP`.
 ///
-/// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_protocol`.
+/// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_transport`.
 ///
 /// Thread safety: see `proxy_config`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_config_set_protocol(
+pub extern "C" fn proxy_config_set_transport(
     config: *mut proxy_config,
-    protocol: u32,
+    transport: u32,
 ) -> proxy_status {
     ffi_panic_boundary! {
         let config = try_mut(config, "config")?;
-        use proxy_protocol::*;
-        config.protocol = [Tcp, Udp, Both]
+        use proxy_transport::*;
+        config.transport = [Tcp, Udp, Both]
             .into_iter()
-            .find(|p| *p as u32 == protocol)
-            .ok_or_else(|| Failure::setting(format!("unknown protocol {protocol}")))?;
+            .find(|p| *p as u32 == transport)
+            .ok_or_else(|| Failure::setting(format!("unknown transport {transport}")))?;
         Ok(())
     }
 }

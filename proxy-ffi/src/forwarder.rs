@@ -9,7 +9,7 @@ use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
 use proxy_core::{ForwarderHandle, StatsReader, StatsSnapshot, TcpForwarder, UdpForwarder};
 use tokio::runtime::Runtime;
 
-use crate::config::{Config, ResolverChoice, proxy_config, proxy_protocol};
+use crate::config::{Config, ResolverChoice, proxy_config, proxy_transport};
 use crate::handle::{
     Castable, OwnershipBox, U64Fields, copy_c_string, copy_u64_fields, free_box, out,
     to_boxed_mut_ptr, try_ref,
@@ -42,7 +42,7 @@ impl Castable for proxy_forwarder {
 /// with its NUL.
 pub const PROXY_ADDRESS_BUFFER_SIZE: usize = 80;
 
-/// How many times a `PROXY_PROTOCOL_BOTH` forwarder with port 0 looks for a port free for
+/// How many times a `PROXY_TRANSPORT_BOTH` forwarder with port 0 looks for a port free for
 /// both TCP and UDP.
 const SAME_PORT_TRIES: usize = 10;
 
@@ -175,7 +175,7 @@ impl proxy_stats {
 /// callback in progress.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    protocol: proxy_protocol,
+    transport: proxy_transport,
     /// `None` once shut down. Held for the length of a reload or shutdown.
     running: Mutex<Option<Running>>,
     /// The bound addresses, readable while a reload runs.
@@ -211,11 +211,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn protocol_name(p: proxy_protocol) -> &'static str {
+fn transport_name(p: proxy_transport) -> &'static str {
     match p {
-        proxy_protocol::Tcp => "TCP",
-        proxy_protocol::Udp => "UDP",
-        proxy_protocol::Both => "TCP and UDP",
+        proxy_transport::Tcp => "TCP",
+        proxy_transport::Udp => "UDP",
+        proxy_transport::Both => "TCP and UDP",
     }
 }
 
@@ -264,16 +264,16 @@ fn plan(config: &Config) -> Result<Planned, Failure> {
             .limits(config.limits())
             .build()
     };
-    Ok(match config.protocol {
-        proxy_protocol::Tcp => Planned {
+    Ok(match config.transport {
+        proxy_transport::Tcp => Planned {
             tcp: Some(tcp()?),
             udp: None,
         },
-        proxy_protocol::Udp => Planned {
+        proxy_transport::Udp => Planned {
             tcp: None,
             udp: Some(udp()?),
         },
-        proxy_protocol::Both => Planned {
+        proxy_transport::Both => Planned {
             tcp: Some(tcp()?),
             udp: Some(udp()?),
         },
@@ -301,14 +301,14 @@ impl Forwarder {
                     tcp: None,
                     udp: Some((udp.start()?, udp)),
                 },
-                (None, None) => unreachable!("a config plans one protocol at least"),
+                (None, None) => unreachable!("a config plans one transport at least"),
             }
         };
         let stats = (running.tcp.iter().map(|(h, _)| h.stats_reader()))
             .chain(running.udp.iter().map(|(h, _)| h.stats_reader()))
             .collect();
         Ok(Forwarder {
-            protocol: config.protocol,
+            transport: config.transport,
             addrs: Mutex::new(running.local_addrs()),
             running: Mutex::new(Some(running)),
             stats,
@@ -317,13 +317,13 @@ impl Forwarder {
     }
 
     fn reload(&self, config: &Config) -> Result<(), Failure> {
-        if config.protocol != self.protocol {
+        if config.transport != self.transport {
             return Err(Failure::new(
-                proxy_status::ReloadProtocolMismatch,
+                proxy_status::ReloadTransportMismatch,
                 format!(
                     "the forwarder serves {}; the config asks for {}",
-                    protocol_name(self.protocol),
-                    protocol_name(config.protocol)
+                    transport_name(self.transport),
+                    transport_name(config.transport)
                 ),
             ));
         }
@@ -362,7 +362,7 @@ impl Forwarder {
                 rt.block_on(udp.reload(new.clone()))?;
                 *old = new;
             }
-            _ => unreachable!("the protocols were compared above"),
+            _ => unreachable!("the transports were compared above"),
         }
         *lock(&self.addrs) = running.local_addrs();
         Ok(())
@@ -495,10 +495,10 @@ pub extern "C" fn proxy_forwarder_start(
 /// use the new target, resolver and timers; established ones finish with the old. The
 /// counters carry on. Blocks until done.
 ///
-/// In a `PROXY_PROTOCOL_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
+/// In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
 /// bind them, TCP goes back to its previous addresses and the error is returned.
 ///
-/// Errors: `PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH` when `config` has another protocol;
+/// Errors: `PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH` when `config` has another transport;
 /// `PROXY_STATUS_NOT_RUNNING` after `proxy_forwarder_shutdown`; the setting and bind errors
 /// of `proxy_forwarder_start`. Nothing changes then.
 ///

@@ -8,7 +8,7 @@
 static void tcp_forwarding(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_IDLE, 60000));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
@@ -50,7 +50,7 @@ static void tcp_forwarding(void) {
 static void udp_forwarding(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_UDP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_UDP, echo.port);
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_UDP_SESSION_IDLE, 5000));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
@@ -77,7 +77,7 @@ static void udp_forwarding(void) {
 static void both_protocols_on_one_port(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_BOTH, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_BOTH, echo.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
@@ -101,7 +101,7 @@ static void reload_to_a_new_target(void) {
     echo_server a, b;
     echo_start(&a);
     echo_start(&b);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, a.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, a.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     uint16_t port = port_of(f);
@@ -136,9 +136,9 @@ static void reload_to_a_new_target(void) {
     tcp_roundtrip(second);
     CHECK(atomic_load(&b.tcp_connections) == 2);
 
-    /* The protocol cannot change; nothing else does then. */
-    OK(proxy_config_set_protocol(c, PROXY_PROTOCOL_UDP));
-    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH);
+    /* The transport cannot change; nothing else does then. */
+    OK(proxy_config_set_transport(c, PROXY_TRANSPORT_UDP));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH);
     CHECK_LAST_ERROR_HAS("serves TCP");
     OK(proxy_forwarder_address_count(f, &count));
     CHECK(count == 2);
@@ -147,8 +147,8 @@ static void reload_to_a_new_target(void) {
     CHECK(s.connections_total == 3);
 
     OK(proxy_forwarder_shutdown(f, 100));
-    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH);
-    OK(proxy_config_set_protocol(c, PROXY_PROTOCOL_TCP));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH);
+    OK(proxy_config_set_transport(c, PROXY_TRANSPORT_TCP));
     CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_NOT_RUNNING);
     OK(proxy_forwarder_address_count(f, &count));
     CHECK(count == 0);
@@ -164,7 +164,7 @@ static void reload_both_protocols(void) {
     echo_server a, b;
     echo_start(&a);
     echo_start(&b);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_BOTH, a.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_BOTH, a.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     uint16_t port = port_of(f);
@@ -189,7 +189,7 @@ static void reload_both_protocols(void) {
 static void graceful_shutdown_lets_connections_finish(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
@@ -206,7 +206,7 @@ static void graceful_shutdown_lets_connections_finish(void) {
     proxy_forwarder_free(f);
 
     /* A connection still open when the grace ends is closed. */
-    c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
     fd = tcp_connect(port_of(f));
@@ -226,8 +226,8 @@ static void two_forwarders_in_one_process(void) {
     echo_server a, b;
     echo_start(&a);
     echo_start(&b);
-    proxy_config *ca = config_to_port(PROXY_PROTOCOL_TCP, a.port);
-    proxy_config *cb = config_to_port(PROXY_PROTOCOL_BOTH, b.port);
+    proxy_config *ca = config_to_port(PROXY_TRANSPORT_TCP, a.port);
+    proxy_config *cb = config_to_port(PROXY_TRANSPORT_BOTH, b.port);
     proxy_forwarder *fa = NULL, *fb = NULL;
     OK(proxy_forwarder_start(ca, &fa));
     OK(proxy_forwarder_start(cb, &fb));
@@ -261,7 +261,7 @@ static void two_forwarders_in_one_process(void) {
 static void stats_struct_prefix(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
@@ -291,7 +291,7 @@ static void stats_struct_prefix(void) {
 static void connection_limit(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     OK(proxy_config_set_limit(c, PROXY_LIMIT_MAX_CONNECTIONS, 2));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
