@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
-use proxy_core::{ErrorKind, ForwarderHandle, Host, Target};
+use proxy_core::resolve::{HickoryResolver, Resolve, ResolverKind, SystemResolver};
+use proxy_core::{ErrorKind, ForwarderHandle, Target};
 use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -407,18 +407,22 @@ fn start_with_ipv4_fallback(
 }
 
 pub(crate) fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
+    let chosen = match which {
+        ResolverArg::System => ResolverKind::System,
+        ResolverArg::Hickory => ResolverKind::Hickory,
+    };
     // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
     // SRV targets need hickory: the C library has no SRV lookup.
-    let srv = matches!(target.host(), Host::Srv(_));
-    if srv && which == ResolverArg::System {
-        tracing::debug!(target = %target, "an SRV target: resolving with hickory");
-    }
-    if srv || matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
-        let hickory = HickoryResolver::from_system_conf()
-            .context("--resolver hickory: cannot read the system DNS configuration")?;
-        Ok(Arc::new(hickory))
-    } else {
-        Ok(Arc::new(SystemResolver::new()))
+    match chosen.for_target(target) {
+        ResolverKind::Hickory => {
+            if chosen != ResolverKind::Hickory {
+                tracing::debug!(target = %target, "an SRV target: resolving with hickory");
+            }
+            let hickory = HickoryResolver::from_system_conf()
+                .context("--resolver hickory: cannot read the system DNS configuration")?;
+            Ok(Arc::new(hickory))
+        }
+        _ => Ok(Arc::new(SystemResolver::new())),
     }
 }
 

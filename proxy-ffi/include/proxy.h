@@ -201,6 +201,7 @@ typedef uint32_t proxy_timeout;
 
 /**
  * A built-in resolver for host-name targets: a value for `proxy_config_set_resolver`.
+ * `srv:` targets always use hickory: the C library cannot look up SRV records.
  */
 enum proxy_resolver
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -213,7 +214,8 @@ enum proxy_resolver
      */
     PROXY_RESOLVER_SYSTEM = 1,
     /**
-     * hickory-resolver configured from `/etc/resolv.conf`, following each answer's TTL.
+     * hickory-resolver, following each answer's TTL: configured from `/etc/resolv.conf`,
+     * or asking the name servers added with `proxy_config_add_name_server`.
      */
     PROXY_RESOLVER_HICKORY = 2,
 };
@@ -513,9 +515,12 @@ proxy_status proxy_config_add_listen(struct proxy_config *config, const char *ad
 proxy_status proxy_config_clear_listen(struct proxy_config *config);
 
 /**
- * Sets the upstream target: `"host:port"`, `"10.0.0.1:80"` or `"[fd00::1]:80"`. Host names
- * are resolved by the config's resolver when the forwarder runs, and again when the
- * answer expires; IP addresses are used as they are.
+ * Sets the upstream target: `"host:port"`, `"10.0.0.1:80"`, `"[fd00::1]:80"`, or
+ * `"srv:_service._proto.name"` (such as `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV
+ * records give the hosts and ports, by priority and weight. Host names are resolved by the
+ * config's resolver when the forwarder runs, and again when the answer expires; `srv:`
+ * names by hickory whatever `proxy_config_set_resolver` chose (not by a resolver
+ * callback); IP addresses are used as they are.
  *
  * Returns `PROXY_STATUS_INVALID_TARGET` (the last error names the bad part) for anything
  * else; the config is unchanged then.
@@ -549,9 +554,37 @@ proxy_status proxy_config_set_timeout(struct proxy_config *config,
 proxy_status proxy_config_set_resolver(struct proxy_config *config, uint32_t resolver);
 
 /**
+ * Adds a DNS server for the hickory resolver to ask, instead of those of
+ * `/etc/resolv.conf`: an IP address with an optional port (default 53), such as
+ * `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`. Servers are asked over UDP (TCP
+ * for truncated answers), in the order added when one fails; names are looked up as they
+ * are written (no search domains, no `/etc/hosts`).
+ *
+ * They serve `srv:` targets, which hickory resolves whatever resolver was chosen, and
+ * host-name targets with `PROXY_RESOLVER_HICKORY`. The C library cannot be pointed at a
+ * server: a forwarder with a host-name target, name servers and `PROXY_RESOLVER_SYSTEM`
+ * (the default) does not start (`PROXY_STATUS_INVALID_SETTING`). A resolver callback,
+ * when set, is used instead of them.
+ *
+ * Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
+ *
+ * Thread safety: see `proxy_config`.
+ */
+proxy_status proxy_config_add_name_server(struct proxy_config *config, const char *address);
+
+/**
+ * Removes every name server added with `proxy_config_add_name_server`: hickory reads
+ * `/etc/resolv.conf` again.
+ *
+ * Thread safety: see `proxy_config`.
+ */
+proxy_status proxy_config_clear_name_servers(struct proxy_config *config);
+
+/**
  * Resolves host-name targets with `callback` instead of a built-in resolver; see
  * `proxy_resolve_callback` for when and on which thread it is called. `userdata` is
- * passed to it as it is; it may be NULL.
+ * passed to it as it is; it may be NULL. A callback answers address lookups only, not
+ * SRV: a forwarder with a `srv:` target and a callback does not start.
  *
  * `callback` and `userdata` must stay valid until `proxy_forwarder_free` has returned for
  * every forwarder started or reloaded with this config (`proxy_forwarder_free` waits for
@@ -593,8 +626,10 @@ proxy_status proxy_config_set_limit(struct proxy_config *config, uint32_t kind, 
  * can be made as soon as it returns. Host-name targets are resolved in the background.
  *
  * Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
- * without a target or a listen address, a duplicate listen address, or a connect timeout
- * longer than the connect budget; `PROXY_STATUS_ADDRESS_IN_USE` or
+ * without a target or a listen address, a duplicate listen address, a connect timeout
+ * longer than the connect budget, a `srv:` target with a resolver callback, or a host-name
+ * target with name servers but `PROXY_RESOLVER_SYSTEM`;
+ * `PROXY_STATUS_ADDRESS_IN_USE` or
  * `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
  * `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
  * and `*out` is not written.

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
-use proxy_core::{ForwarderHandle, StatsReader, StatsSnapshot, TcpForwarder, UdpForwarder};
+use proxy_core::resolve::{HickoryResolver, Resolve, ResolverKind, SystemResolver};
+use proxy_core::{
+    ForwarderHandle, Host, StatsReader, StatsSnapshot, Target, TcpForwarder, UdpForwarder,
+};
 use tokio::runtime::Runtime;
 
 use crate::config::{Config, ResolverChoice, proxy_config, proxy_transport};
@@ -235,21 +237,50 @@ fn runtime(threads: usize) -> Result<Runtime, Failure> {
         })
 }
 
+/// The resolver for `target`: the callback, or the built-in resolver the target needs
+/// (proxy-core's rule, the CLI's too: hickory for `srv:` targets whatever was chosen).
+/// Call inside the forwarder's runtime (hickory is made here).
+fn resolver(config: &Config, target: &Target) -> Result<Arc<dyn Resolve>, Failure> {
+    let chosen = match config.resolver {
+        ResolverChoice::Callback(_) if matches!(target.host(), Host::Srv(_)) => {
+            return Err(Failure::setting(format!(
+                "target `{target}`: a resolver callback cannot look up SRV records; \
+                 use a built-in resolver (proxy_config_set_resolver)"
+            )));
+        }
+        ResolverChoice::Callback(cb) => return Ok(Arc::new(CallbackResolver(cb))),
+        ResolverChoice::System => ResolverKind::System,
+        ResolverChoice::Hickory => ResolverKind::Hickory,
+    };
+    match chosen.for_target(target) {
+        ResolverKind::Hickory => {
+            let hickory = if config.name_servers.is_empty() {
+                HickoryResolver::from_system_conf()
+                    .map_err(|e| format!("cannot read the system DNS configuration: {e}"))
+            } else {
+                HickoryResolver::with_name_servers(&config.name_servers)
+                    .map_err(|e| format!("cannot set up the name servers: {e}"))
+            };
+            Ok(Arc::new(
+                hickory.map_err(|e| Failure::new(proxy_status::Resolver, e))?,
+            ))
+        }
+        _ if !config.name_servers.is_empty() && matches!(target.host(), Host::Name(_)) => {
+            Err(Failure::setting(format!(
+                "target `{target}`: name servers are asked by hickory only, and the system \
+                 resolver is chosen; choose PROXY_RESOLVER_HICKORY"
+            )))
+        }
+        _ => Ok(Arc::new(SystemResolver::new())),
+    }
+}
+
 /// Builds the forwarders `config` describes; call inside the forwarder's runtime (the
 /// hickory resolver is made here).
 fn plan(config: &Config) -> Result<Planned, Failure> {
     let target = config.target()?.clone();
     let listen = config.listen()?.to_vec();
-    let resolver: Arc<dyn Resolve> = match config.resolver {
-        ResolverChoice::System => Arc::new(SystemResolver::new()),
-        ResolverChoice::Hickory => Arc::new(HickoryResolver::from_system_conf().map_err(|e| {
-            Failure::new(
-                proxy_status::Resolver,
-                format!("cannot read the system DNS configuration: {e}"),
-            )
-        })?),
-        ResolverChoice::Callback(cb) => Arc::new(CallbackResolver(cb)),
-    };
+    let resolver = resolver(config, &target)?;
     let tcp = || {
         TcpForwarder::builder(listen.iter().copied(), target.clone())
             .shared_resolver(resolver.clone())
@@ -466,8 +497,10 @@ fn start_both(tcp: TcpForwarder, udp: UdpForwarder) -> Result<Running, Failure> 
 /// can be made as soon as it returns. Host-name targets are resolved in the background.
 ///
 /// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
-/// without a target or a listen address, a duplicate listen address, or a connect timeout
-/// longer than the connect budget; `PROXY_STATUS_ADDRESS_IN_USE` or
+/// without a target or a listen address, a duplicate listen address, a connect timeout
+/// longer than the connect budget, a `srv:` target with a resolver callback, or a host-name
+/// target with name servers but `PROXY_RESOLVER_SYSTEM`;
+/// `PROXY_STATUS_ADDRESS_IN_USE` or
 /// `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
 /// `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
 /// and `*out` is not written.

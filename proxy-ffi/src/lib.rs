@@ -31,11 +31,11 @@ mod status;
 mod version;
 
 pub use config::{
-    proxy_config, proxy_config_add_listen, proxy_config_clear_listen, proxy_config_free,
-    proxy_config_new, proxy_config_set_limit, proxy_config_set_resolver,
-    proxy_config_set_resolver_callback, proxy_config_set_target, proxy_config_set_timeout,
-    proxy_config_set_transport, proxy_config_set_worker_threads, proxy_limit, proxy_resolver,
-    proxy_timeout, proxy_transport,
+    proxy_config, proxy_config_add_listen, proxy_config_add_name_server, proxy_config_clear_listen,
+    proxy_config_clear_name_servers, proxy_config_free, proxy_config_new, proxy_config_set_limit,
+    proxy_config_set_resolver, proxy_config_set_resolver_callback, proxy_config_set_target,
+    proxy_config_set_timeout, proxy_config_set_transport, proxy_config_set_worker_threads,
+    proxy_limit, proxy_resolver, proxy_timeout, proxy_transport,
 };
 pub use forwarder::{
     PROXY_ADDRESS_BUFFER_SIZE, proxy_forwarder, proxy_forwarder_address,
