@@ -463,6 +463,39 @@ typedef struct proxy_stats {
     uint64_t denied;
 } proxy_stats;
 
+/**
+ * How one upstream address has fared, summed over the forwarder's TCP and UDP parts:
+ * what `proxy_forwarder_endpoint` copies out. Every address of the target's current DNS
+ * answer that has been tried has one, and so has one that left the answer, until it has
+ * been missing from a few answers in a row with nothing open on it.
+ *
+ * Fields are only ever added at the end, as in `proxy_stats`: pass
+ * `sizeof(proxy_endpoint_stats)`.
+ */
+typedef struct proxy_endpoint_stats {
+    /**
+     * Successful connects (TCP) and sessions set up (UDP).
+     */
+    uint64_t connects;
+    /**
+     * Failed connects (TCP) and ICMP port-unreachable reports (UDP).
+     */
+    uint64_t failures;
+    /**
+     * Failures since the last success (the larger of TCP's and UDP's).
+     */
+    uint64_t consecutive_failures;
+    /**
+     * Times the address was ejected for failing (ejection is off unless configured).
+     */
+    uint64_t ejections;
+    /**
+     * 1 while health checks mark the address down, else 0 (health checks are off unless
+     * configured).
+     */
+    uint64_t checked_down;
+} proxy_endpoint_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -733,6 +766,40 @@ proxy_status proxy_forwarder_port(const struct proxy_forwarder *forwarder,
 proxy_status proxy_forwarder_stats(const struct proxy_forwarder *forwarder,
                                    struct proxy_stats *out,
                                    size_t out_size);
+
+/**
+ * Stores the number of upstream addresses with stats in `*out_count`, for
+ * `proxy_forwarder_endpoint`.
+ *
+ * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+ */
+proxy_status proxy_forwarder_endpoint_count(const struct proxy_forwarder *forwarder,
+                                            size_t *out_count);
+
+/**
+ * Copies the stats of upstream address `index` (the addresses are ordered: IPv4 before
+ * IPv6, then by address and port) to `*out`, whose size the caller passes in `out_size`
+ * (`sizeof(proxy_endpoint_stats)`), and the address itself to `buf` as a NUL-terminated
+ * string such as `10.0.0.7:80` or `[fd00::7]:80`, its length without the NUL to
+ * `*out_n`. `PROXY_ADDRESS_BUFFER_SIZE` bytes always suffice. Nothing is written unless
+ * the call succeeds.
+ *
+ * The list changes as the forwarder runs (a new DNS answer, an address tried for the
+ * first time), also between `proxy_forwarder_endpoint_count` and this call: an index
+ * past its end then gives `PROXY_STATUS_INDEX_OUT_OF_RANGE`.
+ *
+ * Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `len`
+ * cannot hold the address or `out_size` is below 8; `PROXY_STATUS_NULL_PARAMETER`.
+ *
+ * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+ */
+proxy_status proxy_forwarder_endpoint(const struct proxy_forwarder *forwarder,
+                                      size_t index,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *out_n,
+                                      struct proxy_endpoint_stats *out,
+                                      size_t out_size);
 
 /**
  * Adds an address to the answer: an IPv4 or IPv6 address such as `"10.0.0.1"` or

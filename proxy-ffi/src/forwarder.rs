@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use proxy_core::resolve::{HickoryResolver, Resolve, ResolverKind, SystemResolver};
 use proxy_core::{
-    ForwarderHandle, Host, StatsReader, StatsSnapshot, Target, TcpForwarder, UdpForwarder,
+    EndpointStats, ForwarderHandle, Host, StatsReader, StatsSnapshot, Target, TcpForwarder,
+    UdpForwarder,
 };
 use tokio::runtime::Runtime;
 
 use crate::config::{Config, ResolverChoice, proxy_config, proxy_transport};
 use crate::handle::{
     Castable, OwnershipBox, U64Fields, copy_c_string, copy_u64_fields, free_box, out,
-    to_boxed_mut_ptr, try_ref,
+    to_boxed_mut_ptr, try_ref, u64_fields_out,
 };
 use crate::panic::ffi_panic_boundary;
 use crate::resolve::CallbackResolver;
@@ -124,6 +125,44 @@ pub struct proxy_stats {
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
 unsafe impl U64Fields for proxy_stats {}
+
+/// How one upstream address has fared, summed over the forwarder's TCP and UDP parts:
+/// what `proxy_forwarder_endpoint` copies out. Every address of the target's current DNS
+/// answer that has been tried has one, and so has one that left the answer, until it has
+/// been missing from a few answers in a row with nothing open on it.
+///
+/// Fields are only ever added at the end, as in `proxy_stats`: pass
+/// `sizeof(proxy_endpoint_stats)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct proxy_endpoint_stats {
+    /// Successful connects (TCP) and sessions set up (UDP).
+    pub connects: u64,
+    /// Failed connects (TCP) and ICMP port-unreachable reports (UDP).
+    pub failures: u64,
+    /// Failures since the last success (the larger of TCP's and UDP's).
+    pub consecutive_failures: u64,
+    /// Times the address was ejected for failing (ejection is off unless configured).
+    pub ejections: u64,
+    /// 1 while health checks mark the address down, else 0 (health checks are off unless
+    /// configured).
+    pub checked_down: u64,
+}
+
+// SAFETY: `proxy_endpoint_stats` is `#[repr(C)]` and every field is a `u64`.
+unsafe impl U64Fields for proxy_endpoint_stats {}
+
+impl From<&EndpointStats> for proxy_endpoint_stats {
+    fn from(e: &EndpointStats) -> Self {
+        proxy_endpoint_stats {
+            connects: e.connects,
+            failures: e.failures,
+            consecutive_failures: e.consecutive_failures,
+            ejections: e.ejections,
+            checked_down: e.checked_down.into(),
+        }
+    }
+}
 
 impl proxy_stats {
     /// Adds `s` to these counters.
@@ -435,6 +474,27 @@ impl Forwarder {
         })
     }
 
+    /// The stats of every upstream address, ordered by address; an address both TCP and
+    /// UDP have is one entry with their counts added.
+    fn endpoints(&self) -> Vec<EndpointStats> {
+        let mut all: Vec<EndpointStats> = self.stats.iter().flat_map(|r| r.endpoints()).collect();
+        all.sort_by_key(|e| e.addr);
+        let mut merged: Vec<EndpointStats> = Vec::with_capacity(all.len());
+        for e in all {
+            match merged.last_mut() {
+                Some(m) if m.addr == e.addr => {
+                    m.connects = m.connects.saturating_add(e.connects);
+                    m.failures = m.failures.saturating_add(e.failures);
+                    m.consecutive_failures = m.consecutive_failures.max(e.consecutive_failures);
+                    m.ejections = m.ejections.saturating_add(e.ejections);
+                    m.checked_down |= e.checked_down;
+                }
+                _ => merged.push(e),
+            }
+        }
+        merged
+    }
+
     fn stats(&self) -> proxy_stats {
         let mut total = proxy_stats::default();
         for reader in &self.stats {
@@ -582,6 +642,18 @@ pub extern "C" fn proxy_forwarder_free(forwarder: *mut proxy_forwarder) {
     }
 }
 
+/// Writes `count` of the forwarder to `*out_count`: the `_count` functions.
+fn write_count(
+    forwarder: *const proxy_forwarder,
+    out_count: *mut usize,
+    count: impl FnOnce(&Forwarder) -> usize,
+) -> Result<(), Failure> {
+    let forwarder = try_ref(forwarder, "forwarder")?;
+    let out_count = out(out_count, "out_count")?;
+    out_count.write(count(forwarder));
+    Ok(())
+}
+
 /// Stores the number of bound listen addresses in `*out_count`: as many as the config
 /// listed (0 after a shutdown).
 ///
@@ -592,10 +664,7 @@ pub extern "C" fn proxy_forwarder_address_count(
     out_count: *mut usize,
 ) -> proxy_status {
     ffi_panic_boundary! {
-        let forwarder = try_ref(forwarder, "forwarder")?;
-        let out_count = out(out_count, "out_count")?;
-        out_count.write(lock(&forwarder.addrs).len());
-        Ok(())
+        write_count(forwarder, out_count, |f| lock(&f.addrs).len())
     }
 }
 
@@ -663,6 +732,64 @@ pub extern "C" fn proxy_forwarder_stats(
     }
 }
 
+/// Stores the number of upstream addresses with stats in `*out_count`, for
+/// `proxy_forwarder_endpoint`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_endpoint_count(
+    forwarder: *const proxy_forwarder,
+    out_count: *mut usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        write_count(forwarder, out_count, |f| f.endpoints().len())
+    }
+}
+
+/// Copies the stats of upstream address `index` (the addresses are ordered: IPv4 before
+/// IPv6, then by address and port) to `*out`, whose size the caller passes in `out_size`
+/// (`sizeof(proxy_endpoint_stats)`), and the address itself to `buf` as a NUL-terminated
+/// string such as `10.0.0.7:80` or `[fd00::7]:80`, its length without the NUL to
+/// `*out_n`. `PROXY_ADDRESS_BUFFER_SIZE` bytes always suffice. Nothing is written unless
+/// the call succeeds.
+///
+/// The list changes as the forwarder runs (a new DNS answer, an address tried for the
+/// first time), also between `proxy_forwarder_endpoint_count` and this call: an index
+/// past its end then gives `PROXY_STATUS_INDEX_OUT_OF_RANGE`.
+///
+/// Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `len`
+/// cannot hold the address or `out_size` is below 8; `PROXY_STATUS_NULL_PARAMETER`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_endpoint(
+    forwarder: *const proxy_forwarder,
+    index: usize,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_n: *mut usize,
+    out: *mut proxy_endpoint_stats,
+    out_size: usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        let stats_out = u64_fields_out(out, out_size)?;
+        let endpoints = forwarder.endpoints();
+        let e = endpoints.get(index).ok_or_else(|| {
+            Failure::new(
+                proxy_status::IndexOutOfRange,
+                format!(
+                    "endpoint index {index}, but the forwarder has {} endpoints",
+                    endpoints.len()
+                ),
+            )
+        })?;
+        copy_c_string(&e.addr.to_string(), buf, len, out_n)?;
+        stats_out.write(&proxy_endpoint_stats::from(e));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,14 +804,15 @@ mod tests {
 
     /// Counters of `StatsSnapshot` deliberately left out of `proxy_stats`, each with the
     /// reason. None: C sees every counter Rust has. (Per-address stats,
-    /// `ForwarderHandle::endpoints`, are a list, not a counter of the snapshot.)
+    /// `ForwarderHandle::endpoints`, are a list outside the snapshot: `proxy_endpoint_stats`,
+    /// checked by the next test.)
     const NOT_IN_C: &[&str] = &[];
 
-    /// The counters of `debug`, a `{:#?}` of a struct of `u64`s and nested structs of
-    /// them, as paths: `["connect_failures", "refused"]`.
-    fn counter_paths(debug: &str) -> Vec<Vec<String>> {
+    /// The fields of `debug`, a `{:#?}` of a struct whose fields are plain values or
+    /// nested structs of them, as paths (`["connect_failures", "refused"]`) with values.
+    fn field_paths(debug: &str) -> Vec<(Vec<String>, String)> {
         let mut path: Vec<String> = Vec::new();
-        let mut counters = Vec::new();
+        let mut fields = Vec::new();
         for line in debug.lines().skip(1) {
             let line = line.trim().trim_end_matches(',');
             if line == "}" {
@@ -697,14 +825,27 @@ mod tests {
             if value.ends_with('{') {
                 path.push(name.to_owned());
             } else {
-                assert!(
-                    value.parse::<u64>().is_ok(),
-                    "{name} is not a counter: {value}"
-                );
-                counters.push(path.iter().cloned().chain([name.to_owned()]).collect());
+                let field = path.iter().cloned().chain([name.to_owned()]).collect();
+                fields.push((field, value.to_owned()));
             }
         }
-        counters
+        fields
+    }
+
+    /// The `uint64_t` fields of `struct NAME` in the checked-in header.
+    fn header_fields(name: &str) -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/proxy.h");
+        let header = std::fs::read_to_string(path).unwrap();
+        let open = format!("typedef struct {name} {{");
+        let start = header
+            .find(&open)
+            .unwrap_or_else(|| panic!("no {name} in proxy.h"));
+        let end = start + header[start..].find(&format!("}} {name};")).unwrap();
+        header[start..end]
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("uint64_t "))
+            .map(|f| f.trim_end_matches(';').to_owned())
+            .collect()
     }
 
     /// The `proxy_stats` name of a counter at `path`.
@@ -723,34 +864,23 @@ mod tests {
         }
     }
 
-    /// The `uint64_t` fields of `proxy_stats` in the checked-in header.
-    fn header_fields() -> Vec<String> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/proxy.h");
-        let header = std::fs::read_to_string(path).unwrap();
-        let start = header
-            .find("typedef struct proxy_stats {")
-            .expect("proxy_stats in proxy.h");
-        let end = start + header[start..].find("} proxy_stats;").unwrap();
-        header[start..end]
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("uint64_t "))
-            .map(|f| f.trim_end_matches(';').to_owned())
-            .collect()
-    }
-
     /// Fails when `StatsSnapshot` has a counter that `proxy_stats` (as the header declares
     /// it) lacks, or the header declares one that no Rust counter fills.
     #[test]
     fn proxy_stats_has_every_counter_of_the_rust_stats() {
-        let rust: Vec<String> = counter_paths(&format!("{:#?}", StatsSnapshot::default()))
-            .iter()
-            .map(|p| c_name(p))
-            .collect();
+        let fields = field_paths(&format!("{:#?}", StatsSnapshot::default()));
+        for (path, value) in &fields {
+            assert!(
+                value.parse::<u64>().is_ok(),
+                "{path:?} is not a counter: {value}"
+            );
+        }
+        let rust: Vec<String> = fields.iter().map(|(p, _)| c_name(p)).collect();
         assert!(
             rust.len() >= 29,
             "the Debug walk found too few counters: {rust:?}"
         );
-        let c = header_fields();
+        let c = header_fields("proxy_stats");
         let missing: Vec<&String> = (rust.iter())
             .filter(|f| !c.contains(f) && !NOT_IN_C.contains(&f.as_str()))
             .collect();
@@ -766,5 +896,37 @@ mod tests {
             "proxy_stats fields with no Rust counter: {unknown:?}"
         );
         assert_eq!(c.len(), std::mem::size_of::<proxy_stats>() / 8);
+    }
+
+    /// The same for the stats of one upstream address: every field of `EndpointStats`
+    /// but `addr` (which `proxy_forwarder_endpoint` gives as a string) is a field of
+    /// `proxy_endpoint_stats`, and the other way round. The value comes from a real
+    /// forwarder, `EndpointStats` having no constructor outside proxy-core.
+    #[test]
+    fn proxy_endpoint_stats_has_every_field_of_the_rust_endpoint_stats() {
+        // A closed port: the one connect fails, and the address gets its stats.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = closed.local_addr().unwrap();
+        drop(closed);
+        let mut config = Config::default();
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.target = Some(target.into());
+        let forwarder = Forwarder::start(&config).unwrap();
+        let _client = std::net::TcpStream::connect(forwarder.addr(0).unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let endpoint = loop {
+            if let Some(e) = forwarder.endpoints().first() {
+                break *e;
+            }
+            assert!(std::time::Instant::now() < deadline, "no endpoint stats");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(endpoint.addr, target);
+        let rust: Vec<String> = field_paths(&format!("{endpoint:#?}"))
+            .into_iter()
+            .map(|(p, _)| p.join("."))
+            .filter(|f| f != "addr")
+            .collect();
+        assert_eq!(header_fields("proxy_endpoint_stats"), rust);
     }
 }

@@ -38,10 +38,10 @@ pub use config::{
     proxy_limit, proxy_resolver, proxy_timeout, proxy_transport,
 };
 pub use forwarder::{
-    PROXY_ADDRESS_BUFFER_SIZE, proxy_forwarder, proxy_forwarder_address,
-    proxy_forwarder_address_count, proxy_forwarder_free, proxy_forwarder_port,
-    proxy_forwarder_reload, proxy_forwarder_shutdown, proxy_forwarder_start, proxy_forwarder_stats,
-    proxy_stats,
+    PROXY_ADDRESS_BUFFER_SIZE, proxy_endpoint_stats, proxy_forwarder, proxy_forwarder_address,
+    proxy_forwarder_address_count, proxy_forwarder_endpoint, proxy_forwarder_endpoint_count,
+    proxy_forwarder_free, proxy_forwarder_port, proxy_forwarder_reload, proxy_forwarder_shutdown,
+    proxy_forwarder_start, proxy_forwarder_stats, proxy_stats,
 };
 pub use resolve::{
     proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,

@@ -123,8 +123,8 @@ fn run_c_test(name: &str, args: &[&str]) {
     run(&compile(&source, true), args);
 }
 
-/// TCP, UDP and both through started forwarders with content checks; stats, addresses,
-/// reload, graceful shutdown; two forwarders in one process.
+/// TCP, UDP and both through started forwarders with content checks; stats (also per
+/// upstream address), addresses, reload, graceful shutdown; two forwarders in one process.
 #[test]
 fn forward() {
     run_c_test("forward", &[]);

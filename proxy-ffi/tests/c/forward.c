@@ -326,6 +326,94 @@ static void connection_limit(void) {
     puts("ok connection_limit");
 }
 
+/* Reads endpoint 0 of `f` into `e` and its address into `addr` until `cond` holds, for up
+ * to 5 s. */
+#define ENDPOINT_EVENTUALLY(f, addr, e, cond)                                           \
+    do {                                                                                \
+        double deadline_ = now_seconds() + 5;                                           \
+        size_t n_ = 0;                                                                  \
+        for (;;) {                                                                      \
+            proxy_status s_ =                                                           \
+                proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n_, &(e), sizeof(e)); \
+            if ((s_ == PROXY_STATUS_OK && (cond)) || now_seconds() > deadline_) {       \
+                OK(s_);                                                                 \
+                break;                                                                  \
+            }                                                                           \
+            sleep_ms(5);                                                                \
+        }                                                                               \
+        CHECK(cond);                                                                    \
+        CHECK(n_ == strlen(addr));                                                      \
+    } while (0)
+
+/* Per-address stats: the echo server's address with the TCP connections and the UDP
+ * session made to it, added up; a closed port's with its failures; the buffer and struct
+ * size contract. */
+static void endpoint_stats(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_forwarder *f = start_to_port(PROXY_TRANSPORT_BOTH, echo.port);
+    size_t count = 1;
+    OK(proxy_forwarder_endpoint_count(f, &count));
+    CHECK(count == 0); /* no address tried yet */
+    uint16_t port = port_of(f);
+    tcp_roundtrip(port);
+    tcp_roundtrip(port);
+    udp_roundtrip(port);
+    wait_idle(f);
+    char addr[PROXY_ADDRESS_BUFFER_SIZE];
+    proxy_endpoint_stats e;
+    ENDPOINT_EVENTUALLY(f, addr, e, e.connects == 3);
+    char expected[PROXY_ADDRESS_BUFFER_SIZE];
+    snprintf(expected, sizeof expected, "127.0.0.1:%u", (unsigned)echo.port);
+    CHECK(strcmp(addr, expected) == 0);
+    CHECK(e.failures == 0 && e.consecutive_failures == 0);
+    CHECK(e.ejections == 0 && e.checked_down == 0);
+    OK(proxy_forwarder_endpoint_count(f, &count));
+    CHECK(count == 1);
+
+    size_t n = 0;
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 1, addr, sizeof addr, &n, &e, sizeof e),
+                 PROXY_STATUS_INDEX_OUT_OF_RANGE);
+    CHECK_LAST_ERROR_HAS("endpoint index 1, but the forwarder has 1 endpoints");
+    /* A buffer too small for the address: nothing is written, not even the stats. */
+    char tiny[4] = "abc";
+    proxy_endpoint_stats untouched;
+    memset(&untouched, 0xab, sizeof untouched);
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 0, tiny, sizeof tiny, &n, &untouched,
+                                          sizeof untouched),
+                 PROXY_STATUS_BUFFER_TOO_SMALL);
+    CHECK(strcmp(tiny, "abc") == 0 && untouched.connects == 0xabababababababab);
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n, &e, 4),
+                 PROXY_STATUS_BUFFER_TOO_SMALL);
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n, NULL, sizeof e),
+                 PROXY_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(proxy_forwarder_endpoint_count(f, NULL), PROXY_STATUS_NULL_PARAMETER);
+    /* A caller knowing only the first field gets that one. */
+    uint64_t old[2] = {0, 0xdeadbeef};
+    OK(proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n,
+                                (proxy_endpoint_stats *)(void *)old, sizeof(uint64_t)));
+    CHECK(old[0] == 3 && old[1] == 0xdeadbeef);
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+
+    /* A port nothing listens on: the address's failures, in a row. */
+    int closed = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(closed >= 0);
+    struct sockaddr_in a = loopback(0);
+    CHECK(bind(closed, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t alen = sizeof a;
+    CHECK(getsockname(closed, (struct sockaddr *)&a, &alen) == 0);
+    f = start_to_port(PROXY_TRANSPORT_TCP, ntohs(a.sin_port));
+    tcp_expect_closed(port_of(f));
+    proxy_stats s = wait_idle(f);
+    CHECK(s.connect_refused >= 1);
+    ENDPOINT_EVENTUALLY(f, addr, e, e.failures == s.connect_refused);
+    CHECK(e.connects == 0 && e.consecutive_failures == e.failures);
+    proxy_forwarder_free(f);
+    close(closed); /* bound, never listening: connects to it are refused */
+    puts("ok endpoint_stats");
+}
+
 int main(void) {
     tcp_forwarding();
     udp_forwarding();
@@ -336,5 +424,6 @@ int main(void) {
     two_forwarders_in_one_process();
     stats_struct_prefix();
     connection_limit();
+    endpoint_stats();
     return 0;
 }

@@ -325,6 +325,15 @@ static inline proxy_config *config_to_port(proxy_transport transport, uint16_t p
     return config_to(transport, "127.0.0.1:0", target);
 }
 
+/* Starts a forwarder from 127.0.0.1:0 to 127.0.0.1:port. */
+static inline proxy_forwarder *start_to_port(proxy_transport transport, uint16_t port) {
+    proxy_config *c = config_to_port(transport, port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+    return f;
+}
+
 static inline uint16_t port_of(const proxy_forwarder *f) {
     uint16_t port = 0;
     OK(proxy_forwarder_port(f, 0, &port));
