@@ -1,9 +1,10 @@
 //! Records the git revision for `proxy --version` (`unknown` outside a git checkout, as in
-//! a source tarball).
+//! a source tarball) in `PROXY_GIT_REVISION`. proxy-ffi's build script runs it too, for
+//! `proxy_version()`.
 
 use std::process::Command;
 
-fn main() {
+pub(crate) fn main() {
     let revision =
         git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
     let dirty = Command::new("git")

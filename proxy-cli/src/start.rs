@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
+use proxy_core::resolve::{HickoryResolver, Resolve, ResolverKind, SystemResolver};
 use proxy_core::{
-    ErrorKind, ForwarderHandle, Host, SamePortError, Target, TcpForwarder, UdpForwarder,
-    start_same_port,
+    ErrorKind, ForwarderHandle, SamePortError, Target, TcpForwarder, UdpForwarder, start_same_port,
 };
 
 use crate::args::{Listen, ResolverArg, TcpPlan, UdpPlan, UsageError};
@@ -76,18 +75,22 @@ pub(crate) fn start_with_ipv4_fallback(
 }
 
 pub(crate) fn resolver(target: &Target, which: ResolverArg) -> anyhow::Result<Arc<dyn Resolve>> {
+    let chosen = match which {
+        ResolverArg::System => ResolverKind::System,
+        ResolverArg::Hickory => ResolverKind::Hickory,
+    };
     // IP literal targets never ask the resolver: do not fail on a missing resolv.conf.
     // SRV targets need hickory: the C library has no SRV lookup.
-    let srv = matches!(target.host(), Host::Srv(_));
-    if srv && which == ResolverArg::System {
-        tracing::debug!(target = %target, "an SRV target: resolving with hickory");
-    }
-    if srv || matches!(target.host(), Host::Name(_)) && which == ResolverArg::Hickory {
-        let hickory = HickoryResolver::from_system_conf()
-            .context("--resolver hickory: cannot read the system DNS configuration")?;
-        Ok(Arc::new(hickory))
-    } else {
-        Ok(Arc::new(SystemResolver::new()))
+    match chosen.for_target(target) {
+        ResolverKind::Hickory => {
+            if chosen != ResolverKind::Hickory {
+                tracing::debug!(target = %target, "an SRV target: resolving with hickory");
+            }
+            let hickory = HickoryResolver::from_system_conf()
+                .context("--resolver hickory: cannot read the system DNS configuration")?;
+            Ok(Arc::new(hickory))
+        }
+        _ => Ok(Arc::new(SystemResolver::new())),
     }
 }
 

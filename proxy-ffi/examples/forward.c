@@ -36,10 +36,10 @@ static void die(const char *what, proxy_status status) {
     } while (0)
 
 int main(int argc, char **argv) {
-    proxy_protocol protocol = PROXY_PROTOCOL_TCP;
+    proxy_transport transport = PROXY_TRANSPORT_TCP;
     int arg = 1;
     if (arg < argc && strcmp(argv[arg], "--both") == 0) {
-        protocol = PROXY_PROTOCOL_BOTH;
+        transport = PROXY_TRANSPORT_BOTH;
         arg++;
     }
     if (argc - arg < 2 || argc - arg > 3) {
@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
     if (config == NULL) {
         die("proxy_config_new", PROXY_STATUS_PANIC);
     }
-    TRY(proxy_config_set_protocol(config, protocol));
+    TRY(proxy_config_set_transport(config, transport));
     TRY(proxy_config_add_listen(config, listen));
     TRY(proxy_config_set_target(config, target));
     TRY(proxy_config_set_timeout(config, PROXY_TIMEOUT_IDLE, 10 * 60 * 1000));

@@ -86,9 +86,9 @@ enum proxy_status
      */
     PROXY_STATUS_ADDRESS_IN_USE = 9,
     /**
-     * A reload named another protocol than the forwarder was started with.
+     * A reload named another transport than the forwarder was started with.
      */
-    PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH = 10,
+    PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH = 10,
     /**
      * The forwarder was shut down.
      */
@@ -121,9 +121,11 @@ typedef uint32_t proxy_status;
 #endif // __cplusplus
 
 /**
- * Which protocols a forwarder serves: a value for `proxy_config_set_protocol`.
+ * The transport protocols a forwarder serves, TCP, UDP or both (the CLI's `tcp`, `udp` and
+ * `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY protocol, the header
+ * carrying the client's address, is another setting.)
  */
-enum proxy_protocol
+enum proxy_transport
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -131,23 +133,23 @@ enum proxy_protocol
     /**
      * TCP connections (the default).
      */
-    PROXY_PROTOCOL_TCP = 1,
+    PROXY_TRANSPORT_TCP = 1,
     /**
      * UDP datagrams, one session per client address.
      */
-    PROXY_PROTOCOL_UDP = 2,
+    PROXY_TRANSPORT_UDP = 2,
     /**
      * TCP and UDP on the same addresses and ports. With port 0, TCP binds first and UDP
      * then binds the port TCP got; when that UDP port is taken, both try another port, up
      * to 10 times.
      */
-    PROXY_PROTOCOL_BOTH = 3,
+    PROXY_TRANSPORT_BOTH = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum proxy_protocol proxy_protocol;
+typedef enum proxy_transport proxy_transport;
 #else
-typedef uint32_t proxy_protocol;
+typedef uint32_t proxy_transport;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -199,6 +201,7 @@ typedef uint32_t proxy_timeout;
 
 /**
  * A built-in resolver for host-name targets: a value for `proxy_config_set_resolver`.
+ * `srv:` targets always use hickory: the C library cannot look up SRV records.
  */
 enum proxy_resolver
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -211,7 +214,8 @@ enum proxy_resolver
      */
     PROXY_RESOLVER_SYSTEM = 1,
     /**
-     * hickory-resolver configured from `/etc/resolv.conf`, following each answer's TTL.
+     * hickory-resolver, following each answer's TTL: configured from `/etc/resolv.conf`,
+     * or asking the name servers added with `proxy_config_add_name_server`.
      */
     PROXY_RESOLVER_HICKORY = 2,
 };
@@ -315,7 +319,7 @@ typedef struct proxy_resolution proxy_resolution;
  *
  * Thread: a thread of the blocking pool of the forwarder's own runtime (named
  * `proxy-ffi-N`), never the thread that called a `proxy_*` function. It may be called
- * on several threads at once (a `PROXY_PROTOCOL_BOTH` forwarder resolves for TCP and
+ * on several threads at once (a `PROXY_TRANSPORT_BOTH` forwarder resolves for TCP and
  * UDP separately, and a reload starts a new resolver while the old one may still be
  * running), so it must be thread-safe. It may block (it delays only new connections to a
  * host that has no answer yet), but `proxy_forwarder_shutdown` and `proxy_forwarder_free`
@@ -437,7 +441,60 @@ typedef struct proxy_stats {
      * TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_ACCEPT_RATE`.
      */
     uint64_t limited_rate;
+    /**
+     * Times an upstream address was ejected (skipped for a while) after failing again and
+     * again. Ejection is off unless configured.
+     */
+    uint64_t ejections;
+    /**
+     * TCP connections and UDP sessions refused at once because every upstream address
+     * was ejected (also counted in `upstream_unavailable`).
+     */
+    uint64_t all_ejected;
+    /**
+     * TCP connections from trusted peers closed for a missing, malformed or late PROXY
+     * protocol header (accepting PROXY headers is off unless configured).
+     */
+    uint64_t proxy_headers_rejected;
+    /**
+     * TCP connections reset and UDP datagrams dropped because the access rules do not
+     * permit their client (every client is permitted unless configured).
+     */
+    uint64_t denied;
 } proxy_stats;
+
+/**
+ * How one upstream address has fared, summed over the forwarder's TCP and UDP parts:
+ * what `proxy_forwarder_endpoint` copies out. Every address of the target's current DNS
+ * answer that has been tried has one, and so has one that left the answer, until it has
+ * been missing from a few answers in a row with nothing open on it.
+ *
+ * Fields are only ever added at the end, as in `proxy_stats`: pass
+ * `sizeof(proxy_endpoint_stats)`.
+ */
+typedef struct proxy_endpoint_stats {
+    /**
+     * Successful connects (TCP) and sessions set up (UDP).
+     */
+    uint64_t connects;
+    /**
+     * Failed connects (TCP) and ICMP port-unreachable reports (UDP).
+     */
+    uint64_t failures;
+    /**
+     * Failures since the last success (the larger of TCP's and UDP's).
+     */
+    uint64_t consecutive_failures;
+    /**
+     * Times the address was ejected for failing (ejection is off unless configured).
+     */
+    uint64_t ejections;
+    /**
+     * 1 while health checks mark the address down, else 0 (health checks are off unless
+     * configured).
+     */
+    uint64_t checked_down;
+} proxy_endpoint_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -462,13 +519,14 @@ struct proxy_config *proxy_config_new(void);
 void proxy_config_free(struct proxy_config *config);
 
 /**
- * Sets the protocols to serve: a `proxy_protocol` value. Default `PROXY_PROTOCOL_TCP`.
+ * Sets the transport protocols to serve: a `proxy_transport` value. Default
+ * `PROXY_TRANSPORT_TCP`.
  *
- * Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_protocol`.
+ * Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_transport`.
  *
  * Thread safety: see `proxy_config`.
  */
-proxy_status proxy_config_set_protocol(struct proxy_config *config, uint32_t protocol);
+proxy_status proxy_config_set_transport(struct proxy_config *config, uint32_t transport);
 
 /**
  * Adds a listen address: an IP address and a port, such as `"127.0.0.1:8080"`,
@@ -490,9 +548,12 @@ proxy_status proxy_config_add_listen(struct proxy_config *config, const char *ad
 proxy_status proxy_config_clear_listen(struct proxy_config *config);
 
 /**
- * Sets the upstream target: `"host:port"`, `"10.0.0.1:80"` or `"[fd00::1]:80"`. Host names
- * are resolved by the config's resolver when the forwarder runs, and again when the
- * answer expires; IP addresses are used as they are.
+ * Sets the upstream target: `"host:port"`, `"10.0.0.1:80"`, `"[fd00::1]:80"`, or
+ * `"srv:_service._proto.name"` (such as `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV
+ * records give the hosts and ports, by priority and weight. Host names are resolved by the
+ * config's resolver when the forwarder runs, and again when the answer expires; `srv:`
+ * names by hickory whatever `proxy_config_set_resolver` chose (not by a resolver
+ * callback); IP addresses are used as they are.
  *
  * Returns `PROXY_STATUS_INVALID_TARGET` (the last error names the bad part) for anything
  * else; the config is unchanged then.
@@ -526,9 +587,37 @@ proxy_status proxy_config_set_timeout(struct proxy_config *config,
 proxy_status proxy_config_set_resolver(struct proxy_config *config, uint32_t resolver);
 
 /**
+ * Adds a DNS server for the hickory resolver to ask, instead of those of
+ * `/etc/resolv.conf`: an IP address with an optional port (default 53), such as
+ * `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`. Servers are asked over UDP (TCP
+ * for truncated answers), in the order added when one fails; names are looked up as they
+ * are written (no search domains, no `/etc/hosts`).
+ *
+ * They serve `srv:` targets, which hickory resolves whatever resolver was chosen, and
+ * host-name targets with `PROXY_RESOLVER_HICKORY`. The C library cannot be pointed at a
+ * server: a forwarder with a host-name target, name servers and `PROXY_RESOLVER_SYSTEM`
+ * (the default) does not start (`PROXY_STATUS_INVALID_SETTING`). A resolver callback,
+ * when set, is used instead of them.
+ *
+ * Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
+ *
+ * Thread safety: see `proxy_config`.
+ */
+proxy_status proxy_config_add_name_server(struct proxy_config *config, const char *address);
+
+/**
+ * Removes every name server added with `proxy_config_add_name_server`: hickory reads
+ * `/etc/resolv.conf` again.
+ *
+ * Thread safety: see `proxy_config`.
+ */
+proxy_status proxy_config_clear_name_servers(struct proxy_config *config);
+
+/**
  * Resolves host-name targets with `callback` instead of a built-in resolver; see
  * `proxy_resolve_callback` for when and on which thread it is called. `userdata` is
- * passed to it as it is; it may be NULL.
+ * passed to it as it is; it may be NULL. A callback answers address lookups only, not
+ * SRV: a forwarder with a `srv:` target and a callback does not start.
  *
  * `callback` and `userdata` must stay valid until `proxy_forwarder_free` has returned for
  * every forwarder started or reloaded with this config (`proxy_forwarder_free` waits for
@@ -570,8 +659,10 @@ proxy_status proxy_config_set_limit(struct proxy_config *config, uint32_t kind, 
  * can be made as soon as it returns. Host-name targets are resolved in the background.
  *
  * Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
- * without a target or a listen address, a duplicate listen address, or a connect timeout
- * longer than the connect budget; `PROXY_STATUS_ADDRESS_IN_USE` or
+ * without a target or a listen address, a duplicate listen address, a connect timeout
+ * longer than the connect budget, a `srv:` target with a resolver callback, or a host-name
+ * target with name servers but `PROXY_RESOLVER_SYSTEM`;
+ * `PROXY_STATUS_ADDRESS_IN_USE` or
  * `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
  * `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
  * and `*out` is not written.
@@ -589,10 +680,10 @@ proxy_status proxy_forwarder_start(const struct proxy_config *config, struct pro
  * use the new target, resolver and timers; established ones finish with the old. The
  * counters carry on. Blocks until done.
  *
- * In a `PROXY_PROTOCOL_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
+ * In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
  * bind them, TCP goes back to its previous addresses and the error is returned.
  *
- * Errors: `PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH` when `config` has another protocol;
+ * Errors: `PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH` when `config` has another transport;
  * `PROXY_STATUS_NOT_RUNNING` after `proxy_forwarder_shutdown`; the setting and bind errors
  * of `proxy_forwarder_start`. Nothing changes then.
  *
@@ -677,6 +768,40 @@ proxy_status proxy_forwarder_stats(const struct proxy_forwarder *forwarder,
                                    size_t out_size);
 
 /**
+ * Stores the number of upstream addresses with stats in `*out_count`, for
+ * `proxy_forwarder_endpoint`.
+ *
+ * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+ */
+proxy_status proxy_forwarder_endpoint_count(const struct proxy_forwarder *forwarder,
+                                            size_t *out_count);
+
+/**
+ * Copies the stats of upstream address `index` (the addresses are ordered: IPv4 before
+ * IPv6, then by address and port) to `*out`, whose size the caller passes in `out_size`
+ * (`sizeof(proxy_endpoint_stats)`), and the address itself to `buf` as a NUL-terminated
+ * string such as `10.0.0.7:80` or `[fd00::7]:80`, its length without the NUL to
+ * `*out_n`. `PROXY_ADDRESS_BUFFER_SIZE` bytes always suffice. Nothing is written unless
+ * the call succeeds.
+ *
+ * The list changes as the forwarder runs (a new DNS answer, an address tried for the
+ * first time), also between `proxy_forwarder_endpoint_count` and this call: an index
+ * past its end then gives `PROXY_STATUS_INDEX_OUT_OF_RANGE`.
+ *
+ * Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `len`
+ * cannot hold the address or `out_size` is below 8; `PROXY_STATUS_NULL_PARAMETER`.
+ *
+ * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+ */
+proxy_status proxy_forwarder_endpoint(const struct proxy_forwarder *forwarder,
+                                      size_t index,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *out_n,
+                                      struct proxy_endpoint_stats *out,
+                                      size_t out_size);
+
+/**
  * Adds an address to the answer: an IPv4 or IPv6 address such as `"10.0.0.1"` or
  * `"fd00::1"` (no port: the target's port is used). Repeated addresses are kept once.
  * Connections try the addresses in turn, starting with a different one each time.
@@ -730,6 +855,17 @@ proxy_status proxy_status_message(uint32_t status, char *buf, size_t len, size_t
  * last error.
  */
 proxy_status proxy_last_error(char *buf, size_t len, size_t *out_n);
+
+/**
+ * The library's version and the git revision it was built from, as `proxy --version`
+ * prints them: `0.1.0 (1a2b3c4d5e6f)`. The revision is `unknown` for a build outside a git
+ * checkout, and ends in `-modified` for one from a tree with uncommitted changes.
+ *
+ * The string is static and NUL-terminated: never free or change it. Never NULL.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *proxy_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

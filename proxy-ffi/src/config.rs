@@ -1,7 +1,7 @@
 //! `proxy_config`: what to forward, from where, to where, with which timers and resolver.
 
 use std::ffi::{c_char, c_void};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use proxy_core::{Limits, Rate, Target, Timeouts};
@@ -30,10 +30,12 @@ impl Castable for proxy_config {
     type RustType = Config;
 }
 
-/// Which protocols a forwarder serves: a value for `proxy_config_set_protocol`.
+/// The transport protocols a forwarder serves, TCP, UDP or both (the CLI's `tcp`, `udp` and
+/// `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY protocol, the header
+/// carrying the client's address, is another setting.)
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum proxy_protocol {
+pub enum proxy_transport {
     /// TCP connections (the default).
     Tcp = 1,
     /// UDP datagrams, one session per client address.
@@ -88,13 +90,15 @@ pub enum proxy_limit {
 }
 
 /// A built-in resolver for host-name targets: a value for `proxy_config_set_resolver`.
+/// `srv:` targets always use hickory: the C library cannot look up SRV records.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum proxy_resolver {
     /// The C library's `getaddrinfo` (the default): `/etc/hosts`, `nsswitch.conf`,
     /// `/etc/resolv.conf` with `search` and `ndots`. Answers are kept for 30 s.
     System = 1,
-    /// hickory-resolver configured from `/etc/resolv.conf`, following each answer's TTL.
+    /// hickory-resolver, following each answer's TTL: configured from `/etc/resolv.conf`,
+    /// or asking the name servers added with `proxy_config_add_name_server`.
     Hickory = 2,
 }
 
@@ -109,11 +113,13 @@ pub(crate) enum ResolverChoice {
 /// What a `proxy_config` holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) protocol: proxy_protocol,
+    pub(crate) transport: proxy_transport,
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) target: Option<Target>,
     pub(crate) timeouts: Timeouts,
     pub(crate) resolver: ResolverChoice,
+    /// The DNS servers hickory asks; none: those of `/etc/resolv.conf`.
+    pub(crate) name_servers: Vec<SocketAddr>,
     pub(crate) worker_threads: usize,
     /// The limits; `accept_rate` is set from `rate` and `burst` when the forwarder starts.
     limits: Limits,
@@ -123,6 +129,9 @@ pub(crate) struct Config {
 
 /// Worker threads of a forwarder's runtime unless set.
 const DEFAULT_WORKER_THREADS: usize = 2;
+
+/// The port of a name server given without one.
+const DNS_PORT: u16 = 53;
 
 /// The most worker threads a forwarder may have.
 const MAX_WORKER_THREADS: usize = 256;
@@ -140,11 +149,12 @@ const _: () = {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            protocol: proxy_protocol::Tcp,
+            transport: proxy_transport::Tcp,
             listen: Vec::new(),
             target: None,
             timeouts: Timeouts::default(),
             resolver: ResolverChoice::System,
+            name_servers: Vec::new(),
             worker_threads: DEFAULT_WORKER_THREADS,
             limits: Limits::default(),
             rate: None,
@@ -238,23 +248,24 @@ pub extern "C" fn proxy_config_free(config: *mut proxy_config) {
     }
 }
 
-/// Sets the protocols to serve: a `proxy_protocol` value. Default `PROXY_PROTOCOL_TCP`.
+/// Sets the transport protocols to serve: a `proxy_transport` value. Default
+/// `PROXY_TRANSPORT_TCP`.
 ///
-/// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_protocol`.
+/// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_transport`.
 ///
 /// Thread safety: see `proxy_config`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_config_set_protocol(
+pub extern "C" fn proxy_config_set_transport(
     config: *mut proxy_config,
-    protocol: u32,
+    transport: u32,
 ) -> proxy_status {
     ffi_panic_boundary! {
         let config = try_mut(config, "config")?;
-        use proxy_protocol::*;
-        config.protocol = [Tcp, Udp, Both]
+        use proxy_transport::*;
+        config.transport = [Tcp, Udp, Both]
             .into_iter()
-            .find(|p| *p as u32 == protocol)
-            .ok_or_else(|| Failure::setting(format!("unknown protocol {protocol}")))?;
+            .find(|p| *p as u32 == transport)
+            .ok_or_else(|| Failure::setting(format!("unknown transport {transport}")))?;
         Ok(())
     }
 }
@@ -291,9 +302,12 @@ pub extern "C" fn proxy_config_clear_listen(config: *mut proxy_config) -> proxy_
     }
 }
 
-/// Sets the upstream target: `"host:port"`, `"10.0.0.1:80"` or `"[fd00::1]:80"`. Host names
-/// are resolved by the config's resolver when the forwarder runs, and again when the
-/// answer expires; IP addresses are used as they are.
+/// Sets the upstream target: `"host:port"`, `"10.0.0.1:80"`, `"[fd00::1]:80"`, or
+/// `"srv:_service._proto.name"` (such as `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV
+/// records give the hosts and ports, by priority and weight. Host names are resolved by the
+/// config's resolver when the forwarder runs, and again when the answer expires; `srv:`
+/// names by hickory whatever `proxy_config_set_resolver` chose (not by a resolver
+/// callback); IP addresses are used as they are.
 ///
 /// Returns `PROXY_STATUS_INVALID_TARGET` (the last error names the bad part) for anything
 /// else; the config is unchanged then.
@@ -376,9 +390,59 @@ pub extern "C" fn proxy_config_set_resolver(
     }
 }
 
+/// Adds a DNS server for the hickory resolver to ask, instead of those of
+/// `/etc/resolv.conf`: an IP address with an optional port (default 53), such as
+/// `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`. Servers are asked over UDP (TCP
+/// for truncated answers), in the order added when one fails; names are looked up as they
+/// are written (no search domains, no `/etc/hosts`).
+///
+/// They serve `srv:` targets, which hickory resolves whatever resolver was chosen, and
+/// host-name targets with `PROXY_RESOLVER_HICKORY`. The C library cannot be pointed at a
+/// server: a forwarder with a host-name target, name servers and `PROXY_RESOLVER_SYSTEM`
+/// (the default) does not start (`PROXY_STATUS_INVALID_SETTING`). A resolver callback,
+/// when set, is used instead of them.
+///
+/// Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_add_name_server(
+    config: *mut proxy_config,
+    address: *const c_char,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let config = try_mut(config, "config")?;
+        let text = try_str(address, "address")?;
+        let server = match text.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, DNS_PORT),
+            Err(_) => text.parse().map_err(|_| {
+                Failure::new(
+                    proxy_status::InvalidAddress,
+                    format!("name server `{text}` is not IP, IP:PORT or [IPv6]:PORT"),
+                )
+            })?,
+        };
+        config.name_servers.push(server);
+        Ok(())
+    }
+}
+
+/// Removes every name server added with `proxy_config_add_name_server`: hickory reads
+/// `/etc/resolv.conf` again.
+///
+/// Thread safety: see `proxy_config`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_config_clear_name_servers(config: *mut proxy_config) -> proxy_status {
+    ffi_panic_boundary! {
+        try_mut(config, "config")?.name_servers.clear();
+        Ok(())
+    }
+}
+
 /// Resolves host-name targets with `callback` instead of a built-in resolver; see
 /// `proxy_resolve_callback` for when and on which thread it is called. `userdata` is
-/// passed to it as it is; it may be NULL.
+/// passed to it as it is; it may be NULL. A callback answers address lookups only, not
+/// SRV: a forwarder with a `srv:` target and a callback does not start.
 ///
 /// `callback` and `userdata` must stay valid until `proxy_forwarder_free` has returned for
 /// every forwarder started or reloaded with this config (`proxy_forwarder_free` waits for

@@ -5,18 +5,21 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use proxy_core::resolve::{HickoryResolver, Resolve, SystemResolver};
-use proxy_core::{ForwarderHandle, StatsReader, StatsSnapshot, TcpForwarder, UdpForwarder};
+use proxy_core::resolve::{HickoryResolver, Resolve, ResolverKind, SystemResolver};
+use proxy_core::{
+    EndpointStats, ForwarderHandle, Host, StatsReader, StatsSnapshot, Target, TcpForwarder,
+    UdpForwarder,
+};
 use tokio::runtime::Runtime;
 
-use crate::config::{Config, ResolverChoice, proxy_config, proxy_protocol};
+use crate::config::{Config, ResolverChoice, proxy_config, proxy_transport};
 use crate::handle::{
     Castable, OwnershipBox, U64Fields, copy_c_string, copy_u64_fields, free_box, out,
-    to_boxed_mut_ptr, try_ref,
+    to_boxed_mut_ptr, try_ref, u64_fields_out,
 };
 use crate::panic::ffi_panic_boundary;
 use crate::resolve::CallbackResolver;
-use crate::status::{Failure, io_kind, proxy_status};
+use crate::status::{Failure, proxy_status};
 
 /// A running forwarder: listening sockets, connections and sessions, served by a runtime
 /// with threads of its own (named `proxy-ffi-N`). Forwarders share nothing: several may
@@ -41,10 +44,6 @@ impl Castable for proxy_forwarder {
 /// A buffer of this many bytes holds any address `proxy_forwarder_address` writes,
 /// with its NUL.
 pub const PROXY_ADDRESS_BUFFER_SIZE: usize = 80;
-
-/// How many times a `PROXY_PROTOCOL_BOTH` forwarder with port 0 looks for a port free for
-/// both TCP and UDP.
-const SAME_PORT_TRIES: usize = 10;
 
 /// A snapshot of a forwarder's counters, summed over its TCP and UDP parts. Counters
 /// count from the start and carry on across reloads.
@@ -106,10 +105,60 @@ pub struct proxy_stats {
     pub limited_per_source: u64,
     /// TCP connections reset and UDP datagrams dropped by `PROXY_LIMIT_ACCEPT_RATE`.
     pub limited_rate: u64,
+    /// Times an upstream address was ejected (skipped for a while) after failing again and
+    /// again. Ejection is off unless configured.
+    pub ejections: u64,
+    /// TCP connections and UDP sessions refused at once because every upstream address
+    /// was ejected (also counted in `upstream_unavailable`).
+    pub all_ejected: u64,
+    /// TCP connections from trusted peers closed for a missing, malformed or late PROXY
+    /// protocol header (accepting PROXY headers is off unless configured).
+    pub proxy_headers_rejected: u64,
+    /// TCP connections reset and UDP datagrams dropped because the access rules do not
+    /// permit their client (every client is permitted unless configured).
+    pub denied: u64,
 }
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
 unsafe impl U64Fields for proxy_stats {}
+
+/// How one upstream address has fared, summed over the forwarder's TCP and UDP parts:
+/// what `proxy_forwarder_endpoint` copies out. Every address of the target's current DNS
+/// answer that has been tried has one, and so has one that left the answer, until it has
+/// been missing from a few answers in a row with nothing open on it.
+///
+/// Fields are only ever added at the end, as in `proxy_stats`: pass
+/// `sizeof(proxy_endpoint_stats)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct proxy_endpoint_stats {
+    /// Successful connects (TCP) and sessions set up (UDP).
+    pub connects: u64,
+    /// Failed connects (TCP) and ICMP port-unreachable reports (UDP).
+    pub failures: u64,
+    /// Failures since the last success (the larger of TCP's and UDP's).
+    pub consecutive_failures: u64,
+    /// Times the address was ejected for failing (ejection is off unless configured).
+    pub ejections: u64,
+    /// 1 while health checks mark the address down, else 0 (health checks are off unless
+    /// configured).
+    pub checked_down: u64,
+}
+
+// SAFETY: `proxy_endpoint_stats` is `#[repr(C)]` and every field is a `u64`.
+unsafe impl U64Fields for proxy_endpoint_stats {}
+
+impl From<&EndpointStats> for proxy_endpoint_stats {
+    fn from(e: &EndpointStats) -> Self {
+        proxy_endpoint_stats {
+            connects: e.connects,
+            failures: e.failures,
+            consecutive_failures: e.consecutive_failures,
+            ejections: e.ejections,
+            checked_down: e.checked_down.into(),
+        }
+    }
+}
 
 impl proxy_stats {
     /// Adds `s` to these counters.
@@ -145,6 +194,10 @@ impl proxy_stats {
             (&mut self.limited_connections, s.limited.connections),
             (&mut self.limited_per_source, s.limited.per_source),
             (&mut self.limited_rate, s.limited.rate),
+            (&mut self.ejections, s.ejections),
+            (&mut self.all_ejected, s.all_ejected),
+            (&mut self.proxy_headers_rejected, s.proxy_headers_rejected),
+            (&mut self.denied, s.denied),
         ];
         for (field, value) in pairs {
             *field = field.saturating_add(value);
@@ -159,7 +212,7 @@ impl proxy_stats {
 /// callback in progress.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    protocol: proxy_protocol,
+    transport: proxy_transport,
     /// `None` once shut down. Held for the length of a reload or shutdown.
     running: Mutex<Option<Running>>,
     /// The bound addresses, readable while a reload runs.
@@ -195,11 +248,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn protocol_name(p: proxy_protocol) -> &'static str {
+fn transport_name(p: proxy_transport) -> &'static str {
     match p {
-        proxy_protocol::Tcp => "TCP",
-        proxy_protocol::Udp => "UDP",
-        proxy_protocol::Both => "TCP and UDP",
+        proxy_transport::Tcp => "TCP",
+        proxy_transport::Udp => "UDP",
+        proxy_transport::Both => "TCP and UDP",
     }
 }
 
@@ -219,21 +272,50 @@ fn runtime(threads: usize) -> Result<Runtime, Failure> {
         })
 }
 
+/// The resolver for `target`: the callback, or the built-in resolver the target needs
+/// (proxy-core's rule, the CLI's too: hickory for `srv:` targets whatever was chosen).
+/// Call inside the forwarder's runtime (hickory is made here).
+fn resolver(config: &Config, target: &Target) -> Result<Arc<dyn Resolve>, Failure> {
+    let chosen = match config.resolver {
+        ResolverChoice::Callback(_) if matches!(target.host(), Host::Srv(_)) => {
+            return Err(Failure::setting(format!(
+                "target `{target}`: a resolver callback cannot look up SRV records; \
+                 use a built-in resolver (proxy_config_set_resolver)"
+            )));
+        }
+        ResolverChoice::Callback(cb) => return Ok(Arc::new(CallbackResolver(cb))),
+        ResolverChoice::System => ResolverKind::System,
+        ResolverChoice::Hickory => ResolverKind::Hickory,
+    };
+    match chosen.for_target(target) {
+        ResolverKind::Hickory => {
+            let hickory = if config.name_servers.is_empty() {
+                HickoryResolver::from_system_conf()
+                    .map_err(|e| format!("cannot read the system DNS configuration: {e}"))
+            } else {
+                HickoryResolver::with_name_servers(&config.name_servers)
+                    .map_err(|e| format!("cannot set up the name servers: {e}"))
+            };
+            Ok(Arc::new(
+                hickory.map_err(|e| Failure::new(proxy_status::Resolver, e))?,
+            ))
+        }
+        _ if !config.name_servers.is_empty() && matches!(target.host(), Host::Name(_)) => {
+            Err(Failure::setting(format!(
+                "target `{target}`: name servers are asked by hickory only, and the system \
+                 resolver is chosen; choose PROXY_RESOLVER_HICKORY"
+            )))
+        }
+        _ => Ok(Arc::new(SystemResolver::new())),
+    }
+}
+
 /// Builds the forwarders `config` describes; call inside the forwarder's runtime (the
 /// hickory resolver is made here).
 fn plan(config: &Config) -> Result<Planned, Failure> {
     let target = config.target()?.clone();
     let listen = config.listen()?.to_vec();
-    let resolver: Arc<dyn Resolve> = match config.resolver {
-        ResolverChoice::System => Arc::new(SystemResolver::new()),
-        ResolverChoice::Hickory => Arc::new(HickoryResolver::from_system_conf().map_err(|e| {
-            Failure::new(
-                proxy_status::Resolver,
-                format!("cannot read the system DNS configuration: {e}"),
-            )
-        })?),
-        ResolverChoice::Callback(cb) => Arc::new(CallbackResolver(cb)),
-    };
+    let resolver = resolver(config, &target)?;
     let tcp = || {
         TcpForwarder::builder(listen.iter().copied(), target.clone())
             .shared_resolver(resolver.clone())
@@ -248,16 +330,16 @@ fn plan(config: &Config) -> Result<Planned, Failure> {
             .limits(config.limits())
             .build()
     };
-    Ok(match config.protocol {
-        proxy_protocol::Tcp => Planned {
+    Ok(match config.transport {
+        proxy_transport::Tcp => Planned {
             tcp: Some(tcp()?),
             udp: None,
         },
-        proxy_protocol::Udp => Planned {
+        proxy_transport::Udp => Planned {
             tcp: None,
             udp: Some(udp()?),
         },
-        proxy_protocol::Both => Planned {
+        proxy_transport::Both => Planned {
             tcp: Some(tcp()?),
             udp: Some(udp()?),
         },
@@ -285,14 +367,14 @@ impl Forwarder {
                     tcp: None,
                     udp: Some((udp.start()?, udp)),
                 },
-                (None, None) => unreachable!("a config plans one protocol at least"),
+                (None, None) => unreachable!("a config plans one transport at least"),
             }
         };
         let stats = (running.tcp.iter().map(|(h, _)| h.stats_reader()))
             .chain(running.udp.iter().map(|(h, _)| h.stats_reader()))
             .collect();
         Ok(Forwarder {
-            protocol: config.protocol,
+            transport: config.transport,
             addrs: Mutex::new(running.local_addrs()),
             running: Mutex::new(Some(running)),
             stats,
@@ -301,13 +383,13 @@ impl Forwarder {
     }
 
     fn reload(&self, config: &Config) -> Result<(), Failure> {
-        if config.protocol != self.protocol {
+        if config.transport != self.transport {
             return Err(Failure::new(
-                proxy_status::ReloadProtocolMismatch,
+                proxy_status::ReloadTransportMismatch,
                 format!(
                     "the forwarder serves {}; the config asks for {}",
-                    protocol_name(self.protocol),
-                    protocol_name(config.protocol)
+                    transport_name(self.transport),
+                    transport_name(config.transport)
                 ),
             ));
         }
@@ -346,7 +428,7 @@ impl Forwarder {
                 rt.block_on(udp.reload(new.clone()))?;
                 *old = new;
             }
-            _ => unreachable!("the protocols were compared above"),
+            _ => unreachable!("the transports were compared above"),
         }
         *lock(&self.addrs) = running.local_addrs();
         Ok(())
@@ -388,6 +470,27 @@ impl Forwarder {
         })
     }
 
+    /// The stats of every upstream address, ordered by address; an address both TCP and
+    /// UDP have is one entry with their counts added.
+    fn endpoints(&self) -> Vec<EndpointStats> {
+        let mut all: Vec<EndpointStats> = self.stats.iter().flat_map(|r| r.endpoints()).collect();
+        all.sort_by_key(|e| e.addr);
+        let mut merged: Vec<EndpointStats> = Vec::with_capacity(all.len());
+        for e in all {
+            match merged.last_mut() {
+                Some(m) if m.addr == e.addr => {
+                    m.connects = m.connects.saturating_add(e.connects);
+                    m.failures = m.failures.saturating_add(e.failures);
+                    m.consecutive_failures = m.consecutive_failures.max(e.consecutive_failures);
+                    m.ejections = m.ejections.saturating_add(e.ejections);
+                    m.checked_down |= e.checked_down;
+                }
+                _ => merged.push(e),
+            }
+        }
+        merged
+    }
+
     fn stats(&self) -> proxy_stats {
         let mut total = proxy_stats::default();
         for reader in &self.stats {
@@ -416,33 +519,17 @@ fn not_running() -> Failure {
     )
 }
 
-/// TCP first, then UDP on the addresses TCP got. When some port was 0 and UDP finds the
-/// port TCP got taken, both try another port. The TCP listeners passed over stay bound
-/// until the search is over, so the kernel cannot hand the same port out again.
+/// TCP first, then UDP on the addresses TCP got, searching for a port free for both when
+/// the kernel chooses it ([`proxy_core::start_same_port`]).
 fn start_both(tcp: TcpForwarder, udp: UdpForwarder) -> Result<Running, Failure> {
-    let kernel_port = tcp.listen_addrs().iter().any(|a| a.port() == 0);
-    let mut passed_over = Vec::new();
-    for attempt in 1..=SAME_PORT_TRIES {
-        let tcp_handle = tcp.start()?;
-        let udp = udp.with_listen(tcp_handle.local_addrs().iter().copied())?;
-        match udp.start() {
-            Ok(udp_handle) => {
-                return Ok(Running {
-                    tcp: Some((tcp_handle, tcp)),
-                    udp: Some((udp_handle, udp)),
-                });
-            }
-            Err(e)
-                if kernel_port
-                    && io_kind(&e) == Some(std::io::ErrorKind::AddrInUse)
-                    && attempt < SAME_PORT_TRIES =>
-            {
-                passed_over.push(tcp_handle);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    unreachable!("the last attempt returns")
+    let (tcp_handle, udp_handle) =
+        proxy_core::start_same_port(&tcp, &udp).map_err(|e| Failure::from(e.error))?;
+    // Kept for reloads: UDP listens where TCP does.
+    let udp = udp.with_listen(tcp_handle.local_addrs().iter().copied())?;
+    Ok(Running {
+        tcp: Some((tcp_handle, tcp)),
+        udp: Some((udp_handle, udp)),
+    })
 }
 
 /// Starts forwarding as `config` says, on threads of the new forwarder's own, and stores
@@ -450,8 +537,10 @@ fn start_both(tcp: TcpForwarder, udp: UdpForwarder) -> Result<Running, Failure> 
 /// can be made as soon as it returns. Host-name targets are resolved in the background.
 ///
 /// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
-/// without a target or a listen address, a duplicate listen address, or a connect timeout
-/// longer than the connect budget; `PROXY_STATUS_ADDRESS_IN_USE` or
+/// without a target or a listen address, a duplicate listen address, a connect timeout
+/// longer than the connect budget, a `srv:` target with a resolver callback, or a host-name
+/// target with name servers but `PROXY_RESOLVER_SYSTEM`;
+/// `PROXY_STATUS_ADDRESS_IN_USE` or
 /// `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
 /// `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
 /// and `*out` is not written.
@@ -479,10 +568,10 @@ pub extern "C" fn proxy_forwarder_start(
 /// use the new target, resolver and timers; established ones finish with the old. The
 /// counters carry on. Blocks until done.
 ///
-/// In a `PROXY_PROTOCOL_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
+/// In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
 /// bind them, TCP goes back to its previous addresses and the error is returned.
 ///
-/// Errors: `PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH` when `config` has another protocol;
+/// Errors: `PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH` when `config` has another transport;
 /// `PROXY_STATUS_NOT_RUNNING` after `proxy_forwarder_shutdown`; the setting and bind errors
 /// of `proxy_forwarder_start`. Nothing changes then.
 ///
@@ -533,6 +622,18 @@ pub extern "C" fn proxy_forwarder_free(forwarder: *mut proxy_forwarder) {
     }
 }
 
+/// Writes `count` of the forwarder to `*out_count`: the `_count` functions.
+fn write_count(
+    forwarder: *const proxy_forwarder,
+    out_count: *mut usize,
+    count: impl FnOnce(&Forwarder) -> usize,
+) -> Result<(), Failure> {
+    let forwarder = try_ref(forwarder, "forwarder")?;
+    let out_count = out(out_count, "out_count")?;
+    out_count.write(count(forwarder));
+    Ok(())
+}
+
 /// Stores the number of bound listen addresses in `*out_count`: as many as the config
 /// listed (0 after a shutdown).
 ///
@@ -543,10 +644,7 @@ pub extern "C" fn proxy_forwarder_address_count(
     out_count: *mut usize,
 ) -> proxy_status {
     ffi_panic_boundary! {
-        let forwarder = try_ref(forwarder, "forwarder")?;
-        let out_count = out(out_count, "out_count")?;
-        out_count.write(lock(&forwarder.addrs).len());
-        Ok(())
+        write_count(forwarder, out_count, |f| lock(&f.addrs).len())
     }
 }
 
@@ -611,5 +709,204 @@ pub extern "C" fn proxy_forwarder_stats(
     ffi_panic_boundary! {
         let forwarder = try_ref(forwarder, "forwarder")?;
         copy_u64_fields(&forwarder.stats(), out, out_size)
+    }
+}
+
+/// Stores the number of upstream addresses with stats in `*out_count`, for
+/// `proxy_forwarder_endpoint`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_endpoint_count(
+    forwarder: *const proxy_forwarder,
+    out_count: *mut usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        write_count(forwarder, out_count, |f| f.endpoints().len())
+    }
+}
+
+/// Copies the stats of upstream address `index` (the addresses are ordered: IPv4 before
+/// IPv6, then by address and port) to `*out`, whose size the caller passes in `out_size`
+/// (`sizeof(proxy_endpoint_stats)`), and the address itself to `buf` as a NUL-terminated
+/// string such as `10.0.0.7:80` or `[fd00::7]:80`, its length without the NUL to
+/// `*out_n`. `PROXY_ADDRESS_BUFFER_SIZE` bytes always suffice. Nothing is written unless
+/// the call succeeds.
+///
+/// The list changes as the forwarder runs (a new DNS answer, an address tried for the
+/// first time), also between `proxy_forwarder_endpoint_count` and this call: an index
+/// past its end then gives `PROXY_STATUS_INDEX_OUT_OF_RANGE`.
+///
+/// Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `len`
+/// cannot hold the address or `out_size` is below 8; `PROXY_STATUS_NULL_PARAMETER`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_endpoint(
+    forwarder: *const proxy_forwarder,
+    index: usize,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_n: *mut usize,
+    out: *mut proxy_endpoint_stats,
+    out_size: usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        let stats_out = u64_fields_out(out, out_size)?;
+        let endpoints = forwarder.endpoints();
+        let e = endpoints.get(index).ok_or_else(|| {
+            Failure::new(
+                proxy_status::IndexOutOfRange,
+                format!(
+                    "endpoint index {index}, but the forwarder has {} endpoints",
+                    endpoints.len()
+                ),
+            )
+        })?;
+        copy_c_string(&e.addr.to_string(), buf, len, out_n)?;
+        stats_out.write(&proxy_endpoint_stats::from(e));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `proxy_stats` field of each nested struct's counters is the nested field's name
+    /// with this prefix: `connect_failures.refused` is `connect_refused`.
+    const PREFIXES: &[(&str, &str)] = &[
+        ("connect_failures", "connect_"),
+        ("limited", "limited_"),
+        ("udp", "udp_"),
+    ];
+
+    /// Counters of `StatsSnapshot` deliberately left out of `proxy_stats`, each with the
+    /// reason. None: C sees every counter Rust has. (Per-address stats,
+    /// `ForwarderHandle::endpoints`, are a list outside the snapshot: `proxy_endpoint_stats`,
+    /// checked by the next test.)
+    const NOT_IN_C: &[&str] = &[];
+
+    /// The fields of `debug`, a `{:#?}` of a struct whose fields are plain values or
+    /// nested structs of them, as paths (`["connect_failures", "refused"]`) with values.
+    fn field_paths(debug: &str) -> Vec<(Vec<String>, String)> {
+        let mut path: Vec<String> = Vec::new();
+        let mut fields = Vec::new();
+        for line in debug.lines().skip(1) {
+            let line = line.trim().trim_end_matches(',');
+            if line == "}" {
+                path.pop();
+                continue;
+            }
+            let (name, value) = line
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("not `name: value`: {line}"));
+            if value.ends_with('{') {
+                path.push(name.to_owned());
+            } else {
+                let field = path.iter().cloned().chain([name.to_owned()]).collect();
+                fields.push((field, value.to_owned()));
+            }
+        }
+        fields
+    }
+
+    /// The `uint64_t` fields of `struct NAME` in the checked-in header.
+    fn header_fields(name: &str) -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/proxy.h");
+        let header = std::fs::read_to_string(path).unwrap();
+        let open = format!("typedef struct {name} {{");
+        let start = header
+            .find(&open)
+            .unwrap_or_else(|| panic!("no {name} in proxy.h"));
+        let end = start + header[start..].find(&format!("}} {name};")).unwrap();
+        header[start..end]
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("uint64_t "))
+            .map(|f| f.trim_end_matches(';').to_owned())
+            .collect()
+    }
+
+    /// The `proxy_stats` name of a counter at `path`.
+    fn c_name(path: &[String]) -> String {
+        match path {
+            [name] => name.clone(),
+            [outer, name] => {
+                let Some((_, prefix)) = PREFIXES.iter().find(|(o, _)| o == outer) else {
+                    panic!(
+                        "`{outer}` is a new nested struct of StatsSnapshot: add its prefix to PREFIXES"
+                    );
+                };
+                format!("{prefix}{name}")
+            }
+            _ => panic!("counters nested deeper than one struct: {path:?}"),
+        }
+    }
+
+    /// Fails when `StatsSnapshot` has a counter that `proxy_stats` (as the header declares
+    /// it) lacks, or the header declares one that no Rust counter fills.
+    #[test]
+    fn proxy_stats_has_every_counter_of_the_rust_stats() {
+        let fields = field_paths(&format!("{:#?}", StatsSnapshot::default()));
+        for (path, value) in &fields {
+            assert!(
+                value.parse::<u64>().is_ok(),
+                "{path:?} is not a counter: {value}"
+            );
+        }
+        let rust: Vec<String> = fields.iter().map(|(p, _)| c_name(p)).collect();
+        assert!(
+            rust.len() >= 29,
+            "the Debug walk found too few counters: {rust:?}"
+        );
+        let c = header_fields("proxy_stats");
+        let missing: Vec<&String> = (rust.iter())
+            .filter(|f| !c.contains(f) && !NOT_IN_C.contains(&f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "StatsSnapshot counters missing from proxy_stats in include/proxy.h: {missing:?} \
+             (add them at the end of proxy_stats and in proxy_stats::add, then run \
+             proxy-ffi/gen-header.sh)"
+        );
+        let unknown: Vec<&String> = c.iter().filter(|f| !rust.contains(f)).collect();
+        assert!(
+            unknown.is_empty(),
+            "proxy_stats fields with no Rust counter: {unknown:?}"
+        );
+        assert_eq!(c.len(), std::mem::size_of::<proxy_stats>() / 8);
+    }
+
+    /// The same for the stats of one upstream address: every field of `EndpointStats`
+    /// but `addr` (which `proxy_forwarder_endpoint` gives as a string) is a field of
+    /// `proxy_endpoint_stats`, and the other way round. The value comes from a real
+    /// forwarder, `EndpointStats` having no constructor outside proxy-core.
+    #[test]
+    fn proxy_endpoint_stats_has_every_field_of_the_rust_endpoint_stats() {
+        // A closed port: the one connect fails, and the address gets its stats.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = closed.local_addr().unwrap();
+        drop(closed);
+        let mut config = Config::default();
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.target = Some(target.into());
+        let forwarder = Forwarder::start(&config).unwrap();
+        let _client = std::net::TcpStream::connect(forwarder.addr(0).unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let endpoint = loop {
+            if let Some(e) = forwarder.endpoints().first() {
+                break *e;
+            }
+            assert!(std::time::Instant::now() < deadline, "no endpoint stats");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(endpoint.addr, target);
+        let rust: Vec<String> = field_paths(&format!("{endpoint:#?}"))
+            .into_iter()
+            .map(|(p, _)| p.join("."))
+            .filter(|f| f != "addr")
+            .collect();
+        assert_eq!(header_fields("proxy_endpoint_stats"), rust);
     }
 }

@@ -179,31 +179,62 @@ pub(crate) fn copy_c_string(
 ///
 /// # Errors
 ///
-/// `PROXY_STATUS_NULL_PARAMETER` when `ptr` is NULL; `PROXY_STATUS_BUFFER_TOO_SMALL` when
-/// not even one field fits.
+/// See [`u64_fields_out`].
 pub(crate) fn copy_u64_fields<T: U64Fields>(
     value: &T,
     ptr: *mut T,
     out_size: usize,
 ) -> Result<(), Failure> {
+    u64_fields_out(ptr, out_size)?.write(value);
+    Ok(())
+}
+
+/// Checks the caller's struct of `out_size` bytes for [`copy_u64_fields`], to write it
+/// later (once every other check of the call has passed).
+///
+/// # Errors
+///
+/// `PROXY_STATUS_NULL_PARAMETER` when `ptr` is NULL; `PROXY_STATUS_BUFFER_TOO_SMALL` when
+/// not even one field fits.
+pub(crate) fn u64_fields_out<'a, T: U64Fields>(
+    ptr: *mut T,
+    out_size: usize,
+) -> Result<U64FieldsOut<'a, T>, Failure> {
     if ptr.is_null() {
         return Err(Failure::null("out"));
     }
-    let fields = std::mem::size_of::<T>() / 8;
-    let n = (out_size / 8).min(fields);
-    if n == 0 {
+    let fields = (out_size / 8).min(std::mem::size_of::<T>() / 8);
+    if fields == 0 {
         return Err(Failure::new(
             proxy_status::BufferTooSmall,
             format!("`out_size` is {out_size}; pass sizeof the struct"),
         ));
     }
-    let src = std::ptr::from_ref(value).cast::<u64>();
-    // SAFETY: `T: U64Fields` is `#[repr(C)]` with only `u64` fields, so it is `fields`
-    // consecutive `u64`s and `n <= fields` of them are read from `value`. The C contract
-    // is that `ptr` points to `out_size` writable bytes aligned for the struct, so the
-    // first `n` `u64`s fit; the two do not overlap, `value` being ours.
-    unsafe { std::ptr::copy_nonoverlapping(src, ptr.cast::<u64>(), n) };
-    Ok(())
+    Ok(U64FieldsOut {
+        ptr,
+        fields,
+        _borrow: PhantomData,
+    })
+}
+
+/// A checked caller's struct of `fields` `u64`s (see [`u64_fields_out`]).
+pub(crate) struct U64FieldsOut<'a, T> {
+    ptr: *mut T,
+    fields: usize,
+    _borrow: PhantomData<&'a mut T>,
+}
+
+impl<T: U64Fields> U64FieldsOut<'_, T> {
+    /// Writes the first fields of `value`, as many as the caller's struct holds.
+    pub(crate) fn write(self, value: &T) {
+        let src = std::ptr::from_ref(value).cast::<u64>();
+        // SAFETY: `T: U64Fields` is `#[repr(C)]` with only `u64` fields, so it is
+        // consecutive `u64`s, and `self.fields` is at most their number. `ptr` is not NULL
+        // (checked in `u64_fields_out`), and the C contract is that it points to
+        // `out_size` writable bytes aligned for the struct, so the first `self.fields`
+        // `u64`s fit; the two do not overlap, `value` being ours.
+        unsafe { std::ptr::copy_nonoverlapping(src, self.ptr.cast::<u64>(), self.fields) };
+    }
 }
 
 /// A `#[repr(C)]` struct whose fields are all `u64`.

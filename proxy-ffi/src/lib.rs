@@ -18,7 +18,7 @@
 //! the per-thread last error, so forwarders in one process do not affect each other.
 //!
 //! The modules: `status` (codes, last error), `panic` (the boundary), `handle` (every
-//! pointer cast), `config`, `forwarder`, `resolve` (the resolver callback).
+//! pointer cast), `config`, `forwarder`, `resolve` (the resolver callback), `version`.
 #![allow(non_camel_case_types)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -28,20 +28,23 @@ mod handle;
 mod panic;
 mod resolve;
 mod status;
+mod version;
 
 pub use config::{
-    proxy_config, proxy_config_add_listen, proxy_config_clear_listen, proxy_config_free,
-    proxy_config_new, proxy_config_set_limit, proxy_config_set_protocol, proxy_config_set_resolver,
-    proxy_config_set_resolver_callback, proxy_config_set_target, proxy_config_set_timeout,
-    proxy_config_set_worker_threads, proxy_limit, proxy_protocol, proxy_resolver, proxy_timeout,
+    proxy_config, proxy_config_add_listen, proxy_config_add_name_server, proxy_config_clear_listen,
+    proxy_config_clear_name_servers, proxy_config_free, proxy_config_new, proxy_config_set_limit,
+    proxy_config_set_resolver, proxy_config_set_resolver_callback, proxy_config_set_target,
+    proxy_config_set_timeout, proxy_config_set_transport, proxy_config_set_worker_threads,
+    proxy_limit, proxy_resolver, proxy_timeout, proxy_transport,
 };
 pub use forwarder::{
-    PROXY_ADDRESS_BUFFER_SIZE, proxy_forwarder, proxy_forwarder_address,
-    proxy_forwarder_address_count, proxy_forwarder_free, proxy_forwarder_port,
-    proxy_forwarder_reload, proxy_forwarder_shutdown, proxy_forwarder_start, proxy_forwarder_stats,
-    proxy_stats,
+    PROXY_ADDRESS_BUFFER_SIZE, proxy_endpoint_stats, proxy_forwarder, proxy_forwarder_address,
+    proxy_forwarder_address_count, proxy_forwarder_endpoint, proxy_forwarder_endpoint_count,
+    proxy_forwarder_free, proxy_forwarder_port, proxy_forwarder_reload, proxy_forwarder_shutdown,
+    proxy_forwarder_start, proxy_forwarder_stats, proxy_stats,
 };
 pub use resolve::{
     proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,
 };
 pub use status::{proxy_last_error, proxy_status, proxy_status_message};
+pub use version::proxy_version;

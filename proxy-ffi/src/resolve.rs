@@ -27,7 +27,7 @@ use crate::status::{Failure, proxy_status};
 ///
 /// Thread: a thread of the blocking pool of the forwarder's own runtime (named
 /// `proxy-ffi-N`), never the thread that called a `proxy_*` function. It may be called
-/// on several threads at once (a `PROXY_PROTOCOL_BOTH` forwarder resolves for TCP and
+/// on several threads at once (a `PROXY_TRANSPORT_BOTH` forwarder resolves for TCP and
 /// UDP separately, and a reload starts a new resolver while the old one may still be
 /// running), so it must be thread-safe. It may block (it delays only new connections to a
 /// host that has no answer yet), but `proxy_forwarder_shutdown` and `proxy_forwarder_free`

@@ -36,8 +36,8 @@ pub enum proxy_status {
     BindFailed = 8,
     /// A listen address is in use by another socket.
     AddressInUse = 9,
-    /// A reload named another protocol than the forwarder was started with.
-    ReloadProtocolMismatch = 10,
+    /// A reload named another transport than the forwarder was started with.
+    ReloadTransportMismatch = 10,
     /// The forwarder was shut down.
     NotRunning = 11,
     /// The forwarder's threads could not be started.
@@ -65,7 +65,7 @@ impl proxy_status {
         proxy_status::IndexOutOfRange,
         proxy_status::BindFailed,
         proxy_status::AddressInUse,
-        proxy_status::ReloadProtocolMismatch,
+        proxy_status::ReloadTransportMismatch,
         proxy_status::NotRunning,
         proxy_status::Runtime,
         proxy_status::Resolver,
@@ -91,8 +91,8 @@ impl proxy_status {
             proxy_status::IndexOutOfRange => "index out of range",
             proxy_status::BindFailed => "failed to bind a listen address",
             proxy_status::AddressInUse => "a listen address is already in use",
-            proxy_status::ReloadProtocolMismatch => {
-                "a reload cannot change the forwarder's protocol"
+            proxy_status::ReloadTransportMismatch => {
+                "a reload cannot change the forwarder's transport"
             }
             proxy_status::NotRunning => "the forwarder was shut down",
             proxy_status::Runtime => "the forwarder's threads could not be started",
@@ -143,7 +143,7 @@ impl From<proxy_core::Error> for Failure {
                 proxy_status::AddressInUse
             }
             proxy_core::ErrorKind::Bind => proxy_status::BindFailed,
-            proxy_core::ErrorKind::Reload => proxy_status::ReloadProtocolMismatch,
+            proxy_core::ErrorKind::Reload => proxy_status::ReloadTransportMismatch,
             _ => proxy_status::Io,
         };
         Failure::new(status, with_sources(&e))

@@ -7,11 +7,17 @@
 //! `CC` picks the C compiler (default `cc`).
 #![cfg(target_os = "linux")]
 
+#[path = "../../testing/dnsmasq.rs"]
+mod dnsmasq;
+
 use std::collections::BTreeMap;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+
+use dnsmasq::{Dnsmasq, DnsmasqConfig};
 
 /// AddressSanitizer (with LeakSanitizer) and UBSan on the C side; the Rust side's heap
 /// goes through the same interposed `malloc`, so leaks and overflows of either show.
@@ -117,8 +123,8 @@ fn run_c_test(name: &str, args: &[&str]) {
     run(&compile(&source, true), args);
 }
 
-/// TCP, UDP and both through started forwarders with content checks; stats, addresses,
-/// reload, graceful shutdown; two forwarders in one process.
+/// TCP, UDP and both through started forwarders with content checks; stats (also per
+/// upstream address), addresses, reload, graceful shutdown; two forwarders in one process.
 #[test]
 fn forward() {
     run_c_test("forward", &[]);
@@ -166,6 +172,76 @@ fn errors() {
 #[test]
 fn resolver() {
     run_c_test("resolver", &[]);
+}
+
+/// `proxy_version()` is the crate version and the git revision, as `proxy --version`
+/// prints them.
+#[test]
+fn version() {
+    let expected = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("PROXY_GIT_REVISION"),
+        ")"
+    );
+    let stdout = run(&compile("tests/c/version.c", false), &[expected]);
+    assert!(stdout.contains("version: ok"), "{stdout}");
+    run(&compile("tests/c/version.c", true), &[expected]);
+}
+
+/// `srv:` targets with the default resolver choice, through hickory asking a real dnsmasq
+/// named with `proxy_config_add_name_server`; its SRV records point at an echo server
+/// here, so the C test checks content, stats and failures against real DNS.
+#[test]
+fn srv_targets() {
+    let echo = echo_server();
+    let dns = Dnsmasq::start(&DnsmasqConfig {
+        hosts: None,
+        local_domains: vec!["srv.test".to_owned()],
+        args: vec![
+            format!("--srv-host=_echo._tcp.srv.test,echo.srv.test,{echo},0,1"),
+            format!("--srv-host=_echo._udp.srv.test,echo.srv.test,{echo},0,1"),
+            "--host-record=echo.srv.test,127.0.0.1".to_owned(),
+        ],
+    });
+    let stdout = run(
+        &compile("tests/c/srv.c", false),
+        &[&dns.addr().to_string(), &echo.to_string()],
+    );
+    assert!(stdout.contains("srv: ok"), "{stdout}");
+    run(
+        &compile("tests/c/srv.c", true),
+        &[&dns.addr().to_string(), &echo.to_string()],
+    );
+}
+
+/// Echoes TCP and UDP on one kernel-chosen port of 127.0.0.1, on threads that run until
+/// the test process ends; returns the port.
+fn echo_server() -> u16 {
+    for _ in 0..20 {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            for conn in tcp.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut from = conn.try_clone().unwrap();
+                    let mut to = conn;
+                    let _ = std::io::copy(&mut from, &mut to);
+                });
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = vec![0; 65536];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], from);
+            }
+        });
+        return port;
+    }
+    panic!("no port of 127.0.0.1 free for both TCP and UDP after 20 tries");
 }
 
 /// 200 starts and stops; no socket or thread left behind.

@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
+use crate::{Host, Target};
+
 mod cache;
 mod fixed;
 mod hickory;
@@ -132,6 +134,47 @@ impl Resolution {
     /// When the answer expires, if the source said.
     pub fn valid_until(&self) -> Option<Instant> {
         self.valid_until
+    }
+}
+
+/// A built-in resolver, as the front ends let users choose one (`--resolver`, and
+/// `PROXY_RESOLVER_*` in C); [`ResolverKind::for_target`] says which one a target gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResolverKind {
+    /// [`SystemResolver`]: the C library's `getaddrinfo`.
+    #[default]
+    System,
+    /// [`HickoryResolver`].
+    Hickory,
+}
+
+// ===== impl ResolverKind =====
+
+impl ResolverKind {
+    /// The resolver that looks `target` up when `self` was chosen: hickory for an SRV
+    /// target whatever the choice (the C library has no SRV lookup), the choice for a host
+    /// name, and the system resolver for an IP address (never looked up, so no DNS
+    /// configuration is read for it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use proxy_core::Target;
+    /// use proxy_core::resolve::ResolverKind;
+    ///
+    /// let srv: Target = "srv:_dns._udp.kube-dns.kube-system".parse()?;
+    /// assert_eq!(ResolverKind::System.for_target(&srv), ResolverKind::Hickory);
+    /// let name: Target = "web.default:80".parse()?;
+    /// assert_eq!(ResolverKind::System.for_target(&name), ResolverKind::System);
+    /// # Ok::<(), proxy_core::TargetError>(())
+    /// ```
+    pub fn for_target(self, target: &Target) -> ResolverKind {
+        match target.host() {
+            Host::Srv(_) => ResolverKind::Hickory,
+            Host::Name(_) => self,
+            Host::Ip(_) => ResolverKind::System,
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 #define NUL PROXY_STATUS_NULL_PARAMETER
 
 static void null_everywhere(void) {
-    proxy_config *c = config_to(PROXY_PROTOCOL_TCP, "127.0.0.1:0", "127.0.0.1:9");
+    proxy_config *c = config_to(PROXY_TRANSPORT_TCP, "127.0.0.1:0", "127.0.0.1:9");
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     char buf[64];
@@ -19,7 +19,7 @@ static void null_everywhere(void) {
     proxy_config_free(NULL);
     proxy_forwarder_free(NULL);
 
-    CHECK_STATUS(proxy_config_set_protocol(NULL, PROXY_PROTOCOL_TCP), NUL);
+    CHECK_STATUS(proxy_config_set_transport(NULL, PROXY_TRANSPORT_TCP), NUL);
     CHECK_LAST_ERROR_HAS("`config` must not be NULL");
     CHECK_STATUS(proxy_config_add_listen(NULL, "127.0.0.1:0"), NUL);
     CHECK_STATUS(proxy_config_add_listen(c, NULL), NUL);
@@ -96,9 +96,9 @@ static void bad_strings(void) {
 static void bad_settings(void) {
     proxy_config *c = proxy_config_new();
     proxy_forwarder *f = (proxy_forwarder *)(void *)0x1; /* must stay untouched */
-    CHECK_STATUS(proxy_config_set_protocol(c, 0), PROXY_STATUS_INVALID_SETTING);
-    CHECK_STATUS(proxy_config_set_protocol(c, 4), PROXY_STATUS_INVALID_SETTING);
-    CHECK_LAST_ERROR_HAS("unknown protocol 4");
+    CHECK_STATUS(proxy_config_set_transport(c, 0), PROXY_STATUS_INVALID_SETTING);
+    CHECK_STATUS(proxy_config_set_transport(c, 4), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("unknown transport 4");
     CHECK_STATUS(proxy_config_set_timeout(c, 0, 1000), PROXY_STATUS_INVALID_SETTING);
     CHECK_STATUS(proxy_config_set_timeout(c, 77, 1000), PROXY_STATUS_INVALID_SETTING);
     CHECK_STATUS(proxy_config_set_timeout(c, PROXY_TIMEOUT_CONNECT, 0),
@@ -188,7 +188,7 @@ static int tcp_port_free(uint16_t port) {
     return ok;
 }
 
-static void port_in_use(proxy_protocol protocol, int type) {
+static void port_in_use(proxy_transport transport, int type) {
     uint16_t port = 0;
     int fd = occupy(type, &port);
     /* A UDP port's TCP twin may be taken (TIME_WAIT of some connection): pick one whose
@@ -200,7 +200,7 @@ static void port_in_use(proxy_protocol protocol, int type) {
     }
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%u", (unsigned)port);
-    proxy_config *c = config_to(protocol, "127.0.0.1:0", "127.0.0.1:9");
+    proxy_config *c = config_to(transport, "127.0.0.1:0", "127.0.0.1:9");
     OK(proxy_config_add_listen(c, listen));
     proxy_forwarder *f = NULL;
     CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_ADDRESS_IN_USE);
@@ -208,7 +208,7 @@ static void port_in_use(proxy_protocol protocol, int type) {
     CHECK_LAST_ERROR_HAS("failed to bind listen address");
     CHECK_LAST_ERROR_HAS(listen);
     CHECK_LAST_ERROR_HAS("in use");
-    if (protocol == PROXY_PROTOCOL_BOTH && type == SOCK_DGRAM) {
+    if (transport == PROXY_TRANSPORT_BOTH && type == SOCK_DGRAM) {
         /* TCP had bound the port before UDP failed: nothing of it stays bound. */
         CHECK(tcp_port_free(port));
     }
@@ -217,13 +217,13 @@ static void port_in_use(proxy_protocol protocol, int type) {
 }
 
 static void ports_in_use(void) {
-    port_in_use(PROXY_PROTOCOL_TCP, SOCK_STREAM);
-    port_in_use(PROXY_PROTOCOL_UDP, SOCK_DGRAM);
-    port_in_use(PROXY_PROTOCOL_BOTH, SOCK_STREAM);
-    port_in_use(PROXY_PROTOCOL_BOTH, SOCK_DGRAM);
+    port_in_use(PROXY_TRANSPORT_TCP, SOCK_STREAM);
+    port_in_use(PROXY_TRANSPORT_UDP, SOCK_DGRAM);
+    port_in_use(PROXY_TRANSPORT_BOTH, SOCK_STREAM);
+    port_in_use(PROXY_TRANSPORT_BOTH, SOCK_DGRAM);
 
     /* A reload onto a busy port fails and changes nothing. */
-    proxy_config *c = config_to(PROXY_PROTOCOL_TCP, "127.0.0.1:0", "127.0.0.1:9");
+    proxy_config *c = config_to(PROXY_TRANSPORT_TCP, "127.0.0.1:0", "127.0.0.1:9");
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     uint16_t before = port_of(f);
@@ -242,7 +242,7 @@ static void ports_in_use(void) {
     proxy_config_free(c);
 
     /* An address this host does not have. */
-    c = config_to(PROXY_PROTOCOL_TCP, "192.0.2.1:0", "127.0.0.1:9");
+    c = config_to(PROXY_TRANSPORT_TCP, "192.0.2.1:0", "127.0.0.1:9");
     CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_BIND_FAILED);
     CHECK_LAST_ERROR_HAS("192.0.2.1:0");
     proxy_config_free(c);
@@ -259,7 +259,7 @@ static void buffers_and_messages(void) {
         PROXY_STATUS_INVALID_ADDRESS, PROXY_STATUS_INVALID_TARGET,
         PROXY_STATUS_INVALID_SETTING, PROXY_STATUS_BUFFER_TOO_SMALL,
         PROXY_STATUS_INDEX_OUT_OF_RANGE, PROXY_STATUS_BIND_FAILED,
-        PROXY_STATUS_ADDRESS_IN_USE, PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH,
+        PROXY_STATUS_ADDRESS_IN_USE, PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH,
         PROXY_STATUS_NOT_RUNNING, PROXY_STATUS_RUNTIME, PROXY_STATUS_RESOLVER,
         PROXY_STATUS_IO, PROXY_STATUS_PANIC};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {

@@ -8,7 +8,7 @@
 static void tcp_forwarding(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_IDLE, 60000));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
@@ -37,6 +37,9 @@ static void tcp_forwarding(void) {
     CHECK(s.bytes_to_downstream == 2 * per_connection);
     CHECK(s.udp_sessions_total == 0);
     CHECK(atomic_load(&echo.tcp_connections) == 2);
+    /* Ejection, PROXY headers and access rules are off: nothing counted there. */
+    CHECK(s.ejections == 0 && s.all_ejected == 0);
+    CHECK(s.proxy_headers_rejected == 0 && s.denied == 0);
 
     OK(proxy_forwarder_shutdown(f, 1000));
     proxy_forwarder_free(f);
@@ -47,7 +50,7 @@ static void tcp_forwarding(void) {
 static void udp_forwarding(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_UDP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_UDP, echo.port);
     OK(proxy_config_set_timeout(c, PROXY_TIMEOUT_UDP_SESSION_IDLE, 5000));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
@@ -74,7 +77,7 @@ static void udp_forwarding(void) {
 static void both_protocols_on_one_port(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_BOTH, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_BOTH, echo.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
@@ -98,7 +101,7 @@ static void reload_to_a_new_target(void) {
     echo_server a, b;
     echo_start(&a);
     echo_start(&b);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, a.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, a.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     uint16_t port = port_of(f);
@@ -133,9 +136,9 @@ static void reload_to_a_new_target(void) {
     tcp_roundtrip(second);
     CHECK(atomic_load(&b.tcp_connections) == 2);
 
-    /* The protocol cannot change; nothing else does then. */
-    OK(proxy_config_set_protocol(c, PROXY_PROTOCOL_UDP));
-    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH);
+    /* The transport cannot change; nothing else does then. */
+    OK(proxy_config_set_transport(c, PROXY_TRANSPORT_UDP));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH);
     CHECK_LAST_ERROR_HAS("serves TCP");
     OK(proxy_forwarder_address_count(f, &count));
     CHECK(count == 2);
@@ -144,8 +147,8 @@ static void reload_to_a_new_target(void) {
     CHECK(s.connections_total == 3);
 
     OK(proxy_forwarder_shutdown(f, 100));
-    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_PROTOCOL_MISMATCH);
-    OK(proxy_config_set_protocol(c, PROXY_PROTOCOL_TCP));
+    CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_RELOAD_TRANSPORT_MISMATCH);
+    OK(proxy_config_set_transport(c, PROXY_TRANSPORT_TCP));
     CHECK_STATUS(proxy_forwarder_reload(f, c), PROXY_STATUS_NOT_RUNNING);
     OK(proxy_forwarder_address_count(f, &count));
     CHECK(count == 0);
@@ -161,7 +164,7 @@ static void reload_both_protocols(void) {
     echo_server a, b;
     echo_start(&a);
     echo_start(&b);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_BOTH, a.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_BOTH, a.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     uint16_t port = port_of(f);
@@ -186,7 +189,7 @@ static void reload_both_protocols(void) {
 static void graceful_shutdown_lets_connections_finish(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
@@ -203,7 +206,7 @@ static void graceful_shutdown_lets_connections_finish(void) {
     proxy_forwarder_free(f);
 
     /* A connection still open when the grace ends is closed. */
-    c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
     fd = tcp_connect(port_of(f));
@@ -223,8 +226,8 @@ static void two_forwarders_in_one_process(void) {
     echo_server a, b;
     echo_start(&a);
     echo_start(&b);
-    proxy_config *ca = config_to_port(PROXY_PROTOCOL_TCP, a.port);
-    proxy_config *cb = config_to_port(PROXY_PROTOCOL_BOTH, b.port);
+    proxy_config *ca = config_to_port(PROXY_TRANSPORT_TCP, a.port);
+    proxy_config *cb = config_to_port(PROXY_TRANSPORT_BOTH, b.port);
     proxy_forwarder *fa = NULL, *fb = NULL;
     OK(proxy_forwarder_start(ca, &fa));
     OK(proxy_forwarder_start(cb, &fb));
@@ -258,7 +261,7 @@ static void two_forwarders_in_one_process(void) {
 static void stats_struct_prefix(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
     proxy_config_free(c);
@@ -268,6 +271,16 @@ static void stats_struct_prefix(void) {
     uint64_t old[3] = {0, 0, 0xdeadbeef};
     OK(proxy_forwarder_stats(f, (proxy_stats *)(void *)old, 2 * sizeof(uint64_t)));
     CHECK(old[0] == 0 && old[1] == 1 && old[2] == 0xdeadbeef);
+    /* The same for a program built before the last four fields (ejections to denied)
+     * were added: the struct ended at limited_rate. */
+    size_t before_ejections = offsetof(proxy_stats, ejections);
+    CHECK(before_ejections == offsetof(proxy_stats, limited_rate) + sizeof(uint64_t));
+    CHECK(sizeof(proxy_stats) == before_ejections + 4 * sizeof(uint64_t));
+    proxy_stats now;
+    memset(&now, 0xab, sizeof now);
+    OK(proxy_forwarder_stats(f, &now, before_ejections));
+    CHECK(now.connections_total == 1 && now.limited_rate == 0);
+    CHECK(now.ejections == 0xabababababababab && now.denied == 0xabababababababab);
     proxy_forwarder_free(f);
     echo_stop(&echo);
     puts("ok stats_struct_prefix");
@@ -278,7 +291,7 @@ static void stats_struct_prefix(void) {
 static void connection_limit(void) {
     echo_server echo;
     echo_start(&echo);
-    proxy_config *c = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *c = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     OK(proxy_config_set_limit(c, PROXY_LIMIT_MAX_CONNECTIONS, 2));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
@@ -313,6 +326,94 @@ static void connection_limit(void) {
     puts("ok connection_limit");
 }
 
+/* Reads endpoint 0 of `f` into `e` and its address into `addr` until `cond` holds, for up
+ * to 5 s. */
+#define ENDPOINT_EVENTUALLY(f, addr, e, cond)                                           \
+    do {                                                                                \
+        double deadline_ = now_seconds() + 5;                                           \
+        size_t n_ = 0;                                                                  \
+        for (;;) {                                                                      \
+            proxy_status s_ =                                                           \
+                proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n_, &(e), sizeof(e)); \
+            if ((s_ == PROXY_STATUS_OK && (cond)) || now_seconds() > deadline_) {       \
+                OK(s_);                                                                 \
+                break;                                                                  \
+            }                                                                           \
+            sleep_ms(5);                                                                \
+        }                                                                               \
+        CHECK(cond);                                                                    \
+        CHECK(n_ == strlen(addr));                                                      \
+    } while (0)
+
+/* Per-address stats: the echo server's address with the TCP connections and the UDP
+ * session made to it, added up; a closed port's with its failures; the buffer and struct
+ * size contract. */
+static void endpoint_stats(void) {
+    echo_server echo;
+    echo_start(&echo);
+    proxy_forwarder *f = start_to_port(PROXY_TRANSPORT_BOTH, echo.port);
+    size_t count = 1;
+    OK(proxy_forwarder_endpoint_count(f, &count));
+    CHECK(count == 0); /* no address tried yet */
+    uint16_t port = port_of(f);
+    tcp_roundtrip(port);
+    tcp_roundtrip(port);
+    udp_roundtrip(port);
+    wait_idle(f);
+    char addr[PROXY_ADDRESS_BUFFER_SIZE];
+    proxy_endpoint_stats e;
+    ENDPOINT_EVENTUALLY(f, addr, e, e.connects == 3);
+    char expected[PROXY_ADDRESS_BUFFER_SIZE];
+    snprintf(expected, sizeof expected, "127.0.0.1:%u", (unsigned)echo.port);
+    CHECK(strcmp(addr, expected) == 0);
+    CHECK(e.failures == 0 && e.consecutive_failures == 0);
+    CHECK(e.ejections == 0 && e.checked_down == 0);
+    OK(proxy_forwarder_endpoint_count(f, &count));
+    CHECK(count == 1);
+
+    size_t n = 0;
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 1, addr, sizeof addr, &n, &e, sizeof e),
+                 PROXY_STATUS_INDEX_OUT_OF_RANGE);
+    CHECK_LAST_ERROR_HAS("endpoint index 1, but the forwarder has 1 endpoints");
+    /* A buffer too small for the address: nothing is written, not even the stats. */
+    char tiny[4] = "abc";
+    proxy_endpoint_stats untouched;
+    memset(&untouched, 0xab, sizeof untouched);
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 0, tiny, sizeof tiny, &n, &untouched,
+                                          sizeof untouched),
+                 PROXY_STATUS_BUFFER_TOO_SMALL);
+    CHECK(strcmp(tiny, "abc") == 0 && untouched.connects == 0xabababababababab);
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n, &e, 4),
+                 PROXY_STATUS_BUFFER_TOO_SMALL);
+    CHECK_STATUS(proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n, NULL, sizeof e),
+                 PROXY_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(proxy_forwarder_endpoint_count(f, NULL), PROXY_STATUS_NULL_PARAMETER);
+    /* A caller knowing only the first field gets that one. */
+    uint64_t old[2] = {0, 0xdeadbeef};
+    OK(proxy_forwarder_endpoint(f, 0, addr, sizeof addr, &n,
+                                (proxy_endpoint_stats *)(void *)old, sizeof(uint64_t)));
+    CHECK(old[0] == 3 && old[1] == 0xdeadbeef);
+    proxy_forwarder_free(f);
+    echo_stop(&echo);
+
+    /* A port nothing listens on: the address's failures, in a row. */
+    int closed = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(closed >= 0);
+    struct sockaddr_in a = loopback(0);
+    CHECK(bind(closed, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t alen = sizeof a;
+    CHECK(getsockname(closed, (struct sockaddr *)&a, &alen) == 0);
+    f = start_to_port(PROXY_TRANSPORT_TCP, ntohs(a.sin_port));
+    tcp_expect_closed(port_of(f));
+    proxy_stats s = wait_idle(f);
+    CHECK(s.connect_refused >= 1);
+    ENDPOINT_EVENTUALLY(f, addr, e, e.failures == s.connect_refused);
+    CHECK(e.connects == 0 && e.consecutive_failures == e.failures);
+    proxy_forwarder_free(f);
+    close(closed); /* bound, never listening: connects to it are refused */
+    puts("ok endpoint_stats");
+}
+
 int main(void) {
     tcp_forwarding();
     udp_forwarding();
@@ -323,5 +424,6 @@ int main(void) {
     two_forwarders_in_one_process();
     stats_struct_prefix();
     connection_limit();
+    endpoint_stats();
     return 0;
 }

@@ -26,12 +26,12 @@ int main(int argc, char **argv) {
     CHECK(rounds > 0);
     echo_server echo;
     echo_start(&echo);
-    static const proxy_protocol protocols[] = {PROXY_PROTOCOL_TCP, PROXY_PROTOCOL_UDP,
-                                               PROXY_PROTOCOL_BOTH};
+    static const proxy_transport transports[] = {PROXY_TRANSPORT_TCP, PROXY_TRANSPORT_UDP,
+                                               PROXY_TRANSPORT_BOTH};
     int tcp_rounds = 0;
     /* The first runtime of the process makes tokio's process-wide signal socket pair,
      * kept for the life of the process: count from after one round. */
-    proxy_config *warmup = config_to_port(PROXY_PROTOCOL_TCP, echo.port);
+    proxy_config *warmup = config_to_port(PROXY_TRANSPORT_TCP, echo.port);
     proxy_forwarder *wf = NULL;
     OK(proxy_forwarder_start(warmup, &wf));
     proxy_forwarder_free(wf);
@@ -39,14 +39,14 @@ int main(int argc, char **argv) {
     int fds_before = count_entries("/proc/self/fd");
     int threads_before = count_entries("/proc/self/task");
     for (int i = 0; i < rounds; i++) {
-        proxy_protocol protocol = protocols[i % 3];
-        proxy_config *c = config_to_port(protocol, echo.port);
+        proxy_transport transport = transports[i % 3];
+        proxy_config *c = config_to_port(transport, echo.port);
         OK(proxy_config_set_worker_threads(c, 1 + (size_t)(i % 2)));
         proxy_forwarder *f = NULL;
         OK(proxy_forwarder_start(c, &f));
         proxy_config_free(c);
         uint16_t port = port_of(f);
-        if (i % 20 == 0 && protocol != PROXY_PROTOCOL_UDP) {
+        if (i % 20 == 0 && transport != PROXY_TRANSPORT_UDP) {
             int fd = tcp_connect(port);
             tcp_echo_check(fd, 1000, (unsigned)i);
             close(fd);

@@ -50,11 +50,11 @@ static void state_init(resolver_state *st) {
     st->main_thread = pthread_self();
 }
 
-static proxy_forwarder *start_with_callback(proxy_protocol protocol, uint16_t port,
+static proxy_forwarder *start_with_callback(proxy_transport transport, uint16_t port,
                                             resolver_state *st) {
     char target[64];
     snprintf(target, sizeof target, "echo.test:%u", (unsigned)port);
-    proxy_config *c = config_to(protocol, "127.0.0.1:0", target);
+    proxy_config *c = config_to(transport, "127.0.0.1:0", target);
     OK(proxy_config_set_resolver_callback(c, resolve, st));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));
@@ -67,7 +67,7 @@ static void callback_resolves_the_target(void) {
     echo_start(&echo);
     resolver_state st;
     state_init(&st);
-    proxy_forwarder *f = start_with_callback(PROXY_PROTOCOL_BOTH, echo.port, &st);
+    proxy_forwarder *f = start_with_callback(PROXY_TRANSPORT_BOTH, echo.port, &st);
     uint16_t port = port_of(f);
     tcp_roundtrip(port);
     tcp_roundtrip(port);
@@ -90,7 +90,7 @@ static void failed_lookups_close_connections(void) {
     resolver_state st;
     state_init(&st);
     atomic_store(&st.fail, 1);
-    proxy_forwarder *f = start_with_callback(PROXY_PROTOCOL_TCP, echo.port, &st);
+    proxy_forwarder *f = start_with_callback(PROXY_TRANSPORT_TCP, echo.port, &st);
     tcp_expect_closed(port_of(f));
     proxy_stats s;
     EVENTUALLY(f, s, s.upstream_unavailable >= 1);
@@ -100,7 +100,7 @@ static void failed_lookups_close_connections(void) {
 
     state_init(&st);
     atomic_store(&st.no_address, 1);
-    f = start_with_callback(PROXY_PROTOCOL_TCP, echo.port, &st);
+    f = start_with_callback(PROXY_TRANSPORT_TCP, echo.port, &st);
     tcp_expect_closed(port_of(f));
     EVENTUALLY(f, s, s.upstream_unavailable >= 1);
     CHECK(s.resolve_failures >= 1);
@@ -117,13 +117,13 @@ static void reload_brings_a_new_callback(void) {
     state_init(&broken);
     state_init(&good);
     atomic_store(&broken.fail, 1);
-    proxy_forwarder *f = start_with_callback(PROXY_PROTOCOL_TCP, echo.port, &broken);
+    proxy_forwarder *f = start_with_callback(PROXY_TRANSPORT_TCP, echo.port, &broken);
     uint16_t port = port_of(f);
     tcp_expect_closed(port);
 
     char target[64];
     snprintf(target, sizeof target, "echo.test:%u", (unsigned)echo.port);
-    proxy_config *c = config_to(PROXY_PROTOCOL_TCP, "127.0.0.1:0", target);
+    proxy_config *c = config_to(PROXY_TRANSPORT_TCP, "127.0.0.1:0", target);
     OK(proxy_config_set_resolver_callback(c, resolve, &good));
     OK(proxy_forwarder_reload(f, c));
     proxy_config_free(c);
@@ -141,7 +141,7 @@ static void free_waits_for_a_call_in_progress(void) {
     resolver_state st;
     state_init(&st);
     atomic_store(&st.block_ms, 300);
-    proxy_forwarder *f = start_with_callback(PROXY_PROTOCOL_TCP, 9, &st);
+    proxy_forwarder *f = start_with_callback(PROXY_TRANSPORT_TCP, 9, &st);
     /* The forwarder looks the name up as it starts. */
     double deadline = now_seconds() + 5;
     while (!atomic_load(&st.entered) && now_seconds() < deadline) {
@@ -159,7 +159,7 @@ static void built_in_resolvers(void) {
     echo_start(&echo);
     char target[64];
     snprintf(target, sizeof target, "localhost:%u", (unsigned)echo.port);
-    proxy_config *c = config_to(PROXY_PROTOCOL_TCP, "127.0.0.1:0", target);
+    proxy_config *c = config_to(PROXY_TRANSPORT_TCP, "127.0.0.1:0", target);
     OK(proxy_config_set_resolver(c, PROXY_RESOLVER_SYSTEM));
     proxy_forwarder *f = NULL;
     OK(proxy_forwarder_start(c, &f));

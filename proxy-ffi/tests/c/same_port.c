@@ -1,5 +1,5 @@
 /*
- * A PROXY_PROTOCOL_BOTH forwarder on port 0 serves TCP and UDP on one port, searching
+ * A PROXY_TRANSPORT_BOTH forwarder on port 0 serves TCP and UDP on one port, searching
  * when UDP finds the port TCP got taken, a bounded number of times; a failed search
  * holds no port. Runs in a network namespace of its own (c_api.rs starts it with
  * `unshare --net`), where it narrows the ephemeral port range to make the kernel's
@@ -33,7 +33,7 @@ static int bind_port(int type, int port) {
 static proxy_config *both_on_port_0(void) {
     proxy_config *config = proxy_config_new();
     CHECK(config != NULL);
-    OK(proxy_config_set_protocol(config, PROXY_PROTOCOL_BOTH));
+    OK(proxy_config_set_transport(config, PROXY_TRANSPORT_BOTH));
     OK(proxy_config_add_listen(config, "127.0.0.1:0"));
     OK(proxy_config_set_target(config, "127.0.0.1:9"));
     return config;

@@ -309,20 +309,29 @@ static inline void udp_roundtrip(uint16_t port) {
 
 /* ===== forwarder helpers ===== */
 
-static inline proxy_config *config_to(proxy_protocol protocol, const char *listen,
+static inline proxy_config *config_to(proxy_transport transport, const char *listen,
                                       const char *target) {
     proxy_config *c = proxy_config_new();
     CHECK(c != NULL);
-    OK(proxy_config_set_protocol(c, protocol));
+    OK(proxy_config_set_transport(c, transport));
     OK(proxy_config_add_listen(c, listen));
     OK(proxy_config_set_target(c, target));
     return c;
 }
 
-static inline proxy_config *config_to_port(proxy_protocol protocol, uint16_t port) {
+static inline proxy_config *config_to_port(proxy_transport transport, uint16_t port) {
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%u", (unsigned)port);
-    return config_to(protocol, "127.0.0.1:0", target);
+    return config_to(transport, "127.0.0.1:0", target);
+}
+
+/* Starts a forwarder from 127.0.0.1:0 to 127.0.0.1:port. */
+static inline proxy_forwarder *start_to_port(proxy_transport transport, uint16_t port) {
+    proxy_config *c = config_to_port(transport, port);
+    proxy_forwarder *f = NULL;
+    OK(proxy_forwarder_start(c, &f));
+    proxy_config_free(c);
+    return f;
 }
 
 static inline uint16_t port_of(const proxy_forwarder *f) {
