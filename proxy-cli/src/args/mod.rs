@@ -8,6 +8,8 @@
 //! or both, from which [`TcpPlan::builder`] and [`UdpPlan::builder`] make the forwarder
 //! builders. Both steps fail with exit code 2.
 
+pub mod forward;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -204,12 +206,12 @@ pub enum Command {
     /// Forward local ports to a host, like `kubectl port-forward`: `proxy forward TARGET
     /// SPEC... [-- CMD ARGS...]`.
     #[command(
-        long_about = crate::forward::LONG_ABOUT,
-        after_help = crate::forward::EXAMPLES,
-        mut_arg("idle_timeout", |a| a.help(crate::forward::IDLE_FLAG_HELP)),
+        long_about = forward::LONG_ABOUT,
+        after_help = forward::EXAMPLES,
+        mut_arg("idle_timeout", |a| a.help(forward::IDLE_FLAG_HELP)),
         mut_arg("listen", |a| a.hide(true))
     )]
-    Forward(crate::forward::ForwardArgs),
+    Forward(forward::ForwardArgs),
 
     /// Run the forwards of a configuration file; SIGHUP applies its changes:
     /// `proxy run --config FILE`.

@@ -1,0 +1,421 @@
+//! `proxy forward`'s command line: kubectl port-forward's grammar of SPEC
+//! ([`parse_spec`]), TARGET ([`parse_target`]) and `--address` ([`parse_address`]), and
+//! the checks across them ([`ForwardArgs::plan`]). Running it is [`crate::forward`]'s.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use clap::Args;
+use proxy_core::{Host, Target};
+
+use super::{CommonArgs, ListenArg, TcpFlags, TcpUdpPlan, UdpFlags, UsageError};
+use crate::protocol::Protocol;
+
+/// `proxy forward --help`, above the options.
+pub const LONG_ABOUT: &str = "\
+Forward local ports to TARGET, like `kubectl port-forward` without Kubernetes.
+
+TARGET is a host name or an IP address without a port (`db.internal`, `10.0.0.5`, `::1`).
+Each SPEC maps local ports to TARGET's ports, in kubectl's grammar:
+
+  8080:80               local port 8080 to port 80
+  5000                  local port 5000 to port 5000
+  :5000 or 0:5000       a free local port chosen by the kernel to port 5000
+  8000-8010:9000-9010   a range: 8000 to 9000, 8001 to 9001, ... (same length both sides)
+  8000-8010             the same ports both sides
+  5353:53/udp           UDP (`/tcp`, the default, may be written too)
+
+Every SPEC listens on every --address. The default, `localhost`, is 127.0.0.1 and ::1; ::1
+is skipped quietly where IPv6 is off. A kernel-chosen port is the same on every address.
+
+For each bound socket, in SPEC order and then address order, stdout gets the line kubectl
+prints, `Forwarding from 127.0.0.1:8888 -> 5000` or `Forwarding from [::1]:8888 -> 5000`;
+a UDP socket's line ends in `/udp` (`Forwarding from 127.0.0.1:5353 -> 53/udp`). Logs go
+to stderr. --ports-file writes the same as JSON before the lines are printed.
+
+With `-- CMD ARGS...`, CMD runs once every port is bound, with the environment variables
+PROXY_FORWARD_PORT (the first SPEC's local port) and PROXY_FORWARD_PORTS (every mapping,
+`LOCAL:REMOTE[/udp]`, separated by spaces). When CMD exits, the forwards drain and proxy
+exits with CMD's status (128+N when a signal N ended it; 127 when CMD cannot be found).
+
+Unlike kubectl, a connection that fails or is reset never ends the forward.
+
+Signals: without CMD, SIGINT and SIGTERM drain (see --drain) and exit 0. With CMD, proxy
+forwards until CMD exits: SIGTERM is passed on to CMD, and so is SIGINT unless it came from
+the terminal, which sends Ctrl-C to CMD itself.
+
+Exit codes: 0 after a clean shutdown, 1 when a port cannot be bound, 2 for bad arguments;
+with CMD, CMD's.";
+
+/// `proxy forward --help`, below the options.
+pub const EXAMPLES: &str = "\
+Examples:
+  proxy forward db.internal 5432                  localhost:5432 to db.internal:5432
+  proxy forward 10.0.0.5 8080:80 8443:443         two ports
+  proxy forward db.internal :5432                 a free local port (printed on stdout)
+  proxy forward dns.internal 5353:53/udp 5353:53  DNS over UDP and TCP
+  proxy forward --address 0.0.0.0 web 8000-8010   eleven ports, on every IPv4 address
+  proxy forward --ports-file ports.json db :5432 :6379
+  proxy forward db.internal :5432 -- sh -c 'psql -h 127.0.0.1 -p \"$PROXY_FORWARD_PORT\"'";
+
+/// `--idle-timeout` as `proxy forward` describes it.
+pub const IDLE_FLAG_HELP: &str = "Close a TCP connection or end a UDP session after this long \
+without traffic in either direction. 0 means no idle timeout. [default: none for TCP, 30s \
+for UDP]";
+
+/// `proxy forward [--address ADDR[,ADDR...]] TARGET SPEC... [-- CMD ARGS...]` and its flags.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Listen on these addresses: IP addresses, or `localhost` for 127.0.0.1 and ::1 (::1
+    /// skipped where IPv6 is off). Comma-separated or repeated.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        value_parser = parse_address,
+        default_value = "localhost"
+    )]
+    pub address: Vec<AddressArg>,
+
+    /// Once every port is bound, write them to FILE as JSON (written to a temporary file,
+    /// then renamed; removed when proxy exits). See the README for the schema.
+    #[arg(long, value_name = "FILE")]
+    pub ports_file: Option<PathBuf>,
+
+    /// The host to forward to: a name or an IP address, without a port.
+    #[arg(value_name = "TARGET", value_parser = parse_target)]
+    pub target: Host,
+
+    /// `[LOCAL:]REMOTE[/udp]`: `8080:80`, `5000`, `:5000`, `8000-8010:9000-9010`,
+    /// `5353:53/udp`.
+    #[arg(value_name = "SPEC", required = true, value_parser = parse_spec)]
+    pub specs: Vec<PortSpec>,
+
+    /// A command to run while forwarding (after `--`); proxy exits with its status.
+    #[arg(value_name = "CMD", last = true)]
+    pub command: Vec<OsString>,
+
+    /// Flags shared with other forwarding subcommands.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Flags for TCP specs.
+    #[command(flatten)]
+    pub tcp: TcpFlags,
+
+    /// Flags for UDP specs.
+    #[command(flatten)]
+    pub udp: UdpFlags,
+}
+
+/// One parsed SPEC: a protocol and one or more local-to-remote port pairs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    token: String,
+    protocol: Protocol,
+    /// The first local port; 0 when the kernel chooses each local port.
+    local: u16,
+    remote: u16,
+    /// How many ports: 1, or the length of the range.
+    count: u16,
+}
+
+/// One local port forwarded to one remote port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The transport.
+    pub protocol: Protocol,
+    /// The local port; 0 for a port chosen by the kernel.
+    pub local: u16,
+    /// TARGET's port.
+    pub remote: u16,
+}
+
+/// A parsed `--address` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressArg {
+    /// `localhost`: 127.0.0.1 and ::1, each skipped when its family is not available.
+    Localhost,
+    /// An IP address, which must be bound.
+    Ip(IpAddr),
+}
+
+/// A listen address of the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindAddr {
+    /// The IP address.
+    pub ip: IpAddr,
+    /// Whether it came from `localhost` only, so it is skipped when this host does not
+    /// have its address family.
+    pub optional: bool,
+}
+
+/// The checked settings of `proxy forward`.
+#[derive(Clone, Debug)]
+pub struct ForwardPlan {
+    /// TARGET.
+    pub host: Host,
+    /// Each SPEC with its mappings, in command-line order.
+    pub specs: Vec<PortSpec>,
+    /// The addresses every mapping listens on, in order, without duplicates.
+    pub addresses: Vec<BindAddr>,
+    /// The settings of TCP and UDP forwarders; the target port and listen addresses are
+    /// set per mapping.
+    pub settings: TcpUdpPlan,
+    /// `--ports-file`.
+    pub ports_file: Option<PathBuf>,
+    /// CMD and ARGS; empty when there is none.
+    pub command: Vec<OsString>,
+}
+
+// ===== impl PortSpec =====
+
+impl PortSpec {
+    /// The SPEC as written.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The transport.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The local-to-remote port pairs, in order.
+    pub fn mappings(&self) -> impl Iterator<Item = Mapping> + '_ {
+        (0..self.count).map(move |i| Mapping {
+            protocol: self.protocol,
+            local: if self.local == 0 { 0 } else { self.local + i },
+            remote: self.remote + i,
+        })
+    }
+}
+
+// ===== impl ForwardArgs =====
+
+impl ForwardArgs {
+    /// Checks the arguments together and converts them into a [`ForwardPlan`].
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] naming the tokens: a local port used by two SPECs for the same
+    /// protocol, or `--listen` (which `proxy forward` replaces with `--address`).
+    pub fn plan(&self) -> Result<ForwardPlan, UsageError> {
+        if let Some(listen) = self.common.listen.first() {
+            return Err(UsageError(format!(
+                "`--listen {}` does not apply to `proxy forward`: the local ports come from \
+                 SPEC; use --address IP to choose the addresses",
+                show_listen(listen)
+            )));
+        }
+        check_local_ports(&self.specs)?;
+        Ok(ForwardPlan {
+            host: self.target.clone(),
+            specs: self.specs.clone(),
+            addresses: bind_addrs(&self.address),
+            settings: super::forward_settings(&self.target, &self.common, &self.tcp, &self.udp)?,
+            ports_file: self.ports_file.clone(),
+            command: self.command.clone(),
+        })
+    }
+}
+
+fn show_listen(listen: &ListenArg) -> String {
+    match listen {
+        ListenArg::Ip(ip) => ip.to_string(),
+        ListenArg::Socket(addr) => addr.to_string(),
+    }
+}
+
+/// Rejects a local port that two mappings of the same protocol would both listen on.
+fn check_local_ports(specs: &[PortSpec]) -> Result<(), UsageError> {
+    let mut seen: HashMap<(Protocol, u16), &str> = HashMap::new();
+    for spec in specs {
+        for m in spec.mappings().filter(|m| m.local != 0) {
+            if let Some(first) = seen.insert((m.protocol, m.local), &spec.token) {
+                let both = if first == spec.token {
+                    format!("twice in '{first}'")
+                } else {
+                    format!("by both '{first}' and '{}'", spec.token)
+                };
+                return Err(UsageError(format!(
+                    "local port {}/{} is used {both}; each local port can forward to one \
+                     remote port per protocol",
+                    m.local, m.protocol
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `--address` values as listen addresses: `localhost` is 127.0.0.1 and ::1, both
+/// optional; an IP given on its own is required, also when `localhost` named it too.
+fn bind_addrs(args: &[AddressArg]) -> Vec<BindAddr> {
+    let mut out: Vec<BindAddr> = Vec::new();
+    let mut add = |ip: IpAddr, optional: bool| match out.iter_mut().find(|b| b.ip == ip) {
+        Some(existing) => existing.optional &= optional,
+        None => out.push(BindAddr { ip, optional }),
+    };
+    for arg in args {
+        match *arg {
+            AddressArg::Localhost => {
+                add(Ipv4Addr::LOCALHOST.into(), true);
+                add(Ipv6Addr::LOCALHOST.into(), true);
+            }
+            AddressArg::Ip(ip) => add(ip, false),
+        }
+    }
+    out
+}
+
+// ===== value parsers =====
+
+/// Parses a SPEC: `[LOCAL:]REMOTE[/tcp|/udp]`, where LOCAL and REMOTE are a port or a
+/// range `FIRST-LAST` of the same length, and LOCAL may be empty or 0 for ports chosen
+/// by the kernel.
+///
+/// # Errors
+///
+/// A message naming the token and what is wrong with it: remote port 0, a port above
+/// 65535, a reversed range, a range starting at 0, ranges of different lengths, an
+/// unknown protocol, anything that is not a number.
+pub fn parse_spec(s: &str) -> Result<PortSpec, String> {
+    const GRAMMAR: &str = "write [LOCAL:]REMOTE[/udp], e.g. 8080:80, 5000, :5000, \
+                           8000-8010:9000-9010, 5353:53/udp";
+    // Clap names the token (`invalid value '8080:0' for '<SPEC>...'`); the message says
+    // what is wrong with it.
+    let bad = |why: String| why;
+    let (ports, protocol) = match s.rsplit_once('/') {
+        Some((ports, "tcp")) => (ports, Protocol::Tcp),
+        Some((ports, "udp")) => (ports, Protocol::Udp),
+        Some((_, other)) => {
+            return Err(bad(format!(
+                "unknown protocol `{other}`; use /tcp (the default) or /udp"
+            )));
+        }
+        None => (s, Protocol::Tcp),
+    };
+    if ports.is_empty() {
+        return Err(bad(format!("no port; {GRAMMAR}")));
+    }
+    let (local, remote) = match ports.split_once(':') {
+        Some((local, remote)) => (Some(local), remote),
+        None => (None, ports),
+    };
+    let remote = parse_range(remote).map_err(|why| bad(format!("{why}; {GRAMMAR}")))?;
+    if remote.0 == 0 {
+        let what = if remote.1 == 0 {
+            "remote port 0"
+        } else {
+            "a range starting at 0"
+        };
+        return Err(bad(format!(
+            "{what} is not allowed: TARGET needs a port (0 means a kernel-chosen port, \
+             which only the local side can have)"
+        )));
+    }
+    let count = remote.1 - remote.0 + 1;
+    let local = match local {
+        None => remote.0,
+        Some("") | Some("0") => 0,
+        Some(local) => {
+            let local = parse_range(local).map_err(|why| bad(format!("{why}; {GRAMMAR}")))?;
+            if local.0 == 0 {
+                return Err(bad(
+                    "a local range cannot start at 0; write `:REMOTE-RANGE` for kernel-chosen \
+                     local ports"
+                        .into(),
+                ));
+            }
+            let local_count = local.1 - local.0 + 1;
+            if local_count != count {
+                return Err(bad(format!(
+                    "the local side has {local_count} port{} and the remote side {count}; \
+                     ranges must have the same length",
+                    if local_count == 1 { "" } else { "s" }
+                )));
+            }
+            local.0
+        }
+    };
+    Ok(PortSpec {
+        token: s.to_owned(),
+        protocol,
+        local,
+        remote: remote.0,
+        count,
+    })
+}
+
+/// Parses `PORT` or `FIRST-LAST` into an inclusive range.
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (first, last) = match s.split_once('-') {
+        Some((first, last)) => (parse_port(first)?, parse_port(last)?),
+        None => {
+            let port = parse_port(s)?;
+            (port, port)
+        }
+    };
+    if first > last {
+        return Err(format!(
+            "`{s}` is a reversed range (the first port is the larger)"
+        ));
+    }
+    Ok((first, last))
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    if s.is_empty() {
+        return Err("a port is missing".into());
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{s}` is not a port number"));
+    }
+    s.parse::<u16>()
+        .map_err(|_| format!("`{s}` is larger than 65535"))
+}
+
+/// Parses TARGET: a host name or an IP address (`::1` or `[::1]`), without a port.
+///
+/// # Errors
+///
+/// A message naming the token when it is not a valid host, or has a port.
+pub fn parse_target(s: &str) -> Result<Host, String> {
+    if let Ok(with_port) = s.parse::<Target>() {
+        return Err(format!(
+            "`{s}` has a port ({}); TARGET is a host name or IP address only, the ports \
+             come from SPEC (`proxy forward {} {}`)",
+            with_port.port(),
+            with_port.host(),
+            with_port.port()
+        ));
+    }
+    // The port is a placeholder: only whether `s` parses without one matters here.
+    Target::parse_with_default_port(s, 1)
+        .map(|t| t.host().clone())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses an `--address` value: `localhost` or an IP address (`::1` or `[::1]`).
+///
+/// # Errors
+///
+/// A message naming the token when it is neither.
+pub fn parse_address(s: &str) -> Result<AddressArg, String> {
+    if s.is_empty() {
+        return Err("an empty address; write an IP address or `localhost`".into());
+    }
+    if s.eq_ignore_ascii_case("localhost") {
+        return Ok(AddressArg::Localhost);
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>()
+        .map(AddressArg::Ip)
+        .map_err(|_| format!("`{s}` is not an IP address (127.0.0.1, ::1, [::1]) or `localhost`"))
+}
