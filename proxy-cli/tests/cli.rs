@@ -257,7 +257,7 @@ fn bad_arguments_exit_2_naming_the_token() {
 /// computing its deadline, `Instant + Duration` overflowing: the client got nothing.)
 #[test]
 fn durations_past_10_years_exit_2_naming_the_token() {
-    use support::dnsmasq::TempPath;
+    use proxy_testkit::process::TempPath;
     let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
     let udp_echo = UdpEcho::start("127.0.0.1");
@@ -1230,7 +1230,7 @@ const NETNS_CHILD_TEST: &str = "netns_child_tcp_udp_port_search";
 #[cfg(target_os = "linux")]
 #[test]
 fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
-    support::netns::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
+    proxy_testkit::net::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
 }
 
 /// Runs only inside the namespace of [`tcp_udp_port_0_tries_another_port_when_udp_is_taken`]:
@@ -1238,7 +1238,7 @@ fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
 #[cfg(target_os = "linux")]
 #[test]
 fn netns_child_tcp_udp_port_search() {
-    if !support::netns::in_namespace(NETNS_CHILD_ENV) {
+    if !proxy_testkit::net::in_namespace(NETNS_CHILD_ENV) {
         return;
     }
     std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")

@@ -16,8 +16,8 @@ use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::thread;
 
+use proxy_testkit::process::find_program;
 use support::client::{connect, echo_through, pattern};
-use support::dnsmasq::find_program;
 use support::echo::Echo;
 use support::http::{admin_addr, get};
 use support::proxy::{PROXY, Proxy};

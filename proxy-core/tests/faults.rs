@@ -22,8 +22,6 @@
 //! ([`support::in_own_process`]). Needs Linux and dnsmasq (`dnsmasq-base`).
 #![cfg(target_os = "linux")]
 
-#[allow(dead_code, unused_imports)]
-mod dns_support;
 mod support;
 mod udp_support;
 
@@ -787,13 +785,13 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Starts dnsmasq on `127.0.0.1:port`, serving `web.test` as 127.0.0.1. Tries a few times
 /// in 2 s: connections of the server that held the port may hold it for a moment.
-async fn dnsmasq_on(port: u16) -> Result<dns_support::Dnsmasq, String> {
+async fn dnsmasq_on(port: u16) -> Result<proxy_testkit::dns::Dnsmasq, String> {
     let mut errors = Vec::new();
     for _ in 0..10 {
         // Blocking (it polls until dnsmasq answers): off the runtime's worker threads.
         let started = tokio::task::spawn_blocking(move || {
-            let config = dns_support::hosts_config("127.0.0.1 web.test\n", &["test"]);
-            dns_support::Dnsmasq::start_on(port, &config)
+            let config = proxy_testkit::dns::hosts_config("127.0.0.1 web.test\n", &["test"]);
+            proxy_testkit::dns::Dnsmasq::start_on(port, &config)
         })
         .await
         .unwrap();
@@ -868,7 +866,7 @@ async fn bad_dns() {
             default_hook(info);
         })
     });
-    dns_support::dnsmasq_program(); // fails with an install hint before anything else
+    proxy_testkit::dns::dnsmasq_program(); // fails with an install hint before anything else
     let mut scenarios = JoinSet::new();
     for kind in BadDns::ALL {
         scenarios.spawn(bad_dns_scenario(kind));

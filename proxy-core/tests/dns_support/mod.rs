@@ -1,60 +1,17 @@
-//! Helpers for `tests/dns.rs`: a real dnsmasq (from the workspace's shared
-//! `testing/dnsmasq.rs`, with child processes killed when a test fails and unique temp
-//! files), and TCP servers that say who they are.
-//!
-//! Nothing here mocks DNS: every answer comes from dnsmasq over UDP/TCP on loopback.
-
-#[path = "../../../testing/dnsmasq.rs"]
-mod dnsmasq;
+//! Helpers for `tests/dns.rs`: TCP servers that say who they are, and clients that ask
+//! them through a forwarder. The DNS server itself is the kit's
+//! [`Dnsmasq`](proxy_testkit::dns::Dnsmasq).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-pub(crate) use dnsmasq::{
-    Dnsmasq, DnsmasqConfig, KillOnDrop, TempPath, dnsmasq_program, find_program,
-};
-
 /// How long one client exchange through the forwarder may take.
 pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `127.0.0.last`.
-pub(crate) fn lo(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// A dnsmasq serving the names of an extra hosts file, `hosts`; names in `local_domains`
-/// that are not in the file get NXDOMAIN. The file is read again on SIGHUP
-/// ([`Dnsmasq::set_hosts`]). Answers carry a TTL of 1 s (`--local-ttl=1`).
-pub(crate) fn hosts_config(hosts: &str, local_domains: &[&str]) -> DnsmasqConfig {
-    DnsmasqConfig {
-        hosts: Some(hosts.to_owned()),
-        local_domains: local_domains.iter().map(|d| (*d).to_owned()).collect(),
-        args: vec!["--local-ttl=1".to_owned()],
-    }
-}
-
-/// Runs a command to completion; panics with its output when it fails.
-pub(crate) fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{program} {}`: {e}", args.join(" ")));
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-}
 
 // ===== identity servers =====
 
