@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use proxy_testkit::blocking::{Echo, UdpEcho};
 use proxy_testkit::process::TempPath;
-use support::echo::{Echo, UdpEcho};
 use support::http::admin_addr;
 use support::proxy::{PROMPT, Proxy, run};
 

@@ -9,9 +9,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use proxy_testkit::blocking::{Echo, UdpEcho, connect, ping};
 use proxy_testkit::process::TempPath;
-use support::client::{connect, ping};
-use support::echo::{Echo, UdpEcho};
 use support::http::{admin_addr, get};
 use support::proxy::{PROMPT, Proxy};
 

@@ -17,12 +17,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dns_support::{IdentityServers, ask, expect_clean_close};
+use dns_support::{ask, expect_clean_close};
 use proxy_core::resolve::{
     CachePolicy, HickoryResolver, Resolution, Resolve, Resolving, SystemResolver,
 };
 use proxy_core::{ForwarderHandle, TcpForwarder};
 use proxy_testkit::dns::{Dnsmasq, DnsmasqConfig, dnsmasq_program, hosts_config};
+use proxy_testkit::echo::IdentityServers;
 use proxy_testkit::net::lo;
 use proxy_testkit::process::{KillOnDrop, TempPath, find_program, run};
 

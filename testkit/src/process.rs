@@ -1,9 +1,11 @@
 //! Programs and processes around a test: finding programs (failing with the package to
 //! install, never skipping), child processes that are killed when a test fails, commands
-//! run to completion, and unique temp files.
+//! run to completion, unique temp files, and a test of this binary run again in a process
+//! of its own.
 
 use std::fs;
-use std::io;
+use std::future::Future;
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -196,4 +198,73 @@ impl Drop for TempPath {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
+}
+
+// ===== this test binary, again =====
+
+/// The number of open file descriptors of this process.
+#[cfg(target_os = "linux")]
+pub fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// Runs one test of this binary in a child process with `env` set; returns whether it
+/// passed and its output. Kills it after `limit`.
+pub fn run_self(test: &str, env: &str, limit: Duration) -> (bool, String, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(env, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the test binary");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.success(), out, err),
+        None => (false, out, format!("killed after {limit:?}\n{err}")),
+    }
+}
+
+/// Runs the test `test` of this binary in a child process of its own, where `body` runs on
+/// a fresh runtime; for counts (such as open descriptors) that other tests running at the
+/// same time would disturb. `env` marks the child. Fails when the child fails or takes
+/// more than 60 s.
+pub fn in_own_process<F: Future<Output = ()>>(test: &str, env: &str, body: impl FnOnce() -> F) {
+    if std::env::var_os(env).is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body());
+        return;
+    }
+    let (ok, stdout, stderr) = run_self(test, env, Duration::from_secs(60));
+    assert!(
+        ok && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
 }
