@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use proxy_core::resolve::StaticResolver;
 use proxy_core::{ForwarderHandle, Host, Target, TcpForwarder};
+use proxy_testkit::echo::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -29,19 +30,12 @@ use tokio::runtime::Runtime;
 /// How long the client waits for the server's close after the echo.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Echoes one byte per connection, then closes it.
-async fn echo(listener: TcpListener) {
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _ = s.set_nodelay(true);
-            let mut byte = [0u8; 1];
-            if s.read_exact(&mut byte).await.is_ok() {
-                let _ = s.write_all(&byte).await;
-            }
-        });
+/// Echoes one byte of a connection, then closes it.
+async fn echo_byte(mut s: TcpStream) {
+    let _ = s.set_nodelay(true);
+    let mut byte = [0u8; 1];
+    if s.read_exact(&mut byte).await.is_ok() {
+        let _ = s.write_all(&byte).await;
     }
 }
 
@@ -75,12 +69,11 @@ fn connect(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let upstream = rt.block_on(async {
+    let server = rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-        let addr = l.local_addr().expect("echo addr");
-        tokio::spawn(echo(l));
-        addr
+        Server::spawn(l, echo_byte)
     });
+    let upstream = server.addr();
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let by_ip = TcpForwarder::builder([listen], upstream.into())
         .build()

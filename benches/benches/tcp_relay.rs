@@ -26,6 +26,7 @@ use criterion::{
     criterion_main,
 };
 use proxy_core::{ForwarderHandle, RelayMode, TcpForwarder};
+use proxy_testkit::echo::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -34,23 +35,16 @@ const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
 /// Reads everything a client sends and answers with the byte count.
-async fn sink(listener: TcpListener) {
+async fn sink(mut s: TcpStream) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 1 << 16];
-            let mut total = 0u64;
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => total += n as u64,
-                }
-            }
-            let _ = s.write_all(&total.to_be_bytes()).await;
-        });
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
     }
+    let _ = s.write_all(&total.to_be_bytes()).await;
 }
 
 async fn transfer(addr: SocketAddr, payload: &[u8]) -> u64 {
@@ -70,13 +64,11 @@ fn runtime() -> Runtime {
         .expect("runtime")
 }
 
-/// Starts the counting sink; returns its address.
-fn start_sink(rt: &Runtime) -> SocketAddr {
+/// Starts the counting sink, which stops when dropped.
+fn start_sink(rt: &Runtime) -> Server {
     rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
-        let addr = l.local_addr().expect("sink addr");
-        tokio::spawn(sink(l));
-        addr
+        Server::spawn(l, sink)
     })
 }
 
@@ -130,10 +122,11 @@ fn relay(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     for (name, mode) in [("splice", RelayMode::Auto), ("copy", RelayMode::Copy)] {
-        let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], upstream.into())
-            .relay(mode)
-            .build()
-            .expect("build");
+        let forwarder =
+            TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], upstream.addr().into())
+                .relay(mode)
+                .build()
+                .expect("build");
         let handle = rt.block_on(async { forwarder.start() }).expect("start");
         let addr = handle.local_addrs()[0];
         for size in [KIB, 64 * KIB, MIB, 16 * MIB, 64 * MIB] {
@@ -155,11 +148,12 @@ fn pipe_sizes(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     size_samples(&mut group, SIZE);
     for pipe in [64 * KIB, 256 * KIB, MIB] {
-        let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], upstream.into())
-            .relay(RelayMode::Auto)
-            .pipe_size(pipe)
-            .build()
-            .expect("build");
+        let forwarder =
+            TcpForwarder::builder(["127.0.0.1:0".parse().unwrap()], upstream.addr().into())
+                .relay(RelayMode::Auto)
+                .pipe_size(pipe)
+                .build()
+                .expect("build");
         let handle = rt.block_on(async { forwarder.start() }).expect("start");
         let addr = handle.local_addrs()[0];
         bench_transfer(

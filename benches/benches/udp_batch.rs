@@ -20,13 +20,11 @@
 use std::hint::black_box;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use proxy_core::UdpForwarder;
+use proxy_testkit::blocking::UdpEcho;
 
 /// Datagrams in flight per iteration.
 const WINDOW: u32 = 64;
@@ -34,50 +32,6 @@ const WINDOW: u32 = 64;
 const ECHO_TIMEOUT: Duration = Duration::from_millis(50);
 /// The header every datagram starts with: the iteration number and the index in the window.
 const HEADER: usize = 12;
-
-/// A blocking echo server on its own thread, one datagram per call.
-struct Echo {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Echo {
-    fn start() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind echo");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("echo timeout");
-        let addr = socket.local_addr().expect("echo addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || {
-                let mut buf = vec![0u8; 65536];
-                while !stop.load(Ordering::Relaxed) {
-                    // Timeouts only let the loop see `stop`; errors drop the datagram.
-                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                        let _ = socket.send_to(&buf[..n], from);
-                    }
-                }
-            }
-        });
-        Echo {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// A client connected to one address, sending numbered windows of datagrams.
 struct Client {
@@ -141,7 +95,7 @@ fn batch(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let echo = Echo::start();
+    let echo = UdpEcho::start("127.0.0.1");
     let mut group = c.benchmark_group("udp_batch");
     group
         .warm_up_time(Duration::from_secs(1))

@@ -37,6 +37,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 
+use proxy_testkit::echo::echo_stream;
+use proxy_testkit::udp::echo_datagrams;
+
 /// How long any one TCP operation (connect, an exchange, the close) may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -218,11 +221,11 @@ async fn serve(ip: IpAddr) -> anyhow::Result<()> {
         }
     };
     println!("echo {}", listener.local_addr()?);
-    tokio::spawn(udp_echo(udp));
+    tokio::spawn(echo_datagrams(udp));
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                tokio::spawn(tcp_echo(conn));
+                tokio::spawn(echo_stream(conn));
             }
             Err(e) => {
                 eprintln!("accept: {e}");
@@ -237,32 +240,6 @@ fn tcp_socket(ip: IpAddr) -> io::Result<TcpSocket> {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
-    }
-}
-
-/// Echoes until EOF, then sends a FIN; an error (a reset) just closes.
-async fn tcp_echo(mut conn: TcpStream) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match conn.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
-    let _ = conn.shutdown().await;
-}
-
-async fn udp_echo(socket: UdpSocket) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        if let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let _ = socket.send_to(&buf[..n], from).await;
-        }
     }
 }
 

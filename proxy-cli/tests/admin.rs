@@ -14,8 +14,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::client::{self, connect, open_connection, ping};
-use support::echo::{Echo, UdpEcho};
+use proxy_testkit::blocking::{self, Echo, UdpEcho, connect, open_connection, ping};
 use support::http::{self, Response, admin_addr};
 use support::proxy::{PROMPT, Proto, Proxy, run};
 
@@ -25,7 +24,7 @@ use support::proxy::{PROMPT, Proto, Proxy, run};
 /// back until EOF.
 fn echo_through(addr: SocketAddr, len: usize) {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    let back = client::echo_through(connect(addr), &data);
+    let back = blocking::echo_through(connect(addr), &data);
     assert!(back == data, "{} of {len} bytes came back", back.len());
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::net::{TcpListener, UdpSocket};
 
-use support::dnsmasq::TempPath;
+use proxy_testkit::process::TempPath;
 use support::proxy::run;
 
 #[test]

@@ -13,11 +13,11 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::client::{
-    connect, echo_through, expect_closed, open_connection, pattern, ping, try_echo_through,
+use proxy_testkit::blocking::{
+    Echo, UdpEcho, connect, echo_through, expect_closed, open_connection, ping, try_echo_through,
     udp_client, udp_echo,
 };
-use support::echo::{Echo, UdpEcho};
+use proxy_testkit::data::payload;
 use support::proxy::{PROMPT, PROXY, Proto, Proxy, run};
 
 /// `proxy tcp 0 TARGET EXTRA... --listen 127.0.0.1` in front of `echo`: the proxy, its
@@ -92,7 +92,7 @@ fn relays_bytes_exactly_both_ways() {
     let clients: Vec<_> = (0..4u64)
         .map(|i| {
             thread::spawn(move || {
-                let data = pattern(512 * 1024 + i as usize * 7919, i);
+                let data = payload(i, 512 * 1024 + i as usize * 7919);
                 let back = echo_through(connect(addr), &data);
                 assert!(back == data, "connection {i}: {} bytes back", back.len());
             })
@@ -103,7 +103,7 @@ fn relays_bytes_exactly_both_ways() {
     }
     // And some small ones in a row, one byte and empty included.
     for (i, len) in [1usize, 0, 3, 1500].into_iter().enumerate() {
-        let data = pattern(len, 100 + i as u64);
+        let data = payload(100 + i as u64, len);
         assert_eq!(echo_through(connect(addr), &data), data);
     }
     // Connection lines are logged at debug.
@@ -148,7 +148,7 @@ fn listens_on_several_addresses_including_ipv6_loopback() {
         "{addrs:?}"
     );
     for (i, addr) in addrs.into_iter().enumerate() {
-        let data = pattern(70_000, i as u64);
+        let data = payload(i as u64, 70_000);
         assert_eq!(echo_through(connect(addr), &data), data, "via {addr}");
     }
 }
@@ -172,7 +172,7 @@ fn target_without_port_uses_listen_port() {
         assert_eq!(addrs[0], format!("127.0.0.1:{port}").parse().unwrap());
         let conn = connect(addrs[0]);
         // Reaching the echo server on 127.0.0.2:P is the only way to get this back.
-        let data = pattern(100_000, 3);
+        let data = payload(3, 100_000);
         assert_eq!(echo_through(conn, &data), data);
         return;
     }
@@ -200,7 +200,7 @@ fn localhost_target_resolves_through_system_resolver() {
             assert_eq!(status.code(), Some(1), "attempt {attempt}");
             continue;
         };
-        let data = pattern(100_000, 7);
+        let data = payload(7, 100_000);
         assert_eq!(echo_through(connect(addrs[0]), &data), data);
         return;
     }
@@ -257,7 +257,7 @@ fn bad_arguments_exit_2_naming_the_token() {
 /// computing its deadline, `Instant + Duration` overflowing: the client got nothing.)
 #[test]
 fn durations_past_10_years_exit_2_naming_the_token() {
-    use support::dnsmasq::TempPath;
+    use proxy_testkit::process::TempPath;
     let echo = Echo::start("127.0.0.1");
     let target = echo.addr.to_string();
     let udp_echo = UdpEcho::start("127.0.0.1");
@@ -802,7 +802,7 @@ fn out_of_file_descriptors_backs_off_and_recovers() {
     // Freed descriptors: a new connection is relayed byte for byte again. A connection
     // may still meet the limit while the old ones wind down, so try a bounded few.
     drop(clients);
-    let data = pattern(200_000, 42);
+    let data = payload(42, 200_000);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut tries = 0;
     loop {
@@ -854,7 +854,7 @@ fn udp_relays_datagrams_exactly() {
         .into_iter()
         .enumerate()
     {
-        let data = pattern(len, 200 + i as u64);
+        let data = payload(200 + i as u64, len);
         let back = udp_echo(&client, &data);
         assert!(
             back == data,
@@ -868,7 +868,7 @@ fn udp_relays_datagrams_exactly() {
             thread::spawn(move || {
                 let socket = udp_client(addr);
                 for i in 0..25u64 {
-                    let data = pattern(100 + (i * 997 + c * 31) as usize % 4000, c * 1000 + i);
+                    let data = payload(c * 1000 + i, 100 + (i * 997 + c * 31) as usize % 4000);
                     assert!(udp_echo(&socket, &data) == data, "client {c}, datagram {i}");
                 }
             })
@@ -1048,13 +1048,13 @@ fn tcp_udp_serves_both_protocols_on_one_port() {
 
         let client = udp_client(addr);
         for len in [0, 1000, 65_507] {
-            let data = pattern(len, len as u64);
+            let data = payload(len as u64, len);
             assert!(
                 udp_echo(&client, &data) == data,
                 "{proto}: {len} B over UDP"
             );
         }
-        let data = pattern(300_000, 9);
+        let data = payload(9, 300_000);
         assert_eq!(echo_through(connect(addr), &data), data, "{proto}: TCP");
 
         // SIGTERM with a TCP connection open: both stop taking new work, the connection
@@ -1230,7 +1230,7 @@ const NETNS_CHILD_TEST: &str = "netns_child_tcp_udp_port_search";
 #[cfg(target_os = "linux")]
 #[test]
 fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
-    support::netns::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
+    proxy_testkit::net::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
 }
 
 /// Runs only inside the namespace of [`tcp_udp_port_0_tries_another_port_when_udp_is_taken`]:
@@ -1238,7 +1238,7 @@ fn tcp_udp_port_0_tries_another_port_when_udp_is_taken() {
 #[cfg(target_os = "linux")]
 #[test]
 fn netns_child_tcp_udp_port_search() {
-    if !support::netns::in_namespace(NETNS_CHILD_ENV) {
+    if !proxy_testkit::net::in_namespace(NETNS_CHILD_ENV) {
         return;
     }
     std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")

@@ -8,8 +8,8 @@ mod support;
 
 use std::net::SocketAddr;
 
+use proxy_testkit::dns::{Dnsmasq, DnsmasqConfig, dnsmasq_program};
 use support::dig::{DigAnswer, dig, dig_program};
-use support::dnsmasq::{Dnsmasq, DnsmasqConfig, dnsmasq_program};
 use support::proxy::{Proto, Proxy};
 
 /// The address dnsmasq gives `web.test`.

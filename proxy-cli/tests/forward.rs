@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::dnsmasq::TempPath;
-use support::echo::{Echo, UdpEcho};
+use proxy_testkit::blocking::{Echo, UdpEcho};
+use proxy_testkit::process::TempPath;
 use support::http::admin_addr;
 use support::proxy::{PROMPT, Proxy, run};
 
@@ -611,14 +611,14 @@ const NETNS_CHILD_TEST: &str = "netns_child_forward";
 #[cfg(target_os = "linux")]
 #[test]
 fn port_search_and_no_ipv6_in_a_namespace() {
-    support::netns::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
+    proxy_testkit::net::run_in_namespace(NETNS_CHILD_ENV, NETNS_CHILD_TEST);
 }
 
 /// Runs only inside the namespace of [`port_search_and_no_ipv6_in_a_namespace`].
 #[cfg(target_os = "linux")]
 #[test]
 fn netns_child_forward() {
-    if !support::netns::in_namespace(NETNS_CHILD_ENV) {
+    if !proxy_testkit::net::in_namespace(NETNS_CHILD_ENV) {
         return;
     }
     assert!(has_ipv6(), "the namespace's loopback has ::1");

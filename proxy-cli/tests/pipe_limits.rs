@@ -16,9 +16,9 @@ use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::thread;
 
-use support::client::{connect, echo_through, pattern};
-use support::dnsmasq::find_program;
-use support::echo::Echo;
+use proxy_testkit::blocking::{Echo, connect, echo_through};
+use proxy_testkit::data::payload;
+use proxy_testkit::process::find_program;
 use support::http::{admin_addr, get};
 use support::proxy::{PROXY, Proxy};
 
@@ -89,7 +89,7 @@ fn splice_moves_every_byte_through_the_small_pipes_of_a_spent_allowance() {
         let runs: Vec<_> = (0..4u64)
             .map(|i| {
                 s.spawn(move || {
-                    let data = pattern(8 << 20, i + 1);
+                    let data = payload(i + 1, 8 << 20);
                     let got = echo_through(connect(addr), &data);
                     assert!(got == data, "connection {i}: bytes differ or are missing");
                     data.len() as u64

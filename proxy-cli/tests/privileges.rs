@@ -24,8 +24,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use proxy_testkit::dns::{Dnsmasq, DnsmasqConfig, dnsmasq_program};
+use proxy_testkit::process::find_program;
 use support::dig::{dig, dig_program};
-use support::dnsmasq::{Dnsmasq, DnsmasqConfig, dnsmasq_program, find_program};
 use support::proxy::{PROMPT, PROXY, Proto, Proxy};
 
 /// The unprivileged user and group (nobody, nogroup).

@@ -9,9 +9,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::client::{connect, ping};
-use support::dnsmasq::TempPath;
-use support::echo::{Echo, UdpEcho};
+use proxy_testkit::blocking::{Echo, UdpEcho, connect, ping};
+use proxy_testkit::process::TempPath;
 use support::http::{admin_addr, get};
 use support::proxy::{PROMPT, Proxy};
 

@@ -12,8 +12,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::client::{connect, echo_through, pattern, udp_client, udp_echo};
-use support::echo::{Echo, UdpEcho};
+use proxy_testkit::blocking::{Echo, UdpEcho, connect, echo_through, udp_client, udp_echo};
+use proxy_testkit::data::payload;
 use support::proxy::{PROMPT, PROXY, Proto, Proxy};
 
 const ACTIVATE: &str = "systemd-socket-activate";
@@ -152,13 +152,13 @@ fn tcp_listener_from_systemd() {
     let proxy = activate(&["-l", &listen, "-E", &env], &["tcp", "0", &target], 1);
     // The first connection wakes systemd-socket-activate, which execs proxy; it waits in
     // the passed socket's backlog until proxy accepts it.
-    let data = pattern(256 * 1024, 1);
+    let data = payload(1, 256 * 1024);
     let addr: SocketAddr = listen.parse().unwrap();
     assert_eq!(echo_through(connect(addr), &data), data);
     expect_ready(&proxy, &notify, &format!("tcp:{port}"));
     assert_eq!(proxy.proto_listen_addr(Proto::Tcp, &target), addr);
     // And later connections.
-    let data = pattern(4096, 2);
+    let data = payload(2, 4096);
     assert_eq!(echo_through(connect(addr), &data), data);
     expect_stopping(proxy, &notify);
 }
@@ -181,10 +181,10 @@ fn udp_socket_from_systemd() {
     );
     // The first datagram wakes systemd-socket-activate and stays queued for proxy.
     let client = udp_client(listen.parse().unwrap());
-    let first = pattern(1200, 3);
+    let first = payload(3, 1200);
     assert_eq!(udp_echo(&client, &first), first);
     expect_ready(&proxy, &notify, &format!("udp:{port}"));
-    let big = pattern(60_000, 4);
+    let big = payload(4, 60_000);
     assert_eq!(udp_echo(&client, &big), big);
     expect_stopping(proxy, &notify);
 }
@@ -240,7 +240,7 @@ fn tcp_and_udp_sockets_from_systemd() {
     // Wakes the inner one, which execs proxy with both sockets.
     let client = udp_client(addr);
     client.send(b"wake").unwrap();
-    let data = pattern(64 * 1024, 5);
+    let data = payload(5, 64 * 1024);
     assert_eq!(echo_through(conn, &data), data);
     expect_ready(&proxy, &notify, &format!("tcp:{port}"));
     let ready_lines = proxy.stderr();
@@ -252,7 +252,7 @@ fn tcp_and_udp_sockets_from_systemd() {
     let mut buf = [0u8; 16];
     let n = client.recv(&mut buf).expect("echo of the first datagram");
     assert_eq!(&buf[..n], b"wake");
-    let d = pattern(1000, 6);
+    let d = payload(6, 1000);
     assert_eq!(udp_echo(&client, &d), d);
     expect_stopping(proxy, &notify);
 }
@@ -294,7 +294,7 @@ fn not_activated_without_listen_pid_of_its_own() {
         .env_remove("NOTIFY_SOCKET");
     let proxy = Proxy::spawn(cmd);
     let addr = proxy.listen_addr(&target);
-    let data = pattern(1000, 7);
+    let data = payload(7, 1000);
     assert_eq!(echo_through(connect(addr), &data), data);
     assert!(!proxy.stderr().contains("passed by systemd"));
 }

@@ -4,7 +4,6 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-mod udp_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -13,7 +12,11 @@ use proxy_core::{Access, Cidr, ForwarderHandle, TcpForwarder, UdpForwarder};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
 
-use support::{assert_bytes, echo_server, payload, proxy_addr, send_and_receive, within};
+use proxy_testkit::client::send_and_receive;
+use proxy_testkit::data::{assert_bytes, payload};
+use proxy_testkit::echo::echo_server;
+use proxy_testkit::wait::within;
+use support::proxy_addr;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -93,7 +96,7 @@ async fn tcp_clients_outside_the_lists_are_reset_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_datagrams_from_outside_the_lists_are_dropped_and_counted() {
-    let echo = udp_support::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
+    let echo = proxy_testkit::udp::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
     let handle = UdpForwarder::builder(["127.0.0.1:0".parse().unwrap()], echo.addr().into())
         .access(Access::new([], [cidr("127.0.0.5")]))
         .build()
@@ -113,7 +116,7 @@ async fn udp_datagrams_from_outside_the_lists_are_dropped_and_counted() {
         denied.recv(&mut buf).is_err(),
         "no reply to a denied client"
     );
-    let mut permitted = udp_support::Client::bind(SocketAddr::new(loopback(6), 0));
+    let mut permitted = proxy_testkit::udp::Client::bind(SocketAddr::new(loopback(6), 0));
     permitted.round_trip(proxy, b"hello").await;
     let s = handle.stats();
     assert_eq!(s.denied, 3, "{s:#?}");
@@ -168,7 +171,7 @@ async fn ipv4_mapped_ranges_mean_their_ipv4_clients_on_a_dual_stack_listener() {
     let handle = dual(Access::new([], [cidr("::/0")]));
     assert!(served_from(on_loopback(&handle), loopback(1)).await);
 
-    let udp_echo = udp_support::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
+    let udp_echo = proxy_testkit::udp::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
     let handle = UdpForwarder::builder(["[::]:0".parse().unwrap()], udp_echo.addr().into())
         .access(Access::new([], [cidr("::ffff:127.0.0.5")]))
         .build()
@@ -178,7 +181,7 @@ async fn ipv4_mapped_ranges_mean_their_ipv4_clients_on_a_dual_stack_listener() {
     let proxy = on_loopback(&handle);
     let denied = std::net::UdpSocket::bind((loopback(5), 0)).unwrap();
     denied.send_to(b"let me in", proxy).unwrap();
-    let mut permitted = udp_support::Client::bind(SocketAddr::new(loopback(6), 0));
+    let mut permitted = proxy_testkit::udp::Client::bind(SocketAddr::new(loopback(6), 0));
     permitted.round_trip(proxy, b"hello").await;
     let s = handle.stats();
     assert_eq!(s.denied, 1, "{s:#?}");

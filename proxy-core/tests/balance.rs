@@ -6,7 +6,6 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-mod udp_support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,8 +16,12 @@ use proxy_core::{Balance, Ejection, ForwarderHandle, TcpForwarder, UdpForwarder}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use support::{Server, assert_bytes, payload, proxy_addr, read_all, send_and_receive, within};
-use udp_support::UdpServer;
+use proxy_testkit::client::{read_all, send_and_receive};
+use proxy_testkit::data::{assert_bytes, payload};
+use proxy_testkit::echo::Server;
+use proxy_testkit::udp::UdpServer;
+use proxy_testkit::wait::within;
+use support::proxy_addr;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -91,7 +94,7 @@ async fn a_killed_backend_is_ejected_and_no_client_sees_a_failure() {
     let port = listeners[0].local_addr().unwrap().port();
     let mut servers: Vec<Option<Server>> = listeners
         .into_iter()
-        .map(|l| Some(support::echo(l)))
+        .map(|l| Some(proxy_testkit::echo::echo(l)))
         .collect();
     let handle = tcp_forwarder(
         port,
@@ -200,7 +203,7 @@ async fn least_connections_fills_the_emptiest_backend() {
     on.sort_unstable();
     assert_eq!(on, [0, 1, 2], "one on each backend");
     open.retain(|(_, i)| *i != 1);
-    support::eventually("the proxy to see the close", LIMIT, || {
+    proxy_testkit::wait::eventually("the proxy to see the close", LIMIT, || {
         handle.stats().connections_open == 2
     })
     .await;
@@ -254,7 +257,7 @@ async fn udp_sessions_of_one_client_ip_share_a_backend() {
     let (a, b) = loop {
         let a = UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
         let port = a.addr().port();
-        if let Ok(sock) = udp_support::bind(SocketAddr::new(loopback(2), port)) {
+        if let Ok(sock) = proxy_testkit::udp::bind(SocketAddr::new(loopback(2), port)) {
             break (a, UdpServer::echo(sock));
         }
     };
@@ -273,7 +276,7 @@ async fn udp_sessions_of_one_client_ip_share_a_backend() {
     for (client_ip, sockets) in [(loopback(20), 4), (loopback(21), 4)] {
         let before = (a.count(), b.count());
         for k in 0..sockets {
-            let mut client = udp_support::Client::bind(SocketAddr::new(client_ip, 0));
+            let mut client = proxy_testkit::udp::Client::bind(SocketAddr::new(client_ip, 0));
             client.round_trip(proxy, &payload(k, 100)).await;
         }
         let got = (a.count() - before.0, b.count() - before.1);
@@ -309,7 +312,7 @@ fn unresponsive(addr: SocketAddr) -> (socket2::Socket, Vec<std::net::TcpStream>)
 async fn an_unresponsive_first_address_costs_one_attempt_delay() {
     let good = TcpListener::bind((loopback(1), 0)).await.unwrap();
     let port = good.local_addr().unwrap().port();
-    let _echo = support::echo(good);
+    let _echo = proxy_testkit::echo::echo(good);
     let _down = unresponsive(SocketAddr::new(loopback(2), port));
     let handle = TcpForwarder::builder(
         ["127.0.0.1:0".parse().unwrap()],
@@ -351,7 +354,7 @@ async fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
     let port = listeners[0].local_addr().unwrap().port();
     let mut servers: Vec<Option<Server>> = listeners
         .into_iter()
-        .map(|l| Some(support::echo(l)))
+        .map(|l| Some(proxy_testkit::echo::echo(l)))
         .collect();
     let handle = TcpForwarder::builder(
         ["127.0.0.1:0".parse().unwrap()],
@@ -385,7 +388,7 @@ async fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
     };
     // The backend on 127.0.0.2 dies; health checks notice.
     servers[1] = None;
-    support::eventually("127.0.0.2 marked down", LIMIT, || down(&handle)).await;
+    proxy_testkit::wait::eventually("127.0.0.2 marked down", LIMIT, || down(&handle)).await;
     let connects = |handle: &ForwarderHandle, addr: SocketAddr| {
         handle
             .endpoints()
@@ -406,8 +409,8 @@ async fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
     );
     // It comes back; two passed checks later it takes connections again.
     let revived = TcpListener::bind(second).await.unwrap();
-    servers[1] = Some(support::echo(revived));
-    support::eventually("127.0.0.2 up again", LIMIT, || !down(&handle)).await;
+    servers[1] = Some(proxy_testkit::echo::echo(revived));
+    proxy_testkit::wait::eventually("127.0.0.2 up again", LIMIT, || !down(&handle)).await;
     round_trips(10).await;
     assert_eq!(connects(&handle, second), 5, "back in the rotation");
     assert_eq!(handle.stats().connect_failures.total(), 0);

@@ -17,14 +17,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dns_support::{
-    Dnsmasq, DnsmasqConfig, IdentityServers, KillOnDrop, TempPath, ask, dnsmasq_program,
-    expect_clean_close, find_program, hosts_config, lo, run,
-};
+use dns_support::{ask, expect_clean_close};
 use proxy_core::resolve::{
     CachePolicy, HickoryResolver, Resolution, Resolve, Resolving, SystemResolver,
 };
 use proxy_core::{ForwarderHandle, TcpForwarder};
+use proxy_testkit::dns::{Dnsmasq, DnsmasqConfig, dnsmasq_program, hosts_config};
+use proxy_testkit::echo::IdentityServers;
+use proxy_testkit::net::lo;
+use proxy_testkit::process::{KillOnDrop, TempPath, find_program, run};
 
 /// The longest wait for a DNS change to show in new connections: TTL (1 s) + refresh
 /// (clamped to min_ttl) + a generous margin for a loaded CI machine.

@@ -19,13 +19,10 @@
 //!
 //! Byte counts of kernel queues come from `/proc/net/tcp`, memory from `/proc/self/status`;
 //! tests that measure the process run in a child process of their own
-//! ([`support::in_own_process`]). Needs Linux and dnsmasq (`dnsmasq-base`).
+//! ([`proxy_testkit::process::in_own_process`]). Needs Linux and dnsmasq (`dnsmasq-base`).
 #![cfg(target_os = "linux")]
 
-#[allow(dead_code, unused_imports)]
-mod dns_support;
 mod support;
-mod udp_support;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,11 +37,15 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use support::{
-    End, MODES, assert_bytes, connect, echo_server, eventually, in_own_process, join_all, listener,
-    open_fds, payload, proxy_addr, read_all, send_and_receive, set_reset_on_close, settled_stats,
-    settled_stats_within, timeouts, v4_any_port, wait_end, within,
+use proxy_testkit::client::{
+    End, connect, read_all, send_and_receive, set_reset_on_close, wait_end,
 };
+use proxy_testkit::data::{assert_bytes, payload};
+use proxy_testkit::echo::{echo_server, listener};
+use proxy_testkit::net::v4_any_port;
+use proxy_testkit::process::{in_own_process, open_fds};
+use proxy_testkit::wait::{eventually, join_all, settled_stats, settled_stats_within, within};
+use support::{MODES, proxy_addr, timeouts};
 
 /// How late a timer may act on a loaded machine before a test calls it broken.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -645,7 +646,7 @@ impl BadDns {
     }
 
     /// The UDP answer to `query`, if any.
-    fn answer(self, query: &[u8], rng: &mut support::Rng) -> Option<Vec<u8>> {
+    fn answer(self, query: &[u8], rng: &mut proxy_testkit::data::Rng) -> Option<Vec<u8>> {
         if query.len() < 12 {
             return None;
         }
@@ -731,7 +732,7 @@ impl FakeDns {
 }
 
 async fn serve_bad_udp(socket: UdpSocket, kind: BadDns, queries: Arc<AtomicUsize>) {
-    let mut rng = support::Rng::new(60);
+    let mut rng = proxy_testkit::data::Rng::new(60);
     let mut buf = vec![0; 4096];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
@@ -749,7 +750,7 @@ async fn serve_bad_udp(socket: UdpSocket, kind: BadDns, queries: Arc<AtomicUsize
 async fn serve_bad_tcp(listener: TcpListener, kind: BadDns, queries: Arc<AtomicUsize>) {
     // Dropped with the task, closing every connection.
     let mut conns = JoinSet::new();
-    let mut rng = support::Rng::new(61);
+    let mut rng = proxy_testkit::data::Rng::new(61);
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -787,13 +788,13 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Starts dnsmasq on `127.0.0.1:port`, serving `web.test` as 127.0.0.1. Tries a few times
 /// in 2 s: connections of the server that held the port may hold it for a moment.
-async fn dnsmasq_on(port: u16) -> Result<dns_support::Dnsmasq, String> {
+async fn dnsmasq_on(port: u16) -> Result<proxy_testkit::dns::Dnsmasq, String> {
     let mut errors = Vec::new();
     for _ in 0..10 {
         // Blocking (it polls until dnsmasq answers): off the runtime's worker threads.
         let started = tokio::task::spawn_blocking(move || {
-            let config = dns_support::hosts_config("127.0.0.1 web.test\n", &["test"]);
-            dns_support::Dnsmasq::start_on(port, &config)
+            let config = proxy_testkit::dns::hosts_config("127.0.0.1 web.test\n", &["test"]);
+            proxy_testkit::dns::Dnsmasq::start_on(port, &config)
         })
         .await
         .unwrap();
@@ -868,7 +869,7 @@ async fn bad_dns() {
             default_hook(info);
         })
     });
-    dns_support::dnsmasq_program(); // fails with an install hint before anything else
+    proxy_testkit::dns::dnsmasq_program(); // fails with an install hint before anything else
     let mut scenarios = JoinSet::new();
     for kind in BadDns::ALL {
         scenarios.spawn(bad_dns_scenario(kind));
@@ -1133,13 +1134,16 @@ async fn udp_upstream_gone() {
     };
     let handle = udp_forwarder(target);
     let proxy = proxy_addr(&handle);
-    let mut clients = [udp_support::Client::v4(), udp_support::Client::v4()];
+    let mut clients = [
+        proxy_testkit::udp::Client::v4(),
+        proxy_testkit::udp::Client::v4(),
+    ];
     let mut last = Instant::now();
     for seq in 0..3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         for (c, client) in (0u32..).zip(clients.iter_mut()) {
             client
-                .send_to(proxy, &udp_support::tagged(c, seq, 100))
+                .send_to(proxy, &proxy_testkit::data::tagged(c, seq, 100))
                 .await;
         }
         last = Instant::now();
@@ -1179,7 +1183,7 @@ const SWALLOWED: u32 = 7;
 /// last datagram, while another client on the same listener goes on exchanging datagrams
 /// every 200 ms, byte for byte, on one session throughout; then that one ends too.
 async fn udp_upstream_silent() {
-    let up = udp_support::bind(v4_any_port()).expect("bind the upstream");
+    let up = proxy_testkit::udp::bind(v4_any_port()).expect("bind the upstream");
     let up_addr = up.local_addr().unwrap();
     let swallowed = Arc::new(AtomicUsize::new(0));
     let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1192,7 +1196,7 @@ async fn udp_upstream_silent() {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 };
-                match udp_support::tag_of(&buf[..n]) {
+                match proxy_testkit::data::tag_of(&buf[..n]) {
                     Some((SWALLOWED, _)) => {
                         swallowed.fetch_add(1, SeqCst);
                     }
@@ -1207,19 +1211,19 @@ async fn udp_upstream_silent() {
     let handle = udp_forwarder(up_addr);
     let proxy = proxy_addr(&handle);
 
-    let mut silent = udp_support::Client::v4();
+    let mut silent = proxy_testkit::udp::Client::v4();
     let mut last = Instant::now();
     for seq in 0..5 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         silent
-            .send_to(proxy, &udp_support::tagged(SWALLOWED, seq, 200))
+            .send_to(proxy, &proxy_testkit::data::tagged(SWALLOWED, seq, 200))
             .await;
         last = Instant::now();
     }
     let talker = tokio::spawn(async move {
-        let mut client = udp_support::Client::v4();
+        let mut client = proxy_testkit::udp::Client::v4();
         for seq in 0..12 {
-            let datagram = udp_support::tagged(2, seq, 1000);
+            let datagram = proxy_testkit::data::tagged(2, seq, 1000);
             within(LIMIT, "an exchange", client.exchange(proxy, &[datagram])).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

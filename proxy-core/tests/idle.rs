@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use proxy_core::{RelayMode, Timeouts};
 
-use support::{connect, echo_server, forwarder, payload, proxy_addr, round_trip, within};
+use proxy_testkit::client::{connect, round_trip};
+use proxy_testkit::data::payload;
+use proxy_testkit::echo::echo_server;
+use proxy_testkit::wait::within;
+use support::{forwarder, proxy_addr};
 
 /// The pipes this process holds, from the targets of `/proc/self/fd`.
 fn open_pipes() -> usize {

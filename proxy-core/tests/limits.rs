@@ -4,7 +4,6 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-mod udp_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -13,7 +12,10 @@ use proxy_core::{AcceptProxy, Limits, Rate, TcpForwarder, UdpForwarder};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use support::{End, echo_server, proxy_addr, round_trip, settled_stats, wait_end, within};
+use proxy_testkit::client::{End, round_trip, wait_end};
+use proxy_testkit::echo::echo_server;
+use proxy_testkit::wait::{settled_stats, within};
+use support::proxy_addr;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -237,7 +239,7 @@ async fn behind_a_proxy_peer_the_header_client_counts() {
 /// clients are served throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_sessions_past_the_per_source_limit_are_dropped() {
-    let echo = udp_support::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
+    let echo = proxy_testkit::udp::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
     let idle = Duration::from_millis(500);
     let handle = UdpForwarder::builder(["127.0.0.1:0".parse().unwrap()], echo.addr().into())
         .limits(limits(|l| l.max_per_source = Some(1)))
@@ -247,7 +249,7 @@ async fn udp_sessions_past_the_per_source_limit_are_dropped() {
         .start()
         .unwrap();
     let proxy = proxy_addr(&handle);
-    let mut first = udp_support::Client::bind(SocketAddr::new(loopback(60), 0));
+    let mut first = proxy_testkit::udp::Client::bind(SocketAddr::new(loopback(60), 0));
     first.round_trip(proxy, b"first").await;
     let second = std::net::UdpSocket::bind((loopback(60), 0)).unwrap();
     second
@@ -258,7 +260,7 @@ async fn udp_sessions_past_the_per_source_limit_are_dropped() {
     }
     let mut buf = [0u8; 64];
     assert!(second.recv(&mut buf).is_err(), "no session for the second");
-    let mut other = udp_support::Client::bind(SocketAddr::new(loopback(61), 0));
+    let mut other = proxy_testkit::udp::Client::bind(SocketAddr::new(loopback(61), 0));
     other.round_trip(proxy, b"other").await;
     let s = handle.stats();
     assert_eq!(s.limited.per_source, 3, "{s:#?}");

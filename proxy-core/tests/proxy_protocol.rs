@@ -11,7 +11,6 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-mod udp_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,7 +21,8 @@ use proxy_core::{AcceptProxy, BuildError, ProxyProtocol, TcpForwarder, UdpForwar
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use support::{proxy_addr, within};
+use proxy_testkit::wait::within;
+use support::proxy_addr;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
@@ -163,7 +163,7 @@ async fn nginx_reads_the_real_client_from_versions_1_and_2() {
 /// naming the client and the address it sent to; the replies come back without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_datagrams_carry_a_version_2_header() {
-    let upstream = udp_support::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
+    let upstream = proxy_testkit::udp::UdpServer::echo_on("127.0.0.1:0".parse().unwrap());
     let handle = UdpForwarder::builder(["127.0.0.1:0".parse().unwrap()], upstream.addr().into())
         .proxy_protocol(ProxyProtocol::V2)
         .build()
@@ -184,7 +184,7 @@ async fn udp_datagrams_carry_a_version_2_header() {
     want_header.extend_from_slice(&proxy.port().to_be_bytes());
     let mut buf = [0u8; 2048];
     for (i, size) in [0usize, 1, 100, 1400].into_iter().enumerate() {
-        let data = support::payload(i as u64, size);
+        let data = proxy_testkit::data::payload(i as u64, size);
         // The echo returns header and data: the reply shows what the upstream received.
         let echoed = (0..5)
             .find_map(|_| {
@@ -382,7 +382,7 @@ impl Drop for OneWorker {
 /// taking the worker for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incomplete_header_then_fin_is_rejected_and_the_worker_stays_free() {
-    let upstream = support::echo_server().await;
+    let upstream = proxy_testkit::echo::echo_server().await;
     let header_timeout = Duration::from_secs(3);
     let forwarder = OneWorker::start(upstream.addr(), header_timeout);
     let started = Instant::now();
@@ -419,7 +419,7 @@ async fn an_incomplete_header_then_fin_is_rejected_and_the_worker_stays_free() {
     }
     let waited = started.elapsed();
     assert!(waited < header_timeout, "rejected after {waited:?}");
-    support::eventually("3 headers rejected", Duration::from_secs(2), || {
+    proxy_testkit::wait::eventually("3 headers rejected", Duration::from_secs(2), || {
         forwarder.stats.stats().proxy_headers_rejected == 3
     })
     .await;

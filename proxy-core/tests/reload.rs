@@ -1,16 +1,17 @@
 //! `ForwarderHandle::reload`: new settings apply to new connections and sessions, listen
 //! addresses are added and removed, and nothing established is dropped.
 
-mod support;
-mod udp_support;
-
 use std::time::Duration;
 
 use proxy_core::{ErrorKind, TcpForwarder, UdpForwarder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::{assert_bytes, connect, echo_server, payload, round_trip, v4_any_port, within};
-use udp_support::{Client, UdpServer, assert_port_free, tagged};
+use proxy_testkit::client::{connect, round_trip};
+use proxy_testkit::data::{assert_bytes, payload, tagged};
+use proxy_testkit::echo::echo_server;
+use proxy_testkit::net::v4_any_port;
+use proxy_testkit::udp::{Client, UdpServer, assert_port_free};
+use proxy_testkit::wait::within;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

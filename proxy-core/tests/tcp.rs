@@ -20,11 +20,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use support::{
-    End, MODES, Rng, Server, assert_bytes, connect, echo, echo_server, forwarder, join_all,
-    listener, listener_v6, payload, proxy_addr, read_all, recorder, refusing_addr, round_trip,
-    send_and_receive, set_reset_on_close, settled_stats, v4_any_port, wait_end, within,
+use proxy_testkit::client::{
+    End, connect, read_all, round_trip, send_and_receive, set_reset_on_close, wait_end,
 };
+use proxy_testkit::data::{Rng, assert_bytes, payload};
+use proxy_testkit::echo::{Server, echo, echo_server, listener, listener_v6, recorder};
+use proxy_testkit::net::{refusing_addr, v4_any_port};
+use proxy_testkit::wait::{join_all, settled_stats, within};
+use support::{MODES, forwarder, proxy_addr};
 
 /// The most any single step of a test may take on a loaded machine.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -276,7 +279,7 @@ async fn reset_after_half_close_reaches_the_peer() {
             // the reset shows as the socket's pending error (SO_ERROR), which is checked
             // without writing, so nothing provokes it. Far below the 60 s half-close timeout.
             let mut error = None;
-            support::eventually("reset forwarded", Duration::from_secs(5), || {
+            proxy_testkit::wait::eventually("reset forwarded", Duration::from_secs(5), || {
                 error = silent.take_error().unwrap();
                 error.is_some()
             })
@@ -552,7 +555,7 @@ impl PausedRecorder {
 
 async fn recorder_paused() -> (
     PausedRecorder,
-    tokio::sync::mpsc::UnboundedReceiver<support::Recorded>,
+    tokio::sync::mpsc::UnboundedReceiver<proxy_testkit::echo::Recorded>,
 ) {
     let (go, wait) = tokio::sync::watch::channel(false);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -561,7 +564,7 @@ async fn recorder_paused() -> (
         async move {
             let _ = wait.wait_for(|go| *go).await;
             let (data, end) = read_all(&mut stream).await;
-            let _ = tx.send(support::Recorded {
+            let _ = tx.send(proxy_testkit::echo::Recorded {
                 data,
                 end: end.map_err(|e| e.kind()),
             });
@@ -644,7 +647,7 @@ async fn assert_refused(addr: SocketAddr) {
 #[cfg(target_os = "linux")]
 #[test]
 fn start_stop_50_times_without_fd_leak() {
-    support::in_own_process(
+    proxy_testkit::process::in_own_process(
         "start_stop_50_times_without_fd_leak",
         "PROXY_CORE_TEST_FD_LEAK_CHILD",
         start_stop_50_times,
@@ -654,7 +657,7 @@ fn start_stop_50_times_without_fd_leak() {
 #[cfg(target_os = "linux")]
 async fn start_stop_50_times() {
     let echo = echo_server().await;
-    let before = support::open_fds();
+    let before = proxy_testkit::process::open_fds();
     for i in 0..50 {
         let handle = forwarder(echo.addr(), RelayMode::Auto, Timeouts::default());
         let proxy = proxy_addr(&handle);
@@ -675,8 +678,8 @@ async fn start_stop_50_times() {
         drop(client);
         std::net::TcpListener::bind(proxy).expect("the port is free after shutdown");
     }
-    support::eventually("echo connections closed", LIMIT, || echo.active() == 0).await;
-    let after = support::open_fds();
+    proxy_testkit::wait::eventually("echo connections closed", LIMIT, || echo.active() == 0).await;
+    let after = proxy_testkit::process::open_fds();
     assert!(
         after <= before + 2,
         "{before} descriptors open before 50 start/stop cycles, {after} after"
@@ -914,7 +917,7 @@ async fn a_connection_with_10_year_timers_relays_and_closes() {
     let handle = support::forwarder(upstream.addr(), RelayMode::Auto, t);
     let mut client = connect(proxy_addr(&handle)).await;
     let data = payload(11, 100_000);
-    let back = support::send_and_receive(&mut client, &data).await;
+    let back = proxy_testkit::client::send_and_receive(&mut client, &data).await;
     assert_bytes("through 10-year timers", &back, &data);
-    support::settled_stats(&handle, |s| s.connections_open == 0).await;
+    proxy_testkit::wait::settled_stats(&handle, |s| s.connections_open == 0).await;
 }

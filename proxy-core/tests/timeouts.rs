@@ -14,10 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use support::{
-    End, MODES, assert_bytes, connect, echo_server, forwarder, listener, payload, proxy_addr,
-    read_all, round_trip, settled_stats, timeouts, wait_end, within,
-};
+use proxy_testkit::client::{End, connect, read_all, round_trip, wait_end};
+use proxy_testkit::data::{assert_bytes, payload};
+use proxy_testkit::echo::{echo_server, listener};
+use proxy_testkit::wait::{settled_stats, within};
+use support::{MODES, forwarder, proxy_addr, timeouts};
 
 /// How late a timer may act on a loaded machine before a test calls it broken.
 const MARGIN: Duration = Duration::from_secs(3);

@@ -6,11 +6,10 @@
 //!
 //! Every echo is checked byte for byte and by its source address. Ports are chosen by the
 //! kernel. Datagrams are sent with flow control and bounded resends (see
-//! [`udp_support::Client::exchange`]), so a datagram lost on a loaded machine costs time,
-//! not a failure; counters are checked exactly only when nothing was resent.
+//! [`proxy_testkit::udp::Client::exchange`]), so a datagram lost on a loaded machine costs
+//! time, not a failure; counters are checked exactly only when nothing was resent.
 
 mod support;
-mod udp_support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -20,11 +19,11 @@ use proxy_core::{BuildError, ForwarderHandle, Target, Timeouts, UdpForwarder};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use udp_support::{
-    Client, MAX_V4, MAX_V6, Rng, UdpServer, assert_bytes, assert_port_free, bind, eventually,
-    has_ipv6, join_all, payload, proxy_addr, settled_stats, tag_of, tagged, v4_any_port,
-    v6_any_port, within,
-};
+use proxy_testkit::data::{Rng, assert_bytes, payload, tag_of, tagged};
+use proxy_testkit::net::{has_ipv6, v4_any_port, v6_any_port};
+use proxy_testkit::udp::{Client, MAX_V4, MAX_V6, UdpServer, assert_port_free, bind};
+use proxy_testkit::wait::{eventually, join_all, settled_stats, within};
+use support::proxy_addr;
 
 /// The most any single step of a test may take on a loaded machine.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -657,7 +656,7 @@ async fn shutdown_closes_sessions_and_frees_the_port() {
 #[cfg(target_os = "linux")]
 #[test]
 fn start_stop_30_times_without_fd_leak() {
-    support::in_own_process(
+    proxy_testkit::process::in_own_process(
         "start_stop_30_times_without_fd_leak",
         "PROXY_CORE_TEST_UDP_FD_LEAK_CHILD",
         start_stop_30_times,
@@ -667,7 +666,7 @@ fn start_stop_30_times_without_fd_leak() {
 #[cfg(target_os = "linux")]
 async fn start_stop_30_times() {
     let echo = UdpServer::echo_on(v4_any_port());
-    let before = udp_support::open_fds();
+    let before = proxy_testkit::process::open_fds();
     for i in 0..30u32 {
         let handle = UdpForwarder::builder([v4_any_port()], echo.addr().into())
             .batch_size(if i % 2 == 0 { 32 } else { 1 })
@@ -689,7 +688,7 @@ async fn start_stop_30_times() {
         .await;
         assert_port_free(proxy, "the listen port after shutdown");
     }
-    let after = udp_support::open_fds();
+    let after = proxy_testkit::process::open_fds();
     assert!(
         after <= before + 2,
         "{before} descriptors open before 30 start/stop cycles, {after} after"
@@ -893,7 +892,7 @@ async fn datagrams_queued_at_session_start_keep_their_order() {
     let mut reordered = Vec::new();
     for round in 0..ROUNDS {
         let echo = UdpServer::echo_on(v4_any_port());
-        let resolver = udp_support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
+        let resolver = support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
         let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
         let handle = UdpForwarder::builder([v4_any_port()], target)
             .resolver(resolver.clone())
@@ -908,7 +907,7 @@ async fn datagrams_queued_at_session_start_keep_their_order() {
                 client.send_to(proxy, &tagged(c, seq, size(seq))).await;
             }
             eventually("the proxy read the queued datagrams", LIMIT, || {
-                udp_support::rx_queue(proxy) == Some(0)
+                support::rx_queue(proxy) == Some(0)
             })
             .await;
         }
@@ -925,7 +924,7 @@ async fn datagrams_queued_at_session_start_keep_their_order() {
         let sent = u64::from(CLIENTS * (QUEUED + AFTER));
         eventually("the proxy handled every datagram", LIMIT, || {
             let s = handle.stats().udp;
-            let lost = udp_support::kernel_drops(proxy).unwrap_or(0);
+            let lost = support::kernel_drops(proxy).unwrap_or(0);
             s.datagrams_to_upstream + s.dropped + lost >= sent
         })
         .await;
@@ -979,7 +978,7 @@ async fn datagrams_queued_before_the_first_answer_are_bounded() {
     /// The most the proxy may hold for sessions waiting for their upstream (documented).
     const BUDGET: u64 = 4 << 20;
     let echo = UdpServer::echo_on(v4_any_port());
-    let resolver = udp_support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
+    let resolver = support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
     let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
     let handle = UdpForwarder::builder([v4_any_port()], target)
         .resolver(resolver.clone())
@@ -995,7 +994,7 @@ async fn datagrams_queued_before_the_first_answer_are_bounded() {
         }
         // At most 40 datagrams (2.6 MB) wait in the listener's 4 MiB buffer at a time.
         eventually("the proxy read the datagrams", LIMIT, || {
-            udp_support::rx_queue(proxy) == Some(0)
+            support::rx_queue(proxy) == Some(0)
         })
         .await;
     }
@@ -1117,7 +1116,7 @@ async fn a_busy_session_moves_on_when_a_reload_retires_its_refusing_upstream() {
 async fn a_busy_session_moves_on_when_dns_drops_its_refusing_upstream() {
     let (a, b) = same_port_pair();
     let a_addr = a.addr();
-    let resolver = udp_support::SwitchResolver::new([Ipv4Addr::LOCALHOST.into()]);
+    let resolver = support::SwitchResolver::new([Ipv4Addr::LOCALHOST.into()]);
     let mut policy = proxy_core::resolve::CachePolicy::default();
     policy.refresh = Some(Duration::from_millis(50));
     policy.min_ttl = Duration::from_millis(20);

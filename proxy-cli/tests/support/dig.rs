@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::dnsmasq::require_program;
+use proxy_testkit::process::require_program;
 
 /// The dig binary; fails the test (never skips it) when dig is not installed.
 pub(crate) fn dig_program() -> PathBuf {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
-use super::client::connect;
 use super::proxy::Proxy;
+use proxy_testkit::blocking::connect;
 
 /// The admin address from the `admin listening on ADDR` line.
 pub(crate) fn admin_addr(proxy: &Proxy) -> SocketAddr {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub(crate) const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
 
 /// How long anything that should happen promptly may take before the test fails.
-pub(crate) const PROMPT: Duration = Duration::from_secs(10);
+pub(crate) use proxy_testkit::wait::PROMPT;
 
 /// Everything a child wrote to one stream, line by line, and whether the stream ended.
 #[derive(Default)]

@@ -1,135 +1,16 @@
-//! Helpers for `tests/dns.rs`: a real dnsmasq (from the workspace's shared
-//! `testing/dnsmasq.rs`, with child processes killed when a test fails and unique temp
-//! files), and TCP servers that say who they are.
-//!
-//! Nothing here mocks DNS: every answer comes from dnsmasq over UDP/TCP on loopback.
-
-#[path = "../../../testing/dnsmasq.rs"]
-mod dnsmasq;
+//! Helpers for `tests/dns.rs`: clients that ask the kit's
+//! [`IdentityServers`](proxy_testkit::echo::IdentityServers) who they are through a
+//! forwarder. The DNS server itself is the kit's [`Dnsmasq`](proxy_testkit::dns::Dnsmasq).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-pub(crate) use dnsmasq::{
-    Dnsmasq, DnsmasqConfig, KillOnDrop, TempPath, dnsmasq_program, find_program,
-};
+use tokio::net::TcpStream;
 
 /// How long one client exchange through the forwarder may take.
 pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `127.0.0.last`.
-pub(crate) fn lo(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// A dnsmasq serving the names of an extra hosts file, `hosts`; names in `local_domains`
-/// that are not in the file get NXDOMAIN. The file is read again on SIGHUP
-/// ([`Dnsmasq::set_hosts`]). Answers carry a TTL of 1 s (`--local-ttl=1`).
-pub(crate) fn hosts_config(hosts: &str, local_domains: &[&str]) -> DnsmasqConfig {
-    DnsmasqConfig {
-        hosts: Some(hosts.to_owned()),
-        local_domains: local_domains.iter().map(|d| (*d).to_owned()).collect(),
-        args: vec!["--local-ttl=1".to_owned()],
-    }
-}
-
-/// Runs a command to completion; panics with its output when it fails.
-pub(crate) fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{program} {}`: {e}", args.join(" ")));
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-}
-
-// ===== identity servers =====
-
-/// TCP servers, one per address, that greet each connection with their own IP address on
-/// one line and then echo what they receive, so a client knows which one it reached.
-#[derive(Debug)]
-pub(crate) struct IdentityServers {
-    port: u16,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl IdentityServers {
-    /// Servers on every one of `ips`, all on the same port chosen by the kernel.
-    pub(crate) async fn start(ips: &[IpAddr]) -> Self {
-        let mut last_error = None;
-        for _ in 0..10 {
-            match bind_same_port(ips).await {
-                Ok(listeners) => {
-                    let port = listeners[0].local_addr().expect("local_addr").port();
-                    let tasks = listeners
-                        .into_iter()
-                        .map(|l| tokio::spawn(serve(l)))
-                        .collect();
-                    return IdentityServers { port, tasks };
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        panic!("cannot bind {ips:?} on one port: {last_error:?}");
-    }
-
-    /// The port all servers listen on.
-    pub(crate) fn port(&self) -> u16 {
-        self.port
-    }
-}
-
-impl Drop for IdentityServers {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-async fn bind_same_port(ips: &[IpAddr]) -> io::Result<Vec<TcpListener>> {
-    let first = TcpListener::bind(SocketAddr::new(ips[0], 0)).await?;
-    let port = first.local_addr()?.port();
-    let mut listeners = vec![first];
-    for ip in &ips[1..] {
-        listeners.push(TcpListener::bind(SocketAddr::new(*ip, port)).await?);
-    }
-    Ok(listeners)
-}
-
-async fn serve(listener: TcpListener) {
-    let me = listener.local_addr().expect("local_addr").ip();
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            if stream
-                .write_all(format!("{me}\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let (mut r, mut w) = stream.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-            let _ = w.shutdown().await;
-        });
-    }
-}
 
 /// Connects through `proxy`, reads the greeting of the server it reached, checks that a
 /// payload comes back intact, and returns the server's identity (its IP address).

@@ -1,18 +1,57 @@
-//! A test of the test binary run again, alone, in a network namespace of its own, where it
-//! may bring loopback up, shrink the ephemeral port range or turn IPv6 off without
-//! touching the host.
+//! Addresses and network namespaces: loopback addresses on kernel-chosen ports, and a test
+//! of the test binary run again, alone, in a network namespace of its own, where it may
+//! bring loopback up, shrink the ephemeral port range or turn IPv6 off without touching
+//! the host.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+#[cfg(target_os = "linux")]
 use std::process::{Command, Stdio};
+#[cfg(target_os = "linux")]
 use std::thread;
+#[cfg(target_os = "linux")]
 use std::time::{Duration, Instant};
 
-use super::dnsmasq::{KillOnDrop, TempPath, find_program};
+#[cfg(target_os = "linux")]
+use crate::process::{KillOnDrop, TempPath, find_program};
+
+// ===== addresses =====
+
+/// `127.0.0.1:0`: loopback, a port chosen by the kernel.
+pub fn v4_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+/// `[::1]:0`: loopback, a port chosen by the kernel.
+pub fn v6_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::LOCALHOST, 0))
+}
+
+/// `127.0.0.last`.
+pub fn lo(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// Whether the host has IPv6 on loopback.
+pub fn has_ipv6() -> bool {
+    std::net::UdpSocket::bind(v6_any_port()).is_ok()
+}
+
+/// A loopback port on which nothing listens: bound by the kernel, then released. Connects
+/// to it are refused (until someone else binds it, which tests that need the port again do
+/// right away).
+pub fn refusing_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind(v4_any_port()).expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr")
+}
+
+// ===== network namespaces =====
 
 /// Runs test `child` of this test binary with `unshare --net`, alone, with `env` set in
 /// its environment, and fails when it fails, did not run, or took over 60 s. Returns at
 /// once when `env` is set already: inside the namespace only the child test runs. Needs
 /// root or CAP_SYS_ADMIN, util-linux and iproute2, and fails, never skips, without them.
-pub(crate) fn run_in_namespace(env: &str, child: &str) {
+#[cfg(target_os = "linux")]
+pub fn run_in_namespace(env: &str, child: &str) {
     if std::env::var_os(env).is_some() {
         return; // inside the namespace only the child test runs
     }
@@ -68,7 +107,8 @@ pub(crate) fn run_in_namespace(env: &str, child: &str) {
 
 /// In the child test: whether this is the run inside the namespace (`env` is set); if so,
 /// brings the namespace's loopback up.
-pub(crate) fn in_namespace(env: &str) -> bool {
+#[cfg(target_os = "linux")]
+pub fn in_namespace(env: &str) -> bool {
     if std::env::var_os(env).is_none() {
         return false; // runs only in the namespace
     }

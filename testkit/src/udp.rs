@@ -1,43 +1,33 @@
-//! Helpers for the UDP integration tests: echo servers that record who sent what, seeded
-//! and tagged payloads, clients that exchange datagrams with flow control, and bounded
-//! waits.
+//! UDP on both sides of the async (tokio) tests: echo servers that record who sent what,
+//! and clients that exchange datagrams with flow control.
 //!
 //! UDP on loopback still drops datagrams when a receive buffer is full, so nothing here
 //! sends flat out: [`Client::exchange`] keeps a small window in flight, waits for every
 //! echo with a timeout, and resends what got none a bounded number of times. Nothing
 //! sleeps to synchronise: waits await an event or poll a condition with a deadline.
-//!
-//! Kept apart from `tests/support/` (the TCP helpers); the few generic helpers are copied.
-
-// Each test uses a different subset of these helpers.
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxy_core::resolve::{Resolution, Resolve, Resolving};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-// Each test binary uses a different subset.
-#[allow(unused_imports)]
-pub(crate) use crate::support::{
-    Rng, assert_bytes, eventually, join_all, open_fds, payload, proxy_addr, settled_stats,
-    v4_any_port, v6_any_port, within,
-};
+use crate::data::tag_of;
+use crate::net::{v4_any_port, v6_any_port};
+use crate::wait::within;
 
 /// The largest UDP payload over IPv4: 65,535 less the IPv4 and UDP headers.
-pub(crate) const MAX_V4: usize = 65_507;
+pub const MAX_V4: usize = 65_507;
 
 /// The largest UDP payload over IPv6 without jumbograms: 65,535 less the UDP header.
-pub(crate) const MAX_V6: usize = 65_527;
+pub const MAX_V6: usize = 65_527;
 
 /// Receive buffers are larger than any datagram, so a datagram that grew shows.
 const RECV_BUF: usize = 1 << 17;
@@ -54,7 +44,7 @@ const WINDOW_BYTES: usize = 64 << 10;
 
 /// A UDP socket bound to `addr` with 1 MiB buffers (as far as the kernel allows), so the
 /// test's own side never drops a window of large datagrams.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Capped by net.core.[rw]mem_max; a smaller buffer only means more resends.
     let _ = s.set_recv_buffer_size(1 << 20);
@@ -64,40 +54,12 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// Whether the host has IPv6 on loopback.
-pub(crate) fn has_ipv6() -> bool {
-    std::net::UdpSocket::bind(v6_any_port()).is_ok()
-}
-
 /// Asserts that nothing holds `addr`: binding it (without `SO_REUSEADDR`) succeeds.
 #[track_caller]
-pub(crate) fn assert_port_free(addr: SocketAddr, what: &str) {
+pub fn assert_port_free(addr: SocketAddr, what: &str) {
     if let Err(e) = std::net::UdpSocket::bind(addr) {
         panic!("{what}: {addr} is still bound: {e}");
     }
-}
-
-// ===== forwarders =====
-
-// ===== waiting =====
-
-// ===== payloads =====
-
-/// A datagram of `len` bytes (at least 8) that names its sender: `client` and `seq` as
-/// little-endian `u32`s, then pseudo-random bytes.
-pub(crate) fn tagged(client: u32, seq: u32, len: usize) -> Vec<u8> {
-    let len = len.max(8);
-    let mut v = payload((u64::from(client) << 32) | u64::from(seq), len);
-    v[..4].copy_from_slice(&client.to_le_bytes());
-    v[4..8].copy_from_slice(&seq.to_le_bytes());
-    v
-}
-
-/// The `(client, seq)` tag of a datagram made by [`tagged`].
-pub(crate) fn tag_of(head: &[u8]) -> Option<(u32, u32)> {
-    let client = u32::from_le_bytes(head.get(..4)?.try_into().ok()?);
-    let seq = u32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
-    Some((client, seq))
 }
 
 fn fingerprint(data: &[u8]) -> u64 {
@@ -113,19 +75,19 @@ fn fingerprint(data: &[u8]) -> u64 {
 /// It remembers which datagrams it sent more than once, so a late echo of an earlier try
 /// is told apart from a datagram the proxy duplicated or mixed up.
 #[derive(Debug)]
-pub(crate) struct Client {
+pub struct Client {
     sock: UdpSocket,
     window: usize,
     resent_set: HashSet<u64>,
     /// Datagrams sent, resends included.
-    pub(crate) sent: usize,
+    pub sent: usize,
     /// Datagrams sent again because their echo did not come in time.
-    pub(crate) resent: usize,
+    pub resent: usize,
 }
 
 impl Client {
     /// A client on `addr` (port 0 for a kernel-chosen port).
-    pub(crate) fn bind(addr: SocketAddr) -> Client {
+    pub fn bind(addr: SocketAddr) -> Client {
         let sock = bind(addr).unwrap_or_else(|e| panic!("bind a client to {addr}: {e}"));
         Client {
             sock,
@@ -137,28 +99,28 @@ impl Client {
     }
 
     /// A client on `127.0.0.1` and a kernel-chosen port.
-    pub(crate) fn v4() -> Client {
+    pub fn v4() -> Client {
         Client::bind(v4_any_port())
     }
 
     /// A client on `[::1]` and a kernel-chosen port.
-    pub(crate) fn v6() -> Client {
+    pub fn v6() -> Client {
         Client::bind(v6_any_port())
     }
 
     /// At most `datagrams` in flight at once (default 8).
-    pub(crate) fn window(mut self, datagrams: usize) -> Client {
+    pub fn window(mut self, datagrams: usize) -> Client {
         self.window = datagrams.max(1);
         self
     }
 
     /// The client's own address, as the proxy sees it.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
+    pub fn local_addr(&self) -> SocketAddr {
         self.sock.local_addr().expect("local_addr")
     }
 
     /// Sends one datagram to `to`, expecting nothing back.
-    pub(crate) async fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
+    pub async fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
         self.sock
             .send_to(data, to)
             .await
@@ -167,7 +129,7 @@ impl Client {
     }
 
     /// Receives one datagram; panics after `limit`.
-    pub(crate) async fn recv_from(&self, limit: Duration) -> (Vec<u8>, SocketAddr) {
+    pub async fn recv_from(&self, limit: Duration) -> (Vec<u8>, SocketAddr) {
         let mut buf = vec![0; RECV_BUF];
         let (n, from) = within(limit, "receive a datagram", self.sock.recv_from(&mut buf))
             .await
@@ -177,7 +139,7 @@ impl Client {
     }
 
     /// Receives one datagram if one comes within `limit`.
-    pub(crate) async fn try_recv_from(&self, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    pub async fn try_recv_from(&self, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
         let mut buf = vec![0; RECV_BUF];
         let (n, from) = tokio::time::timeout(limit, self.sock.recv_from(&mut buf))
             .await
@@ -188,7 +150,7 @@ impl Client {
     }
 
     /// Sends one datagram to `to` and checks its echo comes back intact from `to`.
-    pub(crate) async fn round_trip(&mut self, to: SocketAddr, data: &[u8]) {
+    pub async fn round_trip(&mut self, to: SocketAddr, data: &[u8]) {
         self.exchange(to, std::slice::from_ref(&data.to_vec()))
             .await;
     }
@@ -196,7 +158,7 @@ impl Client {
     /// Sends every payload to `to` and checks each comes back exactly once, byte for byte,
     /// from `to` (the address it was sent to). A few datagrams are in flight at once;
     /// those whose echo does not come within a second are sent again, a few times.
-    pub(crate) async fn exchange(&mut self, to: SocketAddr, payloads: &[Vec<u8>]) {
+    pub async fn exchange(&mut self, to: SocketAddr, payloads: &[Vec<u8>]) {
         let mut buf = vec![0; RECV_BUF];
         let mut start = 0;
         while start < payloads.len() {
@@ -261,18 +223,59 @@ impl Client {
 
 /// One datagram an upstream server received.
 #[derive(Clone, Debug)]
-pub(crate) struct Seen {
+pub struct Seen {
     /// Its source: the proxy's upstream socket of one session.
-    pub(crate) from: SocketAddr,
+    pub from: SocketAddr,
     /// Its length.
-    pub(crate) len: usize,
-    /// Its first 8 bytes (fewer if shorter): the tag of a [`tagged`] datagram.
-    pub(crate) head: Vec<u8>,
+    pub len: usize,
+    /// Its first 8 bytes (fewer if shorter): the tag of a [`tagged`](crate::data::tagged) datagram.
+    pub head: Vec<u8>,
+}
+
+/// A datagram to send back at a time: when, to whom, what.
+type Due = (Instant, SocketAddr, Vec<u8>);
+
+/// Echoes every datagram on `sock` for ever (until the task is aborted); an error queued
+/// by an earlier send only delays the next read a little.
+pub async fn echo_datagrams(sock: UdpSocket) {
+    serve(Arc::new(sock), None, None).await;
+}
+
+/// Receives datagrams on `sock` for ever, records each in `log` (when there is one), and
+/// sends it back at once or, with `delayed`, after the delay through the answering task.
+async fn serve(
+    sock: Arc<UdpSocket>,
+    log: Option<Arc<Mutex<Vec<Seen>>>>,
+    delayed: Option<(Duration, mpsc::UnboundedSender<Due>)>,
+) {
+    let mut buf = vec![0; RECV_BUF];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            // An error queued by an earlier send; the next read goes on.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        };
+        if let Some(log) = &log {
+            log.lock().unwrap().push(Seen {
+                from,
+                len: n,
+                head: buf[..n.min(8)].to_vec(),
+            });
+        }
+        match &delayed {
+            None => {
+                let _ = sock.send_to(&buf[..n], from).await;
+            }
+            Some((delay, due)) => {
+                let _ = due.send((Instant::now() + *delay, from, buf[..n].to_vec()));
+            }
+        }
+    }
 }
 
 /// A UDP echo server that records every datagram's source. Stops when dropped.
 #[derive(Debug)]
-pub(crate) struct UdpServer {
+pub struct UdpServer {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
@@ -280,91 +283,58 @@ pub(crate) struct UdpServer {
 
 impl UdpServer {
     /// An echo server on `sock`.
-    pub(crate) fn echo(sock: UdpSocket) -> UdpServer {
-        let addr = sock.local_addr().expect("local_addr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut buf = vec![0; RECV_BUF];
-                loop {
-                    let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                        // An error queued by an earlier send; the next read goes on.
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        continue;
-                    };
-                    log.lock().unwrap().push(Seen {
-                        from,
-                        len: n,
-                        head: buf[..n.min(8)].to_vec(),
-                    });
-                    let _ = sock.send_to(&buf[..n], from).await;
-                }
-            }
-        });
-        UdpServer { addr, log, task }
+    pub fn echo(sock: UdpSocket) -> UdpServer {
+        UdpServer::spawn(sock, None)
     }
 
     /// An echo server on `sock` that answers each datagram `delay` after it came, in the
     /// order they came: an upstream slower than the proxy's session idle timeout.
-    pub(crate) fn echo_after(sock: UdpSocket, delay: Duration) -> UdpServer {
+    pub fn echo_after(sock: UdpSocket, delay: Duration) -> UdpServer {
+        UdpServer::spawn(sock, Some(delay))
+    }
+
+    fn spawn(sock: UdpSocket, delay: Option<Duration>) -> UdpServer {
         let addr = sock.local_addr().expect("local_addr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sock = Arc::new(sock);
-        // The answering task ends when the receiving one (which holds the sender) does.
-        let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(Instant, SocketAddr, Vec<u8>)>();
-        tokio::spawn({
+        let delayed = delay.map(|delay| {
+            // The answering task ends when the receiving one (which holds the sender) does.
+            let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Due>();
             let sock = sock.clone();
-            async move {
+            tokio::spawn(async move {
                 while let Some((due, to, data)) = due_rx.recv().await {
                     tokio::time::sleep_until(due).await;
                     let _ = sock.send_to(&data, to).await;
                 }
-            }
+            });
+            (delay, due_tx)
         });
-        let task = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut buf = vec![0; RECV_BUF];
-                loop {
-                    let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        continue;
-                    };
-                    log.lock().unwrap().push(Seen {
-                        from,
-                        len: n,
-                        head: buf[..n.min(8)].to_vec(),
-                    });
-                    let _ = due_tx.send((Instant::now() + delay, from, buf[..n].to_vec()));
-                }
-            }
-        });
+        let task = tokio::spawn(serve(sock, Some(log.clone()), delayed));
         UdpServer { addr, log, task }
     }
 
     /// An echo server bound to `addr`.
-    pub(crate) fn echo_on(addr: SocketAddr) -> UdpServer {
+    pub fn echo_on(addr: SocketAddr) -> UdpServer {
         UdpServer::echo(bind(addr).unwrap_or_else(|e| panic!("bind an echo server to {addr}: {e}")))
     }
 
     /// The address it serves.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Every datagram received so far, in order.
-    pub(crate) fn seen(&self) -> Vec<Seen> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.log.lock().unwrap().clone()
     }
 
     /// How many datagrams it received.
-    pub(crate) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.log.lock().unwrap().len()
     }
 
     /// The distinct sources, in the order they first sent.
-    pub(crate) fn sources(&self) -> Vec<SocketAddr> {
+    pub fn sources(&self) -> Vec<SocketAddr> {
         let mut out = Vec::new();
         for s in self.log.lock().unwrap().iter() {
             if !out.contains(&s.from) {
@@ -374,8 +344,8 @@ impl UdpServer {
         out
     }
 
-    /// The source of the [`tagged`] datagram `(client, seq)`, if it arrived.
-    pub(crate) fn source_of(&self, client: u32, seq: u32) -> Option<SocketAddr> {
+    /// The source of the [`tagged`](crate::data::tagged) datagram `(client, seq)`, if it arrived.
+    pub fn source_of(&self, client: u32, seq: u32) -> Option<SocketAddr> {
         self.log
             .lock()
             .unwrap()
@@ -389,100 +359,4 @@ impl Drop for UdpServer {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-// ===== resolvers =====
-
-/// A resolver whose answer the test changes while the forwarder runs (a Service whose
-/// endpoints move). Answers carry no TTL, so the cache policy sets the refresh interval.
-#[derive(Clone, Debug)]
-pub(crate) struct SwitchResolver(Arc<Mutex<Vec<IpAddr>>>);
-
-impl SwitchResolver {
-    pub(crate) fn new(ips: impl IntoIterator<Item = IpAddr>) -> SwitchResolver {
-        SwitchResolver(Arc::new(Mutex::new(ips.into_iter().collect())))
-    }
-
-    /// Answers `ips` from now on.
-    pub(crate) fn set(&self, ips: impl IntoIterator<Item = IpAddr>) {
-        *self.0.lock().unwrap() = ips.into_iter().collect();
-    }
-}
-
-impl Resolve for SwitchResolver {
-    fn resolve(&self, _name: &str) -> Resolving {
-        let ips = self.0.lock().unwrap().clone();
-        Box::pin(std::future::ready(Ok(Resolution::new(ips, None))))
-    }
-}
-
-/// A resolver that answers `ip` only once the test [`open`](GatedResolver::open)s it:
-/// sessions wait for their first DNS answer as long as the test likes.
-#[derive(Clone, Debug)]
-pub(crate) struct GatedResolver {
-    ip: IpAddr,
-    open: Arc<watch::Sender<bool>>,
-}
-
-impl GatedResolver {
-    pub(crate) fn new(ip: IpAddr) -> GatedResolver {
-        GatedResolver {
-            ip,
-            open: Arc::new(watch::Sender::new(false)),
-        }
-    }
-
-    /// Lets every lookup, waiting or later, answer.
-    pub(crate) fn open(&self) {
-        self.open.send_replace(true);
-    }
-}
-
-impl Resolve for GatedResolver {
-    fn resolve(&self, _name: &str) -> Resolving {
-        let (ip, mut open) = (self.ip, self.open.subscribe());
-        Box::pin(async move {
-            open.wait_for(|open| *open)
-                .await
-                .map_err(io::Error::other)?;
-            Ok(Resolution::new(vec![ip], None))
-        })
-    }
-}
-
-// ===== kernel queues =====
-
-/// Bytes waiting in the receive queue of the UDP socket bound to `addr`, as
-/// `/proc/net/udp` (or `udp6`) shows them; `None` when no such socket is listed.
-#[cfg(target_os = "linux")]
-pub(crate) fn rx_queue(addr: SocketAddr) -> Option<u64> {
-    proc_net_udp(addr).map(|(rx, _)| rx)
-}
-
-/// Datagrams the kernel dropped for the UDP socket bound to `addr` (its receive buffer
-/// was full), as `/proc/net/udp` (or `udp6`) shows them.
-#[cfg(target_os = "linux")]
-pub(crate) fn kernel_drops(addr: SocketAddr) -> Option<u64> {
-    proc_net_udp(addr).map(|(_, drops)| drops)
-}
-
-/// The receive queue (bytes) and drop count of the UDP socket bound to `addr`'s port.
-#[cfg(target_os = "linux")]
-fn proc_net_udp(addr: SocketAddr) -> Option<(u64, u64)> {
-    let table = if addr.is_ipv6() {
-        "/proc/net/udp6"
-    } else {
-        "/proc/net/udp"
-    };
-    let text = std::fs::read_to_string(table).ok()?;
-    let port = format!(":{:04X}", addr.port());
-    text.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if !fields.get(1)?.ends_with(&port) {
-            return None;
-        }
-        let rx = fields.get(4)?.split(':').nth(1)?;
-        let drops = fields.last()?.parse().ok()?;
-        Some((u64::from_str_radix(rx, 16).ok()?, drops))
-    })
 }

@@ -1,0 +1,270 @@
+//! Programs and processes around a test: finding programs (failing with the package to
+//! install, never skipping), child processes that are killed when a test fails, commands
+//! run to completion, unique temp files, and a test of this binary run again in a process
+//! of its own.
+
+use std::fs;
+use std::future::Future;
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// ===== programs =====
+
+/// Finds `name` on `PATH` or at one of `extra` paths (sbin is often not on a user's PATH).
+pub fn find_program(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(extra.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// Finds `name` like [`find_program`]; fails the test (never skips it) when it is not
+/// installed, naming the Debian/Ubuntu `package` to install and what the test needs it as
+/// (`what`, e.g. "a real DNS server").
+pub fn require_program(name: &str, extra: &[&str], package: &str, what: &str) -> PathBuf {
+    find_program(name, extra).unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed, and this test needs {what}: install the `{package}` \
+             package (Debian/Ubuntu: `apt-get install -y {package}`; scripts/test.sh does it)"
+        )
+    })
+}
+
+/// Runs a command to completion; panics with its output when it fails.
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{program} {}`: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed ({}): {}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
+// ===== child processes =====
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test
+/// leaves nothing running.
+#[derive(Debug)]
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    /// Spawns `cmd`; on Linux the child also gets SIGKILL if this thread dies without
+    /// dropping us.
+    ///
+    /// # Errors
+    ///
+    /// When the command cannot be spawned.
+    pub fn spawn(cmd: &mut Command) -> io::Result<Self> {
+        // SAFETY: the closure runs in the forked child before exec and only makes the
+        // `prctl(PR_SET_PDEATHSIG)` system call, which is async-signal-safe; it does not
+        // allocate or take locks.
+        unsafe {
+            cmd.pre_exec(|| {
+                #[cfg(target_os = "linux")]
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().map(|c| KillOnDrop(Some(c)))
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.0.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Waits at most `limit` for the child to exit; kills it when it does not.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        let child = self.0.as_ref().expect("child already killed");
+        #[cfg(target_os = "linux")]
+        {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid out of range");
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; `pid` is
+            // our own child, not reaped yet, so it names no other process.
+            if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+                panic!("SIGHUP: {}", io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let status = Command::new("kill")
+                .args(["-s", "HUP", &child.id().to_string()])
+                .stdin(Stdio::null())
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "SIGHUP: kill failed ({status})");
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ===== temp files =====
+
+/// A file under `std::env::temp_dir()` with a name no other test or run uses; removed on
+/// drop.
+#[derive(Debug)]
+pub struct TempPath(PathBuf);
+
+impl TempPath {
+    /// A fresh path whose name ends with `what`; nothing is created yet.
+    pub fn new(what: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // The test binary, e.g. `proxy-testkit-dns-0123abcd-…` or `proxy-testkit-cli-…`.
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let name = format!(
+            "{}-{exe}-{}-{}-{nanos}-{what}",
+            env!("CARGO_PKG_NAME"),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+        );
+        TempPath(std::env::temp_dir().join(name))
+    }
+
+    /// A fresh path like [`new`](TempPath::new), written with `contents`.
+    pub fn with_contents(what: &str, contents: &str) -> Self {
+        let p = Self::new(what);
+        p.write(contents);
+        p
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Replaces the file's contents; panics when it cannot.
+    pub fn write(&self, contents: &str) {
+        fs::write(&self.0, contents)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.0.display()));
+    }
+
+    /// The file's contents (invalid UTF-8 replaced), or nothing when it cannot be read.
+    pub fn read(&self) -> String {
+        fs::read(&self.0)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+// ===== this test binary, again =====
+
+/// The number of open file descriptors of this process.
+#[cfg(target_os = "linux")]
+pub fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// Runs one test of this binary in a child process with `env` set; returns whether it
+/// passed and its output. Kills it after `limit`.
+pub fn run_self(test: &str, env: &str, limit: Duration) -> (bool, String, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(env, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the test binary");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.success(), out, err),
+        None => (false, out, format!("killed after {limit:?}\n{err}")),
+    }
+}
+
+/// Runs the test `test` of this binary in a child process of its own, where `body` runs on
+/// a fresh runtime; for counts (such as open descriptors) that other tests running at the
+/// same time would disturb. `env` marks the child. Fails when the child fails or takes
+/// more than 60 s.
+pub fn in_own_process<F: Future<Output = ()>>(test: &str, env: &str, body: impl FnOnce() -> F) {
+    if std::env::var_os(env).is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body());
+        return;
+    }
+    let (ok, stdout, stderr) = run_self(test, env, Duration::from_secs(60));
+    assert!(
+        ok && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+}
