@@ -7,9 +7,6 @@
 //! `CC` picks the C compiler (default `cc`).
 #![cfg(target_os = "linux")]
 
-#[path = "../../testing/dnsmasq.rs"]
-mod dnsmasq;
-
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -17,7 +14,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use dnsmasq::{Dnsmasq, DnsmasqConfig};
+use proxy_testkit::dns::{Dnsmasq, DnsmasqConfig};
 
 /// AddressSanitizer (with LeakSanitizer) and UBSan on the C side; the Rust side's heap
 /// goes through the same interposed `malloc`, so leaks and overflows of either show.
