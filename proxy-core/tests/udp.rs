@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use proxy_core::resolve::StaticResolver;
-use proxy_core::{BuildError, ForwarderHandle, Target, Timeouts, UdpForwarder};
+use proxy_core::{BuildError, ForwarderHandle, StatsSnapshot, Target, Timeouts, UdpForwarder};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -742,6 +742,28 @@ struct Tally {
     wrong: Vec<(u32, u32, bool)>,
 }
 
+/// [`run_clients`] through `handle`, one client every 3 ms, within the test's limit; prints
+/// and returns the tally with the forwarder's stats after.
+async fn clients_through(
+    handle: &ForwarderHandle,
+    clients: u32,
+    each: u32,
+    listen: Duration,
+) -> (Tally, StatsSnapshot) {
+    let proxy = proxy_addr(handle);
+    let every = Duration::from_millis(3);
+    let run = run_clients(proxy, clients, every, each, listen);
+    let tally = within(LIMIT, "the clients", run).await;
+    let s = handle.stats();
+    eprintln!(
+        "{} of {clients} clients got another client's reply; {} own replies; {:?}",
+        tally.wrong.len(),
+        tally.own,
+        s.udp
+    );
+    (tally, s)
+}
+
 /// Starts `clients` clients, one every `every` (so sessions start and end all the time,
 /// not in waves), each on a fresh port: each sends `each` tagged datagrams to `proxy`,
 /// then listens for `listen`, and reports whose tag every reply carries.
@@ -798,27 +820,8 @@ async fn late_replies_after_the_idle_timeout_reach_no_other_client() {
         .start()
         .expect("start the forwarder");
     let clients = 2_000;
-    let tally = within(
-        LIMIT,
-        "the clients",
-        run_clients(
-            proxy_addr(&handle),
-            clients,
-            Duration::from_millis(3),
-            1,
-            Duration::from_millis(1800),
-        ),
-    )
-    .await;
-    let s = handle.stats();
-    eprintln!(
-        "{} of {clients} clients got another client's reply; {} own replies; {} upstream \
-         sources; {:?}",
-        tally.wrong.len(),
-        tally.own,
-        slow.sources().len(),
-        s.udp
-    );
+    let (tally, _) = clients_through(&handle, clients, 1, Duration::from_millis(1800)).await;
+    eprintln!("{} upstream sources", slow.sources().len());
     assert!(
         slow.count() >= clients as usize * 9 / 10,
         "the upstream saw only {} datagrams",
@@ -847,25 +850,7 @@ async fn replies_in_flight_at_eviction_reach_no_other_client() {
         .start()
         .expect("start the forwarder");
     let clients = 2_000;
-    let tally = within(
-        LIMIT,
-        "the clients",
-        run_clients(
-            proxy_addr(&handle),
-            clients,
-            Duration::from_millis(3),
-            3,
-            Duration::from_millis(400),
-        ),
-    )
-    .await;
-    let s = handle.stats();
-    eprintln!(
-        "{} of {clients} clients got another client's reply; {} own replies; {:?}",
-        tally.wrong.len(),
-        tally.own,
-        s.udp
-    );
+    let (tally, s) = clients_through(&handle, clients, 3, Duration::from_millis(400)).await;
     assert!(s.udp.sessions_evicted > 1_000, "{s:#?}");
     assert!(tally.own > 0, "no client got its own reply: {s:#?}");
     assert!(

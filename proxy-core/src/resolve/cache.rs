@@ -529,39 +529,55 @@ mod tests {
         task.await.unwrap();
     }
 
-    /// Fails every lookup after `takes`, recording when each one started.
-    struct SlowFailure {
+    /// Answers `answer` (or fails, when `None`) after `takes`, recording when each lookup
+    /// started.
+    struct Slow {
         takes: Duration,
+        answer: Option<IpAddr>,
         started: Arc<Mutex<Vec<tokio::time::Instant>>>,
     }
 
-    impl Resolve for SlowFailure {
+    impl Slow {
+        fn new(takes: Duration, answer: Option<IpAddr>) -> Self {
+            Slow {
+                takes,
+                answer,
+                started: Arc::default(),
+            }
+        }
+    }
+
+    impl Resolve for Slow {
         fn resolve(&self, _name: &str) -> Resolving {
             self.started
                 .lock()
                 .unwrap()
                 .push(tokio::time::Instant::now());
-            let takes = self.takes;
+            let (takes, answer) = (self.takes, self.answer);
             Box::pin(async move {
                 tokio::time::sleep(takes).await;
-                Err(std::io::Error::other("timed out"))
+                answer
+                    .map(|ip| Resolution::new(vec![ip], None))
+                    .ok_or_else(|| std::io::Error::other("timed out"))
             })
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_retry_waits_from_the_end_of_the_failed_lookup() {
-        let started = Arc::new(Mutex::new(Vec::new()));
-        let resolver = SlowFailure {
-            takes: Duration::from_secs(15),
-            started: started.clone(),
-        };
-        let cache = Arc::new(ResolveCache::new(
+    /// A cache of `svc:80` over `resolver`.
+    fn svc_cache(resolver: impl Resolve) -> Arc<ResolveCache> {
+        Arc::new(ResolveCache::new(
             Target::new(Host::Name("svc".into()), 80),
             Arc::new(resolver),
             CachePolicy::default(),
             Arc::new(Stats::default()),
-        ));
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_from_the_end_of_the_failed_lookup() {
+        let resolver = Slow::new(Duration::from_secs(15), None);
+        let started = resolver.started.clone();
+        let cache = svc_cache(resolver);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(cache.run(cancel.clone()));
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -578,12 +594,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn first_lookup_failure_is_a_resolve_error() {
-        let cache = Arc::new(ResolveCache::new(
-            Target::new(Host::Name("svc".into()), 80),
-            Arc::new(Scripted(Mutex::new(vec![None]))),
-            CachePolicy::default(),
-            Arc::new(Stats::default()),
-        ));
+        let cache = svc_cache(Scripted(Mutex::new(vec![None])));
         let e = cache.addrs().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Resolve);
         assert_eq!(e.side(), Side::Upstream);
@@ -603,38 +614,12 @@ mod tests {
         );
     }
 
-    /// Answers 10.0.0.1 after `takes`, counting the lookups started.
-    struct Slow {
-        takes: Duration,
-        started: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl Resolve for Slow {
-        fn resolve(&self, _name: &str) -> Resolving {
-            self.started
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let takes = self.takes;
-            Box::pin(async move {
-                tokio::time::sleep(takes).await;
-                Ok(Resolution::new(vec![ip(1)], None))
-            })
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn one_lookup_in_flight_however_many_wait_or_give_up() {
-        use std::sync::atomic::Ordering::SeqCst;
-        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let resolver = Slow {
-            takes: Duration::from_secs(10),
-            started: started.clone(),
-        };
-        let cache = Arc::new(ResolveCache::new(
-            Target::new(Host::Name("svc".into()), 80),
-            Arc::new(resolver),
-            CachePolicy::default(),
-            Arc::new(Stats::default()),
-        ));
+        let resolver = Slow::new(Duration::from_secs(10), Some(ip(1)));
+        let started = resolver.started.clone();
+        let lookups = || started.lock().unwrap().len();
+        let cache = svc_cache(resolver);
         // 150 connections arriving 50 ms apart, each giving up after 200 ms.
         let mut waiters = tokio::task::JoinSet::new();
         for _ in 0..150 {
@@ -656,24 +641,18 @@ mod tests {
         }
         assert_eq!(timed_out, 150, "every waiter gave up at its deadline");
         // 7.5 s of arrivals: at most the lookup of the first 10 s.
-        assert_eq!(started.load(SeqCst), 1, "lookups started");
+        assert_eq!(lookups(), 1, "lookups started");
         // The one lookup's answer serves whoever asks once it is in.
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(
             &*cache.addrs().await.unwrap(),
             &[SocketAddr::new(ip(1), 80)]
         );
-        assert_eq!(started.load(SeqCst), 1);
+        assert_eq!(lookups(), 1);
         // A refresher joins the lookup in flight rather than starting its own.
-        let empty = Arc::new(ResolveCache::new(
-            Target::new(Host::Name("svc".into()), 80),
-            Arc::new(Slow {
-                takes: Duration::from_secs(10),
-                started: started.clone(),
-            }),
-            CachePolicy::default(),
-            Arc::new(Stats::default()),
-        ));
+        let resolver = Slow::new(Duration::from_secs(10), Some(ip(1)));
+        let second = resolver.started.clone();
+        let empty = svc_cache(resolver);
         let waiter = {
             let empty = empty.clone();
             tokio::spawn(async move { empty.addrs().await })
@@ -685,7 +664,11 @@ mod tests {
             &*waiter.await.unwrap().unwrap(),
             &[SocketAddr::new(ip(1), 80)]
         );
-        assert_eq!(started.load(SeqCst), 2, "one lookup for the second cache");
+        assert_eq!(
+            second.lock().unwrap().len(),
+            1,
+            "one lookup for the second cache"
+        );
         cancel.cancel();
         refresher.await.unwrap();
         // Dropping a cache abandons its lookup: nothing keeps the cache alive.
