@@ -1050,6 +1050,38 @@ async fn send_until_echoed(
     unreachable!()
 }
 
+/// Closes the upstream `old`, so datagrams to its port draw ICMP refusals, once the port
+/// is free.
+async fn refuse_from_now_on(old: UdpServer) {
+    let addr = old.addr();
+    drop(old);
+    eventually("the old upstream's port is closed", LIMIT, || {
+        std::net::UdpSocket::bind(addr).is_ok()
+    })
+    .await;
+}
+
+/// Sends from `client` until an echo comes back, for 3 s at most: its session moved on
+/// from a refusing upstream. Returns the forwarder's stats after.
+async fn moves_on(
+    client: &mut Client,
+    proxy: SocketAddr,
+    handle: &ForwarderHandle,
+) -> StatsSnapshot {
+    let (sent, echo) = send_until_echoed(client, proxy, 1, Duration::from_secs(3)).await;
+    let s = handle.stats();
+    eprintln!(
+        "echoed after {sent} datagrams: {}; {:?}",
+        echo.is_some(),
+        s.udp
+    );
+    assert!(
+        echo.is_some(),
+        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
+    );
+    s
+}
+
 /// A client on a fixed port that never goes quiet: after a reload moves the target and
 /// the old upstream goes away (ICMP port unreachable), its session moves on within a
 /// few refused datagrams, and its datagrams reach the new upstream.
@@ -1074,22 +1106,8 @@ async fn a_busy_session_moves_on_when_a_reload_retires_its_refusing_upstream() {
     .await;
 
     handle.reload(udp(proxy, new.addr())).await.expect("reload");
-    drop(old);
-    eventually("the old upstream's port is closed", LIMIT, || {
-        std::net::UdpSocket::bind(old_addr).is_ok()
-    })
-    .await;
-    let (sent, echo) = send_until_echoed(&mut client, proxy, 1, Duration::from_secs(3)).await;
-    let s = handle.stats();
-    eprintln!(
-        "echoed after {sent} datagrams: {}; {:?}",
-        echo.is_some(),
-        s.udp
-    );
-    assert!(
-        echo.is_some(),
-        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
-    );
+    refuse_from_now_on(old).await;
+    let s = moves_on(&mut client, proxy, &handle).await;
     assert!(new.count() > 0, "the new upstream saw nothing");
     assert_eq!(s.udp.sessions_total, 2, "{s:#?}");
 }
@@ -1124,27 +1142,13 @@ async fn a_busy_session_moves_on_when_dns_drops_its_refusing_upstream() {
     assert_eq!(a.count(), 1);
 
     resolver.set([OTHER_LOOPBACK.into()]);
-    drop(a);
-    eventually("the old upstream's port is closed", LIMIT, || {
-        std::net::UdpSocket::bind(a_addr).is_ok()
-    })
-    .await;
+    refuse_from_now_on(a).await;
     let refreshed = handle.stats().resolve_refreshes;
     eventually("the cache has the new answer", LIMIT, || {
         handle.stats().resolve_refreshes >= refreshed + 2
     })
     .await;
-    let (sent, echo) = send_until_echoed(&mut client, proxy, 1, Duration::from_secs(3)).await;
-    let s = handle.stats();
-    eprintln!(
-        "echoed after {sent} datagrams: {}; {:?}",
-        echo.is_some(),
-        s.udp
-    );
-    assert!(
-        echo.is_some(),
-        "no echo in 3 s ({sent} datagrams sent): {s:#?}"
-    );
+    moves_on(&mut client, proxy, &handle).await;
     assert!(b.count() > 0, "the new upstream saw nothing");
 }
 
