@@ -93,6 +93,29 @@ fn free_ports(ip: &str, n: u16) -> u16 {
     consecutive_listeners(ip, n)[0].local_addr().unwrap().port()
 }
 
+/// `n` listeners on consecutive ports of `ip` below the kernel's ephemeral range, so a
+/// port released to the proxy cannot be taken meanwhile by a socket another test binds
+/// to port 0 or connects from (bounded search from a start of this process's own).
+fn quiet_listeners(ip: &str, n: u16) -> Vec<TcpListener> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, span) = (10_000u16, ephemeral.saturating_sub(10_000 + n).max(1));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = (std::process::id() ^ nanos) as u16;
+    for attempt in 0..500u16 {
+        let base = low + seed.wrapping_add(attempt.wrapping_mul(7_919)) % span;
+        let all: Result<Vec<_>, _> = (0..n).map(|i| TcpListener::bind((ip, base + i))).collect();
+        if let Ok(all) = all {
+            return all;
+        }
+    }
+    panic!("no {n} consecutive free ports below {ephemeral} on {ip}");
+}
+
 fn start(args: &[&str]) -> Proxy {
     let mut all = vec!["forward"];
     all.extend_from_slice(args);
@@ -167,14 +190,19 @@ fn several_specs_on_one_address() {
 /// numbers.
 #[test]
 fn port_range_relays_to_each_port() {
-    let listeners = consecutive_listeners("127.0.0.2", 3);
+    // Below the ephemeral range: the second SPEC listens on these numbers on 127.0.0.1,
+    // and the first on ports released just before.
+    let listeners = quiet_listeners("127.0.0.2", 3);
     let r = listeners[0].local_addr().unwrap().port();
     let _servers: Vec<Echo> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| Echo::serve_greeting(l, &format!("r{i} ")))
         .collect();
-    let l = free_ports("127.0.0.1", 3);
+    let l = quiet_listeners("127.0.0.1", 3)[0]
+        .local_addr()
+        .unwrap()
+        .port();
     let ranges = [
         (format!("{l}-{}:{r}-{}", l + 2, r + 2), l),
         (format!("{r}-{}", r + 2), r),
