@@ -862,6 +862,22 @@ async fn replies_in_flight_at_eviction_reach_no_other_client() {
 
 // ===== session start =====
 
+/// An echo upstream reached through the name `backend`, which resolves only once the
+/// returned resolver is opened: meanwhile new sessions queue their datagrams.
+#[cfg(target_os = "linux")]
+fn behind_a_gated_name() -> (UdpServer, support::GatedResolver, ForwarderHandle) {
+    let echo = UdpServer::echo_on(v4_any_port());
+    let resolver = support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
+    let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
+    let handle = UdpForwarder::builder([v4_any_port()], target)
+        .resolver(resolver.clone())
+        .build()
+        .expect("valid settings")
+        .start()
+        .expect("start the forwarder");
+    (echo, resolver, handle)
+}
+
 /// Clients whose first datagrams queue while the target's name resolves, and who keep
 /// sending while the session connects: the upstream sees every client's datagrams in the
 /// order sent (some may be lost, none overtaken). 12 rounds of 10 clients, each with 60
@@ -876,15 +892,7 @@ async fn datagrams_queued_at_session_start_keep_their_order() {
     let size = |seq: u32| 6000 + (seq % 7) as usize * 100;
     let mut reordered = Vec::new();
     for round in 0..ROUNDS {
-        let echo = UdpServer::echo_on(v4_any_port());
-        let resolver = support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
-        let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
-        let handle = UdpForwarder::builder([v4_any_port()], target)
-            .resolver(resolver.clone())
-            .build()
-            .expect("valid settings")
-            .start()
-            .expect("start the forwarder");
+        let (echo, resolver, handle) = behind_a_gated_name();
         let proxy = proxy_addr(&handle);
         let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::v4()).collect();
         for (c, client) in (0..).zip(clients.iter_mut()) {
@@ -962,15 +970,7 @@ async fn datagrams_queued_before_the_first_answer_are_bounded() {
     const SIZE: usize = 65_000;
     /// The most the proxy may hold for sessions waiting for their upstream (documented).
     const BUDGET: u64 = 4 << 20;
-    let echo = UdpServer::echo_on(v4_any_port());
-    let resolver = support::GatedResolver::new(Ipv4Addr::LOCALHOST.into());
-    let target: Target = format!("backend:{}", echo.addr().port()).parse().unwrap();
-    let handle = UdpForwarder::builder([v4_any_port()], target)
-        .resolver(resolver.clone())
-        .build()
-        .expect("valid settings")
-        .start()
-        .expect("start the forwarder");
+    let (echo, resolver, handle) = behind_a_gated_name();
     let proxy = proxy_addr(&handle);
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::v4()).collect();
     for seq in 0..EACH {
