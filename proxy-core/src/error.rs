@@ -226,6 +226,17 @@ pub enum BuildError {
     /// A duration longer than [`MAX_DURATION`](crate::MAX_DURATION) (10 years); the
     /// setting is named. Deadlines counted from it could pass the end of the clock.
     TooLong(&'static str),
+    /// A setting every forward needs is not set; the key is named.
+    Missing(&'static str),
+    /// A setting that needs another one, which is not set as it needs.
+    Requires {
+        /// The setting given.
+        key: &'static str,
+        /// What it needs, as `key = value` or a key.
+        requires: &'static str,
+    },
+    /// The resolver cannot be set up (hickory cannot read the system DNS configuration).
+    Resolver(String),
 }
 
 impl fmt::Display for BuildError {
@@ -249,6 +260,14 @@ impl fmt::Display for BuildError {
                 "`{name}` is longer than the maximum of 10 years ({} s)",
                 crate::MAX_DURATION.as_secs()
             ),
+            BuildError::Missing(key) => write!(f, "`{key}` is not set"),
+            BuildError::Requires { key, requires } => write!(f, "`{key}` needs `{requires}`"),
+            BuildError::Resolver(e) => {
+                write!(
+                    f,
+                    "the resolver cannot read the system DNS configuration: {e}"
+                )
+            }
             BuildError::HealthCheck => {
                 f.write_str("health checks need an interval, a timeout, a rise and a fall above 0")
             }
@@ -290,7 +309,9 @@ impl BuildError {
             BuildError::Ejection => "eject_after",
             BuildError::ProxyProtocolV1Udp => "proxy_protocol",
             BuildError::HealthCheck => "health_check_interval",
-            BuildError::ZeroLimit(name) => name,
+            BuildError::ZeroLimit(name) | BuildError::Missing(name) => name,
+            BuildError::Requires { key, .. } => key,
+            BuildError::Resolver(_) => "resolver",
         }
     }
 }

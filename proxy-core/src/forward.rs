@@ -7,9 +7,10 @@ use std::sync::Arc;
 use crate::balance::{Balance, Balancer, Ejection, HealthCheck, spawn_health_checks};
 use crate::handle::ForwarderHandle;
 use crate::listen::ListenOptions;
-use crate::resolve::{CachePolicy, Resolve, ResolveCache, SystemResolver};
+use crate::resolve::{CachePolicy, Resolve, ResolveCache};
+use crate::spec::ForwardSpec;
 use crate::stats::Stats;
-use crate::{BuildError, Error, ErrorKind, Side, Target, TcpForwarder, Timeouts, UdpForwarder};
+use crate::{Error, ErrorKind, Side, Target, TcpForwarder, Timeouts, UdpForwarder};
 
 /// A TCP or a UDP forwarder, for code that handles both, such as
 /// [`ForwarderHandle::reload`].
@@ -80,72 +81,21 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    /// The defaults: the system resolver, default cache policy, timeouts and options.
-    pub(crate) fn new(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Self {
+    /// The settings of a validated `spec`, resolving through `resolver`.
+    pub(crate) fn from_spec(spec: &ForwardSpec, resolver: Arc<dyn Resolve>) -> Self {
         Common {
-            listen: listen.into_iter().collect(),
-            target,
-            resolver: Arc::new(SystemResolver::new()),
-            cache: CachePolicy::default(),
-            timeouts: Timeouts::default(),
-            listen_options: ListenOptions::default(),
-            balance: Balance::default(),
-            ejection: None,
-            health_check: None,
-            access: crate::Access::default(),
-            limits: crate::Limits::default(),
+            listen: spec.listen.addrs(),
+            target: (spec.target.clone()).expect("a validated spec has a target"),
+            resolver,
+            cache: spec.cache(),
+            timeouts: spec.timeouts(),
+            listen_options: spec.listen_options(),
+            balance: spec.balance(),
+            ejection: spec.ejection(),
+            health_check: spec.health_check(),
+            access: spec.access(),
+            limits: spec.limits(),
         }
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), BuildError> {
-        if self.listen.is_empty() {
-            return Err(BuildError::NoListenAddress);
-        }
-        for (i, a) in self.listen.iter().enumerate() {
-            if a.port() != 0 && self.listen[..i].contains(a) {
-                return Err(BuildError::DuplicateListenAddress(*a));
-            }
-        }
-        self.timeouts.validate()?;
-        self.durations_at_most_max()?;
-        if self.listen_options.backlog == 0 {
-            return Err(BuildError::Backlog);
-        }
-        if let Balance::ClientIp { timeout } = self.balance
-            && timeout.is_zero()
-        {
-            return Err(BuildError::AffinityTimeout);
-        }
-        if self
-            .ejection
-            .is_some_and(|e| e.failures == 0 || e.backoff.is_zero())
-        {
-            return Err(BuildError::Ejection);
-        }
-        if let Some(name) = self.limits.zero() {
-            return Err(BuildError::ZeroLimit(name));
-        }
-        Ok(())
-    }
-
-    /// Refuses any duration (besides the [`Timeouts`], which check their own) longer than
-    /// [`MAX_DURATION`](crate::MAX_DURATION), naming the setting: timers and deadlines are
-    /// counted from it.
-    fn durations_at_most_max(&self) -> Result<(), BuildError> {
-        use crate::timeout::at_most_max;
-        if let Balance::ClientIp { timeout } = self.balance {
-            at_most_max("affinity_timeout", timeout)?;
-        }
-        at_most_max("eject_for", self.ejection.map(|e| e.backoff))?;
-        at_most_max(
-            "health_check_interval",
-            self.health_check.map(|c| c.interval),
-        )?;
-        at_most_max("health_check_timeout", self.health_check.map(|c| c.timeout))?;
-        at_most_max("dns_refresh", self.cache.refresh)?;
-        at_most_max("fallback_ttl", self.cache.fallback_ttl)?;
-        at_most_max("min_ttl", self.cache.min_ttl)?;
-        at_most_max("max_ttl", self.cache.max_ttl)
     }
 
     /// A generation's background work on `cache`: its refresher, and the balancer with
@@ -205,14 +155,27 @@ impl std::fmt::Debug for Common {
     }
 }
 
-/// The builder setters for [`Common`] settings, shared by the TCP and UDP builders (each
-/// holds its settings in `self.config.common`).
+/// The builder setters both builders have (each holds a [`ForwardSpec`] in `self.spec`
+/// and the resolver, if given, in `self.resolver`).
 macro_rules! common_setters {
     () => {
-        /// The resolver for host-name targets. Default:
-        /// [`SystemResolver`](crate::resolve::SystemResolver), the C library's.
+        /// Starts from every setting of `spec` (its protocol aside), resolving through
+        /// `resolver`.
+        pub fn from_spec(
+            spec: crate::ForwardSpec,
+            resolver: std::sync::Arc<dyn crate::resolve::Resolve>,
+        ) -> Self {
+            Builder {
+                spec,
+                resolver: Some(resolver),
+            }
+        }
+
+        /// The resolver for host-name targets. Default: as the spec's `resolver` and
+        /// `name_servers` keys say ([`ForwardSpec::make_resolver`](crate::ForwardSpec::make_resolver)):
+        /// the C library's, or hickory for `srv:` targets.
         pub fn resolver(mut self, resolver: impl crate::resolve::Resolve) -> Self {
-            self.config.common.resolver = std::sync::Arc::new(resolver);
+            self.resolver = Some(std::sync::Arc::new(resolver));
             self
         }
 
@@ -221,70 +184,103 @@ macro_rules! common_setters {
             mut self,
             resolver: std::sync::Arc<dyn crate::resolve::Resolve>,
         ) -> Self {
-            self.config.common.resolver = resolver;
+            self.resolver = Some(resolver);
             self
         }
 
-        /// How long resolved answers are used. Default:
+        /// How long resolved answers are used (the `dns_*` keys). Default:
         /// [`CachePolicy::default`](crate::resolve::CachePolicy::default). New connections
         /// and sessions use the current answer.
         pub fn cache(mut self, policy: crate::resolve::CachePolicy) -> Self {
-            self.config.common.cache = policy;
+            self.spec.set_cache(policy);
             self
         }
 
         /// All timeouts at once. Default: [`Timeouts::default`](crate::Timeouts::default).
         pub fn timeouts(mut self, timeouts: crate::Timeouts) -> Self {
-            self.config.common.timeouts = timeouts;
+            self.spec.set_timeouts(timeouts);
             self
         }
 
         /// Sets `SO_REUSEPORT` on the listening sockets, so several processes or
         /// forwarders can share a port and the kernel balances among them. Default off.
         pub fn reuse_port(mut self, on: bool) -> Self {
-            self.config.common.listen_options.reuse_port = on;
+            self.spec.reuse_port = on;
             self
         }
 
         /// How the upstream address of each new connection or session is picked among the
         /// target's addresses. Default [`Balance::RoundRobin`](crate::Balance::RoundRobin).
         pub fn balance(mut self, balance: crate::Balance) -> Self {
-            self.config.common.balance = balance;
+            self.spec.balance = balance;
+            self.spec.affinity_timeout = None;
             self
         }
 
         /// Passive ejection of addresses that fail again and again; `None` (the default)
         /// keeps trying every address. See [`Ejection`](crate::Ejection).
         pub fn ejection(mut self, ejection: impl Into<Option<crate::Ejection>>) -> Self {
-            self.config.common.ejection = ejection.into();
+            self.spec.set_ejection(ejection.into());
             self
         }
 
         /// Active TCP health checks of the target's addresses; `None` (the default) checks
         /// nothing. See [`HealthCheck`](crate::HealthCheck).
         pub fn health_check(mut self, check: impl Into<Option<crate::HealthCheck>>) -> Self {
-            self.config.common.health_check = check.into();
+            self.spec.set_health_check(check.into());
             self
         }
 
         /// Which clients are served; see [`Access`](crate::Access). Default: everyone.
         pub fn access(mut self, access: crate::Access) -> Self {
-            self.config.common.access = access;
+            self.spec.allow = access.allow;
+            self.spec.deny = access.deny;
             self
         }
 
         /// Limits on new connections (or sessions): how many at once, per client IP, and
         /// how fast; see [`Limits`](crate::Limits). Default: none.
         pub fn limits(mut self, limits: crate::Limits) -> Self {
-            self.config.common.limits = limits;
+            self.spec.set_limits(limits);
             self
         }
 
         /// Whether a `[::]` listener is dual-stack (also takes IPv4). Default on; turn it
         /// off to bind `0.0.0.0` and `[::]` side by side.
         pub fn dual_stack(mut self, on: bool) -> Self {
-            self.config.common.listen_options.dual_stack = on;
+            self.spec.dual_stack = on;
             self
+        }
+
+        /// Sets the setting `key` from its text, as [`ForwardSpec::set`](crate::ForwardSpec::set).
+        ///
+        /// # Errors
+        ///
+        /// A [`SetError`](crate::spec::SetError) naming the key and the value.
+        pub fn set(mut self, key: &str, value: &str) -> Result<Self, crate::spec::SetError> {
+            self.spec.set(key, value)?;
+            Ok(self)
+        }
+
+        /// The settings so far.
+        pub fn spec(&self) -> &crate::ForwardSpec {
+            &self.spec
+        }
+
+        /// Validates the settings and sets up the resolver.
+        fn checked(
+            self,
+        ) -> Result<(crate::ForwardSpec, crate::forward::Common), crate::BuildError> {
+            self.spec.validate()?;
+            let resolver = match self.resolver {
+                Some(r) => r,
+                None => self
+                    .spec
+                    .make_resolver()
+                    .map_err(|e| crate::BuildError::Resolver(e.to_string()))?,
+            };
+            let common = crate::forward::Common::from_spec(&self.spec, resolver);
+            Ok((self.spec, common))
         }
     };
 }
@@ -321,7 +317,7 @@ macro_rules! common_accessors {
         ) -> Result<Self, crate::BuildError> {
             let mut config = (*self.config).clone();
             config.common.listen = listen.into_iter().collect();
-            config.common.validate()?;
+            crate::spec::check_listen(&config.common.listen)?;
             Ok(Self {
                 config: std::sync::Arc::new(config),
             })

@@ -52,6 +52,7 @@ mod pool;
 pub mod proxy_protocol;
 pub mod resolve;
 mod same_port;
+pub mod spec;
 mod stats;
 mod sys;
 #[cfg(target_os = "linux")]
@@ -71,6 +72,7 @@ pub use handle::{ForwarderHandle, StatsReader};
 pub use limit::{Limits, Rate};
 pub use proxy_protocol::{AcceptProxy, ProxyProtocol};
 pub use same_port::{SAME_PORT_TRIES, SamePortError, start_same_port};
+pub use spec::{ForwardSpec, Listen, Transport};
 pub use stats::{ConnectFailures, EndpointStats, Limited, StatsSnapshot, UdpStats};
 pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};

@@ -190,6 +190,46 @@ pub fn size(text: &str) -> Result<usize, ValueError> {
     n.checked_mul(1 << shift).ok_or_else(too_large)
 }
 
+/// A duration as [`duration`] reads it back: in the largest unit that holds it whole
+/// (`3h`, `90s`, `1500ms`).
+///
+/// ```
+/// use std::time::Duration;
+/// use proxy_core::value::show_duration;
+///
+/// assert_eq!(show_duration(Duration::from_secs(10_800)), "3h");
+/// assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+/// assert_eq!(show_duration(Duration::ZERO), "0");
+/// ```
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0".to_owned(),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// A size as [`size`] reads it back: in the largest suffix that holds it whole (`8M`).
+///
+/// ```
+/// use proxy_core::value::show_size;
+///
+/// assert_eq!(show_size(4 << 20), "4M");
+/// assert_eq!(show_size(1500), "1500");
+/// ```
+pub fn show_size(bytes: usize) -> String {
+    match bytes {
+        0 => "0".to_owned(),
+        _ if bytes.is_multiple_of(1 << 30) => format!("{}G", bytes >> 30),
+        _ if bytes.is_multiple_of(1 << 20) => format!("{}M", bytes >> 20),
+        _ if bytes.is_multiple_of(1 << 10) => format!("{}K", bytes >> 10),
+        _ => bytes.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -871,9 +871,9 @@ fn durations_past_the_maximum_are_refused_naming_the_setting() {
     type SetCache = fn(&mut proxy_core::resolve::CachePolicy);
     let cache: [(&str, SetCache); 4] = [
         ("dns_refresh", |p| p.refresh = Some(Duration::MAX)),
-        ("fallback_ttl", |p| p.fallback_ttl = Duration::MAX),
-        ("min_ttl", |p| p.min_ttl = Duration::MAX),
-        ("max_ttl", |p| p.max_ttl = Duration::MAX),
+        ("dns_fallback_ttl", |p| p.fallback_ttl = Duration::MAX),
+        ("dns_min_ttl", |p| p.min_ttl = Duration::MAX),
+        ("dns_max_ttl", |p| p.max_ttl = Duration::MAX),
     ];
     for (name, set_it) in cache {
         let mut policy = proxy_core::resolve::CachePolicy::default();

@@ -56,7 +56,8 @@ pub struct TcpForwarder {
 #[derive(Clone)]
 #[must_use]
 pub struct Builder {
-    config: Config,
+    spec: crate::ForwardSpec,
+    resolver: Option<Arc<dyn crate::resolve::Resolve>>,
 }
 
 #[derive(Clone, Debug)]
@@ -78,15 +79,10 @@ impl TcpForwarder {
     /// [`ForwarderHandle::local_addrs`]. `[::]` is one dual-stack socket that also accepts
     /// IPv4 (see [`Builder::dual_stack`]).
     pub fn builder(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Builder {
+        let listen = crate::spec::Listen::Addrs(listen.into_iter().collect());
         Builder {
-            config: Config {
-                common: Common::new(listen, target),
-                relay: RelayMode::Auto,
-                proxy_protocol: None,
-                accept_proxy: None,
-                pipe_size: 1 << 18,
-                buffer_size: 1 << 16,
-            },
+            spec: crate::ForwardSpec::new(crate::Transport::Tcp, listen, target),
+            resolver: None,
         }
     }
 
@@ -235,19 +231,19 @@ impl Builder {
     /// The idle timeout: no traffic in either direction for this long closes a connection.
     /// `None` disables it. Default `None`.
     pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
-        self.config.common.timeouts.idle = idle.into();
+        self.spec.idle_timeout = idle.into();
         self
     }
 
     /// The timeout of one connect attempt. Default 5 s.
     pub fn connect_timeout(mut self, connect: Duration) -> Self {
-        self.config.common.timeouts.connect = connect;
+        self.spec.connect_timeout = connect;
         self
     }
 
     /// The listen backlog. Default 1024 (the kernel caps it at `net.core.somaxconn`).
     pub fn backlog(mut self, backlog: u32) -> Self {
-        self.config.common.listen_options.backlog = backlog;
+        self.spec.backlog = backlog;
         self
     }
 
@@ -256,20 +252,20 @@ impl Builder {
     /// logs and filters by the real client. The upstream must expect it (HAProxy
     /// `accept-proxy`, nginx `proxy_protocol`). Default `None`.
     pub fn proxy_protocol(mut self, version: impl Into<Option<ProxyProtocol>>) -> Self {
-        self.config.proxy_protocol = version.into();
+        self.spec.proxy_protocol = version.into();
         self
     }
 
     /// Reads PROXY protocol headers on the listeners from trusted peers; see
     /// [`AcceptProxy`]. Default `None`: every connection's bytes are relayed as they are.
     pub fn accept_proxy(mut self, accept: impl Into<Option<AcceptProxy>>) -> Self {
-        self.config.accept_proxy = accept.into();
+        self.spec.set_accept_proxy(accept.into());
         self
     }
 
     /// How bytes are relayed. Default [`RelayMode::Auto`] (splice on Linux).
     pub fn relay(mut self, mode: RelayMode) -> Self {
-        self.config.relay = mode;
+        self.spec.relay = mode;
         self
     }
 
@@ -278,13 +274,13 @@ impl Builder {
     /// `/proc/sys/fs/pipe-max-size`, or past `fs.pipe-user-pages-soft` in all, need
     /// `CAP_SYS_RESOURCE`; without it the kernel's default size (64 KiB) is used.
     pub fn pipe_size(mut self, bytes: usize) -> Self {
-        self.config.pipe_size = bytes;
+        self.spec.pipe_size = bytes;
         self
     }
 
     /// The size of each copy buffer, 1 KiB to 16 MiB. Default 64 KiB.
     pub fn buffer_size(mut self, bytes: usize) -> Self {
-        self.config.buffer_size = bytes;
+        self.spec.buffer_size = bytes;
         self
     }
 
@@ -294,26 +290,23 @@ impl Builder {
     ///
     /// A [`BuildError`] naming the first bad setting.
     pub fn build(self) -> Result<TcpForwarder, BuildError> {
-        let c = &self.config;
-        c.common.validate()?;
-        if let Some(accept) = &c.accept_proxy {
-            crate::timeout::at_most_max("proxy_header_timeout", accept.timeout)?;
-        }
-        if !(4096..=1 << 30).contains(&c.pipe_size) {
-            return Err(BuildError::PipeSize(c.pipe_size));
-        }
-        if !(1024..=16 << 20).contains(&c.buffer_size) {
-            return Err(BuildError::BufferSize(c.buffer_size));
-        }
+        let (spec, common) = self.checked()?;
         Ok(TcpForwarder {
-            config: Arc::new(self.config),
+            config: Arc::new(Config {
+                common,
+                relay: spec.relay,
+                pipe_size: spec.pipe_size,
+                buffer_size: spec.buffer_size,
+                proxy_protocol: spec.proxy_protocol,
+                accept_proxy: spec.accept_proxy(),
+            }),
         })
     }
 }
 
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.config.fmt(f)
+        self.spec.fmt(f)
     }
 }
 

@@ -72,7 +72,8 @@ pub struct UdpForwarder {
 #[derive(Clone)]
 #[must_use]
 pub struct Builder {
-    config: Config,
+    spec: crate::ForwardSpec,
+    resolver: Option<Arc<dyn crate::resolve::Resolve>>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,10 +84,6 @@ pub(super) struct Config {
     pub(super) socket_buffer: Option<usize>,
     pub(super) proxy_protocol: Option<ProxyProtocol>,
 }
-
-/// The receive and send buffer of every UDP socket, unless set: room for a burst of
-/// about 4,000 full-size datagrams while the proxy is busy elsewhere.
-const SOCKET_BUFFER: usize = 4 << 20;
 
 impl Config {
     /// Sizes a socket's buffers as configured; a refusal is logged, never fatal.
@@ -145,14 +142,10 @@ impl UdpForwarder {
     /// [`ForwarderHandle::local_addrs`]. `[::]` is one dual-stack socket that also
     /// receives IPv4 (see [`Builder::dual_stack`]).
     pub fn builder(listen: impl IntoIterator<Item = SocketAddr>, target: Target) -> Builder {
+        let listen = crate::spec::Listen::Addrs(listen.into_iter().collect());
         Builder {
-            config: Config {
-                common: Common::new(listen, target),
-                max_sessions: 16_384,
-                batch_size: 32,
-                socket_buffer: Some(SOCKET_BUFFER),
-                proxy_protocol: None,
-            },
+            spec: crate::ForwardSpec::new(crate::Transport::Udp, listen, target),
+            resolver: None,
         }
     }
 
@@ -317,21 +310,21 @@ impl Builder {
     /// A session ends after this long without a datagram in either direction; `None`
     /// keeps sessions until the table is full. Default 30 s.
     pub fn session_idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
-        self.config.common.timeouts.udp_session_idle = idle.into();
+        self.spec.udp_idle_timeout = idle.into();
         self
     }
 
     /// The most sessions each listening socket keeps; a new client beyond it evicts the
     /// least recently used session. Default 16,384.
     pub fn max_sessions(mut self, max: usize) -> Self {
-        self.config.max_sessions = max;
+        self.spec.max_sessions = max;
         self
     }
 
     /// Datagrams moved per system call on Linux (`recvmmsg`/`sendmmsg`), 1 to 64.
     /// Default 32.
     pub fn batch_size(mut self, datagrams: usize) -> Self {
-        self.config.batch_size = datagrams;
+        self.spec.batch_size = datagrams;
         self
     }
 
@@ -341,7 +334,7 @@ impl Builder {
     /// limits (`net.core.rmem_max`, `wmem_max`) with CAP_NET_ADMIN, else capped at them.
     /// Default 4 MiB.
     pub fn socket_buffer(mut self, bytes: impl Into<Option<usize>>) -> Self {
-        self.config.socket_buffer = bytes.into();
+        self.spec.socket_buffer = bytes.into();
         self
     }
 
@@ -349,7 +342,7 @@ impl Builder {
     /// datagram to the upstream, carrying the client's address and the address it sent
     /// to; replies pass as they are. Version 1 has no UDP form. Default `None`.
     pub fn proxy_protocol(mut self, version: impl Into<Option<ProxyProtocol>>) -> Self {
-        self.config.proxy_protocol = version.into();
+        self.spec.proxy_protocol = version.into();
         self
     }
 
@@ -359,26 +352,22 @@ impl Builder {
     ///
     /// A [`BuildError`] naming the first bad setting.
     pub fn build(self) -> Result<UdpForwarder, BuildError> {
-        let c = &self.config;
-        c.common.validate()?;
-        if c.proxy_protocol == Some(ProxyProtocol::V1) {
-            return Err(BuildError::ProxyProtocolV1Udp);
-        }
-        if c.max_sessions == 0 {
-            return Err(BuildError::MaxSessions);
-        }
-        if !(1..=MAX_BATCH).contains(&c.batch_size) {
-            return Err(BuildError::BatchSize(c.batch_size));
-        }
+        let (spec, common) = self.checked()?;
         Ok(UdpForwarder {
-            config: Arc::new(self.config),
+            config: Arc::new(Config {
+                common,
+                max_sessions: spec.max_sessions,
+                batch_size: spec.batch_size,
+                socket_buffer: spec.socket_buffer,
+                proxy_protocol: spec.proxy_protocol,
+            }),
         })
     }
 }
 
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.config.fmt(f)
+        self.spec.fmt(f)
     }
 }
 
