@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{ExitCode, ExitStatus};
 use std::sync::{Arc, Mutex};
@@ -35,19 +35,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use proxy_core::resolve::{Resolution, Resolve, Resolving};
-use proxy_core::{ForwarderHandle, Target};
+use proxy_core::spec::{address_in_use, ipv6_unavailable};
+use proxy_core::{ForwarderHandle, Listen, Target, Transport};
 use tokio::sync::watch;
 
-use crate::args::UsageError;
 pub use crate::args::forward::{
     AddressArg, BindAddr, EXAMPLES, ForwardArgs, ForwardPlan, IDLE_FLAG_HELP, LONG_ABOUT, Mapping,
     PortSpec, parse_address, parse_spec, parse_target,
 };
+use crate::args::{UsageError, invalid};
 /// The transport of a SPEC: TCP, the default, or UDP (`/udp`).
 pub use crate::registry::Protocol;
 use crate::registry::{Forwards, Registered};
 use crate::shutdown::{self, Signals};
-use crate::start;
 
 /// How many kernel-chosen ports one SPEC tries before giving up, when the port the first
 /// address got is taken on another address.
@@ -86,14 +86,13 @@ pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> 
     let plan = args.plan()?;
     // Installed before anything is bound, so a signal after the first line drains.
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver: Arc<dyn Resolve> = Arc::new(SharedLookups::new(start::resolver(
-        &Target::new(plan.host.clone(), 0),
-        plan.settings.tcp.common.resolver,
-    )?));
-    // Reject bad settings (exit code 2) before binding anything.
-    let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    start::build_tcp(&plan.settings.tcp, vec![probe], resolver.clone())?;
-    start::build_udp(&plan.settings.udp, vec![probe], resolver.clone())?;
+    // One resolver, and one lookup at a time, for every mapping (the plan's settings are
+    // checked already).
+    let resolver = plan
+        .settings
+        .make_resolver()
+        .context("--resolver hickory: cannot read the system DNS configuration")?;
+    let resolver: Arc<dyn Resolve> = Arc::new(SharedLookups::new(resolver));
     if let Some(file) = &plan.ports_file {
         // A file left from an earlier run must not be read as this run's.
         remove_file(file).with_context(|| format!("--ports-file {}", file.display()))?;
@@ -133,7 +132,7 @@ async fn forward(
         .iter()
         .map(|b| forwarding_line(b.addr, b.mapping))
         .collect();
-    let drain = plan.settings.tcp.common.drain;
+    let drain = plan.drain;
     let first_port = bound.first().map(|b| b.addr.port().to_string());
     let all_ports = ports_env(&bound);
     // Named by protocol and bound address (`tcp:127.0.0.1:8888`): the sockets of one
@@ -365,10 +364,10 @@ impl Binder<'_> {
                         out.push((local, handle));
                         i += 1;
                     }
-                    Err(e) if addr.optional && start::ipv6_unavailable(&e) => {
+                    Err(e) if addr.optional && ipv6_unavailable(&e) => {
                         tracing::debug!(
                             error = %e,
-                            cause = %start::source_of(&e),
+                            cause = %source_of(&e),
                             "{} is not available on this host; not listening on it",
                             addr.ip
                         );
@@ -377,12 +376,12 @@ impl Binder<'_> {
                     Err(e)
                         if m.local == 0
                             && !out.is_empty()
-                            && start::address_in_use(&e)
+                            && address_in_use(&e)
                             && attempt < SAME_PORT_TRIES =>
                     {
                         tracing::warn!(
                             error = %e,
-                            cause = %start::source_of(&e),
+                            cause = %source_of(&e),
                             "the port {port} the kernel chose on {} is taken on {}; trying \
                              another port (attempt {} of {SAME_PORT_TRIES})",
                             out[0].0.ip(),
@@ -416,21 +415,26 @@ impl Binder<'_> {
         m: Mapping,
         listen: SocketAddr,
     ) -> Result<Result<ForwarderHandle, proxy_core::Error>, UsageError> {
-        let target = Target::new(self.plan.host.clone(), m.remote);
+        let mut spec = self.plan.settings.clone();
+        spec.target = Some(Target::new(self.plan.host.clone(), m.remote));
+        spec.listen = Listen::Addrs(vec![listen]);
         let resolver = self.resolver.clone();
         Ok(match m.protocol {
             Protocol::Tcp => {
-                let mut plan = self.plan.settings.tcp.clone();
-                plan.common.target = target;
-                start::build_tcp(&plan, vec![listen], resolver)?.start()
+                spec.protocol = Transport::Tcp;
+                spec.tcp_forwarder(resolver).map_err(invalid)?.start()
             }
             Protocol::Udp => {
-                let mut plan = self.plan.settings.udp.clone();
-                plan.common.target = target;
-                start::build_udp(&plan, vec![listen], resolver)?.start()
+                spec.protocol = Transport::Udp;
+                spec.udp_forwarder(resolver).map_err(invalid)?.start()
             }
         })
     }
+}
+
+/// The cause under `e`, for the logs.
+fn source_of(e: &dyn std::error::Error) -> String {
+    e.source().map(ToString::to_string).unwrap_or_default()
 }
 
 /// The kubectl lines on stdout, flushed.
@@ -652,7 +656,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::args::{self, Cli, Command};
+    use crate::args::{Cli, Command};
 
     fn parse(args: &[&str]) -> Result<ForwardArgs, clap::Error> {
         let all = ["proxy", "forward"].into_iter().chain(args.iter().copied());
@@ -766,7 +770,7 @@ mod tests {
     #[test]
     fn addresses_default_dedupe_and_keep_order() {
         let v4 = BindAddr {
-            ip: Ipv4Addr::LOCALHOST.into(),
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
             optional: true,
         };
         let v6 = BindAddr {
@@ -832,21 +836,18 @@ mod tests {
         assert_eq!(plan.specs.len(), 3);
         assert_eq!(plan.ports_file.as_deref(), Some(Path::new("p.json")));
         assert_eq!(plan.command, ["sh", "-c", "exit 3"]);
-        let (tcp, udp) = (&plan.settings.tcp, &plan.settings.udp);
-        assert_eq!(tcp.common.timeouts.idle, Some(Duration::from_secs(300)));
-        assert_eq!(tcp.common.timeouts.connect, Duration::from_secs(2));
-        assert_eq!(
-            udp.common.timeouts.udp_session_idle,
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(udp.max_sessions, Some(9));
-        assert_eq!(tcp.common.drain, Duration::from_secs(1));
-        assert_eq!(tcp.common.resolver, args::ResolverArg::Hickory);
+        let s = &plan.settings;
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(s.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.udp_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(s.max_sessions, 9);
+        assert_eq!(plan.drain, Duration::from_secs(1));
+        assert_eq!(s.resolver, proxy_core::resolve::ResolverKind::Hickory);
         // Defaults: no TCP idle timeout, UDP sessions end after 30 s.
         let plan = parse(&["db", "80"]).unwrap().plan().unwrap();
-        assert_eq!(plan.settings.tcp.common.timeouts.idle, None);
+        assert_eq!(plan.settings.idle_timeout, None);
         assert_eq!(
-            plan.settings.udp.common.timeouts.udp_session_idle,
+            plan.settings.udp_idle_timeout,
             Some(Duration::from_secs(30))
         );
         assert!(plan.command.is_empty() && plan.ports_file.is_none());

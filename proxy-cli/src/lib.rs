@@ -12,15 +12,15 @@
 //! // Kubernetes' proxy-to-service:v2 arguments.
 //! let cli = Cli::try_parse_from(["proxy", "tcp", "53", "kube-dns.default"])?;
 //! let Command::Tcp(tcp) = cli.command else { unreachable!() };
-//! let plan = tcp.plan()?;
-//! assert_eq!(plan.common.target.to_string(), "kube-dns.default:53");
+//! let spec = tcp.spec()?;
+//! assert_eq!(spec.target.unwrap().to_string(), "kube-dns.default:53");
 //!
 //! // TCP and UDP from one process, sessions ending after 1 s without traffic.
 //! let cli = Cli::try_parse_from(["proxy", "tcp,udp", "53", "kube-dns.default", "1"])?;
 //! let Command::TcpUdp(both) = cli.command else { unreachable!() };
-//! let plan = both.plan()?;
-//! assert_eq!(plan.udp.common.timeouts.udp_session_idle, Some(std::time::Duration::from_secs(1)));
-//! assert_eq!(plan.tcp.common.listen, plan.udp.common.listen);
+//! let spec = both.spec()?;
+//! assert_eq!(spec.udp_idle_timeout, Some(std::time::Duration::from_secs(1)));
+//! assert_eq!(spec.protocol, proxy_core::Transport::Both);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_code)]

@@ -3,24 +3,20 @@
 use std::io::{self, IsTerminal};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proxy_core::resolve::{Resolve, SystemResolver};
-use proxy_core::{ForwarderHandle, Target};
+use proxy_core::spec::{Inherited, StartError};
+use proxy_core::{ForwardSpec, ForwarderHandle, Target, Transport};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::admin::Admin;
-use crate::args::{Cli, Command, LogFormat, TcpArgs, TcpUdpArgs, UdpArgs, UsageError};
+use crate::args::{Cli, Command, LogFormat, UsageError};
 use crate::config::{self, ConfigFile};
 use crate::logging::{self, LogFlush};
 use crate::registry::{Forwards, Protocol, Registered, listen_name};
 use crate::shutdown::{Signals, finish_drain, open_counts, shut_down_all};
-use crate::start::{
-    build_tcp, build_udp, resolver, start_both, start_tcp, start_with_ipv4_fallback,
-};
 use crate::supervise::Supervisor;
 use crate::systemd::{self, Wants};
 
@@ -119,9 +115,11 @@ pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<
         None => None,
     };
     match (cli.command, config) {
-        (Command::Tcp(args), _) => tcp(&args, &forwards, &mut inherited).await,
-        (Command::Udp(args), _) => udp(&args, &forwards, &mut inherited).await,
-        (Command::TcpUdp(args), _) => tcp_udp(&args, &forwards, &mut inherited).await,
+        (Command::Tcp(args), _) => seed(&args.spec()?, args.drain, &forwards, &mut inherited).await,
+        (Command::Udp(args), _) => seed(&args.spec()?, args.drain, &forwards, &mut inherited).await,
+        (Command::TcpUdp(args), _) => {
+            seed(&args.spec()?, args.drain, &forwards, &mut inherited).await
+        }
         (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
         (Command::Run(args), Some(config)) => run_config(&args.config, &config, &forwards).await,
         (Command::Run(_), None) => unreachable!("the file was loaded above"),
@@ -131,25 +129,11 @@ pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<
 /// `--check`: builds (without starting) every forwarder the command would start, so the
 /// library validates every setting; binds and resolves nothing.
 fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
-    // Building a forwarder never resolves; a placeholder resolver will do.
-    let resolver = || -> Arc<dyn Resolve> { Arc::new(SystemResolver::new()) };
     match (command, config) {
-        (Command::Tcp(args), _) => {
-            let plan = args.plan()?;
-            build_tcp(&plan, plan.common.listen.addrs(), resolver())?;
-        }
-        (Command::Udp(args), _) => {
-            let plan = args.plan()?;
-            build_udp(&plan, plan.common.listen.addrs(), resolver())?;
-        }
-        (Command::TcpUdp(args), _) => {
-            let plan = args.plan()?;
-            build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver())?;
-            build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver())?;
-        }
-        (Command::Forward(args), _) => {
-            args.plan()?;
-        }
+        (Command::Tcp(args), _) => drop(args.spec()?),
+        (Command::Udp(args), _) => drop(args.spec()?),
+        (Command::TcpUdp(args), _) => drop(args.spec()?),
+        (Command::Forward(args), _) => drop(args.plan()?),
         (Command::Run(_), Some(config)) => {
             crate::supervise::build_all(config)?;
             for line in config::summary(config) {
@@ -258,78 +242,52 @@ pub fn hint(error: &anyhow::Error) -> Option<&'static str> {
         )
 }
 
-async fn tcp(
-    args: &TcpArgs,
+/// `proxy tcp`, `proxy udp` and `proxy tcp,udp`: one spec, started on the sockets
+/// systemd passed or on its own (TCP and UDP on one port, the IPv4 fallback: the
+/// library's [`ForwardSpec::start`]), served until a signal.
+async fn seed(
+    spec: &ForwardSpec,
+    drain: Duration,
     forwards: &Forwards,
     inherited: &mut systemd::Inherited,
 ) -> anyhow::Result<()> {
-    let plan = args.plan()?;
     // Installed before the listeners log "Forwarding from", so a signal sent after that
     // line always drains rather than killing the process.
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan.common.target, plan.common.resolver)?;
-    let handle = match inherited.sockets(Wants::TCP)? {
-        Some(sockets) => {
-            build_tcp(&plan, plan.common.listen.addrs(), resolver)?.start_from(sockets.tcp)?
-        }
-        None => start_tcp(&plan, resolver)?,
+    let wants = Wants {
+        tcp: spec.protocol.tcp(),
+        udp: spec.protocol.udp(),
     };
-    let tcp = register(forwards, Protocol::Tcp, &plan.common.target, handle);
-    serve_until_signal(forwards, vec![tcp], signals, plan.common.drain).await
-}
-
-async fn udp(
-    args: &UdpArgs,
-    forwards: &Forwards,
-    inherited: &mut systemd::Inherited,
-) -> anyhow::Result<()> {
-    let plan = args.plan()?;
-    let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan.common.target, plan.common.resolver)?;
-    let handle = match inherited.sockets(Wants::UDP)? {
-        Some(sockets) => {
-            build_udp(&plan, plan.common.listen.addrs(), resolver)?.start_from(sockets.udp)?
-        }
-        None => start_with_ipv4_fallback(&plan.common.listen, |listen| {
-            Ok(build_udp(&plan, listen, resolver.clone())?.start())
-        })?,
-    };
-    let udp = register(forwards, Protocol::Udp, &plan.common.target, handle);
-    serve_until_signal(forwards, vec![udp], signals, plan.common.drain).await
-}
-
-/// `proxy tcp,udp`: TCP binds first; UDP then binds the addresses TCP got, so both serve
-/// the same port also when the kernel chose it. When that UDP port is taken and the port
-/// was the kernel's choice, TCP binds again on another port, a bounded number of times.
-/// The TCP forwarders whose port UDP could not have stay bound until the search is over,
-/// so the kernel cannot hand the same port out again.
-async fn tcp_udp(
-    args: &TcpUdpArgs,
-    forwards: &Forwards,
-    inherited: &mut systemd::Inherited,
-) -> anyhow::Result<()> {
-    let plan = args.plan()?;
-    let signals = Signals::new().context("cannot install the signal handlers")?;
-    let resolver = resolver(&plan.tcp.common.target, plan.tcp.common.resolver)?;
-    // Reject bad UDP settings (exit code 2) before binding anything.
-    build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver.clone())?;
-    if let Some(sockets) = inherited.sockets(Wants::TCP_UDP)? {
-        let tcp = build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver.clone())?
-            .start_from(sockets.tcp)
-            .context("TCP")?;
-        let udp = build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver)?
-            .start_from(sockets.udp)
-            .context("UDP")?;
-        let tcp = register(forwards, Protocol::Tcp, &plan.tcp.common.target, tcp);
-        let udp = register(forwards, Protocol::Udp, &plan.udp.common.target, udp);
-        return serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.common.drain).await;
+    let started = match inherited.sockets(wants)? {
+        Some(sockets) => spec.start_from(Inherited {
+            tcp: sockets.tcp,
+            udp: sockets.udp,
+        }),
+        None => spec.start(),
     }
-    let tcp = build_tcp(&plan.tcp, plan.tcp.common.listen.addrs(), resolver.clone())?;
-    let udp = build_udp(&plan.udp, plan.udp.common.listen.addrs(), resolver)?;
-    let (tcp, udp) = start_both(&tcp, &udp, &plan.tcp.common.listen)?;
-    let tcp = register(forwards, Protocol::Tcp, &plan.tcp.common.target, tcp);
-    let udp = register(forwards, Protocol::Udp, &plan.udp.common.target, udp);
-    serve_until_signal(forwards, vec![tcp, udp], signals, plan.tcp.common.drain).await
+    .map_err(|e| start_error(e, spec.protocol))?;
+    let target = spec.target.as_ref().expect("a checked spec has a target");
+    let mut running = Vec::new();
+    if let Some(tcp) = started.tcp {
+        running.push(register(forwards, Protocol::Tcp, target, tcp));
+    }
+    if let Some(udp) = started.udp {
+        running.push(register(forwards, Protocol::Udp, target, udp));
+    }
+    serve_until_signal(forwards, running, signals, drain).await
+}
+
+/// A start error as the CLI reports it: bad settings are usage errors (exit code 2); a
+/// forward of both transports says which one failed (`TCP: failed to bind ...`).
+pub(crate) fn start_error(e: StartError, protocol: Transport) -> anyhow::Error {
+    match e {
+        StartError::Invalid(e) => crate::args::invalid(e).into(),
+        StartError::Start { transport, error } if protocol == Transport::Both => {
+            anyhow::Error::from(error).context(transport.as_str().to_uppercase())
+        }
+        StartError::Start { error, .. } => error.into(),
+        other => other.into(),
+    }
 }
 
 /// Lists a started forwarder in `forwards` as `tcp:PORT` or `udp:PORT`.

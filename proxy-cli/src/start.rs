@@ -14,15 +14,6 @@ use proxy_core::{
 
 use crate::args::{Listen, ResolverArg, TcpPlan, UdpPlan, UsageError};
 
-pub(crate) fn start_tcp(
-    plan: &TcpPlan,
-    resolver: Arc<dyn Resolve>,
-) -> anyhow::Result<ForwarderHandle> {
-    start_with_ipv4_fallback(&plan.common.listen, |listen| {
-        Ok(build_tcp(plan, listen, resolver.clone())?.start())
-    })
-}
-
 /// TCP and UDP on the same port ([`start_same_port`], which searches when the kernel
 /// chooses it); where they listen on every address and the host has no IPv6, on IPv4.
 pub(crate) fn start_both(
@@ -45,31 +36,6 @@ pub(crate) fn start_both(
                 start_same_port(&tcp.with_listen(v4)?, udp).map_err(named)
             }
             _ => Err(named(e)),
-        },
-    }
-}
-
-/// Starts a forwarder on `listen`'s addresses with `start`; when that fails because this
-/// host has no IPv6 and `listen` has an IPv4 fallback, starts it there instead.
-///
-/// `start` fails with a [`UsageError`] when the settings are bad, and returns the result
-/// of starting (binding) otherwise.
-pub(crate) fn start_with_ipv4_fallback(
-    listen: &Listen,
-    start: impl Fn(Vec<SocketAddr>) -> Result<Result<ForwarderHandle, proxy_core::Error>, UsageError>,
-) -> anyhow::Result<ForwarderHandle> {
-    match start(listen.addrs())? {
-        Ok(handle) => Ok(handle),
-        Err(e) => match listen.ipv4_fallback() {
-            Some(v4) if ipv6_unavailable(&e) => {
-                tracing::warn!(
-                    error = %e,
-                    cause = %source_of(&e),
-                    "IPv6 is not available; listening on IPv4 only"
-                );
-                Ok(start(v4)??)
-            }
-            _ => Err(e.into()),
         },
     }
 }
@@ -117,12 +83,6 @@ pub(crate) fn build_udp(
 /// The I/O error under a forwarder error.
 fn io_source(e: &proxy_core::Error) -> Option<&io::Error> {
     std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>())
-}
-
-/// Whether binding failed because the address is taken.
-pub(crate) fn address_in_use(e: &proxy_core::Error) -> bool {
-    e.kind() == ErrorKind::Bind
-        && io_source(e).is_some_and(|io| io.kind() == io::ErrorKind::AddrInUse)
 }
 
 /// Whether binding failed because this host has no IPv6 (the kernel has it disabled or

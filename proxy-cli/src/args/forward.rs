@@ -7,10 +7,13 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use clap::Args;
-use proxy_core::{Host, Target};
+use std::time::Duration;
 
-use super::{CommonArgs, ListenArg, TcpFlags, TcpUdpPlan, UdpFlags, UsageError};
+use clap::Args;
+use proxy_core::{ForwardSpec, Host, Listen, Target, Transport};
+
+use super::keys::{BOTH, KeyFlags};
+use super::{UsageError, invalid, parse_duration};
 use crate::protocol::Protocol;
 
 /// `proxy forward --help`, above the options.
@@ -97,17 +100,19 @@ pub struct ForwardArgs {
     #[arg(value_name = "CMD", last = true)]
     pub command: Vec<OsString>,
 
-    /// Flags shared with other forwarding subcommands.
-    #[command(flatten)]
-    pub common: CommonArgs,
+    /// Not for `proxy forward` (the local ports come from SPEC, the addresses from
+    /// --address): taken only to say so.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub listen: Vec<String>,
 
-    /// Flags for TCP specs.
-    #[command(flatten)]
-    pub tcp: TcpFlags,
+    /// On SIGINT or SIGTERM, stop accepting and let open connections (and UDP sessions)
+    /// finish for this long before closing them. A second signal closes them at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s", allow_hyphen_values = true, help_heading = "Forwarding options")]
+    pub drain: Duration,
 
-    /// Flags for UDP specs.
+    /// The settings flags, one per key; TCP's apply to TCP SPECs, UDP's to UDP SPECs.
     #[command(flatten)]
-    pub udp: UdpFlags,
+    pub keys: KeyFlags<BOTH>,
 }
 
 /// One parsed SPEC: a protocol and one or more local-to-remote port pairs.
@@ -161,9 +166,11 @@ pub struct ForwardPlan {
     pub specs: Vec<PortSpec>,
     /// The addresses every mapping listens on, in order, without duplicates.
     pub addresses: Vec<BindAddr>,
-    /// The settings of TCP and UDP forwarders; the target port and listen addresses are
+    /// The settings of every forwarder; the protocol, target port and listen address are
     /// set per mapping.
-    pub settings: TcpUdpPlan,
+    pub settings: ForwardSpec,
+    /// `--drain`.
+    pub drain: Duration,
     /// `--ports-file`.
     pub ports_file: Option<PathBuf>,
     /// CMD and ARGS; empty when there is none.
@@ -201,31 +208,33 @@ impl ForwardArgs {
     /// # Errors
     ///
     /// A [`UsageError`] naming the tokens: a local port used by two SPECs for the same
-    /// protocol, or `--listen` (which `proxy forward` replaces with `--address`).
+    /// protocol, `--listen` (which `proxy forward` replaces with `--address`), or a
+    /// setting the library rejects.
     pub fn plan(&self) -> Result<ForwardPlan, UsageError> {
-        if let Some(listen) = self.common.listen.first() {
+        if let Some(listen) = self.listen.first() {
             return Err(UsageError(format!(
-                "`--listen {}` does not apply to `proxy forward`: the local ports come from \
-                 SPEC; use --address IP to choose the addresses",
-                show_listen(listen)
+                "`--listen {listen}` does not apply to `proxy forward`: the local ports come \
+                 from SPEC; use --address IP to choose the addresses"
             )));
         }
         check_local_ports(&self.specs)?;
+        let probe = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let mut settings = ForwardSpec::new(
+            Transport::Both,
+            Listen::Addrs(vec![probe]),
+            Target::new(self.target.clone(), 1),
+        );
+        self.keys.apply(&mut settings)?;
+        settings.validate().map_err(invalid)?;
         Ok(ForwardPlan {
             host: self.target.clone(),
             specs: self.specs.clone(),
             addresses: bind_addrs(&self.address),
-            settings: super::forward_settings(&self.target, &self.common, &self.tcp, &self.udp)?,
+            settings,
+            drain: self.drain,
             ports_file: self.ports_file.clone(),
             command: self.command.clone(),
         })
-    }
-}
-
-fn show_listen(listen: &ListenArg) -> String {
-    match listen {
-        ListenArg::Ip(ip) => ip.to_string(),
-        ListenArg::Socket(addr) => addr.to_string(),
     }
 }
 
