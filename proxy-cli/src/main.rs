@@ -41,6 +41,8 @@ fn main() -> ExitCode {
     let logs = run::init_logging(&cli);
     run::raise_open_files_limit(&cli);
     let log_format = cli.log_format;
+    // A config file's errors are about the file, not the command line.
+    let from_file = matches!(cli.command, Command::Run(_));
     let mut builder = match cli.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
@@ -82,7 +84,7 @@ fn main() -> ExitCode {
             if let Some(hint) = run::hint(&e) {
                 eprintln!("hint: {hint}");
             }
-            if code == ExitCode::from(2) {
+            if code == ExitCode::from(2) && !from_file {
                 eprintln!("\nFor more information, try '--help'.");
             }
             code

@@ -97,6 +97,8 @@ fn config_files_are_checked_without_starting() {
     let (code, _, stderr) = run(&["--check", "run", "--config", bad.path().to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("batch size 999"), "{stderr}");
+    // The file is at fault, not the command line: no pointer to --help.
+    assert!(!stderr.contains("--help"), "{stderr}");
 }
 
 #[test]
