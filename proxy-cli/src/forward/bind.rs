@@ -10,7 +10,9 @@ use proxy_core::resolve::Resolve;
 use proxy_core::spec::{address_in_use, ipv6_unavailable};
 use proxy_core::{ForwarderHandle, Listen, Target, Transport};
 
-use super::{Bound, ForwardPlan, Mapping, SAME_PORT_TRIES};
+use proxy_core::SAME_PORT_TRIES;
+
+use super::{Bound, ForwardPlan, Mapping};
 use crate::args::{UsageError, forward::BindAddr, invalid};
 use crate::registry::Protocol;
 

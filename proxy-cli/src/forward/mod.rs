@@ -47,10 +47,6 @@ use lookups::SharedLookups;
 pub use ports::forwarding_line;
 use ports::{ports_env, ports_json, print_lines, remove_file, write_atomically};
 
-/// How many kernel-chosen ports one SPEC tries before giving up, when the port the first
-/// address got is taken on another address.
-const SAME_PORT_TRIES: u32 = 10;
-
 /// One bound socket.
 struct Bound {
     /// The index of its SPEC.
