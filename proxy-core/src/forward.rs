@@ -1,11 +1,15 @@
 //! What TCP and UDP forwarders share: listen addresses, the target and how it is
-//! resolved, timeouts and listener options.
+//! resolved, timeouts and listener options, and how they start: [`Protocol`] is what
+//! differs, [`start`], [`start_from`], [`bind`] and [`spawn_listener`] the rest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
 use crate::balance::{Balance, Balancer, Ejection, HealthCheck, spawn_health_checks};
-use crate::handle::ForwarderHandle;
+use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
 use crate::listen::ListenOptions;
 use crate::resolve::{CachePolicy, Resolve, ResolveCache};
 use crate::spec::ForwardSpec;
@@ -136,6 +140,151 @@ pub(crate) fn bind_error(addr: SocketAddr, e: std::io::Error) -> Error {
     Error::new(ErrorKind::Bind, Side::Internal)
         .with_context(addr.to_string())
         .with_source(e)
+}
+
+/// What a TCP and a UDP forwarder do differently to start and reload: how a listening
+/// socket is bound or taken over, what one generation of settings holds, and the loop
+/// that serves a socket.
+pub(crate) trait Protocol {
+    /// `tcp` or `udp`, for the logs.
+    const NAME: &'static str;
+    /// What [`start_from`] calls the sockets it is given: `listener` or `socket`.
+    const GIVEN: &'static str;
+    /// A listening socket bound elsewhere, as the standard library has it.
+    type Std;
+    /// A bound listening socket, ready to serve.
+    type Socket;
+    /// What a generation's connections or sessions share; a reload replaces it.
+    type Shared: Generation;
+
+    /// The settings both protocols have.
+    fn common(&self) -> &Common;
+
+    /// Binds `addr` with this forwarder's listener options.
+    fn bind_one(&self, addr: SocketAddr) -> std::io::Result<Self::Socket>;
+
+    /// The local address of a socket given to [`start_from`].
+    fn given_addr(socket: &Self::Std) -> std::io::Result<SocketAddr>;
+
+    /// Makes a socket given to [`start_from`], bound to `addr`, ready to serve.
+    fn adopt(&self, socket: Self::Std, addr: SocketAddr) -> std::io::Result<Self::Socket>;
+
+    /// The address `socket` is bound to.
+    fn local_addr(socket: &Self::Socket) -> std::io::Result<SocketAddr>;
+
+    /// The state new connections or sessions use: these settings, a resolve cache with
+    /// its refresher; on a reload, `previous` is the generation it replaces.
+    fn generation(&self, base: &Base, previous: Option<&Self::Shared>) -> Arc<Self::Shared>;
+
+    /// The handle's side of this protocol.
+    fn control(current: Arc<Current<Self::Shared>>) -> Control;
+
+    /// Runs the loop serving `socket` until `stop`.
+    fn spawn_loop(
+        socket: Self::Socket,
+        current: Arc<Current<Self::Shared>>,
+        stop: CancellationToken,
+    ) -> JoinHandle<()>;
+}
+
+/// What [`Protocol::Shared`] tells of itself.
+pub(crate) trait Generation {
+    /// The settings both protocols have.
+    fn common(&self) -> &Common;
+
+    /// The task keeping this generation's DNS answer fresh.
+    fn refresher(&self) -> Arc<Refresher>;
+}
+
+/// Binds every listen address of `forwarder` and starts serving them.
+pub(crate) fn start<P: Protocol>(forwarder: &P) -> Result<ForwarderHandle, Error> {
+    let bound = bind(forwarder, &forwarder.common().listen)?;
+    run(forwarder, bound)
+}
+
+/// Starts serving `given` sockets, bound elsewhere, instead of the listen addresses.
+pub(crate) fn start_from<P: Protocol>(
+    forwarder: &P,
+    given: impl IntoIterator<Item = P::Std>,
+) -> Result<ForwarderHandle, Error> {
+    let bound = given
+        .into_iter()
+        .map(|socket| {
+            let addr = P::given_addr(&socket).map_err(|e| {
+                Error::new(ErrorKind::Bind, Side::Internal)
+                    .with_context(format!("a given {}", P::GIVEN))
+                    .with_source(e)
+            })?;
+            let socket = forwarder
+                .adopt(socket, addr)
+                .map_err(|e| bind_error(addr, e))?;
+            Ok((addr, socket))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    if bound.is_empty() {
+        return Err(Error::new(ErrorKind::Bind, Side::Internal)
+            .with_context(format!("no {}s given", P::GIVEN)));
+    }
+    run(forwarder, bound)
+}
+
+/// Starts the listener loops on `bound` sockets (each with the address it stands for).
+fn run<P: Protocol>(
+    forwarder: &P,
+    bound: Vec<(SocketAddr, P::Socket)>,
+) -> Result<ForwarderHandle, Error> {
+    let base = Base::new();
+    let current = Current::new(forwarder.generation(&base, None));
+    let mut handle = ForwarderHandle::new(base.clone(), P::control(current.clone()));
+    for (configured, socket) in bound {
+        let stop = base.accepting.child_token();
+        handle.push_listener(spawn_listener::<P>(
+            current.clone(),
+            socket,
+            configured,
+            stop,
+        )?);
+    }
+    Ok(handle)
+}
+
+/// Binds `addrs` with `forwarder`'s listener options, all or none.
+pub(crate) fn bind<P: Protocol>(
+    forwarder: &P,
+    addrs: &[SocketAddr],
+) -> Result<Vec<(SocketAddr, P::Socket)>, Error> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let socket = forwarder
+                .bind_one(*addr)
+                .map_err(|e| bind_error(*addr, e))?;
+            Ok((*addr, socket))
+        })
+        .collect()
+}
+
+/// Starts serving `socket` until `stop`; each connection or session uses the generation
+/// current when it starts.
+pub(crate) fn spawn_listener<P: Protocol>(
+    current: Arc<Current<P::Shared>>,
+    socket: P::Socket,
+    configured: SocketAddr,
+    stop: CancellationToken,
+) -> Result<ListenerTask, Error> {
+    let bound = P::local_addr(&socket).map_err(|e| bind_error(configured, e))?;
+    tracing::info!(
+        protocol = P::NAME,
+        "Forwarding from {bound} -> {}",
+        current.get().common().target
+    );
+    let task = P::spawn_loop(socket, current, stop.clone());
+    Ok(ListenerTask {
+        configured,
+        bound,
+        stop,
+        task,
+    })
 }
 
 impl std::fmt::Debug for Common {
@@ -326,3 +475,63 @@ macro_rules! common_accessors {
 }
 
 pub(crate) use common_accessors;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A TCP echo server's address.
+    async fn echo() -> Target {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = upstream.local_addr().unwrap().into();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = upstream.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        target
+    }
+
+    #[tokio::test]
+    async fn start_from_serves_the_given_sockets_and_names_what_is_missing() {
+        let target = echo().await;
+        let listen = ["127.0.0.1:0".parse().unwrap()];
+        let tcp = TcpForwarder::builder(listen, target.clone())
+            .build()
+            .unwrap();
+        let udp = UdpForwarder::builder(listen, target).build().unwrap();
+        for (e, what) in [
+            (tcp.start_from([]).unwrap_err(), "no listeners given"),
+            (udp.start_from([]).unwrap_err(), "no sockets given"),
+        ] {
+            assert_eq!(e.kind(), ErrorKind::Bind);
+            assert!(e.to_string().contains(what), "{e}");
+        }
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = tcp.start_from([listener]).unwrap();
+        assert_eq!(handle.local_addrs(), [addr]);
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0; 4];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        drop(client);
+        handle.shutdown(Duration::from_secs(1)).await;
+
+        // A wildcard socket gets packet info.
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let handle = udp.start_from([socket]).unwrap();
+        assert_eq!(handle.local_addrs(), [addr]);
+        handle.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::forward::{self, Generation, Protocol};
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::{EndpointStats, Error, ErrorKind, Forwarder, Side, StatsSnapshot, tcp, udp};
@@ -144,10 +145,39 @@ pub(crate) enum Control {
     Udp(Arc<Current<udp::Shared>>),
 }
 
-/// New listening sockets, bound before a reload changes anything.
-enum Bound {
-    Tcp(Vec<(SocketAddr, tokio::net::TcpListener)>),
-    Udp(Vec<(SocketAddr, udp::Socket)>),
+impl Control {
+    /// The current generation's refresher.
+    fn refresher(&self) -> Arc<Refresher> {
+        match self {
+            Control::Tcp(current) => current.get().refresher(),
+            Control::Udp(current) => current.get().refresher(),
+        }
+    }
+}
+
+/// The listeners a reload started, each as it started or failed to.
+type Started = Vec<Result<ListenerTask, Error>>;
+
+/// The reload of one protocol's side: binds `added` (first, so a failure leaves
+/// everything as it was), makes `forwarder`'s settings current for new connections and
+/// sessions, and starts serving the new sockets. Returns the retired generation's
+/// refresher, and the new listeners in the order of `added`.
+fn renew<P: Protocol>(
+    base: &Base,
+    current: &Arc<Current<P::Shared>>,
+    forwarder: &P,
+    added: &[SocketAddr],
+) -> Result<(Arc<Refresher>, Started), Error> {
+    let sockets = forward::bind(forwarder, added)?;
+    let old = current.replace(forwarder.generation(base, Some(&current.get())));
+    let started = sockets
+        .into_iter()
+        .map(|(configured, socket)| {
+            let stop = base.accepting.child_token();
+            forward::spawn_listener::<P>(current.clone(), socket, configured, stop)
+        })
+        .collect();
+    Ok((old.refresher(), started))
 }
 
 impl ForwarderHandle {
@@ -223,44 +253,13 @@ impl ForwarderHandle {
                 None => added.push(*a),
             }
         }
-        // Bind first, so a failure leaves everything as it was.
-        let bound = match (&self.control, &forwarder) {
-            (Control::Tcp(_), Forwarder::Tcp(f)) => Bound::Tcp(f.bind(&added)?),
-            (Control::Udp(_), Forwarder::Udp(f)) => Bound::Udp(f.bind(&added)?),
+        let (old_refresher, started) = match (&self.control, &forwarder) {
+            (Control::Tcp(current), Forwarder::Tcp(f)) => renew(&self.base, current, f, &added)?,
+            (Control::Udp(current), Forwarder::Udp(f)) => renew(&self.base, current, f, &added)?,
             _ => {
                 return Err(Error::new(ErrorKind::Reload, Side::Internal)
                     .with_context("a forwarder cannot change its protocol"));
             }
-        };
-        let mut started = Vec::new();
-        let old_refresher = match (&self.control, &forwarder, bound) {
-            (Control::Tcp(current), Forwarder::Tcp(f), Bound::Tcp(sockets)) => {
-                let old = current.replace(f.generation(&self.base));
-                for (configured, listener) in sockets {
-                    let stop = self.base.accepting.child_token();
-                    started.push(tcp::spawn_listener(
-                        current.clone(),
-                        listener,
-                        configured,
-                        stop,
-                    ));
-                }
-                old.refresher()
-            }
-            (Control::Udp(current), Forwarder::Udp(f), Bound::Udp(sockets)) => {
-                let old = current.replace(f.successor(&self.base, &current.get()));
-                for (configured, socket) in sockets {
-                    let stop = self.base.accepting.child_token();
-                    started.push(udp::spawn_listener(
-                        current.clone(),
-                        socket,
-                        configured,
-                        stop,
-                    ));
-                }
-                old.refresher()
-            }
-            _ => unreachable!("protocols were matched above"),
         };
         // Order: kept listeners at their new positions, new ones at theirs.
         let mut listeners: Vec<(usize, ListenerTask)> = Vec::new();
@@ -308,11 +307,7 @@ impl ForwarderHandle {
         }
         self.base.closing.cancel();
         tasks.wait().await;
-        let refresher = match &self.control {
-            Control::Tcp(current) => current.get().refresher(),
-            Control::Udp(current) => current.get().refresher(),
-        };
-        refresher.stop().await;
+        self.control.refresher().stop().await;
         drained
     }
 }

@@ -6,6 +6,7 @@
 //! parses a key's text value with the one parser of its type ([`value`](crate::value)),
 //! [`ForwardSpec::default`] holds the only defaults, and [`ForwardSpec::validate`] holds
 //! every rule between settings; its [`BuildError`] names the key at fault.
+//! [`reference_markdown`] writes the settings reference, `docs/settings.md`, from [`KEYS`].
 //!
 //! # Examples
 //!
@@ -29,6 +30,7 @@
 //! ```
 
 mod keys;
+mod reference;
 mod start;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use keys::{Applies, KEYS, Key, SetError, find};
+pub use reference::reference_markdown;
 pub use start::{Inherited, Running, StartError, address_in_use, ipv6_unavailable};
 
 use crate::BuildError;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,14 +15,14 @@ use super::connect::connect;
 use super::peek::peek_until;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay, reset_on_close};
 use crate::balance::Balancer;
-use crate::forward::{Common, bind_error};
-use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
+use crate::forward::{self, Common, Generation, Protocol};
+use crate::handle::{Base, Control, Current, ForwarderHandle, Refresher};
 use crate::limit::{Admission, Permit, Refused};
 use crate::listen;
 use crate::proxy_protocol::{self, AcceptProxy, ProxyProtocol};
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
-use crate::{BuildError, Error, ErrorKind, Side, Target};
+use crate::{BuildError, Error, Target};
 
 /// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
 ///
@@ -100,8 +101,7 @@ impl TcpForwarder {
     ///
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
-        let bound = self.bind(&self.config.common.listen)?;
-        self.run(bound)
+        forward::start(self)
     }
 
     /// Starts accepting and forwarding connections on listeners bound elsewhere, such as
@@ -123,59 +123,44 @@ impl TcpForwarder {
         &self,
         listeners: impl IntoIterator<Item = std::net::TcpListener>,
     ) -> Result<ForwarderHandle, Error> {
-        let bound = listeners
-            .into_iter()
-            .map(|listener| {
-                let addr = listener.local_addr().map_err(|e| {
-                    Error::new(ErrorKind::Bind, Side::Internal)
-                        .with_context("a given listener")
-                        .with_source(e)
-                })?;
-                listener
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpListener::from_std(listener))
-                    .map(|listener| (addr, listener))
-                    .map_err(|e| bind_error(addr, e))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        if bound.is_empty() {
-            return Err(
-                Error::new(ErrorKind::Bind, Side::Internal).with_context("no listeners given")
-            );
-        }
-        self.run(bound)
+        forward::start_from(self, listeners)
+    }
+}
+
+impl Protocol for TcpForwarder {
+    const NAME: &'static str = "tcp";
+    const GIVEN: &'static str = "listener";
+    type Std = std::net::TcpListener;
+    type Socket = TcpListener;
+    type Shared = Shared;
+
+    fn common(&self) -> &Common {
+        &self.config.common
     }
 
-    /// Starts the listener loops on `bound` sockets (each with the address it stands for).
-    fn run(&self, bound: Vec<(SocketAddr, TcpListener)>) -> Result<ForwarderHandle, Error> {
-        let base = Base::new();
-        let current = Current::new(self.generation(&base));
-        let mut handle = ForwarderHandle::new(base.clone(), Control::Tcp(current.clone()));
-        for (configured, listener) in bound {
-            let stop = base.accepting.child_token();
-            handle.push_listener(spawn_listener(current.clone(), listener, configured, stop)?);
-        }
-        Ok(handle)
+    fn bind_one(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        listen::tcp(addr, &self.config.common.listen_options)
     }
 
-    /// Binds `addrs` with this forwarder's listener options, all or none.
-    pub(crate) fn bind(
+    fn given_addr(listener: &std::net::TcpListener) -> std::io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    fn adopt(
         &self,
-        addrs: &[SocketAddr],
-    ) -> Result<Vec<(SocketAddr, TcpListener)>, Error> {
-        let options = &self.config.common.listen_options;
-        addrs
-            .iter()
-            .map(|addr| {
-                let listener = listen::tcp(*addr, options).map_err(|e| bind_error(*addr, e))?;
-                Ok((*addr, listener))
-            })
-            .collect()
+        listener: std::net::TcpListener,
+        _addr: SocketAddr,
+    ) -> std::io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
     }
 
-    /// The state new connections use: these settings, a resolve cache with its refresher,
-    /// relay pools.
-    pub(crate) fn generation(&self, base: &Base) -> Arc<Shared> {
+    fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    /// These settings, a resolve cache with its refresher, relay pools.
+    fn generation(&self, base: &Base, _previous: Option<&Shared>) -> Arc<Shared> {
         let config = &self.config;
         let cache = config.common.resolve_cache(&base.stats);
         let (refresher, balancer) = config.common.background(&cache, base);
@@ -196,31 +181,18 @@ impl TcpForwarder {
             admission: base.admission.clone(),
         })
     }
-}
 
-/// Starts accepting on `listener` until `stop`; each connection uses the generation
-/// current when it arrives.
-pub(crate) fn spawn_listener(
-    current: Arc<Current<Shared>>,
-    listener: TcpListener,
-    configured: SocketAddr,
-    stop: CancellationToken,
-) -> Result<ListenerTask, Error> {
-    let bound = listener
-        .local_addr()
-        .map_err(|e| bind_error(configured, e))?;
-    tracing::info!(
-        protocol = "tcp",
-        "Forwarding from {bound} -> {}",
-        current.get().config.common.target
-    );
-    let task = tokio::spawn(accept_loop(listener, current, stop.clone()));
-    Ok(ListenerTask {
-        configured,
-        bound,
-        stop,
-        task,
-    })
+    fn control(current: Arc<Current<Shared>>) -> Control {
+        Control::Tcp(current)
+    }
+
+    fn spawn_loop(
+        listener: TcpListener,
+        current: Arc<Current<Shared>>,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(accept_loop(listener, current, stop))
+    }
 }
 
 // ===== impl Builder =====
@@ -325,8 +297,12 @@ pub(crate) struct Shared {
     admission: Arc<Admission>,
 }
 
-impl Shared {
-    pub(crate) fn refresher(&self) -> Arc<Refresher> {
+impl Generation for Shared {
+    fn common(&self) -> &Common {
+        &self.config.common
+    }
+
+    fn refresher(&self) -> Arc<Refresher> {
         self.refresher.clone()
     }
 }

@@ -7,6 +7,6 @@ mod peek;
 mod relay;
 mod splice;
 
+pub(crate) use forwarder::Shared;
 pub use forwarder::{Builder, TcpForwarder};
-pub(crate) use forwarder::{Shared, spawn_listener};
 pub use relay::RelayMode;

@@ -10,20 +10,21 @@ use std::time::Duration;
 use socket2::Type;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::{self, Budgets, Ending, SessionKey, Table};
 use crate::balance::Balancer;
-use crate::forward::{Common, bind_error};
-use crate::handle::{Base, Control, Current, ForwarderHandle, ListenerTask, Refresher};
+use crate::forward::{self, Common, Generation, Protocol};
+use crate::handle::{Base, Control, Current, ForwarderHandle, Refresher};
 use crate::listen;
 use crate::pool::Pool;
 use crate::proxy_protocol::{self, ProxyProtocol, Transport};
 use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
-use crate::{BuildError, Error, ErrorKind, Side, Target};
+use crate::{BuildError, Error, Target};
 
 /// Forwards UDP datagrams from one or more listen addresses to an upstream [`Target`].
 ///
@@ -117,11 +118,17 @@ pub(crate) struct Shared {
     pub(super) budgets: Arc<Budgets>,
 }
 
-impl Shared {
-    pub(crate) fn refresher(&self) -> Arc<Refresher> {
-        self.refresher.clone()
+impl Generation for Shared {
+    fn common(&self) -> &Common {
+        &self.config.common
     }
 
+    fn refresher(&self) -> Arc<Refresher> {
+        self.refresher.clone()
+    }
+}
+
+impl Shared {
     /// Whether a new session would go somewhere other than `upstream`: a reload retired
     /// this generation, or the target's current answer has another address.
     pub(super) fn elsewhere_than(&self, upstream: SocketAddr) -> bool {
@@ -162,8 +169,7 @@ impl UdpForwarder {
     ///
     /// When called outside a tokio runtime.
     pub fn start(&self) -> Result<ForwarderHandle, Error> {
-        let bound = self.bind(&self.config.common.listen)?;
-        self.run(bound)
+        forward::start(self)
     }
 
     /// Starts forwarding on sockets bound elsewhere, such as the sockets systemd passes
@@ -185,77 +191,56 @@ impl UdpForwarder {
         &self,
         sockets: impl IntoIterator<Item = std::net::UdpSocket>,
     ) -> Result<ForwarderHandle, Error> {
-        let bound = sockets
-            .into_iter()
-            .map(|socket| {
-                let addr = socket.local_addr().map_err(|e| {
-                    Error::new(ErrorKind::Bind, Side::Internal)
-                        .with_context("a given socket")
-                        .with_source(e)
-                })?;
-                let wildcard = addr.ip().is_unspecified();
-                let setup = || {
-                    let socket = socket2::Socket::from(socket);
-                    socket.set_nonblocking(true)?;
-                    if wildcard {
-                        io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
-                    }
-                    self.config.size_buffers(&socket);
-                    UdpSocket::from_std(socket.into())
-                };
-                let socket = setup().map_err(|e| bind_error(addr, e))?;
-                Ok((addr, (Arc::new(socket), wildcard)))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        if bound.is_empty() {
-            return Err(
-                Error::new(ErrorKind::Bind, Side::Internal).with_context("no sockets given")
-            );
+        forward::start_from(self, sockets)
+    }
+
+    /// Readies a non-blocking `socket` bound to `addr`: packet info on a wildcard
+    /// address, the configured buffer sizes.
+    fn ready(&self, socket: socket2::Socket, addr: SocketAddr) -> std::io::Result<Socket> {
+        let wildcard = addr.ip().is_unspecified();
+        if wildcard {
+            io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
         }
-        self.run(bound)
+        self.config.size_buffers(&socket);
+        let socket = UdpSocket::from_std(socket.into())?;
+        Ok((Arc::new(socket), wildcard))
+    }
+}
+
+impl Protocol for UdpForwarder {
+    const NAME: &'static str = "udp";
+    const GIVEN: &'static str = "socket";
+    type Std = std::net::UdpSocket;
+    type Socket = Socket;
+    type Shared = Shared;
+
+    fn common(&self) -> &Common {
+        &self.config.common
     }
 
-    /// Starts the listener loops on `bound` sockets (each with the address it stands for).
-    fn run(&self, bound: Vec<(SocketAddr, Socket)>) -> Result<ForwarderHandle, Error> {
-        let base = Base::new();
-        let current = Current::new(self.generation(&base, Arc::default()));
-        let mut handle = ForwarderHandle::new(base.clone(), Control::Udp(current.clone()));
-        for (configured, socket) in bound {
-            let stop = base.accepting.child_token();
-            handle.push_listener(spawn_listener(current.clone(), socket, configured, stop)?);
-        }
-        Ok(handle)
+    /// Binds `addr`, with packet info on a wildcard address.
+    fn bind_one(&self, addr: SocketAddr) -> std::io::Result<Socket> {
+        let socket = listen::bind(addr, Type::DGRAM, &self.config.common.listen_options)?;
+        self.ready(socket, addr)
     }
 
-    /// Binds `addrs` (with packet info on wildcard addresses), all or none.
-    pub(crate) fn bind(&self, addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, Socket)>, Error> {
-        let options = &self.config.common.listen_options;
-        addrs
-            .iter()
-            .map(|addr| {
-                let wildcard = addr.ip().is_unspecified();
-                let bind = || {
-                    let socket = listen::bind(*addr, Type::DGRAM, options)?;
-                    if wildcard {
-                        io_udp::enable_dst_info(&socket, addr.is_ipv6())?;
-                    }
-                    self.config.size_buffers(&socket);
-                    UdpSocket::from_std(socket.into())
-                };
-                let socket = bind().map_err(|e| bind_error(*addr, e))?;
-                Ok((*addr, (Arc::new(socket), wildcard)))
-            })
-            .collect()
+    fn given_addr(socket: &std::net::UdpSocket) -> std::io::Result<SocketAddr> {
+        socket.local_addr()
     }
 
-    /// The state new sessions use after a reload: as [`generation`](Self::generation),
-    /// within the same per-forward bounds as `previous`.
-    pub(crate) fn successor(&self, base: &Base, previous: &Shared) -> Arc<Shared> {
-        self.generation(base, previous.budgets.clone())
+    fn adopt(&self, socket: std::net::UdpSocket, addr: SocketAddr) -> std::io::Result<Socket> {
+        let socket = socket2::Socket::from(socket);
+        socket.set_nonblocking(true)?;
+        self.ready(socket, addr)
     }
 
-    /// The state new sessions use: these settings and a resolve cache with its refresher.
-    fn generation(&self, base: &Base, budgets: Arc<Budgets>) -> Arc<Shared> {
+    fn local_addr((socket, _): &Socket) -> std::io::Result<SocketAddr> {
+        socket.local_addr()
+    }
+
+    /// These settings and a resolve cache with its refresher; after a reload, within the
+    /// same per-forward bounds as `previous`.
+    fn generation(&self, base: &Base, previous: Option<&Shared>) -> Arc<Shared> {
         let cache = self.config.common.resolve_cache(&base.stats);
         let (refresher, balancer) = self.config.common.background(&cache, base);
         Arc::new(Shared {
@@ -270,37 +255,26 @@ impl UdpForwarder {
             sessions: base.tasks.clone(),
             segmentation: AtomicBool::new(io_udp::SEGMENTATION),
             admission: base.admission.clone(),
-            budgets,
+            budgets: previous.map_or_else(Arc::default, |p| p.budgets.clone()),
         })
+    }
+
+    fn control(current: Arc<Current<Shared>>) -> Control {
+        Control::Udp(current)
+    }
+
+    fn spawn_loop(
+        (socket, wildcard): Socket,
+        current: Arc<Current<Shared>>,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(listen_loop(socket, wildcard, current, stop))
     }
 }
 
 /// A bound listening socket, and whether it is a wildcard one (replies then need the
 /// client's destination address as their source).
-pub(crate) type Socket = (Arc<UdpSocket>, bool);
-
-/// Starts receiving on `socket` until `stop`; new sessions use the generation current
-/// when they start.
-pub(crate) fn spawn_listener(
-    current: Arc<Current<Shared>>,
-    (socket, wildcard): Socket,
-    configured: SocketAddr,
-    stop: CancellationToken,
-) -> Result<ListenerTask, Error> {
-    let bound = socket.local_addr().map_err(|e| bind_error(configured, e))?;
-    tracing::info!(
-        protocol = "udp",
-        "Forwarding from {bound} -> {}",
-        current.get().config.common.target
-    );
-    let task = tokio::spawn(listen_loop(socket, wildcard, current, stop.clone()));
-    Ok(ListenerTask {
-        configured,
-        bound,
-        stop,
-        task,
-    })
-}
+type Socket = (Arc<UdpSocket>, bool);
 
 // ===== impl Builder =====
 

@@ -3,5 +3,5 @@
 mod forwarder;
 mod session;
 
+pub(crate) use forwarder::Shared;
 pub use forwarder::{Builder, UdpForwarder};
-pub(crate) use forwarder::{Shared, Socket, spawn_listener};
