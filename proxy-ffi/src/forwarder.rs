@@ -575,8 +575,10 @@ pub extern "C" fn proxy_forwarder_start(
 /// listen addresses are bound, ones no longer listed stop accepting (their connections go
 /// on), ones in both keep their socket (an address with port 0 names the listener it
 /// started, so passing the same config keeps every port). New connections and sessions
-/// use the new target, resolver and timers; established ones finish with the old. The
-/// counters carry on. Blocks until done.
+/// use the new settings (target, resolver, timers, balancing, access rules, limits, ...);
+/// established ones finish with the old. Listener options (`backlog`, `reuse_port`,
+/// `dual_stack`) apply to newly bound addresses only. The counters carry on. Blocks until
+/// done.
 ///
 /// In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
 /// bind them, TCP goes back to its previous addresses and the error is returned.
