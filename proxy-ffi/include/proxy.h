@@ -827,8 +827,8 @@ proxy_status proxy_forwarder_endpoint(const struct proxy_forwarder *forwarder,
  * `("balance", "least-connections")`, `("deny", "10.0.0.0/8,192.168.1.7")`,
  * `("max_connections", "1000")`. Every key is listed by `proxy_key_name`, with an
  * example value (`proxy_key_example`) and what it does (`proxy_key_help`). Leading and
- * trailing spaces of `value` are ignored; for a setting that can be off, the empty string
- * turns it off (see its help).
+ * trailing spaces of `value` are ignored. A setting that can be off is turned off by
+ * the empty string, or for the timers by `"0"` (its help says which).
  *
  * A key may set more than its own field, exactly as on the command line: `idle_timeout`
  * also sets `udp_idle_timeout`, and `connect_timeout` raises `connect_total_timeout` to
@@ -850,8 +850,8 @@ proxy_status proxy_config_set(struct proxy_config *config, const char *key, cons
 /**
  * Writes the value of the setting `key` to `buf`, in the text form `proxy_config_set`
  * takes (so setting what it reads changes nothing): `"30s"`, `"least-connections"`,
- * `"127.0.0.1:0,[::1]:0"`; the empty string for a setting that is off or unset. A new
- * config reads every default. The resolver callback and the worker threads are not
+ * `"127.0.0.1:0,[::1]:0"`; `""` (or `"0"` for a timer) for a setting that is off or
+ * unset. A new config reads every default. The resolver callback and the worker threads are not
  * keys: `resolver` reads the built-in resolver chosen, whether or not a callback is set.
  *
  * The buffer contract is `proxy_status_message`'s: NUL-terminated, `*out_n` receives the
@@ -881,8 +881,8 @@ size_t proxy_key_count(void);
 /**
  * The name of key `index` (below `proxy_key_count()`), such as `"idle_timeout"`: what
  * `proxy_config_set` and `proxy_config_get` take, the config file's key, and the CLI's
- * flag with `-` for `_` (`--idle-timeout`). Keys come in the order the CLI applies them.
- * NULL when `index` is past the end.
+ * flag with `-` for `_` (`--idle-timeout`). Keys come in the order front ends apply
+ * them when given several at once. NULL when `index` is past the end.
  *
  * The string is static and NUL-terminated: never free or change it.
  *
@@ -901,8 +901,8 @@ const char *proxy_key_name(size_t index);
 const char *proxy_key_example(size_t index);
 
 /**
- * What key `index` does, in a sentence or a few (the CLI's `--help` text for its flag).
- * NULL when `index` is past the end.
+ * What key `index` does, in a sentence or a few, for help texts. NULL when `index` is
+ * past the end.
  *
  * The string is static and NUL-terminated: never free or change it.
  *

@@ -57,8 +57,8 @@ fn key_string(index: usize, field: fn(&'static CKey) -> &'static CString) -> *co
 /// `("balance", "least-connections")`, `("deny", "10.0.0.0/8,192.168.1.7")`,
 /// `("max_connections", "1000")`. Every key is listed by `proxy_key_name`, with an
 /// example value (`proxy_key_example`) and what it does (`proxy_key_help`). Leading and
-/// trailing spaces of `value` are ignored; for a setting that can be off, the empty string
-/// turns it off (see its help).
+/// trailing spaces of `value` are ignored. A setting that can be off is turned off by
+/// the empty string, or for the timers by `"0"` (its help says which).
 ///
 /// A key may set more than its own field, exactly as on the command line: `idle_timeout`
 /// also sets `udp_idle_timeout`, and `connect_timeout` raises `connect_total_timeout` to
@@ -94,8 +94,8 @@ pub extern "C" fn proxy_config_set(
 
 /// Writes the value of the setting `key` to `buf`, in the text form `proxy_config_set`
 /// takes (so setting what it reads changes nothing): `"30s"`, `"least-connections"`,
-/// `"127.0.0.1:0,[::1]:0"`; the empty string for a setting that is off or unset. A new
-/// config reads every default. The resolver callback and the worker threads are not
+/// `"127.0.0.1:0,[::1]:0"`; `""` (or `"0"` for a timer) for a setting that is off or
+/// unset. A new config reads every default. The resolver callback and the worker threads are not
 /// keys: `resolver` reads the built-in resolver chosen, whether or not a callback is set.
 ///
 /// The buffer contract is `proxy_status_message`'s: NUL-terminated, `*out_n` receives the
@@ -144,8 +144,8 @@ pub extern "C" fn proxy_key_count() -> usize {
 
 /// The name of key `index` (below `proxy_key_count()`), such as `"idle_timeout"`: what
 /// `proxy_config_set` and `proxy_config_get` take, the config file's key, and the CLI's
-/// flag with `-` for `_` (`--idle-timeout`). Keys come in the order the CLI applies them.
-/// NULL when `index` is past the end.
+/// flag with `-` for `_` (`--idle-timeout`). Keys come in the order front ends apply
+/// them when given several at once. NULL when `index` is past the end.
 ///
 /// The string is static and NUL-terminated: never free or change it.
 ///
@@ -166,8 +166,8 @@ pub extern "C" fn proxy_key_example(index: usize) -> *const c_char {
     key_string(index, |k| &k.example)
 }
 
-/// What key `index` does, in a sentence or a few (the CLI's `--help` text for its flag).
-/// NULL when `index` is past the end.
+/// What key `index` does, in a sentence or a few, for help texts. NULL when `index` is
+/// past the end.
 ///
 /// The string is static and NUL-terminated: never free or change it.
 ///
