@@ -66,7 +66,9 @@ int main(int argc, char **argv) {
     TRY(proxy_config_set_transport(config, transport));
     TRY(proxy_config_add_listen(config, listen));
     TRY(proxy_config_set_target(config, target));
-    TRY(proxy_config_set_timeout(config, PROXY_TIMEOUT_IDLE, 10 * 60 * 1000));
+    /* Any setting of the CLI's flags and config file, by key and text value (see
+     * proxy_key_name): here TCP connections and UDP sessions idle for 10 minutes end. */
+    TRY(proxy_config_set(config, "idle_timeout", "10m"));
 
     proxy_forwarder *forwarder = NULL;
     TRY(proxy_forwarder_start(config, &forwarder));

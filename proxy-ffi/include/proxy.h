@@ -121,9 +121,9 @@ typedef uint32_t proxy_status;
 #endif // __cplusplus
 
 /**
- * The transport protocols a forwarder serves, TCP, UDP or both (the CLI's `tcp`, `udp` and
- * `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY protocol, the header
- * carrying the client's address, is another setting.)
+ * The transport protocols a forwarder serves, TCP, UDP or both (the `protocol` key's
+ * `tcp`, `udp` and `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY
+ * protocol, the header carrying the client's address, is another setting.)
  */
 enum proxy_transport
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -254,7 +254,7 @@ enum proxy_limit
     PROXY_LIMIT_ACCEPT_RATE = 3,
     /**
      * How many `ACCEPT_RATE` admits at once after a quiet spell. Default: the rate (one
-     * second's worth); it takes effect once a rate is set.
+     * second's worth). Needs `ACCEPT_RATE`: a burst alone does not start.
      */
     PROXY_LIMIT_ACCEPT_BURST = 4,
 };
@@ -271,12 +271,17 @@ typedef uint32_t proxy_limit;
  * `proxy_forwarder_reload`, which copy what they need: the config may be changed or
  * freed as soon as they return, and one config may start any number of forwarders.
  *
+ * Every setting is a key of `proxy_config_set` (the keys of the CLI's flags and config
+ * file; see `proxy_key_name`); the typed setters (`proxy_config_set_transport`, ...) set
+ * the same values. Only the resolver callback and the worker threads have no key.
+ *
  * Made by `proxy_config_new`, freed by `proxy_config_free`.
  *
  * Thread safety: a config is not synchronised. It may be moved to another thread, and
  * several threads may pass the same config to `proxy_forwarder_start` or
- * `proxy_forwarder_reload` at once, but no thread may change it (the `proxy_config_set_*`
- * and `_add`/`_clear` functions) or free it while another uses it.
+ * `proxy_forwarder_reload` (or read it with `proxy_config_get`) at once, but no thread
+ * may change it (`proxy_config_set`, the `proxy_config_set_*` and `_add`/`_clear`
+ * functions) or free it while another uses it.
  */
 typedef struct proxy_config proxy_config;
 
@@ -502,7 +507,8 @@ extern "C" {
 
 /**
  * A new config with the defaults: TCP, no listen address, no target, the default timers
- * (see `proxy_timeout`), the system resolver, 2 worker threads.
+ * (see `proxy_timeout`), the system resolver, 2 worker threads, and every other key at
+ * its default (`proxy_config_get` on a new config reads them).
  *
  * Returns NULL only if the library panicked (see `proxy_last_error`). Free it with
  * `proxy_config_free`.
@@ -519,8 +525,8 @@ struct proxy_config *proxy_config_new(void);
 void proxy_config_free(struct proxy_config *config);
 
 /**
- * Sets the transport protocols to serve: a `proxy_transport` value. Default
- * `PROXY_TRANSPORT_TCP`.
+ * Sets the transport protocols to serve: a `proxy_transport` value (the `protocol` key).
+ * Default `PROXY_TRANSPORT_TCP`.
  *
  * Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_transport`.
  *
@@ -532,7 +538,8 @@ proxy_status proxy_config_set_transport(struct proxy_config *config, uint32_t tr
  * Adds a listen address: an IP address and a port, such as `"127.0.0.1:8080"`,
  * `"0.0.0.0:53"`, `"[::1]:0"` or `"[::]:8080"` (one dual-stack socket that also takes
  * IPv4). Port 0 binds a port chosen by the kernel; read it with `proxy_forwarder_port`.
- * Host names are not accepted.
+ * Host names are not accepted. The addresses are the `listen` key's list; after that key
+ * was set to a bare port (every address), that port's `[::]:PORT` comes first in it.
  *
  * Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
  *
@@ -548,12 +555,13 @@ proxy_status proxy_config_add_listen(struct proxy_config *config, const char *ad
 proxy_status proxy_config_clear_listen(struct proxy_config *config);
 
 /**
- * Sets the upstream target: `"host:port"`, `"10.0.0.1:80"`, `"[fd00::1]:80"`, or
- * `"srv:_service._proto.name"` (such as `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV
- * records give the hosts and ports, by priority and weight. Host names are resolved by the
- * config's resolver when the forwarder runs, and again when the answer expires; `srv:`
- * names by hickory whatever `proxy_config_set_resolver` chose (not by a resolver
- * callback); IP addresses are used as they are.
+ * Sets the upstream target (the `target` key): `"host:port"`, `"10.0.0.1:80"`,
+ * `"[fd00::1]:80"`, or `"srv:_service._proto.name"` (such as
+ * `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV records give the hosts and ports, by
+ * priority and weight. Host names are resolved by the config's resolver when the
+ * forwarder runs, and again when the answer expires; `srv:` names by hickory whatever
+ * `proxy_config_set_resolver` chose (not by a resolver callback); IP addresses are used
+ * as they are.
  *
  * Returns `PROXY_STATUS_INVALID_TARGET` (the last error names the bad part) for anything
  * else; the config is unchanged then.
@@ -564,7 +572,10 @@ proxy_status proxy_config_set_target(struct proxy_config *config, const char *ta
 
 /**
  * Sets one timer (`kind` is a `proxy_timeout` value) to `ms` milliseconds; 0 turns it off
- * where the timer can be off (see `proxy_timeout` for each timer's default).
+ * where the timer can be off (see `proxy_timeout` for each timer's default). The timers
+ * are the keys `connect_timeout`, `connect_total_timeout`, `idle_timeout` (here TCP's
+ * only), `half_close_timeout`, `max_lifetime` and `udp_idle_timeout`; unlike the
+ * `connect_timeout` key, `PROXY_TIMEOUT_CONNECT` does not raise the total budget.
  *
  * Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, 0 for a timer that
  * cannot be off, or more than 10 years; the config is unchanged then. A connect timeout longer than the total
@@ -577,8 +588,9 @@ proxy_status proxy_config_set_timeout(struct proxy_config *config,
                                       uint64_t ms);
 
 /**
- * Chooses a built-in resolver for host-name targets: a `proxy_resolver` value. Replaces a
- * resolver callback set before. Default `PROXY_RESOLVER_SYSTEM`.
+ * Chooses a built-in resolver for host-name targets: a `proxy_resolver` value (the
+ * `resolver` key). Replaces a resolver callback set before. Default
+ * `PROXY_RESOLVER_SYSTEM`.
  *
  * Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_resolver`.
  *
@@ -588,16 +600,15 @@ proxy_status proxy_config_set_resolver(struct proxy_config *config, uint32_t res
 
 /**
  * Adds a DNS server for the hickory resolver to ask, instead of those of
- * `/etc/resolv.conf`: an IP address with an optional port (default 53), such as
- * `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`. Servers are asked over UDP (TCP
- * for truncated answers), in the order added when one fails; names are looked up as they
- * are written (no search domains, no `/etc/hosts`).
+ * `/etc/resolv.conf` (to the `name_servers` key's list): an IP address with an optional
+ * port (default 53), such as `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`.
+ * Servers are asked over UDP (TCP for truncated answers), in the order added when one
+ * fails; names are looked up as they are written (no search domains, no `/etc/hosts`).
  *
- * They serve `srv:` targets, which hickory resolves whatever resolver was chosen, and
- * host-name targets with `PROXY_RESOLVER_HICKORY`. The C library cannot be pointed at a
- * server: a forwarder with a host-name target, name servers and `PROXY_RESOLVER_SYSTEM`
- * (the default) does not start (`PROXY_STATUS_INVALID_SETTING`). A resolver callback,
- * when set, is used instead of them.
+ * They serve `srv:` targets and host-name targets alike: asking them means hickory, so
+ * with name servers a host-name target is resolved by hickory whatever
+ * `proxy_config_set_resolver` chose (the C library cannot be pointed at a server), as
+ * with the CLI. A resolver callback, when set, is used instead of them.
  *
  * Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
  *
@@ -624,7 +635,8 @@ proxy_status proxy_config_clear_name_servers(struct proxy_config *config);
  * a call in progress to return).
  *
  * Returns `PROXY_STATUS_NULL_PARAMETER` when `callback` is NULL; to go back to a built-in
- * resolver, call `proxy_config_set_resolver`.
+ * resolver, call `proxy_config_set_resolver` (or set the `resolver` key). Not a key:
+ * `proxy_config_get` does not show it.
  *
  * Thread safety: see `proxy_config`.
  */
@@ -634,7 +646,7 @@ proxy_status proxy_config_set_resolver_callback(struct proxy_config *config,
 
 /**
  * Sets the number of worker threads of the runtime each forwarder started with this config
- * owns, 1 to 256. Default 2. A reload keeps the forwarder's threads.
+ * owns, 1 to 256. Default 2. A reload keeps the forwarder's threads. Not a key.
  *
  * Returns `PROXY_STATUS_INVALID_SETTING` outside 1 to 256.
  *
@@ -644,7 +656,9 @@ proxy_status proxy_config_set_worker_threads(struct proxy_config *config, size_t
 
 /**
  * Sets one limit (`kind` is a `proxy_limit` value) to `value`; 0 turns it off (for
- * `PROXY_LIMIT_ACCEPT_BURST`: back to the rate).
+ * `PROXY_LIMIT_ACCEPT_BURST`: back to the rate). The limits are the keys
+ * `max_connections`, `max_per_source`, `accept_rate` and `accept_burst`; a burst without
+ * a rate is refused by `proxy_forwarder_start`, as by the CLI.
  *
  * Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, or a rate or burst past
  * 4294967295; the config is unchanged then.
@@ -658,11 +672,15 @@ proxy_status proxy_config_set_limit(struct proxy_config *config, uint32_t kind, 
  * the forwarder in `*out`. Returns once every listen address is bound, so connections
  * can be made as soon as it returns. Host-name targets are resolved in the background.
  *
- * Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
- * without a target or a listen address, a duplicate listen address, a connect timeout
- * longer than the connect budget, a `srv:` target with a resolver callback, or a host-name
- * target with name servers but `PROXY_RESOLVER_SYSTEM`;
- * `PROXY_STATUS_ADDRESS_IN_USE` or
+ * With `PROXY_TRANSPORT_BOTH`, TCP and UDP listen on the same ports, also ones the kernel
+ * chooses (port 0). A `listen` key set to a bare port listens on every address: one
+ * dual-stack `[::]` socket, or `0.0.0.0` on a host without IPv6.
+ *
+ * Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for settings that
+ * do not go together, the last error starting with the key at fault (`key: why`): no
+ * target or listen address, a duplicate listen address, a connect timeout longer than
+ * the connect budget, `accept_burst` without `accept_rate`, PROXY protocol v1 on UDP, a
+ * `srv:` target with a resolver callback, ...; `PROXY_STATUS_ADDRESS_IN_USE` or
  * `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
  * `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
  * and `*out` is not written.
@@ -677,8 +695,10 @@ proxy_status proxy_forwarder_start(const struct proxy_config *config, struct pro
  * listen addresses are bound, ones no longer listed stop accepting (their connections go
  * on), ones in both keep their socket (an address with port 0 names the listener it
  * started, so passing the same config keeps every port). New connections and sessions
- * use the new target, resolver and timers; established ones finish with the old. The
- * counters carry on. Blocks until done.
+ * use the new settings (target, resolver, timers, balancing, access rules, limits, ...);
+ * established ones finish with the old. Listener options (`backlog`, `reuse_port`,
+ * `dual_stack`) apply to newly bound addresses only. The counters carry on. Blocks until
+ * done.
  *
  * In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
  * bind them, TCP goes back to its previous addresses and the error is returned.
@@ -800,6 +820,95 @@ proxy_status proxy_forwarder_endpoint(const struct proxy_forwarder *forwarder,
                                       size_t *out_n,
                                       struct proxy_endpoint_stats *out,
                                       size_t out_size);
+
+/**
+ * Sets the setting `key` from its text `value`, as the CLI's `--key` flag (with `-` for
+ * `_`) and the config file's `key = "value"` read it: `("idle_timeout", "30s")`,
+ * `("balance", "least-connections")`, `("deny", "10.0.0.0/8,192.168.1.7")`,
+ * `("max_connections", "1000")`. Every key is listed by `proxy_key_name`, with an
+ * example value (`proxy_key_example`) and what it does (`proxy_key_help`). Leading and
+ * trailing spaces of `value` are ignored. A setting that can be off is turned off by
+ * the empty string, or for the timers by `"0"` (its help says which).
+ *
+ * A key may set more than its own field, exactly as on the command line: `idle_timeout`
+ * also sets `udp_idle_timeout`, and `connect_timeout` raises `connect_total_timeout` to
+ * at least itself. Setting `resolver` removes a resolver callback, as
+ * `proxy_config_set_resolver` does. Rules between settings (such as `accept_burst`
+ * needing `accept_rate`) are checked by `proxy_forwarder_start` and
+ * `proxy_forwarder_reload`, whose last error names the key at fault.
+ *
+ * Returns `PROXY_STATUS_INVALID_SETTING` for an unknown key or a value the key does not
+ * take; the last error names the key and the value (such as ``idle_timeout: `5x` is not
+ * a duration: ...``, or for a misspelt key ``idle_timout: is not a setting; did you mean
+ * `idle_timeout`?``). The config is unchanged then. `key` and `value` are only read
+ * during the call.
+ *
+ * Thread safety: see `proxy_config`.
+ */
+proxy_status proxy_config_set(struct proxy_config *config, const char *key, const char *value);
+
+/**
+ * Writes the value of the setting `key` to `buf`, in the text form `proxy_config_set`
+ * takes (so setting what it reads changes nothing): `"30s"`, `"least-connections"`,
+ * `"127.0.0.1:0,[::1]:0"`; `""` (or `"0"` for a timer) for a setting that is off or
+ * unset. A new config reads every default. The resolver callback and the worker threads are not
+ * keys: `resolver` reads the built-in resolver chosen, whether or not a callback is set.
+ *
+ * The buffer contract is `proxy_status_message`'s: NUL-terminated, `*out_n` receives the
+ * length without the NUL, `buf == NULL` with `len == 0` asks for the length only,
+ * `PROXY_STATUS_BUFFER_TOO_SMALL` writes nothing.
+ *
+ * Errors: `PROXY_STATUS_INVALID_SETTING` for an unknown key (the last error names it);
+ * `PROXY_STATUS_BUFFER_TOO_SMALL`; `PROXY_STATUS_NULL_PARAMETER`.
+ *
+ * Thread safety: see `proxy_config` (it only reads the config, as
+ * `proxy_forwarder_start` does).
+ */
+proxy_status proxy_config_get(const struct proxy_config *config,
+                              const char *key,
+                              char *buf,
+                              size_t len,
+                              size_t *out_n);
+
+/**
+ * The number of keys `proxy_config_set` takes: `proxy_key_name(0)` to
+ * `proxy_key_name(proxy_key_count() - 1)` name them.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+size_t proxy_key_count(void);
+
+/**
+ * The name of key `index` (below `proxy_key_count()`), such as `"idle_timeout"`: what
+ * `proxy_config_set` and `proxy_config_get` take, the config file's key, and the CLI's
+ * flag with `-` for `_` (`--idle-timeout`). Keys come in the order front ends apply
+ * them when given several at once. NULL when `index` is past the end.
+ *
+ * The string is static and NUL-terminated: never free or change it.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *proxy_key_name(size_t index);
+
+/**
+ * A valid value of key `index` other than its default, such as `"10s"`, to show how its
+ * values are written. NULL when `index` is past the end.
+ *
+ * The string is static and NUL-terminated: never free or change it.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *proxy_key_example(size_t index);
+
+/**
+ * What key `index` does, in a sentence or a few, for help texts. NULL when `index` is
+ * past the end.
+ *
+ * The string is static and NUL-terminated: never free or change it.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *proxy_key_help(size_t index);
 
 /**
  * Adds an address to the answer: an IPv4 or IPv6 address such as `"10.0.0.1"` or

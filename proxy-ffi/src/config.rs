@@ -1,10 +1,13 @@
-//! `proxy_config`: what to forward, from where, to where, with which timers and resolver.
+//! `proxy_config`: a [`ForwardSpec`] (every setting of a forward, also those of the typed
+//! setters here) plus what is not a key: the resolver callback and the worker threads.
+//! The text setters by key are in `keys`.
 
 use std::ffi::{c_char, c_void};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use proxy_core::{Limits, Rate, Target, Timeouts};
+use proxy_core::resolve::ResolverKind;
+use proxy_core::{ForwardSpec, Listen, Target, Transport};
 
 use crate::handle::{Castable, OwnershipBox, free_box, to_boxed_mut_ptr, try_mut, try_str};
 use crate::panic::ffi_panic_boundary;
@@ -15,12 +18,17 @@ use crate::status::{Failure, proxy_status};
 /// `proxy_forwarder_reload`, which copy what they need: the config may be changed or
 /// freed as soon as they return, and one config may start any number of forwarders.
 ///
+/// Every setting is a key of `proxy_config_set` (the keys of the CLI's flags and config
+/// file; see `proxy_key_name`); the typed setters (`proxy_config_set_transport`, ...) set
+/// the same values. Only the resolver callback and the worker threads have no key.
+///
 /// Made by `proxy_config_new`, freed by `proxy_config_free`.
 ///
 /// Thread safety: a config is not synchronised. It may be moved to another thread, and
 /// several threads may pass the same config to `proxy_forwarder_start` or
-/// `proxy_forwarder_reload` at once, but no thread may change it (the `proxy_config_set_*`
-/// and `_add`/`_clear` functions) or free it while another uses it.
+/// `proxy_forwarder_reload` (or read it with `proxy_config_get`) at once, but no thread
+/// may change it (`proxy_config_set`, the `proxy_config_set_*` and `_add`/`_clear`
+/// functions) or free it while another uses it.
 pub struct proxy_config {
     _private: [u8; 0],
 }
@@ -30,9 +38,9 @@ impl Castable for proxy_config {
     type RustType = Config;
 }
 
-/// The transport protocols a forwarder serves, TCP, UDP or both (the CLI's `tcp`, `udp` and
-/// `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY protocol, the header
-/// carrying the client's address, is another setting.)
+/// The transport protocols a forwarder serves, TCP, UDP or both (the `protocol` key's
+/// `tcp`, `udp` and `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY
+/// protocol, the header carrying the client's address, is another setting.)
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum proxy_transport {
@@ -85,7 +93,7 @@ pub enum proxy_limit {
     /// Default off.
     AcceptRate = 3,
     /// How many `ACCEPT_RATE` admits at once after a quiet spell. Default: the rate (one
-    /// second's worth); it takes effect once a rate is set.
+    /// second's worth). Needs `ACCEPT_RATE`: a burst alone does not start.
     AcceptBurst = 4,
 }
 
@@ -102,29 +110,15 @@ pub enum proxy_resolver {
     Hickory = 2,
 }
 
-/// The resolver a config asks for.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum ResolverChoice {
-    System,
-    Hickory,
-    Callback(Callback),
-}
-
 /// What a `proxy_config` holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) transport: proxy_transport,
-    pub(crate) listen: Vec<SocketAddr>,
-    pub(crate) target: Option<Target>,
-    pub(crate) timeouts: Timeouts,
-    pub(crate) resolver: ResolverChoice,
-    /// The DNS servers hickory asks; none: those of `/etc/resolv.conf`.
-    pub(crate) name_servers: Vec<SocketAddr>,
+    /// Every setting with a key.
+    pub(crate) spec: ForwardSpec,
+    /// The resolver callback, used instead of the spec's resolver when set.
+    pub(crate) callback: Option<Callback>,
+    /// Worker threads of each forwarder's runtime.
     pub(crate) worker_threads: usize,
-    /// The limits; `accept_rate` is set from `rate` and `burst` when the forwarder starts.
-    limits: Limits,
-    rate: Option<u32>,
-    burst: Option<u32>,
 }
 
 /// Worker threads of a forwarder's runtime unless set.
@@ -149,45 +143,10 @@ const _: () = {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            transport: proxy_transport::Tcp,
-            listen: Vec::new(),
-            target: None,
-            timeouts: Timeouts::default(),
-            resolver: ResolverChoice::System,
-            name_servers: Vec::new(),
+            spec: ForwardSpec::default(),
+            callback: None,
             worker_threads: DEFAULT_WORKER_THREADS,
-            limits: Limits::default(),
-            rate: None,
-            burst: None,
         }
-    }
-}
-
-impl Config {
-    /// The target, which must have been set.
-    pub(crate) fn target(&self) -> Result<&Target, Failure> {
-        self.target
-            .as_ref()
-            .ok_or_else(|| Failure::setting("no target set (proxy_config_set_target)"))
-    }
-
-    /// The limits, as set.
-    pub(crate) fn limits(&self) -> Limits {
-        let mut limits = self.limits;
-        limits.accept_rate = self
-            .rate
-            .map(|n| Rate::per_second(n).burst(self.burst.unwrap_or(n)));
-        limits
-    }
-
-    /// The listen addresses, of which there must be one at least.
-    pub(crate) fn listen(&self) -> Result<&[SocketAddr], Failure> {
-        if self.listen.is_empty() {
-            return Err(Failure::setting(
-                "no listen address set (proxy_config_add_listen)",
-            ));
-        }
-        Ok(&self.listen)
     }
 }
 
@@ -225,7 +184,8 @@ fn limit_kind(kind: u32) -> Result<proxy_limit, Failure> {
 }
 
 /// A new config with the defaults: TCP, no listen address, no target, the default timers
-/// (see `proxy_timeout`), the system resolver, 2 worker threads.
+/// (see `proxy_timeout`), the system resolver, 2 worker threads, and every other key at
+/// its default (`proxy_config_get` on a new config reads them).
 ///
 /// Returns NULL only if the library panicked (see `proxy_last_error`). Free it with
 /// `proxy_config_free`.
@@ -248,8 +208,8 @@ pub extern "C" fn proxy_config_free(config: *mut proxy_config) {
     }
 }
 
-/// Sets the transport protocols to serve: a `proxy_transport` value. Default
-/// `PROXY_TRANSPORT_TCP`.
+/// Sets the transport protocols to serve: a `proxy_transport` value (the `protocol` key).
+/// Default `PROXY_TRANSPORT_TCP`.
 ///
 /// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_transport`.
 ///
@@ -261,11 +221,12 @@ pub extern "C" fn proxy_config_set_transport(
 ) -> proxy_status {
     ffi_panic_boundary! {
         let config = try_mut(config, "config")?;
-        use proxy_transport::*;
-        config.transport = [Tcp, Udp, Both]
-            .into_iter()
-            .find(|p| *p as u32 == transport)
-            .ok_or_else(|| Failure::setting(format!("unknown transport {transport}")))?;
+        config.spec.protocol = match transport {
+            t if t == proxy_transport::Tcp as u32 => Transport::Tcp,
+            t if t == proxy_transport::Udp as u32 => Transport::Udp,
+            t if t == proxy_transport::Both as u32 => Transport::Both,
+            t => return Err(Failure::setting(format!("unknown transport {t}"))),
+        };
         Ok(())
     }
 }
@@ -273,7 +234,8 @@ pub extern "C" fn proxy_config_set_transport(
 /// Adds a listen address: an IP address and a port, such as `"127.0.0.1:8080"`,
 /// `"0.0.0.0:53"`, `"[::1]:0"` or `"[::]:8080"` (one dual-stack socket that also takes
 /// IPv4). Port 0 binds a port chosen by the kernel; read it with `proxy_forwarder_port`.
-/// Host names are not accepted.
+/// Host names are not accepted. The addresses are the `listen` key's list; after that key
+/// was set to a bare port (every address), that port's `[::]:PORT` comes first in it.
 ///
 /// Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
 ///
@@ -286,7 +248,9 @@ pub extern "C" fn proxy_config_add_listen(
     ffi_panic_boundary! {
         let config = try_mut(config, "config")?;
         let address = parse_listen(try_str(address, "address")?)?;
-        config.listen.push(address);
+        let mut addrs = config.spec.listen.addrs();
+        addrs.push(address);
+        config.spec.listen = Listen::Addrs(addrs);
         Ok(())
     }
 }
@@ -297,17 +261,18 @@ pub extern "C" fn proxy_config_add_listen(
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_config_clear_listen(config: *mut proxy_config) -> proxy_status {
     ffi_panic_boundary! {
-        try_mut(config, "config")?.listen.clear();
+        try_mut(config, "config")?.spec.listen = Listen::Addrs(Vec::new());
         Ok(())
     }
 }
 
-/// Sets the upstream target: `"host:port"`, `"10.0.0.1:80"`, `"[fd00::1]:80"`, or
-/// `"srv:_service._proto.name"` (such as `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV
-/// records give the hosts and ports, by priority and weight. Host names are resolved by the
-/// config's resolver when the forwarder runs, and again when the answer expires; `srv:`
-/// names by hickory whatever `proxy_config_set_resolver` chose (not by a resolver
-/// callback); IP addresses are used as they are.
+/// Sets the upstream target (the `target` key): `"host:port"`, `"10.0.0.1:80"`,
+/// `"[fd00::1]:80"`, or `"srv:_service._proto.name"` (such as
+/// `"srv:_dns._udp.kube-dns.kube-system"`), whose SRV records give the hosts and ports, by
+/// priority and weight. Host names are resolved by the config's resolver when the
+/// forwarder runs, and again when the answer expires; `srv:` names by hickory whatever
+/// `proxy_config_set_resolver` chose (not by a resolver callback); IP addresses are used
+/// as they are.
 ///
 /// Returns `PROXY_STATUS_INVALID_TARGET` (the last error names the bad part) for anything
 /// else; the config is unchanged then.
@@ -324,13 +289,16 @@ pub extern "C" fn proxy_config_set_target(
         let target = target
             .parse::<Target>()
             .map_err(|e| Failure::new(proxy_status::InvalidTarget, e.to_string()))?;
-        config.target = Some(target);
+        config.spec.target = Some(target);
         Ok(())
     }
 }
 
 /// Sets one timer (`kind` is a `proxy_timeout` value) to `ms` milliseconds; 0 turns it off
-/// where the timer can be off (see `proxy_timeout` for each timer's default).
+/// where the timer can be off (see `proxy_timeout` for each timer's default). The timers
+/// are the keys `connect_timeout`, `connect_total_timeout`, `idle_timeout` (here TCP's
+/// only), `half_close_timeout`, `max_lifetime` and `udp_idle_timeout`; unlike the
+/// `connect_timeout` key, `PROXY_TIMEOUT_CONNECT` does not raise the total budget.
 ///
 /// Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, 0 for a timer that
 /// cannot be off, or more than 10 years; the config is unchanged then. A connect timeout longer than the total
@@ -355,21 +323,22 @@ pub extern "C" fn proxy_config_set_timeout(
         let required = |name: &str| {
             value.ok_or_else(|| Failure::setting(format!("the {name} timeout cannot be off (0)")))
         };
-        let t = &mut config.timeouts;
+        let s = &mut config.spec;
         match kind {
-            proxy_timeout::Connect => t.connect = required("connect")?,
-            proxy_timeout::ConnectTotal => t.connect_total = required("connect_total")?,
-            proxy_timeout::Idle => t.idle = value,
-            proxy_timeout::HalfClose => t.half_close = value,
-            proxy_timeout::MaxLifetime => t.max_lifetime = value,
-            proxy_timeout::UdpSessionIdle => t.udp_session_idle = value,
+            proxy_timeout::Connect => s.connect_timeout = required("connect")?,
+            proxy_timeout::ConnectTotal => s.connect_total_timeout = required("connect_total")?,
+            proxy_timeout::Idle => s.idle_timeout = value,
+            proxy_timeout::HalfClose => s.half_close_timeout = value,
+            proxy_timeout::MaxLifetime => s.max_lifetime = value,
+            proxy_timeout::UdpSessionIdle => s.udp_idle_timeout = value,
         }
         Ok(())
     }
 }
 
-/// Chooses a built-in resolver for host-name targets: a `proxy_resolver` value. Replaces a
-/// resolver callback set before. Default `PROXY_RESOLVER_SYSTEM`.
+/// Chooses a built-in resolver for host-name targets: a `proxy_resolver` value (the
+/// `resolver` key). Replaces a resolver callback set before. Default
+/// `PROXY_RESOLVER_SYSTEM`.
 ///
 /// Returns `PROXY_STATUS_INVALID_SETTING` for a value that is not a `proxy_resolver`.
 ///
@@ -381,26 +350,26 @@ pub extern "C" fn proxy_config_set_resolver(
 ) -> proxy_status {
     ffi_panic_boundary! {
         let config = try_mut(config, "config")?;
-        config.resolver = match resolver {
-            r if r == proxy_resolver::System as u32 => ResolverChoice::System,
-            r if r == proxy_resolver::Hickory as u32 => ResolverChoice::Hickory,
+        config.spec.resolver = match resolver {
+            r if r == proxy_resolver::System as u32 => ResolverKind::System,
+            r if r == proxy_resolver::Hickory as u32 => ResolverKind::Hickory,
             r => return Err(Failure::setting(format!("unknown resolver {r}"))),
         };
+        config.callback = None;
         Ok(())
     }
 }
 
 /// Adds a DNS server for the hickory resolver to ask, instead of those of
-/// `/etc/resolv.conf`: an IP address with an optional port (default 53), such as
-/// `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`. Servers are asked over UDP (TCP
-/// for truncated answers), in the order added when one fails; names are looked up as they
-/// are written (no search domains, no `/etc/hosts`).
+/// `/etc/resolv.conf` (to the `name_servers` key's list): an IP address with an optional
+/// port (default 53), such as `"10.96.0.10"`, `"127.0.0.1:5353"` or `"[fd00::10]:53"`.
+/// Servers are asked over UDP (TCP for truncated answers), in the order added when one
+/// fails; names are looked up as they are written (no search domains, no `/etc/hosts`).
 ///
-/// They serve `srv:` targets, which hickory resolves whatever resolver was chosen, and
-/// host-name targets with `PROXY_RESOLVER_HICKORY`. The C library cannot be pointed at a
-/// server: a forwarder with a host-name target, name servers and `PROXY_RESOLVER_SYSTEM`
-/// (the default) does not start (`PROXY_STATUS_INVALID_SETTING`). A resolver callback,
-/// when set, is used instead of them.
+/// They serve `srv:` targets and host-name targets alike: asking them means hickory, so
+/// with name servers a host-name target is resolved by hickory whatever
+/// `proxy_config_set_resolver` chose (the C library cannot be pointed at a server), as
+/// with the CLI. A resolver callback, when set, is used instead of them.
 ///
 /// Returns `PROXY_STATUS_INVALID_ADDRESS` for anything else; the config is unchanged then.
 ///
@@ -422,7 +391,7 @@ pub extern "C" fn proxy_config_add_name_server(
                 )
             })?,
         };
-        config.name_servers.push(server);
+        config.spec.name_servers.push(server);
         Ok(())
     }
 }
@@ -434,7 +403,7 @@ pub extern "C" fn proxy_config_add_name_server(
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_config_clear_name_servers(config: *mut proxy_config) -> proxy_status {
     ffi_panic_boundary! {
-        try_mut(config, "config")?.name_servers.clear();
+        try_mut(config, "config")?.spec.name_servers.clear();
         Ok(())
     }
 }
@@ -449,7 +418,8 @@ pub extern "C" fn proxy_config_clear_name_servers(config: *mut proxy_config) -> 
 /// a call in progress to return).
 ///
 /// Returns `PROXY_STATUS_NULL_PARAMETER` when `callback` is NULL; to go back to a built-in
-/// resolver, call `proxy_config_set_resolver`.
+/// resolver, call `proxy_config_set_resolver` (or set the `resolver` key). Not a key:
+/// `proxy_config_get` does not show it.
 ///
 /// Thread safety: see `proxy_config`.
 #[unsafe(no_mangle)]
@@ -461,13 +431,13 @@ pub extern "C" fn proxy_config_set_resolver_callback(
     ffi_panic_boundary! {
         let config = try_mut(config, "config")?;
         let callback = callback.ok_or_else(|| Failure::null("callback"))?;
-        config.resolver = ResolverChoice::Callback(Callback::new(callback, userdata));
+        config.callback = Some(Callback::new(callback, userdata));
         Ok(())
     }
 }
 
 /// Sets the number of worker threads of the runtime each forwarder started with this config
-/// owns, 1 to 256. Default 2. A reload keeps the forwarder's threads.
+/// owns, 1 to 256. Default 2. A reload keeps the forwarder's threads. Not a key.
 ///
 /// Returns `PROXY_STATUS_INVALID_SETTING` outside 1 to 256.
 ///
@@ -490,7 +460,9 @@ pub extern "C" fn proxy_config_set_worker_threads(
 }
 
 /// Sets one limit (`kind` is a `proxy_limit` value) to `value`; 0 turns it off (for
-/// `PROXY_LIMIT_ACCEPT_BURST`: back to the rate).
+/// `PROXY_LIMIT_ACCEPT_BURST`: back to the rate). The limits are the keys
+/// `max_connections`, `max_per_source`, `accept_rate` and `accept_burst`; a burst without
+/// a rate is refused by `proxy_forwarder_start`, as by the CLI.
 ///
 /// Returns `PROXY_STATUS_INVALID_SETTING` for an unknown `kind`, or a rate or burst past
 /// 4294967295; the config is unchanged then.
@@ -511,11 +483,12 @@ pub extern "C" fn proxy_config_set_limit(
                 .map_err(|_| Failure::setting(format!("{value} a second: at most {}", u32::MAX)))?;
             Ok((n != 0).then_some(n))
         };
+        let s = &mut config.spec;
         match kind {
-            proxy_limit::MaxConnections => config.limits.max_connections = count,
-            proxy_limit::MaxPerSource => config.limits.max_per_source = count,
-            proxy_limit::AcceptRate => config.rate = per_second()?,
-            proxy_limit::AcceptBurst => config.burst = per_second()?,
+            proxy_limit::MaxConnections => s.max_connections = count,
+            proxy_limit::MaxPerSource => s.max_per_source = count,
+            proxy_limit::AcceptRate => s.accept_rate = per_second()?,
+            proxy_limit::AcceptBurst => s.accept_burst = per_second()?,
         }
         Ok(())
     }

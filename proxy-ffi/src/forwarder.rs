@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use proxy_core::resolve::{HickoryResolver, Resolve, ResolverKind, SystemResolver};
+use proxy_core::resolve::Resolve;
+use proxy_core::spec::StartError;
 use proxy_core::{
-    EndpointStats, ForwarderHandle, Host, StatsReader, StatsSnapshot, Target, TcpForwarder,
-    UdpForwarder,
+    EndpointStats, ForwardSpec, ForwarderHandle, Host, StatsReader, StatsSnapshot, Target,
+    TcpForwarder, Transport, UdpForwarder,
 };
 use tokio::runtime::Runtime;
 
-use crate::config::{Config, ResolverChoice, proxy_config, proxy_transport};
+use crate::config::{Config, proxy_config};
 use crate::handle::{
     Castable, OwnershipBox, U64Fields, copy_c_string, copy_u64_fields, free_box, out,
     to_boxed_mut_ptr, try_ref, u64_fields_out,
@@ -212,7 +213,7 @@ impl proxy_stats {
 /// callback in progress.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    transport: proxy_transport,
+    transport: Transport,
     /// `None` once shut down. Held for the length of a reload or shutdown.
     running: Mutex<Option<Running>>,
     /// The bound addresses, readable while a reload runs.
@@ -248,11 +249,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn transport_name(p: proxy_transport) -> &'static str {
+fn transport_name(p: Transport) -> &'static str {
     match p {
-        proxy_transport::Tcp => "TCP",
-        proxy_transport::Udp => "UDP",
-        proxy_transport::Both => "TCP and UDP",
+        Transport::Tcp => "TCP",
+        Transport::Udp => "UDP",
+        Transport::Both => "TCP and UDP",
     }
 }
 
@@ -272,78 +273,90 @@ fn runtime(threads: usize) -> Result<Runtime, Failure> {
         })
 }
 
-/// The resolver for `target`: the callback, or the built-in resolver the target needs
-/// (proxy-core's rule, the CLI's too: hickory for `srv:` targets whatever was chosen).
+/// The resolver of `config`: its callback when set, else the one its spec asks for
+/// ([`ForwardSpec::make_resolver`]: hickory for `srv:` targets and with name servers).
 /// Call inside the forwarder's runtime (hickory is made here).
-fn resolver(config: &Config, target: &Target) -> Result<Arc<dyn Resolve>, Failure> {
-    let chosen = match config.resolver {
-        ResolverChoice::Callback(_) if matches!(target.host(), Host::Srv(_)) => {
-            return Err(Failure::setting(format!(
-                "target `{target}`: a resolver callback cannot look up SRV records; \
-                 use a built-in resolver (proxy_config_set_resolver)"
-            )));
-        }
-        ResolverChoice::Callback(cb) => return Ok(Arc::new(CallbackResolver(cb))),
-        ResolverChoice::System => ResolverKind::System,
-        ResolverChoice::Hickory => ResolverKind::Hickory,
-    };
-    match chosen.for_target(target) {
-        ResolverKind::Hickory => {
-            let hickory = if config.name_servers.is_empty() {
-                HickoryResolver::from_system_conf()
-                    .map_err(|e| format!("cannot read the system DNS configuration: {e}"))
-            } else {
-                HickoryResolver::with_name_servers(&config.name_servers)
-                    .map_err(|e| format!("cannot set up the name servers: {e}"))
-            };
-            Ok(Arc::new(
-                hickory.map_err(|e| Failure::new(proxy_status::Resolver, e))?,
-            ))
-        }
-        _ if !config.name_servers.is_empty() && matches!(target.host(), Host::Name(_)) => {
-            Err(Failure::setting(format!(
-                "target `{target}`: name servers are asked by hickory only, and the system \
-                 resolver is chosen; choose PROXY_RESOLVER_HICKORY"
-            )))
-        }
-        _ => Ok(Arc::new(SystemResolver::new())),
+fn resolver(config: &Config) -> Result<Arc<dyn Resolve>, Failure> {
+    let srv = matches!(
+        config.spec.target.as_ref().map(Target::host),
+        Some(Host::Srv(_))
+    );
+    match config.callback {
+        Some(_) if srv => Err(Failure::setting(format!(
+            "target: `{}`: a resolver callback cannot look up SRV records; use a built-in \
+             resolver (proxy_config_set_resolver)",
+            config
+                .spec
+                .target
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ))),
+        Some(cb) => Ok(Arc::new(CallbackResolver(cb))),
+        None => config.spec.make_resolver().map_err(|e| {
+            Failure::new(
+                proxy_status::Resolver,
+                format!("resolver: cannot set up hickory: {e}"),
+            )
+        }),
     }
 }
 
-/// Builds the forwarders `config` describes; call inside the forwarder's runtime (the
-/// hickory resolver is made here).
-fn plan(config: &Config) -> Result<Planned, Failure> {
-    let target = config.target()?.clone();
-    let listen = config.listen()?.to_vec();
-    let resolver = resolver(config, &target)?;
-    let tcp = || {
-        TcpForwarder::builder(listen.iter().copied(), target.clone())
-            .shared_resolver(resolver.clone())
-            .timeouts(config.timeouts)
-            .limits(config.limits())
-            .build()
-    };
-    let udp = || {
-        UdpForwarder::builder(listen.iter().copied(), target.clone())
-            .shared_resolver(resolver.clone())
-            .timeouts(config.timeouts)
-            .limits(config.limits())
-            .build()
-    };
-    Ok(match config.transport {
-        proxy_transport::Tcp => Planned {
-            tcp: Some(tcp()?),
-            udp: None,
-        },
-        proxy_transport::Udp => Planned {
-            tcp: None,
-            udp: Some(udp()?),
-        },
-        proxy_transport::Both => Planned {
-            tcp: Some(tcp()?),
-            udp: Some(udp()?),
-        },
-    })
+/// The listen addresses for `spec` on a forwarder bound to `bound`: the spec's, or its
+/// IPv4 fallback when it listens on every address and the forwarder fell back to IPv4
+/// (this host has no IPv6), as [`ForwardSpec::start_with`] does.
+fn listen_for(spec: &ForwardSpec, bound: &[SocketAddr]) -> Option<Vec<SocketAddr>> {
+    let v4 = spec.listen.ipv4_fallback()?;
+    let fell_back =
+        !bound.is_empty() && bound.iter().all(|a| a.is_ipv4() && a.ip().is_unspecified());
+    fell_back.then_some(v4)
+}
+
+/// Builds the forwarders `config` describes (validated, not started), through
+/// `resolver`, for a forwarder bound to `bound` (none yet: empty).
+fn plan(
+    config: &Config,
+    resolver: Arc<dyn Resolve>,
+    bound: &[SocketAddr],
+) -> Result<Planned, Failure> {
+    let spec = &config.spec;
+    let listen = listen_for(spec, bound);
+    let tcp = spec
+        .protocol
+        .tcp()
+        .then(|| -> Result<TcpForwarder, Failure> {
+            let f = spec.tcp_forwarder(resolver.clone())?;
+            Ok(match &listen {
+                Some(v4) => f.with_listen(v4.iter().copied())?,
+                None => f,
+            })
+        })
+        .transpose()?;
+    let udp = spec
+        .protocol
+        .udp()
+        .then(|| -> Result<UdpForwarder, Failure> {
+            let f = spec.udp_forwarder(resolver.clone())?;
+            Ok(match &listen {
+                Some(v4) => f.with_listen(v4.iter().copied())?,
+                None => f,
+            })
+        })
+        .transpose()?;
+    Ok(Planned { tcp, udp })
+}
+
+/// Why a spec did not start, as a failure.
+fn start_failure(e: StartError) -> Failure {
+    match e {
+        StartError::Invalid(e) => e.into(),
+        StartError::Resolver(e) => Failure::new(
+            proxy_status::Resolver,
+            format!("resolver: cannot set up hickory: {e}"),
+        ),
+        StartError::Start { error, .. } => error.into(),
+        StartError::Inherited(why) => Failure::setting(why),
+    }
 }
 
 // ===== impl Forwarder =====
@@ -351,30 +364,35 @@ fn plan(config: &Config) -> Result<Planned, Failure> {
 impl Forwarder {
     fn start(config: &Config) -> Result<Self, Failure> {
         // Check what can be checked before starting threads.
-        config.target()?;
-        config.listen()?;
+        config.spec.validate()?;
         let runtime = runtime(config.worker_threads)?;
         let running = {
             let _entered = runtime.enter();
-            let planned = plan(config)?;
-            match (planned.tcp, planned.udp) {
-                (Some(tcp), Some(udp)) => start_both(tcp, udp)?,
-                (Some(tcp), None) => Running {
-                    tcp: Some((tcp.start()?, tcp)),
-                    udp: None,
+            let resolver = resolver(config)?;
+            let started = config
+                .spec
+                .start_with(resolver.clone())
+                .map_err(start_failure)?;
+            // The settings each part runs with, for a reload to go back to.
+            let bound =
+                (started.handles().next()).map_or_else(Vec::new, |h| h.local_addrs().to_vec());
+            let planned = plan(config, resolver, &bound)?;
+            Running {
+                tcp: started.tcp.zip(planned.tcp),
+                udp: match (started.udp, planned.udp) {
+                    // UDP listens where TCP does (on the port TCP got).
+                    (Some(h), Some(f)) if config.spec.protocol.tcp() => {
+                        Some((h, f.with_listen(bound.iter().copied())?))
+                    }
+                    (h, f) => h.zip(f),
                 },
-                (None, Some(udp)) => Running {
-                    tcp: None,
-                    udp: Some((udp.start()?, udp)),
-                },
-                (None, None) => unreachable!("a config plans one transport at least"),
             }
         };
         let stats = (running.tcp.iter().map(|(h, _)| h.stats_reader()))
             .chain(running.udp.iter().map(|(h, _)| h.stats_reader()))
             .collect();
         Ok(Forwarder {
-            transport: config.transport,
+            transport: config.spec.protocol,
             addrs: Mutex::new(running.local_addrs()),
             running: Mutex::new(Some(running)),
             stats,
@@ -383,23 +401,24 @@ impl Forwarder {
     }
 
     fn reload(&self, config: &Config) -> Result<(), Failure> {
-        if config.transport != self.transport {
+        if config.spec.protocol != self.transport {
             return Err(Failure::new(
                 proxy_status::ReloadTransportMismatch,
                 format!(
                     "the forwarder serves {}; the config asks for {}",
                     transport_name(self.transport),
-                    transport_name(config.transport)
+                    transport_name(config.spec.protocol)
                 ),
             ));
         }
+        config.spec.validate()?;
         let mut running = lock(&self.running);
         let Some(running) = running.as_mut() else {
             return Err(not_running());
         };
         let planned = {
             let _entered = self.runtime.enter();
-            plan(config)?
+            plan(config, resolver(config)?, &running.local_addrs())?
         };
         let rt = &self.runtime;
         match (&mut running.tcp, &mut running.udp, planned.tcp, planned.udp) {
@@ -519,28 +538,19 @@ fn not_running() -> Failure {
     )
 }
 
-/// TCP first, then UDP on the addresses TCP got, searching for a port free for both when
-/// the kernel chooses it ([`proxy_core::start_same_port`]).
-fn start_both(tcp: TcpForwarder, udp: UdpForwarder) -> Result<Running, Failure> {
-    let (tcp_handle, udp_handle) =
-        proxy_core::start_same_port(&tcp, &udp).map_err(|e| Failure::from(e.error))?;
-    // Kept for reloads: UDP listens where TCP does.
-    let udp = udp.with_listen(tcp_handle.local_addrs().iter().copied())?;
-    Ok(Running {
-        tcp: Some((tcp_handle, tcp)),
-        udp: Some((udp_handle, udp)),
-    })
-}
-
 /// Starts forwarding as `config` says, on threads of the new forwarder's own, and stores
 /// the forwarder in `*out`. Returns once every listen address is bound, so connections
 /// can be made as soon as it returns. Host-name targets are resolved in the background.
 ///
-/// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for a config
-/// without a target or a listen address, a duplicate listen address, a connect timeout
-/// longer than the connect budget, a `srv:` target with a resolver callback, or a host-name
-/// target with name servers but `PROXY_RESOLVER_SYSTEM`;
-/// `PROXY_STATUS_ADDRESS_IN_USE` or
+/// With `PROXY_TRANSPORT_BOTH`, TCP and UDP listen on the same ports, also ones the kernel
+/// chooses (port 0). A `listen` key set to a bare port listens on every address: one
+/// dual-stack `[::]` socket, or `0.0.0.0` on a host without IPv6.
+///
+/// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for settings that
+/// do not go together, the last error starting with the key at fault (`key: why`): no
+/// target or listen address, a duplicate listen address, a connect timeout longer than
+/// the connect budget, `accept_burst` without `accept_rate`, PROXY protocol v1 on UDP, a
+/// `srv:` target with a resolver callback, ...; `PROXY_STATUS_ADDRESS_IN_USE` or
 /// `PROXY_STATUS_BIND_FAILED` naming the address in the last error;
 /// `PROXY_STATUS_RESOLVER`; `PROXY_STATUS_RUNTIME`. Nothing stays bound or running then,
 /// and `*out` is not written.
@@ -565,8 +575,10 @@ pub extern "C" fn proxy_forwarder_start(
 /// listen addresses are bound, ones no longer listed stop accepting (their connections go
 /// on), ones in both keep their socket (an address with port 0 names the listener it
 /// started, so passing the same config keeps every port). New connections and sessions
-/// use the new target, resolver and timers; established ones finish with the old. The
-/// counters carry on. Blocks until done.
+/// use the new settings (target, resolver, timers, balancing, access rules, limits, ...);
+/// established ones finish with the old. Listener options (`backlog`, `reuse_port`,
+/// `dual_stack`) apply to newly bound addresses only. The counters carry on. Blocks until
+/// done.
 ///
 /// In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
 /// bind them, TCP goes back to its previous addresses and the error is returned.
@@ -889,8 +901,8 @@ mod tests {
         let target = closed.local_addr().unwrap();
         drop(closed);
         let mut config = Config::default();
-        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.target = Some(target.into());
+        config.spec.set("listen", "127.0.0.1:0").unwrap();
+        config.spec.target = Some(target.into());
         let forwarder = Forwarder::start(&config).unwrap();
         let _client = std::net::TcpStream::connect(forwarder.addr(0).unwrap()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

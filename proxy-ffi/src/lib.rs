@@ -17,14 +17,22 @@
 //! Each forwarder owns a tokio runtime (2 worker threads by default): nothing is global but
 //! the per-thread last error, so forwarders in one process do not affect each other.
 //!
+//! Settings are proxy-core's [`ForwardSpec`](proxy_core::ForwardSpec): every key of its
+//! table ([`proxy_core::spec::KEYS`]) can be set as text with `proxy_config_set`, read
+//! with `proxy_config_get` and listed with `proxy_key_name`, so C has every setting the
+//! CLI and the config file have, parsed the same way; the typed setters write the same
+//! fields.
+//!
 //! The modules: `status` (codes, last error), `panic` (the boundary), `handle` (every
-//! pointer cast), `config`, `forwarder`, `resolve` (the resolver callback), `version`.
+//! pointer cast), `config` (the config and its typed setters), `keys` (settings by key),
+//! `forwarder`, `resolve` (the resolver callback), `version`.
 #![allow(non_camel_case_types)]
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
 mod forwarder;
 mod handle;
+mod keys;
 mod panic;
 mod resolve;
 mod status;
@@ -42,6 +50,10 @@ pub use forwarder::{
     proxy_forwarder_address_count, proxy_forwarder_endpoint, proxy_forwarder_endpoint_count,
     proxy_forwarder_free, proxy_forwarder_port, proxy_forwarder_reload, proxy_forwarder_shutdown,
     proxy_forwarder_start, proxy_forwarder_stats, proxy_stats,
+};
+pub use keys::{
+    proxy_config_get, proxy_config_set, proxy_key_count, proxy_key_example, proxy_key_help,
+    proxy_key_name,
 };
 pub use resolve::{
     proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,

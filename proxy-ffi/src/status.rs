@@ -131,8 +131,9 @@ impl Failure {
 }
 
 impl From<proxy_core::BuildError> for Failure {
+    /// `key: why`, as a `proxy_config_set` error names its key.
     fn from(e: proxy_core::BuildError) -> Self {
-        Failure::setting(e.to_string())
+        Failure::setting(format!("{}: {e}", e.key()))
     }
 }
 

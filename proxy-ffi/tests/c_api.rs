@@ -165,6 +165,14 @@ fn errors() {
     run_c_test("errors", &[]);
 }
 
+/// Every key of the table through `proxy_config_set` and `proxy_config_get`, bad keys and
+/// values, and forwarders configured by key only (deny, allow, max_connections, relay,
+/// UDP, both on one port) checked with real sockets.
+#[test]
+fn keys() {
+    run_c_test("keys", &[]);
+}
+
 /// The resolver callback, and the built-in resolvers.
 #[test]
 fn resolver() {

@@ -131,7 +131,7 @@ static void bad_settings(void) {
 
     /* Missing parts and inconsistent timers are found by start. */
     CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_INVALID_SETTING);
-    CHECK_LAST_ERROR_HAS("no target set");
+    CHECK_LAST_ERROR_HAS("target: `target` is not set");
     OK(proxy_config_set_target(c, "127.0.0.1:9"));
     CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_INVALID_SETTING);
     CHECK_LAST_ERROR_HAS("no listen address");

@@ -54,24 +54,24 @@ static void missing_srv_name(void) {
     puts("ok missing_srv_name");
 }
 
-/* Name servers serve host names through PROXY_RESOLVER_HICKORY; with the system resolver
- * (which cannot ask them) such a forwarder does not start. */
+/* Name servers serve host names: asking them means hickory, so with the system resolver
+ * chosen (the default, which cannot ask them) hickory resolves the name, as in the CLI;
+ * with PROXY_RESOLVER_HICKORY too. echo.srv.test is known to the name server only. */
 static void name_servers_for_host_names(void) {
     char target[64];
     snprintf(target, sizeof target, "echo.srv.test:%u", (unsigned)echo_port);
     proxy_config *c = config_to(PROXY_TRANSPORT_TCP, "127.0.0.1:0", target);
     OK(proxy_config_add_name_server(c, dns));
-    proxy_forwarder *f = NULL;
-    CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_INVALID_SETTING);
-    CHECK_LAST_ERROR_HAS("PROXY_RESOLVER_HICKORY");
-    CHECK(f == NULL);
-    OK(proxy_config_set_resolver(c, PROXY_RESOLVER_HICKORY));
-    OK(proxy_forwarder_start(c, &f));
+    for (int round = 0; round < 2; round++) {
+        proxy_forwarder *f = NULL;
+        OK(proxy_forwarder_start(c, &f));
+        tcp_roundtrip(port_of(f));
+        proxy_stats s = wait_idle(f);
+        CHECK(s.connections_total == 1 && s.resolve_refreshes >= 1);
+        proxy_forwarder_free(f);
+        OK(proxy_config_set_resolver(c, PROXY_RESOLVER_HICKORY));
+    }
     proxy_config_free(c);
-    tcp_roundtrip(port_of(f));
-    proxy_stats s = wait_idle(f);
-    CHECK(s.connections_total == 1 && s.resolve_refreshes >= 1);
-    proxy_forwarder_free(f);
     puts("ok name_servers_for_host_names");
 }
 
