@@ -15,15 +15,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use proxy_core::{Forwarder, ForwarderHandle};
+use anyhow::Context;
+use proxy_core::resolve::Resolve;
+use proxy_core::spec::StartError;
+use proxy_core::{ForwardSpec, Forwarder, ForwarderHandle, Transport};
 use tokio::task::JoinSet;
 
-use crate::args::{Listen, UsageError};
+use crate::args::UsageError;
 use crate::config::{self, ConfigFile};
 use crate::registry::{Forwards, Protocol, Registered};
-use crate::start::{build_tcp, build_udp, ipv6_unavailable, resolver, source_of, start_both};
 
 /// One protocol of one `[[forward]]`: its name and protocol, and where it listens.
 pub(crate) type Key = (String, Protocol);
@@ -39,11 +42,12 @@ pub struct Supervisor {
     removed: JoinSet<bool>,
 }
 
-/// A forward built from the file, with the listen setting it came from (to retry on IPv4
-/// when the host has no IPv6).
+/// One protocol of a forward of the file, built: its settings (for that protocol alone),
+/// its resolver, and the forwarder to reload a running one with.
 pub(crate) struct Built {
+    spec: ForwardSpec,
+    resolver: Arc<dyn Resolve>,
     forwarder: Forwarder,
-    listen: Listen,
     target: String,
 }
 
@@ -132,7 +136,7 @@ impl Supervisor {
                     forward = %key.0,
                     protocol = %key.1,
                     error = %e,
-                    cause = %source_of(&e),
+                    cause = %cause(&e),
                     "cannot apply the new settings; keeping the old ones"
                 );
                 failed.push(key.0.clone());
@@ -193,33 +197,48 @@ impl Supervisor {
     }
 }
 
-/// Builds every protocol of every forward of `config`.
+/// Builds every protocol of every forward of `config`, with one resolver per forward
+/// ([`ForwardSpec::make_resolver`]).
+///
+/// # Errors
+///
+/// A [`UsageError`] for settings the library rejects; an error when a resolver cannot be
+/// set up (hickory cannot read the system DNS configuration).
 pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Built>> {
     let mut all = BTreeMap::new();
     for forward in &config.forwards {
-        if let Some(plan) = &forward.tcp {
-            let resolver = resolver(&plan.common.target, plan.common.resolver)?;
-            let forwarder = build_tcp(plan, plan.common.listen.addrs(), resolver)
-                .map_err(|e| UsageError(format!("forward `{}`: {}", forward.name, e.0)))?;
+        let named = || format!("forward `{}`", forward.name);
+        let resolver = forward.spec.make_resolver().with_context(|| {
+            format!(
+                "{}: resolver: cannot read the system DNS configuration",
+                named()
+            )
+        })?;
+        let target = forward
+            .spec
+            .target
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let serves = [
+            (Protocol::Tcp, Transport::Tcp, forward.spec.protocol.tcp()),
+            (Protocol::Udp, Transport::Udp, forward.spec.protocol.udp()),
+        ];
+        for (protocol, transport, _) in serves.into_iter().filter(|(_, _, on)| *on) {
+            let mut spec = forward.spec.clone();
+            spec.protocol = transport;
+            let forwarder: Forwarder = match protocol {
+                Protocol::Tcp => spec.tcp_forwarder(resolver.clone()).map(Into::into),
+                Protocol::Udp => spec.udp_forwarder(resolver.clone()).map(Into::into),
+            }
+            .map_err(|e| UsageError(format!("{}: invalid settings: {e}", named())))?;
             all.insert(
-                (forward.name.clone(), Protocol::Tcp),
+                (forward.name.clone(), protocol),
                 Built {
-                    forwarder: forwarder.into(),
-                    listen: plan.common.listen.clone(),
-                    target: plan.common.target.to_string(),
-                },
-            );
-        }
-        if let Some(plan) = &forward.udp {
-            let resolver = resolver(&plan.common.target, plan.common.resolver)?;
-            let forwarder = build_udp(plan, plan.common.listen.addrs(), resolver)
-                .map_err(|e| UsageError(format!("forward `{}`: {}", forward.name, e.0)))?;
-            all.insert(
-                (forward.name.clone(), Protocol::Udp),
-                Built {
-                    forwarder: forwarder.into(),
-                    listen: plan.common.listen.clone(),
-                    target: plan.common.target.to_string(),
+                    spec,
+                    resolver: resolver.clone(),
+                    forwarder,
+                    target: target.clone(),
                 },
             );
         }
@@ -227,61 +246,73 @@ pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Bui
     Ok(all)
 }
 
+/// What caused `e`, or nothing.
+fn cause(e: &dyn std::error::Error) -> String {
+    e.source().map(ToString::to_string).unwrap_or_default()
+}
+
+/// The other protocol of a forward.
+fn other(protocol: Protocol) -> Protocol {
+    match protocol {
+        Protocol::Tcp => Protocol::Udp,
+        Protocol::Udp => Protocol::Tcp,
+    }
+}
+
 /// Starts the forwards of `wanted` that `new` picks, all or none (on an error, those
-/// started are dropped, which closes them at once). The two protocols of a `tcp,udp`
-/// forward start together on one port, also one the kernel chooses.
+/// started are dropped, which closes them at once), with [`ForwardSpec::start_with`]: the
+/// two protocols of a `tcp,udp` forward start together on one port, also one the kernel
+/// chooses, and a forward listening on every address of a host without IPv6 listens on
+/// IPv4.
 fn start_new(
     wanted: &BTreeMap<Key, Built>,
     new: impl Fn(&Key) -> bool,
 ) -> anyhow::Result<Vec<(Key, ForwarderHandle, String)>> {
     let mut started = Vec::new();
     for (key, built) in wanted.iter().filter(|(key, _)| new(key)) {
-        let named = |e: anyhow::Error| e.context(format!("forward `{}`", key.0));
-        let udp_key = (key.0.clone(), Protocol::Udp);
-        let pair = (key.1 == Protocol::Tcp && new(&udp_key))
-            .then(|| wanted.get(&udp_key))
-            .flatten();
-        match (&built.forwarder, pair.map(|udp| &udp.forwarder)) {
-            (Forwarder::Tcp(tcp), Some(Forwarder::Udp(udp))) => {
-                let (tcp, udp) = start_both(tcp, udp, &built.listen).map_err(named)?;
-                started.push((key.clone(), tcp, built.target.clone()));
-                started.push((udp_key, udp, built.target.clone()));
-            }
+        let pair = (key.0.clone(), other(key.1));
+        let together = new(&pair) && wanted.contains_key(&pair);
+        if together && key.1 == Protocol::Udp {
             // Started with its TCP half.
-            _ if key.1 == Protocol::Udp
-                && new(&(key.0.clone(), Protocol::Tcp))
-                && wanted.contains_key(&(key.0.clone(), Protocol::Tcp)) => {}
-            _ => started.push((
-                key.clone(),
-                start(built).map_err(named)?,
-                built.target.clone(),
-            )),
+            continue;
+        }
+        let mut spec = built.spec.clone();
+        if together {
+            spec.protocol = Transport::Both;
+        }
+        let running = spec
+            .start_with(built.resolver.clone())
+            .map_err(start_error)
+            .with_context(|| format!("forward `{}`", key.0))?;
+        for (protocol, handle) in [(Protocol::Tcp, running.tcp), (Protocol::Udp, running.udp)] {
+            if let Some(handle) = handle {
+                started.push(((key.0.clone(), protocol), handle, built.target.clone()));
+            }
         }
     }
     Ok(started)
 }
 
-/// Starts `built`; where it listens on every address and the host has no IPv6, on IPv4.
-fn start(built: &Built) -> anyhow::Result<ForwarderHandle> {
-    match built.forwarder.start() {
-        Ok(handle) => Ok(handle),
-        Err(e) => match built.listen.ipv4_fallback() {
-            Some(v4) if ipv6_unavailable(&e) => {
-                tracing::warn!(error = %e, "IPv6 is not available; listening on IPv4 only");
-                Ok(with_listen(&built.forwarder, v4)?.start()?)
-            }
-            _ => Err(e.into()),
-        },
+/// A start error as the command reports it: bad settings are a [`UsageError`], and a
+/// transport that could not start names itself (`TCP: failed to bind ...`).
+fn start_error(e: StartError) -> anyhow::Error {
+    match e {
+        StartError::Start { transport, error } => {
+            anyhow::Error::from(error).context(transport.as_str().to_uppercase())
+        }
+        StartError::Invalid(e) => UsageError(format!("invalid settings: {e}")).into(),
+        other => other.into(),
     }
 }
 
 /// Whether `built` listens on one of `bound` (on IPv4 too when it listens on every
 /// address, which falls back to IPv4 on a host without IPv6); port 0 never matches.
 fn shares_an_address(built: &Built, bound: &[SocketAddr]) -> bool {
-    let fallback = built.listen.ipv4_fallback().unwrap_or_default();
+    let fallback = built.spec.listen.ipv4_fallback().unwrap_or_default();
     built
-        .forwarder
-        .listen_addrs()
+        .spec
+        .listen
+        .addrs()
         .iter()
         .chain(&fallback)
         .any(|a| a.port() != 0 && bound.contains(a))
@@ -290,7 +321,7 @@ fn shares_an_address(built: &Built, bound: &[SocketAddr]) -> bool {
 /// The forwarder to reload a running one with: when it listens on every address and the
 /// running one fell back to IPv4, on the running one's addresses.
 fn on_addresses_in_use(built: Built, running: &[SocketAddr]) -> anyhow::Result<Forwarder> {
-    match built.listen.ipv4_fallback() {
+    match built.spec.listen.ipv4_fallback() {
         Some(v4)
             if running
                 .iter()
@@ -308,4 +339,38 @@ fn with_listen(forwarder: &Forwarder, listen: Vec<SocketAddr>) -> anyhow::Result
         Forwarder::Tcp(f) => f.with_listen(listen)?.into(),
         Forwarder::Udp(f) => f.with_listen(listen)?.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpStream, UdpSocket};
+
+    use super::*;
+
+    /// A `tcp,udp` forward on `127.0.0.1:0`, from a file: both protocols are bound, on
+    /// one port the kernel chose.
+    #[tokio::test]
+    async fn tcp_udp_on_port_0_listen_on_one_port() {
+        let text = "[[forward]]\nname = \"dns\"\nprotocol = \"tcp,udp\"\n\
+                    listen = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\n";
+        let config = config::parse(text, "proxy.toml").unwrap();
+        let forwards = Forwards::new();
+        let supervisor = Supervisor::start(Path::new("proxy.toml"), &config, &forwards).unwrap();
+        let addrs = |protocol| {
+            let key = ("dns".to_owned(), protocol);
+            supervisor.running[&key].handle().local_addrs().to_vec()
+        };
+        let (tcp, udp) = (addrs(Protocol::Tcp), addrs(Protocol::Udp));
+        assert_eq!(tcp, udp);
+        assert_eq!(tcp.len(), 1);
+        assert_ne!(tcp[0].port(), 0);
+        assert!(TcpStream::connect(tcp[0]).is_ok(), "TCP {}", tcp[0]);
+        assert!(
+            UdpSocket::bind(udp[0]).is_err(),
+            "UDP {} is not bound",
+            udp[0]
+        );
+        assert_eq!(forwards.metrics().len(), 2);
+        assert!(supervisor.shutdown().await);
+    }
 }
