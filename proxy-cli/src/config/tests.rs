@@ -479,3 +479,22 @@ fn bad_values_name_file_line_and_key() {
         assert_eq!(err(&text), want, "{text}");
     }
 }
+
+/// What files said before they were read through the key table still reads the same:
+/// 0 lifts a limit or turns ejection and health checks off, `proxy_protocol = "off"`,
+/// `protocol = "tcp+udp"`.
+#[test]
+fn earlier_spellings_still_read() {
+    let defaults = "max_connections = 10\neject_after = 3\nhealth_check_interval = \"5s\"\n\
+                    proxy_protocol = \"v2\"\n";
+    let forward = "max_connections = 0\neject_after = 0\nhealth_check_interval = 0\n\
+                   proxy_protocol = \"off\"\n";
+    let text = file_with(defaults, forward).replace("\"tcp,udp\"", "\"tcp+udp\"");
+    let c = parse(&text, "proxy.toml").unwrap();
+    let f = &c.forwards[0].spec;
+    assert_eq!(f.protocol, Transport::Both);
+    assert_eq!(f.max_connections, None);
+    assert_eq!(f.ejection(), None);
+    assert_eq!(f.health_check(), None);
+    assert_eq!(f.proxy_protocol, None);
+}
