@@ -1,54 +1,33 @@
 //! `proxy run --config FILE`: the forwards of a configuration file, kept running and
-//! changed in place when the file changes (SIGHUP).
+//! changed in place when the file changes (SIGHUP), by the library's
+//! [`Supervisor`](proxy_core::supervise::Supervisor).
 //!
 //! A reload reads and checks the whole file first; a file with an error is rejected with
 //! a logged error and the running forwards stay as they are. Otherwise forwards are
 //! matched by name and protocol: new ones start (all of them, or none if one cannot bind),
 //! removed ones drain in the background for the drain time, and the others take their new
-//! settings through [`ForwarderHandle::reload`](proxy_core::ForwarderHandle::reload):
-//! established connections and sessions are never dropped (but UDP sessions on a listen
-//! address the reload removes end, since they reply from its socket). A forward renamed
-//! on an address a removed one of the same protocol is bound to is the same forward under
-//! a new name: the running one is renamed and reloaded in place, since a new one could
-//! not bind the address the old one holds.
+//! settings in place; a forward renamed on its address carries on under its new name (see
+//! [`proxy_core::supervise`]). This module adds the command's part: the file, the
+//! registry that names the forwards in `/metrics`, and errors as the command reports them.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use proxy_core::resolve::Resolve;
 use proxy_core::spec::StartError;
-use proxy_core::{ForwardSpec, Forwarder, ForwarderHandle, Transport};
-use tokio::task::JoinSet;
+use proxy_core::supervise::{self, ApplyError, Built, Hold, Slot};
+use proxy_core::{ForwardSpec, ForwarderHandle, Transport};
 
 use crate::args::UsageError;
 use crate::config::{self, ConfigFile};
 use crate::registry::{Forwards, Protocol, Registered};
-
-/// One protocol of one `[[forward]]`: its name and protocol, and where it listens.
-pub(crate) type Key = (String, Protocol);
 
 /// The running forwards of a configuration file.
 #[derive(Debug)]
 pub struct Supervisor {
     path: PathBuf,
     forwards: Forwards,
-    running: BTreeMap<Key, Registered>,
+    running: supervise::Supervisor<Registered>,
     drain: Duration,
-    /// Forwards removed by a reload, draining.
-    removed: JoinSet<bool>,
-}
-
-/// One protocol of a forward of the file, built: its settings (for that protocol alone),
-/// its resolver, and the forwarder to reload a running one with.
-pub(crate) struct Built {
-    spec: ForwardSpec,
-    resolver: Arc<dyn Resolve>,
-    forwarder: Forwarder,
-    target: String,
 }
 
 impl Supervisor {
@@ -60,18 +39,14 @@ impl Supervisor {
     /// A [`UsageError`] for settings the library rejects, or the first bind error; nothing
     /// stays running then.
     pub fn start(path: &Path, config: &ConfigFile, forwards: &Forwards) -> anyhow::Result<Self> {
-        let mut supervisor = Supervisor {
+        let running = supervise::Supervisor::start(build_all(config)?, register(forwards))
+            .map_err(command_error)?;
+        Ok(Supervisor {
             path: path.to_owned(),
             forwards: forwards.clone(),
-            running: BTreeMap::new(),
+            running,
             drain: config.drain,
-            removed: JoinSet::new(),
-        };
-        for (key, handle, target) in start_new(&build_all(config)?, |_| true)? {
-            let registered = forwards.register(key.0.clone(), key.1, target, handle);
-            supervisor.running.insert(key, registered);
-        }
-        Ok(supervisor)
+        })
     }
 
     /// How long connections may finish on shutdown.
@@ -87,258 +62,97 @@ impl Supervisor {
     /// their new settings (those kept their old ones; the rest of the file applied).
     pub async fn reload(&mut self) -> anyhow::Result<()> {
         let config = config::load(&self.path)?;
-        let mut wanted = build_all(&config)?;
-        let renamed = self.renamed(&wanted);
-
-        // Start what is new, all or none.
-        let started = start_new(&wanted, |key| {
-            !self.running.contains_key(key) && !renamed.iter().any(|(_, new)| new == key)
-        })?;
-
-        // Rename what took a new name; it takes its new settings below.
-        for (old, new) in renamed {
-            if let Some(mut forward) = self.running.remove(&old) {
-                tracing::info!(
-                    forward = %new.0,
-                    protocol = %new.1,
-                    was = %old.0,
-                    "renamed; its listener and connections carry on"
-                );
-                forward.rename(new.0.clone());
-                self.running.insert(new, forward);
-            }
+        let built = build_all(&config)?;
+        let applied = (self.running)
+            .apply(built, self.drain, register(&self.forwards))
+            .await;
+        if matches!(applied, Ok(()) | Err(ApplyError::Kept(_))) {
+            self.drain = config.drain;
         }
-
-        // Drain what is gone.
-        let gone: Vec<Key> = self
-            .running
-            .keys()
-            .filter(|k| !wanted.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            if let Some(forward) = self.running.remove(&key) {
-                tracing::info!(forward = %key.0, protocol = %key.1, "removed; draining");
-                self.removed.spawn(forward.shutdown(self.drain));
-            }
-        }
-
-        // Change what stays.
-        let mut failed = Vec::new();
-        for (key, forward) in &mut self.running {
-            let Some(built) = wanted.remove(key) else {
-                continue;
-            };
-            let target = built.target.clone();
-            let forwarder = on_addresses_in_use(built, forward.handle().local_addrs())?;
-            if let Err(e) = forward.handle_mut().reload(forwarder).await {
-                tracing::error!(
-                    forward = %key.0,
-                    protocol = %key.1,
-                    error = %e,
-                    cause = %cause(&e),
-                    "cannot apply the new settings; keeping the old ones"
-                );
-                failed.push(key.0.clone());
-            } else {
-                forward.set_target(target);
-            }
-        }
-        for (key, handle, target) in started {
-            tracing::info!(forward = %key.0, protocol = %key.1, "added");
-            let registered = self.forwards.register(key.0.clone(), key.1, target, handle);
-            self.running.insert(key, registered);
-        }
-        self.drain = config.drain;
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!("forwards kept their old settings: {}", failed.join(", "))
-        }
-    }
-
-    /// The forwards `wanted` renames: pairs of a running forward that `wanted` no longer
-    /// has and a new forward of the same protocol that listens on an address the running
-    /// one is bound to (a port of its own, not 0). Each running forward is renamed at most
-    /// once.
-    fn renamed(&self, wanted: &BTreeMap<Key, Built>) -> Vec<(Key, Key)> {
-        let mut pairs: Vec<(Key, Key)> = Vec::new();
-        for (new, built) in wanted {
-            if self.running.contains_key(new) {
-                continue;
-            }
-            let old = self.running.iter().find(|(old, forward)| {
-                old.1 == new.1
-                    && !wanted.contains_key(*old)
-                    && !pairs.iter().any(|(taken, _)| taken == *old)
-                    && shares_an_address(built, forward.handle().local_addrs())
-            });
-            if let Some((old, _)) = old {
-                pairs.push((old.clone(), new.clone()));
-            }
-        }
-        pairs
+        applied.map_err(command_error)
     }
 
     /// Drains every forward (running and removed) for up to the drain time; `true` when
     /// all finished in time.
-    pub async fn shutdown(mut self) -> bool {
-        let mut all = JoinSet::new();
-        for (_, forward) in std::mem::take(&mut self.running) {
-            all.spawn(forward.shutdown(self.drain));
-        }
-        let mut drained = true;
-        for set in [&mut all, &mut self.removed] {
-            while let Some(done) = set.join_next().await {
-                drained &= done.unwrap_or(false);
-            }
-        }
-        drained
+    pub async fn shutdown(self) -> bool {
+        self.running.shutdown(self.drain).await
     }
 }
 
-/// Builds every protocol of every forward of `config`, with one resolver per forward
-/// ([`ForwardSpec::make_resolver`]).
+/// Builds every protocol of every forward of `config`, binding and resolving nothing.
 ///
 /// # Errors
 ///
 /// A [`UsageError`] for settings the library rejects; an error when a resolver cannot be
 /// set up (hickory cannot read the system DNS configuration).
-pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<BTreeMap<Key, Built>> {
-    let mut all = BTreeMap::new();
-    for forward in &config.forwards {
-        let named = || format!("forward `{}`", forward.name);
-        let resolver = forward.spec.make_resolver().with_context(|| {
-            format!(
-                "{}: resolver: cannot read the system DNS configuration",
-                named()
-            )
-        })?;
-        let target = forward
-            .spec
-            .target
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let serves = [
-            (Protocol::Tcp, Transport::Tcp, forward.spec.protocol.tcp()),
-            (Protocol::Udp, Transport::Udp, forward.spec.protocol.udp()),
-        ];
-        for (protocol, transport, _) in serves.into_iter().filter(|(_, _, on)| *on) {
-            let mut spec = forward.spec.clone();
-            spec.protocol = transport;
-            let forwarder: Forwarder = match protocol {
-                Protocol::Tcp => spec.tcp_forwarder(resolver.clone()).map(Into::into),
-                Protocol::Udp => spec.udp_forwarder(resolver.clone()).map(Into::into),
-            }
-            .map_err(|e| UsageError(format!("{}: invalid settings: {e}", named())))?;
-            all.insert(
-                (forward.name.clone(), protocol),
-                Built {
-                    spec,
-                    resolver: resolver.clone(),
-                    forwarder,
-                    target: target.clone(),
-                },
-            );
-        }
-    }
-    Ok(all)
+pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<Built> {
+    let specs = (config.forwards.iter()).map(|f| (f.name.clone(), f.spec.clone()));
+    supervise::build(specs).map_err(command_error)
 }
 
-/// What caused `e`, or nothing.
-fn cause(e: &dyn std::error::Error) -> String {
-    e.source().map(ToString::to_string).unwrap_or_default()
+/// Lists each started forward in `forwards` under its name, protocol and target.
+fn register(
+    forwards: &Forwards,
+) -> impl FnMut(&Slot, &ForwardSpec, ForwarderHandle) -> Registered + '_ {
+    |slot, spec, handle| forwards.register(slot.0.clone(), protocol(slot.1), target(spec), handle)
 }
 
-/// The other protocol of a forward.
-fn other(protocol: Protocol) -> Protocol {
-    match protocol {
-        Protocol::Tcp => Protocol::Udp,
-        Protocol::Udp => Protocol::Tcp,
+fn protocol(transport: Transport) -> Protocol {
+    match transport {
+        Transport::Udp => Protocol::Udp,
+        _ => Protocol::Tcp,
     }
 }
 
-/// Starts the forwards of `wanted` that `new` picks, all or none (on an error, those
-/// started are dropped, which closes them at once), with [`ForwardSpec::start_with`]: the
-/// two protocols of a `tcp,udp` forward start together on one port, also one the kernel
-/// chooses, and a forward listening on every address of a host without IPv6 listens on
-/// IPv4.
-fn start_new(
-    wanted: &BTreeMap<Key, Built>,
-    new: impl Fn(&Key) -> bool,
-) -> anyhow::Result<Vec<(Key, ForwarderHandle, String)>> {
-    let mut started = Vec::new();
-    for (key, built) in wanted.iter().filter(|(key, _)| new(key)) {
-        let pair = (key.0.clone(), other(key.1));
-        let together = new(&pair) && wanted.contains_key(&pair);
-        if together && key.1 == Protocol::Udp {
-            // Started with its TCP half.
-            continue;
-        }
-        let mut spec = built.spec.clone();
-        if together {
-            spec.protocol = Transport::Both;
-        }
-        let running = spec
-            .start_with(built.resolver.clone())
-            .map_err(start_error)
-            .with_context(|| format!("forward `{}`", key.0))?;
-        for (protocol, handle) in [(Protocol::Tcp, running.tcp), (Protocol::Udp, running.udp)] {
-            if let Some(handle) = handle {
-                started.push(((key.0.clone(), protocol), handle, built.target.clone()));
-            }
-        }
-    }
-    Ok(started)
+fn target(spec: &ForwardSpec) -> String {
+    spec.target
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
-/// A start error as the command reports it: bad settings are a [`UsageError`], and a
-/// transport that could not start names itself (`TCP: failed to bind ...`).
-fn start_error(e: StartError) -> anyhow::Error {
+impl Hold for Registered {
+    fn handle(&self) -> &ForwarderHandle {
+        Registered::handle(self)
+    }
+
+    fn handle_mut(&mut self) -> &mut ForwarderHandle {
+        Registered::handle_mut(self)
+    }
+
+    fn rename(&mut self, name: &str) {
+        Registered::rename(self, name);
+    }
+
+    fn reloaded(&mut self, spec: &ForwardSpec) {
+        self.set_target(target(spec));
+    }
+
+    fn shutdown(self, drain: Duration) -> impl Future<Output = bool> + Send {
+        Registered::shutdown(self, drain)
+    }
+}
+
+/// An error as the command reports it: bad settings are a [`UsageError`] (exit code 2),
+/// and a transport that could not start names the forward and itself
+/// (`forward `dns`: TCP: failed to bind ...`).
+fn command_error(e: ApplyError) -> anyhow::Error {
     match e {
-        StartError::Start { transport, error } => {
-            anyhow::Error::from(error).context(transport.as_str().to_uppercase())
+        ApplyError::Invalid { .. } => UsageError(e.to_string()).into(),
+        ApplyError::Start { name, error } => {
+            let named = format!("forward `{name}`");
+            match error {
+                StartError::Start { transport, error } => anyhow::Error::from(error)
+                    .context(transport.as_str().to_uppercase())
+                    .context(named),
+                StartError::Invalid(e) => {
+                    UsageError(format!("{named}: invalid settings: {e}")).into()
+                }
+                other => anyhow::Error::from(other).context(named),
+            }
         }
-        StartError::Invalid(e) => UsageError(format!("invalid settings: {e}")).into(),
         other => other.into(),
     }
-}
-
-/// Whether `built` listens on one of `bound` (on IPv4 too when it listens on every
-/// address, which falls back to IPv4 on a host without IPv6); port 0 never matches.
-fn shares_an_address(built: &Built, bound: &[SocketAddr]) -> bool {
-    let fallback = built.spec.listen.ipv4_fallback().unwrap_or_default();
-    built
-        .spec
-        .listen
-        .addrs()
-        .iter()
-        .chain(&fallback)
-        .any(|a| a.port() != 0 && bound.contains(a))
-}
-
-/// The forwarder to reload a running one with: when it listens on every address and the
-/// running one fell back to IPv4, on the running one's addresses.
-fn on_addresses_in_use(built: Built, running: &[SocketAddr]) -> anyhow::Result<Forwarder> {
-    match built.spec.listen.ipv4_fallback() {
-        Some(v4)
-            if running
-                .iter()
-                .all(|a| a.is_ipv4() && a.ip().is_unspecified()) =>
-        {
-            with_listen(&built.forwarder, v4)
-        }
-        _ => Ok(built.forwarder),
-    }
-}
-
-/// `forwarder` with other listen addresses.
-fn with_listen(forwarder: &Forwarder, listen: Vec<SocketAddr>) -> anyhow::Result<Forwarder> {
-    Ok(match forwarder {
-        Forwarder::Tcp(f) => f.with_listen(listen)?.into(),
-        Forwarder::Udp(f) => f.with_listen(listen)?.into(),
-    })
 }
 
 #[cfg(test)]
@@ -356,11 +170,12 @@ mod tests {
         let config = config::parse(text, "proxy.toml").unwrap();
         let forwards = Forwards::new();
         let supervisor = Supervisor::start(Path::new("proxy.toml"), &config, &forwards).unwrap();
-        let addrs = |protocol| {
-            let key = ("dns".to_owned(), protocol);
-            supervisor.running[&key].handle().local_addrs().to_vec()
+        let addrs = |transport| {
+            let slot = ("dns".to_owned(), transport);
+            let running = supervisor.running.get(&slot).expect("running");
+            running.handle().local_addrs().to_vec()
         };
-        let (tcp, udp) = (addrs(Protocol::Tcp), addrs(Protocol::Udp));
+        let (tcp, udp) = (addrs(Transport::Tcp), addrs(Transport::Udp));
         assert_eq!(tcp, udp);
         assert_eq!(tcp.len(), 1);
         assert_ne!(tcp[0].port(), 0);
