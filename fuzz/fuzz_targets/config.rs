@@ -1,7 +1,7 @@
 //! Fuzzes the `proxy run --config` file parser on any UTF-8 text: never panics; an error
 //! names the file and, when it gives a line, a line of the text (`fuzz.toml:LINE: ...`);
 //! an accepted file has 1 to 1024 threads if any, and forwards with distinct, non-empty
-//! names that each serve TCP, UDP or both.
+//! names that each serve TCP, UDP or both, with settings the library accepts.
 #![no_main]
 
 use std::collections::HashSet;
@@ -40,10 +40,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!forward.name.is_empty());
                 assert!(names.insert(&forward.name), "{:?} twice", forward.name);
                 assert!(
-                    forward.tcp.is_some() || forward.udp.is_some(),
+                    forward.spec.protocol.tcp() || forward.spec.protocol.udp(),
                     "{}",
                     forward.name
                 );
+                forward.spec.validate().expect("a checked forward is valid");
             }
         }
     }

@@ -54,6 +54,7 @@ pub mod resolve;
 mod same_port;
 pub mod spec;
 mod stats;
+pub mod supervise;
 mod sys;
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]

@@ -216,6 +216,14 @@ fn count<T: std::str::FromStr>(text: &str) -> Result<T, String> {
         .map_err(|_| format!("`{text}` is not a whole number of 0 or more"))
 }
 
+/// A count of 1 or more.
+fn at_least_one<T: std::str::FromStr + PartialEq + From<u8>>(text: &str) -> Result<T, String> {
+    match count(text)? {
+        n if n == T::from(0) => Err(format!("`{text}` is zero; it must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 /// A count that is off when empty.
 fn optional_count<T: std::str::FromStr>(text: &str) -> Result<Option<T>, String> {
     if text.is_empty() {
@@ -270,7 +278,12 @@ fn choice<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
         .find(|(name, _)| *name == text)
         .map(|(_, v)| *v)
         .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            // An empty name (off) is not one to write.
+            let names: Vec<&str> = choices
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| !n.is_empty())
+                .collect();
             format!("`{text}` is not one of {}", names.join(", "))
         })
 }
@@ -617,7 +630,7 @@ pub static KEYS: &[Key] = &[
         applies: Applies::Both,
         help: "Passed checks in a row that bring a down address back.",
         example: "1",
-        set: |s, v| count(v).map(|x| s.health_check_rise = x),
+        set: |s, v| at_least_one(v).map(|x| s.health_check_rise = x),
         get: |s| s.health_check_rise.to_string(),
     },
     Key {
@@ -626,7 +639,7 @@ pub static KEYS: &[Key] = &[
         applies: Applies::Both,
         help: "Failed checks in a row that mark an address down.",
         example: "2",
-        set: |s, v| count(v).map(|x| s.health_check_fall = x),
+        set: |s, v| at_least_one(v).map(|x| s.health_check_fall = x),
         get: |s| s.health_check_fall.to_string(),
     },
     Key {

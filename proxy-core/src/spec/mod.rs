@@ -53,7 +53,7 @@ use crate::tcp::RelayMode;
 use crate::timeout::{Timeouts, at_most_max};
 
 /// The transport protocols a forward serves: the `protocol` key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Transport {
     /// TCP connections.
     #[default]
