@@ -36,6 +36,5 @@ pub mod protocol;
 pub mod registry;
 pub mod run;
 pub mod shutdown;
-pub mod start;
 pub mod supervise;
 pub mod systemd;

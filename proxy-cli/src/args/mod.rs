@@ -11,7 +11,6 @@
 pub mod forward;
 mod help;
 pub mod keys;
-mod legacy;
 mod seed;
 
 use std::fmt;
@@ -21,7 +20,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use help::*;
-pub use legacy::*;
 pub use seed::{ListenArg, SeedArgs, TargetArg, TcpArgs, TcpUdpArgs, UdpArgs, invalid};
 
 /// `proxy --version`: the crate version and the git revision it was built from.
@@ -229,12 +227,6 @@ impl std::error::Error for UsageError {}
 /// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     proxy_core::value::duration(s).map_err(|e| e.to_string())
-}
-
-/// Parses a byte count with an optional binary `K`, `M` or `G` suffix
-/// ([`proxy_core::value::size`], as in the config file).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    proxy_core::value::size(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
