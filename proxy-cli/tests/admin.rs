@@ -396,6 +396,44 @@ fn connections_past_the_limit_are_reset_and_counted() {
     assert_eq!(echo.accepted(), 2);
 }
 
+/// `proxy udp --max-connections 1` counts UDP sessions, as the config file's key and the
+/// C API's do (the flag was TCP's alone): a second client is refused while the first's
+/// session is open, and counted; the first keeps being served.
+#[test]
+fn max_connections_counts_udp_sessions_from_the_command_line() {
+    let echo = UdpEcho::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let (proxy, admin) = start_with_admin("udp", &target, &["--max-connections", "1"]);
+    let addr = proxy.proto_listen_addr(Proto::Udp, &target);
+    wait_ready(admin);
+    let first = blocking::udp_client(addr);
+    assert_eq!(blocking::udp_echo(&first, b"one"), b"one");
+    let second = blocking::udp_client(addr);
+    second.send(b"two").unwrap();
+    let name = format!("udp:{}", addr.port());
+    let by = [("forward", name.as_str()), ("limit", "connections")];
+    let deadline = Instant::now() + PROMPT;
+    while Metrics::scrape(admin).get("proxy_limited_total", &by) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second session was not refused"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(blocking::udp_echo(&first, b"still"), b"still");
+    let m = Metrics::scrape(admin);
+    let fwd = [
+        ("forward", name.as_str()),
+        ("protocol", "udp"),
+        ("target", target.as_str()),
+    ];
+    assert_eq!(
+        m.get("proxy_udp_sessions_total", &fwd),
+        1,
+        "only the first session"
+    );
+}
+
 /// `proxy udp`: sessions, datagrams and bytes by direction.
 #[test]
 fn udp_metrics_move_with_datagrams() {
