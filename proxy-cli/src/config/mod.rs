@@ -74,7 +74,7 @@ pub struct ConfigFile {
 pub struct ForwardPlan {
     /// The unique name, used in logs, metrics and to match forwards on reload.
     pub name: String,
-    /// Every setting: [defaults], then the forward's own keys.
+    /// Every setting: `[defaults]`, then the forward's own keys.
     pub spec: ForwardSpec,
 }
 

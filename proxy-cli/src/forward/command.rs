@@ -81,7 +81,7 @@ pub(super) fn exit_code_of(status: ExitStatus) -> u8 {
     1
 }
 
-/// The exit code for an error from [`run`] that carries CMD's status; `None` for other
+/// The exit code for an error from [`run`](super::run) that carries CMD's status; `None` for other
 /// errors. Such an error is no failure of proxy's: print nothing and exit with the code.
 pub fn command_exit_code(error: &anyhow::Error) -> Option<ExitCode> {
     error

@@ -62,7 +62,7 @@ struct Bound {
 ///
 /// # Errors
 ///
-/// A [`UsageError`] for bad arguments; a bind or I/O error; a [`CommandExit`] when CMD
+/// A [`UsageError`](crate::args::UsageError) for bad arguments; a bind or I/O error; a [`CommandExit`] when CMD
 /// exited with another status than 0 ([`command_exit_code`] maps it to the exit code).
 pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let plan = args.plan()?;
