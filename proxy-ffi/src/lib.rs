@@ -35,6 +35,7 @@ mod handle;
 mod keys;
 mod panic;
 mod resolve;
+mod stats;
 mod status;
 mod version;
 
@@ -46,10 +47,10 @@ pub use config::{
     proxy_limit, proxy_resolver, proxy_timeout, proxy_transport,
 };
 pub use forwarder::{
-    PROXY_ADDRESS_BUFFER_SIZE, proxy_endpoint_stats, proxy_forwarder, proxy_forwarder_address,
+    PROXY_ADDRESS_BUFFER_SIZE, proxy_forwarder, proxy_forwarder_address,
     proxy_forwarder_address_count, proxy_forwarder_endpoint, proxy_forwarder_endpoint_count,
     proxy_forwarder_free, proxy_forwarder_port, proxy_forwarder_reload, proxy_forwarder_shutdown,
-    proxy_forwarder_start, proxy_forwarder_stats, proxy_stats,
+    proxy_forwarder_start, proxy_forwarder_stats,
 };
 pub use keys::{
     proxy_config_get, proxy_config_set, proxy_key_count, proxy_key_example, proxy_key_help,
@@ -58,5 +59,6 @@ pub use keys::{
 pub use resolve::{
     proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,
 };
+pub use stats::{proxy_endpoint_stats, proxy_stats};
 pub use status::{proxy_last_error, proxy_status, proxy_status_message};
 pub use version::proxy_version;

@@ -32,14 +32,17 @@
 mod keys;
 mod reference;
 mod start;
+mod table;
+mod values;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use keys::{Applies, KEYS, Key, SetError, find};
+pub use keys::{Applies, Key, SetError, find};
 pub use reference::reference_markdown;
 pub use start::{Inherited, Running, StartError, address_in_use, ipv6_unavailable};
+pub use table::KEYS;
 
 use crate::BuildError;
 use crate::balance::{Balance, Ejection, HealthCheck};

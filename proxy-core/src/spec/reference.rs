@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::ForwardSpec;
-use super::keys::{Applies, KEYS, Key};
+use super::keys::{Applies, Key};
+use super::table::KEYS;
 
 /// What the reference says of the value forms, ahead of the keys.
 const FORMS: &str = "\

@@ -13,7 +13,8 @@ use tokio_util::task::TaskTracker;
 
 use super::connect::connect;
 use super::peek::peek_until;
-use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay, reset_on_close};
+use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
+use super::socket::reset_on_close;
 use crate::balance::Balancer;
 use crate::forward::{self, Common, Generation, Protocol};
 use crate::handle::{Base, Control, Current, ForwarderHandle, Refresher};

@@ -5,6 +5,7 @@ mod copy;
 mod forwarder;
 mod peek;
 mod relay;
+mod socket;
 mod splice;
 
 pub(crate) use forwarder::Shared;

@@ -1,20 +1,19 @@
 //! Relaying one connection: two directions, one idle timer, half-close, resets.
 
 use std::io;
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::task::coop::consume_budget;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::socket::{peer_error, reset, shutdown_write};
 use super::splice::Spliced;
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -556,46 +555,6 @@ impl Future for Watch<'_> {
             Some(f) => f.as_mut().poll(cx),
             None => Poll::Pending,
         }
-    }
-}
-
-/// Resolves once `stream` has an error pending, such as a reset from its peer.
-async fn peer_error(stream: &TcpStream) -> io::Error {
-    loop {
-        if let Err(e) = stream.ready(Interest::ERROR).await {
-            return e;
-        }
-        match stream.take_error() {
-            Ok(Some(e)) | Err(e) => return e,
-            // Spurious: forget the cached readiness and wait for the next event (and
-            // yield, since `ready()` takes no coop budget).
-            Ok(None) => {
-                let _ = stream.try_io(Interest::ERROR, || {
-                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                });
-                consume_budget().await;
-            }
-        }
-    }
-}
-
-/// Forwards a FIN: no more bytes will be written to `stream`.
-fn shutdown_write(stream: &TcpStream) {
-    if let Err(e) = SockRef::from(stream).shutdown(Shutdown::Write) {
-        tracing::trace!(error = %e, "shutdown(SHUT_WR) failed");
-    }
-}
-
-/// Makes the coming close of both sockets send a RST (SO_LINGER 0).
-fn reset(a: &TcpStream, b: &TcpStream) {
-    reset_on_close(a);
-    reset_on_close(b);
-}
-
-/// Makes the coming close of `stream` send a RST (SO_LINGER 0).
-pub(crate) fn reset_on_close(stream: &TcpStream) {
-    if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
-        tracing::trace!(error = %e, "SO_LINGER 0 failed");
     }
 }
 

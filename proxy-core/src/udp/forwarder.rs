@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session::{self, Budgets, Ending, SessionKey, Table};
+use super::budgets::Budgets;
+use super::session::{self, Ending, SessionKey};
+use super::table::Table;
 use crate::balance::Balancer;
 use crate::forward::{self, Common, Generation, Protocol};
 use crate::handle::{Base, Control, Current, ForwarderHandle, Refresher};

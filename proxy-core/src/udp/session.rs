@@ -1,48 +1,38 @@
 //! UDP sessions: one per client address, each with its own connected upstream socket.
+//! This module owns a session's state and its task ([`run`]: connect, flush what
+//! queued, relay replies, linger); the table that holds a listener's sessions is
+//! [`table`](super::table)'s, the forward-wide bounds [`budgets`](super::budgets)', and
+//! sending datagrams [`send`](super::send)'s.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroUsize;
-use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
-};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use lru::LruCache;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::budgets::Budgets;
 use super::forwarder::{Config, Shared};
+use super::send::{Direction, Sent, send_all};
 use crate::stats::Stats;
-use crate::sys::udp::{self as io_udp, MAX_BATCH, Outgoing, RecvBatch};
+use crate::sys::udp::{self as io_udp, MAX_BATCH, RecvBatch};
 use crate::timeout::after;
 use crate::{Error, ErrorKind, Side};
 
 /// Datagrams queued for a session whose upstream socket is not connected yet.
 const MAX_PENDING: usize = 64;
 
-/// Bytes of client datagrams one forward queues, over all its sessions, while they wait
-/// for their upstream socket (for the target's name to resolve, mostly): a burst of 64
-/// full-size datagrams, or thousands of DNS queries. Without it, every session could
-/// queue [`MAX_PENDING`] datagrams of 64 KiB (59 GiB at the default session cap); beyond
-/// it datagrams are dropped and counted, as a router would.
-pub(super) const QUEUE_BUDGET: usize = 4 << 20;
-
 /// How long an ended session's upstream socket stays open, discarding what still comes:
 /// meanwhile the kernel cannot give its port to a new session to the same upstream, which
 /// would get the late replies meant for this session's client. Longer than DNS clients
 /// wait for an answer (5 s by default) and than most round trips to a slow upstream.
 const LINGER: Duration = Duration::from_secs(10);
-
-/// The most upstream sockets of ended sessions one forward keeps lingering: one
-/// descriptor and a socket each. Beyond it (more than 1,600 sessions ending per second
-/// for 10 s) a socket closes at once.
-const MAX_LINGERING: usize = 16_384;
 
 /// ICMP refusals in a row (no reply between) after which a session whose upstream has
 /// somewhere to move on to ends, so the client's next datagram starts a fresh session:
@@ -122,6 +112,11 @@ impl Session {
             up: Counts::default(),
             down: Counts::default(),
         }
+    }
+
+    /// Tells this session from a later one of the same key.
+    pub(super) fn id(&self) -> u64 {
+        self.id
     }
 
     fn touch(&self) {
@@ -206,8 +201,9 @@ impl Session {
 
     /// Relays datagrams from the client: straight to the upstream socket once the session
     /// task has handed it over (see [`flush_pending`](Self::flush_pending)), else queued
-    /// (up to [`MAX_PENDING`], within the forward's [`QUEUE_BUDGET`]) for that task,
-    /// behind what is queued already.
+    /// (up to [`MAX_PENDING`], within the forward's
+    /// [`QUEUE_BUDGET`](super::budgets::QUEUE_BUDGET)) for that task, behind what is
+    /// queued already.
     pub(super) fn forward(&self, datagrams: &[&[u8]], shared: &Shared) {
         let stats = &shared.stats;
         self.touch();
@@ -311,225 +307,11 @@ impl Ending {
 #[derive(Debug, Default)]
 struct Pending {
     datagrams: Vec<Vec<u8>>,
-    /// Their bytes, held against the forward's [`QUEUE_BUDGET`].
+    /// Their bytes, held against the forward's
+    /// [`QUEUE_BUDGET`](super::budgets::QUEUE_BUDGET).
     bytes: usize,
     /// The session will not connect: nothing more is queued.
     closed: bool,
-}
-
-/// Bounds one forward keeps across reloads: every generation's sessions share them.
-#[derive(Debug, Default)]
-pub(crate) struct Budgets {
-    /// Bytes queued by sessions not connected yet, up to [`QUEUE_BUDGET`].
-    queued: AtomicUsize,
-    /// Upstream sockets of ended sessions still open, up to [`MAX_LINGERING`].
-    lingering: AtomicUsize,
-}
-
-// ===== impl Budgets =====
-
-impl Budgets {
-    /// Takes `bytes` of the queue budget; `false` (nothing taken) when they do not fit.
-    fn queue(&self, bytes: usize) -> bool {
-        take(&self.queued, bytes, QUEUE_BUDGET)
-    }
-
-    /// Gives back queue budget taken by [`queue`](Self::queue).
-    fn unqueue(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Relaxed);
-    }
-}
-
-/// Adds `n` to `counter` if the sum stays within `max`; whether it did.
-fn take(counter: &AtomicUsize, n: usize, max: usize) -> bool {
-    counter
-        .fetch_update(Relaxed, Relaxed, |held| {
-            held.checked_add(n).filter(|&t| t <= max)
-        })
-        .is_ok()
-}
-
-/// The session table of one listener: bounded, least recently used first out.
-pub(super) struct Table {
-    sessions: LruCache<SessionKey, Arc<Session>>,
-    next_id: u64,
-}
-
-impl Table {
-    pub(super) fn new(max: NonZeroUsize) -> Self {
-        Table {
-            sessions: LruCache::new(max),
-            next_id: 0,
-        }
-    }
-
-    /// The live session for `key`, marked as most recently used.
-    pub(super) fn get(&mut self, key: &SessionKey) -> Option<Arc<Session>> {
-        match self.sessions.get(key) {
-            Some(s) if !s.is_done() => Some(s.clone()),
-            Some(_) => {
-                self.sessions.pop(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Adds a new session for `key`; returns the session evicted to make room, if any.
-    pub(super) fn insert(
-        &mut self,
-        key: SessionKey,
-        header: Option<Box<[u8]>>,
-        closing: &CancellationToken,
-    ) -> (Arc<Session>, Option<Arc<Session>>) {
-        self.next_id += 1;
-        let session = Arc::new(Session::new(self.next_id, key, header, closing));
-        let evicted = self
-            .sessions
-            .push(key, session.clone())
-            .filter(|(k, _)| *k != key)
-            .map(|(_, s)| s);
-        (session, evicted)
-    }
-
-    /// Ends every session in the table, for `why`.
-    pub(super) fn end_all(&self, why: Ending) {
-        for (_, session) in &self.sessions {
-            session.end(why);
-        }
-    }
-
-    /// Changes the most sessions kept, evicting the least recently used beyond it.
-    pub(super) fn resize(&mut self, max: NonZeroUsize) {
-        while self.sessions.len() > max.get() {
-            if let Some((_, s)) = self.sessions.pop_lru() {
-                s.evict();
-            }
-        }
-        self.sessions.resize(max);
-    }
-
-    /// Forgets a session whose task has ended, unless a newer one took its key.
-    pub(super) fn ended(&mut self, key: &SessionKey, id: u64) {
-        if self.sessions.peek(key).is_some_and(|s| s.id == id) {
-            self.sessions.pop(key);
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Direction {
-    Up,
-    Down,
-}
-
-/// What one [`send_all`] delivered, and whether it met an ICMP error.
-#[derive(Clone, Copy, Debug, Default)]
-struct Sent {
-    datagrams: u64,
-    bytes: u64,
-    refused: bool,
-}
-
-/// Sends `datagrams` in order without waiting: what the socket cannot take now is dropped
-/// and counted, as a router would. A pending ICMP error (ECONNREFUSED) is counted and the
-/// send tried once more. Runs of equal-sized datagrams go out as one segmented send
-/// where the kernel can; the rest in batches.
-fn send_all(
-    socket: &UdpSocket,
-    datagrams: &[&[u8]],
-    to: Option<SocketAddr>,
-    src_ip: Option<IpAddr>,
-    dir: Direction,
-    shared: &Shared,
-) -> Sent {
-    let stats = &shared.stats;
-    let mut total = Sent::default();
-    let mut count = |sent: &[&[u8]]| {
-        let bytes: usize = sent.iter().map(|d| d.len()).sum();
-        let (datagrams, bytes_counter) = match dir {
-            Direction::Up => (&stats.udp_datagrams_to_upstream, &stats.bytes_to_upstream),
-            Direction::Down => (
-                &stats.udp_datagrams_to_downstream,
-                &stats.bytes_to_downstream,
-            ),
-        };
-        Stats::add(datagrams, sent.len() as u64);
-        Stats::add(bytes_counter, bytes as u64);
-        total.datagrams += sent.len() as u64;
-        total.bytes += bytes as u64;
-    };
-    let mut refused = false;
-    let mut rest = datagrams;
-    while !rest.is_empty() {
-        let segmenting = shared.segmentation.load(Relaxed);
-        let run = if segmenting { segment_run(rest) } else { 1 };
-        let (now, result) = if run >= 2 {
-            let now = &rest[..run];
-            let r = io_udp::send_segments(socket, now, to, src_ip).map(|()| run);
-            (now, r)
-        } else {
-            // Up to the next run, at most one batch.
-            let mut n = 1;
-            while n < rest.len() && n < MAX_BATCH && !(segmenting && segment_run(&rest[n..]) >= 2) {
-                n += 1;
-            }
-            let mut msgs = [Outgoing {
-                data: &[],
-                to,
-                src_ip,
-            }; MAX_BATCH];
-            for (msg, data) in msgs.iter_mut().zip(&rest[..n]) {
-                msg.data = data;
-            }
-            (&rest[..n], io_udp::send(socket, &msgs[..n]))
-        };
-        match result {
-            Ok(n) => {
-                count(&now[..n]);
-                rest = &rest[n..];
-                refused = false;
-            }
-            Err(e) if run >= 2 && io_udp::segmentation_unsupported(&e) => {
-                tracing::debug!(error = %e, "UDP segmentation offload unavailable; sending in batches");
-                shared.segmentation.store(false, Relaxed);
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused => {
-                Stats::inc(&stats.udp_upstream_refused);
-                total.refused = true;
-                refused = true;
-            }
-            Err(e) => {
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::debug!(error = %e, ?dir, "UDP send failed; dropping");
-                }
-                Stats::add(&stats.udp_dropped, now.len() as u64);
-                rest = &rest[now.len()..];
-            }
-        }
-    }
-    total
-}
-
-/// How many of the leading datagrams one segmented send can carry: those as long as the
-/// first (which is not empty), and one shorter at the end, within the kernel's limits.
-fn segment_run(datagrams: &[&[u8]]) -> usize {
-    let Some(size) = datagrams.first().map(|d| d.len()).filter(|&n| n > 0) else {
-        return 0;
-    };
-    let mut n = 0;
-    let mut bytes = 0;
-    for d in datagrams.iter().take(io_udp::MAX_SEGMENTS) {
-        if d.len() > size || bytes + d.len() > io_udp::MAX_SEGMENTED_BYTES || d.is_empty() {
-            break;
-        }
-        n += 1;
-        bytes += d.len();
-        if d.len() < size {
-            break;
-        }
-    }
-    n
 }
 
 /// A session's life: connect its upstream socket, flush what queued meanwhile, relay
@@ -606,14 +388,15 @@ pub(super) async fn run(
 /// (as dropped) what still arrives, so its port cannot go to a new session while a late
 /// reply to this one can still come: a reply never reaches a client it was not sent for.
 /// Ends early once the forwarder stops accepting (no new session can take the port then),
-/// and does not linger at all beyond [`MAX_LINGERING`] sockets per forward.
+/// and does not linger at all beyond
+/// [`MAX_LINGERING`](super::budgets::MAX_LINGERING) sockets per forward.
 async fn linger(
     up: Arc<UdpSocket>,
     budgets: Arc<Budgets>,
     stats: Arc<Stats>,
     accepting: CancellationToken,
 ) {
-    if !take(&budgets.lingering, 1, MAX_LINGERING) {
+    if !budgets.linger() {
         tracing::debug!("too many ended UDP sessions lingering; closing an upstream socket now");
         return;
     }
@@ -632,7 +415,7 @@ async fn linger(
             }
         }
     }
-    budgets.lingering.fetch_sub(1, Relaxed);
+    budgets.unlinger();
 }
 
 /// Reads and drops up to 64 datagrams waiting on `up` (each cut to `sink`), counting them
@@ -806,31 +589,5 @@ fn relay_burst(
         if drained {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segment_runs_follow_the_kernels_rules() {
-        let d = |n: usize| vec![7u8; n];
-        let run = |sizes: &[usize]| {
-            let owned: Vec<Vec<u8>> = sizes.iter().map(|&n| d(n)).collect();
-            let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-            segment_run(&refs)
-        };
-        assert_eq!(run(&[]), 0);
-        assert_eq!(run(&[0, 0]), 0, "empty datagrams cannot be segments");
-        assert_eq!(run(&[100]), 1);
-        assert_eq!(run(&[100, 100, 100]), 3);
-        assert_eq!(run(&[100, 100, 40, 100]), 3, "a shorter one ends the run");
-        assert_eq!(run(&[100, 200]), 1, "a longer one is not in it");
-        assert_eq!(run(&[100, 100, 0]), 2);
-        assert_eq!(run(&[10; 100]), io_udp::MAX_SEGMENTS);
-        // 46 datagrams of 1400 B fit in 65,507 bytes; the 47th does not.
-        assert_eq!(run(&[1400; 60]), 46);
-        assert_eq!(run(&[65_507, 65_507]), 1);
     }
 }

@@ -1,0 +1,205 @@
+//! The value types of [`KEYS`](super::KEYS): each one's text parser (`Err` is the message
+//! after the key's name) and printer, and the name tables of the settings that take one
+//! of a few words. They know nothing of keys; [`table`](super::table) pairs them with
+//! the fields.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Listen, Transport};
+use crate::balance::Balance;
+use crate::cidr::Cidr;
+use crate::proxy_protocol::ProxyProtocol;
+use crate::resolve::ResolverKind;
+use crate::tcp::RelayMode;
+use crate::value::{self, show_duration};
+
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
+    value::duration(text).map_err(|e| e.to_string())
+}
+
+/// A timer that 0 turns off.
+pub(super) fn timer(text: &str) -> Result<Option<Duration>, String> {
+    Ok(Some(duration(text)?).filter(|d| !d.is_zero()))
+}
+
+/// A duration that must be above 0.
+pub(super) fn positive(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err(format!("`{text}` is zero; it must be longer than 0")),
+        d => Ok(d),
+    }
+}
+
+/// A setting that is off when empty, and otherwise a duration above 0.
+pub(super) fn optional(text: &str) -> Result<Option<Duration>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    positive(text).map(Some)
+}
+
+pub(super) fn show_timer(d: Option<Duration>) -> String {
+    d.map_or_else(|| "0".to_owned(), show_duration)
+}
+
+pub(super) fn show_optional(d: Option<Duration>) -> String {
+    d.map(show_duration).unwrap_or_default()
+}
+
+pub(super) fn count<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a whole number of 0 or more"))
+}
+
+/// A count of 1 or more.
+pub(super) fn at_least_one<T: std::str::FromStr + PartialEq + From<u8>>(
+    text: &str,
+) -> Result<T, String> {
+    match count(text)? {
+        n if n == T::from(0) => Err(format!("`{text}` is zero; it must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// A count that is off when empty.
+pub(super) fn optional_count<T: std::str::FromStr>(text: &str) -> Result<Option<T>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    count(text).map(Some)
+}
+
+pub(super) fn show_optional_count<T: ToString>(n: Option<T>) -> String {
+    n.map(|n| n.to_string()).unwrap_or_default()
+}
+
+pub(super) fn size(text: &str) -> Result<usize, String> {
+    value::size(text).map_err(|e| e.to_string())
+}
+
+pub(super) fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{text}` is not true or false")),
+    }
+}
+
+/// A comma-separated list (empty for none) of `parse`d items.
+pub(super) fn list<T>(
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(parse)
+        .collect()
+}
+
+pub(super) fn show_list<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(super) fn cidrs(text: &str) -> Result<Vec<Cidr>, String> {
+    list(text, |c| {
+        c.parse().map_err(|e: crate::CidrError| e.to_string())
+    })
+}
+
+/// One of `choices` (name, value), by name.
+pub(super) fn choice<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            // An empty name (off) is not one to write.
+            let names: Vec<&str> = choices
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| !n.is_empty())
+                .collect();
+            format!("`{text}` is not one of {}", names.join(", "))
+        })
+}
+
+/// `text`'s name among `choices`.
+pub(super) fn choice_name<T: PartialEq>(v: &T, choices: &[(&'static str, T)]) -> String {
+    choices
+        .iter()
+        .find(|(_, c)| c == v)
+        .map(|(n, _)| (*n).to_owned())
+        .unwrap_or_default()
+}
+
+pub(super) const PROTOCOLS: &[(&str, Transport)] = &[
+    ("tcp", Transport::Tcp),
+    ("udp", Transport::Udp),
+    ("tcp,udp", Transport::Both),
+    ("udp,tcp", Transport::Both),
+];
+
+pub(super) const RESOLVERS: &[(&str, ResolverKind)] = &[
+    ("system", ResolverKind::System),
+    ("hickory", ResolverKind::Hickory),
+];
+
+/// `balance` names; the affinity timeout is `affinity_timeout`'s.
+pub(super) const BALANCES: &[(&str, Balance)] = &[
+    ("round-robin", Balance::RoundRobin),
+    ("least-connections", Balance::LeastConnections),
+    ("two-choices", Balance::PowerOfTwoChoices),
+    (
+        "client-ip",
+        Balance::ClientIp {
+            timeout: Balance::DEFAULT_AFFINITY_TIMEOUT,
+        },
+    ),
+    ("rr", Balance::RoundRobin),
+    ("least-conn", Balance::LeastConnections),
+    ("p2c", Balance::PowerOfTwoChoices),
+];
+
+pub(super) const PROXY_PROTOCOLS: &[(&str, Option<ProxyProtocol>)] = &[
+    ("v1", Some(ProxyProtocol::V1)),
+    ("v2", Some(ProxyProtocol::V2)),
+    ("", None),
+];
+
+pub(super) const RELAYS: &[(&str, RelayMode)] =
+    &[("auto", RelayMode::Auto), ("copy", RelayMode::Copy)];
+
+pub(super) fn listen(text: &str) -> Result<Listen, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(Listen::Any(port));
+    }
+    list(text, |a| {
+        a.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "`{a}` is not a listen address: use a port (0-65535), or IP:PORT \
+                 (127.0.0.1:53, [::1]:53), several separated by commas"
+            )
+        })
+    })
+    .map(Listen::Addrs)
+}
+
+pub(super) fn name_server(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{text}` is not a name server: use IP or IP:PORT"))
+}

@@ -1,0 +1,396 @@
+//! [`Forwarder`], the Rust side of a `proxy_forwarder`: starting one from a config on a
+//! runtime of its own, reloading it in place, shutting it down, and reading its bound
+//! addresses and stats. The C functions on it are [`forwarder`](super)'s.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use proxy_core::resolve::Resolve;
+use proxy_core::spec::StartError;
+use proxy_core::{
+    EndpointStats, ForwardSpec, ForwarderHandle, Host, StatsReader, Target, TcpForwarder,
+    Transport, UdpForwarder,
+};
+use tokio::runtime::Runtime;
+
+use crate::config::Config;
+use crate::resolve::CallbackResolver;
+use crate::stats::proxy_stats;
+use crate::status::{Failure, proxy_status};
+
+/// What a `proxy_forwarder` holds.
+///
+/// Fields drop in order: the running handles first (which stops every listener and
+/// connection), then the runtime, whose drop waits for its threads, including a resolver
+/// callback in progress.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    transport: Transport,
+    /// `None` once shut down. Held for the length of a reload or shutdown.
+    running: Mutex<Option<Running>>,
+    /// The bound addresses, readable while a reload runs.
+    addrs: Mutex<Vec<SocketAddr>>,
+    /// The TCP and UDP parts' counters; they outlive a shutdown.
+    stats: Vec<StatsReader>,
+    runtime: Runtime,
+}
+
+// The header lets every function but `_free` run on any thread, concurrently.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Forwarder>();
+};
+
+/// The running parts, each with the settings it runs with (a `BOTH` reload that fails
+/// half-way goes back to them).
+#[derive(Debug, Default)]
+struct Running {
+    tcp: Option<(ForwarderHandle, TcpForwarder)>,
+    udp: Option<(ForwarderHandle, UdpForwarder)>,
+}
+
+/// The forwarders a config describes, built (validated) but not started.
+struct Planned {
+    tcp: Option<TcpForwarder>,
+    udp: Option<UdpForwarder>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock was reported as PROXY_STATUS_PANIC; what it guarded
+    // is still consistent enough to stop and free.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn transport_name(p: Transport) -> &'static str {
+    match p {
+        Transport::Tcp => "TCP",
+        Transport::Udp => "UDP",
+        Transport::Both => "TCP and UDP",
+    }
+}
+
+/// The runtime of one forwarder.
+fn runtime(threads: usize) -> Result<Runtime, Failure> {
+    let n = Arc::new(AtomicUsize::new(0));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name_fn(move || format!("proxy-ffi-{}", n.fetch_add(1, Relaxed)))
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                proxy_status::Runtime,
+                format!("cannot start the forwarder's threads: {e}"),
+            )
+        })
+}
+
+/// The resolver of `config`: its callback when set, else the one its spec asks for
+/// ([`ForwardSpec::make_resolver`]: hickory for `srv:` targets and with name servers).
+/// Call inside the forwarder's runtime (hickory is made here).
+fn resolver(config: &Config) -> Result<Arc<dyn Resolve>, Failure> {
+    let srv = matches!(
+        config.spec.target.as_ref().map(Target::host),
+        Some(Host::Srv(_))
+    );
+    match config.callback {
+        Some(_) if srv => Err(Failure::setting(format!(
+            "target: `{}`: a resolver callback cannot look up SRV records; use a built-in \
+             resolver (proxy_config_set_resolver)",
+            config
+                .spec
+                .target
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ))),
+        Some(cb) => Ok(Arc::new(CallbackResolver(cb))),
+        None => config.spec.make_resolver().map_err(|e| {
+            Failure::new(
+                proxy_status::Resolver,
+                format!("resolver: cannot set up hickory: {e}"),
+            )
+        }),
+    }
+}
+
+/// The listen addresses for `spec` on a forwarder bound to `bound`: the spec's, or its
+/// IPv4 fallback when it listens on every address and the forwarder fell back to IPv4
+/// (this host has no IPv6), as [`ForwardSpec::start_with`] does.
+fn listen_for(spec: &ForwardSpec, bound: &[SocketAddr]) -> Option<Vec<SocketAddr>> {
+    let v4 = spec.listen.ipv4_fallback()?;
+    let fell_back =
+        !bound.is_empty() && bound.iter().all(|a| a.is_ipv4() && a.ip().is_unspecified());
+    fell_back.then_some(v4)
+}
+
+/// Builds the forwarders `config` describes (validated, not started), through
+/// `resolver`, for a forwarder bound to `bound` (none yet: empty).
+fn plan(
+    config: &Config,
+    resolver: Arc<dyn Resolve>,
+    bound: &[SocketAddr],
+) -> Result<Planned, Failure> {
+    let spec = &config.spec;
+    let listen = listen_for(spec, bound);
+    let tcp = spec
+        .protocol
+        .tcp()
+        .then(|| -> Result<TcpForwarder, Failure> {
+            let f = spec.tcp_forwarder(resolver.clone())?;
+            Ok(match &listen {
+                Some(v4) => f.with_listen(v4.iter().copied())?,
+                None => f,
+            })
+        })
+        .transpose()?;
+    let udp = spec
+        .protocol
+        .udp()
+        .then(|| -> Result<UdpForwarder, Failure> {
+            let f = spec.udp_forwarder(resolver.clone())?;
+            Ok(match &listen {
+                Some(v4) => f.with_listen(v4.iter().copied())?,
+                None => f,
+            })
+        })
+        .transpose()?;
+    Ok(Planned { tcp, udp })
+}
+
+/// Why a spec did not start, as a failure.
+fn start_failure(e: StartError) -> Failure {
+    match e {
+        StartError::Invalid(e) => e.into(),
+        StartError::Resolver(e) => Failure::new(
+            proxy_status::Resolver,
+            format!("resolver: cannot set up hickory: {e}"),
+        ),
+        StartError::Start { error, .. } => error.into(),
+        StartError::Inherited(why) => Failure::setting(why),
+    }
+}
+
+// ===== impl Forwarder =====
+
+impl Forwarder {
+    pub(super) fn start(config: &Config) -> Result<Self, Failure> {
+        // Check what can be checked before starting threads.
+        config.spec.validate()?;
+        let runtime = runtime(config.worker_threads)?;
+        let running = {
+            let _entered = runtime.enter();
+            let resolver = resolver(config)?;
+            let started = config
+                .spec
+                .start_with(resolver.clone())
+                .map_err(start_failure)?;
+            // The settings each part runs with, for a reload to go back to.
+            let bound =
+                (started.handles().next()).map_or_else(Vec::new, |h| h.local_addrs().to_vec());
+            let planned = plan(config, resolver, &bound)?;
+            Running {
+                tcp: started.tcp.zip(planned.tcp),
+                udp: match (started.udp, planned.udp) {
+                    // UDP listens where TCP does (on the port TCP got).
+                    (Some(h), Some(f)) if config.spec.protocol.tcp() => {
+                        Some((h, f.with_listen(bound.iter().copied())?))
+                    }
+                    (h, f) => h.zip(f),
+                },
+            }
+        };
+        let stats = (running.tcp.iter().map(|(h, _)| h.stats_reader()))
+            .chain(running.udp.iter().map(|(h, _)| h.stats_reader()))
+            .collect();
+        Ok(Forwarder {
+            transport: config.spec.protocol,
+            addrs: Mutex::new(running.local_addrs()),
+            running: Mutex::new(Some(running)),
+            stats,
+            runtime,
+        })
+    }
+
+    pub(super) fn reload(&self, config: &Config) -> Result<(), Failure> {
+        if config.spec.protocol != self.transport {
+            return Err(Failure::new(
+                proxy_status::ReloadTransportMismatch,
+                format!(
+                    "the forwarder serves {}; the config asks for {}",
+                    transport_name(self.transport),
+                    transport_name(config.spec.protocol)
+                ),
+            ));
+        }
+        config.spec.validate()?;
+        let mut running = lock(&self.running);
+        let Some(running) = running.as_mut() else {
+            return Err(not_running());
+        };
+        let planned = {
+            let _entered = self.runtime.enter();
+            plan(config, resolver(config)?, &running.local_addrs())?
+        };
+        let rt = &self.runtime;
+        match (&mut running.tcp, &mut running.udp, planned.tcp, planned.udp) {
+            (Some((tcp, old_tcp)), Some((udp, old_udp)), Some(new_tcp), Some(new_udp)) => {
+                rt.block_on(tcp.reload(new_tcp.clone()))?;
+                // UDP follows the ports TCP has now, as at the start.
+                let new_udp = new_udp.with_listen(tcp.local_addrs().iter().copied())?;
+                if let Err(e) = rt.block_on(udp.reload(new_udp.clone())) {
+                    // Best effort: put TCP back on the settings UDP still has.
+                    if let Err(back) = rt.block_on(tcp.reload(old_tcp.clone())) {
+                        let mut f = Failure::from(e);
+                        f.detail
+                            .push_str(&format!("; TCP could not go back either: {back}"));
+                        return Err(f);
+                    }
+                    return Err(e.into());
+                }
+                *old_tcp = new_tcp;
+                *old_udp = new_udp;
+            }
+            (Some((tcp, old)), None, Some(new), None) => {
+                rt.block_on(tcp.reload(new.clone()))?;
+                *old = new;
+            }
+            (None, Some((udp, old)), None, Some(new)) => {
+                rt.block_on(udp.reload(new.clone()))?;
+                *old = new;
+            }
+            _ => unreachable!("the transports were compared above"),
+        }
+        *lock(&self.addrs) = running.local_addrs();
+        Ok(())
+    }
+
+    /// Stops accepting, lets connections finish for up to `grace`, then closes the rest.
+    /// Shutting down twice does nothing the second time.
+    pub(super) fn shutdown(&self, grace: Duration) {
+        let mut running = lock(&self.running);
+        let Some(Running { tcp, udp }) = running.take() else {
+            return;
+        };
+        lock(&self.addrs).clear();
+        self.runtime.block_on(async move {
+            let tcp = async {
+                if let Some((h, _)) = tcp {
+                    h.shutdown(grace).await;
+                }
+            };
+            let udp = async {
+                if let Some((h, _)) = udp {
+                    h.shutdown(grace).await;
+                }
+            };
+            tokio::join!(tcp, udp);
+        });
+    }
+
+    /// How many listen addresses are bound (0 after a shutdown).
+    pub(super) fn address_count(&self) -> usize {
+        lock(&self.addrs).len()
+    }
+
+    pub(super) fn addr(&self, index: usize) -> Result<SocketAddr, Failure> {
+        let addrs = lock(&self.addrs);
+        addrs.get(index).copied().ok_or_else(|| {
+            Failure::new(
+                proxy_status::IndexOutOfRange,
+                format!(
+                    "address index {index}, but the forwarder has {} addresses",
+                    addrs.len()
+                ),
+            )
+        })
+    }
+
+    /// The stats of every upstream address, ordered by address; an address both TCP and
+    /// UDP have is one entry with their counts added.
+    pub(super) fn endpoints(&self) -> Vec<EndpointStats> {
+        let mut all: Vec<EndpointStats> = self.stats.iter().flat_map(|r| r.endpoints()).collect();
+        all.sort_by_key(|e| e.addr);
+        let mut merged: Vec<EndpointStats> = Vec::with_capacity(all.len());
+        for e in all {
+            match merged.last_mut() {
+                Some(m) if m.addr == e.addr => {
+                    m.connects = m.connects.saturating_add(e.connects);
+                    m.failures = m.failures.saturating_add(e.failures);
+                    m.consecutive_failures = m.consecutive_failures.max(e.consecutive_failures);
+                    m.ejections = m.ejections.saturating_add(e.ejections);
+                    m.checked_down |= e.checked_down;
+                }
+                _ => merged.push(e),
+            }
+        }
+        merged
+    }
+
+    pub(super) fn stats(&self) -> proxy_stats {
+        let mut total = proxy_stats::default();
+        for reader in &self.stats {
+            total.add(&reader.stats());
+        }
+        total
+    }
+}
+
+// ===== impl Running =====
+
+impl Running {
+    /// The bound addresses: TCP's, which UDP shares in a `BOTH` forwarder.
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        match (&self.tcp, &self.udp) {
+            (Some((h, _)), _) | (None, Some((h, _))) => h.local_addrs().to_vec(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+fn not_running() -> Failure {
+    Failure::new(
+        proxy_status::NotRunning,
+        "the forwarder was shut down; free it and start a new one",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::tests::{field_paths, header_fields};
+
+    /// The same for the stats of one upstream address: every field of `EndpointStats`
+    /// but `addr` (which `proxy_forwarder_endpoint` gives as a string) is a field of
+    /// `proxy_endpoint_stats`, and the other way round. The value comes from a real
+    /// forwarder, `EndpointStats` having no constructor outside proxy-core.
+    #[test]
+    fn proxy_endpoint_stats_has_every_field_of_the_rust_endpoint_stats() {
+        // A closed port: the one connect fails, and the address gets its stats.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = closed.local_addr().unwrap();
+        drop(closed);
+        let mut config = Config::default();
+        config.spec.set("listen", "127.0.0.1:0").unwrap();
+        config.spec.target = Some(target.into());
+        let forwarder = Forwarder::start(&config).unwrap();
+        let _client = std::net::TcpStream::connect(forwarder.addr(0).unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let endpoint = loop {
+            if let Some(e) = forwarder.endpoints().first() {
+                break *e;
+            }
+            assert!(std::time::Instant::now() < deadline, "no endpoint stats");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(endpoint.addr, target);
+        let rust: Vec<String> = field_paths(&format!("{endpoint:#?}"))
+            .into_iter()
+            .map(|(p, _)| p.join("."))
+            .filter(|f| f != "addr")
+            .collect();
+        assert_eq!(header_fields("proxy_endpoint_stats"), rust);
+    }
+}
