@@ -1,13 +1,13 @@
-//! [`Key`], one setting of [`KEYS`], the one table of settings. Each key is a
-//! [`ForwardSpec`] field with one name (the TOML key, the `--flag` with `-` for `_`, the
+//! [`Key`], one setting of [`KEYS`](super::KEYS), the one table of settings. Each key is
+//! a [`ForwardSpec`] field with one name (the TOML key, the `--flag` with `-` for `_`, the
 //! C key), one text parser and one printer, so every front end reads a value the same
-//! way. This module owns setting a key ([`Key::set`], [`ForwardSpec::set`]), finding one
-//! ([`find`]) and the did-you-mean for a name that is none; the table is
-//! [`table`](super::table)'s, the parsers and printers [`values`](super::values)'.
+//! way. This module owns the key type and its errors ([`Key::set`], [`SetError`]); the
+//! table is [`table`](super::table)'s, finding a key by name and
+//! [`ForwardSpec::set`] [`lookup`](super::lookup)'s, the parsers and printers
+//! [`values`](super::values)'.
 
 use std::fmt;
 
-use super::table::KEYS;
 use super::{ForwardSpec, Transport};
 
 /// Which transports a key is for.
@@ -32,7 +32,7 @@ impl Applies {
     }
 }
 
-/// One setting of [`KEYS`].
+/// One setting of [`KEYS`](super::KEYS).
 pub struct Key {
     /// The key: `idle_timeout` in TOML and C, `--idle-timeout` on the command line.
     pub name: &'static str,
@@ -93,8 +93,8 @@ impl fmt::Debug for Key {
 /// A key that does not exist, or a value its key does not take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetError {
-    key: String,
-    message: String,
+    pub(super) key: String,
+    pub(super) message: String,
 }
 
 impl SetError {
@@ -117,69 +117,12 @@ impl fmt::Display for SetError {
 
 impl std::error::Error for SetError {}
 
-impl ForwardSpec {
-    /// Sets the setting `key` (a name of [`KEYS`]) from its text form.
-    ///
-    /// Keys are independent of each other, but for two that set what another also sets:
-    /// `idle_timeout` sets the TCP idle timeout and `udp_idle_timeout`, and
-    /// `connect_timeout` raises `connect_total_timeout` to at least itself. Front ends
-    /// that read many keys at once apply them in the order of [`KEYS`].
-    ///
-    /// # Errors
-    ///
-    /// A [`SetError`] naming the key, and the value it does not take; the spec is
-    /// unchanged then.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SetError> {
-        match find(key) {
-            Some(k) => k.set(self, value),
-            None => Err(SetError {
-                key: key.to_owned(),
-                message: unknown_key(key),
-            }),
-        }
-    }
-}
-
-/// The key named `name`.
-pub fn find(name: &str) -> Option<&'static Key> {
-    KEYS.iter().find(|k| k.name == name)
-}
-
-/// "is not a setting", with the closest key's name when one is close.
-fn unknown_key(name: &str) -> String {
-    let close = KEYS
-        .iter()
-        .map(|k| (distance(name, k.name), k.name))
-        .min()
-        .filter(|(d, _)| *d <= 3);
-    match close {
-        Some((_, k)) => format!("is not a setting; did you mean `{k}`?"),
-        None => "is not a setting".to_owned(),
-    }
-}
-
-/// Levenshtein distance of two keys.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::spec::Listen;
+    use crate::spec::{KEYS, Listen};
 
     #[test]
     fn every_key_is_a_field_once_and_takes_its_example() {

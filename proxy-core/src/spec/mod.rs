@@ -30,6 +30,7 @@
 //! ```
 
 mod keys;
+mod lookup;
 mod reference;
 mod start;
 mod table;
@@ -39,7 +40,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use keys::{Applies, Key, SetError, find};
+pub use keys::{Applies, Key, SetError};
+pub use lookup::find;
 pub use reference::reference_markdown;
 pub use start::{Inherited, Running, StartError, address_in_use, ipv6_unavailable};
 pub use table::KEYS;
