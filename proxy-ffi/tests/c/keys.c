@@ -237,12 +237,7 @@ static void udp_deny(void) {
     OK(proxy_config_set(c, "batch_size", "4"));
     proxy_forwarder *f = start(c);
     uint16_t port = port_of(f);
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    CHECK(fd >= 0);
-    struct timeval tv = {0, 200000};
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
-    struct sockaddr_in a = loopback(port);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    int fd = udp_connected(port, 200000);
     CHECK(send(fd, "ping", 4, 0) == 4);
     char buf[16];
     CHECK(recv(fd, buf, sizeof buf, 0) == -1);

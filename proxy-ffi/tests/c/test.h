@@ -270,14 +270,20 @@ static inline void tcp_expect_closed(uint16_t port) {
     close(fd);
 }
 
-/* Datagrams of several sizes through `port`, each echoed intact. */
-static inline void udp_roundtrip(uint16_t port) {
+/* A UDP socket connected to 127.0.0.1:`port`, whose receives give up after `usec`. */
+static inline int udp_connected(uint16_t port, long usec) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     CHECK(fd >= 0);
-    struct timeval tv = {1, 0};
+    struct timeval tv = {usec / 1000000, usec % 1000000};
     CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
     struct sockaddr_in a = loopback(port);
     CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    return fd;
+}
+
+/* Datagrams of several sizes through `port`, each echoed intact. */
+static inline void udp_roundtrip(uint16_t port) {
+    int fd = udp_connected(port, 1000000);
     static const size_t sizes[] = {1, 100, 1400, 9000, 60000};
     unsigned char *out = malloc(60000);
     unsigned char *in = malloc(65536);
