@@ -7,4 +7,5 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod discovery;
 pub mod objects;
