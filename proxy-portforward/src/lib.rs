@@ -7,5 +7,7 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod dial;
 pub mod discovery;
 pub mod objects;
+mod sys;
