@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod cluster_file;
 pub mod dial;
 pub mod discovery;
 pub mod objects;

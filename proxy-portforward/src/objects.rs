@@ -140,11 +140,22 @@ impl fmt::Display for ObjectError {
 
 impl std::error::Error for ObjectError {}
 
+impl ObjectError {
+    pub(crate) fn new(message: String) -> Self {
+        ObjectError(message)
+    }
+}
+
 // ===== names =====
 
 /// Checks a name or namespace as the API server does for pods and services: an RFC 1123
 /// label for namespaces and services (at most 63), a subdomain for pods (at most 253).
-fn check_name(what: &str, name: &str, max: usize, dots: bool) -> Result<(), ObjectError> {
+pub(crate) fn check_name(
+    what: &str,
+    name: &str,
+    max: usize,
+    dots: bool,
+) -> Result<(), ObjectError> {
     let ok_char =
         |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -354,7 +365,7 @@ impl FromStr for Service {
 }
 
 /// The label by which a `--service` selects the pods it lists.
-fn member_label(service: &str) -> String {
+pub(crate) fn member_label(service: &str) -> String {
     format!("proxy.service/{service}")
 }
 
