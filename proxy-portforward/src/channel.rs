@@ -27,6 +27,18 @@
 //! closes that port's channels, which sends nothing. Once every port is done it closes the
 //! WebSocket (close code 1000). Data the client sends on an error channel is dropped.
 //!
+//! # Where this differs from the kubelet
+//!
+//! - Base64 payloads must be canonical (padding, no line breaks, no stray bits before the
+//!   padding), which every client's encoder writes; Go's decoder is laxer. So a decoded
+//!   message always encodes back to the same bytes.
+//! - Errors are returned, not logged: the kubelet drops a message with an unknown channel,
+//!   bad base64 or nothing in it, and a client's data on an error channel, and reads on.
+//! - An empty item in `Sec-WebSocket-Protocol` (`"a, "`) is skipped; the kubelet's library
+//!   would take it for "no protocol".
+//! - v5 (and the first versions' names) are opt-in ([`ALL_PROTOCOLS`]); the kubelet's
+//!   port-forward accepts only what [`KUBELET_PROTOCOLS`] lists.
+//!
 //! ```
 //! use proxy_portforward::channel::{self, ClientEvent, ClientMux, Event, Mux, Protocol};
 //!

@@ -159,7 +159,7 @@ pub fn parse_query(query: &str) -> Result<Vec<u16>, PortsError> {
     parse_port_values(values.iter().map(String::as_str))
 }
 
-/// Form-decodes one key or value; `None` for a bad `%` escape or bytes that are not UTF-8.
+/// Form-decodes one key or value; `None` for a bad `%` escape.
 fn unescape(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -181,7 +181,9 @@ fn unescape(s: &str) -> Option<String> {
         }
         i += 1;
     }
-    String::from_utf8(out).ok()
+    // Go keeps bytes that are not UTF-8 (and `%q` shows them as `\xNN`); here they become
+    // U+FFFD, so such a value still fails as "unable to parse", only quoted differently.
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -200,6 +202,10 @@ mod tests {
         );
         assert_eq!(parse_query("ports=80&ports=80"), Ok(vec![80, 80]));
         // A pair with a bad escape or a semicolon is skipped, not an error.
+        assert_eq!(
+            parse_query("ports=%ff").unwrap_err().to_string(),
+            "unable to parse \"\u{fffd}\" as a port: strconv.ParseUint: parsing \"\u{fffd}\": invalid syntax"
+        );
         assert_eq!(parse_query("ports=%zz&ports=1;x&ports=2"), Ok(vec![2]));
     }
 
