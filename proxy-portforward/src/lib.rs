@@ -2,13 +2,18 @@
 //! speak to a node (SPDY/3.1, the WebSocket channel protocol, SPDY tunnelled over
 //! WebSocket), and the node side that copies each stream to the pod's port.
 //!
-//! This crate is being built up (see the project's issues): its modules so far are the
-//! wire formats, each a small codec with no I/O, fuzzed.
+//! This crate is being built up (see the project's issues). So far it has the wire formats,
+//! each a small codec with no I/O, fuzzed ([`channel`], with [`status`] for failed
+//! requests), the objects a server serves so that kubectl finds its pods ([`objects`],
+//! [`cluster_file`], [`discovery`]), and the dialer that reaches a pod's port on a host or
+//! inside its network namespace ([`dial`]).
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod channel;
 pub mod cluster_file;
 pub mod dial;
 pub mod discovery;
 pub mod objects;
+pub mod status;
 mod sys;
