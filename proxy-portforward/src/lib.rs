@@ -6,3 +6,4 @@
 //! wire formats, each a small codec with no I/O, fuzzed.
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+pub mod spdy;
