@@ -21,6 +21,9 @@
 //! [`Decoder`] (holding a [`HeaderDecompressor`]) live as long as the connection, and
 //! every frame goes through them in order.
 //!
+//! [`Session`] is the node's side of a session above the codec: streams, their pairing
+//! into forwarded connections, PING and flow control, still with no I/O.
+//!
 //! Bounds: [`Decoder`] refuses a frame whose payload is over [`DEFAULT_MAX_PAYLOAD`]
 //! (1 MiB; [`Decoder::with_max_payload`] changes it, up to the field's 16 MiB - 1), and a
 //! header block that decompresses to more than [`MAX_HEADER_BLOCK`] (64 KiB). Only
@@ -66,6 +69,9 @@
 mod error;
 mod frame;
 mod headers;
+pub mod session;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 
@@ -75,3 +81,4 @@ pub use frame::{
     goaway_status, rst_status, setting_id,
 };
 pub use headers::{HeaderCompressor, HeaderDecompressor, Headers, MAX_HEADER_BLOCK};
+pub use session::Session;
