@@ -25,13 +25,18 @@ fuzz_target!(|data: &[u8]| {
             }
             return;
         };
-        assert!(used >= 8 && used <= rest.len(), "used {used} of {}", rest.len());
+        assert!(
+            used >= 8 && used <= rest.len(),
+            "used {used} of {}",
+            rest.len()
+        );
         // A strict prefix is incomplete: the header it shares was accepted. Decoding a
         // prefix touches no state, so the check can run after the fact.
         assert_eq!(dec.decode(&rest[..used - 1]), Ok(None));
         assert_eq!(dec.decode(&rest[..8.min(used - 1)]), Ok(None));
         let mut wire = BytesMut::new();
-        enc.encode(&frame, &mut wire).expect("a decoded frame encodes");
+        enc.encode(&frame, &mut wire)
+            .expect("a decoded frame encodes");
         match redec.decode(&wire) {
             Ok(Some((again, n))) => {
                 assert_eq!(n, wire.len());
