@@ -41,6 +41,13 @@ pub enum StreamKind {
     Error,
 }
 
+/// How much of `n` consumed bytes a window of `window` with `unacked` bytes already owed
+/// may get back without growing past [`DEFAULT_WINDOW`].
+fn owed(window: i64, unacked: u32, n: u32) -> u32 {
+    let room = i64::from(DEFAULT_WINDOW) - window - i64::from(unacked);
+    n.min(room.clamp(0, i64::from(DEFAULT_WINDOW)) as u32)
+}
+
 /// What the session reports to the port-forward layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -408,11 +415,12 @@ impl Session {
 
     /// Reports `n` bytes of a stream's received data as consumed (written on), which
     /// reopens the windows: a WINDOW_UPDATE goes out once half a window is owed.
+    /// More than was received is not given back: a window never grows past 64 KiB.
     pub fn consumed(&mut self, stream_id: u32, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.give_back_session(n);
         if let Some(s) = self.streams.get_mut(&stream_id) {
-            s.unacked = s.unacked.saturating_add(n);
+            s.unacked += owed(s.recv_window, s.unacked, n);
             if s.unacked >= DEFAULT_WINDOW / 2 && !s.remote_closed {
                 s.recv_window += i64::from(s.unacked);
                 self.frames.push_back(Frame::WindowUpdate {
@@ -425,7 +433,7 @@ impl Session {
     }
 
     fn give_back_session(&mut self, n: u32) {
-        self.session_unacked = self.session_unacked.saturating_add(n);
+        self.session_unacked += owed(self.session_recv_window, self.session_unacked, n);
         if self.session_unacked >= DEFAULT_WINDOW / 2 {
             self.session_recv_window += i64::from(self.session_unacked);
             self.frames.push_back(Frame::WindowUpdate {

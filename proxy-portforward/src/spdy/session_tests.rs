@@ -197,21 +197,29 @@ fn data_in_and_receive_windows() {
 #[test]
 fn stream_window_overrun_resets_the_stream() {
     let mut s = paired();
-    // Half the stream's window used; the session's window reopened past the stream's
-    // (reported as consumed on the other stream).
-    s.receive(data(3, DEFAULT_WINDOW as usize / 2, false))
+    let k = 20 * 1024;
+    // 20 KiB consumed on each stream: too little for either stream's WINDOW_UPDATE, enough
+    // together for the session's, which so is wider than stream 3's.
+    s.receive(data(3, k, false)).unwrap();
+    s.consumed(3, k);
+    s.receive(data(1, k, false)).unwrap();
+    s.consumed(1, k);
+    assert_eq!(
+        frames(&mut s),
+        [Frame::WindowUpdate {
+            stream_id: 0,
+            delta: 2 * k as u32
+        }]
+    );
+    s.receive(data(3, DEFAULT_WINDOW as usize - k + 1, false))
         .unwrap();
-    s.consumed(1, DEFAULT_WINDOW as usize / 2);
-    frames(&mut s);
-    s.receive(data(3, DEFAULT_WINDOW as usize / 2 + 1, false))
-        .unwrap();
-    // The refused bytes still went through the session window: it reopens.
     assert_eq!(
         frames(&mut s),
         [
+            // The refused bytes still went through the session window: it reopens.
             Frame::WindowUpdate {
                 stream_id: 0,
-                delta: DEFAULT_WINDOW / 2 + 1
+                delta: DEFAULT_WINDOW - k as u32 + 1
             },
             Frame::RstStream {
                 stream_id: 3,
@@ -220,6 +228,30 @@ fn stream_window_overrun_resets_the_stream() {
         ]
     );
     assert_eq!(s.stream_kind(3), None);
+}
+
+#[test]
+fn windows_never_grow_past_64k() {
+    let mut s = paired();
+    // Consumed bytes that never came are not given back.
+    s.consumed(3, 1 << 40);
+    assert_eq!(frames(&mut s), []);
+    s.receive(data(3, 40_000, false)).unwrap();
+    s.consumed(3, usize::MAX);
+    assert_eq!(
+        frames(&mut s),
+        [
+            Frame::WindowUpdate {
+                stream_id: 0,
+                delta: 40_000
+            },
+            Frame::WindowUpdate {
+                stream_id: 3,
+                delta: 40_000
+            },
+        ]
+    );
+    s.receive(data(3, DEFAULT_WINDOW as usize, false)).unwrap();
 }
 
 #[test]
