@@ -3,8 +3,8 @@
 //! WebSocket), and the node side that copies each stream to the pod's port.
 //!
 //! This crate is being built up (see the project's issues). So far it has the wire formats,
-//! each a small codec with no I/O, fuzzed ([`channel`], with [`status`] for failed
-//! requests), the objects a server serves so that kubectl finds its pods ([`objects`],
+//! each a small codec with no I/O, fuzzed ([`spdy`] with its [`spdy::Session`],
+//! [`channel`], and [`status`] for failed requests), the objects a server serves so that kubectl finds its pods ([`objects`],
 //! [`cluster_file`], [`discovery`]), and the dialer that reaches a pod's port on a host or
 //! inside its network namespace ([`dial`]).
 #![deny(unsafe_code)]
@@ -15,5 +15,6 @@ pub mod cluster_file;
 pub mod dial;
 pub mod discovery;
 pub mod objects;
+pub mod spdy;
 pub mod status;
 mod sys;
