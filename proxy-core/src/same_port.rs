@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::spec::address_in_use;
 use crate::{Error, ErrorKind, ForwarderHandle, TcpForwarder, UdpForwarder};
 
 /// How many ports [`start_same_port`] tries when the kernel chooses them.
@@ -99,12 +100,4 @@ pub fn start_same_port(
         }
     }
     unreachable!("the last try returns")
-}
-
-/// Whether binding failed because the address is in use.
-fn address_in_use(e: &Error) -> bool {
-    e.kind() == ErrorKind::Bind
-        && std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
 }

@@ -466,18 +466,12 @@ fn shares_an_address(part: &Part, bound: &[SocketAddr]) -> bool {
 /// The forwarder to reload a running one with: when it listens on every address and the
 /// running one fell back to IPv4, on the running one's addresses.
 fn on_addresses_in_use(part: &Part, running: &[SocketAddr]) -> Result<Forwarder, BuildError> {
-    match part.spec.listen.ipv4_fallback() {
-        Some(v4)
-            if running
-                .iter()
-                .all(|a| a.is_ipv4() && a.ip().is_unspecified()) =>
-        {
-            Ok(match &part.forwarder {
-                Forwarder::Tcp(f) => f.with_listen(v4)?.into(),
-                Forwarder::Udp(f) => f.with_listen(v4)?.into(),
-            })
-        }
-        _ => Ok(part.forwarder.clone()),
+    match part.spec.listen.reload_fallback(running) {
+        Some(v4) => Ok(match &part.forwarder {
+            Forwarder::Tcp(f) => f.with_listen(v4)?.into(),
+            Forwarder::Udp(f) => f.with_listen(v4)?.into(),
+        }),
+        None => Ok(part.forwarder.clone()),
     }
 }
 

@@ -132,6 +132,28 @@ impl Listen {
     }
 }
 
+impl Listen {
+    /// The addresses a reload of a forwarder running on `running` binds instead of
+    /// [`addrs`](Listen::addrs): the IPv4 fallback, when this listens on every address
+    /// and the running forwarder fell back to it (the host has no IPv6); else `None`.
+    ///
+    /// ```
+    /// use proxy_core::Listen;
+    ///
+    /// let v4 = ["0.0.0.0:53".parse()?];
+    /// assert_eq!(Listen::Any(53).reload_fallback(&v4), Some(v4.to_vec()));
+    /// assert_eq!(Listen::Any(53).reload_fallback(&["[::]:53".parse()?]), None);
+    /// assert_eq!(Listen::Addrs(v4.to_vec()).reload_fallback(&v4), None);
+    /// assert_eq!(Listen::Any(53).reload_fallback(&[]), None);
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
+    pub fn reload_fallback(&self, running: &[SocketAddr]) -> Option<Vec<SocketAddr>> {
+        let fell_back =
+            !running.is_empty() && (running.iter()).all(|a| a.is_ipv4() && a.ip().is_unspecified());
+        self.ipv4_fallback().filter(|_| fell_back)
+    }
+}
+
 impl std::fmt::Display for Listen {
     /// As the `listen` key takes it: `53`, or `127.0.0.1:53,[::1]:53`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use proxy_core::resolve::Resolve;
 use proxy_core::spec::StartError;
 use proxy_core::{
-    EndpointStats, ForwardSpec, ForwarderHandle, Host, StatsReader, Target, TcpForwarder,
-    Transport, UdpForwarder,
+    EndpointStats, ForwarderHandle, Host, StatsReader, Target, TcpForwarder, Transport,
+    UdpForwarder,
 };
 use tokio::runtime::Runtime;
 
@@ -116,16 +116,6 @@ fn resolver(config: &Config) -> Result<Arc<dyn Resolve>, Failure> {
     }
 }
 
-/// The listen addresses for `spec` on a forwarder bound to `bound`: the spec's, or its
-/// IPv4 fallback when it listens on every address and the forwarder fell back to IPv4
-/// (this host has no IPv6), as [`ForwardSpec::start_with`] does.
-fn listen_for(spec: &ForwardSpec, bound: &[SocketAddr]) -> Option<Vec<SocketAddr>> {
-    let v4 = spec.listen.ipv4_fallback()?;
-    let fell_back =
-        !bound.is_empty() && bound.iter().all(|a| a.is_ipv4() && a.ip().is_unspecified());
-    fell_back.then_some(v4)
-}
-
 /// Builds the forwarders `config` describes (validated, not started), through
 /// `resolver`, for a forwarder bound to `bound` (none yet: empty).
 fn plan(
@@ -134,7 +124,7 @@ fn plan(
     bound: &[SocketAddr],
 ) -> Result<Planned, Failure> {
     let spec = &config.spec;
-    let listen = listen_for(spec, bound);
+    let listen = spec.listen.reload_fallback(bound);
     let tcp = spec
         .protocol
         .tcp()
