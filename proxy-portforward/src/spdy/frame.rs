@@ -193,6 +193,22 @@ pub struct Decoder {
     max_payload: usize,
 }
 
+impl Frame {
+    /// A SYN_STREAM opening `stream_id` with `headers`, as port-forward clients open their
+    /// streams: bidirectional, not the last frame, no associated stream, priority 0.
+    pub fn syn_stream(stream_id: u32, headers: Headers) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            headers,
+        }
+    }
+}
+
 impl Default for Decoder {
     fn default() -> Self {
         Self::new()

@@ -40,15 +40,7 @@
 //!     .with("streamtype", "data")
 //!     .with("port", "8080")
 //!     .with("requestid", "0");
-//! let syn = Frame::SynStream {
-//!     stream_id: 3,
-//!     associated_to: 0,
-//!     priority: 0,
-//!     slot: 0,
-//!     fin: false,
-//!     unidirectional: false,
-//!     headers,
-//! };
+//! let syn = Frame::syn_stream(3, headers);
 //! encoder.encode(&syn, &mut wire)?;
 //!
 //! // The node's side: bytes arrive in pieces; `decode_buf` waits for a whole frame.

@@ -8,15 +8,7 @@ fn open(stream_id: u32, kind: &str, port: &str, request: Option<&str>) -> Frame 
     if let Some(r) = request {
         headers.push("requestid", r);
     }
-    Frame::SynStream {
-        stream_id,
-        associated_to: 0,
-        priority: 0,
-        slot: 0,
-        fin: false,
-        unidirectional: false,
-        headers,
-    }
+    Frame::syn_stream(stream_id, headers)
 }
 
 fn frames(s: &mut Session) -> Vec<Frame> {

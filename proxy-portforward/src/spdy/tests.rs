@@ -49,15 +49,7 @@ fn kubectl_headers(kind: &str) -> Headers {
 }
 
 fn syn(stream_id: u32, headers: Headers) -> Frame {
-    Frame::SynStream {
-        stream_id,
-        associated_to: 0,
-        priority: 0,
-        slot: 0,
-        fin: false,
-        unidirectional: false,
-        headers,
-    }
+    Frame::syn_stream(stream_id, headers)
 }
 
 fn all_frames() -> Vec<Frame> {
