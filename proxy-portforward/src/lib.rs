@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cluster_file;
 pub mod dial;
 pub mod discovery;
+pub mod forward;
 pub mod objects;
 pub mod spdy;
 pub mod status;
