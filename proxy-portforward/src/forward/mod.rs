@@ -10,8 +10,13 @@
 //! stream's error stream or channel; the session carries on with the others.
 
 mod observe;
+mod websocket;
 
 pub use observe::{Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Wire, WireStats};
+pub use websocket::{
+    MAX_DATA_PER_MESSAGE, MAX_MESSAGE_SIZE, WebSocketBytes, accept_key, serve_channels,
+    server_config, server_stream,
+};
 
 use std::fmt;
 use std::net::SocketAddr;
