@@ -6,6 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proxy_portforward::channel::{self, ClientEvent, ClientMux, Protocol, Stream};
@@ -711,4 +712,71 @@ async fn websocket_bytes_text_and_abnormal_close_are_errors() {
     assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
     assert!(e.to_string().contains("1001"), "{e}");
     assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_pod_reset_sends_the_kubelet_error_with_the_reason() {
+    let reset = Server::spawn(echo::listener().await, |mut stream| async move {
+        let mut buf = [0; 4];
+        stream.read_exact(&mut buf).await.unwrap();
+        proxy_testkit::client::set_reset_on_close(&stream);
+    });
+    let mut s = open(&[reset.addr().port()], Protocol::V4Binary).await;
+    s.send(0, b"ping").await;
+    let prefix = format!(
+        "error forwarding port {} to pod web, uid {}: ",
+        reset.addr().port(),
+        pod().uid()
+    );
+    match s.next_event().await {
+        Ok(ClientEvent::Error { port: 0, message }) => {
+            assert!(message.starts_with(&prefix), "{message}");
+        }
+        e => panic!("expected the port's error, got {e:?}"),
+    }
+    assert_eq!(s.next_event().await, Err(Some(CloseCode::Normal)));
+    let observer = s.observer.clone();
+    s.server_result().await.unwrap();
+    let end = &observer.ended(1).await[0];
+    assert_eq!(end.bytes_to_pod, 4);
+    assert!(end.error.is_some(), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_stops_the_pod_s_writes() {
+    // More than the socket buffers on both sides and the server's queue can hold.
+    const SIZE: usize = 48 << 20;
+    let data = Arc::new(payload(6, SIZE));
+    let (wrote_tx, mut wrote) = mpsc::unbounded_channel();
+    let pod = Server::spawn(echo::listener().await, {
+        let data = data.clone();
+        move |mut stream| {
+            let (data, wrote_tx) = (data.clone(), wrote_tx.clone());
+            async move {
+                stream.write_all(&data).await.unwrap();
+                stream.shutdown().await.unwrap();
+                let _ = wrote_tx.send(());
+            }
+        }
+    });
+    let mut s = open(&[pod.addr().port()], Protocol::V4Binary).await;
+    let early = tokio::time::timeout(Duration::from_secs(1), wrote.recv()).await;
+    assert!(early.is_err(), "the pod wrote 48 MiB that nobody read");
+    // Reading lets it finish; not a byte lost.
+    let mut got = Vec::with_capacity(SIZE);
+    loop {
+        match s.next_event().await {
+            Ok(ClientEvent::Data { port: 0, payload }) => got.extend(payload),
+            Err(code) => {
+                assert_eq!(code, Some(CloseCode::Normal));
+                break;
+            }
+            Ok(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_bytes("the pod's bytes", &got, &data);
+    within(PROMPT, "the pod's report", wrote.recv())
+        .await
+        .unwrap();
+    s.server_result().await.unwrap();
 }
