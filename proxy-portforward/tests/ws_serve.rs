@@ -611,11 +611,18 @@ async fn bytes_pair() -> (Ws, Ws) {
     (client, server.await.unwrap())
 }
 
+/// What `serve_spdy` takes of its connection.
+fn spdy_io<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>(
+    io: IO,
+) -> IO {
+    io
+}
+
 #[tokio::test]
 async fn websocket_bytes_echo_8_mib_both_ways_byte_exact() {
     let (client, server) = bytes_pair().await;
     let echo = tokio::spawn(async move {
-        let (mut r, mut w) = tokio::io::split(WebSocketBytes::new(server));
+        let (mut r, mut w) = tokio::io::split(spdy_io(WebSocketBytes::new(server)));
         let n = tokio::io::copy(&mut r, &mut w).await.unwrap();
         w.shutdown().await.unwrap();
         n
