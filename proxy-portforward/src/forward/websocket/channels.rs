@@ -130,8 +130,15 @@ where
             Ok(())
         }
         End::ClientClosed => {
-            // Send tungstenite's answer to the client's Close.
-            let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+            // Send tungstenite's answer to the client's Close. A data message the writer
+            // had handed over can no longer go (an error, which drops it); then the
+            // answer can.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                if sink.flush().await.is_err() {
+                    let _ = sink.flush().await;
+                }
+            })
+            .await;
             Ok(())
         }
         End::Protocol(e) => {
