@@ -787,3 +787,17 @@ async fn a_client_that_does_not_read_stops_the_pod_s_writes() {
         .unwrap();
     s.server_result().await.unwrap();
 }
+
+#[tokio::test]
+async fn websocket_bytes_a_connection_ended_without_close_is_unexpected_eof() {
+    let (client, server) = bytes_pair().await;
+    let mut server = WebSocketBytes::new(server);
+    let mut client = WebSocketBytes::new(client);
+    client.write_all(b"last words").await.unwrap();
+    drop(client);
+    let mut got = [0; 10];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"last words");
+    let e = server.read(&mut [0; 16]).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+}

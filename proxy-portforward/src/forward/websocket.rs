@@ -55,6 +55,7 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// The largest WebSocket message (and frame) a client may send: 16 MiB and a little, so
@@ -100,10 +101,15 @@ where
 }
 
 /// A tungstenite error as an `io::Error`: the I/O error itself, `BrokenPipe` for a closed
-/// connection, `InvalidData` for what the peer got wrong.
+/// connection, `UnexpectedEof` for a connection that ended with no Close frame,
+/// `InvalidData` for what the peer got wrong.
 pub(crate) fn io_error(e: WsError) -> io::Error {
     match e {
         WsError::Io(e) => e,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection ended with no WebSocket Close",
+        ),
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             io::Error::new(io::ErrorKind::BrokenPipe, "the WebSocket is closed")
         }

@@ -26,8 +26,8 @@ use super::{MAX_MESSAGE_SIZE, io_error};
 ///   their sizes;
 /// - a Close frame from the peer is the end of the stream (EOF) when its code is 1000 or
 ///   it has none; another code is an error (`ConnectionAborted`, with the code and reason),
-///   then EOF. A text message is an error (`InvalidData`): the tunnel carries binary
-///   messages only;
+///   then EOF. A connection that ends with no Close is an `UnexpectedEof` error. A text
+///   message is an error (`InvalidData`): the tunnel carries binary messages only;
 /// - pings are answered (while the stream is read or written), pongs are ignored;
 /// - [`AsyncWrite::poll_shutdown`] sends a Close frame with code 1000. Reading goes on
 ///   until the peer answers it with its own Close, so what the peer sent before it saw
