@@ -801,3 +801,108 @@ async fn websocket_bytes_a_connection_ended_without_close_is_unexpected_eof() {
     let e = server.read(&mut [0; 16]).await.unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
 }
+
+// ===== through hyper =====
+
+/// What the HTTP server does with a port-forward request: answers 101 with `accept_key`
+/// and the negotiated protocol, then serves the upgraded connection.
+async fn upgrade(
+    mut req: hyper::Request<hyper::body::Incoming>,
+    observer: Arc<Recorder>,
+) -> Result<hyper::Response<http_body_util::Empty<bytes::Bytes>>, std::convert::Infallible> {
+    let ports = channel::parse_query(req.uri().query().unwrap_or("")).unwrap();
+    let offered = req.headers().get_all("sec-websocket-protocol");
+    let protocol = channel::negotiate(
+        offered.iter().map(|v| v.to_str().unwrap()),
+        channel::KUBELET_PROTOCOLS,
+    )
+    .unwrap();
+    let key = req.headers()["sec-websocket-key"].to_str().unwrap();
+    let mut answer = hyper::Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", forward::accept_key(key));
+    if let Some(name) = protocol.name() {
+        answer = answer.header("sec-websocket-protocol", name);
+    }
+    tokio::spawn(async move {
+        let upgraded = hyper::upgrade::on(&mut req).await.unwrap();
+        let ws = forward::server_stream(hyper_util::rt::TokioIo::new(upgraded)).await;
+        let forward = PodForward {
+            pod: pod(),
+            dialer: Arc::new(TargetDialer::new(PROMPT)),
+            observer,
+            client: None,
+        };
+        forward::serve_channels(ws, ports, protocol, forward)
+            .await
+            .unwrap();
+    });
+    Ok(answer.body(http_body_util::Empty::new()).unwrap())
+}
+
+#[tokio::test]
+async fn serves_a_hyper_upgrade() {
+    let pod_echo = echo::echo_server().await;
+    let listener = echo::listener().await;
+    let addr = listener.local_addr().unwrap();
+    let observer = Arc::new(Recorder::default());
+    let http = tokio::spawn({
+        let observer = observer.clone();
+        async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req| upgrade(req, observer.clone()));
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await
+                .unwrap();
+        }
+    });
+    let url = format!(
+        "ws://{addr}/api/v1/namespaces/default/pods/web/portforward?ports={}",
+        pod_echo.addr().port()
+    );
+    let mut request = url.into_client_request().unwrap();
+    // As the Python client offers: v5 first; the kubelet's protocols answer v4.
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v5.channel.k8s.io,v4.channel.k8s.io"),
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, answer) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    assert_eq!(
+        answer.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+    let ports = vec![pod_echo.addr().port()];
+    let mut mux = ClientMux::new(ports, Protocol::V4Binary).unwrap();
+    for _ in 0..2 {
+        let m = ws.next().await.unwrap().unwrap();
+        assert!(matches!(
+            mux.receive(&m.into_data()),
+            Ok(ClientEvent::Ready { .. })
+        ));
+    }
+    ws.send(Message::binary(mux.data(0, b"via hyper").unwrap()))
+        .await
+        .unwrap();
+    let m = within(PROMPT, "the echo", ws.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mux.receive(&m.into_data()).unwrap(),
+        ClientEvent::Data {
+            port: 0,
+            payload: b"via hyper".to_vec()
+        }
+    );
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = within(PROMPT, "the end", ws.next()).await {}
+    assert_eq!(observer.ended(1).await[0].bytes_to_pod, 9);
+    within(PROMPT, "the HTTP connection ends", http)
+        .await
+        .unwrap();
+}
