@@ -54,7 +54,14 @@ type Source<S> = SplitStream<WebSocketStream<S>>;
 ///   while v5 sends the close signal `[255, 2i]` and goes on until the client closes its
 ///   side too; the client's `[255, 2i]` shuts the pod connection's write half down;
 /// - once every port is done, the WebSocket is closed with code 1000;
-/// - when the client closes the WebSocket, or it fails, every pod connection is closed.
+/// - when the client closes the WebSocket, what it sent before still goes to the pods
+///   (for a few seconds at most), then every pod connection is closed; when the WebSocket
+///   fails, at once. Data after a port is done, or on an error channel, is dropped (as
+///   the kubelet drops it).
+///
+/// Offer v5 (negotiate with [`channel::ALL_PROTOCOLS`]) only to clients that know its
+/// close signal: the Python client offers `v5.channel.k8s.io` first but its port-forward
+/// takes channel 255 for a protocol error. [`channel::KUBELET_PROTOCOLS`] answers it v4.
 ///
 /// Backpressure: one WebSocket carries every port, and its reading stops while a pod
 /// takes the client's data slowly (as the kubelet's does); what comes from the pods waits
