@@ -10,8 +10,10 @@
 //! stream's error stream or channel; the session carries on with the others.
 
 mod observe;
+mod spdy;
 
 pub use observe::{Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Wire, WireStats};
+pub use spdy::{OUT_HIGH, SESSION_WINDOW, STREAM_CREATION_TIMEOUT, serve_spdy};
 
 use std::fmt;
 use std::net::SocketAddr;
