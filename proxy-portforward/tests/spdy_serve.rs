@@ -407,3 +407,70 @@ async fn serve_spdy_over_an_in_memory_pipe() {
         .unwrap()
         .unwrap();
 }
+
+/// A node on an in-memory pipe (no sockets, so a paused clock can run ahead).
+fn node_in_memory() -> (JoinHandle<std::io::Result<()>>, tokio::io::DuplexStream) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let forward = PodForward {
+        pod: Arc::new("web=127.0.0.1".parse().unwrap()),
+        dialer: Arc::new(TargetDialer::new(Duration::from_secs(5))),
+        observer: Arc::new(Recording::default()),
+        client: None,
+    };
+    (tokio::spawn(serve_spdy(a, forward, Wire::Spdy)), b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_second_stream_is_late_is_dropped() {
+    let (_served, io) = node_in_memory();
+    let client = Client::new(io, true).await;
+    // kubectl's error stream alone: after 30 s the kubelet's text, and it is closed.
+    let mut error = client.open_stream(1, "error", 80, 7).await;
+    client
+        .write(Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new(),
+        })
+        .await;
+    let started = tokio::time::Instant::now();
+    let (message, end) = error.read_to_end().await;
+    assert_eq!(
+        (String::from_utf8(message).unwrap(), end),
+        ("(request=7) timed out waiting for streams".into(), Ok(()))
+    );
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    // A data stream alone is reset.
+    let mut data = client.open_stream(3, "data", 80, 8).await;
+    assert_eq!(data.next().await, Some(Incoming::Reset(5)));
+}
+
+#[tokio::test]
+async fn a_pod_reset_mid_stream_is_reported_as_the_kubelet_does() {
+    // The pod reads a little and then aborts its connection.
+    let pod = Server::spawn(listener().await, |mut s: TcpStream| async move {
+        let mut buf = [0; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        proxy_testkit::client::set_reset_on_close(&s);
+    });
+    let (node, client) = node(true).await;
+    let mut pair = client.open(pod.addr().port()).await;
+    client.send(pair.data_id, b"abcd", false).await;
+    let (_, end) = within(LIMIT, "the data stream reset", pair.data.read_to_end()).await;
+    assert_eq!(end, Err(6), "INTERNAL_ERROR");
+    let (message, end) = within(LIMIT, "the error", pair.error.read_to_end()).await;
+    let message = String::from_utf8(message).unwrap();
+    let prefix = format!(
+        "error forwarding port {} to pod web, uid {}: ",
+        pod.addr().port(),
+        node.pod.uid()
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+    assert_eq!(end, Ok(()));
+    eventually("the stream ended", LIMIT, || {
+        node.observer.ended().len() == 1
+    })
+    .await;
+    let (_, end) = &node.observer.ended()[0];
+    assert_eq!(Some(&message[prefix.len()..]), end.error.as_deref());
+}

@@ -18,6 +18,10 @@ pub(crate) const WINDOW: i64 = 64 * 1024;
 /// What a test waits for, at most.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
+/// What a stream waits for, at most: past the node's 30 s stream creation timeout, which
+/// tests on a paused clock wait for.
+const STREAM_LIMIT: Duration = Duration::from_secs(60);
+
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
@@ -260,7 +264,7 @@ impl Client {
 impl StreamRx {
     /// The next thing that arrives (giving back its window if the client keeps them).
     pub(crate) async fn next(&mut self) -> Option<Incoming> {
-        let item = tokio::time::timeout(LIMIT, self.rx.recv())
+        let item = tokio::time::timeout(STREAM_LIMIT, self.rx.recv())
             .await
             .unwrap_or_else(|_| panic!("stream {}: nothing in time", self.id));
         if let Some(Incoming::Data(d)) = &item
