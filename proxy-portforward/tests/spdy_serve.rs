@@ -474,3 +474,31 @@ async fn a_pod_reset_mid_stream_is_reported_as_the_kubelet_does() {
     let (_, end) = &node.observer.ended()[0];
     assert_eq!(Some(&message[prefix.len()..]), end.error.as_deref());
 }
+
+#[tokio::test]
+async fn a_protocol_error_gets_a_goaway_and_ends_the_session() {
+    let pod = echo_server().await;
+    let (node, client) = node(true).await;
+    let _pair = client.open(pod.addr().port()).await;
+    eventually("the pod connected", LIMIT, || pod.active() == 1).await;
+    client
+        .write(Frame::SynReply {
+            stream_id: 1,
+            fin: false,
+            headers: proxy_portforward::spdy::Headers::new(),
+        })
+        .await;
+    let goaway = within(LIMIT, "a GOAWAY", client.next_notable()).await;
+    assert_eq!(
+        goaway,
+        Some(Frame::GoAway {
+            last_good_stream_id: 3,
+            status: 1
+        })
+    );
+    let served = within(LIMIT, "serve_spdy returned", node.served)
+        .await
+        .unwrap();
+    assert_eq!(served.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    eventually("the pod's socket closed", LIMIT, || pod.active() == 0).await;
+}

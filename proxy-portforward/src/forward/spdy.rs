@@ -214,7 +214,13 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             let _ = relay.stop.send(Stop::Closed);
             relay.permits.close();
         }
-        if result.is_ok() {
+        // After an I/O error nothing more can be written; after the client broke the
+        // protocol, the GOAWAY saying so goes out.
+        let writable = match &result {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::InvalidData,
+        };
+        if writable {
             let _ = self.encode_frames();
             let flush = async {
                 self.io.write_all(&self.out).await?;
@@ -461,8 +467,12 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
                 Cmd::Data { data, fin, .. } => {
                     let window = self.session.send_window(id);
                     let n = match window {
-                        // Reset by the client, or closed: the stream's task hears so.
-                        None => data.len(),
+                        // Reset (by the client, or by the session for a bad
+                        // WINDOW_UPDATE): the pod's bytes have nowhere to go.
+                        None => {
+                            let _ = relay.stop.send(Stop::Reset);
+                            data.len()
+                        }
                         Some(0) if !data.is_empty() => {
                             if self.probe.is_none()
                                 && self.session.client_flow_control() == FlowControl::Unknown
