@@ -20,22 +20,23 @@
 //! window before either, a PING is sent: answered with no WINDOW_UPDATE before it, the
 //! client is taken to keep none.
 
+mod conn;
 mod stream;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use self::conn::{IoStep, poll_io};
 use self::stream::{Cmd, Inbound, Stop, Task};
 use super::{PodForward, Wire};
 use crate::spdy::session::{Event, SendError, StreamKind};
@@ -142,14 +143,6 @@ struct Relay {
 struct HalfOpen {
     deadline: Instant,
     stream_id: u32,
-}
-
-/// What one poll of the connection did.
-enum IoStep {
-    /// Bytes read (0: the client's EOF).
-    Read(usize),
-    /// Everything waiting was written.
-    Drained,
 }
 
 struct Driver<IO> {
@@ -569,52 +562,4 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
         }
         Ok(())
     }
-}
-
-/// Writes what is waiting (then flushes), and reads if `reading`: ready when something
-/// was read, or when everything waiting went out.
-fn poll_io<IO: AsyncRead + AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    io: &mut IO,
-    out: &mut BytesMut,
-    unflushed: &mut bool,
-    input: &mut BytesMut,
-    scratch: &mut [u8],
-    reading: bool,
-) -> Poll<io::Result<IoStep>> {
-    let mut wrote = false;
-    while !out.is_empty() {
-        match Pin::new(&mut *io).poll_write(cx, out) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                out.advance(n);
-                wrote = true;
-                *unflushed = true;
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => break,
-        }
-    }
-    if out.is_empty() && *unflushed {
-        match Pin::new(&mut *io).poll_flush(cx) {
-            Poll::Ready(Ok(())) => *unflushed = false,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {}
-        }
-    }
-    if reading {
-        let mut buf = ReadBuf::new(scratch);
-        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                input.extend_from_slice(buf.filled());
-                return Poll::Ready(Ok(IoStep::Read(buf.filled().len())));
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {}
-        }
-    }
-    if wrote && out.is_empty() {
-        return Poll::Ready(Ok(IoStep::Drained));
-    }
-    Poll::Pending
 }
