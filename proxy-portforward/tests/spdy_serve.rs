@@ -502,3 +502,28 @@ async fn a_protocol_error_gets_a_goaway_and_ends_the_session() {
     assert_eq!(served.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     eventually("the pod's socket closed", LIMIT, || pod.active() == 0).await;
 }
+
+#[tokio::test]
+async fn dropping_serve_spdy_still_ends_every_stream() {
+    let pod = echo_server().await;
+    let (node, client) = node(true).await;
+    let mut pair = client.open(pod.addr().port()).await;
+    client.send(pair.data_id, b"hi", false).await;
+    assert_eq!(
+        pair.data.next().await,
+        Some(Incoming::Data(Bytes::from_static(b"hi")))
+    );
+    node.served.abort();
+    eventually("the pod's socket closed", LIMIT, || pod.active() == 0).await;
+    eventually("the observer told", LIMIT, || {
+        node.observer
+            .heard()
+            .contains(&Heard::SessionEnded(Wire::Spdy))
+            && node.observer.ended().len() == 1
+    })
+    .await;
+    assert_eq!(
+        node.observer.ended()[0].1.error.as_deref(),
+        Some("session closed")
+    );
+}

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use self::conn::{IoStep, poll_io};
 use self::stream::{Cmd, Inbound, Stop, Task};
-use super::{PodForward, Wire};
+use super::{Observe, PodForward, Wire};
 use crate::spdy::session::{Event, SendError, StreamKind};
 use crate::spdy::{Decoder, Encoder, FlowControl, Frame, Session, goaway_status, rst_status};
 
@@ -121,10 +121,18 @@ where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     forward.observer.session_started(wire);
-    let observer = forward.observer.clone();
-    let result = Driver::new(io, forward, wire).run().await;
-    observer.session_ended(wire);
-    result
+    // Told even if this future is dropped before it ends.
+    let _ended = SessionEnded(forward.observer.clone(), wire);
+    Driver::new(io, forward, wire).run().await
+}
+
+/// Tells the observer the session ended, when dropped.
+struct SessionEnded(Arc<dyn Observe>, Wire);
+
+impl Drop for SessionEnded {
+    fn drop(&mut self) {
+        self.0.session_ended(self.1);
+    }
 }
 
 /// What the session's task knows of one forwarded connection, by its data stream.
@@ -171,6 +179,14 @@ struct Driver<IO> {
 }
 
 // ===== impl Driver =====
+
+impl<IO> Drop for Driver<IO> {
+    fn drop(&mut self) {
+        // If `serve_spdy` is dropped before it ends, the streams' tasks still end (their
+        // stop signals' senders are gone) and tell the observer.
+        self.tasks.detach_all();
+    }
+}
 
 impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
     fn new(io: IO, forward: PodForward, wire: Wire) -> Self {
