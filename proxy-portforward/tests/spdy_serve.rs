@@ -86,9 +86,12 @@ async fn node(keeps_windows: bool) -> (Node, Client) {
     };
     let served = tokio::spawn(async move {
         let (conn, _) = l.accept().await?;
+        // As Go's net package (the kubelet's and kubectl's) sets it on every connection.
+        conn.set_nodelay(true)?;
         serve_spdy(conn, forward, Wire::Spdy).await
     });
     let conn = TcpStream::connect(addr).await.unwrap();
+    conn.set_nodelay(true).unwrap();
     let client = Client::new(conn, keeps_windows).await;
     let node = Node {
         pod,

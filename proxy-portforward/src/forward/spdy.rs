@@ -82,6 +82,9 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// - A client's RST_STREAM on a data stream closes the pod connection (with an RST if the
 ///   pod had more to send); its GOAWAY or EOF ends every stream and the session.
 ///
+/// On TCP, set `TCP_NODELAY` on `io` (Go, and so the kubelet and kubectl, always do):
+/// frames are written in batches, but a lone WINDOW_UPDATE or PING answer must not wait.
+///
 /// `forward.observer` hears of the session (`wire` names its protocol) and of each stream,
 /// with its byte counts and error.
 ///
@@ -111,6 +114,8 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 ///     // Here each connection already speaks SPDY; a server answers the HTTP upgrade
 ///     // first and passes the upgraded connection on.
 ///     let (conn, peer) = listener.accept().await?;
+///     // Small frames (WINDOW_UPDATE, PING) must not wait for Nagle's algorithm.
+///     conn.set_nodelay(true)?;
 ///     let forward = PodForward { client: Some(peer), ..forward.clone() };
 ///     tokio::spawn(serve_spdy(conn, forward, Wire::Spdy));
 /// }
