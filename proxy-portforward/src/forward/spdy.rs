@@ -251,7 +251,12 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
     async fn serve(&mut self) -> io::Result<()> {
         loop {
             self.pump()?;
-            let reading = self.out.len() < OUT_HIGH && self.held < SESSION_WINDOW as usize;
+            // A client that keeps windows cannot send past them, and must be heard
+            // (RST_STREAM, PING) even while every pod is slow; one that keeps none is
+            // slowed down by not reading it.
+            let held_ok = self.held < SESSION_WINDOW as usize
+                || self.session.client_flow_control() == FlowControl::Kept;
+            let reading = self.out.len() < OUT_HIGH && held_ok;
             let deadline = self.half_open.front().map(|h| h.deadline);
             let step = {
                 let (io, out, unflushed, input, scratch) = (
