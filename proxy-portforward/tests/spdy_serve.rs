@@ -349,7 +349,8 @@ async fn goaway_ends_the_session() {
 
 #[tokio::test]
 async fn a_slow_pod_does_not_stall_the_other_streams() {
-    // A pod that never reads: its stream's window closes, the others go on.
+    // A pod that never reads: its stream's window closes (once the socket buffers, a
+    // few MiB, are full), the others go on.
     let (stuck_tx, _stuck_rx) = tokio::sync::mpsc::unbounded_channel::<TcpStream>();
     let stuck = Server::spawn(listener().await, move |s| {
         let tx = stuck_tx.clone();
@@ -363,7 +364,7 @@ async fn a_slow_pod_does_not_stall_the_other_streams() {
     let filling = {
         let client = client.clone();
         let id = slow.data_id;
-        tokio::spawn(async move { client.send(id, &payload(5, 16 << 20), false).await })
+        tokio::spawn(async move { client.send(id, &vec![5; 32 << 20], false).await })
     };
     for i in 0..5 {
         let mut pair = client.open(pod.addr().port()).await;
