@@ -10,12 +10,14 @@
 //! stream's error stream or channel; the session carries on with the others.
 
 mod observe;
+mod spdy;
 mod websocket;
 
 pub use observe::{Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Wire, WireStats};
+pub use spdy::{OUT_HIGH, SESSION_WINDOW, STREAM_CREATION_TIMEOUT, serve_spdy};
 pub use websocket::{
     MAX_DATA_PER_MESSAGE, MAX_MESSAGE_SIZE, WebSocketBytes, accept_key, serve_channels,
-    server_config, server_stream,
+    serve_spdy_tunnel, server_config, server_stream,
 };
 
 use std::fmt;

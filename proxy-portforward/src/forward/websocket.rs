@@ -128,3 +128,19 @@ pub(crate) fn io_error(e: WsError) -> io::Error {
         e => io::Error::other(e),
     }
 }
+
+/// Serves SPDY/3.1 port-forward tunnelled in the binary messages of `ws`
+/// (`SPDY/3.1+portforward.k8s.io`, what kubectl 1.31+ asks for first): [`serve_spdy`] on
+/// [`WebSocketBytes`].
+///
+/// [`serve_spdy`]: super::serve_spdy
+///
+/// # Errors
+///
+/// As [`serve_spdy`](super::serve_spdy).
+pub async fn serve_spdy_tunnel<S>(ws: WebSocketStream<S>, forward: super::PodForward) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    super::serve_spdy(WebSocketBytes::new(ws), forward, super::Wire::SpdyOverWebSocket).await
+}

@@ -77,6 +77,9 @@ pub mod setting_id {
     pub const INITIAL_WINDOW_SIZE: u32 = 7;
 }
 
+/// The smallest data payload [`Decoder::decode_buf`] shares rather than copies.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
 const FLAG_FIN: u8 = 0x01;
 const FLAG_UNIDIRECTIONAL: u8 = 0x02;
 const FLAG_CLEAR_SETTINGS: u8 = 0x01;
@@ -286,7 +289,27 @@ impl Decoder {
     }
 
     /// [`decode`](Self::decode) from the front of `buf`, advancing it past the frame.
+    /// The payload of a whole data frame of 16 KiB or more is split off `buf`, not
+    /// copied (smaller ones are copied, so that none holds on to a much larger buffer).
     pub fn decode_buf(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        if let Some(head) = buf.get(..8)
+            && head[0] & 0x80 == 0
+        {
+            let len = (be32(&head[4..]) & 0xFF_FFFF) as usize;
+            let (stream_id, flags) = (be32(head) & MASK_31, head[4]);
+            // Anything else (too long, stream 0, not all there) is `decode`'s to report.
+            if (ZERO_COPY_MIN..=self.max_payload).contains(&len)
+                && buf.len() >= 8 + len
+                && stream_id != 0
+            {
+                let data = buf.split_to(8 + len).freeze().slice(8..);
+                return Ok(Some(Frame::Data {
+                    stream_id,
+                    fin: flags & FLAG_FIN != 0,
+                    data,
+                }));
+            }
+        }
         let Some((frame, used)) = self.decode(buf)? else {
             return Ok(None);
         };

@@ -73,4 +73,4 @@ pub use frame::{
     goaway_status, rst_status, setting_id,
 };
 pub use headers::{HeaderCompressor, HeaderDecompressor, Headers, MAX_HEADER_BLOCK};
-pub use session::Session;
+pub use session::{FlowControl, Session};

@@ -19,6 +19,15 @@
 //!
 //! Timers (the kubelet drops a request whose second stream does not come within 30 s) are
 //! the caller's: [`Session::pending_requests`] lists the half-open ones.
+//!
+//! Clients that keep no windows: Go's spdystream, which kubectl and the kubelet use, never
+//! sends WINDOW_UPDATE or SETTINGS and ignores ours, so it neither waits for window nor
+//! gives any back. The session tells the two kinds apart ([`FlowControl`]): a client that
+//! sends WINDOW_UPDATE or SETTINGS keeps windows; one that overruns a window before either
+//! keeps none (its data is taken, as the kubelet takes it), and so does one the caller
+//! declares so ([`Session::assume_no_client_windows`], after a PING answered with no
+//! WINDOW_UPDATE while our data waited for one). With such a client the windows we send
+//! into are not enforced, and bounding what it sends is the caller's (stop reading).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -42,10 +51,21 @@ pub enum StreamKind {
 }
 
 /// How much of `n` consumed bytes a window of `window` with `unacked` bytes already owed
-/// may get back without growing past [`DEFAULT_WINDOW`].
-fn owed(window: i64, unacked: u32, n: u32) -> u32 {
-    let room = i64::from(DEFAULT_WINDOW) - window - i64::from(unacked);
-    n.min(room.clamp(0, i64::from(DEFAULT_WINDOW)) as u32)
+/// may get back without growing past `size`.
+fn owed(size: u32, window: i64, unacked: u32, n: u32) -> u32 {
+    let room = i64::from(size) - window - i64::from(unacked);
+    n.min(room.clamp(0, i64::from(u32::MAX)) as u32)
+}
+
+/// Whether the client keeps SPDY/3.1 flow control (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowControl {
+    /// Nothing seen yet either way: windows are kept both ways.
+    Unknown,
+    /// The client sent WINDOW_UPDATE or SETTINGS: windows are kept both ways.
+    Kept,
+    /// The client overran a window, or the caller said so: none are enforced.
+    Ignored,
 }
 
 /// What the session reports to the port-forward layer.
@@ -140,7 +160,10 @@ pub struct Session {
     session_send_window: i64,
     session_recv_window: i64,
     session_unacked: u32,
+    /// The session receive window we advertise (at least [`DEFAULT_WINDOW`]).
+    session_window: u32,
     initial_send_window: i64,
+    flow: FlowControl,
     frames: VecDeque<Frame>,
     events: VecDeque<Event>,
     goaway_sent: bool,
@@ -163,10 +186,43 @@ impl Session {
             session_send_window: i64::from(DEFAULT_WINDOW),
             session_recv_window: i64::from(DEFAULT_WINDOW),
             session_unacked: 0,
+            session_window: DEFAULT_WINDOW,
             initial_send_window: i64::from(DEFAULT_WINDOW),
+            flow: FlowControl::Unknown,
             frames: VecDeque::new(),
             events: VecDeque::new(),
             goaway_sent: false,
+        }
+    }
+
+    /// A new session whose session receive window is `window` bytes (at least
+    /// [`DEFAULT_WINDOW`], at most 2^31 - 1): a WINDOW_UPDATE for stream 0 is queued
+    /// that opens it. Streams keep 64 KiB windows each, so with a session window several
+    /// times that, one stream whose data is not consumed does not stall the others.
+    pub fn with_session_window(window: u32) -> Self {
+        let mut s = Self::new();
+        let window = window.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32);
+        if window > DEFAULT_WINDOW {
+            s.session_window = window;
+            s.session_recv_window = i64::from(window);
+            s.frames.push_back(Frame::WindowUpdate {
+                stream_id: 0,
+                delta: window - DEFAULT_WINDOW,
+            });
+        }
+        s
+    }
+
+    /// Whether the client keeps flow control, as far as the session knows.
+    pub fn client_flow_control(&self) -> FlowControl {
+        self.flow
+    }
+
+    /// Declares that the client keeps no windows (unless it has shown it does): from now
+    /// on the windows we send into are not enforced and overruns are taken.
+    pub fn assume_no_client_windows(&mut self) {
+        if self.flow == FlowControl::Unknown {
+            self.flow = FlowControl::Ignored;
         }
     }
 
@@ -224,6 +280,7 @@ impl Session {
                 }
             }
             Frame::Settings { entries, .. } => {
+                self.windows_kept();
                 for e in entries {
                     if e.id == setting_id::INITIAL_WINDOW_SIZE {
                         if i64::from(e.value) > MAX_WINDOW {
@@ -252,6 +309,7 @@ impl Session {
                 stream_id: 0,
                 delta,
             } => {
+                self.windows_kept();
                 let w = self.session_send_window + i64::from(delta);
                 if delta == 0 || w > MAX_WINDOW {
                     return Err(self.fail("bad session WINDOW_UPDATE"));
@@ -259,6 +317,7 @@ impl Session {
                 self.session_send_window = w;
             }
             Frame::WindowUpdate { stream_id, delta } => {
+                self.windows_kept();
                 if let Some(s) = self.streams.get_mut(&stream_id) {
                     let w = s.send_window + i64::from(delta);
                     if delta == 0 || w > MAX_WINDOW {
@@ -377,7 +436,7 @@ impl Session {
     fn data(&mut self, stream_id: u32, fin: bool, data: Bytes) -> Result<(), SessionError> {
         let len = data.len() as i64;
         self.session_recv_window -= len;
-        if self.session_recv_window < 0 {
+        if self.session_recv_window < 0 && !self.overrun_taken() {
             return Err(self.fail("client overran the session window"));
         }
         let Some(s) = self.streams.get_mut(&stream_id) else {
@@ -395,7 +454,7 @@ impl Session {
             return Ok(());
         }
         s.recv_window -= len;
-        if s.recv_window < 0 {
+        if s.recv_window < 0 && !self.overrun_taken() {
             self.give_back_session(data.len() as u32);
             self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
             return Ok(());
@@ -415,12 +474,13 @@ impl Session {
 
     /// Reports `n` bytes of a stream's received data as consumed (written on), which
     /// reopens the windows: a WINDOW_UPDATE goes out once half a window is owed.
-    /// More than was received is not given back: a window never grows past 64 KiB.
+    /// More than was received is not given back: a stream's window never grows past
+    /// 64 KiB, the session's past its size ([`Session::with_session_window`]).
     pub fn consumed(&mut self, stream_id: u32, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.give_back_session(n);
         if let Some(s) = self.streams.get_mut(&stream_id) {
-            s.unacked += owed(s.recv_window, s.unacked, n);
+            s.unacked += owed(DEFAULT_WINDOW, s.recv_window, s.unacked, n);
             if s.unacked >= DEFAULT_WINDOW / 2 && !s.remote_closed {
                 s.recv_window += i64::from(s.unacked);
                 self.frames.push_back(Frame::WindowUpdate {
@@ -433,8 +493,13 @@ impl Session {
     }
 
     fn give_back_session(&mut self, n: u32) {
-        self.session_unacked += owed(self.session_recv_window, self.session_unacked, n);
-        if self.session_unacked >= DEFAULT_WINDOW / 2 {
+        self.session_unacked += owed(
+            self.session_window,
+            self.session_recv_window,
+            self.session_unacked,
+            n,
+        );
+        if self.session_unacked >= (self.session_window / 2).min(DEFAULT_WINDOW / 2) {
             self.session_recv_window += i64::from(self.session_unacked);
             self.frames.push_back(Frame::WindowUpdate {
                 stream_id: 0,
@@ -446,8 +511,12 @@ impl Session {
 
     /// How many bytes may be sent on `stream_id` now (the smaller of its window and the
     /// session's), or `None` if it is not open for sending.
+    /// With a client that keeps no windows ([`FlowControl::Ignored`]) this is 2^31 - 1.
     pub fn send_window(&self, stream_id: u32) -> Option<usize> {
         let s = self.streams.get(&stream_id).filter(|s| !s.local_closed)?;
+        if self.flow == FlowControl::Ignored {
+            return Some(MAX_WINDOW as usize);
+        }
         Some(s.send_window.min(self.session_send_window).max(0) as usize)
     }
 
@@ -495,6 +564,20 @@ impl Session {
                 status,
             });
         }
+    }
+
+    fn windows_kept(&mut self) {
+        if self.flow == FlowControl::Unknown {
+            self.flow = FlowControl::Kept;
+        }
+    }
+
+    /// Whether an overrun is taken: the client has shown no windows, or now shows so.
+    fn overrun_taken(&mut self) -> bool {
+        if self.flow == FlowControl::Unknown {
+            self.flow = FlowControl::Ignored;
+        }
+        self.flow == FlowControl::Ignored
     }
 
     fn fail(&mut self, why: &'static str) -> SessionError {

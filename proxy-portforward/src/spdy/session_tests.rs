@@ -1,5 +1,6 @@
 use bytes::Bytes;
 
+use super::session::FlowControl;
 use super::session::{DEFAULT_WINDOW, Event, SendError, SessionError, StreamKind};
 use super::*;
 
@@ -42,6 +43,18 @@ fn paired() -> Session {
     s.receive(open(3, "data", "8080", Some("0"))).unwrap();
     frames(&mut s);
     events(&mut s);
+    s
+}
+
+/// [`paired`], with a client that has shown it keeps windows (an empty SETTINGS).
+fn paired_kept() -> Session {
+    let mut s = paired();
+    s.receive(Frame::Settings {
+        clear: false,
+        entries: vec![],
+    })
+    .unwrap();
+    assert_eq!(s.client_flow_control(), FlowControl::Kept);
     s
 }
 
@@ -149,7 +162,7 @@ fn answers_client_pings_only() {
 
 #[test]
 fn data_in_and_receive_windows() {
-    let mut s = paired();
+    let mut s = paired_kept();
     s.receive(data(3, 1000, false)).unwrap();
     assert_eq!(
         events(&mut s),
@@ -188,7 +201,7 @@ fn data_in_and_receive_windows() {
 
 #[test]
 fn stream_window_overrun_resets_the_stream() {
-    let mut s = paired();
+    let mut s = paired_kept();
     let k = 20 * 1024;
     // 20 KiB consumed on each stream: too little for either stream's WINDOW_UPDATE, enough
     // together for the session's, which so is wider than stream 3's.
@@ -248,7 +261,7 @@ fn windows_never_grow_past_64k() {
 
 #[test]
 fn session_window_overrun_is_a_session_error() {
-    let mut s = paired();
+    let mut s = paired_kept();
     s.receive(data(3, DEFAULT_WINDOW as usize / 2, false))
         .unwrap();
     s.receive(data(1, DEFAULT_WINDOW as usize / 2, false))
@@ -479,4 +492,107 @@ fn resets_and_goaway() {
     .unwrap();
     s.send_data(3, Bytes::new(), true).unwrap();
     assert_eq!(s.stream_kind(3), None);
+}
+
+#[test]
+fn a_client_keeping_no_windows_overruns_them_and_is_served() {
+    // Go's spdystream (kubectl's) neither sends WINDOW_UPDATE nor waits for one.
+    let mut s = paired();
+    assert_eq!(s.client_flow_control(), FlowControl::Unknown);
+    s.receive(data(3, DEFAULT_WINDOW as usize, false)).unwrap();
+    assert_eq!(s.client_flow_control(), FlowControl::Unknown);
+    s.receive(data(3, 1000, false)).unwrap();
+    assert_eq!(s.client_flow_control(), FlowControl::Ignored);
+    assert_eq!(events(&mut s).len(), 2);
+    assert_eq!(frames(&mut s), []);
+    // What it sent is given back in full as it is consumed.
+    s.consumed(3, DEFAULT_WINDOW as usize + 1000);
+    assert_eq!(
+        frames(&mut s),
+        [
+            Frame::WindowUpdate {
+                stream_id: 0,
+                delta: DEFAULT_WINDOW + 1000
+            },
+            Frame::WindowUpdate {
+                stream_id: 3,
+                delta: DEFAULT_WINDOW + 1000
+            },
+        ]
+    );
+    // The windows it never reopens do not hold our data back.
+    let big = Bytes::from(vec![1; 2 * DEFAULT_WINDOW as usize]);
+    s.send_data(3, big, false).unwrap();
+    assert!(s.send_window(3).unwrap() > DEFAULT_WINDOW as usize);
+}
+
+#[test]
+fn the_caller_may_declare_a_client_keeps_no_windows() {
+    let mut s = paired();
+    s.send_data(3, Bytes::from(vec![1; DEFAULT_WINDOW as usize]), false)
+        .unwrap();
+    assert_eq!(s.send_window(3), Some(0));
+    s.assume_no_client_windows();
+    assert_eq!(s.client_flow_control(), FlowControl::Ignored);
+    assert!(s.send_window(3).unwrap() > 0);
+
+    // A client that has sent WINDOW_UPDATE keeps windows whatever the caller says.
+    let mut s = paired();
+    s.receive(Frame::WindowUpdate {
+        stream_id: 3,
+        delta: 1,
+    })
+    .unwrap();
+    s.assume_no_client_windows();
+    assert_eq!(s.client_flow_control(), FlowControl::Kept);
+}
+
+#[test]
+fn a_wider_session_window_is_opened_and_given_back() {
+    let mut s = Session::with_session_window(1 << 20);
+    assert_eq!(
+        frames(&mut s),
+        [Frame::WindowUpdate {
+            stream_id: 0,
+            delta: (1 << 20) - DEFAULT_WINDOW
+        }]
+    );
+    s.receive(Frame::Settings {
+        clear: false,
+        entries: vec![],
+    })
+    .unwrap();
+    // Sixteen streams each fill their window; none is consumed; the session holds.
+    for i in 0..16u32 {
+        let (error, data_id) = (4 * i + 1, 4 * i + 3);
+        let request = i.to_string();
+        s.receive(open(error, "error", "80", Some(&request)))
+            .unwrap();
+        s.receive(open(data_id, "data", "80", Some(&request)))
+            .unwrap();
+        s.receive(data(data_id, DEFAULT_WINDOW as usize, false))
+            .unwrap();
+    }
+    frames(&mut s);
+    assert_eq!(s.client_flow_control(), FlowControl::Kept);
+    // Then the first is consumed: its window and the session's reopen.
+    s.consumed(3, DEFAULT_WINDOW as usize);
+    assert_eq!(
+        frames(&mut s),
+        [
+            Frame::WindowUpdate {
+                stream_id: 0,
+                delta: DEFAULT_WINDOW
+            },
+            Frame::WindowUpdate {
+                stream_id: 3,
+                delta: DEFAULT_WINDOW
+            },
+        ]
+    );
+    // The window is full again after 64 KiB more, and one byte over it is an error.
+    s.receive(open(65, "error", "80", Some("16"))).unwrap();
+    s.receive(open(67, "data", "80", Some("16"))).unwrap();
+    s.receive(data(67, DEFAULT_WINDOW as usize, false)).unwrap();
+    assert!(s.receive(data(67, 1, false)).is_err());
 }

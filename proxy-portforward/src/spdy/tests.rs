@@ -813,3 +813,39 @@ fn headers_accessors() {
     assert_eq!(dec.decompress(&block).unwrap(), h);
     assert!(format!("{dec:?}{:?}", HeaderCompressor::default()).contains("Header"));
 }
+
+#[test]
+fn decode_buf_shares_large_data_payloads_and_copies_small_ones() {
+    let mut enc = Encoder::new();
+    let big = Frame::Data {
+        stream_id: 3,
+        fin: true,
+        data: Bytes::from(vec![9; 20_000]),
+    };
+    let small = Frame::Data {
+        stream_id: 5,
+        fin: false,
+        data: Bytes::from_static(b"tiny"),
+    };
+    let mut wire = BytesMut::new();
+    wire.extend_from_slice(&encode(&mut enc, &small));
+    wire.extend_from_slice(&encode(&mut enc, &big));
+    wire.extend_from_slice(&encode(&mut enc, &small));
+    let within = |wire: &BytesMut| {
+        let range = wire.as_ptr_range();
+        move |f: &Option<Frame>| match f {
+            Some(Frame::Data { data, .. }) => range.contains(&data.as_ptr()),
+            _ => panic!("not a data frame: {f:?}"),
+        }
+    };
+    let shared = within(&wire);
+    let mut dec = Decoder::new();
+    let (a, b, c) = (
+        dec.decode_buf(&mut wire).unwrap(),
+        dec.decode_buf(&mut wire).unwrap(),
+        dec.decode_buf(&mut wire).unwrap(),
+    );
+    assert_eq!((shared(&a), shared(&b), shared(&c)), (false, true, false));
+    assert_eq!((a, b, c), (Some(small.clone()), Some(big), Some(small)));
+    assert!(wire.is_empty());
+}
