@@ -362,7 +362,11 @@ fn respond(request: &Request, forwards: &Forwards) -> Response {
         _ => Response {
             status: 200,
             content_type: metrics::CONTENT_TYPE,
-            body: metrics::render(&forwards.metrics(), forwards.is_ready()),
+            body: metrics::render_with(
+                &forwards.metrics(),
+                forwards.is_ready(),
+                forwards.port_forward_stats().as_ref(),
+            ),
             allow: false,
         },
     }

@@ -32,6 +32,7 @@ pub mod config;
 pub mod forward;
 pub mod logging;
 pub mod metrics;
+pub mod port_forward_server;
 pub mod protocol;
 pub mod registry;
 pub mod run;

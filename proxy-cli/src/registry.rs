@@ -75,6 +75,7 @@ struct Inner {
     entries: Vec<Entry>,
     ready: bool,
     draining: bool,
+    port_forward: Option<proxy_portforward::server::Server>,
 }
 
 #[derive(Debug)]
@@ -147,6 +148,16 @@ impl Forwards {
     /// The shutdown has started: `/readyz` answers 503 from now on.
     pub fn set_draining(&self) {
         self.lock().draining = true;
+    }
+
+    /// Lists the port-forward server whose stats `/metrics` shows.
+    pub fn set_port_forward(&self, server: proxy_portforward::server::Server) {
+        self.lock().port_forward = Some(server);
+    }
+
+    /// The port-forward server's stats, if one is listed.
+    pub fn port_forward_stats(&self) -> Option<proxy_portforward::forward::StatsSnapshot> {
+        self.lock().port_forward.as_ref().map(|s| s.stats())
     }
 
     /// Whether the process is ready: started, and not shutting down.

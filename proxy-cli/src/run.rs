@@ -121,6 +121,9 @@ pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<
             seed(&args.spec()?, args.drain, &forwards, &mut inherited).await
         }
         (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
+        (Command::PortForwardServer(args), _) => {
+            crate::port_forward_server::run(&args, &forwards).await
+        }
         (Command::Run(args), Some(config)) => run_config(&args.config, &config, &forwards).await,
         (Command::Run(_), None) => unreachable!("the file was loaded above"),
     }
@@ -134,6 +137,7 @@ fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
         (Command::Udp(args), _) => drop(args.spec()?),
         (Command::TcpUdp(args), _) => drop(args.spec()?),
         (Command::Forward(args), _) => drop(args.plan()?),
+        (Command::PortForwardServer(args), _) => crate::port_forward_server::check(args)?,
         (Command::Run(_), Some(config)) => {
             crate::supervise::build_all(config)?;
             for line in config::summary(config) {
@@ -183,13 +187,13 @@ async fn run_config(path: &Path, config: &ConfigFile, forwards: &Forwards) -> an
 }
 
 /// SIGHUP, the request to reload the configuration file.
-struct Hangups {
+pub(crate) struct Hangups {
     #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
 }
 
 impl Hangups {
-    fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -203,7 +207,7 @@ impl Hangups {
         }
     }
 
-    async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         {
             if self.hup.recv().await.is_none() {

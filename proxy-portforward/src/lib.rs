@@ -16,6 +16,8 @@ pub mod dial;
 pub mod discovery;
 pub mod forward;
 pub mod objects;
+mod query;
+pub mod server;
 pub mod spdy;
 pub mod status;
 mod sys;

@@ -21,12 +21,25 @@ pub const REASON_BAD_REQUEST: &str = "BadRequest";
 pub const REASON_FORBIDDEN: &str = "Forbidden";
 /// `reason` of a request for something that does not exist (HTTP 404).
 pub const REASON_NOT_FOUND: &str = "NotFound";
+/// `reason` of a 401.
+pub const REASON_UNAUTHORIZED: &str = "Unauthorized";
 /// `reason` of a failure inside the server (HTTP 500).
 pub const REASON_INTERNAL_ERROR: &str = "InternalError";
 
 /// The `metadata` of a `Status`: always empty here (`{}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListMeta {}
+
+/// The object a `Status` is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDetails {
+    /// The object's name.
+    #[serde(default)]
+    pub name: String,
+    /// Its resource (`pods`, `services`, `deployments.apps`).
+    #[serde(default)]
+    pub kind: String,
+}
 
 /// A `Status` object (`kind: Status`, `apiVersion: v1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +60,9 @@ pub struct Status {
     /// What went wrong, for a program (`BadRequest`, `Forbidden`, ...).
     #[serde(default)]
     pub reason: String,
+    /// Which object, for `NotFound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
     /// The HTTP status code sent with it.
     #[serde(default)]
     pub code: u16,
@@ -62,6 +78,7 @@ impl Status {
             status: "Failure".to_owned(),
             message: message.into(),
             reason: reason.to_owned(),
+            details: None,
             code,
         }
     }
@@ -74,6 +91,28 @@ impl Status {
     /// A `Failure` with code 403 and reason `Forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::failure(403, REASON_FORBIDDEN, message)
+    }
+
+    /// A `Failure` with code 404 and reason `NotFound`, worded as the API server words it:
+    /// `pods "web" not found` for `not_found("pods", "web")`. A resource of a group is
+    /// named with it (`deployments.apps`).
+    pub fn not_found(resource: &str, name: &str) -> Self {
+        let mut status = Self::failure(
+            404,
+            REASON_NOT_FOUND,
+            format!("{resource} \"{name}\" not found"),
+        );
+        status.details = Some(StatusDetails {
+            name: name.to_owned(),
+            kind: resource.to_owned(),
+        });
+        status
+    }
+
+    /// A `Failure` with code 401 and reason `Unauthorized`, as the API server answers a
+    /// request whose credentials it does not accept.
+    pub fn unauthorized() -> Self {
+        Self::failure(401, REASON_UNAUTHORIZED, "Unauthorized")
     }
 
     /// The JSON body, on one line, fields in Kubernetes' order.
@@ -108,6 +147,18 @@ mod tests {
         assert_eq!(s.code, 404);
         assert_eq!(s.message, "");
         assert_eq!(s.metadata, ListMeta {});
+    }
+
+    #[test]
+    fn not_found_as_the_api_server_words_it() {
+        assert_eq!(
+            Status::not_found("pods", "nope").to_json(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"nope\" not found","reason":"NotFound","details":{"name":"nope","kind":"pods"},"code":404}"#
+        );
+        assert_eq!(
+            Status::unauthorized().to_json(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod forward;
 mod help;
 pub mod keys;
+pub mod port_forward_server;
 mod seed;
 
 use std::fmt;
@@ -119,6 +120,15 @@ pub enum Command {
         mut_arg("idle_timeout", |a| a.help(forward::IDLE_FLAG_HELP))
     )]
     Forward(forward::ForwardArgs),
+
+    /// Serve port-forward to pods for unmodified kubectl and client libraries:
+    /// `proxy port-forward-server --pod NAME=TARGET...`.
+    #[command(
+        name = "port-forward-server",
+        long_about = port_forward_server::LONG_ABOUT,
+        after_help = port_forward_server::EXAMPLES
+    )]
+    PortForwardServer(port_forward_server::PortForwardServerArgs),
 
     /// Run the forwards of a configuration file; SIGHUP applies its changes:
     /// `proxy run --config FILE`.

@@ -21,7 +21,7 @@ fn spec(args: &[&str]) -> Result<ForwardSpec, UsageError> {
         Command::Udp(a) => a.spec(),
         Command::TcpUdp(a) => a.spec(),
         Command::Forward(a) => a.plan().map(|p| p.settings),
-        Command::Run(_) => panic!("run has no spec"),
+        Command::Run(_) | Command::PortForwardServer(_) => panic!("no spec"),
     }
 }
 

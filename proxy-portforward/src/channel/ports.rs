@@ -147,43 +147,8 @@ pub fn parse_port_values<'a>(
 /// Go's `url.ParseQuery` does: pairs split on `&`, `+` is a space, `%XX` escapes; a pair
 /// with a bad escape or a `;` is skipped, as the kubelet's `req.URL.Query()` skips it.
 pub fn parse_query(query: &str) -> Result<Vec<u16>, PortsError> {
-    let values: Vec<String> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty() && !pair.contains(';'))
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (unescape(key)? == PORTS_PARAMETER).then_some(())?;
-            unescape(value)
-        })
-        .collect();
+    let values = crate::query::values(query, PORTS_PARAMETER);
     parse_port_values(values.iter().map(String::as_str))
-}
-
-/// Form-decodes one key or value; `None` for a bad `%` escape.
-fn unescape(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(
-                    u8::from_str_radix(hex, 16)
-                        .ok()
-                        .filter(|_| hex.bytes().all(|b| b.is_ascii_hexdigit()))?,
-                );
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    // Go keeps bytes that are not UTF-8 (and `%q` shows them as `\xNN`); here they become
-    // U+FFFD, so such a value still fails as "unable to parse", only quoted differently.
-    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

@@ -138,9 +138,17 @@ pub(crate) fn io_error(e: WsError) -> io::Error {
 /// # Errors
 ///
 /// As [`serve_spdy`](super::serve_spdy).
-pub async fn serve_spdy_tunnel<S>(ws: WebSocketStream<S>, forward: super::PodForward) -> io::Result<()>
+pub async fn serve_spdy_tunnel<S>(
+    ws: WebSocketStream<S>,
+    forward: super::PodForward,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    super::serve_spdy(WebSocketBytes::new(ws), forward, super::Wire::SpdyOverWebSocket).await
+    super::serve_spdy(
+        WebSocketBytes::new(ws),
+        forward,
+        super::Wire::SpdyOverWebSocket,
+    )
+    .await
 }

@@ -33,6 +33,8 @@ use std::net::SocketAddr;
 use proxy_core::{EndpointStats, StatsSnapshot};
 
 use crate::logging;
+
+mod port_forward;
 use crate::protocol::Protocol;
 
 /// The `Content-Type` of [`render`]'s output.
@@ -368,6 +370,15 @@ const ENDPOINT_FAMILIES: &[EndpointFamily] = &[
 /// The exposition of `forwards`, of the process's readiness and of its log lines dropped
 /// ([`logging::lines_dropped`], process-wide like the logger).
 pub fn render(forwards: &[ForwardMetrics], ready: bool) -> String {
+    render_with(forwards, ready, None)
+}
+
+/// [`render`], and the families of a port-forward server's `stats`, if any.
+pub fn render_with(
+    forwards: &[ForwardMetrics],
+    ready: bool,
+    port_forward: Option<&proxy_portforward::forward::StatsSnapshot>,
+) -> String {
     let mut out = String::with_capacity(4096 + forwards.len() * 2048);
     header(
         &mut out,
@@ -426,6 +437,9 @@ pub fn render(forwards: &[ForwardMetrics], ready: bool) -> String {
                 let _ = writeln!(out, "{name}{{{line}}} {}", value(e));
             }
         }
+    }
+    if let Some(stats) = port_forward {
+        port_forward::render(&mut out, stats);
     }
     out
 }
