@@ -3,69 +3,26 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use proxy_portforward::channel::kubelet_error_message;
 use proxy_portforward::dial::TargetDialer;
-use proxy_portforward::forward::{Observe, PodForward, StreamEnd, StreamInfo, Wire, serve_spdy};
+use proxy_portforward::forward::{PodForward, Wire, serve_spdy};
 use proxy_portforward::objects::Pod;
 use proxy_portforward::spdy::Frame;
 use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::echo::{self, Server, echo_server, listener, recorder};
 use proxy_testkit::net::refusing_addr;
 use proxy_testkit::wait::{eventually, within};
+use support::recording::{Heard, Recording};
 use support::spdy_client::{Client, Incoming, LIMIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// What the observer heard, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Heard {
-    SessionStarted(Wire),
-    SessionEnded(Wire),
-    StreamStarted(StreamInfo),
-    StreamEnded(StreamInfo, StreamEnd),
-}
-
-#[derive(Default)]
-struct Recording(Mutex<Vec<Heard>>);
-
-impl Observe for Recording {
-    fn session_started(&self, wire: Wire) {
-        self.0.lock().unwrap().push(Heard::SessionStarted(wire));
-    }
-    fn session_ended(&self, wire: Wire) {
-        self.0.lock().unwrap().push(Heard::SessionEnded(wire));
-    }
-    fn stream_started(&self, stream: &StreamInfo) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(Heard::StreamStarted(stream.clone()));
-    }
-    fn stream_ended(&self, stream: &StreamInfo, end: &StreamEnd) {
-        (self.0.lock().unwrap()).push(Heard::StreamEnded(stream.clone(), end.clone()));
-    }
-}
-
-impl Recording {
-    fn heard(&self) -> Vec<Heard> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn ended(&self) -> Vec<(StreamInfo, StreamEnd)> {
-        (self.heard().into_iter())
-            .filter_map(|h| match h {
-                Heard::StreamEnded(i, e) => Some((i, e)),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
 /// A node serving one session on loopback TCP, for pod `web` on 127.0.0.1.
 struct Node {
     pod: Arc<Pod>,

@@ -3,21 +3,22 @@
 //! echo and recording servers (and a refused port), and `WebSocketBytes` carrying a byte
 //! stream both ways.
 
+mod support;
+
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proxy_portforward::channel::{self, ClientEvent, ClientMux, Protocol, Stream};
 use proxy_portforward::dial::TargetDialer;
-use proxy_portforward::forward::{
-    self, Observe, PodForward, StreamEnd, StreamInfo, WebSocketBytes, Wire,
-};
+use proxy_portforward::forward::{self, PodForward, StreamEnd, WebSocketBytes, Wire};
 use proxy_portforward::objects::Pod;
 use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::echo::{self, Recorded, Server};
 use proxy_testkit::wait::{PROMPT, eventually, within};
+use support::recording::{Heard, Recording};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -33,63 +34,31 @@ type Ws = WebSocketStream<TcpStream>;
 
 // ===== a recording observer =====
 
-#[derive(Debug, Clone, PartialEq)]
-enum Seen {
-    SessionStarted(Wire),
-    SessionEnded(Wire),
-    StreamStarted(StreamInfo),
-    StreamEnded(StreamInfo, StreamEnd),
+trait SessionEnds {
+    async fn session_ends(&self, ports: usize) -> Vec<StreamEnd>;
 }
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Seen>>);
-
-impl Observe for Recorder {
-    fn session_started(&self, wire: Wire) {
-        self.0.lock().unwrap().push(Seen::SessionStarted(wire));
-    }
-    fn session_ended(&self, wire: Wire) {
-        self.0.lock().unwrap().push(Seen::SessionEnded(wire));
-    }
-    fn stream_started(&self, stream: &StreamInfo) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(Seen::StreamStarted(stream.clone()));
-    }
-    fn stream_ended(&self, stream: &StreamInfo, end: &StreamEnd) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(Seen::StreamEnded(stream.clone(), end.clone()));
-    }
-}
-
-impl Recorder {
-    fn seen(&self) -> Vec<Seen> {
-        self.0.lock().unwrap().clone()
-    }
-
+impl SessionEnds for Recording {
     /// Waits for the session's end, then checks each stream started and ended once, and
     /// returns the ends by request id (the port's index).
-    async fn ended(&self, ports: usize) -> Vec<StreamEnd> {
+    async fn session_ends(&self, ports: usize) -> Vec<StreamEnd> {
         eventually("the session ends", PROMPT, || {
-            self.seen().contains(&Seen::SessionEnded(Wire::WebSocket))
+            self.heard().contains(&Heard::SessionEnded(Wire::WebSocket))
         })
         .await;
-        let seen = self.seen();
-        assert_eq!(seen[0], Seen::SessionStarted(Wire::WebSocket));
-        assert_eq!(seen.last(), Some(&Seen::SessionEnded(Wire::WebSocket)));
+        let seen = self.heard();
+        assert_eq!(seen[0], Heard::SessionStarted(Wire::WebSocket));
+        assert_eq!(seen.last(), Some(&Heard::SessionEnded(Wire::WebSocket)));
         let mut ends = vec![None; ports];
         for (i, end) in ends.iter_mut().enumerate() {
             let id = i.to_string();
             let started = seen
                 .iter()
-                .filter(|s| matches!(s, Seen::StreamStarted(info) if info.request_id == id))
+                .filter(|s| matches!(s, Heard::StreamStarted(info) if info.request_id == id))
                 .count();
             assert_eq!(started, 1, "stream {i} started once: {seen:?}");
             let mut ended = seen.iter().filter_map(|s| match s {
-                Seen::StreamEnded(info, end) if info.request_id == id => Some((info, end)),
+                Heard::StreamEnded(info, end) if info.request_id == id => Some((info, end)),
                 _ => None,
             });
             let (info, e) = ended.next().expect("the stream ended");
@@ -131,7 +100,7 @@ fn header<'a>(head: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
 async fn serve_one(
     listener: TcpListener,
     supported: &'static [Protocol],
-    observer: Arc<Recorder>,
+    observer: Arc<Recording>,
 ) -> io::Result<()> {
     let (mut tcp, client) = listener.accept().await?;
     let head = read_head(&mut tcp).await;
@@ -166,7 +135,7 @@ struct Session {
     mux: ClientMux,
     ports: Vec<u16>,
     server: JoinHandle<io::Result<()>>,
-    observer: Arc<Recorder>,
+    observer: Arc<Recording>,
 }
 
 /// Opens a port-forward WebSocket for `ports`, offering `protocol` (the server supports
@@ -174,7 +143,7 @@ struct Session {
 async fn open(ports: &[u16], protocol: Protocol) -> Session {
     let listener = echo::listener().await;
     let addr = listener.local_addr().unwrap();
-    let observer = Arc::new(Recorder::default());
+    let observer = Arc::new(Recording::default());
     let server = tokio::spawn(serve_one(
         listener,
         channel::ALL_PROTOCOLS,
@@ -324,7 +293,7 @@ async fn v4_binary_echoes_8_mib_byte_exact_and_the_observer_counts_it() {
     s.close().await;
     let observer = s.observer.clone();
     s.server_result().await.unwrap();
-    let ends = observer.ended(1).await;
+    let ends = observer.session_ends(1).await;
     assert_eq!(ends[0].bytes_to_pod, 8 << 20);
     assert_eq!(ends[0].bytes_from_pod, 8 << 20);
     assert_eq!(ends[0].error, None);
@@ -364,7 +333,7 @@ async fn two_ports_share_one_websocket() {
     s.close().await;
     let observer = s.observer.clone();
     s.server_result().await.unwrap();
-    for end in observer.ended(2).await {
+    for end in observer.session_ends(2).await {
         assert_eq!((end.bytes_to_pod, end.bytes_from_pod), (1 << 20, 1 << 20));
     }
 }
@@ -404,7 +373,7 @@ async fn a_refused_port_gets_the_kubelet_error_and_the_other_port_works() {
     s.close().await;
     let observer = s.observer.clone();
     s.server_result().await.unwrap();
-    let ends = observer.ended(2).await;
+    let ends = observer.session_ends(2).await;
     assert_eq!(ends[0].error.as_deref(), Some(reason.as_str()));
     assert_eq!(ends[0].bytes_to_pod, 0);
     assert_eq!(ends[1].error, None);
@@ -461,7 +430,7 @@ async fn v5_half_closes_both_ways_then_the_websocket_closes_with_1000() {
     assert_eq!(s.next_event().await, Err(Some(CloseCode::Normal)));
     let observer = s.observer.clone();
     s.server_result().await.unwrap();
-    let ends = observer.ended(1).await;
+    let ends = observer.session_ends(1).await;
     assert_eq!((ends[0].bytes_to_pod, ends[0].bytes_from_pod), (14, 5));
     assert_eq!(ends[0].error, None);
 }
@@ -517,7 +486,7 @@ async fn a_client_close_closes_the_pod_connections() {
     assert_eq!(r.end, Ok(()));
     let observer = s.observer.clone();
     s.server_result().await.unwrap();
-    assert_eq!(observer.ended(1).await[0].error, None);
+    assert_eq!(observer.session_ends(1).await[0].error, None);
 }
 
 #[tokio::test]
@@ -538,7 +507,7 @@ async fn a_client_that_vanishes_gets_its_pod_connections_closed() {
         .await
         .unwrap();
     assert!(result.is_err(), "{result:?}");
-    let end = &observer.ended(1).await[0];
+    let end = &observer.session_ends(1).await[0];
     assert!(
         end.error
             .as_deref()
@@ -568,7 +537,7 @@ async fn too_many_ports_for_base64_is_invalid_input() {
         let forward = PodForward {
             pod: pod(),
             dialer: Arc::new(TargetDialer::new(PROMPT)),
-            observer: Arc::new(Recorder::default()),
+            observer: Arc::new(Recording::default()),
             client: None,
         };
         forward::serve_channels(ws, vec![80; 41], Protocol::V4Base64, forward).await
@@ -744,7 +713,7 @@ async fn a_pod_reset_sends_the_kubelet_error_with_the_reason() {
     assert_eq!(s.next_event().await, Err(Some(CloseCode::Normal)));
     let observer = s.observer.clone();
     s.server_result().await.unwrap();
-    let end = &observer.ended(1).await[0];
+    let end = &observer.session_ends(1).await[0];
     assert_eq!(end.bytes_to_pod, 4);
     assert!(end.error.is_some(), "{end:?}");
 }
@@ -808,7 +777,7 @@ async fn websocket_bytes_a_connection_ended_without_close_is_unexpected_eof() {
 /// and the negotiated protocol, then serves the upgraded connection.
 async fn upgrade(
     mut req: hyper::Request<hyper::body::Incoming>,
-    observer: Arc<Recorder>,
+    observer: Arc<Recording>,
 ) -> Result<hyper::Response<http_body_util::Empty<bytes::Bytes>>, std::convert::Infallible> {
     let ports = channel::parse_query(req.uri().query().unwrap_or("")).unwrap();
     let offered = req.headers().get_all("sec-websocket-protocol");
@@ -847,7 +816,7 @@ async fn serves_a_hyper_upgrade() {
     let pod_echo = echo::echo_server().await;
     let listener = echo::listener().await;
     let addr = listener.local_addr().unwrap();
-    let observer = Arc::new(Recorder::default());
+    let observer = Arc::new(Recording::default());
     let http = tokio::spawn({
         let observer = observer.clone();
         async move {
@@ -901,7 +870,7 @@ async fn serves_a_hyper_upgrade() {
     );
     ws.close(None).await.unwrap();
     while let Some(Ok(_)) = within(PROMPT, "the end", ws.next()).await {}
-    assert_eq!(observer.ended(1).await[0].bytes_to_pod, 9);
+    assert_eq!(observer.session_ends(1).await[0].bytes_to_pod, 9);
     within(PROMPT, "the HTTP connection ends", http)
         .await
         .unwrap();
