@@ -128,3 +128,28 @@ fn version_names_the_release_and_the_git_revision() {
         None => assert_eq!(revision, "unknown"),
     }
 }
+
+#[test]
+fn the_port_forward_example_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/port-forward.toml");
+    let (code, stdout, stderr) = run(&["--check", "port-forward-server", "--config", example]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, "ok: the arguments are valid"),
+        "{stderr}"
+    );
+    // A service listing a pod that neither the file nor --pod gives is refused, named.
+    let (code, _, stderr) = run(&[
+        "--check",
+        "port-forward-server",
+        "--config",
+        example,
+        "--service",
+        "api:80=api",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("lists pod `api`, which is not given"),
+        "{stderr}"
+    );
+}
