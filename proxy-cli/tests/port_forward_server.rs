@@ -23,7 +23,7 @@ use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::kube::{Kubeconfig, Kubectl, PortForward, TestCerts, Transport, run_python};
 use proxy_testkit::net::refusing_addr;
 use proxy_testkit::process::TempPath;
-use support::port_forward::{PortForwardServer, closes_first, reply_after_eof};
+use support::port_forward::{PortForwardServer, closes_first, protocol_field, reply_after_eof};
 use support::proxy::PROMPT;
 
 /// How long a kubectl run that should fail at once may take.
@@ -199,6 +199,20 @@ fn forwarding_cases(version: &str, transport: Transport) {
     );
     let (echo_local, eof_local, closes_local) = (pf.local(0), pf.local(1), pf.local(2));
     ping_through(echo_local, "pod/web");
+    // Which transport kubectl settled on: 1.30 tunnels only when asked, 1.33 unless told
+    // not to; a failed tunnel upgrade would make them fall back to SPDY unseen.
+    let tunnels = match (version, transport) {
+        ("1.30", Transport::WebSocket) => true,
+        ("1.27" | "1.30", _) => false,
+        (_, transport) => transport != Transport::Spdy,
+    };
+    let wire = cluster.server.first_stream_protocol();
+    assert_eq!(
+        wire,
+        if tunnels { "spdy-websocket" } else { "spdy" },
+        "kubectl {version} {transport:?}\n{}",
+        pf.output()
+    );
     assert!(
         pf.find_stdout(
             PROMPT,
@@ -577,4 +591,24 @@ except Exception as e:
         stdout.contains("RAISED") && stdout.contains("404"),
         "the handshake fails with the server's 404:\n{stdout}\n{stderr}"
     );
+}
+
+// ===== helpers' own tests =====
+
+/// The access log's `protocol` field, in the server's text and JSON formats.
+#[test]
+fn protocol_fields() {
+    for (line, want) in [
+        (
+            r#"INFO proxy_portforward::access: stream protocol="spdy-websocket" pod=web"#,
+            "spdy-websocket",
+        ),
+        ("INFO stream protocol=spdy client=-", "spdy"),
+        (
+            r#"{"fields":{"protocol":"websocket","pod":"web"}}"#,
+            "websocket",
+        ),
+    ] {
+        assert_eq!(protocol_field(line).as_deref(), Some(want), "{line}");
+    }
 }

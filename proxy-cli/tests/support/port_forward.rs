@@ -3,9 +3,10 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::process::Command;
 use std::thread;
 
-use super::proxy::{PROMPT, Proxy};
+use super::proxy::{PROMPT, PROXY, Proxy};
 
 /// A running `proxy port-forward-server`; killed on drop (printing its stderr when the
 /// test is failing).
@@ -16,12 +17,15 @@ pub(crate) struct PortForwardServer {
 }
 
 impl PortForwardServer {
-    /// Starts `proxy port-forward-server --listen 127.0.0.1:0 ARGS` and waits (within
+    /// Starts `proxy port-forward-server --listen 127.0.0.1:0 ARGS` with `RUST_LOG=info`
+    /// (for the access log: one line per stream, naming the protocol) and waits (within
     /// [`PROMPT`]) for its `Starting to serve on ADDR` line on stdout.
     pub(crate) fn start(args: &[&str]) -> PortForwardServer {
         let mut all = vec!["port-forward-server", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let proxy = Proxy::start(&all);
+        let mut cmd = Command::new(PROXY);
+        cmd.args(&all).env("RUST_LOG", "info");
+        let proxy = Proxy::spawn(cmd);
         let line = proxy
             .wait_stdout(PROMPT, |lines| {
                 lines
@@ -44,6 +48,25 @@ impl PortForwardServer {
             .and_then(|a| a.trim().parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         PortForwardServer { proxy, addr }
+    }
+
+    /// The protocol of the first stream in the access log (`proxy_portforward::access`,
+    /// field `protocol`): `spdy`, `spdy-websocket` or `websocket`; waits up to [`PROMPT`]
+    /// for a stream to end. It tells which of its transports kubectl settled on, which
+    /// kubectl itself does not print.
+    pub(crate) fn first_stream_protocol(&self) -> String {
+        let line = self
+            .proxy
+            .find_line(PROMPT, |l| {
+                l.contains("proxy_portforward::access") || l.contains("request_id")
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no access-log line (`proxy_portforward::access`) within {PROMPT:?}:\n{}",
+                    self.proxy.stderr()
+                )
+            });
+        protocol_field(&line).unwrap_or_else(|| panic!("no `protocol` field in {line:?}"))
     }
 
     /// `http://ADDR`.
@@ -90,4 +113,18 @@ fn serve(handle: fn(std::net::TcpStream)) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The `protocol` field of a log line: `protocol="spdy"`, `protocol=spdy` (text) or
+/// `"protocol":"spdy"` (JSON).
+pub(crate) fn protocol_field(line: &str) -> Option<String> {
+    let at = line.find("protocol")? + "protocol".len();
+    let rest = line[at..].trim_start_matches('"');
+    let rest = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':'))?;
+    let value: String = rest
+        .trim_start_matches('"')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (!value.is_empty()).then_some(value)
 }
