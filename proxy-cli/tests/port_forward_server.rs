@@ -460,6 +460,31 @@ fn kubectl_over_tls_with_a_token() {
             stderr.lines().last().unwrap_or("")
         );
     }
+
+    // The Python client from the same kubeconfig: wss://, the CA, the token.
+    let kubeconfig = format!("kubeconfig:{}", good.path().display());
+    let echo = cluster.echo.port().to_string();
+    let refused = cluster.refused.port().to_string();
+    let (status, stdout, stderr) = run_python(
+        PYTHON_PORT_FORWARD,
+        &[&kubeconfig, "web", &echo, &refused],
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()) && stdout.contains("ECHO ok"),
+        "{status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // And with the wrong token: the handshake fails with a 401.
+    let kubeconfig = format!("kubeconfig:{}", wrong.path().display());
+    let (status, stdout, stderr) = run_python(
+        PYTHON_PORT_FORWARD,
+        &[&kubeconfig, "web", &echo, &refused],
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.is_some_and(|s| !s.success()) && stderr.contains("401"),
+        "{status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }
 
 // ===== a pod in a network namespace =====
@@ -500,14 +525,19 @@ fn kubectl_to_a_pod_in_a_network_namespace() {
 // ===== the Python client =====
 
 /// Sends bytes through the pod's echo port with `kubernetes.stream.portforward`, then
-/// tries a port that refuses and prints what the client reports for it.
+/// tries a port that refuses and prints what the client reports for it. The first argument
+/// is the server's URL, or `kubeconfig:PATH`.
 const PYTHON_PORT_FORWARD: &str = r#"
 import sys, threading, time
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.stream import portforward
 
-host, pod, echo, refused = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-conf = client.Configuration(host=host)
+where, pod, echo, refused = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if where.startswith("kubeconfig:"):
+    conf = client.Configuration()
+    config.load_kube_config(config_file=where[len("kubeconfig:"):], client_configuration=conf)
+else:
+    conf = client.Configuration(host=where)
 api = client.CoreV1Api(client.ApiClient(conf))
 pf = portforward(api.connect_get_namespaced_pod_portforward, pod, "default",
                  ports=f"{echo},{refused}")
