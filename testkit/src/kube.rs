@@ -4,19 +4,46 @@
 //! ports, a CA and server certificate made with the `openssl` CLI, and a Python venv with
 //! the `kubernetes` package from PyPI.
 //!
-//! What kubectl does, learnt by running 1.27, 1.30 and 1.33 against a server that logs
-//! every request:
-//! - it prints `Forwarding from 127.0.0.1:PORT -> N` and `Handling connection for PORT`
-//!   on **stdout**; errors (`error: ...`, klog `E1207 ...` lines) go to stderr;
-//! - it sends no credentials over plain `http://` (kubernetes/kubectl#744): a bearer token
-//!   reaches the server only over https;
+//! What the clients do, learnt by running kubectl 1.27, 1.30 and 1.33 and the Python client
+//! 37.0 against servers that log every request:
+//! - kubectl prints `Forwarding from 127.0.0.1:PORT -> N` (and `[::1]:PORT` with the
+//!   default `--address localhost`) and `Handling connection for PORT` on **stdout**;
+//!   errors (`error: ...`, klog `E1207 ...` lines) go to stderr.
+//! - Discovery, once per `--cache-dir`: `GET /api`, `/apis` (Accept: aggregated discovery
+//!   first, `application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,`
+//!   `...;v=v2beta1;...,application/json`; 1.27 only v2beta1), then `/api/v1` and
+//!   `/apis/apps/v1` (`application/json, */*`), all with `?timeout=32s`. Plain JSON
+//!   answers do.
+//! - Then `GET .../pods/NAME` twice (1.33 asks the second time with
+//!   `Accept: application/vnd.kubernetes.protobuf,application/json`: JSON must do); for
+//!   `svc/` and `deploy/`, the object, then `GET .../pods?labelSelector=app%3Dweb`. With no
+//!   pod selected kubectl watches (`&resourceVersion=RV&watch=true`) until
+//!   `--pod-running-timeout` (60 s): `error: timed out waiting for the condition`.
+//! - It checks the phase itself: `error: unable to forward port because pod is not
+//!   running. Current status=Pending`. A NotFound Status prints as
+//!   `Error from server (NotFound): pods "nope" not found`.
+//! - No credentials go over plain `http://` (kubernetes/kubectl#744); over https a wrong
+//!   token's 401 prints `error: You must be logged in to the server (the server has asked
+//!   for the client to provide credentials)` after four klog lines, whatever the Status's
+//!   message. The Python client sends its token over http too.
 //! - `KUBECTL_PORT_FORWARD_WEBSOCKETS`: 1.27 ignores it; 1.30 tries the SPDY-over-WebSocket
-//!   tunnel only when it is `true`; 1.31 and later try it unless it is `false`. The tunnel
-//!   is a `GET .../portforward` with `Upgrade: websocket` and
-//!   `Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io`; when the server answers it
-//!   without switching protocols (a 400 with a Status, say), kubectl falls back to SPDY
-//!   (`POST` with `Upgrade: SPDY/3.1`, `X-Stream-Protocol-Version: portforward.k8s.io`) on
-//!   a new connection.
+//!   tunnel only when it is `true`; 1.31 and later unless it is `false`. The tunnel is
+//!   `GET .../pods/NAME/portforward` (no query) with `Upgrade: websocket`,
+//!   `Sec-WebSocket-Version: 13` and `Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io`.
+//!   Any answer but a 101 (400, 404), or a 101 with a subprotocol it did not offer, makes
+//!   kubectl fall back to SPDY on a new connection: `POST .../portforward` (no query),
+//!   `Upgrade: SPDY/3.1`, `X-Stream-Protocol-Version: portforward.k8s.io`. A connection
+//!   closed without an answer does not: `error: error upgrading connection: unexpected
+//!   EOF`. When SPDY fails too, kubectl prints `error: error upgrading connection: MESSAGE`
+//!   with the Status's message.
+//! - After an error on a connection's error stream all three print it
+//!   (`an error occurred forwarding L -> R: error forwarding port R to pod ...`) and close
+//!   the whole session: kubectl exits 1 with `error: lost connection to pod`.
+//! - The Python client asks `GET .../portforward?ports=A,B` with
+//!   `sec-websocket-protocol: v5.channel.k8s.io,v4.channel.k8s.io`; it wants first a
+//!   3-byte frame (channel, port little-endian) on each channel, takes an error channel's
+//!   text as the port's error (`PortForward.error(port)`) and closes that port's socket,
+//!   and never half-closes: a local EOF closes the port.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
