@@ -263,11 +263,20 @@ fn forwarding_cases(version: &str, transport: Transport) {
         .unwrap_or_else(|e| panic!("no answer after the client's FIN: {e}\n{}", pf.output()));
     assert_eq!(answer, "got 4 bytes");
 
-    // Half-close, server first: its bytes, then the end.
+    // Half-close, server first: its bytes, then the end. kubectl before 1.32 closes the
+    // local connection only once the error stream ends, which it waits for after the pod's
+    // FIN (1.32 resets the data stream first: kubernetes/kubernetes#128681); the kubelet
+    // closes both streams as soon as either direction is done.
     let mut conn = connect(closes_local);
     let mut got = Vec::new();
-    conn.read_to_end(&mut got)
-        .unwrap_or_else(|e| panic!("server closed first: {e}\n{}", pf.output()));
+    conn.read_to_end(&mut got).unwrap_or_else(|e| {
+        panic!(
+            "the pod closed first, and the client saw no end ({e}): kubectl {version} waits \
+             for the error stream to end once the data stream's FIN came; the server must \
+             close it when the pod's side is done\n{}",
+            pf.output()
+        )
+    });
     assert_eq!(got, b"bye");
 
     // The first kubectl still works after all that.
