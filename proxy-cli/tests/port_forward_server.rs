@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use proxy_testkit::blocking::{Echo, connect, echo_through, expect_closed, ping};
 use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::kube::{Kubeconfig, Kubectl, PortForward, TestCerts, Transport, run_python};
-use proxy_testkit::net::refusing_addr;
+use proxy_testkit::net::RefusingPort;
 use proxy_testkit::process::TempPath;
 use support::port_forward::{PortForwardServer, closes_first, protocol_field, reply_after_eof};
 use support::proxy::PROMPT;
@@ -42,7 +42,7 @@ struct Cluster {
     echo: Echo,
     eof: SocketAddr,
     closes: SocketAddr,
-    refused: SocketAddr,
+    refused: RefusingPort,
     server: PortForwardServer,
     _config: TempPath,
 }
@@ -52,7 +52,7 @@ impl Cluster {
         let echo = Echo::start("127.0.0.1");
         let eof = reply_after_eof();
         let closes = closes_first();
-        let refused = refusing_addr();
+        let refused = RefusingPort::bind();
         let config = TempPath::with_contents(
             "cluster.toml",
             &format!(

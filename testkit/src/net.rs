@@ -44,6 +44,41 @@ pub fn refusing_addr() -> SocketAddr {
     l.local_addr().expect("local_addr")
 }
 
+/// A loopback port that refuses connections for as long as this lives: a TCP socket bound
+/// to it that never listens. Unlike [`refusing_addr`], no one else can take the port
+/// meanwhile (a test's servers and clients binding port 0 at the same time, say).
+#[derive(Debug)]
+pub struct RefusingPort {
+    _socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl RefusingPort {
+    /// Binds a socket on `127.0.0.1`, on a port the kernel chose, without listening.
+    pub fn bind() -> RefusingPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&v4_any_port().into())
+            .expect("bind 127.0.0.1:0");
+        let addr = (socket.local_addr().expect("local_addr").as_socket()).expect("an IP address");
+        RefusingPort {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// The address that refuses.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
 // ===== network namespaces =====
 
 /// Runs test `child` of this test binary with `unshare --net`, alone, with `env` set in
