@@ -39,6 +39,10 @@
 //! - After an error on a connection's error stream all three print it
 //!   (`an error occurred forwarding L -> R: error forwarding port R to pod ...`) and close
 //!   the whole session: kubectl exits 1 with `error: lost connection to pod`.
+//! - When the pod's side ends first (a FIN on the data stream), kubectl before 1.32 closes
+//!   the local connection only once the error stream has ended too; 1.32 and later reset
+//!   the data stream first (kubernetes/kubernetes#128681). The kubelet closes both streams
+//!   as soon as either direction is done.
 //! - The Python client asks `GET .../portforward?ports=A,B` with
 //!   `sec-websocket-protocol: v5.channel.k8s.io,v4.channel.k8s.io`; it wants first a
 //!   3-byte frame (channel, port little-endian) on each channel, takes an error channel's
