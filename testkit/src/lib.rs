@@ -15,11 +15,14 @@
 //! Either flavour:
 //! - [`data`]: seeded payloads, tagged datagrams, and a byte comparison that says where;
 //! - [`net`]: loopback addresses on kernel-chosen ports, and a test run again alone in a
-//!   network namespace of its own (`unshare --net`);
+//!   network namespace of its own (`unshare --net`), and named namespaces (`ip netns`);
 //! - [`process`]: finding programs (failing with the package to install, never skipping),
 //!   [`KillOnDrop`](process::KillOnDrop) children, unique [`TempPath`](process::TempPath)s,
-//!   a test of this binary run again in a process of its own;
-//! - [`dns`]: a real DNS server, [`Dnsmasq`](dns::Dnsmasq).
+//!   a test of this binary run again in a process of its own, output read line by line;
+//! - [`dns`]: a real DNS server, [`Dnsmasq`](dns::Dnsmasq);
+//! - [`kube`]: real Kubernetes clients for a port-forward server: released `kubectl`s by
+//!   version with kubeconfigs of their own, `kubectl port-forward` processes, test
+//!   certificates from `openssl`, and a venv with the Python `kubernetes` client.
 //!
 //! Nothing here sleeps to synchronise: waits either await an event or poll a condition
 //! with a deadline, and every one is bounded.
@@ -29,6 +32,7 @@ pub mod client;
 pub mod data;
 pub mod dns;
 pub mod echo;
+pub mod kube;
 pub mod net;
 pub mod process;
 pub mod udp;

@@ -5,11 +5,13 @@
 
 use std::fs;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ===== programs =====
@@ -102,6 +104,14 @@ impl KillOnDrop {
         None
     }
 
+    /// The child's stdout and stderr (both must be piped), read line by line.
+    pub fn take_output(&mut self) -> (Lines, Lines) {
+        let child = self.0.as_mut().expect("child already killed");
+        let out = Lines::read(child.stdout.take().expect("stdout is not piped"));
+        let err = Lines::read(child.stderr.take().expect("stderr is not piped"));
+        (out, err)
+    }
+
     /// Sends SIGHUP.
     pub fn hangup(&self) {
         let child = self.0.as_ref().expect("child already killed");
@@ -137,6 +147,93 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+// ===== output, line by line =====
+
+/// What a child writes to one stream, read line by line on a thread of its own, to wait on
+/// with a deadline (a line that says the child is ready, an error it prints) and to show
+/// when a test fails.
+#[derive(Clone, Debug, Default)]
+pub struct Lines(Arc<(Mutex<LinesState>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct LinesState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+impl Lines {
+    /// Starts reading `stream`; the thread ends when the stream does.
+    pub fn read(stream: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let shared = lines.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut line = String::new();
+                let done = !matches!(reader.read_line(&mut line), Ok(n) if n > 0);
+                let (lock, cond) = &*shared.0;
+                let mut state = lock.lock().unwrap();
+                if done {
+                    state.closed = true;
+                } else {
+                    let line = line.trim_end_matches('\n').trim_end_matches('\r');
+                    state.lines.push(line.to_owned());
+                }
+                cond.notify_all();
+                if done {
+                    return;
+                }
+            }
+        });
+        lines
+    }
+
+    /// All lines so far, joined with newlines.
+    pub fn text(&self) -> String {
+        self.0.0.lock().unwrap().lines.join("\n")
+    }
+
+    /// Whether the stream has ended.
+    pub fn closed(&self) -> bool {
+        self.0.0.lock().unwrap().closed
+    }
+
+    /// Waits up to `timeout` until `check` finds what it wants in the lines so far; `None`
+    /// when it did not in time, or the stream ended first.
+    pub fn wait<T>(&self, timeout: Duration, check: impl Fn(&[String]) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.0;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if let Some(found) = check(&state.lines) {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                return None;
+            }
+            state = cond.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The first line containing `needle`, waiting up to `timeout`.
+    pub fn find(&self, timeout: Duration, needle: &str) -> Option<String> {
+        self.wait(timeout, |lines| {
+            lines.iter().find(|l| l.contains(needle)).cloned()
+        })
+    }
+
+    /// Waits up to `timeout` for the stream to end; whether it did.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let (lock, cond) = &*self.0;
+        let state = lock.lock().unwrap();
+        let (state, _) = cond
+            .wait_timeout_while(state, timeout, |s| !s.closed)
+            .unwrap();
+        state.closed
     }
 }
 

@@ -7,4 +7,5 @@
 
 pub(crate) mod dig;
 pub(crate) mod http;
+pub(crate) mod port_forward;
 pub(crate) mod proxy;
