@@ -517,6 +517,16 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
                             }
                         }
                     }
+                    if fin {
+                        // The pod is done sending: close the error stream now, as the
+                        // kubelet does once a direction ends. kubectl before 1.32 closes
+                        // the local connection only when the error stream ends; the
+                        // client's direction still goes on to the pod meanwhile.
+                        let error = relay.error_stream;
+                        if self.session.send_window(error).is_some() {
+                            let _ = self.session.send_data(error, Bytes::new(), true);
+                        }
+                    }
                 }
                 Cmd::Finish { message, reset, .. } => {
                     let (message, reset) = (message.take(), *reset);
