@@ -651,3 +651,98 @@ fn protocol_fields() {
         assert_eq!(protocol_field(line).as_deref(), Some(want), "{line}");
     }
 }
+
+/// The objects of a `--config` file: running pods on 127.0.0.1, each labelled `app=NAME`.
+fn pods_file(names: &[&str]) -> String {
+    (names.iter())
+        .map(|n| format!("[[pod]]\nname = \"{n}\"\ntarget = \"127.0.0.1\"\n\n"))
+        .collect()
+}
+
+/// SIGHUP reads `--config` again: the connection open through a pod that is removed
+/// carries on, a new one to it gets kubectl's error, a pod added is served; `/metrics`
+/// counts the streams and the error by protocol.
+#[test]
+fn sighup_reloads_the_objects_and_metrics_count_streams() {
+    let Some(kubectl) = Kubectl::find_or_skip("1.33") else {
+        return;
+    };
+    let echo = Echo::start("127.0.0.1");
+    let config = TempPath::with_contents("cluster.toml", &pods_file(&["old"]));
+    let path = config.path().to_str().unwrap().to_owned();
+    let server = PortForwardServer::start(&["--config", &path, "--admin", "127.0.0.1:0"]);
+    let admin = support::http::admin_addr(&server.proxy);
+    let kubeconfig = Kubeconfig::builder(server.http_url()).write();
+    let spec = format!("0:{}", echo.port());
+
+    let mut pf = kubectl.port_forward(&kubeconfig, Transport::Default, "pod/old", &[&spec], None);
+    let mut open = connect(pf.local(0));
+    ping(&mut open, b"before");
+
+    config.write(&pods_file(&["new"]));
+    server.proxy.signal("HUP");
+    server
+        .proxy
+        .expect_line("the reload", |l| l.contains("reloaded the objects"));
+    ping(&mut open, b"after the reload");
+
+    // A new connection through the same kubectl, to the pod removed.
+    let mut late = connect(pf.local(0));
+    let _ = late.write_all(b"anyone?");
+    expect_closed(&mut late, PROMPT);
+    let want = "error forwarding port";
+    let line = pf
+        .find_stderr(PROMPT, want)
+        .unwrap_or_else(|| panic!("kubectl does not print `{want}`\n{}", pf.output()));
+    assert!(line.contains("pod not found"), "{line}");
+    drop(open);
+    let _ = pf.wait_exit(Duration::from_secs(5));
+
+    let added = kubectl.port_forward(&kubeconfig, Transport::Default, "pod/new", &[&spec], None);
+    ping_through(added.local(0), "the pod added");
+    let gone = kubectl
+        .command(&kubeconfig, &["get", "pod", "old"])
+        .output()
+        .expect("kubectl get");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("pods \"old\" not found"),
+        "{gone:?}"
+    );
+
+    let metrics = support::http::get(admin, "/metrics").body;
+    let value = |series: &str| -> u64 {
+        (metrics.lines())
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    let tunnel = "{protocol=\"spdy-websocket\"}";
+    assert_eq!(
+        value(&format!("proxy_portforward_streams_total{tunnel}")),
+        3
+    );
+    // The refused stream, and the open one if kubectl's exit after the error cut it
+    // before its close reached the pod.
+    let errors = value(&format!("proxy_portforward_stream_errors_total{tunnel}"));
+    assert!((1..=2).contains(&errors), "{errors} errors");
+    server
+        .proxy
+        .expect_line("the refused stream's access-log line", |l| {
+            l.contains("proxy_portforward::access")
+                && l.contains("pod=old")
+                && l.contains("pod not found")
+        });
+    // Counted as streams end: at least the first connection's two pings.
+    let to_pod = value(&format!("proxy_portforward_bytes_to_pod_total{tunnel}"));
+    assert!(
+        to_pod >= (b"before".len() + b"after the reload".len()) as u64,
+        "{to_pod}"
+    );
+    assert_eq!(
+        value("proxy_portforward_streams_total{protocol=\"spdy\"}"),
+        0
+    );
+    assert_eq!(
+        value(&format!("proxy_portforward_sessions_total{tunnel}")),
+        2
+    );
+}
