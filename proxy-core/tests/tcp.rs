@@ -25,7 +25,7 @@ use proxy_testkit::client::{
 };
 use proxy_testkit::data::{Rng, assert_bytes, payload};
 use proxy_testkit::echo::{Server, echo, echo_server, listener, listener_v6, recorder};
-use proxy_testkit::net::{refusing_addr, v4_any_port};
+use proxy_testkit::net::{RefusingPort, v4_any_port};
 use proxy_testkit::wait::{join_all, settled_stats, within};
 use support::{MODES, forwarder, proxy_addr};
 
@@ -438,7 +438,8 @@ async fn same_port_pair() -> (TcpListener, TcpListener) {
 /// hang, not a reset); the listener keeps serving and works once the upstream is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_upstream_closes_cleanly_and_listener_recovers() {
-    let target = refusing_addr();
+    let refusing = RefusingPort::bind();
+    let target = refusing.addr();
     let handle = forwarder(target, RelayMode::Auto, Timeouts::default());
     let proxy = proxy_addr(&handle);
     for _ in 0..3 {
@@ -454,6 +455,7 @@ async fn unavailable_upstream_closes_cleanly_and_listener_recovers() {
     assert_eq!(s.connect_failures.refused, 3);
 
     // The upstream comes up on its port; the same listener now forwards to it.
+    drop(refusing);
     let upstream = TcpListener::bind(target)
         .await
         .expect("bind the upstream's port again");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proxy_portforward::dial::{Dial, TargetDialer};
 use proxy_portforward::objects::{Pod, PodTarget};
-use proxy_testkit::net::refusing_addr;
+use proxy_testkit::net::RefusingPort;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(5);
@@ -52,7 +52,8 @@ async fn a_host_target_connects_to_the_stream_s_port() {
     drop(stream);
     echo.join().unwrap();
 
-    let refused = refusing_addr();
+    let refusing = RefusingPort::bind();
+    let refused = refusing.addr();
     let e = dialer
         .connect(&PodTarget::Host("127.0.0.1".into()), refused.port())
         .await

@@ -14,7 +14,7 @@ use proxy_portforward::objects::Pod;
 use proxy_portforward::spdy::Frame;
 use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::echo::{self, Server, echo_server, listener, recorder};
-use proxy_testkit::net::refusing_addr;
+use proxy_testkit::net::RefusingPort;
 use proxy_testkit::wait::{eventually, within};
 use support::recording::{Heard, Recording};
 use support::spdy_client::{Client, Incoming, LIMIT};
@@ -190,7 +190,8 @@ async fn the_client_sends_after_the_pod_s_fin() {
 
 #[tokio::test]
 async fn a_refused_port_gets_the_kubelet_s_message_and_the_session_goes_on() {
-    let refused = refusing_addr();
+    let refusing = RefusingPort::bind();
+    let refused = refusing.addr();
     let reason = std::net::TcpStream::connect(refused)
         .unwrap_err()
         .to_string();

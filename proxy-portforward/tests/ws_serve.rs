@@ -340,7 +340,8 @@ async fn two_ports_share_one_websocket() {
 
 #[tokio::test]
 async fn a_refused_port_gets_the_kubelet_error_and_the_other_port_works() {
-    let refused = proxy_testkit::net::refusing_addr();
+    let refusing = proxy_testkit::net::RefusingPort::bind();
+    let refused = refusing.addr();
     let reason = TcpStream::connect(refused).await.unwrap_err().to_string();
     let pod_echo = echo::echo_server().await;
     let mut s = open(

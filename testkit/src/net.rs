@@ -36,17 +36,9 @@ pub fn has_ipv6() -> bool {
     std::net::UdpSocket::bind(v6_any_port()).is_ok()
 }
 
-/// A loopback port on which nothing listens: bound by the kernel, then released. Connects
-/// to it are refused (until someone else binds it, which tests that need the port again do
-/// right away).
-pub fn refusing_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind(v4_any_port()).expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr")
-}
-
 /// A loopback port that refuses connections for as long as this lives: a TCP socket bound
-/// to it that never listens. Unlike [`refusing_addr`], no one else can take the port
-/// meanwhile (a test's servers and clients binding port 0 at the same time, say).
+/// to it that never listens, so no one else can take the port meanwhile (a test's servers
+/// and clients binding port 0 at the same time, say).
 #[derive(Debug)]
 pub struct RefusingPort {
     _socket: socket2::Socket,
