@@ -80,10 +80,13 @@ trap cleanup EXIT
 NS="pfbench-$$"
 ip netns add "$NS"
 ip -n "$NS" link set lo up
+# netperf resolves 127.0.0.1 with AI_ADDRCONFIG, which finds no IPv4 in a namespace with
+# only 127.0.0.1: give the loopback a documentation address too (nothing is sent to it).
+ip -n "$NS" addr add 192.0.2.1/32 dev lo
 IN_POD=(ip netns exec "$NS")
 IPERF_PORT=25301 NETSERVER_PORT=25302 NETDATA_PORT=25303
 "${IN_POD[@]}" iperf3 -s -p "$IPERF_PORT" >/dev/null 2>&1 & PIDS+=($!)
-"${IN_POD[@]}" netserver -p "$NETSERVER_PORT" -D >/dev/null 2>&1 & PIDS+=($!)
+"${IN_POD[@]}" netserver -4 -p "$NETSERVER_PORT" -D >/dev/null 2>&1 & PIDS+=($!)
 sleep 0.5
 
 # The server: one pod, the network namespace.

@@ -71,12 +71,15 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// becomes a connection to the pod's port, as the kubelet does it.
 ///
 /// - Both directions are copied, half-closes included: the client's FIN shuts down the
-///   pod socket's write side, the pod's FIN is sent as a FIN on the data stream; once both
-///   are done the error stream is closed.
+///   pod socket's write side, the pod's FIN is sent as a FIN on the data stream and the
+///   error stream is closed (kubectl before 1.32 waits for that to close its connection).
 /// - A port that cannot be reached gets the kubelet's message on the error stream
 ///   ([`kubelet_error_message`](crate::channel::kubelet_error_message)), and both streams
 ///   are closed; so does a pod socket that fails mid-stream, whose data stream is reset.
-///   The session carries on with its other streams.
+///   A pod that resets its connection (or closes it with bytes unread) is the exception:
+///   its data stream is reset with no error text, where the kubelet writes its text and
+///   kubectl then ends every forward of the session (kubectl#1169). The session carries
+///   on with its other streams.
 /// - A request whose second stream does not come within [`STREAM_CREATION_TIMEOUT`] is
 ///   dropped: `timed out waiting for streams` on its error stream, and its stream reset.
 /// - A client's RST_STREAM on a data stream closes the pod connection (with an RST if the

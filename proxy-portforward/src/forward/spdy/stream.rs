@@ -88,6 +88,9 @@ enum Failure {
     Dial(String),
     /// The pod's socket failed mid-stream.
     Pod(String),
+    /// The pod reset its connection (or closed it with bytes unread): passed on as a
+    /// reset of the data stream, with no error text (see [`pod_failure`]).
+    PodClosed(String),
     /// The client reset the data stream before the pod finished sending.
     ClientReset,
     /// The session ended.
@@ -140,6 +143,7 @@ pub(super) async fn run(task: Task) {
             let m = message(&reason);
             (Some(reason), m, true)
         }
+        Err(Failure::PodClosed(reason)) => (Some(format!("pod closed: {reason}")), None, true),
         Err(Failure::ClientReset) => (Some("reset by the client".to_owned()), None, false),
         Err(Failure::SessionClosed) => (Some("session closed".to_owned()), None, false),
     };
@@ -255,9 +259,7 @@ async fn up(
         };
         match m {
             Some(Inbound::Data(data)) => {
-                wr.write_all(&data)
-                    .await
-                    .map_err(|e| Failure::Pod(e.to_string()))?;
+                wr.write_all(&data).await.map_err(pod_failure)?;
                 *to_pod += data.len() as u64;
                 let _ = cmds.send(Cmd::Consumed {
                     stream_id,
@@ -265,9 +267,7 @@ async fn up(
                 });
             }
             Some(Inbound::Fin) => {
-                wr.shutdown()
-                    .await
-                    .map_err(|e| Failure::Pod(e.to_string()))?;
+                wr.shutdown().await.map_err(pod_failure)?;
                 return Ok(());
             }
             None => return Err(Failure::SessionClosed),
@@ -290,10 +290,7 @@ async fn down(
             .map_err(|_| Failure::SessionClosed)?
             .forget();
         let mut buf = BytesMut::with_capacity(POD_READ);
-        let n = rd
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| Failure::Pod(e.to_string()))?;
+        let n = rd.read_buf(&mut buf).await.map_err(pod_failure)?;
         let fin = n == 0;
         *from_pod += n as u64;
         let sent = cmds.send(Cmd::Data {
@@ -307,5 +304,18 @@ async fn down(
         if fin {
             return Ok(());
         }
+    }
+}
+
+/// What a failed read or write on the pod's socket means. A reset (or a write after the
+/// pod closed, EPIPE) is TCP's way to end a connection, and goes to the client as a reset
+/// of that connection's data stream only: error text would make kubectl end every forward
+/// of the session (`error: lost connection to pod`, kubectl#1169), where the kubelet writes
+/// it. Any other failure gets the kubelet's error text.
+fn pod_failure(e: std::io::Error) -> Failure {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    match e.kind() {
+        ConnectionReset | BrokenPipe | ConnectionAborted => Failure::PodClosed(e.to_string()),
+        _ => Failure::Pod(e.to_string()),
     }
 }
