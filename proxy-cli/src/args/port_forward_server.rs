@@ -50,7 +50,8 @@ pub struct PortForwardServerArgs {
     #[arg(long = "service", value_name = "[NS/]NAME:PORTS=PODS")]
     pub services: Vec<Service>,
 
-    /// A TOML file of [[pod]], [[service]] and [[deployment]] tables, read again on SIGHUP.
+    /// A TOML file of `[[pod]]`, `[[service]]` and `[[deployment]]` tables, read again on
+    /// SIGHUP.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
