@@ -11,6 +11,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod channel;
+pub mod client;
 pub mod cluster_file;
 pub mod dial;
 pub mod discovery;
