@@ -70,6 +70,8 @@ pub(super) struct Shared {
     write: Notify,
     /// A PING of ours was answered.
     pong: Notify,
+    /// Buffered data went below the limit: the reader may go on.
+    pub(super) drained: Notify,
     closed: watch::Sender<Option<Dead>>,
 }
 
@@ -99,6 +101,13 @@ pub(super) struct Core {
     pub(super) queued: usize,
     pub(super) out_wakers: Vec<Waker>,
     last_pong: Option<u32>,
+    /// The node's data received and not yet read, over all streams.
+    pub(super) buffered: usize,
+    /// Above this, the connection is not read until streams are (a node that keeps no
+    /// windows is bounded so).
+    pub(super) buffer_limit: usize,
+    /// The reader waits for `buffered` to go down.
+    read_paused: bool,
 }
 
 // ===== impl SpdySessionBuilder =====
@@ -140,9 +149,16 @@ impl SpdySessionBuilder {
                 queued: 0,
                 out_wakers: Vec::new(),
                 last_pong: None,
+                buffered: 0,
+                buffer_limit: self
+                    .session_window
+                    .max(crate::spdy::session::DEFAULT_WINDOW)
+                    as usize,
+                read_paused: false,
             }),
             write: Notify::new(),
             pong: Notify::new(),
+            drained: Notify::new(),
             closed,
         });
         shared.write.notify_one();
@@ -281,6 +297,9 @@ impl Core {
     pub(super) fn forget(&mut self, data_stream: u32) {
         if let Some(slot) = self.slots.remove(&data_stream) {
             self.error_of.remove(&slot.error_stream);
+            let unread: usize = slot.recv.iter().map(Bytes::len).sum();
+            self.buffered -= unread;
+            self.session.consumed(data_stream, unread);
             let cancel = crate::spdy::rst_status::CANCEL;
             self.session.reset(data_stream, cancel);
             self.session.reset(slot.error_stream, cancel);
@@ -296,6 +315,7 @@ impl Core {
             } => {
                 if let Some(slot) = self.slots.get_mut(&stream_id) {
                     if !data.is_empty() {
+                        self.buffered += data.len();
                         slot.recv.push_back(data);
                     }
                     slot.fin |= fin;
@@ -363,33 +383,55 @@ async fn read_frames<R: AsyncRead + Unpin>(mut rd: R, shared: &Shared) -> io::Er
             Ok(_) => {}
             Err(e) => return e,
         }
-        let mut core = shared.lock();
+        if let Err(e) = receive(shared, &mut decoder, &mut buf) {
+            // Send the GOAWAY queued, if the writer can, before the session ends.
+            shared.wake_writer();
+            tokio::task::yield_now().await;
+            return e;
+        }
+        shared.wake_writer();
+        // Bounded memory with a node that ignores our windows: wait for streams to be read.
         loop {
-            let frame = match decoder.decode_buf(&mut buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => return io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-            };
-            if let Err(e) = core.session.receive(frame) {
-                return io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-            }
-            while let Some(event) = core.session.poll_event() {
-                let pong = matches!(event, ClientEvent::Pong { .. });
-                core.dispatch(event);
-                if pong {
-                    shared.pong.notify_waiters();
+            let drained = shared.drained.notified();
+            {
+                let mut core = shared.lock();
+                core.read_paused = core.buffered >= core.buffer_limit;
+                if !core.read_paused {
+                    break;
                 }
             }
+            drained.await;
         }
-        // Windows may have opened: let waiting writers look again.
-        for slot in core.slots.values_mut() {
-            if let Some(w) = slot.write_waker.take() {
-                w.wake();
+    }
+}
+
+/// Handles the whole frames in `buf`.
+fn receive(shared: &Shared, decoder: &mut Decoder, buf: &mut BytesMut) -> io::Result<()> {
+    let mut core = shared.lock();
+    loop {
+        let frame = match decoder.decode_buf(buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        };
+        if let Err(e) = core.session.receive(frame) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+        }
+        while let Some(event) = core.session.poll_event() {
+            let pong = matches!(event, ClientEvent::Pong { .. });
+            core.dispatch(event);
+            if pong {
+                shared.pong.notify_waiters();
             }
         }
-        drop(core);
-        shared.wake_writer();
     }
+    // Windows may have opened: let waiting writers look again.
+    for slot in core.slots.values_mut() {
+        if let Some(w) = slot.write_waker.take() {
+            w.wake();
+        }
+    }
+    Ok(())
 }
 
 async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, shared: &Shared) -> io::Error {
@@ -439,7 +481,7 @@ async fn keepalive(shared: &Shared, config: &SpdySessionBuilder) -> io::Error {
         tokio::time::sleep(interval).await;
         let id = shared.lock().session.ping();
         shared.wake_writer();
-        let deadline = tokio::time::Instant::now() + config.keepalive_timeout;
+        let mut deadline = tokio::time::Instant::now() + config.keepalive_timeout;
         loop {
             let answered = shared.pong.notified();
             if shared.lock().last_pong >= Some(id) {
@@ -448,6 +490,11 @@ async fn keepalive(shared: &Shared, config: &SpdySessionBuilder) -> io::Error {
             tokio::select! {
                 () = answered => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    if shared.lock().read_paused {
+                        // The answer waits behind data no one reads yet: not a dead node.
+                        deadline = tokio::time::Instant::now() + config.keepalive_timeout;
+                        continue;
+                    }
                     return io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("no answer to a PING in {:?}", config.keepalive_timeout),

@@ -124,7 +124,13 @@ impl AsyncRead for ForwardedStream {
                 slot.recv.pop_front();
             }
             core.session.consumed(id, n);
+            let was_full = core.buffered >= core.buffer_limit;
+            core.buffered -= n;
+            let drained = was_full && core.buffered < core.buffer_limit;
             drop(core);
+            if drained {
+                self.shared.drained.notify_one();
+            }
             self.shared.wake_writer();
             return Poll::Ready(Ok(()));
         }
@@ -236,6 +242,7 @@ impl AsyncWrite for ForwardedStream {
 impl Drop for ForwardedStream {
     fn drop(&mut self) {
         self.shared.lock().forget(self.opened.data_stream);
+        self.shared.drained.notify_one();
         self.shared.wake_writer();
     }
 }

@@ -15,7 +15,11 @@
 //! spdystream, the kubelet's) never gives window back: when the caller is stalled on a
 //! window it calls [`ClientSession::probe_windows`], which sends a PING; if the node
 //! answers it with no WINDOW_UPDATE or SETTINGS seen so far, its windows are not enforced
-//! from then on ([`FlowControl::Ignored`]).
+//! from then on ([`FlowControl::Ignored`]). Such a node also sends past our windows: an
+//! overrun before any WINDOW_UPDATE or SETTINGS from it is taken (and says it keeps none),
+//! as the kubelet takes kubectl's; bounding what it sends is then the caller's (stop
+//! reading the connection). A node that has shown it keeps windows and overruns one gets
+//! the stream reset (`FLOW_CONTROL_ERROR`), or the session ended for the session window.
 //!
 //! ```
 //! use proxy_portforward::spdy::{ClientSession, Frame};
@@ -362,7 +366,7 @@ impl ClientSession {
     fn data(&mut self, stream_id: u32, fin: bool, data: Bytes) -> Result<(), SessionError> {
         let len = data.len() as i64;
         self.session_recv_window -= len;
-        if self.session_recv_window < 0 {
+        if self.session_recv_window < 0 && !self.overrun_taken() {
             return Err(self.fail("node overran the session window"));
         }
         let Some(s) = self.streams.get_mut(&stream_id) else {
@@ -383,7 +387,7 @@ impl ClientSession {
             return Ok(());
         }
         s.recv_window -= len;
-        if s.recv_window < 0 {
+        if s.recv_window < 0 && !self.overrun_taken() {
             self.give_back_session(data.len() as u32);
             self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
             self.events.push_back(ClientEvent::Reset {
@@ -492,6 +496,14 @@ impl ClientSession {
         if self.flow == FlowControl::Unknown {
             self.flow = FlowControl::Kept;
         }
+    }
+
+    /// Whether an overrun is taken: the node has shown no windows, or shows so now.
+    fn overrun_taken(&mut self) -> bool {
+        if self.flow == FlowControl::Unknown {
+            self.flow = FlowControl::Ignored;
+        }
+        self.flow == FlowControl::Ignored
     }
 
     fn fail(&mut self, why: &'static str) -> SessionError {

@@ -168,6 +168,11 @@ fn an_overrun_stream_is_reset_and_the_others_go_on() {
     let mut s = ClientSession::with_session_window(1 << 20);
     let a = s.open(80).unwrap();
     let b = s.open(80).unwrap();
+    s.receive(Frame::Settings {
+        clear: false,
+        entries: vec![],
+    })
+    .unwrap();
     frames(&mut s);
     s.receive(data(a.data_stream, 65_537, false)).unwrap();
     let f = frames(&mut s);
@@ -220,6 +225,11 @@ fn a_stream_closed_both_ways_is_forgotten_and_the_session_window_is_enforced() {
     let mut s = ClientSession::new();
     let o = s.open(80).unwrap();
     let p = s.open(80).unwrap();
+    s.receive(Frame::WindowUpdate {
+        stream_id: 0,
+        delta: 1,
+    })
+    .unwrap();
     s.receive(data(o.data_stream, 60_000, false)).unwrap();
     assert!(s.receive(data(p.data_stream, 10_000, false)).is_err());
     assert!(
@@ -227,4 +237,21 @@ fn a_stream_closed_both_ways_is_forgotten_and_the_session_window_is_enforced() {
             .iter()
             .any(|f| matches!(f, Frame::GoAway { .. }))
     );
+}
+
+#[test]
+fn a_node_that_overruns_before_showing_windows_keeps_none_and_its_data_is_taken() {
+    // The kubelet's spdystream: no SETTINGS, no WINDOW_UPDATE, our windows ignored.
+    let mut s = ClientSession::new();
+    let o = s.open(80).unwrap();
+    frames(&mut s);
+    s.receive(data(o.data_stream, 100_000, false)).unwrap();
+    assert_eq!(s.server_flow_control(), FlowControl::Ignored);
+    assert!(s.is_open(o.data_stream));
+    let ev = events(&mut s);
+    assert!(matches!(&ev[..], [ClientEvent::Data { data, .. }] if data.len() == 100_000));
+    s.consumed(o.data_stream, 100_000);
+    s.receive(data(o.data_stream, 100_000, true)).unwrap();
+    assert_eq!(events(&mut s).len(), 1);
+    assert!(s.send_window(o.data_stream).unwrap() > 1 << 20);
 }
