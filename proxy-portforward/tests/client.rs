@@ -16,7 +16,7 @@ use proxy_portforward::server::{Listening, Server};
 use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::echo::{self, echo_server, listener};
 use proxy_testkit::net::RefusingPort;
-use proxy_testkit::wait::within;
+use proxy_testkit::wait::{eventually, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -347,4 +347,113 @@ async fn a_dead_connection_is_found_by_the_keepalive_and_closed_resolves() {
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     assert!(session.open(pod.addr().port()).await.is_err());
     assert_eq!(stream.port(), pod.addr().port());
+}
+
+/// A node as the kubelet's spdystream behaves: no SETTINGS, no WINDOW_UPDATE, our windows
+/// ignored. It answers PINGs and SYN_STREAMs and echoes every data stream, sending as fast
+/// as it reads.
+async fn windowless_echo_node(tcp: TcpStream) {
+    use bytes::BytesMut;
+    use proxy_portforward::spdy::{Decoder, Encoder, Frame, Headers};
+    let (mut rd, mut wr) = tcp.into_split();
+    let (mut decoder, mut encoder) = (Decoder::new(), Encoder::new());
+    let mut input = BytesMut::new();
+    while rd.read_buf(&mut input).await.unwrap_or(0) > 0 {
+        let mut out = BytesMut::new();
+        while let Some(frame) = decoder.decode_buf(&mut input).unwrap() {
+            let answer = match frame {
+                Frame::SynStream { stream_id, .. } => Frame::SynReply {
+                    stream_id,
+                    fin: false,
+                    headers: Headers::new(),
+                },
+                Frame::Ping { id } => Frame::Ping { id },
+                Frame::Data {
+                    stream_id,
+                    fin,
+                    data,
+                } if stream_id % 4 == 3 => Frame::Data {
+                    stream_id,
+                    fin,
+                    data,
+                },
+                _ => continue,
+            };
+            encoder.encode(&answer, &mut out).unwrap();
+        }
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_keeps_no_windows_is_served_both_ways() {
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        windowless_echo_node(tcp).await;
+    });
+    // A small session window, so that the session's own bound is reached too.
+    let session = SpdySession::builder()
+        .session_window(256 << 10)
+        .start(TcpStream::connect(addr).await.unwrap());
+    let a = session.open(80).await.unwrap();
+    let b = session.open(80).await.unwrap();
+    let (da, db) = (payload(3, 4 << 20), payload(4, 1 << 20));
+    within(LIMIT, "echoed", async {
+        tokio::join!(
+            echo_through(Box::new(a), &da),
+            echo_through(Box::new(b), &db)
+        )
+    })
+    .await;
+    assert!(!session.is_closed());
+}
+
+#[tokio::test]
+async fn shutdown_is_a_fin_and_dropping_a_stream_ends_the_pods_connection() {
+    let (pod, mut heard) = echo::recorder(listener().await);
+    let node = node().await;
+    let session = spdy_session(node.local_addr(), Wire::Spdy).await;
+    let mut finished = session.open(pod.addr().port()).await.unwrap();
+    finished.write_all(b"all of it").await.unwrap();
+    finished.shutdown().await.unwrap();
+    let got = within(LIMIT, "the pod's record", heard.recv())
+        .await
+        .unwrap();
+    assert_eq!((got.data.as_slice(), got.end), (&b"all of it"[..], Ok(())));
+    let echo = echo_server().await;
+    let mut dropped = session.open(echo.addr().port()).await.unwrap();
+    dropped.write_all(b"part").await.unwrap();
+    let mut back = [0; 4];
+    within(LIMIT, "the echo", dropped.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(echo.active(), 1);
+    drop(dropped);
+    eventually("the pod's connection ended", LIMIT, || echo.active() == 0).await;
+    // The session goes on.
+    let mut again = session.open(pod.addr().port()).await.unwrap();
+    again.write_all(b"again").await.unwrap();
+    again.shutdown().await.unwrap();
+    let got = within(LIMIT, "the pod's record", heard.recv())
+        .await
+        .unwrap();
+    assert_eq!(got.data, b"again");
+}
+
+#[tokio::test]
+async fn base64_channels_echo() {
+    let pod = echo_server().await;
+    let node = node().await;
+    let stream = channel_stream(
+        node.local_addr(),
+        pod.addr().port(),
+        "v4.base64.channel.k8s.io",
+    )
+    .await
+    .unwrap();
+    within(LIMIT, "echo", echo_through(stream, &payload(9, 300_000))).await;
 }
