@@ -457,3 +457,24 @@ async fn base64_channels_echo() {
     .unwrap();
     within(LIMIT, "echo", echo_through(stream, &payload(9, 300_000))).await;
 }
+
+#[tokio::test]
+async fn a_101_with_a_wrong_accept_key_is_a_handshake_error() {
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = l.accept().await.unwrap();
+        let mut request = vec![0; 4096];
+        let _ = tcp.read(&mut request).await;
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                      Upgrade: websocket\r\nSec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\
+                      Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n";
+        tcp.write_all(answer.as_bytes()).await.unwrap();
+        let _ = tcp.read(&mut request).await;
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let err = upgrade_websocket(tcp, "/x?ports=80", &["v4.channel.k8s.io"], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpgradeError::Handshake(_)), "{err}");
+}

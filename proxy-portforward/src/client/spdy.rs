@@ -40,6 +40,33 @@ pub struct SpdySessionBuilder {
 /// The client's side of one SPDY/3.1 port-forward session (see the [module
 /// docs](super)). Cheap to clone: clones share the session, which ends when the node
 /// ends it, the keepalive fails, or every clone and every stream is dropped.
+///
+/// Memory: the node's data waiting to be read is bounded by the session window (see
+/// [`SpdySessionBuilder::session_window`]); a node that keeps no windows (the kubelet's
+/// spdystream) is held to it by not reading the connection until streams are read, so a
+/// stream left unread then holds up the others, as in kubectl.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use proxy_portforward::client::{SpdySession, upgrade_spdy};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tcp = tokio::net::TcpStream::connect("127.0.0.1:8001").await?;
+/// let path = "/api/v1/namespaces/default/pods/web/portforward";
+/// let session = SpdySession::builder()
+///     .keepalive(Duration::from_secs(5))
+///     .start(upgrade_spdy(tcp, path, &[("host", "127.0.0.1:8001")]).await?);
+/// let stream = session.open(80).await?;
+/// # drop(stream);
+/// let why = session.closed().await;
+/// eprintln!("{why}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SpdySession {
     shared: Arc<Shared>,

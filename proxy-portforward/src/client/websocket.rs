@@ -41,6 +41,25 @@ impl SpdySession {
 /// - [`AsyncWrite::poll_shutdown`] half-closes with `v5.channel.k8s.io` (the close signal
 ///   for channel 0; reading goes on); the v4 protocols have no half-close, so it closes
 ///   the WebSocket, which ends reading too.
+///
+/// # Examples
+///
+/// ```no_run
+/// use proxy_portforward::channel::Protocol;
+/// use proxy_portforward::client::{ChannelStream, upgrade_websocket};
+/// use tokio::io::AsyncWriteExt;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tcp = tokio::net::TcpStream::connect("127.0.0.1:8001").await?;
+/// let path = "/api/v1/namespaces/default/pods/web/portforward?ports=80";
+/// let (ws, chosen) = upgrade_websocket(tcp, path, &["v4.channel.k8s.io"], &[]).await?;
+/// let protocol = Protocol::from_name(&chosen).ok_or("an unknown protocol")?;
+/// let mut stream = ChannelStream::connect(ws, protocol, 80).await?;
+/// stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct ChannelStream<S> {
     ws: WebSocketStream<S>,
     mux: ClientMux,
@@ -118,8 +137,16 @@ where
                     ..
                 } => error = true,
                 ClientEvent::Error { message, .. } => return Err(io::Error::other(message)),
-                ClientEvent::Data { payload, .. } => stream.unread = Bytes::from(payload),
-                ClientEvent::Closed { .. } => stream.eof = true,
+                ClientEvent::Data { payload, .. } => {
+                    let mut unread = std::mem::take(&mut stream.unread).to_vec();
+                    unread.extend_from_slice(&payload);
+                    stream.unread = Bytes::from(unread);
+                }
+                ClientEvent::Closed {
+                    stream: Channel::Data,
+                    ..
+                } => stream.eof = true,
+                ClientEvent::Closed { .. } => {}
             }
         }
         Ok(stream)
