@@ -478,3 +478,29 @@ async fn a_101_with_a_wrong_accept_key_is_a_handshake_error() {
         .unwrap_err();
     assert!(matches!(err, UpgradeError::Handshake(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_pod_closing_first_is_an_eof_and_writing_goes_on_over_the_tunnel() {
+    pod_closes_first(Wire::Tunnel).await;
+}
+
+#[tokio::test]
+async fn a_node_that_closes_the_connection_ends_the_session_and_its_open_streams() {
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let (close, closed) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        let _ = closed.await;
+        drop(tcp);
+    });
+    let session = SpdySession::new(TcpStream::connect(addr).await.unwrap());
+    let mut stream = session.open(80).await.unwrap();
+    close.send(()).unwrap();
+    let why = within(LIMIT, "closed()", session.closed()).await;
+    assert_eq!(why.kind(), io::ErrorKind::UnexpectedEof, "{why}");
+    let err = stream.read(&mut [0; 4]).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    assert!(stream.write_all(b"x").await.is_err());
+    assert!(stream.error().await.is_err());
+}
