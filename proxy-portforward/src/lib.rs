@@ -5,12 +5,15 @@
 //! This crate is being built up (see the project's issues). So far it has the wire formats,
 //! each a small codec with no I/O, fuzzed ([`spdy`] with its [`spdy::Session`],
 //! [`channel`], and [`status`] for failed requests), the objects a server serves so that kubectl finds its pods ([`objects`],
-//! [`cluster_file`], [`discovery`]), and the dialer that reaches a pod's port on a host or
-//! inside its network namespace ([`dial`]).
+//! [`cluster_file`], [`discovery`]), the dialer that reaches a pod's port on a host or
+//! inside its network namespace ([`dial`]), the node's side with I/O ([`forward`],
+//! [`server`]), and the client's side with I/O ([`client`]: the upgrades, SPDY sessions
+//! and their streams, WebSocket channel streams).
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod channel;
+pub mod client;
 pub mod cluster_file;
 pub mod dial;
 pub mod discovery;

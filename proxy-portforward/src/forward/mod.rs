@@ -15,6 +15,7 @@ mod websocket;
 
 pub use observe::{Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Wire, WireStats};
 pub use spdy::{OUT_HIGH, SESSION_WINDOW, STREAM_CREATION_TIMEOUT, serve_spdy};
+pub(crate) use websocket::io_error;
 pub use websocket::{
     MAX_DATA_PER_MESSAGE, MAX_MESSAGE_SIZE, WebSocketBytes, accept_key, serve_channels,
     serve_spdy_tunnel, server_config, server_stream,

@@ -58,6 +58,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod client;
 mod error;
 mod frame;
 mod headers;
@@ -67,6 +68,7 @@ mod session_tests;
 #[cfg(test)]
 mod tests;
 
+pub use client::{ClientEvent, ClientSession, Opened};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
     DEFAULT_MAX_PAYLOAD, Decoder, Encoder, Frame, MAX_WIRE_PAYLOAD, Setting, VERSION, frame_type,

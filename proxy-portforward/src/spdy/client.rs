@@ -1,0 +1,529 @@
+//! The client's side of a SPDY/3.1 port-forward session (what kubectl speaks to a node), as
+//! a state machine with no I/O: the mirror of [`Session`](super::Session).
+//!
+//! [`ClientSession::open`] queues kubectl's pair of streams for one forwarded connection,
+//! as client-go's `tools/portforward` does: the error stream first (closed at once from our
+//! side, as we never write on it), then the data stream, both with the headers
+//! `streamtype`, `port` and `requestid` (a counter from 0). Feed every frame the node sends
+//! to [`ClientSession::receive`]; send what [`ClientSession::poll_frame`] gives; act on
+//! [`ClientSession::poll_event`].
+//!
+//! Flow control: the session sends SETTINGS first, so a node that keeps windows knows we
+//! keep ours; received data is counted against our windows, reopened with WINDOW_UPDATE as
+//! the caller reports it consumed ([`ClientSession::consumed`]). Data we send goes through
+//! [`ClientSession::send_data`], within the node's windows. A node that keeps none (Go's
+//! spdystream, the kubelet's) never gives window back: when the caller is stalled on a
+//! window it calls [`ClientSession::probe_windows`], which sends a PING; if the node
+//! answers it with no WINDOW_UPDATE or SETTINGS seen so far, its windows are not enforced
+//! from then on ([`FlowControl::Ignored`]). Such a node also sends past our windows: an
+//! overrun before any WINDOW_UPDATE or SETTINGS from it is taken (and says it keeps none),
+//! as the kubelet takes kubectl's; bounding what it sends is then the caller's (stop
+//! reading the connection). A node that has shown it keeps windows and overruns one gets
+//! the stream reset (`FLOW_CONTROL_ERROR`), or the session ended for the session window.
+//!
+//! ```
+//! use proxy_portforward::spdy::{ClientSession, Frame};
+//!
+//! let mut session = ClientSession::new();
+//! let opened = session.open(8080).expect("no GOAWAY yet");
+//! assert_eq!((opened.error_stream, opened.data_stream), (1, 3));
+//! // SETTINGS, the error stream's SYN_STREAM and FIN, the data stream's SYN_STREAM.
+//! let frames: Vec<Frame> = std::iter::from_fn(|| session.poll_frame()).collect();
+//! assert_eq!(frames.len(), 4);
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::Setting;
+use super::frame::{Frame, goaway_status, rst_status, setting_id};
+use super::headers::Headers;
+use super::session::{DEFAULT_WINDOW, FlowControl, SendError, SessionError};
+
+const MAX_WINDOW: i64 = 0x7FFF_FFFF;
+
+/// The two streams of one forwarded connection ([`ClientSession::open`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The `requestid` both streams carry.
+    pub request_id: u64,
+    /// The error stream: the node writes its error text there, if any.
+    pub error_stream: u32,
+    /// The data stream: the connection's bytes, both ways.
+    pub data_stream: u32,
+}
+
+/// What the session reports to the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Bytes the node sent on a stream (`fin`: and nothing more will come).
+    Data {
+        /// The stream.
+        stream_id: u32,
+        /// The bytes (to report through [`ClientSession::consumed`] once read).
+        data: Bytes,
+        /// The node's half of the stream is closed.
+        fin: bool,
+    },
+    /// The node reset a stream.
+    Reset {
+        /// The stream.
+        stream_id: u32,
+        /// Its status ([`rst_status`]).
+        status: u32,
+    },
+    /// The node answered one of our PINGs.
+    Pong {
+        /// The PING's id.
+        id: u32,
+    },
+    /// The node takes no new stream; streams above `last_good_stream_id` were not acted on
+    /// (they are reset by the session).
+    GoAway {
+        /// The last stream the node acted on.
+        last_good_stream_id: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Stream {
+    send_window: i64,
+    recv_window: i64,
+    unacked: u32,
+    remote_closed: bool,
+    local_closed: bool,
+}
+
+/// The client's side of one SPDY/3.1 port-forward session (see the module docs).
+#[derive(Debug)]
+pub struct ClientSession {
+    streams: HashMap<u32, Stream>,
+    next_stream: u32,
+    next_request: u64,
+    next_ping: u32,
+    session_send_window: i64,
+    session_recv_window: i64,
+    session_unacked: u32,
+    session_window: u32,
+    initial_send_window: i64,
+    flow: FlowControl,
+    probe: Option<u32>,
+    goaway: bool,
+    frames: VecDeque<Frame>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl Default for ClientSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How much of `n` consumed bytes a window of `window` with `unacked` bytes already owed
+/// may get back without growing past `size`.
+fn owed(size: u32, window: i64, unacked: u32, n: u32) -> u32 {
+    let room = i64::from(size) - window - i64::from(unacked);
+    n.min(room.clamp(0, i64::from(u32::MAX)) as u32)
+}
+
+// ===== impl ClientSession =====
+
+impl ClientSession {
+    /// A new session with 64 KiB windows; a SETTINGS frame (our initial window) is queued
+    /// first, which tells the node we keep windows.
+    pub fn new() -> Self {
+        Self::with_session_window(DEFAULT_WINDOW)
+    }
+
+    /// A new session whose session receive window is `window` bytes (at least
+    /// [`DEFAULT_WINDOW`], at most 2^31 - 1), opened with a WINDOW_UPDATE after the
+    /// SETTINGS. Streams keep 64 KiB windows each, so one stream not read does not stall
+    /// the others while the session window lasts.
+    pub fn with_session_window(window: u32) -> Self {
+        let window = window.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32);
+        let mut frames = VecDeque::new();
+        frames.push_back(Frame::Settings {
+            clear: false,
+            entries: vec![Setting {
+                flags: 0,
+                id: setting_id::INITIAL_WINDOW_SIZE,
+                value: DEFAULT_WINDOW,
+            }],
+        });
+        if window > DEFAULT_WINDOW {
+            frames.push_back(Frame::WindowUpdate {
+                stream_id: 0,
+                delta: window - DEFAULT_WINDOW,
+            });
+        }
+        ClientSession {
+            streams: HashMap::new(),
+            next_stream: 1,
+            next_request: 0,
+            next_ping: 1,
+            session_send_window: i64::from(DEFAULT_WINDOW),
+            session_recv_window: i64::from(window),
+            session_unacked: 0,
+            session_window: window,
+            initial_send_window: i64::from(DEFAULT_WINDOW),
+            flow: FlowControl::Unknown,
+            probe: None,
+            goaway: false,
+            frames,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Whether the node keeps flow control, as far as the session knows.
+    pub fn server_flow_control(&self) -> FlowControl {
+        self.flow
+    }
+
+    /// Whether the node has sent GOAWAY (no stream can be opened).
+    pub fn is_going_away(&self) -> bool {
+        self.goaway
+    }
+
+    /// The next frame to send.
+    pub fn poll_frame(&mut self) -> Option<Frame> {
+        self.frames.pop_front()
+    }
+
+    /// The next event for the caller.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Queues kubectl's two streams for a connection to the pod's `port`: the error
+    /// stream's SYN_STREAM and FIN, then the data stream's SYN_STREAM. `None` once the
+    /// node has sent GOAWAY or the stream ids are used up.
+    pub fn open(&mut self, port: u16) -> Option<Opened> {
+        let error_stream = self.next_stream;
+        let data_stream = error_stream.checked_add(2)?;
+        if self.goaway || data_stream > MAX_WINDOW as u32 {
+            return None;
+        }
+        self.next_stream = data_stream + 2;
+        let request_id = self.next_request;
+        self.next_request += 1;
+        for (id, kind) in [(error_stream, "error"), (data_stream, "data")] {
+            let headers = Headers::new()
+                .with("streamtype", kind)
+                .with("port", port.to_string())
+                .with("requestid", request_id.to_string());
+            self.frames.push_back(Frame::syn_stream(id, headers));
+            self.streams.insert(
+                id,
+                Stream {
+                    send_window: self.initial_send_window,
+                    recv_window: i64::from(DEFAULT_WINDOW),
+                    unacked: 0,
+                    remote_closed: false,
+                    local_closed: false,
+                },
+            );
+            if kind == "error" {
+                // Nothing of ours goes on the error stream.
+                let _ = self.send_data(id, Bytes::new(), true);
+            }
+        }
+        Some(Opened {
+            request_id,
+            error_stream,
+            data_stream,
+        })
+    }
+
+    /// Queues a PING of ours (odd id) and returns its id.
+    pub fn ping(&mut self) -> u32 {
+        let id = self.next_ping;
+        self.next_ping = self.next_ping.wrapping_add(2) | 1;
+        self.frames.push_back(Frame::Ping { id });
+        id
+    }
+
+    /// Called while a write waits for window: while the node has not shown whether it
+    /// keeps windows, sends a PING (once) whose answer, with still no WINDOW_UPDATE or
+    /// SETTINGS seen, means it keeps none.
+    pub fn probe_windows(&mut self) {
+        if self.flow == FlowControl::Unknown && self.probe.is_none() {
+            self.probe = Some(self.ping());
+        }
+    }
+
+    /// Handles one frame from the node. On an error a GOAWAY is queued: send what
+    /// [`poll_frame`](Self::poll_frame) gives and close the connection.
+    pub fn receive(&mut self, frame: Frame) -> Result<(), SessionError> {
+        match frame {
+            Frame::SynStream { stream_id, .. } => {
+                // Port-forward nodes open no streams.
+                self.frames.push_back(Frame::RstStream {
+                    stream_id,
+                    status: rst_status::REFUSED_STREAM,
+                });
+            }
+            Frame::SynReply { .. } | Frame::Unknown { .. } => {}
+            Frame::Headers { stream_id, fin, .. } => {
+                if fin {
+                    self.remote_fin(stream_id);
+                    self.events.push_back(ClientEvent::Data {
+                        stream_id,
+                        data: Bytes::new(),
+                        fin,
+                    });
+                }
+            }
+            Frame::RstStream { stream_id, status } => {
+                if self.streams.remove(&stream_id).is_some() {
+                    self.events
+                        .push_back(ClientEvent::Reset { stream_id, status });
+                }
+            }
+            Frame::Settings { entries, .. } => {
+                self.windows_kept();
+                for e in entries {
+                    if e.id == setting_id::INITIAL_WINDOW_SIZE {
+                        if i64::from(e.value) > MAX_WINDOW {
+                            return Err(self.fail("SETTINGS_INITIAL_WINDOW_SIZE over 2^31 - 1"));
+                        }
+                        let delta = i64::from(e.value) - self.initial_send_window;
+                        self.initial_send_window = i64::from(e.value);
+                        for s in self.streams.values_mut() {
+                            s.send_window += delta;
+                        }
+                    }
+                }
+            }
+            // An even id is the node's: echo it. An odd one answers ours.
+            Frame::Ping { id } if id % 2 == 0 => self.frames.push_back(Frame::Ping { id }),
+            Frame::Ping { id } => {
+                if self.probe == Some(id) {
+                    self.probe = None;
+                    if self.flow == FlowControl::Unknown {
+                        self.flow = FlowControl::Ignored;
+                    }
+                }
+                self.events.push_back(ClientEvent::Pong { id });
+            }
+            Frame::GoAway {
+                last_good_stream_id,
+                ..
+            } => {
+                self.goaway = true;
+                let unanswered: Vec<u32> = self
+                    .streams
+                    .keys()
+                    .copied()
+                    .filter(|&id| id > last_good_stream_id)
+                    .collect();
+                for stream_id in unanswered {
+                    self.streams.remove(&stream_id);
+                    self.events.push_back(ClientEvent::Reset {
+                        stream_id,
+                        status: rst_status::REFUSED_STREAM,
+                    });
+                }
+                self.events.push_back(ClientEvent::GoAway {
+                    last_good_stream_id,
+                });
+            }
+            Frame::WindowUpdate {
+                stream_id: 0,
+                delta,
+            } => {
+                self.windows_kept();
+                let w = self.session_send_window + i64::from(delta);
+                if delta == 0 || w > MAX_WINDOW {
+                    return Err(self.fail("bad session WINDOW_UPDATE"));
+                }
+                self.session_send_window = w;
+            }
+            Frame::WindowUpdate { stream_id, delta } => {
+                self.windows_kept();
+                if let Some(s) = self.streams.get_mut(&stream_id) {
+                    let w = s.send_window + i64::from(delta);
+                    if delta == 0 || w > MAX_WINDOW {
+                        self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
+                        self.events.push_back(ClientEvent::Reset {
+                            stream_id,
+                            status: rst_status::FLOW_CONTROL_ERROR,
+                        });
+                    } else {
+                        s.send_window = w;
+                    }
+                }
+            }
+            Frame::Data {
+                stream_id,
+                fin,
+                data,
+            } => self.data(stream_id, fin, data)?,
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, stream_id: u32, fin: bool, data: Bytes) -> Result<(), SessionError> {
+        let len = data.len() as i64;
+        self.session_recv_window -= len;
+        if self.session_recv_window < 0 && !self.overrun_taken() {
+            return Err(self.fail("node overran the session window"));
+        }
+        let Some(s) = self.streams.get_mut(&stream_id) else {
+            self.give_back_session(data.len() as u32);
+            self.frames.push_back(Frame::RstStream {
+                stream_id,
+                status: rst_status::INVALID_STREAM,
+            });
+            return Ok(());
+        };
+        if s.remote_closed {
+            self.give_back_session(data.len() as u32);
+            self.reset(stream_id, rst_status::STREAM_ALREADY_CLOSED);
+            self.events.push_back(ClientEvent::Reset {
+                stream_id,
+                status: rst_status::STREAM_ALREADY_CLOSED,
+            });
+            return Ok(());
+        }
+        s.recv_window -= len;
+        if s.recv_window < 0 && !self.overrun_taken() {
+            self.give_back_session(data.len() as u32);
+            self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
+            self.events.push_back(ClientEvent::Reset {
+                stream_id,
+                status: rst_status::FLOW_CONTROL_ERROR,
+            });
+            return Ok(());
+        }
+        if !data.is_empty() || fin {
+            self.events.push_back(ClientEvent::Data {
+                stream_id,
+                data,
+                fin,
+            });
+        }
+        if fin {
+            self.remote_fin(stream_id);
+        }
+        Ok(())
+    }
+
+    /// Reports `n` bytes of a stream's received data as consumed (read), which reopens
+    /// the windows: a WINDOW_UPDATE goes out once half a window is owed.
+    pub fn consumed(&mut self, stream_id: u32, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.give_back_session(n);
+        if let Some(s) = self.streams.get_mut(&stream_id) {
+            s.unacked += owed(DEFAULT_WINDOW, s.recv_window, s.unacked, n);
+            if s.unacked >= DEFAULT_WINDOW / 2 && !s.remote_closed {
+                s.recv_window += i64::from(s.unacked);
+                self.frames.push_back(Frame::WindowUpdate {
+                    stream_id,
+                    delta: s.unacked,
+                });
+                s.unacked = 0;
+            }
+        }
+    }
+
+    fn give_back_session(&mut self, n: u32) {
+        self.session_unacked += owed(
+            self.session_window,
+            self.session_recv_window,
+            self.session_unacked,
+            n,
+        );
+        if self.session_unacked >= (self.session_window / 2).min(DEFAULT_WINDOW / 2) {
+            self.session_recv_window += i64::from(self.session_unacked);
+            self.frames.push_back(Frame::WindowUpdate {
+                stream_id: 0,
+                delta: self.session_unacked,
+            });
+            self.session_unacked = 0;
+        }
+    }
+
+    /// How many bytes may be sent on `stream_id` now, or `None` if it is not open for
+    /// sending. With a node that keeps no windows ([`FlowControl::Ignored`]) this is
+    /// 2^31 - 1.
+    pub fn send_window(&self, stream_id: u32) -> Option<usize> {
+        let s = self.streams.get(&stream_id).filter(|s| !s.local_closed)?;
+        if self.flow == FlowControl::Ignored {
+            return Some(MAX_WINDOW as usize);
+        }
+        Some(s.send_window.min(self.session_send_window).max(0) as usize)
+    }
+
+    /// Queues a data frame on `stream_id` (`fin`: our last), counted against the node's
+    /// windows.
+    pub fn send_data(&mut self, stream_id: u32, data: Bytes, fin: bool) -> Result<(), SendError> {
+        let available = self.send_window(stream_id).ok_or(SendError::NotOpen)?;
+        if data.len() > available {
+            return Err(SendError::Window { available });
+        }
+        let s = self.streams.get_mut(&stream_id).ok_or(SendError::NotOpen)?;
+        s.send_window -= data.len() as i64;
+        self.session_send_window -= data.len() as i64;
+        self.frames.push_back(Frame::Data {
+            stream_id,
+            fin,
+            data,
+        });
+        if fin {
+            s.local_closed = true;
+            if s.remote_closed {
+                self.streams.remove(&stream_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `stream_id` is still open either way.
+    pub fn is_open(&self, stream_id: u32) -> bool {
+        self.streams.contains_key(&stream_id)
+    }
+
+    /// Resets a stream if open: queues RST_STREAM with `status` and forgets it.
+    pub fn reset(&mut self, stream_id: u32, status: u32) {
+        if self.streams.remove(&stream_id).is_some() {
+            self.frames
+                .push_back(Frame::RstStream { stream_id, status });
+        }
+    }
+
+    fn windows_kept(&mut self) {
+        if self.flow == FlowControl::Unknown {
+            self.flow = FlowControl::Kept;
+        }
+    }
+
+    /// Whether an overrun is taken: the node has shown no windows, or shows so now.
+    fn overrun_taken(&mut self) -> bool {
+        if self.flow == FlowControl::Unknown {
+            self.flow = FlowControl::Ignored;
+        }
+        self.flow == FlowControl::Ignored
+    }
+
+    fn fail(&mut self, why: &'static str) -> SessionError {
+        self.frames.push_back(Frame::GoAway {
+            last_good_stream_id: 0,
+            status: goaway_status::PROTOCOL_ERROR,
+        });
+        SessionError(why)
+    }
+
+    fn remote_fin(&mut self, stream_id: u32) {
+        if let Some(s) = self.streams.get_mut(&stream_id) {
+            s.remote_closed = true;
+            if s.local_closed {
+                self.streams.remove(&stream_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
