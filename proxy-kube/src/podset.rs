@@ -160,15 +160,12 @@ impl Client {
     /// the set keeps its last value meanwhile.
     pub fn watch_pods(&self, resolved: &Resolved) -> PodWatch {
         let api: Api<Pod> = Api::namespaced(self.kube.clone(), &resolved.namespace);
-        let (labels, fields) = match &resolved.selector {
-            Some(selector) => (selector.clone(), String::new()),
-            None => (
-                String::new(),
-                format!("metadata.name={}", resolved.target.name),
-            ),
+        let (labels, only) = match &resolved.selector {
+            Some(selector) => (selector.clone(), None),
+            None => (String::new(), Some(resolved.target.name.clone())),
         };
         let (tx, rx) = watch::channel(PodSet::default());
-        let task = tokio::spawn(follow(api, labels, fields, tx));
+        let task = tokio::spawn(follow(api, labels, only, tx));
         PodWatch { rx, task }
     }
 }
@@ -184,9 +181,14 @@ fn publish(tx: &watch::Sender<PodSet>, set: &PodSet, first: &mut bool) {
 }
 
 /// List, watch, apply, publish; forever.
-async fn follow(api: Api<Pod>, labels: String, fields: String, tx: watch::Sender<PodSet>) {
+///
+/// With `only`, one pod by name: asked with a field selector, and checked here too, for
+/// a server that ignores field selectors.
+async fn follow(api: Api<Pod>, labels: String, only: Option<String>, tx: watch::Sender<PodSet>) {
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
+    let fields = (only.as_ref()).map_or_else(String::new, |n| format!("metadata.name={n}"));
+    let wanted = |pod: &Pod| only.as_deref().is_none_or(|n| pod_name(pod) == n);
     let list_params = ListParams::default().labels(&labels).fields(&fields);
     loop {
         let list = match api.list(&list_params).await {
@@ -199,7 +201,7 @@ async fn follow(api: Api<Pod>, labels: String, fields: String, tx: watch::Sender
             }
         };
         let mut version = list.metadata.resource_version.unwrap_or_default();
-        let mut set = PodSet::from_pods(list.items);
+        let mut set = PodSet::from_pods(list.items.into_iter().filter(|p| wanted(p)));
         publish(&tx, &set, &mut first);
         // Watch from `version` until the watch fails; then list again.
         loop {
@@ -226,6 +228,11 @@ async fn follow(api: Api<Pod>, labels: String, fields: String, tx: watch::Sender
             let mut failed = false;
             while let Some(event) = stream.next().await {
                 let applied = match event {
+                    Ok(
+                        WatchEvent::Added(pod)
+                        | WatchEvent::Modified(pod)
+                        | WatchEvent::Deleted(pod),
+                    ) if !wanted(&pod) => pod.metadata.resource_version,
                     Ok(event) => set.apply(event),
                     Err(error) => {
                         tracing::debug!(%error, "pod watch failed");

@@ -354,3 +354,36 @@ async fn the_pod_set_follows_the_cluster() {
     assert_eq!(next.ready_names(), ["web-1", "web-3"]);
     assert_eq!(watch.current().ready_names(), ["web-1", "web-3"]);
 }
+
+#[tokio::test]
+async fn a_pod_target_follows_that_pod_only() {
+    let api = plain(None).await;
+    let client = api.client().await;
+    let resolved = client.resolve(&"pod/web-2".parse().unwrap()).await.unwrap();
+    let mut watch = client.watch_pods(&resolved);
+    let wait = Duration::from_secs(15);
+    let first = tokio::time::timeout(wait, watch.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.ready_names(), ["web-2"]);
+    assert_eq!(first.len(), 1, "only the pod named");
+
+    // web-1 going changes nothing for web-2's watch; web-2 stopping does.
+    let without_web1 = OBJECTS.replace("name = \"web-1\"", "name = \"web-9\"");
+    api.server
+        .set_cluster(proxy_portforward::cluster_file::parse(&without_web1, "x.toml").unwrap());
+    let stopped = without_web1.replace(
+        "ports = { http = 8081 }",
+        "ports = { http = 8081 }\nrunning = false",
+    );
+    api.server
+        .set_cluster(proxy_portforward::cluster_file::parse(&stopped, "x.toml").unwrap());
+    let next = tokio::time::timeout(wait, watch.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.ready_names().is_empty());
+    assert_eq!(next.len(), 1);
+    assert!(next.get("web-2").is_some());
+}
