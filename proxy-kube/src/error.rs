@@ -24,7 +24,7 @@ pub enum ErrorKind {
     /// An object the API server sent cannot be used (a service without a selector, a
     /// workload without `matchLabels`).
     Object,
-    /// Any other answer of the API server.
+    /// Any other answer of the API server, or one that cannot be read.
     Api,
     /// The API server could not be reached, or the connection failed.
     Io,
@@ -89,6 +89,12 @@ impl Error {
             }
             kube::Error::Auth(e) => {
                 Error::new(ErrorKind::Config, format!("credentials: {e}")).with_source(e)
+            }
+            kube::Error::SerdeError(e) => {
+                Error::new(ErrorKind::Api, format!("the API server's answer: {e}")).with_source(e)
+            }
+            kube::Error::RustlsTls(e) => {
+                Error::new(ErrorKind::Config, format!("TLS: {e}")).with_source(e)
             }
             other => Error::new(ErrorKind::Io, format!("talking to the API server: {other}"))
                 .with_source(other),
