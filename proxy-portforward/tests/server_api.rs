@@ -197,3 +197,71 @@ async fn upgrades_are_refused_with_a_status() {
         0
     );
 }
+
+/// Reads from `stream` into `seen` until it holds `needle` (10 s at most).
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut String, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle} in 10 s: {seen}"))
+            .unwrap();
+        assert!(n > 0, "closed before {needle}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[tokio::test]
+async fn a_pod_watch_sends_the_changes_set_cluster_makes() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::builder(cluster()).build();
+    let listening = start(&server).await;
+    let (code, body) = curl(
+        listening.local_addr(),
+        "/api/v1/namespaces/default/pods",
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["metadata"]["resourceVersion"], "1");
+
+    let mut stream = tokio::net::TcpStream::connect(listening.local_addr())
+        .await
+        .unwrap();
+    let request = "GET /api/v1/namespaces/default/pods?watch=true&timeoutSeconds=30 HTTP/1.1\r\n\
+                   Host: x\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, r#""type":"ADDED""#).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains(r#""name":"web""#), "{seen}");
+    assert!(
+        !seen.contains(r#""name":"db""#),
+        "another namespace: {seen}"
+    );
+
+    // web goes, web-2 comes, and the version moves on.
+    let mut next = Cluster::default();
+    next.add_pod("web-2=127.0.0.1".parse::<Pod>().unwrap())
+        .unwrap();
+    server.set_cluster(next);
+    read_until(&mut stream, &mut seen, r#""type":"DELETED""#).await;
+    read_until(&mut stream, &mut seen, r#""name":"web-2""#).await;
+    assert!(seen.contains(r#""resourceVersion":"2""#), "{seen}");
+
+    // Watching from the current version sends nothing until something changes.
+    let mut quiet = tokio::net::TcpStream::connect(listening.local_addr())
+        .await
+        .unwrap();
+    let request = "GET /api/v1/namespaces/default/pods?watch=1&resourceVersion=2 HTTP/1.1\r\n\
+                   Host: x\r\n\r\n";
+    quiet.write_all(request.as_bytes()).await.unwrap();
+    let mut heard = String::new();
+    read_until(&mut quiet, &mut heard, "HTTP/1.1 200").await;
+    server.set_cluster(Cluster::default());
+    read_until(&mut quiet, &mut heard, r#""type":"DELETED""#).await;
+    assert!(!heard.contains("ADDED"), "{heard}");
+}

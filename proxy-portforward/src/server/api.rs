@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -74,17 +76,27 @@ impl Shared {
     }
 
     fn list_pods(&self, namespace: &str, query: &str) -> Response<Body> {
-        if crate::query::first(query, "watch").is_some_and(|w| w == "true" || w == "1") {
-            let mut refused = method_not_allowed();
-            refused.message = "this server does not watch: list the pods again".to_owned();
-            return status(&refused);
-        }
         let selector = crate::query::first(query, "labelSelector").unwrap_or_default();
-        let cluster = self.cluster();
-        match cluster.pod_list_json(namespace, &selector) {
-            Ok(list) => json(list),
-            Err(error) => status(&Status::bad_request(error.to_string())),
+        let served = self.cluster.borrow().clone();
+        let mut list = match served.cluster.pod_list_json(namespace, &selector) {
+            Ok(list) => list,
+            Err(error) => return status(&Status::bad_request(error.to_string())),
+        };
+        if crate::query::first(query, "watch").is_some_and(|w| w == "true" || w == "1") {
+            let timeout = (crate::query::first(query, "timeoutSeconds"))
+                .and_then(|t| t.parse().ok())
+                .map_or(super::pod_watch::DEFAULT_TIMEOUT, Duration::from_secs);
+            let body = super::pod_watch::pods(
+                self.cluster.subscribe(),
+                namespace.to_owned(),
+                selector,
+                crate::query::first(query, "resourceVersion").and_then(|v| v.parse().ok()),
+                timeout,
+            );
+            return respond_with(StatusCode::OK, body);
         }
+        list["metadata"]["resourceVersion"] = served.version.to_string().into();
+        json(list)
     }
 
     fn port_forward(
@@ -174,7 +186,11 @@ fn status(status: &Status) -> Response<Body> {
 }
 
 fn respond(code: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Body::new(Bytes::from(body)));
+    respond_with(code, Full::new(Bytes::from(body)).boxed())
+}
+
+fn respond_with(code: StatusCode, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
     *response.status_mut() = code;
     response
         .headers_mut()

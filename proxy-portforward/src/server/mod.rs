@@ -8,7 +8,8 @@
 //! its own listener) or a listener ([`Server::bind`]), over TLS when given a certificate.
 //! A bearer token, when set, is required on every request (`401` with a `Status` body
 //! otherwise). [`Server::set_cluster`] swaps the objects while it runs: sessions open
-//! stay, and new streams go where the new objects say (a pod removed gets none).
+//! stay, new streams go where the new objects say (a pod removed gets none), and pod
+//! watches (`GET .../pods?watch=true`) are sent the differences as watch events.
 //!
 //! # Examples
 //!
@@ -29,6 +30,7 @@
 //! ```
 
 mod api;
+mod pod_watch;
 mod route;
 mod tls;
 mod upgrade;
@@ -36,13 +38,13 @@ mod upgrade;
 pub use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 pub use tls::{TlsError, tls_config};
 pub use tokio_rustls::rustls::ServerConfig;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -50,6 +52,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -61,8 +64,8 @@ use crate::objects::{Cluster, Pod};
 /// How long the built-in dialer waits for a pod's port to accept.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The body of every response.
-type Body = Full<Bytes>;
+/// The body of every response: whole, or a stream of watch events.
+type Body = BoxBody<Bytes, Infallible>;
 
 /// Builds a [`Server`].
 pub struct ServerBuilder {
@@ -105,7 +108,10 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         Server {
             shared: Arc::new(Shared {
-                cluster: RwLock::new(Arc::new(self.cluster)),
+                cluster: watch::Sender::new(Versioned {
+                    version: 1,
+                    cluster: Arc::new(self.cluster),
+                }),
                 dialer: self.dialer,
                 stats: Arc::new(Stats::new()),
                 extra: self.observer,
@@ -124,7 +130,8 @@ pub struct Server {
 }
 
 struct Shared {
-    cluster: RwLock<Arc<Cluster>>,
+    /// The objects served now; watches of pods subscribe to it.
+    cluster: watch::Sender<Versioned>,
     dialer: Arc<dyn Dial>,
     stats: Arc<Stats>,
     extra: Option<Arc<dyn Observe>>,
@@ -155,8 +162,13 @@ impl Server {
 
     /// Serves `cluster` from now on: sessions open stay, their new streams go where the
     /// new objects say.
+    /// Pod watches (`?watch=true`) send the differences as `ADDED`, `MODIFIED` and
+    /// `DELETED` events, at a `resourceVersion` one higher than the last.
     pub fn set_cluster(&self, cluster: Cluster) {
-        *self.shared.cluster.write().expect("cluster lock") = Arc::new(cluster);
+        self.shared.cluster.send_modify(|served| {
+            served.version += 1;
+            served.cluster = Arc::new(cluster);
+        });
     }
 
     /// The objects served now.
@@ -209,6 +221,14 @@ impl Server {
         let task = tokio::spawn(accept_loop(listener, server, acceptor));
         Ok(Listening { local_addr, task })
     }
+}
+
+/// The objects served, and their version: 1 at the start, one more at each
+/// [`Server::set_cluster`] (the `resourceVersion` of pod lists and watch events).
+#[derive(Clone, Debug)]
+struct Versioned {
+    version: u64,
+    cluster: Arc<Cluster>,
 }
 
 /// A listening server; dropping it stops accepting (sessions open go on).
@@ -266,7 +286,7 @@ async fn accept_loop(listener: TcpListener, server: Server, tls: Option<TlsAccep
 
 impl Shared {
     fn cluster(&self) -> Arc<Cluster> {
-        self.cluster.read().expect("cluster lock").clone()
+        self.cluster.borrow().cluster.clone()
     }
 
     /// What a stream of a session to `pod` is forwarded with: the current objects are
