@@ -37,11 +37,10 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 
 use super::Setting;
+use super::flow::{Breach, MAX_WINDOW, StreamFlow, Windows};
 use super::frame::{Frame, goaway_status, rst_status, setting_id};
 use super::headers::Headers;
 use super::session::{DEFAULT_WINDOW, FlowControl, SendError, SessionError};
-
-const MAX_WINDOW: i64 = 0x7FFF_FFFF;
 
 /// The two streams of one forwarded connection ([`ClientSession::open`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,28 +85,14 @@ pub enum ClientEvent {
     },
 }
 
-#[derive(Debug)]
-struct Stream {
-    send_window: i64,
-    recv_window: i64,
-    unacked: u32,
-    remote_closed: bool,
-    local_closed: bool,
-}
-
 /// The client's side of one SPDY/3.1 port-forward session (see the module docs).
 #[derive(Debug)]
 pub struct ClientSession {
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, StreamFlow>,
     next_stream: u32,
     next_request: u64,
     next_ping: u32,
-    session_send_window: i64,
-    session_recv_window: i64,
-    session_unacked: u32,
-    session_window: u32,
-    initial_send_window: i64,
-    flow: FlowControl,
+    windows: Windows,
     probe: Option<u32>,
     goaway: bool,
     frames: VecDeque<Frame>,
@@ -118,13 +103,6 @@ impl Default for ClientSession {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// How much of `n` consumed bytes a window of `window` with `unacked` bytes already owed
-/// may get back without growing past `size`.
-fn owed(size: u32, window: i64, unacked: u32, n: u32) -> u32 {
-    let room = i64::from(size) - window - i64::from(unacked);
-    n.min(room.clamp(0, i64::from(u32::MAX)) as u32)
 }
 
 // ===== impl ClientSession =====
@@ -141,7 +119,6 @@ impl ClientSession {
     /// SETTINGS. Streams keep 64 KiB windows each, so one stream not read does not stall
     /// the others while the session window lasts.
     pub fn with_session_window(window: u32) -> Self {
-        let window = window.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32);
         let mut frames = VecDeque::new();
         frames.push_back(Frame::Settings {
             clear: false,
@@ -151,23 +128,13 @@ impl ClientSession {
                 value: DEFAULT_WINDOW,
             }],
         });
-        if window > DEFAULT_WINDOW {
-            frames.push_back(Frame::WindowUpdate {
-                stream_id: 0,
-                delta: window - DEFAULT_WINDOW,
-            });
-        }
+        let windows = Windows::new(window, &mut frames);
         ClientSession {
             streams: HashMap::new(),
             next_stream: 1,
             next_request: 0,
             next_ping: 1,
-            session_send_window: i64::from(DEFAULT_WINDOW),
-            session_recv_window: i64::from(window),
-            session_unacked: 0,
-            session_window: window,
-            initial_send_window: i64::from(DEFAULT_WINDOW),
-            flow: FlowControl::Unknown,
+            windows,
             probe: None,
             goaway: false,
             frames,
@@ -177,7 +144,7 @@ impl ClientSession {
 
     /// Whether the node keeps flow control, as far as the session knows.
     pub fn server_flow_control(&self) -> FlowControl {
-        self.flow
+        self.windows.flow_control()
     }
 
     /// Whether the node has sent GOAWAY (no stream can be opened).
@@ -213,16 +180,7 @@ impl ClientSession {
                 .with("port", port.to_string())
                 .with("requestid", request_id.to_string());
             self.frames.push_back(Frame::syn_stream(id, headers));
-            self.streams.insert(
-                id,
-                Stream {
-                    send_window: self.initial_send_window,
-                    recv_window: i64::from(DEFAULT_WINDOW),
-                    unacked: 0,
-                    remote_closed: false,
-                    local_closed: false,
-                },
-            );
+            self.streams.insert(id, self.windows.stream(false, false));
             if kind == "error" {
                 // Nothing of ours goes on the error stream.
                 let _ = self.send_data(id, Bytes::new(), true);
@@ -247,7 +205,7 @@ impl ClientSession {
     /// keeps windows, sends a PING (once) whose answer, with still no WINDOW_UPDATE or
     /// SETTINGS seen, means it keeps none.
     pub fn probe_windows(&mut self) {
-        if self.flow == FlowControl::Unknown && self.probe.is_none() {
+        if self.windows.flow_control() == FlowControl::Unknown && self.probe.is_none() {
             self.probe = Some(self.ping());
         }
     }
@@ -281,18 +239,8 @@ impl ClientSession {
                 }
             }
             Frame::Settings { entries, .. } => {
-                self.windows_kept();
-                for e in entries {
-                    if e.id == setting_id::INITIAL_WINDOW_SIZE {
-                        if i64::from(e.value) > MAX_WINDOW {
-                            return Err(self.fail("SETTINGS_INITIAL_WINDOW_SIZE over 2^31 - 1"));
-                        }
-                        let delta = i64::from(e.value) - self.initial_send_window;
-                        self.initial_send_window = i64::from(e.value);
-                        for s in self.streams.values_mut() {
-                            s.send_window += delta;
-                        }
-                    }
+                if let Err(breach) = self.windows.settings(&entries, self.streams.values_mut()) {
+                    self.breach(0, breach)?;
                 }
             }
             // An even id is the node's: echo it. An odd one answers ours.
@@ -300,9 +248,7 @@ impl ClientSession {
             Frame::Ping { id } => {
                 if self.probe == Some(id) {
                     self.probe = None;
-                    if self.flow == FlowControl::Unknown {
-                        self.flow = FlowControl::Ignored;
-                    }
+                    self.windows.assume_no_windows();
                 }
                 self.events.push_back(ClientEvent::Pong { id });
             }
@@ -328,30 +274,10 @@ impl ClientSession {
                     last_good_stream_id,
                 });
             }
-            Frame::WindowUpdate {
-                stream_id: 0,
-                delta,
-            } => {
-                self.windows_kept();
-                let w = self.session_send_window + i64::from(delta);
-                if delta == 0 || w > MAX_WINDOW {
-                    return Err(self.fail("bad session WINDOW_UPDATE"));
-                }
-                self.session_send_window = w;
-            }
             Frame::WindowUpdate { stream_id, delta } => {
-                self.windows_kept();
-                if let Some(s) = self.streams.get_mut(&stream_id) {
-                    let w = s.send_window + i64::from(delta);
-                    if delta == 0 || w > MAX_WINDOW {
-                        self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
-                        self.events.push_back(ClientEvent::Reset {
-                            stream_id,
-                            status: rst_status::FLOW_CONTROL_ERROR,
-                        });
-                    } else {
-                        s.send_window = w;
-                    }
+                let stream = self.streams.get_mut(&stream_id);
+                if let Err(breach) = self.windows.window_update(stream_id, delta, stream) {
+                    self.breach(stream_id, breach)?;
                 }
             }
             Frame::Data {
@@ -364,37 +290,13 @@ impl ClientSession {
     }
 
     fn data(&mut self, stream_id: u32, fin: bool, data: Bytes) -> Result<(), SessionError> {
-        let len = data.len() as i64;
-        self.session_recv_window -= len;
-        if self.session_recv_window < 0 && !self.overrun_taken() {
-            return Err(self.fail("node overran the session window"));
-        }
-        let Some(s) = self.streams.get_mut(&stream_id) else {
-            self.give_back_session(data.len() as u32);
-            self.frames.push_back(Frame::RstStream {
-                stream_id,
-                status: rst_status::INVALID_STREAM,
-            });
-            return Ok(());
-        };
-        if s.remote_closed {
-            self.give_back_session(data.len() as u32);
-            self.reset(stream_id, rst_status::STREAM_ALREADY_CLOSED);
-            self.events.push_back(ClientEvent::Reset {
-                stream_id,
-                status: rst_status::STREAM_ALREADY_CLOSED,
-            });
-            return Ok(());
-        }
-        s.recv_window -= len;
-        if s.recv_window < 0 && !self.overrun_taken() {
-            self.give_back_session(data.len() as u32);
-            self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
-            self.events.push_back(ClientEvent::Reset {
-                stream_id,
-                status: rst_status::FLOW_CONTROL_ERROR,
-            });
-            return Ok(());
+        let stream = self.streams.get_mut(&stream_id);
+        let overran = "node overran the session window";
+        if let Err(breach) = self
+            .windows
+            .data(data.len(), stream, &mut self.frames, overran)
+        {
+            return self.breach(stream_id, breach);
         }
         if !data.is_empty() || fin {
             self.events.push_back(ClientEvent::Data {
@@ -409,72 +311,47 @@ impl ClientSession {
         Ok(())
     }
 
-    /// Reports `n` bytes of a stream's received data as consumed (read), which reopens
-    /// the windows: a WINDOW_UPDATE goes out once half a window is owed.
-    pub fn consumed(&mut self, stream_id: u32, n: usize) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.give_back_session(n);
-        if let Some(s) = self.streams.get_mut(&stream_id) {
-            s.unacked += owed(DEFAULT_WINDOW, s.recv_window, s.unacked, n);
-            if s.unacked >= DEFAULT_WINDOW / 2 && !s.remote_closed {
-                s.recv_window += i64::from(s.unacked);
-                self.frames.push_back(Frame::WindowUpdate {
-                    stream_id,
-                    delta: s.unacked,
-                });
-                s.unacked = 0;
+    /// Acts on a breach of the flow-control rules: resets the stream (reported as a
+    /// [`ClientEvent::Reset`] if it was open), or fails the session.
+    fn breach(&mut self, stream_id: u32, breach: Breach) -> Result<(), SessionError> {
+        match breach {
+            Breach::Stream(status) => {
+                self.frames
+                    .push_back(Frame::RstStream { stream_id, status });
+                if self.streams.remove(&stream_id).is_some() {
+                    self.events
+                        .push_back(ClientEvent::Reset { stream_id, status });
+                }
+                Ok(())
             }
+            Breach::Session(why) => Err(self.fail(why)),
         }
     }
 
-    fn give_back_session(&mut self, n: u32) {
-        self.session_unacked += owed(
-            self.session_window,
-            self.session_recv_window,
-            self.session_unacked,
-            n,
-        );
-        if self.session_unacked >= (self.session_window / 2).min(DEFAULT_WINDOW / 2) {
-            self.session_recv_window += i64::from(self.session_unacked);
-            self.frames.push_back(Frame::WindowUpdate {
-                stream_id: 0,
-                delta: self.session_unacked,
-            });
-            self.session_unacked = 0;
-        }
+    /// Reports `n` bytes of a stream's received data as consumed (read), which reopens
+    /// the windows: a WINDOW_UPDATE goes out once half a window is owed.
+    pub fn consumed(&mut self, stream_id: u32, n: usize) {
+        let stream = self.streams.get_mut(&stream_id);
+        self.windows
+            .consumed(stream_id, stream, n, &mut self.frames);
     }
 
     /// How many bytes may be sent on `stream_id` now, or `None` if it is not open for
     /// sending. With a node that keeps no windows ([`FlowControl::Ignored`]) this is
     /// 2^31 - 1.
     pub fn send_window(&self, stream_id: u32) -> Option<usize> {
-        let s = self.streams.get(&stream_id).filter(|s| !s.local_closed)?;
-        if self.flow == FlowControl::Ignored {
-            return Some(MAX_WINDOW as usize);
-        }
-        Some(s.send_window.min(self.session_send_window).max(0) as usize)
+        self.windows.send_window(self.streams.get(&stream_id)?)
     }
 
     /// Queues a data frame on `stream_id` (`fin`: our last), counted against the node's
     /// windows.
     pub fn send_data(&mut self, stream_id: u32, data: Bytes, fin: bool) -> Result<(), SendError> {
-        let available = self.send_window(stream_id).ok_or(SendError::NotOpen)?;
-        if data.len() > available {
-            return Err(SendError::Window { available });
-        }
-        let s = self.streams.get_mut(&stream_id).ok_or(SendError::NotOpen)?;
-        s.send_window -= data.len() as i64;
-        self.session_send_window -= data.len() as i64;
-        self.frames.push_back(Frame::Data {
-            stream_id,
-            fin,
-            data,
-        });
-        if fin {
-            s.local_closed = true;
-            if s.remote_closed {
-                self.streams.remove(&stream_id);
-            }
+        let stream = self.streams.get_mut(&stream_id);
+        if self
+            .windows
+            .send(stream_id, stream, data, fin, &mut self.frames)?
+        {
+            self.streams.remove(&stream_id);
         }
         Ok(())
     }
@@ -490,20 +367,6 @@ impl ClientSession {
             self.frames
                 .push_back(Frame::RstStream { stream_id, status });
         }
-    }
-
-    fn windows_kept(&mut self) {
-        if self.flow == FlowControl::Unknown {
-            self.flow = FlowControl::Kept;
-        }
-    }
-
-    /// Whether an overrun is taken: the node has shown no windows, or shows so now.
-    fn overrun_taken(&mut self) -> bool {
-        if self.flow == FlowControl::Unknown {
-            self.flow = FlowControl::Ignored;
-        }
-        self.flow == FlowControl::Ignored
     }
 
     fn fail(&mut self, why: &'static str) -> SessionError {

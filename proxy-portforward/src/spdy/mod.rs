@@ -60,6 +60,7 @@
 
 pub mod client;
 mod error;
+mod flow;
 mod frame;
 mod headers;
 pub mod session;

@@ -33,13 +33,10 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::frame::{Frame, goaway_status, rst_status, setting_id};
+use super::flow::{Breach, StreamFlow, Windows};
+pub use super::flow::{DEFAULT_WINDOW, FlowControl, SendError};
+use super::frame::{Frame, goaway_status, rst_status};
 use super::headers::Headers;
-
-/// The window each stream, and the session, starts with (SPDY/3.1).
-pub const DEFAULT_WINDOW: u32 = 64 * 1024;
-
-const MAX_WINDOW: i64 = 0x7FFF_FFFF;
 
 /// What a stream carries, from its `streamtype` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,24 +45,6 @@ pub enum StreamKind {
     Data,
     /// `streamtype: error`: the node writes an error message there, if any.
     Error,
-}
-
-/// How much of `n` consumed bytes a window of `window` with `unacked` bytes already owed
-/// may get back without growing past `size`.
-fn owed(size: u32, window: i64, unacked: u32, n: u32) -> u32 {
-    let room = i64::from(size) - window - i64::from(unacked);
-    n.min(room.clamp(0, i64::from(u32::MAX)) as u32)
-}
-
-/// Whether the client keeps SPDY/3.1 flow control (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlowControl {
-    /// Nothing seen yet either way: windows are kept both ways.
-    Unknown,
-    /// The client sent WINDOW_UPDATE or SETTINGS: windows are kept both ways.
-    Kept,
-    /// The client overran a window, or the caller said so: none are enforced.
-    Ignored,
 }
 
 /// What the session reports to the port-forward layer.
@@ -117,30 +96,11 @@ impl std::fmt::Display for SessionError {
 
 impl std::error::Error for SessionError {}
 
-/// Why [`Session::send_data`] refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendError {
-    /// No such open stream, or our half of it is closed.
-    NotOpen,
-    /// More than the client's windows allow now ([`Session::send_window`]).
-    Window {
-        /// What may be sent now.
-        available: usize,
-    },
-}
-
 #[derive(Debug)]
 struct Stream {
     kind: StreamKind,
     request_id: String,
-    /// What we may still send.
-    send_window: i64,
-    /// What the client may still send.
-    recv_window: i64,
-    /// Consumed and not yet given back with WINDOW_UPDATE.
-    unacked: u32,
-    remote_closed: bool,
-    local_closed: bool,
+    flow: StreamFlow,
 }
 
 #[derive(Debug, Default)]
@@ -157,13 +117,7 @@ pub struct Session {
     pending: HashMap<String, Pending>,
     last_client_stream: u32,
     next_ping: u32,
-    session_send_window: i64,
-    session_recv_window: i64,
-    session_unacked: u32,
-    /// The session receive window we advertise (at least [`DEFAULT_WINDOW`]).
-    session_window: u32,
-    initial_send_window: i64,
-    flow: FlowControl,
+    windows: Windows,
     frames: VecDeque<Frame>,
     events: VecDeque<Event>,
     goaway_sent: bool,
@@ -178,21 +132,7 @@ impl Default for Session {
 impl Session {
     /// A new session: no streams, 64 KiB windows.
     pub fn new() -> Self {
-        Self {
-            streams: HashMap::new(),
-            pending: HashMap::new(),
-            last_client_stream: 0,
-            next_ping: 2,
-            session_send_window: i64::from(DEFAULT_WINDOW),
-            session_recv_window: i64::from(DEFAULT_WINDOW),
-            session_unacked: 0,
-            session_window: DEFAULT_WINDOW,
-            initial_send_window: i64::from(DEFAULT_WINDOW),
-            flow: FlowControl::Unknown,
-            frames: VecDeque::new(),
-            events: VecDeque::new(),
-            goaway_sent: false,
-        }
+        Self::with_session_window(DEFAULT_WINDOW)
     }
 
     /// A new session whose session receive window is `window` bytes (at least
@@ -200,30 +140,29 @@ impl Session {
     /// that opens it. Streams keep 64 KiB windows each, so with a session window several
     /// times that, one stream whose data is not consumed does not stall the others.
     pub fn with_session_window(window: u32) -> Self {
-        let mut s = Self::new();
-        let window = window.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32);
-        if window > DEFAULT_WINDOW {
-            s.session_window = window;
-            s.session_recv_window = i64::from(window);
-            s.frames.push_back(Frame::WindowUpdate {
-                stream_id: 0,
-                delta: window - DEFAULT_WINDOW,
-            });
+        let mut frames = VecDeque::new();
+        let windows = Windows::new(window, &mut frames);
+        Self {
+            streams: HashMap::new(),
+            pending: HashMap::new(),
+            last_client_stream: 0,
+            next_ping: 2,
+            windows,
+            frames,
+            events: VecDeque::new(),
+            goaway_sent: false,
         }
-        s
     }
 
     /// Whether the client keeps flow control, as far as the session knows.
     pub fn client_flow_control(&self) -> FlowControl {
-        self.flow
+        self.windows.flow_control()
     }
 
     /// Declares that the client keeps no windows (unless it has shown it does): from now
     /// on the windows we send into are not enforced and overruns are taken.
     pub fn assume_no_client_windows(&mut self) {
-        if self.flow == FlowControl::Unknown {
-            self.flow = FlowControl::Ignored;
-        }
+        self.windows.assume_no_windows();
     }
 
     /// The next frame to send.
@@ -280,18 +219,9 @@ impl Session {
                 }
             }
             Frame::Settings { entries, .. } => {
-                self.windows_kept();
-                for e in entries {
-                    if e.id == setting_id::INITIAL_WINDOW_SIZE {
-                        if i64::from(e.value) > MAX_WINDOW {
-                            return Err(self.fail("SETTINGS_INITIAL_WINDOW_SIZE over 2^31 - 1"));
-                        }
-                        let delta = i64::from(e.value) - self.initial_send_window;
-                        self.initial_send_window = i64::from(e.value);
-                        for s in self.streams.values_mut() {
-                            s.send_window += delta;
-                        }
-                    }
+                let streams = self.streams.values_mut().map(|s| &mut s.flow);
+                if let Err(breach) = self.windows.settings(&entries, streams) {
+                    self.breach(0, breach)?;
                 }
             }
             // An odd id is the client's: echo it. An even one answers ours.
@@ -305,26 +235,10 @@ impl Session {
                     last_good_stream_id,
                 });
             }
-            Frame::WindowUpdate {
-                stream_id: 0,
-                delta,
-            } => {
-                self.windows_kept();
-                let w = self.session_send_window + i64::from(delta);
-                if delta == 0 || w > MAX_WINDOW {
-                    return Err(self.fail("bad session WINDOW_UPDATE"));
-                }
-                self.session_send_window = w;
-            }
             Frame::WindowUpdate { stream_id, delta } => {
-                self.windows_kept();
-                if let Some(s) = self.streams.get_mut(&stream_id) {
-                    let w = s.send_window + i64::from(delta);
-                    if delta == 0 || w > MAX_WINDOW {
-                        self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
-                    } else {
-                        s.send_window = w;
-                    }
+                let stream = self.streams.get_mut(&stream_id).map(|s| &mut s.flow);
+                if let Err(breach) = self.windows.window_update(stream_id, delta, stream) {
+                    self.breach(stream_id, breach)?;
                 }
             }
             Frame::Data {
@@ -402,12 +316,8 @@ impl Session {
             Stream {
                 kind,
                 request_id: request_id.clone(),
-                send_window: self.initial_send_window,
-                recv_window: i64::from(DEFAULT_WINDOW),
-                unacked: 0,
-                remote_closed: fin,
-                // The client may not receive on it: nothing of ours to close.
-                local_closed: unidirectional,
+                // Unidirectional: the client may not receive on it, nothing of ours to close.
+                flow: self.windows.stream(fin, unidirectional),
             },
         );
         self.frames.push_back(Frame::SynReply {
@@ -434,30 +344,13 @@ impl Session {
     }
 
     fn data(&mut self, stream_id: u32, fin: bool, data: Bytes) -> Result<(), SessionError> {
-        let len = data.len() as i64;
-        self.session_recv_window -= len;
-        if self.session_recv_window < 0 && !self.overrun_taken() {
-            return Err(self.fail("client overran the session window"));
-        }
-        let Some(s) = self.streams.get_mut(&stream_id) else {
-            // Still counted against the session window; give it back at once.
-            self.give_back_session(data.len() as u32);
-            self.frames.push_back(Frame::RstStream {
-                stream_id,
-                status: rst_status::INVALID_STREAM,
-            });
-            return Ok(());
-        };
-        if s.remote_closed {
-            self.give_back_session(data.len() as u32);
-            self.reset(stream_id, rst_status::STREAM_ALREADY_CLOSED);
-            return Ok(());
-        }
-        s.recv_window -= len;
-        if s.recv_window < 0 && !self.overrun_taken() {
-            self.give_back_session(data.len() as u32);
-            self.reset(stream_id, rst_status::FLOW_CONTROL_ERROR);
-            return Ok(());
+        let stream = self.streams.get_mut(&stream_id).map(|s| &mut s.flow);
+        let overran = "client overran the session window";
+        if let Err(breach) = self
+            .windows
+            .data(data.len(), stream, &mut self.frames, overran)
+        {
+            return self.breach(stream_id, breach);
         }
         if !data.is_empty() || fin {
             self.events.push_back(Event::Data {
@@ -472,74 +365,44 @@ impl Session {
         Ok(())
     }
 
+    /// Acts on a breach of the flow-control rules: resets the stream, or fails the session.
+    fn breach(&mut self, stream_id: u32, breach: Breach) -> Result<(), SessionError> {
+        match breach {
+            Breach::Stream(status) => {
+                self.reset(stream_id, status);
+                Ok(())
+            }
+            Breach::Session(why) => Err(self.fail(why)),
+        }
+    }
+
     /// Reports `n` bytes of a stream's received data as consumed (written on), which
     /// reopens the windows: a WINDOW_UPDATE goes out once half a window is owed.
     /// More than was received is not given back: a stream's window never grows past
     /// 64 KiB, the session's past its size ([`Session::with_session_window`]).
     pub fn consumed(&mut self, stream_id: u32, n: usize) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.give_back_session(n);
-        if let Some(s) = self.streams.get_mut(&stream_id) {
-            s.unacked += owed(DEFAULT_WINDOW, s.recv_window, s.unacked, n);
-            if s.unacked >= DEFAULT_WINDOW / 2 && !s.remote_closed {
-                s.recv_window += i64::from(s.unacked);
-                self.frames.push_back(Frame::WindowUpdate {
-                    stream_id,
-                    delta: s.unacked,
-                });
-                s.unacked = 0;
-            }
-        }
-    }
-
-    fn give_back_session(&mut self, n: u32) {
-        self.session_unacked += owed(
-            self.session_window,
-            self.session_recv_window,
-            self.session_unacked,
-            n,
-        );
-        if self.session_unacked >= (self.session_window / 2).min(DEFAULT_WINDOW / 2) {
-            self.session_recv_window += i64::from(self.session_unacked);
-            self.frames.push_back(Frame::WindowUpdate {
-                stream_id: 0,
-                delta: self.session_unacked,
-            });
-            self.session_unacked = 0;
-        }
+        let stream = self.streams.get_mut(&stream_id).map(|s| &mut s.flow);
+        self.windows
+            .consumed(stream_id, stream, n, &mut self.frames);
     }
 
     /// How many bytes may be sent on `stream_id` now (the smaller of its window and the
     /// session's), or `None` if it is not open for sending.
     /// With a client that keeps no windows ([`FlowControl::Ignored`]) this is 2^31 - 1.
     pub fn send_window(&self, stream_id: u32) -> Option<usize> {
-        let s = self.streams.get(&stream_id).filter(|s| !s.local_closed)?;
-        if self.flow == FlowControl::Ignored {
-            return Some(MAX_WINDOW as usize);
-        }
-        Some(s.send_window.min(self.session_send_window).max(0) as usize)
+        let s = self.streams.get(&stream_id)?;
+        self.windows.send_window(&s.flow)
     }
 
     /// Queues a data frame on `stream_id` (`fin`: our last), counting it against the
     /// client's windows.
     pub fn send_data(&mut self, stream_id: u32, data: Bytes, fin: bool) -> Result<(), SendError> {
-        let available = self.send_window(stream_id).ok_or(SendError::NotOpen)?;
-        if data.len() > available {
-            return Err(SendError::Window { available });
-        }
-        let s = self.streams.get_mut(&stream_id).ok_or(SendError::NotOpen)?;
-        s.send_window -= data.len() as i64;
-        self.session_send_window -= data.len() as i64;
-        self.frames.push_back(Frame::Data {
-            stream_id,
-            fin,
-            data,
-        });
-        if fin {
-            s.local_closed = true;
-            if s.remote_closed {
-                self.remove(stream_id);
-            }
+        let stream = self.streams.get_mut(&stream_id).map(|s| &mut s.flow);
+        if self
+            .windows
+            .send(stream_id, stream, data, fin, &mut self.frames)?
+        {
+            self.remove(stream_id);
         }
         Ok(())
     }
@@ -566,20 +429,6 @@ impl Session {
         }
     }
 
-    fn windows_kept(&mut self) {
-        if self.flow == FlowControl::Unknown {
-            self.flow = FlowControl::Kept;
-        }
-    }
-
-    /// Whether an overrun is taken: the client has shown no windows, or now shows so.
-    fn overrun_taken(&mut self) -> bool {
-        if self.flow == FlowControl::Unknown {
-            self.flow = FlowControl::Ignored;
-        }
-        self.flow == FlowControl::Ignored
-    }
-
     fn fail(&mut self, why: &'static str) -> SessionError {
         self.go_away_with(goaway_status::PROTOCOL_ERROR);
         SessionError(why)
@@ -587,8 +436,8 @@ impl Session {
 
     fn remote_fin(&mut self, stream_id: u32) {
         if let Some(s) = self.streams.get_mut(&stream_id) {
-            s.remote_closed = true;
-            if s.local_closed {
+            s.flow.remote_closed = true;
+            if s.flow.local_closed {
                 self.remove(stream_id);
             }
         }
