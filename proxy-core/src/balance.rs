@@ -2,9 +2,10 @@
 //! policy, client-IP affinity, and passive ejection of addresses that keep failing.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -138,24 +139,39 @@ impl Default for HealthCheck {
 /// since the last purge.
 const PURGE_EVERY: usize = 1024;
 
-/// One generation's choice of addresses: the policy, and what it knows of each address.
+/// One generation's choice of endpoints: the policy, and what it knows of each endpoint.
+///
+/// Generic over the key that names an endpoint: the core's forwarders key it by upstream
+/// [`SocketAddr`]; [`Picker`] offers it to other crates for keys of their own (pod names,
+/// say). The stats and health-check parts are for socket addresses only.
 #[derive(Debug)]
-pub(crate) struct Balancer {
+pub(crate) struct Balancer<K = SocketAddr> {
     policy: Balance,
     ejection: Option<Ejection>,
     /// Told of each connection or session open on an address, so an address's stats are
-    /// kept while one is.
-    stats: Option<std::sync::Arc<crate::stats::Stats>>,
+    /// kept while one is. Only ever set for socket addresses ([`Balancer::counting`]).
+    stats: Option<Arc<crate::stats::Stats>>,
     next: AtomicUsize,
     rng: AtomicU64,
-    state: Mutex<State>,
+    state: Mutex<State<K>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    endpoints: HashMap<SocketAddr, Endpoint>,
-    affinity: HashMap<IpAddr, (SocketAddr, Instant)>,
+#[derive(Debug)]
+struct State<K> {
+    endpoints: HashMap<K, Endpoint>,
+    affinity: HashMap<IpAddr, (K, Instant)>,
     added_since_purge: usize,
+}
+
+// Not derived: that would ask for `K: Default`, which `SocketAddr` is not.
+impl<K> Default for State<K> {
+    fn default() -> Self {
+        State {
+            endpoints: HashMap::new(),
+            affinity: HashMap::new(),
+            added_since_purge: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -169,7 +185,9 @@ struct Endpoint {
     streak: i64,
 }
 
-impl Balancer {
+// ===== impl Balancer =====
+
+impl<K: Eq + Hash + Clone> Balancer<K> {
     pub(crate) fn new(policy: Balance, ejection: Option<Ejection>) -> Self {
         // Any varying seed will do: the choices only need to spread, not to be secret.
         let seed = std::time::SystemTime::now()
@@ -185,14 +203,7 @@ impl Balancer {
         }
     }
 
-    /// The same, telling `stats` of the connections and sessions [`open`](Self::open) on
-    /// each address.
-    pub(crate) fn counting(mut self, stats: std::sync::Arc<crate::stats::Stats>) -> Self {
-        self.stats = Some(stats);
-        self
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<K>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -207,33 +218,28 @@ impl Balancer {
         z ^ (z >> 31)
     }
 
-    /// The addresses to try for one new connection from `client`, best first: the
-    /// policy's pick, then the others in round-robin order. Ejected addresses are left
-    /// out; `None` when every address is ejected.
-    pub(crate) fn order(
-        &self,
-        addrs: &[SocketAddr],
-        client: Option<IpAddr>,
-    ) -> Option<Vec<SocketAddr>> {
+    /// The endpoints to try for one new connection from `client`, best first: the
+    /// policy's pick, then the others in round-robin order. Ejected endpoints are left
+    /// out; `None` when every endpoint is ejected.
+    pub(crate) fn order(&self, keys: &[K], client: Option<IpAddr>) -> Option<Vec<K>> {
         let now = Instant::now();
         let state = self.state();
-        let healthy: Vec<SocketAddr> = addrs
+        let healthy: Vec<&K> = keys
             .iter()
-            .copied()
-            .filter(|a| {
+            .filter(|k| {
                 state
                     .endpoints
-                    .get(a)
+                    .get(k)
                     .is_none_or(|e| !e.down && e.ejected_until.is_none_or(|until| until <= now))
             })
             .collect();
         if healthy.is_empty() {
-            return addrs.is_empty().then(Vec::new);
+            return keys.is_empty().then(Vec::new);
         }
         let n = healthy.len();
         let start = self.next.fetch_add(1, Relaxed) % n;
-        let mut order: Vec<SocketAddr> = (0..n).map(|k| healthy[(start + k) % n]).collect();
-        let open = |a: &SocketAddr| state.endpoints.get(a).map_or(0, |e| e.open);
+        let mut order: Vec<K> = (0..n).map(|i| healthy[(start + i) % n].clone()).collect();
+        let open = |k: &K| state.endpoints.get(k).map_or(0, |e| e.open);
         let first = match self.policy {
             Balance::RoundRobin => 0,
             Balance::LeastConnections => (0..n).min_by_key(|&i| open(&order[i])).unwrap_or(0),
@@ -250,22 +256,22 @@ impl Balancer {
             Balance::ClientIp { timeout } => client
                 .and_then(|ip| state.affinity.get(&ip))
                 .filter(|(_, last)| now.saturating_duration_since(*last) < timeout)
-                .and_then(|(addr, _)| order.iter().position(|a| a == addr))
+                .and_then(|(key, _)| order.iter().position(|k| k == key))
                 .unwrap_or(0),
         };
         order[..=first].rotate_right(1);
         // Weighted answers repeat addresses: each is tried once.
         let mut seen = std::collections::HashSet::with_capacity(order.len());
-        order.retain(|a| seen.insert(*a));
+        order.retain(|k| seen.insert(k.clone()));
         Some(order)
     }
 
-    /// Records how an attempt to reach `addr` went: a success clears its failures, a
-    /// failure counts toward ejection. Returns whether this failure ejected the address.
-    pub(crate) fn report(&self, addr: SocketAddr, ok: bool) -> bool {
+    /// Records how an attempt to reach `key` went: a success clears its failures, a
+    /// failure counts toward ejection. Returns whether this failure ejected the endpoint.
+    pub(crate) fn report(&self, key: K, ok: bool) -> bool {
         let now = Instant::now();
         let mut state = self.state();
-        let endpoint = state.endpoints.entry(addr).or_default();
+        let endpoint = state.endpoints.entry(key).or_default();
         if ok {
             endpoint.failures_in_row = 0;
             endpoint.ejected_until = None;
@@ -282,14 +288,14 @@ impl Balancer {
         }
     }
 
-    /// With client-IP affinity, binds `client` to `addr`, where its connection went.
-    pub(crate) fn stick(&self, client: IpAddr, addr: SocketAddr) {
+    /// With client-IP affinity, binds `client` to `key`, where its connection went.
+    pub(crate) fn stick(&self, client: IpAddr, key: K) {
         let Balance::ClientIp { timeout } = self.policy else {
             return;
         };
         let now = Instant::now();
         let mut state = self.state();
-        if state.affinity.insert(client, (addr, now)).is_none() {
+        if state.affinity.insert(client, (key, now)).is_none() {
             state.added_since_purge += 1;
         }
         if state.added_since_purge >= PURGE_EVERY {
@@ -298,6 +304,39 @@ impl Balancer {
                 .affinity
                 .retain(|_, (_, last)| now.saturating_duration_since(*last) < timeout);
         }
+    }
+
+    /// Counts one more connection or session open on `key`; least connections and two
+    /// random choices weigh these. Each call is paired with one [`release`](Self::release).
+    fn acquire(&self, key: K) {
+        self.state().endpoints.entry(key).or_default().open += 1;
+    }
+
+    /// Counts one connection or session fewer open on `key`.
+    fn release(&self, key: &K) {
+        if let Some(e) = self.state().endpoints.get_mut(key) {
+            e.open = e.open.saturating_sub(1);
+        }
+    }
+
+    /// Whether `key` is ejected now.
+    #[cfg(test)]
+    pub(crate) fn is_ejected(&self, key: &K) -> bool {
+        let now = Instant::now();
+        self.state()
+            .endpoints
+            .get(key)
+            .and_then(|e| e.ejected_until)
+            .is_some_and(|until| until > now)
+    }
+}
+
+impl Balancer<SocketAddr> {
+    /// The same, telling `stats` of the connections and sessions [`open`](Self::open) on
+    /// each address.
+    pub(crate) fn counting(mut self, stats: Arc<crate::stats::Stats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// [`report`](Self::report)s the outcome to the balancer and to `stats`, and logs
@@ -339,21 +378,10 @@ impl Balancer {
         None
     }
 
-    /// Whether `addr` is ejected now.
-    #[cfg(test)]
-    pub(crate) fn is_ejected(&self, addr: SocketAddr) -> bool {
-        let now = Instant::now();
-        self.state()
-            .endpoints
-            .get(&addr)
-            .and_then(|e| e.ejected_until)
-            .is_some_and(|until| until > now)
-    }
-
     /// Counts a connection or session open on `addr` until the guard drops; least
     /// connections and two random choices weigh these.
     pub(crate) fn open(&self, addr: SocketAddr) -> Open<'_> {
-        self.state().endpoints.entry(addr).or_default().open += 1;
+        self.acquire(addr);
         if let Some(stats) = &self.stats {
             stats.endpoint_open(addr, true);
         }
@@ -368,9 +396,9 @@ impl Balancer {
 /// up in `balancer`.
 pub(crate) fn spawn_health_checks(
     check: HealthCheck,
-    cache: std::sync::Arc<crate::resolve::ResolveCache>,
-    balancer: std::sync::Arc<Balancer>,
-    stats: std::sync::Arc<crate::stats::Stats>,
+    cache: Arc<crate::resolve::ResolveCache>,
+    balancer: Arc<Balancer>,
+    stats: Arc<crate::stats::Stats>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -426,9 +454,7 @@ pub(crate) struct Open<'a> {
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        if let Some(e) = self.balancer.state().endpoints.get_mut(&self.addr) {
-            e.open = e.open.saturating_sub(1);
-        }
+        self.balancer.release(&self.addr);
         if let Some(stats) = &self.balancer.stats {
             stats.endpoint_open(self.addr, false);
         }
@@ -536,7 +562,7 @@ mod tests {
         let a = addrs(2);
         assert!(!b.report(a[0], false));
         assert!(b.report(a[0], false), "the second failure in a row ejects");
-        assert!(b.is_ejected(a[0]));
+        assert!(b.is_ejected(&a[0]));
         for _ in 0..4 {
             assert_eq!(b.order(&a, None).unwrap(), [a[1]]);
         }
