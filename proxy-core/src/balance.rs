@@ -1,7 +1,9 @@
 //! Choosing an upstream address for each new connection or UDP session: the balancing
 //! policy, client-IP affinity, and passive ejection of addresses that keep failing.
+//! [`Picker`] offers the same choice to other crates, for endpoints named by keys of their
+//! own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -306,6 +308,34 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
         }
     }
 
+    /// Drops what is known of every endpoint not in `keep`, and the client affinities
+    /// that point at one (expired affinities go too). An endpoint that still has
+    /// connections [`acquire`](Self::acquire)d keeps only their count, so releasing them
+    /// stays balanced; a later call drops it once they are gone.
+    pub(crate) fn retain(&self, keep: &[K]) {
+        let keep: HashSet<&K> = keep.iter().collect();
+        let now = Instant::now();
+        let mut state = self.state();
+        state.endpoints.retain(|k, e| {
+            if keep.contains(k) {
+                return true;
+            }
+            *e = Endpoint {
+                open: e.open,
+                ..Endpoint::default()
+            };
+            e.open > 0
+        });
+        let timeout = match self.policy {
+            Balance::ClientIp { timeout } => timeout,
+            _ => Duration::MAX,
+        };
+        state.affinity.retain(|_, (k, last)| {
+            keep.contains(k) && now.saturating_duration_since(*last) < timeout
+        });
+        state.added_since_purge = 0;
+    }
+
     /// Counts one more connection or session open on `key`; least connections and two
     /// random choices weigh these. Each call is paired with one [`release`](Self::release).
     fn acquire(&self, key: K) {
@@ -461,6 +491,130 @@ impl Drop for Open<'_> {
     }
 }
 
+// ===== impl Picker =====
+
+/// The core's balancing, for endpoints of your own: picks which of a set of endpoints
+/// each new connection goes to, with the same [`Balance`] policies, client-IP affinity
+/// and passive [`Ejection`] the forwarders use for upstream addresses.
+///
+/// An endpoint is named by any key `K` (a pod's name, say); the set of endpoints is passed
+/// to every [`order`](Self::order), so it may change between calls. A `Picker` is cheap to
+/// clone, and its clones share one state.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use proxy_core::{Balance, Ejection, Picker};
+///
+/// let picker: Picker<Arc<str>> = Picker::new(Balance::LeastConnections, Some(Ejection::default()));
+/// let pods: Vec<Arc<str>> = vec!["web-0".into(), "web-1".into()];
+///
+/// // The pick first, then the others to fall back on.
+/// let order = picker.order(&pods, None).expect("no pod is ejected");
+/// let pod = order[0].clone();
+/// // The connection succeeded: count it open while it lasts.
+/// picker.report(&pod, true);
+/// let opened = picker.open(pod.clone());
+/// // web-0 has a connection open, so the next one goes to web-1.
+/// assert_ne!(picker.order(&pods, None).unwrap()[0], pod);
+/// drop(opened);
+///
+/// // web-1 went away: forget it.
+/// picker.retain(&pods[..1]);
+/// ```
+#[derive(Debug)]
+pub struct Picker<K> {
+    balancer: Arc<Balancer<K>>,
+}
+
+impl<K> Clone for Picker<K> {
+    fn clone(&self) -> Self {
+        Picker {
+            balancer: Arc::clone(&self.balancer),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Picker<K> {
+    /// A picker choosing by `policy`, ejecting endpoints that keep failing by `ejection`
+    /// (`None`: never).
+    pub fn new(policy: Balance, ejection: Option<Ejection>) -> Self {
+        Picker {
+            balancer: Arc::new(Balancer::new(policy, ejection)),
+        }
+    }
+
+    /// The endpoints among `keys` to try for one new connection from `client`, best
+    /// first: the policy's pick, then the others in round-robin order to fall back on.
+    /// Ejected endpoints are left out, and a key given twice is tried once.
+    ///
+    /// Returns `None` when every endpoint is ejected, and an empty list when `keys` is
+    /// empty. `client` matters only to [`Balance::ClientIp`].
+    pub fn order(&self, keys: &[K], client: Option<IpAddr>) -> Option<Vec<K>> {
+        self.balancer.order(keys, client)
+    }
+
+    /// Records how an attempt to connect to `key` went. A failure counts toward its
+    /// ejection; a success clears the count and ends an ejection at once.
+    ///
+    /// Returns `true` when this failure ejected `key` (it was not ejected before), so the
+    /// caller can log it once; always `false` without [`Ejection`].
+    pub fn report(&self, key: &K, ok: bool) -> bool {
+        self.balancer.report(key.clone(), ok)
+    }
+
+    /// With [`Balance::ClientIp`], sends `client`'s next connections to `key` (where its
+    /// connection went) while it comes back within the timeout and `key` is not ejected.
+    /// Does nothing with other policies.
+    pub fn stick(&self, client: IpAddr, key: K) {
+        self.balancer.stick(client, key);
+    }
+
+    /// Counts a connection open on `key` until the returned guard drops, for
+    /// [`Balance::LeastConnections`] and [`Balance::PowerOfTwoChoices`] to weigh.
+    pub fn open(&self, key: K) -> Opened<K> {
+        self.balancer.acquire(key.clone());
+        Opened {
+            balancer: Arc::clone(&self.balancer),
+            key,
+        }
+    }
+
+    /// Forgets every endpoint not in `keys`: its failures, ejection and the client
+    /// affinities pointing at it (expired affinities go too). Call it when the set of
+    /// endpoints changes, so state does not pile up as endpoints come and go; one that
+    /// comes back later starts afresh.
+    ///
+    /// An endpoint with [`Opened`] guards alive keeps only their count until they drop;
+    /// the next call after that forgets it too.
+    pub fn retain(&self, keys: &[K]) {
+        self.balancer.retain(keys);
+    }
+}
+
+/// A connection counted as open on an endpoint of a [`Picker`], until dropped. Made by
+/// [`Picker::open`]; it holds the picker's shared state, so it may outlive the picker.
+#[derive(Debug)]
+#[must_use = "the connection counts as open only while the guard lives"]
+pub struct Opened<K: Eq + Hash + Clone> {
+    balancer: Arc<Balancer<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Opened<K> {
+    /// The endpoint the connection is open on.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Opened<K> {
+    fn drop(&mut self) {
+        self.balancer.release(&self.key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,5 +742,182 @@ mod tests {
             assert!(!b.report(a[0], false));
         }
         assert_eq!(b.order(&a, None).unwrap(), a);
+    }
+
+    fn pods(n: usize) -> Vec<Arc<str>> {
+        (0..n).map(|i| Arc::from(format!("web-{i}"))).collect()
+    }
+
+    fn pick(p: &Picker<Arc<str>>, keys: &[Arc<str>], client: Option<IpAddr>) -> Arc<str> {
+        p.order(keys, client).expect("a healthy pod")[0].clone()
+    }
+
+    #[test]
+    fn picker_is_shareable_and_its_guard_owned() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        fn owned<T: Send + Sync + 'static>() {}
+        shareable::<Picker<Arc<str>>>();
+        owned::<Opened<Arc<str>>>();
+    }
+
+    #[test]
+    fn picker_round_robin_spreads_over_keys() {
+        let p = Picker::new(Balance::RoundRobin, None);
+        let k = pods(3);
+        let mut picked: HashMap<Arc<str>, usize> = HashMap::new();
+        for _ in 0..300 {
+            let order = p.order(&k, None).unwrap();
+            let mut all = order.clone();
+            all.sort();
+            assert_eq!(all, k, "every key follows for failover");
+            *picked.entry(order[0].clone()).or_default() += 1;
+        }
+        assert!(k.iter().all(|key| picked[key] == 100), "{picked:?}");
+        // A clone shares the rotation.
+        let q = p.clone();
+        let a = pick(&p, &k, None);
+        let b = pick(&q, &k, None);
+        assert_ne!(a, b);
+        assert_eq!(p.order(&[], None).unwrap(), Vec::<Arc<str>>::new());
+    }
+
+    #[test]
+    fn picker_least_connections_prefers_fewer_opened() {
+        let p = Picker::new(Balance::LeastConnections, None);
+        let k = pods(3);
+        let busy = [p.open(k[0].clone()), p.open(k[0].clone())];
+        let one = p.open(k[1].clone());
+        assert_eq!(one.key(), &k[1]);
+        for _ in 0..5 {
+            assert_eq!(pick(&p, &k, None), k[2]);
+        }
+        let more: Vec<_> = (0..3).map(|_| p.open(k[2].clone())).collect();
+        assert_eq!(pick(&p, &k, None), k[1]);
+        drop(busy);
+        assert_eq!(pick(&p, &k, None), k[0]);
+        // The guards own the state: they may outlive every picker.
+        let two = p.open(k[0].clone());
+        drop(p);
+        drop((one, more, two));
+    }
+
+    #[test]
+    fn picker_two_choices_avoid_the_busiest() {
+        let p = Picker::new(Balance::PowerOfTwoChoices, None);
+        let k = pods(3);
+        let _busy: Vec<_> = (0..10).map(|_| p.open(k[1].clone())).collect();
+        for _ in 0..300 {
+            assert_ne!(pick(&p, &k, None), k[1]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn picker_ejects_after_failures_and_recovers() {
+        let p = Picker::new(
+            Balance::RoundRobin,
+            Some(Ejection::new(3, Duration::from_secs(10))),
+        );
+        let k = pods(2);
+        assert!(!p.report(&k[0], false));
+        assert!(!p.report(&k[0], false));
+        assert!(p.report(&k[0], false), "the third failure in a row ejects");
+        assert!(!p.report(&k[0], false), "already ejected: reported once");
+        for _ in 0..4 {
+            assert_eq!(p.order(&k, None).unwrap(), [k[1].clone()]);
+        }
+        for _ in 0..3 {
+            p.report(&k[1], false);
+        }
+        assert_eq!(p.order(&k, None), None, "every pod ejected");
+        // Back after the back-off.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(p.order(&k, None).unwrap().len(), 2);
+        // A success ends an ejection at once and restarts the count.
+        assert!(
+            p.report(&k[0], false),
+            "one failure of a retried pod ejects it"
+        );
+        assert_eq!(p.order(&k, None).unwrap(), [k[1].clone()]);
+        assert!(!p.report(&k[0], true));
+        assert_eq!(p.order(&k, None).unwrap().len(), 2);
+        assert!(!p.report(&k[0], false), "the count restarted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn picker_client_ip_affinity_sticks() {
+        let p = Picker::new(
+            Balance::ClientIp {
+                timeout: Duration::from_secs(60),
+            },
+            Some(Ejection::new(1, Duration::from_secs(10))),
+        );
+        let k = pods(3);
+        let c1: IpAddr = "10.0.0.1".parse().unwrap();
+        let c2: IpAddr = "10.0.0.2".parse().unwrap();
+        p.stick(c1, k[2].clone());
+        p.stick(c2, k[0].clone());
+        for _ in 0..10 {
+            assert_eq!(pick(&p, &k, Some(c1)), k[2]);
+            assert_eq!(pick(&p, &k, Some(c2)), k[0]);
+        }
+        // An ejected pod is skipped; the client comes back once it is healthy again.
+        p.report(&k[2], false);
+        assert_ne!(pick(&p, &k, Some(c1)), k[2]);
+        p.report(&k[2], true);
+        assert_eq!(pick(&p, &k, Some(c1)), k[2]);
+        // Expires without use.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let after: Vec<_> = (0..3).map(|_| pick(&p, &k, Some(c1))).collect();
+        assert!(
+            after.iter().any(|x| *x != k[2]),
+            "expired: round robin again"
+        );
+
+        // Other policies do not stick.
+        let rr = Picker::new(Balance::RoundRobin, None);
+        rr.stick(c1, k[0].clone());
+        assert!(rr.balancer.state().affinity.is_empty());
+    }
+
+    #[test]
+    fn picker_retain_forgets_removed_keys() {
+        let p = Picker::new(
+            Balance::client_ip(),
+            Some(Ejection::new(1, Duration::from_secs(3600))),
+        );
+        let k = pods(3);
+        let c1: IpAddr = "10.0.0.1".parse().unwrap();
+        let c2: IpAddr = "10.0.0.2".parse().unwrap();
+        p.report(&k[0], false);
+        p.report(&k[1], false);
+        p.stick(c1, k[0].clone());
+        p.stick(c2, k[2].clone());
+        let opened = p.open(k[1].clone());
+        assert!(p.balancer.is_ejected(&k[0]));
+
+        // k[0] and k[1] go away.
+        p.retain(&k[2..]);
+        {
+            let state = p.balancer.state();
+            assert!(!state.endpoints.contains_key(&k[0]));
+            assert_eq!(state.endpoints[&k[1]].open, 1, "its open count is kept");
+            assert!(state.affinity.contains_key(&c2));
+            assert!(
+                !state.affinity.contains_key(&c1),
+                "pointed at a removed pod"
+            );
+        }
+        assert!(
+            !p.balancer.is_ejected(&k[1]),
+            "the rest of its state is gone"
+        );
+        // A key that comes back starts afresh.
+        assert_eq!(p.order(&k[..1], Some(c1)).unwrap(), [k[0].clone()]);
+
+        drop(opened);
+        p.retain(&k[2..]);
+        let state = p.balancer.state();
+        assert_eq!(state.endpoints.len(), 0, "{:?}", state.endpoints);
+        assert_eq!(state.affinity.len(), 1);
     }
 }

@@ -65,7 +65,7 @@ mod timeout;
 mod udp;
 pub mod value;
 
-pub use balance::{Balance, Ejection, HealthCheck};
+pub use balance::{Balance, Ejection, HealthCheck, Opened, Picker};
 pub use cidr::{Access, Cidr, CidrError};
 pub use error::{BuildError, Error, ErrorKind, Side, TimeoutKind};
 pub use forward::Forwarder;
