@@ -35,6 +35,7 @@
 mod client;
 mod endpoint;
 mod error;
+pub mod forward;
 mod podset;
 mod resolve;
 mod target;

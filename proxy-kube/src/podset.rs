@@ -138,6 +138,12 @@ impl PodWatch {
         self.rx.borrow().clone()
     }
 
+    /// A receiver of the set, for tasks of their own: it sees a change when the ready pods
+    /// change, and always holds the latest set (a replaced pod's new uid too).
+    pub fn subscribe(&self) -> watch::Receiver<PodSet> {
+        self.rx.clone()
+    }
+
     /// Waits until the set of ready pods changes (or, first, the first list arrives), and
     /// returns the new set; `None` when the background task has ended.
     pub async fn changed(&mut self) -> Option<PodSet> {

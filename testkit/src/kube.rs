@@ -195,21 +195,12 @@ impl Kubectl {
         if let Some(value) = transport.env() {
             cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", value);
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = KillOnDrop::spawn(&mut cmd)
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.path.display()));
-        let (stdout, stderr) = child.take_output();
-        PortForward {
-            child,
-            stdout,
-            stderr,
-            what: format!(
-                "kubectl {} {} ({transport:?})",
-                self.version,
-                args.join(" ")
-            ),
-            specs: specs.len(),
-        }
+        let what = format!(
+            "kubectl {} {} ({transport:?})",
+            self.version,
+            args.join(" ")
+        );
+        PortForward::spawn(cmd, what, specs.len())
     }
 }
 
@@ -281,6 +272,26 @@ pub fn forwarding_line(line: &str) -> Option<Forwarding> {
 }
 
 impl PortForward {
+    /// Runs `cmd`, a port-forward that prints kubectl's lines (kubectl itself, or another
+    /// that claims to print the same), with `specs` ports; `what` names it in messages.
+    pub fn spawn(mut cmd: Command, what: String, specs: usize) -> PortForward {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = KillOnDrop::spawn(&mut cmd).unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let (stdout, stderr) = child.take_output();
+        PortForward {
+            child,
+            stdout,
+            stderr,
+            what,
+            specs,
+        }
+    }
+
+    /// The process id, to send it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// All `Forwarding from` lines once there is one per spec and listen address, within
     /// [`PROMPT`]: one per spec for IPv4 (kubectl's default `--address localhost` adds
     /// `[::1]` lines when the host has IPv6). Fails the test with kubectl's output when

@@ -104,6 +104,11 @@ impl KillOnDrop {
         None
     }
 
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("child already killed").id()
+    }
+
     /// The child's stdout and stderr (both must be piped), read line by line.
     pub fn take_output(&mut self) -> (Lines, Lines) {
         let child = self.0.as_mut().expect("child already killed");

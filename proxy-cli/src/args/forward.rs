@@ -87,9 +87,10 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "FILE")]
     pub ports_file: Option<PathBuf>,
 
-    /// The host to forward to: a name or an IP address, without a port.
-    #[arg(value_name = "TARGET", value_parser = parse_target)]
-    pub target: Host,
+    /// Where to forward: a host name or an IP address without a port, or a Kubernetes
+    /// object as kubectl names it (`pod/web`, `svc/web`, `deploy/web`, ...).
+    #[arg(value_name = "TARGET", value_parser = parse_forward_target)]
+    pub target: ForwardTarget,
 
     /// `[LOCAL:]REMOTE[/udp]`: `8080:80`, `5000`, `:5000`, `8000-8010:9000-9010`,
     /// `5353:53/udp`.
@@ -113,6 +114,70 @@ pub struct ForwardArgs {
     /// The settings flags, one per key; TCP's apply to TCP SPECs, UDP's to UDP SPECs.
     #[command(flatten)]
     pub keys: KeyFlags<BOTH>,
+
+    /// The flags of a `TYPE/NAME` target.
+    #[command(flatten)]
+    pub kube: KubeFlags,
+}
+
+/// kubectl's flags, for a `TYPE/NAME` target.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Kubernetes (TYPE/NAME targets)")]
+pub struct KubeFlags {
+    /// The namespace of TARGET [default: the context's namespace, else `default`].
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// The kubeconfig context to use [default: the current context].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The kubeconfig file [default: $KUBECONFIG, else ~/.kube/config, else in-cluster].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How long to wait for a running pod at start, and how long a new connection waits
+    /// for a ready pod while there is none (during a rollout, say) [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub pod_running_timeout: Option<Duration>,
+
+    /// The port-forward protocol: `auto` (SPDY over WebSocket, else SPDY, else WebSocket
+    /// channels), `spdy-websocket`, `spdy` or `websocket` [default: auto].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub protocol: Option<proxy_kube::forward::Protocol>,
+}
+
+impl KubeFlags {
+    /// The first of these flags given, as written on the command line.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            (self.namespace.is_some(), "--namespace"),
+            (self.context.is_some(), "--context"),
+            (self.kubeconfig.is_some(), "--kubeconfig"),
+            (self.pod_running_timeout.is_some(), "--pod-running-timeout"),
+            (self.protocol.is_some(), "--protocol"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+/// TARGET: a host, or a Kubernetes object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardTarget {
+    /// A host name or an IP address.
+    Host(Host),
+    /// `TYPE/NAME`, as kubectl port-forward takes it.
+    Kube(proxy_kube::Target),
+}
+
+impl std::fmt::Display for ForwardTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardTarget::Host(h) => h.fmt(f),
+            ForwardTarget::Kube(t) => t.fmt(f),
+        }
+    }
 }
 
 /// One parsed SPEC: a protocol and one or more local-to-remote port pairs.
@@ -125,6 +190,12 @@ pub struct PortSpec {
     remote: u16,
     /// How many ports: 1, or the length of the range.
     count: u16,
+    /// A remote port given by name (`8080:http`), translated by the pod or service of a
+    /// `TYPE/NAME` target; `remote` is 0 then.
+    remote_name: Option<String>,
+    /// No LOCAL was written and the remote port is a name: the local port is the number
+    /// the name stands for, as kubectl does.
+    local_from_remote: bool,
 }
 
 /// One local port forwarded to one remote port.
@@ -190,6 +261,17 @@ impl PortSpec {
         self.protocol
     }
 
+    /// The remote port's name, for a SPEC that names it (`8080:http`, `http`).
+    pub fn remote_name(&self) -> Option<&str> {
+        self.remote_name.as_deref()
+    }
+
+    /// Whether the local port is the number the remote port's name stands for (`http`,
+    /// with no LOCAL).
+    pub fn local_from_remote(&self) -> bool {
+        self.local_from_remote
+    }
+
     /// The local-to-remote port pairs, in order.
     pub fn mappings(&self) -> impl Iterator<Item = Mapping> + '_ {
         (0..self.count).map(move |i| Mapping {
@@ -211,6 +293,38 @@ impl ForwardArgs {
     /// protocol, `--listen` (which `proxy forward` replaces with `--address`), or a
     /// setting the library rejects.
     pub fn plan(&self) -> Result<ForwardPlan, UsageError> {
+        let host = match &self.target {
+            ForwardTarget::Host(host) => host.clone(),
+            ForwardTarget::Kube(target) => {
+                return Err(UsageError(format!(
+                    "TARGET `{target}` is a Kubernetes object, not a host"
+                )));
+            }
+        };
+        if let Some(flag) = self.kube.given() {
+            return Err(UsageError(format!(
+                "{flag} applies to TYPE/NAME targets (pod/web, svc/web, deploy/web); TARGET \
+                 `{host}` is a host"
+            )));
+        }
+        if let Some(named) = self.specs.iter().find(|s| s.remote_name.is_some()) {
+            return Err(UsageError(format!(
+                "SPEC '{}' names its remote port; port names need a TYPE/NAME target \
+                 (pod/web 8080:http), a host has port numbers only",
+                named.token
+            )));
+        }
+        self.plan_for(host)
+    }
+
+    /// The checks and settings of [`plan`](Self::plan) that do not depend on what TARGET
+    /// is; `host` is the plan's host (for a `TYPE/NAME` target, a placeholder the plan's
+    /// settings need).
+    ///
+    /// # Errors
+    ///
+    /// As [`plan`](Self::plan).
+    pub fn plan_for(&self, host: Host) -> Result<ForwardPlan, UsageError> {
         if let Some(listen) = self.listen.first() {
             return Err(UsageError(format!(
                 "`--listen {listen}` does not apply to `proxy forward`: the local ports come \
@@ -222,12 +336,12 @@ impl ForwardArgs {
         let mut settings = ForwardSpec::new(
             Transport::Both,
             Listen::Addrs(vec![probe]),
-            Target::new(self.target.clone(), 1),
+            Target::new(host.clone(), 1),
         );
         self.keys.apply(&mut settings)?;
         settings.validate().map_err(invalid)?;
         Ok(ForwardPlan {
-            host: self.target.clone(),
+            host,
             specs: self.specs.clone(),
             addresses: bind_addrs(&self.address),
             settings,
@@ -314,6 +428,27 @@ pub fn parse_spec(s: &str) -> Result<PortSpec, String> {
         Some((local, remote)) => (Some(local), remote),
         None => (None, ports),
     };
+    if is_port_name(remote) {
+        if protocol == Protocol::Udp {
+            return Err(bad(format!(
+                "a named remote port (`{remote}`) is TCP; write the UDP port's number"
+            )));
+        }
+        let local = match local {
+            None => None,
+            Some("") | Some("0") => Some(0),
+            Some(local) => Some(parse_port(local).map_err(|why| bad(format!("{why}; {GRAMMAR}")))?),
+        };
+        return Ok(PortSpec {
+            token: s.to_owned(),
+            protocol,
+            local: local.unwrap_or(0),
+            remote: 0,
+            count: 1,
+            remote_name: Some(remote.to_owned()),
+            local_from_remote: local.is_none(),
+        });
+    }
     let remote = parse_range(remote).map_err(|why| bad(format!("{why}; {GRAMMAR}")))?;
     if remote.0 == 0 {
         let what = if remote.1 == 0 {
@@ -356,7 +491,21 @@ pub fn parse_spec(s: &str) -> Result<PortSpec, String> {
         local,
         remote: remote.0,
         count,
+        remote_name: None,
+        local_from_remote: false,
     })
+}
+
+/// Whether `s` is a port name as Kubernetes has them (an IANA service name): 1 to 15
+/// lowercase letters, digits and inner single hyphens, with at least one letter.
+fn is_port_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
 }
 
 /// Parses `PORT` or `FIRST-LAST` into an inclusive range.
@@ -406,6 +555,22 @@ pub fn parse_target(s: &str) -> Result<Host, String> {
     Target::parse_with_default_port(s, 1)
         .map(|t| t.host().clone())
         .map_err(|e| e.to_string())
+}
+
+/// Parses TARGET: `TYPE/NAME` (kubectl's resource names and short names: `pod/web`,
+/// `svc/web`, `deploy/web`) for a Kubernetes object, else a host as [`parse_target`].
+///
+/// # Errors
+///
+/// A message naming the token: an unknown resource type, an empty name, or a bad host.
+pub fn parse_forward_target(s: &str) -> Result<ForwardTarget, String> {
+    if s.contains('/') {
+        return s
+            .parse::<proxy_kube::Target>()
+            .map(ForwardTarget::Kube)
+            .map_err(|e| e.to_string());
+    }
+    parse_target(s).map(ForwardTarget::Host)
 }
 
 /// Parses an `--address` value: `localhost` or an IP address (`::1` or `[::1]`).

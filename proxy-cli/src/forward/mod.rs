@@ -33,8 +33,9 @@ use proxy_core::resolve::Resolve;
 use proxy_core::{ForwarderHandle, Target};
 
 pub use crate::args::forward::{
-    AddressArg, BindAddr, EXAMPLES, ForwardArgs, ForwardPlan, IDLE_FLAG_HELP, LONG_ABOUT, Mapping,
-    PortSpec, parse_address, parse_spec, parse_target,
+    AddressArg, BindAddr, EXAMPLES, ForwardArgs, ForwardPlan, ForwardTarget, IDLE_FLAG_HELP,
+    KubeFlags, LONG_ABOUT, Mapping, PortSpec, parse_address, parse_forward_target, parse_spec,
+    parse_target,
 };
 /// The transport of a SPEC: TCP, the default, or UDP (`/udp`).
 pub use crate::registry::Protocol;
@@ -47,15 +48,15 @@ use lookups::SharedLookups;
 pub use ports::forwarding_line;
 use ports::{ports_env, ports_json, print_lines, remove_file, write_atomically};
 
-/// One bound socket.
-struct Bound {
+/// One bound socket, and what serves it (a core forwarder, or a pod forward's listener).
+struct Bound<H = ForwarderHandle> {
     /// The index of its SPEC.
     spec: usize,
     /// The index of its mapping among all mappings of all SPECs.
     slot: usize,
     mapping: Mapping,
     addr: SocketAddr,
-    handle: ForwarderHandle,
+    handle: H,
 }
 
 /// Runs `proxy forward` until a signal stops it or CMD exits.
@@ -65,6 +66,9 @@ struct Bound {
 /// A [`UsageError`](crate::args::UsageError) for bad arguments; a bind or I/O error; a [`CommandExit`] when CMD
 /// exited with another status than 0 ([`command_exit_code`] maps it to the exit code).
 pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> {
+    if let ForwardTarget::Kube(target) = &args.target {
+        return kube::run(args, target, forwards).await;
+    }
     let plan = args.plan()?;
     // Installed before anything is bound, so a signal after the first line drains.
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
@@ -80,43 +84,17 @@ pub async fn run(args: &ForwardArgs, forwards: &Forwards) -> anyhow::Result<()> 
         remove_file(file).with_context(|| format!("--ports-file {}", file.display()))?;
     }
 
-    let mut binder = Binder {
-        plan: &plan,
-        resolver,
-        addrs: plan.addresses.clone(),
-        passed_over: Vec::new(),
-    };
-    let bound = binder.bind_all();
-    for handle in std::mem::take(&mut binder.passed_over) {
+    let mappings = numbered(&plan.specs);
+    let mut start =
+        |m: Mapping, listen: SocketAddr| bind::start_forwarder(&plan, &resolver, m, listen);
+    let mut binder = Binder::new(plan.addresses.clone(), &mut start);
+    let bound = binder.bind_all(&plan.specs, &mappings);
+    for handle in binder.into_passed_over() {
         handle.shutdown(Duration::ZERO).await;
     }
     let bound = bound?;
 
-    let result = forward(&plan, bound, forwards, &mut signals).await;
-    if let Some(file) = &plan.ports_file
-        && let Err(e) = remove_file(file)
-    {
-        tracing::warn!(file = %file.display(), error = %e, "cannot remove the ports file");
-    }
-    result
-}
-
-/// Writes the ports file, prints the lines, lists the forwards for --admin, then forwards
-/// until a signal, or until CMD exits when there is one.
-async fn forward(
-    plan: &ForwardPlan,
-    bound: Vec<Bound>,
-    forwards: &Forwards,
-    signals: &mut Signals,
-) -> anyhow::Result<()> {
-    let json = plan.ports_file.as_ref().map(|_| ports_json(plan, &bound));
-    let lines: Vec<String> = bound
-        .iter()
-        .map(|b| forwarding_line(b.addr, b.mapping))
-        .collect();
-    let drain = plan.drain;
-    let first_port = bound.first().map(|b| b.addr.port().to_string());
-    let all_ports = ports_env(&bound);
+    let announce = Announce::new(&plan, &plan.host.to_string(), &plan.specs, &bound);
     // Named by protocol and bound address (`tcp:127.0.0.1:8888`): the sockets of one
     // mapping share the port.
     let handles: Vec<Registered> = bound
@@ -127,76 +105,161 @@ async fn forward(
             forwards.register(name, b.mapping.protocol, target, b.handle)
         })
         .collect();
-    // Ready (`/readyz`) before the ports file and the lines tell anyone to connect.
-    forwards.set_ready();
-    if let (Some(file), Some(json)) = (&plan.ports_file, json) {
-        write_atomically(file, &json)
-            .with_context(|| format!("cannot write --ports-file {}", file.display()))?;
-    }
-    print_lines(&lines).context("cannot write to stdout")?;
+    let result = announce
+        .run(Forwarders { handles }, forwards, &mut signals)
+        .await;
+    announce.remove_ports_file();
+    result
+}
 
-    let Some((program, args)) = plan.command.split_first() else {
-        let name = signals.recv().await;
-        tracing::info!(signal = name, "shutting down");
-        return drain_all(forwards, handles, drain, signals).await;
-    };
-    // A signal that came while binding stops proxy before CMD starts.
-    tokio::select! {
-        biased;
-        name = signals.recv() => {
-            tracing::info!(signal = name, "shutting down before starting the command");
-            return drain_all(forwards, handles, drain, signals).await;
-        }
-        () = std::future::ready(()) => {}
+/// Every mapping of `specs` with the index of its SPEC, in order.
+fn numbered(specs: &[PortSpec]) -> Vec<(usize, Mapping)> {
+    (specs.iter().enumerate())
+        .flat_map(|(i, spec)| spec.mappings().map(move |m| (i, m)))
+        .collect()
+}
+
+/// What forwards, as the end of `proxy forward` sees it: something to drain.
+trait Running {
+    /// Stops accepting and lets open connections finish for up to `drain`; another
+    /// signal meanwhile closes them at once.
+    async fn drain(self, drain: Duration, signals: &mut Signals) -> anyhow::Result<()>;
+}
+
+/// The core's forwarders, registered for `--admin`.
+struct Forwarders {
+    handles: Vec<Registered>,
+}
+
+impl Running for Forwarders {
+    async fn drain(self, drain: Duration, signals: &mut Signals) -> anyhow::Result<()> {
+        drain_all(self.handles, drain, signals).await
     }
-    let mut child = tokio::process::Command::new(program);
-    child
-        .args(args)
-        .env("PROXY_FORWARD_PORT", first_port.unwrap_or_default())
-        .env("PROXY_FORWARD_PORTS", all_ports)
-        .kill_on_drop(true);
-    let shown = program.to_string_lossy().into_owned();
-    let mut child = match child.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            // What a shell exits with: 127 not found, 126 found but not executable.
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            tracing::error!(command = %shown, "cannot run `{shown}`: {e}");
-            drain_all(forwards, handles, Duration::ZERO, signals).await?;
-            return Err(CommandExit { code }.into());
+}
+
+/// What `proxy forward` tells once every port is bound, and what it does then.
+struct Announce<'a> {
+    ports_file: Option<&'a std::path::Path>,
+    json: Option<String>,
+    lines: Vec<String>,
+    first_port: Option<String>,
+    all_ports: String,
+    command: &'a [std::ffi::OsString],
+    drain: Duration,
+}
+
+impl<'a> Announce<'a> {
+    fn new<H>(plan: &'a ForwardPlan, target: &str, specs: &[PortSpec], bound: &[Bound<H>]) -> Self {
+        Announce {
+            ports_file: plan.ports_file.as_deref(),
+            json: plan
+                .ports_file
+                .as_ref()
+                .map(|_| ports_json(target, specs, bound)),
+            lines: (bound.iter())
+                .map(|b| forwarding_line(b.addr, b.mapping))
+                .collect(),
+            first_port: bound.first().map(|b| b.addr.port().to_string()),
+            all_ports: ports_env(bound),
+            command: &plan.command,
+            drain: plan.drain,
         }
-    };
-    let pid = child.id();
-    tracing::info!(command = %shown, pid, "started the command; forwarding until it exits");
-    let status = loop {
+    }
+
+    /// Removes the ports file, at the end.
+    fn remove_ports_file(&self) {
+        if let Some(file) = self.ports_file
+            && let Err(e) = remove_file(file)
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cannot remove the ports file");
+        }
+    }
+
+    /// Writes the ports file, prints the lines, then forwards until a signal, or until
+    /// CMD exits when there is one; then drains `running`.
+    async fn run(
+        &self,
+        running: impl Running,
+        forwards: &Forwards,
+        signals: &mut Signals,
+    ) -> anyhow::Result<()> {
+        let drain = self.drain;
+        // Ready (`/readyz`) before the ports file and the lines tell anyone to connect.
+        forwards.set_ready();
+        if let (Some(file), Some(json)) = (self.ports_file, &self.json) {
+            write_atomically(file, json)
+                .with_context(|| format!("cannot write --ports-file {}", file.display()))?;
+        }
+        print_lines(&self.lines).context("cannot write to stdout")?;
+
+        let Some((program, args)) = self.command.split_first() else {
+            let name = signals.recv().await;
+            tracing::info!(signal = name, "shutting down");
+            forwards.set_draining();
+            return running.drain(drain, signals).await;
+        };
+        // A signal that came while binding stops proxy before CMD starts.
         tokio::select! {
-            status = child.wait() => break status.context("cannot wait for the command")?,
-            name = signals.recv() => pass_on(name, pid, &shown),
+            biased;
+            name = signals.recv() => {
+                tracing::info!(signal = name, "shutting down before starting the command");
+                forwards.set_draining();
+                return running.drain(drain, signals).await;
+            }
+            () = std::future::ready(()) => {}
         }
-    };
-    let code = exit_code_of(status);
-    tracing::info!(command = %shown, code, "the command exited ({status})");
-    drain_all(forwards, handles, drain, signals).await?;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(CommandExit { code }.into())
+        let mut child = tokio::process::Command::new(program);
+        child
+            .args(args)
+            .env(
+                "PROXY_FORWARD_PORT",
+                self.first_port.clone().unwrap_or_default(),
+            )
+            .env("PROXY_FORWARD_PORTS", &self.all_ports)
+            .kill_on_drop(true);
+        let shown = program.to_string_lossy().into_owned();
+        let mut child = match child.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // What a shell exits with: 127 not found, 126 found but not executable.
+                let code = if e.kind() == io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                tracing::error!(command = %shown, "cannot run `{shown}`: {e}");
+                forwards.set_draining();
+                running.drain(Duration::ZERO, signals).await?;
+                return Err(CommandExit { code }.into());
+            }
+        };
+        let pid = child.id();
+        tracing::info!(command = %shown, pid, "started the command; forwarding until it exits");
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status.context("cannot wait for the command")?,
+                name = signals.recv() => pass_on(name, pid, &shown),
+            }
+        };
+        let code = exit_code_of(status);
+        tracing::info!(command = %shown, code, "the command exited ({status})");
+        forwards.set_draining();
+        running.drain(drain, signals).await?;
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(CommandExit { code }.into())
+        }
     }
 }
 
 /// Stops accepting on every forwarder and lets open connections and sessions finish for
 /// up to `drain`; another signal meanwhile closes them at once.
 async fn drain_all(
-    forwards: &Forwards,
     handles: Vec<Registered>,
     drain: Duration,
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
-    forwards.set_draining();
     let (open, sessions) = shutdown::open_counts(&handles);
     tracing::info!(
         open,
@@ -214,6 +277,7 @@ async fn drain_all(
 
 mod bind;
 mod command;
+mod kube;
 mod lookups;
 mod ports;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{Bound, ForwardPlan, Mapping};
+use super::{Bound, Mapping, PortSpec};
 use crate::registry::Protocol;
 
 /// The kubectl lines on stdout, flushed.
@@ -47,7 +47,7 @@ pub fn forwarding_line(addr: SocketAddr, m: Mapping) -> String {
 
 /// `LOCAL:REMOTE[/udp]` for every mapping, in order, with the bound local port: the
 /// value of `PROXY_FORWARD_PORTS`.
-pub(super) fn ports_env(bound: &[Bound]) -> String {
+pub(super) fn ports_env<H>(bound: &[Bound<H>]) -> String {
     let mut out = String::new();
     // The sockets of one mapping are adjacent and share the port.
     for (i, b) in bound.iter().enumerate() {
@@ -66,9 +66,9 @@ pub(super) fn ports_env(bound: &[Bound]) -> String {
 }
 
 /// The `--ports-file` content: one object per bound socket, in stdout's order.
-pub(super) fn ports_json(plan: &ForwardPlan, bound: &[Bound]) -> String {
+pub(super) fn ports_json<H>(target: &str, specs: &[PortSpec], bound: &[Bound<H>]) -> String {
     let mut s = String::from("{\n  \"version\": 1,\n  \"target\": ");
-    push_json_string(&mut s, &plan.host.to_string());
+    push_json_string(&mut s, target);
     s.push_str(",\n  \"forwards\": [");
     for (i, b) in bound.iter().enumerate() {
         s.push_str(if i == 0 { "\n    " } else { ",\n    " });
@@ -81,7 +81,7 @@ pub(super) fn ports_json(plan: &ForwardPlan, bound: &[Bound]) -> String {
             b.addr.port(),
             b.mapping.remote,
         );
-        push_json_string(&mut s, plan.specs[b.spec].token());
+        push_json_string(&mut s, specs[b.spec].token());
         s.push('}');
     }
     s.push_str(if bound.is_empty() {

@@ -73,7 +73,9 @@ fn bad_specs_say_why() {
         ("1:4-6", "the local side has 1 port and the remote side 3"),
         ("65536", "`65536` is larger than 65535"),
         ("80:99999", "`99999` is larger than 65535"),
-        ("http", "`http` is not a port number"),
+        ("HTTP", "`HTTP` is not a port number"),
+        ("http-", "`http` is not a port number"),
+        ("http/udp", "a named remote port (`http`) is TCP"),
         ("+80", "`+80` is not a port number"),
         ("-80", "a port is missing"),
         ("80-", "a port is missing"),
@@ -327,4 +329,68 @@ async fn futures_join(all: Vec<Resolving>) -> Vec<io::Result<Resolution>> {
         out.push(f.await);
     }
     out
+}
+
+#[test]
+fn named_remote_ports_and_kubernetes_targets() {
+    let spec = parse_spec("8080:http").unwrap();
+    assert_eq!(spec.remote_name(), Some("http"));
+    assert!(!spec.local_from_remote());
+    assert_eq!(spec.mappings().next().unwrap().local, 8080);
+    let spec = parse_spec("metrics-2").unwrap();
+    assert_eq!(spec.remote_name(), Some("metrics-2"));
+    assert!(
+        spec.local_from_remote(),
+        "no LOCAL: the number the name stands for"
+    );
+    assert!(
+        !parse_spec(":http").unwrap().local_from_remote(),
+        "a kernel-chosen port"
+    );
+
+    assert_eq!(
+        parse_forward_target("svc/web").unwrap(),
+        ForwardTarget::Kube("svc/web".parse().unwrap())
+    );
+    assert_eq!(
+        parse_forward_target("web").unwrap(),
+        ForwardTarget::Host(Host::Name("web".into()))
+    );
+    let e = parse_forward_target("pvc/data").unwrap_err();
+    assert!(
+        e.contains("`pvc` in `pvc/data` is not a resource type"),
+        "{e}"
+    );
+
+    // A host takes neither port names nor kubectl's flags.
+    let e = parse(&["db", "8080:http"]).unwrap().plan().unwrap_err();
+    assert!(
+        e.0.contains("SPEC '8080:http' names its remote port"),
+        "{}",
+        e.0
+    );
+    let e = parse(&["db", "80", "-n", "shop"])
+        .unwrap()
+        .plan()
+        .unwrap_err();
+    assert!(
+        e.0.contains("--namespace applies to TYPE/NAME targets"),
+        "{}",
+        e.0
+    );
+    let args = parse(&[
+        "deploy/web",
+        "8080:http",
+        "-n",
+        "shop",
+        "--protocol",
+        "spdy",
+    ])
+    .unwrap();
+    assert_eq!(args.kube.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        args.kube.protocol,
+        Some(proxy_kube::forward::Protocol::Spdy)
+    );
+    assert!(parse(&["svc/web", "80", "--protocol", "h2"]).is_err());
 }

@@ -1,0 +1,461 @@
+//! End-to-end tests of `proxy forward TYPE/NAME`, the port-forward client, against `proxy
+//! port-forward-server` (the node side: no Kubernetes API server can run here), and side
+//! by side with released kubectl against the same server: the same lines; a refused
+//! connection and a pod removed by a reload end kubectl's forward and not ours.
+//!
+//! Rules as in `port_forward_server.rs`: kernel-chosen ports everywhere, waits only on
+//! lines, connections and exits, each with a deadline; children killed on drop.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use proxy_testkit::blocking::{Echo, connect, echo_through};
+use proxy_testkit::data::{assert_bytes, payload};
+use proxy_testkit::kube::{Kubeconfig, Kubectl, PortForward, TestCerts, Transport};
+use proxy_testkit::net::RefusingPort;
+use proxy_testkit::process::TempPath;
+use support::port_forward::{PortForwardServer, reply_after_eof};
+use support::proxy::{PROMPT, PROXY};
+
+/// How long a forward that should end may take to.
+const EXIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Two pods behind `deploy/web` and `svc/web` (port 80, `targetPort: http`), each an echo
+/// server that first says its name (`web-1\n`), plus a refused port on `web-1`.
+struct Cluster {
+    web1: Echo,
+    web2: Echo,
+    eof: SocketAddr,
+    refused: RefusingPort,
+    server: PortForwardServer,
+    config: TempPath,
+}
+
+/// The cluster file: both pods, or `web-2` only; `web-1` also has the ports `closed`
+/// (refused) and `eof` (answers after the client's FIN).
+fn cluster_file(
+    web1: &Echo,
+    web2: &Echo,
+    refused: &RefusingPort,
+    eof: SocketAddr,
+    with_web1: bool,
+) -> String {
+    let pod = |name: &str, port: u16, extra: &str| {
+        format!(
+            "[[pod]]\nname = \"{name}\"\ntarget = \"127.0.0.1\"\nlabels = {{ app = \"web\" }}\n\
+             ports = {{ http = {port}{extra} }}\n\n"
+        )
+    };
+    let mut text = String::new();
+    if with_web1 {
+        let extra = format!(", closed = {}, eof = {}", refused.port(), eof.port());
+        text.push_str(&pod("web-1", web1.port(), &extra));
+    }
+    text.push_str(&pod("web-2", web2.port(), ""));
+    text.push_str(
+        "[[service]]\nname = \"web\"\nselector = { app = \"web\" }\n\
+         ports = [{ name = \"http\", port = 80, target_port = \"http\" }]\n\n\
+         [[deployment]]\nname = \"web\"\nselector = { app = \"web\" }\n",
+    );
+    text
+}
+
+fn greeter(name: &str) -> Echo {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    Echo::serve_greeting(listener, &format!("{name}\n"))
+}
+
+impl Cluster {
+    fn start(extra: &[&str]) -> Cluster {
+        let web1 = greeter("web-1");
+        let web2 = greeter("web-2");
+        let eof = reply_after_eof();
+        let refused = RefusingPort::bind();
+        let text = cluster_file(&web1, &web2, &refused, eof, true);
+        let config = TempPath::with_contents("cluster.toml", &text);
+        let mut args = vec!["--config", config.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let server = PortForwardServer::start(&args);
+        Cluster {
+            web1,
+            web2,
+            eof,
+            refused,
+            server,
+            config,
+        }
+    }
+
+    /// Rewrites the cluster file and has the server reload it (SIGHUP).
+    fn reload(&self, with_web1: bool) {
+        let text = cluster_file(&self.web1, &self.web2, &self.refused, self.eof, with_web1);
+        std::fs::write(self.config.path(), text).expect("write the cluster file");
+        self.server.proxy.signal("HUP");
+        self.server
+            .proxy
+            .find_line(PROMPT, |l| l.contains("reloaded the objects"))
+            .unwrap_or_else(|| panic!("no reload line:\n{}", self.server.proxy.stderr()));
+    }
+
+    fn kubeconfig(&self) -> Kubeconfig {
+        Kubeconfig::builder(self.server.http_url())
+            .namespace("default")
+            .write()
+    }
+}
+
+/// `proxy forward TARGET SPECS... --kubeconfig CONFIG EXTRA...`, as a [`PortForward`].
+fn forward(config: &Kubeconfig, target: &str, specs: &[&str], extra: &[&str]) -> PortForward {
+    let mut cmd = Command::new(PROXY);
+    cmd.arg("forward")
+        .arg(target)
+        .args(specs)
+        .arg("--kubeconfig")
+        .arg(config.path())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("KUBECONFIG");
+    let what = format!("proxy forward {target} {}", specs.join(" "));
+    PortForward::spawn(cmd, what, specs.len())
+}
+
+/// Connects through `addr` and reads the pod's name, then checks an echo.
+fn pod_behind(addr: SocketAddr) -> String {
+    try_pod_behind(addr).unwrap_or_else(|e| panic!("through {addr}: {e}"))
+}
+
+/// [`pod_behind`] that returns a failed connection's error.
+fn try_pod_behind(addr: SocketAddr) -> std::io::Result<String> {
+    let mut conn = connect(addr);
+    conn.set_read_timeout(Some(PROMPT))?;
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        conn.read_exact(&mut byte)?;
+        if byte[0] == b'\n' {
+            break;
+        }
+        name.push(byte[0]);
+    }
+    conn.write_all(b"ping")?;
+    let mut back = [0u8; 4];
+    conn.read_exact(&mut back)?;
+    assert_eq!(&back, b"ping");
+    Ok(String::from_utf8(name).expect("a name"))
+}
+
+/// Whether a connection through `addr` ends without any byte from the pod.
+fn fails(addr: SocketAddr) -> bool {
+    let mut conn = connect(addr);
+    conn.set_read_timeout(Some(PROMPT)).unwrap();
+    let _ = conn.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    matches!(conn.read(&mut buf), Ok(0) | Err(_))
+}
+
+// ===== lines and bytes, side by side with kubectl =====
+
+#[test]
+fn prints_kubectls_lines_and_forwards_like_it() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ours = forward(&config, "svc/web", &["0:80"], &[]);
+    let ready = ours.wait_ready();
+    // The service port translated to the pod's, as kubectl prints it.
+    assert!(
+        ready
+            .iter()
+            .all(|f| f.remote == cluster.web1.port() || f.remote == cluster.web2.port()),
+        "{ready:?}\n{}",
+        ours.output()
+    );
+    let local = ours.local(0);
+    assert!(pod_behind(local).starts_with("web-"));
+    assert!(
+        ours.find_stdout(PROMPT, &format!("Handling connection for {}", local.port()))
+            .is_some(),
+        "{}",
+        ours.output()
+    );
+
+    let Some(kubectl) = Kubectl::find_or_skip("1.33") else {
+        return;
+    };
+    let theirs = kubectl.port_forward(&config, Transport::Default, "svc/web", &["0:80"], None);
+    let their_lines = theirs.wait_ready();
+    let shape = |f: &[proxy_testkit::kube::Forwarding]| -> Vec<(bool, u16)> {
+        f.iter().map(|f| (f.local.is_ipv4(), f.remote)).collect()
+    };
+    // kubectl picks one pod; both pods have the same port in the service, but each its
+    // own upstream: compare the addresses' families and counts, and the lines' words.
+    assert_eq!(
+        shape(&ready).len(),
+        shape(&their_lines).len(),
+        "ours:\n{}\ntheirs:\n{}",
+        ours.output(),
+        theirs.output()
+    );
+    let word_shape = |text: String| -> Vec<String> {
+        (text.lines())
+            .filter(|l| l.starts_with("Forwarding from"))
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| {
+                        if w.chars().any(|c| c.is_ascii_digit()) {
+                            "N"
+                        } else {
+                            w
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    assert_eq!(word_shape(ours.stdout()), word_shape(theirs.stdout()));
+    let their_local = theirs.local(0);
+    assert!(pod_behind(their_local).starts_with("web-"));
+    assert!(
+        theirs
+            .find_stdout(
+                PROMPT,
+                &format!("Handling connection for {}", their_local.port())
+            )
+            .is_some()
+    );
+}
+
+#[test]
+fn unknown_objects_fail_with_kubectls_words() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let mut ours = forward(&config, "pod/nope", &["0:80"], &[]);
+    let status = ours.wait_exit(EXIT_LIMIT).expect("exits");
+    assert_eq!(status.code(), Some(1), "{}", ours.output());
+    assert!(
+        ours.stderr().contains(r#"pods "nope" not found"#),
+        "{}",
+        ours.output()
+    );
+    let mut named = forward(&config, "svc/web", &["0:nope"], &[]);
+    named.wait_exit(EXIT_LIMIT).expect("exits");
+    assert!(
+        named
+            .stderr()
+            .contains("Service 'web' does not have a named port 'nope'"),
+        "{}",
+        named.output()
+    );
+}
+
+// ===== where kubectl fails, we hold =====
+
+#[test]
+fn a_refused_connection_ends_kubectls_forward_and_not_ours() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ours = forward(&config, "pod/web-1", &["0:closed", "0:http"], &[]);
+    let (closed, http) = (ours.local(0), ours.local(1));
+    assert!(fails(closed), "a refused port gives no bytes");
+    assert!(
+        ours.find_stderr(PROMPT, "an error occurred forwarding")
+            .is_some(),
+        "the failure is printed:\n{}",
+        ours.output()
+    );
+    // The forward goes on: the other port, and the refused one again.
+    assert_eq!(pod_behind(http), "web-1");
+    assert!(fails(closed));
+    assert_eq!(pod_behind(http), "web-1");
+
+    let Some(kubectl) = Kubectl::find_or_skip("1.33") else {
+        return;
+    };
+    let refused = cluster.refused.port().to_string();
+    let http_port = cluster.web1.port().to_string();
+    let mut theirs = kubectl.port_forward(
+        &config,
+        Transport::Default,
+        "pod/web-1",
+        &[&format!("0:{refused}"), &format!("0:{http_port}")],
+        None,
+    );
+    let closed = theirs.local(0);
+    let _ = fails(closed);
+    assert!(
+        theirs.wait_exit(EXIT_LIMIT).is_some(),
+        "kubectl's forward ends after a refused connection:\n{}",
+        theirs.output()
+    );
+}
+
+#[test]
+fn balances_over_ready_pods_and_follows_a_reload_that_ends_kubectls_forward() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ours = forward(&config, "deploy/web", &["0:http"], &[]);
+    let local = ours.local(0);
+    let seen: HashSet<String> = (0..8).map(|_| pod_behind(local)).collect();
+    assert_eq!(
+        seen,
+        HashSet::from(["web-1".to_owned(), "web-2".to_owned()]),
+        "round robin over both ready pods"
+    );
+
+    let kubectl = Kubectl::find_or_skip("1.33");
+    let theirs = kubectl.as_ref().map(|k| {
+        let pf = k.port_forward(&config, Transport::Default, "pod/web-1", &["0:http"], None);
+        assert_eq!(pod_behind(pf.local(0)), "web-1");
+        pf
+    });
+
+    // web-1 leaves: every new connection goes to web-2, at once.
+    cluster.reload(false);
+    let deadline = Instant::now() + PROMPT;
+    let mut in_a_row = 0;
+    while in_a_row < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "still reaching web-1:\n{}",
+            ours.output()
+        );
+        in_a_row = if pod_behind(local) == "web-2" {
+            in_a_row + 1
+        } else {
+            0
+        };
+    }
+    if let Some(mut theirs) = theirs {
+        let _ = fails(theirs.local(0));
+        assert!(
+            theirs.wait_exit(EXIT_LIMIT).is_some(),
+            "kubectl's forward ends when its pod is gone:\n{}",
+            theirs.output()
+        );
+    }
+}
+
+#[test]
+fn a_connection_waits_for_a_replaced_pod() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ours = forward(
+        &config,
+        "pod/web-1",
+        &["0:http"],
+        &["--pod-running-timeout", "20s"],
+    );
+    let local = ours.local(0);
+    assert_eq!(pod_behind(local), "web-1");
+    cluster.reload(false);
+    // While web-1 is gone, a connection waits; it comes back (replaced) and is served.
+    let waiting = std::thread::spawn(move || pod_behind(local));
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.reload(true);
+    assert_eq!(waiting.join().expect("the waiting connection"), "web-1");
+}
+
+// ===== bytes: protocols, TLS and a token, bulk, concurrency, half-close =====
+
+#[test]
+fn each_protocol_carries_bulk_and_half_close_over_tls_with_a_token() {
+    let certs = TestCerts::generate();
+    let token = TempPath::with_contents("token", "s3cret-token\n");
+    let (cert, key) = (certs.server_cert(), certs.server_key());
+    let cluster = Cluster::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--token-file",
+        token.path().to_str().unwrap(),
+    ]);
+    let config = Kubeconfig::builder(cluster.server.https_url())
+        .ca_pem(certs.ca_pem())
+        .token("s3cret-token")
+        .namespace("default")
+        .write();
+    for protocol in ["spdy", "spdy-websocket", "websocket"] {
+        let ours = forward(
+            &config,
+            "pod/web-1",
+            &["0:http", "0:eof"],
+            &["--protocol", protocol],
+        );
+        let (http, eof) = (ours.local(0), ours.local(1));
+        let size = if protocol == "spdy" {
+            64 << 20
+        } else {
+            8 << 20
+        };
+        let data = payload(7, size);
+        let mut conn = connect(http);
+        let mut greeting = [0u8; 6];
+        conn.read_exact(&mut greeting).expect("greeting");
+        let back = if protocol == "websocket" {
+            // No half-close: write while reading, then read exactly as much back.
+            let mut writer = conn.try_clone().unwrap();
+            let sent = data.clone();
+            let t = std::thread::spawn(move || writer.write_all(&sent));
+            let mut back = vec![0; data.len()];
+            conn.read_exact(&mut back).expect("echo");
+            t.join().unwrap().expect("write");
+            back
+        } else {
+            echo_through(conn, &data)
+        };
+        assert_bytes(&format!("{protocol}: {size} bytes"), &back, &data);
+        if protocol != "websocket" {
+            // The channel protocol v4 has no half-close; the SPDY forms do.
+            let mut conn = connect(eof);
+            conn.write_all(&payload(3, 100_000)).unwrap();
+            conn.shutdown(Shutdown::Write).unwrap();
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer).unwrap();
+            assert_eq!(answer, "got 100000 bytes", "{protocol}");
+        }
+        assert!(
+            !ours.stderr().contains("an error occurred"),
+            "{protocol}:\n{}",
+            ours.output()
+        );
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_connections() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ours = forward(&config, "svc/web", &["0:80"], &[]);
+    let local = ours.local(0);
+    let conns: Vec<TcpStream> = (0..200).map(|_| connect(local)).collect();
+    let threads: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(PROMPT)).unwrap();
+                let mut name = [0u8; 6];
+                conn.read_exact(&mut name).expect("greeting");
+                let msg = payload(i as u64, 10_000);
+                conn.write_all(&msg).unwrap();
+                let mut back = vec![0; msg.len()];
+                conn.read_exact(&mut back).expect("echo");
+                assert_eq!(back, msg);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a connection failed");
+    }
+    assert!(
+        !ours.stderr().contains("an error occurred"),
+        "{}",
+        ours.output()
+    );
+}
