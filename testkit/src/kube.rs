@@ -1,8 +1,9 @@
 //! Real Kubernetes clients against a port-forward server: released `kubectl` binaries
 //! found by version, a kubeconfig of their own in a temp dir (so runs never read or write
 //! `~/.kube`), `kubectl port-forward` processes whose `Forwarding from` lines tell the local
-//! ports, a CA and server certificate made with the `openssl` CLI, and a Python venv with
-//! the `kubernetes` package from PyPI.
+//! ports, `kubectl proxy` processes whose `Starting to serve on` line tells their address,
+//! a CA and server certificate made with the `openssl` CLI, and a Python venv with the
+//! `kubernetes` package from PyPI.
 //!
 //! What the clients do, learnt by running kubectl 1.27, 1.30 and 1.33 and the Python client
 //! 37.0 against servers that log every request:
@@ -377,6 +378,107 @@ impl PortForward {
 }
 
 impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.child.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.output());
+        }
+    }
+}
+
+// ===== kubectl proxy =====
+
+/// A running `kubectl proxy --port=0`: a Go reverse proxy (client-go's upgrade-aware
+/// handler) on `127.0.0.1`, sending every request on to the kubeconfig's API server with
+/// the kubeconfig's credentials and TLS. Killed on drop, printing its output when the test
+/// is failing.
+///
+/// What it does, learnt by running 1.27 and 1.33: it prints `Starting to serve on
+/// 127.0.0.1:PORT` on stdout; it answers a request whose `Host` is not `localhost`,
+/// `127.0.0.1` or `[::1]` (any port) with `403 Forbidden`; and it refuses `exec` and
+/// `attach` paths, not `portforward`.
+pub struct KubectlProxy {
+    child: KillOnDrop,
+    stdout: Lines,
+    stderr: Lines,
+    what: String,
+    addr: SocketAddr,
+}
+
+/// Parses `Starting to serve on 127.0.0.1:PORT`.
+pub fn serving_line(line: &str) -> Option<SocketAddr> {
+    line.trim()
+        .strip_prefix("Starting to serve on ")?
+        .parse()
+        .ok()
+}
+
+impl Kubectl {
+    /// Starts `kubectl proxy --port=0` for `config` and waits (at most [`PROMPT`]) for the
+    /// address it serves on. Fails the test with kubectl's output when no `Starting to
+    /// serve on` line comes, or kubectl exits first.
+    pub fn proxy(&self, config: &Kubeconfig) -> KubectlProxy {
+        let mut cmd = self.command(config, &["proxy", "--port=0", "--address=127.0.0.1"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = KillOnDrop::spawn(&mut cmd)
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.path.display()));
+        let (stdout, stderr) = child.take_output();
+        let what = format!("kubectl {} proxy", self.version);
+        let found = stdout.wait(PROMPT, |lines| lines.iter().find_map(|l| serving_line(l)));
+        let Some(addr) = found else {
+            child.kill();
+            stdout.wait_closed(PROMPT);
+            stderr.wait_closed(PROMPT);
+            panic!(
+                "{what}: no `Starting to serve on` line within {PROMPT:?}\n\
+                 ---- stdout ----\n{}\n---- stderr ----\n{}\n----",
+                stdout.text(),
+                stderr.text()
+            );
+        };
+        KubectlProxy {
+            child,
+            stdout,
+            stderr,
+            what,
+            addr,
+        }
+    }
+}
+
+impl KubectlProxy {
+    /// Where it serves: `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, for a kubeconfig of its own.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether kubectl has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait()
+    }
+
+    /// Its stdout and stderr so far, labelled, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "---- {} stdout ----\n{}\n---- stderr ----\n{}\n----",
+            self.what,
+            self.stdout.text(),
+            self.stderr.text()
+        )
+    }
+
+    /// What it runs (`kubectl 1.33 proxy`), for messages.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl Drop for KubectlProxy {
     fn drop(&mut self) {
         self.child.kill();
         if std::thread::panicking() {
@@ -779,6 +881,19 @@ mod tests {
         ] {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
         }
+    }
+
+    #[test]
+    fn serving_lines() {
+        assert_eq!(
+            serving_line("Starting to serve on 127.0.0.1:38679\n"),
+            Some("127.0.0.1:38679".parse().unwrap())
+        );
+        assert_eq!(
+            serving_line("Starting to serve on [::]:8001").map(|a| a.port()),
+            Some(8001)
+        );
+        assert_eq!(serving_line("error: unknown flag: --port"), None);
     }
 
     #[test]
