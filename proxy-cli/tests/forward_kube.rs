@@ -459,3 +459,80 @@ fn two_hundred_concurrent_connections() {
         ours.output()
     );
 }
+
+// ===== through a real `kubectl proxy`, and a session that drops =====
+
+#[test]
+fn through_a_real_kubectl_proxy_with_each_protocol() {
+    let Some(kubectl) = Kubectl::find_or_skip("1.33") else {
+        return;
+    };
+    let cluster = Cluster::start(&[]);
+    let kubectl_proxy = kubectl.proxy(&cluster.kubeconfig());
+    let config = Kubeconfig::builder(kubectl_proxy.url())
+        .namespace("default")
+        .write();
+    for protocol in ["auto", "spdy", "spdy-websocket", "websocket"] {
+        let ours = forward(&config, "svc/web", &["0:80"], &["--protocol", protocol]);
+        let local = ours.local(0);
+        let mut conn = connect(local);
+        let mut greeting = [0u8; 6];
+        conn.read_exact(&mut greeting).expect("greeting");
+        let data = payload(11, 1 << 20);
+        let mut writer = conn.try_clone().unwrap();
+        let sent = data.clone();
+        let t = std::thread::spawn(move || writer.write_all(&sent));
+        let mut back = vec![0; data.len()];
+        conn.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}\n{}", ours.output()));
+        t.join().unwrap().expect("write");
+        assert_bytes(protocol, &back, &data);
+    }
+}
+
+#[test]
+fn a_session_that_drops_is_opened_again_and_connections_wait_for_it() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ours = forward(
+        &config,
+        "pod/web-1",
+        &["0:http"],
+        &["--pod-running-timeout", "30s"],
+    );
+    let local = ours.local(0);
+    assert_eq!(pod_behind(local), "web-1");
+    // The API server goes away (its connections with it) and comes back on the same
+    // address a moment later; a connection made meanwhile waits for it.
+    let Cluster {
+        server,
+        config: file,
+        web1,
+        web2,
+        eof,
+        refused,
+    } = cluster;
+    let addr = server.addr.to_string();
+    drop(server);
+    let waiting = std::thread::spawn(move || try_pod_behind(local));
+    std::thread::sleep(Duration::from_millis(700));
+    let server = PortForwardServer::start_on(&addr, &["--config", file.path().to_str().unwrap()]);
+    let got = waiting.join().expect("the waiting connection");
+    assert_eq!(got.ok().as_deref(), Some("web-1"), "{}", ours.output());
+    assert_eq!(pod_behind(local), "web-1");
+    drop((server, web1, web2, eof, refused));
+}
+
+#[test]
+fn settings_a_pod_forward_cannot_honour_are_refused() {
+    let (code, _, stderr) =
+        support::proxy::run(&["forward", "svc/web", "80", "--proxy-protocol", "v2"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--proxy-protocol applies to host targets") && stderr.contains("--balance"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = support::proxy::run(&["forward", "svc/web", "5353:53/udp"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("UDP"), "{stderr}");
+}

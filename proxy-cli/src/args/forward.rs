@@ -18,17 +18,23 @@ use crate::protocol::Protocol;
 
 /// `proxy forward --help`, above the options.
 pub const LONG_ABOUT: &str = "\
-Forward local ports to TARGET, like `kubectl port-forward` without Kubernetes.
+Forward local ports to TARGET, like `kubectl port-forward`.
 
-TARGET is a host name or an IP address without a port (`db.internal`, `10.0.0.5`, `::1`).
-Each SPEC maps local ports to TARGET's ports, in kubectl's grammar:
+TARGET is a Kubernetes object as kubectl names it, TYPE/NAME (`pod/web`, `svc/web`,
+`deploy/web`; also rs/, sts/, ds/, job/, rc/ and the long names), reached through the API
+server's port-forward like kubectl; or a host name or an IP address without a port
+(`db.internal`, `10.0.0.5`, `::1`), reached directly. Each SPEC maps local ports to
+TARGET's ports, in kubectl's grammar:
 
   8080:80               local port 8080 to port 80
   5000                  local port 5000 to port 5000
   :5000 or 0:5000       a free local port chosen by the kernel to port 5000
   8000-8010:9000-9010   a range: 8000 to 9000, 8001 to 9001, ... (same length both sides)
   8000-8010             the same ports both sides
-  5353:53/udp           UDP (`/tcp`, the default, may be written too)
+  5353:53/udp           UDP (`/tcp`, the default, may be written too); hosts only
+  8080:http, http       a port name (TYPE/NAME only): the service's or the container's,
+                        translated per pod as kubectl does; `http` alone listens on the
+                        port number the name stands for
 
 Every SPEC listens on every --address. The default, `localhost`, is 127.0.0.1 and ::1; ::1
 is skipped quietly where IPv6 is off. A kernel-chosen port is the same on every address.
@@ -43,7 +49,15 @@ PROXY_FORWARD_PORT (the first SPEC's local port) and PROXY_FORWARD_PORTS (every 
 `LOCAL:REMOTE[/udp]`, separated by spaces). When CMD exits, the forwards drain and proxy
 exits with CMD's status (128+N when a signal N ended it; 127 when CMD cannot be found).
 
-Unlike kubectl, a connection that fails or is reset never ends the forward.
+Unlike kubectl, a connection that fails or is reset never ends the forward. For TYPE/NAME,
+kubectl's flags apply (-n, --context, --kubeconfig or KUBECONFIG, --pod-running-timeout),
+and where kubectl gives up, proxy holds: each new connection goes to a ready pod of the
+target (--balance, --eject-after), and to another when one is gone; the pods are followed
+through the API, so a rollout or a replaced pod does not end the forward; the connection to
+the API server is kept alive with PINGs and opened again when it drops, while new
+connections wait (up to --pod-running-timeout). Each connection prints `Handling connection
+for PORT` on stdout, and a failure `an error occurred forwarding PORT -> PORT: ...` on
+stderr.
 
 Signals: without CMD, SIGINT and SIGTERM drain (see --drain) and exit 0. With CMD, proxy
 forwards until CMD exits: SIGTERM is passed on to CMD, and so is SIGINT unless it came from
@@ -55,6 +69,9 @@ with CMD, CMD's.";
 /// `proxy forward --help`, below the options.
 pub const EXAMPLES: &str = "\
 Examples:
+  proxy forward svc/web 8080:80                   localhost:8080 to the ready pods of svc/web
+  proxy forward -n shop deploy/api :http          a free local port to api's port `http`
+  proxy forward pod/db 5432 -- psql -h 127.0.0.1  run psql while forwarding
   proxy forward db.internal 5432                  localhost:5432 to db.internal:5432
   proxy forward 10.0.0.5 8080:80 8443:443         two ports
   proxy forward db.internal :5432                 a free local port (printed on stdout)

@@ -112,8 +112,8 @@ pub enum Command {
     )]
     TcpUdp(TcpUdpArgs),
 
-    /// Forward local ports to a host, like `kubectl port-forward`: `proxy forward TARGET
-    /// SPEC... [-- CMD ARGS...]`.
+    /// Forward local ports to a pod, service or workload (`pod/web`, `svc/web`), or to a
+    /// host, like `kubectl port-forward`: `proxy forward TARGET SPEC... [-- CMD ARGS...]`.
     #[command(
         long_about = forward::LONG_ABOUT,
         after_help = forward::EXAMPLES,

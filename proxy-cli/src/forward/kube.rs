@@ -15,12 +15,26 @@ use crate::args::UsageError;
 use crate::registry::{Forwards, Protocol};
 use crate::shutdown::{self, Signals};
 
+/// The settings keys a `TYPE/NAME` forward uses: how connections are spread over pods.
+const KUBE_KEYS: [&str; 4] = ["balance", "affinity_timeout", "eject_after", "eject_for"];
+
 /// Runs `proxy forward TYPE/NAME SPEC...` until a signal stops it or CMD exits.
 pub(super) async fn run(
     args: &ForwardArgs,
     target: &Target,
     forwards: &Forwards,
 ) -> anyhow::Result<()> {
+    if let Some((key, _)) = (args.keys.given.iter()).find(|(k, _)| !KUBE_KEYS.contains(k)) {
+        return Err(UsageError(format!(
+            "--{} applies to host targets; a TYPE/NAME target takes only {} (its pods are \
+             reached through the API server)",
+            key.replace('_', "-"),
+            KUBE_KEYS
+                .map(|k| format!("--{}", k.replace('_', "-")))
+                .join(", ")
+        ))
+        .into());
+    }
     let plan = args.plan_for(Host::Name("localhost".into()))?;
     if let Some(udp) = plan.specs.iter().find(|s| s.protocol() == Protocol::Udp) {
         return Err(UsageError(format!(

@@ -1,7 +1,8 @@
-//! `proxy forward`: kubectl port-forward's command line, without Kubernetes.
+//! `proxy forward`: kubectl port-forward's command line.
 //!
 //! `proxy forward [--address ADDR[,ADDR...]] TARGET SPEC... [-- CMD ARGS...]` forwards
-//! local ports to TARGET's ports. This module has the grammar of SPEC ([`parse_spec`]),
+//! local ports to TARGET's ports: a host's directly, or a `TYPE/NAME` object's pods through
+//! the Kubernetes API (`kube`, with [`proxy_kube::forward::PodForwarder`]). This module has the grammar of SPEC ([`parse_spec`]),
 //! TARGET ([`parse_target`]) and `--address` ([`parse_address`]), the checks across them
 //! ([`ForwardArgs::plan`]), and the running ([`run`]): binding every port on every address
 //! (a kernel-chosen port is the same on all of them), the kubectl lines on stdout, the

@@ -21,7 +21,12 @@ impl PortForwardServer {
     /// (for the access log: one line per stream, naming the protocol) and waits (within
     /// [`PROMPT`]) for its `Starting to serve on ADDR` line on stdout.
     pub(crate) fn start(args: &[&str]) -> PortForwardServer {
-        let mut all = vec!["port-forward-server", "--listen", "127.0.0.1:0"];
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    /// [`start`](Self::start) on `listen` (such as the address of a server stopped before).
+    pub(crate) fn start_on(listen: &str, args: &[&str]) -> PortForwardServer {
+        let mut all = vec!["port-forward-server", "--listen", listen];
         all.extend_from_slice(args);
         let mut cmd = Command::new(PROXY);
         cmd.args(&all).env("RUST_LOG", "info");
