@@ -536,3 +536,29 @@ fn settings_a_pod_forward_cannot_honour_are_refused() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("UDP"), "{stderr}");
 }
+
+#[test]
+fn an_idle_forward_still_works_after_the_servers_idle_timeout() {
+    let cluster = Cluster::start(&["--streaming-connection-idle-timeout", "1s"]);
+    let config = cluster.kubeconfig();
+    let ours = forward(&config, "pod/web-1", &["0:http"], &[]);
+    let local = ours.local(0);
+    assert_eq!(pod_behind(local), "web-1");
+    let kubectl = Kubectl::find_or_skip("1.33");
+    let mut theirs = kubectl.as_ref().map(|k| {
+        let pf = k.port_forward(&config, Transport::Default, "pod/web-1", &["0:http"], None);
+        assert_eq!(pod_behind(pf.local(0)), "web-1");
+        pf
+    });
+    // Idle for three times the server's limit: the server cuts both sessions.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pod_behind(local), "web-1", "{}", ours.output());
+    assert_eq!(pod_behind(local), "web-1");
+    if let Some(theirs) = theirs.as_mut() {
+        assert!(
+            theirs.wait_exit(EXIT_LIMIT).is_some(),
+            "kubectl's forward ends when the server cuts its idle connection:\n{}",
+            theirs.output()
+        );
+    }
+}

@@ -71,6 +71,11 @@ pub struct PortForwardServerArgs {
     /// Serve beyond loopback without TLS or without a token.
     #[arg(long)]
     pub insecure: bool,
+
+    /// End a port-forward connection that has sent nothing (no data, no PING) for this
+    /// long, as the kubelet's flag of the same name (4h there); 0 never. [default: 0]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub streaming_connection_idle_timeout: Option<std::time::Duration>,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

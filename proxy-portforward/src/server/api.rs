@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::idle::IdleIo;
 use super::route::{Resource, Route, route};
 use super::upgrade::{self, Upgrade};
 use super::{Body, Shared};
@@ -124,9 +125,10 @@ impl Shared {
         let forward = self.pod_forward(pod, client);
         let on_upgrade = hyper::upgrade::on(request);
         let response = upgrade::switching(&upgrade);
+        let idle_timeout = self.idle_timeout;
         tokio::spawn(async move {
             let io = match on_upgrade.await {
-                Ok(upgraded) => TokioIo::new(upgraded),
+                Ok(upgraded) => IdleIo::new(TokioIo::new(upgraded), idle_timeout),
                 Err(error) => {
                     tracing::debug!(client = ?client, %error, "upgrade failed");
                     return;

@@ -30,6 +30,7 @@
 //! ```
 
 mod api;
+mod idle;
 mod pod_watch;
 mod route;
 mod tls;
@@ -74,9 +75,18 @@ pub struct ServerBuilder {
     observer: Option<Arc<dyn Observe>>,
     token: Option<String>,
     protocols: Vec<Protocol>,
+    idle_timeout: Option<Duration>,
 }
 
 impl ServerBuilder {
+    /// Ends a port-forward connection from which nothing has been read (no data, no
+    /// PING) for `idle`, as the kubelet's `--streaming-connection-idle-timeout` (4 h by
+    /// default there). Default `None`: never.
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = idle.into();
+        self
+    }
+
     /// Streams reach pods through `dialer` instead of the built-in [`TargetDialer`].
     pub fn dialer(mut self, dialer: Arc<dyn Dial>) -> Self {
         self.dialer = dialer;
@@ -117,6 +127,7 @@ impl ServerBuilder {
                 extra: self.observer,
                 token: self.token,
                 protocols: self.protocols,
+                idle_timeout: self.idle_timeout,
             }),
         }
     }
@@ -137,6 +148,7 @@ struct Shared {
     extra: Option<Arc<dyn Observe>>,
     token: Option<String>,
     protocols: Vec<Protocol>,
+    idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Server {
@@ -157,6 +169,7 @@ impl Server {
             observer: None,
             token: None,
             protocols: channel::KUBELET_PROTOCOLS.to_vec(),
+            idle_timeout: None,
         }
     }
 
