@@ -412,3 +412,50 @@ async fn exchange(sock: &UdpSocket, to: SocketAddr, me: u32, seq: u32) {
         }
     }
 }
+
+/// A pod that sends far more than the client reads: datagrams are dropped (the memory
+/// held for the stream is bounded), those that arrive are whole and in order, and the
+/// stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_the_pod_is_dropped_not_buffered() {
+    const FLOOD: u32 = 3000;
+    let pod = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pod_port = pod.local_addr().unwrap().port();
+    let flooding = tokio::spawn(async move {
+        let mut buf = vec![0; 2048];
+        loop {
+            let (n, from) = pod.recv_from(&mut buf).await.unwrap();
+            if &buf[..n] == b"flood" {
+                for seq in 0..FLOOD {
+                    let _ = pod.send_to(&tagged(7, seq, 1400), from).await;
+                }
+            } else {
+                pod.send_to(&buf[..n], from).await.unwrap();
+            }
+        }
+    });
+    let server = Server::builder(cluster()).build();
+    let listening = node(&server).await;
+    let (session, _) = session(listening.local_addr(), Over::Spdy).await;
+    let stream = session.open_udp(pod_port).await.unwrap();
+    stream.send(b"flood").await.unwrap();
+    // Not read while the pod sends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = 0u32;
+    let mut last = None;
+    while let Ok(received) = tokio::time::timeout(Duration::from_millis(300), stream.recv()).await {
+        let d = received.unwrap().unwrap();
+        let (who, seq) = tag_of(&d).unwrap();
+        assert_eq!(who, 7);
+        assert_bytes("flooded datagram", &d, &tagged(7, seq, 1400));
+        assert!(last < Some(seq), "in order");
+        last = Some(seq);
+        got += 1;
+    }
+    assert!(
+        got > 0 && got < FLOOD,
+        "some arrive, the rest are dropped: {got}"
+    );
+    round_trip(&stream, b"still here").await;
+    flooding.abort();
+}
