@@ -85,6 +85,11 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 ///   dropped: `timed out waiting for streams` on its error stream, and its stream reset.
 /// - A client's RST_STREAM on a data stream closes the pod connection (with an RST if the
 ///   pod had more to send); its GOAWAY or EOF ends every stream and the session.
+/// - A pair whose SYN_STREAMs carry `protocol: udp` is a UDP stream ([`crate::udp`]) when
+///   `forward.udp` is set (the client negotiated it): a connected UDP socket to the port,
+///   length-prefixed datagrams both ways, ended after `forward.udp`'s idle timeout.
+///   Otherwise, or for a `protocol` not known, the error stream gets the reason and
+///   nothing is dialed.
 ///
 /// On TCP, set `TCP_NODELAY` on `io` (Go, and so the kubelet and kubectl, always do):
 /// frames are written in batches, but a lone WINDOW_UPDATE or PING answer must not wait.
