@@ -8,7 +8,8 @@
 //! [`cluster_file`], [`discovery`]), the dialer that reaches a pod's port on a host or
 //! inside its network namespace ([`dial`]), the node's side with I/O ([`forward`],
 //! [`server`]), and the client's side with I/O ([`client`]: the upgrades, SPDY sessions
-//! and their streams, WebSocket channel streams).
+//! and their streams, WebSocket channel streams), and UDP through port-forward, an extension
+//! only this crate's server speaks ([`udp`]).
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -24,3 +25,4 @@ pub mod server;
 pub mod spdy;
 pub mod status;
 mod sys;
+pub mod udp;

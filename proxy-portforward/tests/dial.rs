@@ -161,3 +161,81 @@ async fn a_netns_target_reaches_the_namespace_s_loopback_without_moving_a_runtim
         "{e}"
     );
 }
+
+/// Echoes one datagram on `socket`, on a thread, and returns its source.
+fn echo_datagram(socket: std::net::UdpSocket) -> std::thread::JoinHandle<SocketAddr> {
+    std::thread::spawn(move || {
+        socket.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = socket.recv_from(&mut buf).expect("a datagram");
+        socket.send_to(&buf[..n], from).expect("echo");
+        from
+    })
+}
+
+async fn datagram_round_trip(socket: &tokio::net::UdpSocket) {
+    socket.send(b"hello pod").await.unwrap();
+    let mut back = [0u8; 64];
+    let n = tokio::time::timeout(LIMIT, socket.recv(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(&back[..n], b"hello pod");
+}
+
+#[tokio::test]
+async fn a_host_target_connects_a_udp_socket_to_the_stream_s_port() {
+    let pod_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pod_addr = pod_socket.local_addr().unwrap();
+    let echo = echo_datagram(pod_socket);
+    let dialer = TargetDialer::new(LIMIT);
+    let pod: Pod = "web=127.0.0.1".parse().unwrap();
+    let socket = dialer.dial_udp(&pod, pod_addr.port()).await.expect("dial");
+    assert_eq!(socket.peer_addr().unwrap(), pod_addr);
+    datagram_round_trip(&socket).await;
+    assert_eq!(echo.join().unwrap(), socket.local_addr().unwrap());
+}
+
+/// A dialer of the embedder's that only says how to reach TCP ports refuses UDP.
+#[tokio::test]
+async fn a_dialer_reaches_no_udp_port_unless_it_says_so() {
+    struct TcpOnly;
+    impl Dial for TcpOnly {
+        fn dial(&self, _pod: &Pod, _port: u16) -> proxy_portforward::dial::Dialing {
+            Box::pin(async { Err(std::io::Error::other("unused")) })
+        }
+    }
+    let pod: Pod = "web=127.0.0.1".parse().unwrap();
+    let e = TcpOnly.dial_udp(&pod, 53).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+    assert_eq!(e.to_string(), "this dialer does not reach UDP ports");
+}
+
+#[tokio::test]
+async fn a_netns_target_connects_a_udp_socket_inside_the_namespace() {
+    let ns = Netns::new("udp");
+    let path = ns.path();
+    let pod_socket = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("open the namespace");
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("enter the namespace");
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind in the namespace")
+    })
+    .join()
+    .unwrap();
+    let port = pod_socket.local_addr().unwrap().port();
+    let echo = echo_datagram(pod_socket);
+    let dialer = TargetDialer::new(LIMIT);
+    let socket = dialer
+        .connect_udp(&PodTarget::Netns(ns.path()), port)
+        .await
+        .expect("dial into the namespace");
+    datagram_round_trip(&socket).await;
+    assert!(echo.join().unwrap().ip().is_loopback());
+    // This thread, the runtime's, is still in the process's namespace.
+    let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    assert_eq!(here, std::fs::read_link("/proc/self/ns/net").unwrap());
+}

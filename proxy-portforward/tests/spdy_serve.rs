@@ -40,6 +40,7 @@ async fn node(keeps_windows: bool) -> (Node, Client) {
         dialer: Arc::new(TargetDialer::new(Duration::from_secs(5))),
         observer: observer.clone(),
         client: None,
+        udp: None,
     };
     let served = tokio::spawn(async move {
         let (conn, _) = l.accept().await?;
@@ -351,6 +352,7 @@ async fn serve_spdy_over_an_in_memory_pipe() {
         dialer: Arc::new(TargetDialer::new(Duration::from_secs(5))),
         observer: Arc::new(Recording::default()),
         client: None,
+        udp: None,
     };
     let served = tokio::spawn(serve_spdy(a, forward, Wire::SpdyOverWebSocket));
     let client = Client::new(b, true).await;
@@ -378,6 +380,7 @@ fn node_in_memory() -> (JoinHandle<std::io::Result<()>>, tokio::io::DuplexStream
         dialer: Arc::new(TargetDialer::new(Duration::from_secs(5))),
         observer: Arc::new(Recording::default()),
         client: None,
+        udp: None,
     };
     (tokio::spawn(serve_spdy(a, forward, Wire::Spdy)), b)
 }

@@ -125,6 +125,7 @@ async fn serve_one(
         dialer: Arc::new(TargetDialer::new(PROMPT)),
         observer,
         client: Some(client),
+        udp: None,
     };
     forward::serve_channels(ws, ports, protocol, forward).await
 }
@@ -540,6 +541,7 @@ async fn too_many_ports_for_base64_is_invalid_input() {
             dialer: Arc::new(TargetDialer::new(PROMPT)),
             observer: Arc::new(Recording::default()),
             client: None,
+            udp: None,
         };
         forward::serve_channels(ws, vec![80; 41], Protocol::V4Base64, forward).await
     });
@@ -804,6 +806,7 @@ async fn upgrade(
             dialer: Arc::new(TargetDialer::new(PROMPT)),
             observer,
             client: None,
+            udp: None,
         };
         forward::serve_channels(ws, ports, protocol, forward)
             .await

@@ -12,6 +12,13 @@
 //!   and reports its end ([`SpdySession::closed`]).
 //! - [`ChannelStream`] is one forwarded connection over a WebSocket speaking the channel
 //!   protocol (`v4.channel.k8s.io`, `v4.base64.channel.k8s.io`), for `ports=PORT`.
+//! - UDP, with this crate's own server only ([`crate::udp`]): offer it at the upgrade
+//!   ([`upgrade_spdy_with`] and [`udp::SPDY_OFFER`](crate::udp::SPDY_OFFER), or the
+//!   tunnel's [`udp::TUNNEL_OFFER`](crate::udp::TUNNEL_OFFER)), tell the session what was
+//!   selected ([`SpdySessionBuilder::protocol`]), then [`SpdySession::open_udp`] gives a
+//!   [`DatagramStream`] if the server selected UDP ([`SpdySession::supports_udp`]), and
+//!   fails at once otherwise. [`udp::serve_udp`] relays a local UDP socket's clients,
+//!   one stream each.
 //!
 //! # Examples
 //!
@@ -36,13 +43,15 @@
 
 mod spdy;
 mod stream;
+pub mod udp;
 mod upgrade;
 mod websocket;
 
 pub use spdy::{
     DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_SESSION_WINDOW, SpdySession,
-    SpdySessionBuilder,
+    SpdySessionBuilder, UDP_NOT_NEGOTIATED,
 };
 pub use stream::ForwardedStream;
-pub use upgrade::{UpgradeError, Upgraded, upgrade_spdy, upgrade_websocket};
+pub use udp::DatagramStream;
+pub use upgrade::{UpgradeError, Upgraded, upgrade_spdy, upgrade_spdy_with, upgrade_websocket};
 pub use websocket::ChannelStream;

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::stream::ForwardedStream;
+use super::udp::DatagramStream;
 use crate::spdy::{ClientEvent, ClientSession, Decoder, Encoder, Frame};
 
 /// How often a session PINGs the node by default.
@@ -26,6 +27,9 @@ pub const DEFAULT_SESSION_WINDOW: u32 = 4 << 20;
 pub(super) const OUT_HIGH: usize = 1 << 20;
 /// The most bytes put in one data frame.
 pub(super) const MAX_DATA_FRAME: usize = 32 << 10;
+/// Why [`SpdySession::open_udp`] fails on a session that did not negotiate UDP.
+pub const UDP_NOT_NEGOTIATED: &str = "the server does not support UDP port-forward (only proxy \
+     port-forward-server does; Kubernetes API servers carry TCP only)";
 /// The most error text kept per stream.
 const MAX_ERROR_TEXT: usize = 64 << 10;
 
@@ -35,6 +39,7 @@ pub struct SpdySessionBuilder {
     keepalive: Option<Duration>,
     keepalive_timeout: Duration,
     session_window: u32,
+    udp: bool,
 }
 
 /// The client's side of one SPDY/3.1 port-forward session (see the [module
@@ -100,6 +105,8 @@ pub(super) struct Shared {
     /// Buffered data went below the limit: the reader may go on.
     pub(super) drained: Notify,
     closed: watch::Sender<Option<Dead>>,
+    /// The upgrade selected UDP streams.
+    udp: bool,
 }
 
 /// One forwarded connection's state, kept by its data stream's id.
@@ -159,6 +166,16 @@ impl SpdySessionBuilder {
         self
     }
 
+    /// The protocol the upgrade selected: what [`upgrade_spdy_with`](super::upgrade_spdy_with)
+    /// returns, or the tunnel's WebSocket subprotocol from
+    /// [`upgrade_websocket`](super::upgrade_websocket). UDP streams
+    /// ([`SpdySession::open_udp`]) are allowed only when it is one of this crate's UDP
+    /// protocols ([`crate::udp`]); by default none is, as with any Kubernetes server.
+    pub fn protocol(mut self, selected: &str) -> Self {
+        self.udp = crate::udp::negotiated(selected);
+        self
+    }
+
     /// Starts the session on `io`, an upgraded connection (SPDY/3.1, or
     /// [`WebSocketBytes`](crate::forward::WebSocketBytes) for the tunnel), on a task of
     /// its own (so within a Tokio runtime).
@@ -187,6 +204,7 @@ impl SpdySessionBuilder {
             pong: Notify::new(),
             drained: Notify::new(),
             closed,
+            udp: self.udp,
         });
         shared.write.notify_one();
         let task = tokio::spawn(drive(io, shared.clone(), self));
@@ -206,6 +224,7 @@ impl SpdySession {
             keepalive: Some(DEFAULT_KEEPALIVE),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             session_window: DEFAULT_SESSION_WINDOW,
+            udp: false,
         }
     }
 
@@ -225,11 +244,46 @@ impl SpdySession {
     ///
     /// The session has ended, or the node has sent GOAWAY.
     pub async fn open(&self, port: u16) -> io::Result<ForwardedStream> {
+        self.open_with(port, false)
+    }
+
+    /// Whether the upgrade selected UDP streams ([`SpdySessionBuilder::protocol`]): only
+    /// this crate's server does, never a Kubernetes API server or kubelet.
+    pub fn supports_udp(&self) -> bool {
+        self.shared.udp
+    }
+
+    /// Opens a UDP "connection" to the pod's `port` ([`crate::udp`]): datagrams both ways
+    /// through a [`DatagramStream`]. The node connects a UDP socket to the port; an error
+    /// (nothing listening, reported by ICMP) comes back on the stream.
+    ///
+    /// # Errors
+    ///
+    /// At once, with kind `Unsupported` and [`UDP_NOT_NEGOTIATED`], when the session did
+    /// not negotiate UDP (nothing is sent: another server would connect TCP); the session
+    /// has ended, or the node has sent GOAWAY.
+    pub async fn open_udp(&self, port: u16) -> io::Result<DatagramStream> {
+        if !self.shared.udp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                UDP_NOT_NEGOTIATED,
+            ));
+        }
+        let stream = self.open_with(port, true)?;
+        Ok(DatagramStream::new(stream))
+    }
+
+    fn open_with(&self, port: u16, udp: bool) -> io::Result<ForwardedStream> {
         let mut core = self.shared.lock();
         if let Some(dead) = &core.dead {
             return Err(dead_error(dead));
         }
-        let Some(opened) = core.session.open(port) else {
+        let opened = if udp {
+            core.session.open_udp(port)
+        } else {
+            core.session.open(port)
+        };
+        let Some(opened) = opened else {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "the node takes no new streams (GOAWAY)",

@@ -104,9 +104,10 @@ impl ForwardedStream {
     }
 }
 
-impl AsyncRead for ForwardedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl ForwardedStream {
+    /// [`AsyncRead::poll_read`] through a shared reference (for [`super::DatagramStream`]).
+    pub(super) fn poll_read_shared(
+        &self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
@@ -149,11 +150,10 @@ impl AsyncRead for ForwardedStream {
         slot.read_waker = Some(cx.waker().clone());
         Poll::Pending
     }
-}
 
-impl AsyncWrite for ForwardedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
+    /// [`AsyncWrite::poll_write`] through a shared reference.
+    pub(super) fn poll_write_shared(
+        &self,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
@@ -209,6 +209,26 @@ impl AsyncWrite for ForwardedStream {
         drop(core);
         self.shared.wake_writer();
         Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncRead for ForwardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.poll_read_shared(cx, buf)
+    }
+}
+
+impl AsyncWrite for ForwardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_shared(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

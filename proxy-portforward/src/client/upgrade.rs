@@ -186,6 +186,46 @@ where
     Ok(TokioIo::new(upgraded))
 }
 
+/// Upgrades `io` to SPDY/3.1 as [`upgrade_spdy`], offering `protocols` in
+/// `X-Stream-Protocol-Version` (one header line each, in order; Go's servers do not split
+/// commas), and returns the one the server selected (empty when it named none). Offer
+/// [`udp::SPDY_OFFER`](crate::udp::SPDY_OFFER) for UDP streams, and give what this returns
+/// to [`SpdySessionBuilder::protocol`](super::SpdySessionBuilder::protocol).
+///
+/// # Errors
+///
+/// As [`upgrade_spdy`]; [`UpgradeError::Handshake`] when the server selected a protocol
+/// not offered.
+pub async fn upgrade_spdy_with<IO>(
+    io: IO,
+    path: &str,
+    protocols: &[&str],
+    headers: &[(&str, &str)],
+) -> Result<(Upgraded, String), UpgradeError>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut builder = request(Method::POST, path, headers)?.header(UPGRADE, "SPDY/3.1");
+    for protocol in protocols {
+        builder = builder.header("x-stream-protocol-version", *protocol);
+    }
+    let response = send(io, finish(builder)?).await?;
+    let selected = response
+        .headers()
+        .get("x-stream-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if !selected.is_empty() && !protocols.contains(&selected.as_str()) {
+        return Err(UpgradeError::Handshake(format!(
+            "the server selected stream protocol {selected:?}, not one offered"
+        )));
+    }
+    let upgraded = hyper::upgrade::on(response).await.map_err(hyper_error)?;
+    Ok((TokioIo::new(upgraded), selected))
+}
+
 /// Upgrades `io` to a WebSocket, offering `protocols` (`v4.channel.k8s.io`, or
 /// `SPDY/3.1+portforward.k8s.io` for the tunnel): `GET path_with_query` (the channel
 /// protocol needs `?ports=PORT`) with `headers` as [`upgrade_spdy`]. Returns the

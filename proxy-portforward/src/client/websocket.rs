@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::SpdySession;
+use super::{SpdySession, SpdySessionBuilder};
 use crate::channel::{ClientEvent, ClientMux, Protocol, Stream as Channel};
 use crate::forward::{MAX_DATA_PER_MESSAGE, WebSocketBytes, io_error};
 
@@ -27,6 +27,20 @@ impl SpdySession {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         SpdySession::new(WebSocketBytes::new(ws))
+    }
+}
+
+// ===== impl SpdySessionBuilder =====
+
+impl SpdySessionBuilder {
+    /// Starts the session on a WebSocket whose server chose a tunnel protocol
+    /// (`SPDY/3.1+portforward.k8s.io`, or [`udp::TUNNEL_PROTOCOL`](crate::udp::TUNNEL_PROTOCOL)
+    /// given to [`protocol`](Self::protocol)), as [`SpdySession::tunnel`].
+    pub fn tunnel<S>(self, ws: WebSocketStream<S>) -> SpdySession
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        self.start(WebSocketBytes::new(ws))
     }
 }
 

@@ -13,7 +13,9 @@ mod observe;
 mod spdy;
 mod websocket;
 
-pub use observe::{Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Wire, WireStats};
+pub use observe::{
+    Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Transport, Wire, WireStats,
+};
 pub use spdy::{OUT_HIGH, SESSION_WINDOW, STREAM_CREATION_TIMEOUT, serve_spdy};
 pub(crate) use websocket::io_error;
 pub use websocket::{
@@ -24,6 +26,7 @@ pub use websocket::{
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::dial::Dial;
 use crate::objects::Pod;
@@ -40,6 +43,28 @@ pub struct PodForward {
     pub observer: Arc<dyn Observe>,
     /// The client's address, for the access log (`None` when not known).
     pub client: Option<SocketAddr>,
+    /// UDP streams (this crate's extension, [`crate::udp`]): `Some` when the client
+    /// negotiated them at the upgrade; `None` refuses every UDP stream with error text.
+    pub udp: Option<UdpForward>,
+}
+
+/// How UDP streams are relayed, on a session that negotiated them ([`crate::udp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpForward {
+    /// A stream with no datagram either way for this long ends (default
+    /// [`DEFAULT_UDP_IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+}
+
+/// How long a UDP stream may go without a datagram by default: 60 s.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for UdpForward {
+    fn default() -> Self {
+        UdpForward {
+            idle_timeout: DEFAULT_UDP_IDLE_TIMEOUT,
+        }
+    }
 }
 
 impl fmt::Debug for PodForward {
@@ -48,12 +73,13 @@ impl fmt::Debug for PodForward {
             .field("namespace", &self.pod.namespace)
             .field("pod", &self.pod.name)
             .field("client", &self.client)
+            .field("udp", &self.udp)
             .finish_non_exhaustive()
     }
 }
 
 impl PodForward {
-    /// What [`Observe`] is told about a stream to `port` of this pod.
+    /// What [`Observe`] is told about a TCP stream to `port` of this pod.
     pub fn stream_info(&self, wire: Wire, port: u16, request_id: impl Into<String>) -> StreamInfo {
         StreamInfo {
             wire,
@@ -62,6 +88,7 @@ impl PodForward {
             port,
             request_id: request_id.into(),
             client: self.client,
+            transport: Transport::Tcp,
         }
     }
 }

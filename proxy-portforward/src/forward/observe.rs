@@ -46,6 +46,32 @@ impl fmt::Display for Wire {
     }
 }
 
+/// What a forwarded stream carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A TCP connection (every protocol of Kubernetes).
+    #[default]
+    Tcp,
+    /// UDP datagrams, this crate's extension ([`crate::udp`]).
+    Udp,
+}
+
+impl Transport {
+    /// `tcp` or `udp`, as the access log has it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One forwarded stream (a connection the client forwards to the pod's port).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -61,6 +87,8 @@ pub struct StreamInfo {
     pub request_id: String,
     /// The client's address, if known.
     pub client: Option<SocketAddr>,
+    /// TCP, or UDP on a session that negotiated it.
+    pub transport: Transport,
 }
 
 /// How a stream ended.
@@ -119,6 +147,10 @@ pub struct WireStats {
     pub bytes_to_pod: u64,
     /// Bytes passed from pods to clients.
     pub bytes_from_pod: u64,
+    /// Of the streams open now, those carrying UDP.
+    pub udp_streams_open: u64,
+    /// Of the streams ever started, those carrying UDP.
+    pub udp_streams_total: u64,
 }
 
 /// Every protocol's counters, indexed as [`Wire::ALL`].
@@ -141,6 +173,8 @@ struct Counters {
     stream_errors: AtomicU64,
     bytes_to_pod: AtomicU64,
     bytes_from_pod: AtomicU64,
+    udp_streams_open: AtomicU64,
+    udp_streams_total: AtomicU64,
 }
 
 /// The built-in [`Observe`]: counters by protocol, and one access-log line per stream
@@ -168,6 +202,8 @@ impl Stats {
                 stream_errors: c.stream_errors.load(Relaxed),
                 bytes_to_pod: c.bytes_to_pod.load(Relaxed),
                 bytes_from_pod: c.bytes_from_pod.load(Relaxed),
+                udp_streams_open: c.udp_streams_open.load(Relaxed),
+                udp_streams_total: c.udp_streams_total.load(Relaxed),
             }
         }))
     }
@@ -188,11 +224,18 @@ impl Observe for Stats {
         let c = &self.wires[stream.wire.index()];
         c.streams_open.fetch_add(1, Relaxed);
         c.streams_total.fetch_add(1, Relaxed);
+        if stream.transport == Transport::Udp {
+            c.udp_streams_open.fetch_add(1, Relaxed);
+            c.udp_streams_total.fetch_add(1, Relaxed);
+        }
     }
 
     fn stream_ended(&self, stream: &StreamInfo, end: &StreamEnd) {
         let c = &self.wires[stream.wire.index()];
         c.streams_open.fetch_sub(1, Relaxed);
+        if stream.transport == Transport::Udp {
+            c.udp_streams_open.fetch_sub(1, Relaxed);
+        }
         c.bytes_to_pod.fetch_add(end.bytes_to_pod, Relaxed);
         c.bytes_from_pod.fetch_add(end.bytes_from_pod, Relaxed);
         if end.error.is_some() {
@@ -210,6 +253,7 @@ impl Observe for Stats {
             bytes_down = end.bytes_from_pod,
             duration_ms = end.duration.as_millis() as u64,
             error = end.error.as_deref().unwrap_or("-"),
+            transport = stream.transport.name(),
             "stream"
         );
     }
@@ -229,6 +273,7 @@ mod tests {
             port: 80,
             request_id: "0".into(),
             client: None,
+            transport: Transport::Tcp,
         };
         stats.session_started(Wire::WebSocket);
         stats.stream_started(&info);
@@ -254,7 +299,19 @@ mod tests {
                 stream_errors: 1,
                 bytes_to_pod: 5,
                 bytes_from_pod: 7,
+                udp_streams_open: 0,
+                udp_streams_total: 0,
             }
         );
+        let udp = StreamInfo {
+            transport: Transport::Udp,
+            ..info
+        };
+        stats.stream_started(&udp);
+        assert_eq!(stats.snapshot().wire(Wire::WebSocket).udp_streams_open, 1);
+        stats.stream_ended(&udp, &StreamEnd::default());
+        let ws = *stats.snapshot().wire(Wire::WebSocket);
+        assert_eq!((ws.udp_streams_open, ws.udp_streams_total), (0, 1));
+        assert_eq!((ws.streams_open, ws.streams_total), (0, 2));
     }
 }

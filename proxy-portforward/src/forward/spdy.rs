@@ -21,6 +21,7 @@
 //! client is taken to keep none.
 
 mod conn;
+mod datagram;
 mod stream;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -38,7 +39,7 @@ use tokio::time::Instant;
 
 use self::conn::{IoStep, poll_io};
 use self::stream::{Cmd, Inbound, Stop, Task};
-use super::{Observe, PodForward, Wire};
+use super::{Observe, PodForward, Transport, Wire};
 use crate::spdy::session::{Event, SendError, StreamKind};
 use crate::spdy::{Decoder, Encoder, FlowControl, Frame, Session, goaway_status, rst_status};
 
@@ -84,6 +85,11 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 ///   dropped: `timed out waiting for streams` on its error stream, and its stream reset.
 /// - A client's RST_STREAM on a data stream closes the pod connection (with an RST if the
 ///   pod had more to send); its GOAWAY or EOF ends every stream and the session.
+/// - A pair whose SYN_STREAMs carry `protocol: udp` is a UDP stream ([`crate::udp`]) when
+///   `forward.udp` is set (the client negotiated it): a connected UDP socket to the port,
+///   length-prefixed datagrams both ways, ended after `forward.udp`'s idle timeout.
+///   Otherwise, or for a `protocol` not known, the error stream gets the reason and
+///   nothing is dialed.
 ///
 /// On TCP, set `TCP_NODELAY` on `io` (Go, and so the kubelet and kubectl, always do):
 /// frames are written in batches, but a lone WINDOW_UPDATE or PING answer must not wait.
@@ -111,6 +117,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 ///     dialer: Arc::new(TargetDialer::new(Duration::from_secs(5))),
 ///     observer: Arc::new(Stats::new()),
 ///     client: None,
+///     udp: None,
 /// };
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:10250").await?;
 /// loop {
@@ -179,6 +186,9 @@ struct Driver<IO> {
     held: usize,
     half_open: VecDeque<HalfOpen>,
     waiting: HashMap<u32, String>,
+    /// The `protocol` header of open streams not yet paired, for those that have one
+    /// (UDP, [`crate::udp`]).
+    transports: HashMap<u32, String>,
     probe: Option<u32>,
     last_stream: u32,
     cmds_tx: mpsc::UnboundedSender<Cmd>,
@@ -216,6 +226,7 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             held: 0,
             half_open: VecDeque::new(),
             waiting: HashMap::new(),
+            transports: HashMap::new(),
             probe: None,
             last_stream: 0,
             cmds_tx,
@@ -317,7 +328,12 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             let syn = match &frame {
                 Frame::SynStream {
                     stream_id, headers, ..
-                } => Some((*stream_id, headers.get_str("requestid").map(str::to_owned))),
+                } => {
+                    if let Some(p) = headers.get_str(crate::udp::PROTOCOL_HEADER) {
+                        self.transports.insert(*stream_id, p.to_owned());
+                    }
+                    Some((*stream_id, headers.get_str("requestid").map(str::to_owned)))
+                }
                 Frame::Ping { id } if Some(*id) == self.probe => {
                     // Our data waited for a window through a whole round trip and no
                     // WINDOW_UPDATE came: this client keeps no windows.
@@ -334,6 +350,12 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             if let Err(e) = self.session.receive(frame) {
                 let _ = self.encode_frames();
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if let Some((id, _)) = syn
+                && self.session.stream_kind(id).is_none()
+            {
+                // Refused by the session: no pairing will come.
+                self.transports.remove(&id);
             }
             if let Some((id, request_id)) = syn
                 && let Some(kind) = self.session.stream_kind(id)
@@ -384,6 +406,7 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
                         let _ = relay.stop.send(Stop::Reset);
                     }
                     self.waiting.remove(&stream_id);
+                    self.transports.remove(&stream_id);
                 }
                 // Handled where it is read: the session ends.
                 Event::GoAway { .. } => {}
@@ -394,7 +417,26 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
     fn start(&mut self, request_id: String, port: u16, data_stream: u32, error_stream: u32) {
         self.waiting.remove(&data_stream);
         self.waiting.remove(&error_stream);
-        let info = self.forward.stream_info(self.wire, port, request_id);
+        let data_transport = self.transports.remove(&data_stream);
+        let error_transport = self.transports.remove(&error_stream);
+        let mut info = self.forward.stream_info(self.wire, port, request_id);
+        // Never TCP for a stream that asked for something else: UDP when negotiated, or
+        // a refusal with text.
+        let udp = match (data_transport.as_deref(), error_transport.as_deref()) {
+            (None | Some("tcp"), None | Some("tcp")) => None,
+            (Some(crate::udp::UDP), Some(crate::udp::UDP)) => {
+                info.transport = Transport::Udp;
+                Some(self.forward.udp.ok_or_else(|| {
+                    "UDP port-forward was not negotiated on this session".to_owned()
+                }))
+            }
+            (d, e) if d == e => Some(Err(format!("unsupported stream protocol {:?}", d))),
+            (d, e) => Some(Err(format!(
+                "the streams disagree on the protocol: data {:?}, error {:?}",
+                d.unwrap_or("tcp"),
+                e.unwrap_or("tcp")
+            ))),
+        };
         self.forward.observer.stream_started(&info);
         let (inbound, inbound_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(Stop::No);
@@ -411,7 +453,7 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             },
         );
         self.by_error.insert(error_stream, data_stream);
-        self.tasks.spawn(stream::run(Task {
+        let task = Task {
             forward: self.forward.clone(),
             info,
             data_stream,
@@ -419,7 +461,11 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             stop: stop_rx,
             cmds: self.cmds_tx.clone(),
             permits,
-        }));
+        };
+        match udp {
+            None => self.tasks.spawn(stream::run(task)),
+            Some(udp) => self.tasks.spawn(datagram::run(task, udp)),
+        };
         // Reap the tasks that are done, so the set does not grow with the session.
         while self.tasks.try_join_next().is_some() {}
     }
@@ -576,6 +622,7 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
         {
             let id = h.stream_id;
             self.half_open.pop_front();
+            self.transports.remove(&id);
             let Some(request_id) = self.waiting.remove(&id) else {
                 continue;
             };

@@ -39,6 +39,7 @@
 //!     dialer: Arc::new(TargetDialer::new(Duration::from_secs(5))),
 //!     observer: Arc::new(Stats::new()),
 //!     client: None,
+//!     udp: None,
 //! };
 //! forward::serve_channels(ws, ports, Protocol::V4Binary, pod).await
 //! # }

@@ -108,11 +108,16 @@ impl Shared {
         query: &str,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let upgrade =
-            match upgrade::read(request.method(), request.headers(), query, &self.protocols) {
-                Ok(upgrade) => upgrade,
-                Err(refused) => return status(&refused),
-            };
+        let upgrade = match upgrade::read(
+            request.method(),
+            request.headers(),
+            query,
+            &self.protocols,
+            self.udp.is_some(),
+        ) {
+            Ok(upgrade) => upgrade,
+            Err(refused) => return status(&refused),
+        };
         let cluster = self.cluster();
         let Some(pod) = cluster.pod(namespace, name) else {
             return status(&Status::not_found("pods", name));
@@ -122,7 +127,11 @@ impl Shared {
                 "pod {name} is not running (phase Pending): nothing to forward to"
             )));
         }
-        let forward = self.pod_forward(pod, client);
+        let udp = matches!(
+            upgrade,
+            Upgrade::Spdy { udp: true } | Upgrade::Tunnel { udp: true, .. }
+        );
+        let forward = self.pod_forward(pod, client, udp);
         let on_upgrade = hyper::upgrade::on(request);
         let response = upgrade::switching(&upgrade);
         let idle_timeout = self.idle_timeout;
@@ -135,7 +144,7 @@ impl Shared {
                 }
             };
             let served = match upgrade {
-                Upgrade::Spdy => forward::serve_spdy(io, forward, Wire::Spdy).await,
+                Upgrade::Spdy { .. } => forward::serve_spdy(io, forward, Wire::Spdy).await,
                 Upgrade::Tunnel { .. } => {
                     let ws = forward::server_stream(io).await;
                     forward::serve_spdy_tunnel(ws, forward).await

@@ -11,6 +11,10 @@
 //! stay, new streams go where the new objects say (a pod removed gets none), and pod
 //! watches (`GET .../pods?watch=true`) are sent the differences as watch events.
 //!
+//! It also serves UDP through port-forward, an extension only it speaks ([`crate::udp`]):
+//! selected at the upgrade when a client offers it ([`ServerBuilder::udp`] turns it off,
+//! and the server then answers as the kubelet does).
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -58,8 +62,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::channel::{self, Protocol};
-use crate::dial::{Dial, Dialing, TargetDialer};
-use crate::forward::{Observe, PodForward, Stats, StatsSnapshot};
+use crate::dial::{Dial, Dialing, DialingUdp, TargetDialer};
+use crate::forward::{Observe, PodForward, Stats, StatsSnapshot, UdpForward};
 use crate::objects::{Cluster, Pod};
 
 /// How long the built-in dialer waits for a pod's port to accept.
@@ -76,6 +80,7 @@ pub struct ServerBuilder {
     token: Option<String>,
     protocols: Vec<Protocol>,
     idle_timeout: Option<Duration>,
+    udp: Option<UdpForward>,
 }
 
 impl ServerBuilder {
@@ -114,6 +119,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether UDP through port-forward ([`crate::udp`]) is served: selected at the
+    /// upgrade when the client offers it (default `true`). With `false` the server
+    /// answers `portforward.k8s.io` as the kubelet does, and refuses UDP streams.
+    pub fn udp(mut self, serve: bool) -> Self {
+        self.udp = serve.then(|| self.udp.unwrap_or_default());
+        self
+    }
+
+    /// How long a UDP stream may go with no datagram either way before it ends (default
+    /// [`DEFAULT_UDP_IDLE_TIMEOUT`](crate::forward::DEFAULT_UDP_IDLE_TIMEOUT), 60 s).
+    /// Serves UDP if [`udp`](Self::udp) turned it off.
+    pub fn udp_idle_timeout(mut self, idle: Duration) -> Self {
+        self.udp = Some(UdpForward { idle_timeout: idle });
+        self
+    }
+
     /// The server.
     pub fn build(self) -> Server {
         Server {
@@ -128,6 +149,7 @@ impl ServerBuilder {
                 token: self.token,
                 protocols: self.protocols,
                 idle_timeout: self.idle_timeout,
+                udp: self.udp,
             }),
         }
     }
@@ -149,6 +171,8 @@ struct Shared {
     token: Option<String>,
     protocols: Vec<Protocol>,
     idle_timeout: Option<Duration>,
+    /// UDP streams, when served.
+    udp: Option<UdpForward>,
 }
 
 impl std::fmt::Debug for Server {
@@ -156,6 +180,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("token", &self.shared.token.as_ref().map(|_| "<set>"))
             .field("protocols", &self.shared.protocols)
+            .field("udp", &self.shared.udp)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +195,7 @@ impl Server {
             token: None,
             protocols: channel::KUBELET_PROTOCOLS.to_vec(),
             idle_timeout: None,
+            udp: Some(UdpForward::default()),
         }
     }
 
@@ -304,7 +330,13 @@ impl Shared {
 
     /// What a stream of a session to `pod` is forwarded with: the current objects are
     /// asked at each dial, so a pod removed or changed by [`Server::set_cluster`] is seen.
-    fn pod_forward(self: &Arc<Self>, pod: &Pod, client: Option<SocketAddr>) -> PodForward {
+    /// `udp`: the session negotiated UDP streams.
+    fn pod_forward(
+        self: &Arc<Self>,
+        pod: &Pod,
+        client: Option<SocketAddr>,
+        udp: bool,
+    ) -> PodForward {
         let observer: Arc<dyn Observe> = match &self.extra {
             None => self.stats.clone(),
             Some(extra) => Arc::new(Both(self.stats.clone(), extra.clone())),
@@ -314,6 +346,7 @@ impl Shared {
             dialer: Arc::new(CurrentPod(self.clone())),
             observer,
             client,
+            udp: if udp { self.udp } else { None },
         }
     }
 }
@@ -326,6 +359,15 @@ impl Dial for CurrentPod {
         let cluster = self.0.cluster();
         match cluster.pod(&pod.namespace, &pod.name) {
             Some(now) if now.running => self.0.dialer.dial(now, port),
+            Some(_) => Box::pin(async { Err(io::Error::other("pod is not running")) }),
+            None => Box::pin(async { Err(io::Error::other("pod not found")) }),
+        }
+    }
+
+    fn dial_udp(&self, pod: &Pod, port: u16) -> DialingUdp {
+        let cluster = self.0.cluster();
+        match cluster.pod(&pod.namespace, &pod.name) {
+            Some(now) if now.running => self.0.dialer.dial_udp(now, port),
             Some(_) => Box::pin(async { Err(io::Error::other("pod is not running")) }),
             None => Box::pin(async { Err(io::Error::other("pod not found")) }),
         }

@@ -166,6 +166,17 @@ impl ClientSession {
     /// stream's SYN_STREAM and FIN, then the data stream's SYN_STREAM. `None` once the
     /// node has sent GOAWAY or the stream ids are used up.
     pub fn open(&mut self, port: u16) -> Option<Opened> {
+        self.open_streams(port, false)
+    }
+
+    /// Queues the two streams of a UDP "connection" to the pod's `port`, as
+    /// [`open`](Self::open) with `protocol: udp` on both ([`crate::udp`]). Only for a
+    /// session whose upgrade selected UDP: any other server would connect TCP.
+    pub fn open_udp(&mut self, port: u16) -> Option<Opened> {
+        self.open_streams(port, true)
+    }
+
+    fn open_streams(&mut self, port: u16, udp: bool) -> Option<Opened> {
         let error_stream = self.next_stream;
         let data_stream = error_stream.checked_add(2)?;
         if self.goaway || data_stream > MAX_WINDOW as u32 {
@@ -175,10 +186,13 @@ impl ClientSession {
         let request_id = self.next_request;
         self.next_request += 1;
         for (id, kind) in [(error_stream, "error"), (data_stream, "data")] {
-            let headers = Headers::new()
+            let mut headers = Headers::new()
                 .with("streamtype", kind)
                 .with("port", port.to_string())
                 .with("requestid", request_id.to_string());
+            if udp {
+                headers = headers.with(crate::udp::PROTOCOL_HEADER, crate::udp::UDP);
+            }
             self.frames.push_back(Frame::syn_stream(id, headers));
             self.streams.insert(id, self.windows.stream(false, false));
             if kind == "error" {

@@ -18,4 +18,9 @@ pub(crate) mod netns {
             format!("network namespaces ({}) need Linux", path.display()),
         ))
     }
+
+    /// Refused: there are no network namespaces here.
+    pub(crate) fn udp_socket(path: &Path, addr: SocketAddr) -> io::Result<socket2::Socket> {
+        tcp_socket(path, addr)
+    }
 }

@@ -14,6 +14,19 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// that ends right after (see `dial::socket_in`). The socket stays in the namespace it was
 /// created in wherever it is used from.
 pub(crate) fn tcp_socket(path: &Path, addr: SocketAddr) -> io::Result<Socket> {
+    enter(path)?;
+    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+}
+
+/// A UDP socket for `addr`'s family, created in the network namespace at `path`; as
+/// [`tcp_socket`], for a thread that ends right after.
+pub(crate) fn udp_socket(path: &Path, addr: SocketAddr) -> io::Result<Socket> {
+    enter(path)?;
+    Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &Path) -> io::Result<()> {
     let shown = path.display();
     let ns = std::fs::File::open(path).map_err(|e| {
         io::Error::new(
@@ -27,6 +40,5 @@ pub(crate) fn tcp_socket(path: &Path, addr: SocketAddr) -> io::Result<Socket> {
             e.kind(),
             format!("cannot enter network namespace {shown}: {e}"),
         )
-    })?;
-    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+    })
 }

@@ -173,7 +173,7 @@ struct Channels<'a> {
 }
 
 /// What the stop signal says (a session's task gone is the session closed).
-async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
+pub(super) async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
     match stop.wait_for(|s| *s != Stop::No).await {
         Ok(s) => *s,
         Err(_) => Stop::Closed,
