@@ -102,6 +102,7 @@ fn prepare(args: &PortForwardServerArgs) -> Result<Prepared, UsageError> {
         _ => None,
     };
     let mut builder = Server::builder(cluster)
+        .udp(!args.no_udp)
         .idle_timeout((args.streaming_connection_idle_timeout).filter(|idle| !idle.is_zero()));
     if let Some(path) = &args.token_file {
         builder = builder.token(token(path)?);

@@ -14,7 +14,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use proxy_testkit::blocking::{Echo, connect, echo_through};
+use proxy_testkit::blocking::{Echo, UdpEcho, connect, echo_through, udp_client, udp_echo};
 use proxy_testkit::data::{assert_bytes, payload};
 use proxy_testkit::kube::{Kubeconfig, Kubectl, PortForward, TestCerts, Transport};
 use proxy_testkit::net::RefusingPort;
@@ -532,9 +532,41 @@ fn settings_a_pod_forward_cannot_honour_are_refused() {
         stderr.contains("--proxy-protocol applies to host targets") && stderr.contains("--balance"),
         "{stderr}"
     );
-    let (code, _, stderr) = support::proxy::run(&["forward", "svc/web", "5353:53/udp"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("UDP"), "{stderr}");
+}
+
+#[test]
+fn udp_through_our_server_and_a_clear_refusal_from_a_server_without_it() {
+    let udp = UdpEcho::start("127.0.0.1");
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let spec = format!("0:{}/udp", udp.port());
+    let ours = forward(&config, "pod/web-1", &["0:http", &spec], &[]);
+    let line = (ours.find_stdout(PROMPT, "/udp"))
+        .unwrap_or_else(|| panic!("no UDP line:\n{}", ours.output()));
+    let local: SocketAddr = (line.strip_prefix("Forwarding from "))
+        .and_then(|rest| rest.split(" -> ").next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(line.ends_with(&format!("-> {}/udp", udp.port())), "{line}");
+    let socket = udp_client(local);
+    for size in [0, 1, 512, 1400, 9000] {
+        let data = payload(size as u64, size);
+        assert_eq!(udp_echo(&socket, &data), data, "{size} bytes");
+    }
+
+    // A server that carries TCP only, as Kubernetes API servers: refused at start.
+    let tcp_only = Cluster::start(&["--no-udp"]);
+    let tcp_only_config = tcp_only.kubeconfig();
+    let mut refused = forward(&tcp_only_config, "pod/web-1", &[&spec], &[]);
+    let status = refused.wait_exit(EXIT_LIMIT).expect("exits");
+    assert_eq!(status.code(), Some(1), "{}", refused.output());
+    assert!(
+        refused
+            .stderr()
+            .contains("the server does not support UDP port-forward"),
+        "{}",
+        refused.output()
+    );
 }
 
 #[test]

@@ -76,6 +76,11 @@ pub struct PortForwardServerArgs {
     /// long, as the kubelet's flag of the same name (4h there); 0 never. [default: 0]
     #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     pub streaming_connection_idle_timeout: Option<std::time::Duration>,
+
+    /// Refuse the UDP extension (`proxy forward TYPE/NAME PORT/udp`), answering as a
+    /// Kubernetes API server does: TCP only.
+    #[arg(long)]
+    pub no_udp: bool,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

@@ -49,8 +49,10 @@ use k8s_openapi::api::core::v1::Pod;
 use proxy_core::{Balance, Ejection, Opened, Picker};
 use proxy_portforward::channel::Protocol as Channels;
 use proxy_portforward::client::{
-    ChannelStream, SpdySession, UpgradeError, upgrade_spdy, upgrade_websocket,
+    ChannelStream, DatagramStream, SpdySession, UDP_NOT_NEGOTIATED, UpgradeError,
+    upgrade_spdy_with, upgrade_websocket,
 };
+use proxy_portforward::udp;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -68,6 +70,8 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// The WebSocket subprotocol of SPDY tunnelled over WebSocket.
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// kubectl's SPDY offer.
+const SPDY_OFFER: [&str; 1] = ["portforward.k8s.io"];
 
 /// The first pause before trying the pods again after all failed; it doubles up to
 /// [`MAX_RETRY`].
@@ -84,6 +88,7 @@ pub struct PodForwarderBuilder {
     ejection: Option<Ejection>,
     wait: Duration,
     keepalive: Option<Duration>,
+    udp: bool,
 }
 
 /// Forwards connections to the ready pods of one target; cheap to clone. See the
@@ -111,6 +116,7 @@ struct Inner {
     sessions: Mutex<HashMap<Arc<str>, SessionSlot>>,
     wait: Duration,
     keepalive: Option<Duration>,
+    udp: bool,
 }
 
 /// The session of one pod, locked while it is being opened.
@@ -124,11 +130,12 @@ struct PodSession {
     session: SpdySession,
 }
 
-/// One forwarded connection: the stream, and the pod it went to.
+/// One forwarded connection: the stream ([`PodStream`] for TCP, [`DatagramStream`] for
+/// UDP), and the pod it went to.
 #[derive(Debug)]
-pub struct Connected {
+pub struct Connected<S = PodStream> {
     /// The connection to the pod's port.
-    pub stream: PodStream,
+    pub stream: S,
     /// The pod's name.
     pub pod: Arc<str>,
     /// The pod's port it reaches (the remote port translated for this pod).
@@ -164,6 +171,14 @@ impl PodForwarderBuilder {
     /// `--pod-running-timeout`).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait;
+        self
+    }
+
+    /// Offers UDP on the SPDY sessions (an extension only `proxy port-forward-server`
+    /// accepts; API servers answer with TCP only, which [`PodForwarder::check_udp`] then
+    /// reports). Default off: the upgrade offers exactly what kubectl offers.
+    pub fn udp(mut self, udp: bool) -> Self {
+        self.udp = udp;
         self
     }
 
@@ -234,6 +249,7 @@ impl PodForwarderBuilder {
                 sessions: Mutex::new(HashMap::new()),
                 wait: self.wait,
                 keepalive: self.keepalive,
+                udp: self.udp,
             }),
         })
     }
@@ -252,6 +268,7 @@ impl PodForwarder {
             ejection: None,
             wait: DEFAULT_WAIT,
             keepalive: Some(proxy_portforward::client::DEFAULT_KEEPALIVE),
+            udp: false,
         }
     }
 
@@ -304,6 +321,62 @@ impl PodForwarder {
     /// The last failure when the wait ends: no ready pod, the port does not exist on any,
     /// or the API server refused or could not be reached.
     pub async fn connect(&self, remote: &str, client: Option<IpAddr>) -> io::Result<Connected> {
+        self.pick(remote, client, Transport::Tcp)
+            .await
+            .map(|c| c.map(Stream::into_tcp))
+    }
+
+    /// As [`connect`](Self::connect), a UDP "connection": datagrams to `remote` on a
+    /// ready pod, through the UDP extension of `proxy port-forward-server` (the builder's
+    /// [`udp`](PodForwarderBuilder::udp) must be on).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); the server does not carry UDP.
+    pub async fn connect_udp(
+        &self,
+        remote: &str,
+        client: Option<IpAddr>,
+    ) -> io::Result<Connected<DatagramStream>> {
+        self.pick(remote, client, Transport::Udp)
+            .await
+            .map(|c| c.map(Stream::into_udp))
+    }
+
+    /// Checks that the API server carries UDP for this forward: opens (or reuses) the
+    /// session of a ready pod and reads what the upgrade answered.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` with a message saying that only `proxy port-forward-server` carries
+    /// UDP, or the failure to reach any pod.
+    pub async fn check_udp(&self) -> io::Result<()> {
+        let inner = &self.inner;
+        if !inner.udp || inner.protocol == Protocol::WebSocket {
+            return Err(udp_unsupported());
+        }
+        let set = self.pods();
+        let pod = (set.ready().first().copied())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no ready pod"))?;
+        let mut last = None;
+        for protocol in inner.spdy_candidates() {
+            match inner.spdy_session(pod, protocol).await {
+                Ok(session) if session.supports_udp() => return Ok(()),
+                Ok(_) => return Err(udp_unsupported()),
+                Err(Open::Refused(e) | Open::Failed(e)) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(udp_unsupported))
+    }
+
+    /// Opens a connection of `transport` on a ready pod: the policy's pick, else the next;
+    /// waits for pods and retries until the builder's wait ends.
+    async fn pick(
+        &self,
+        remote: &str,
+        client: Option<IpAddr>,
+        transport: Transport,
+    ) -> io::Result<Connected<Stream>> {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.wait;
         let mut pods = inner.pods.clone();
@@ -322,7 +395,11 @@ impl PodForwarder {
                         continue;
                     }
                 };
-                match inner.open(pod, port).await {
+                let opened = match transport {
+                    Transport::Tcp => inner.open(pod, port).await.map(Stream::Tcp),
+                    Transport::Udp => inner.open_udp(pod, port).await.map(Stream::Udp),
+                };
+                match opened {
                     Ok(stream) => {
                         inner.picker.report(&name, true);
                         if let Some(ip) = client {
@@ -336,6 +413,8 @@ impl PodForwarder {
                             _open: open,
                         });
                     }
+                    // No pod can do better: the server does not carry UDP.
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => return Err(e),
                     Err(e) => {
                         tracing::debug!(pod = %name, error = %e, "cannot open a forwarded connection");
                         inner.picker.report(&name, false);
@@ -428,6 +507,43 @@ impl Inner {
 
     /// A stream of the pod's SPDY session, opened now if there is none or it ended.
     async fn open_spdy(&self, pod: &Pod, port: u16, protocol: Protocol) -> Result<PodStream, Open> {
+        let session = self.spdy_session(pod, protocol).await?;
+        match session.open(port).await {
+            Ok(stream) => Ok(PodStream::spdy(stream)),
+            // It ended between the check and the open: once more, on a new one.
+            Err(_) => {
+                let session = self.spdy_session(pod, protocol).await?;
+                let stream = session.open(port).await.map_err(Open::Failed)?;
+                Ok(PodStream::spdy(stream))
+            }
+        }
+    }
+
+    /// A UDP stream of the pod's SPDY session.
+    async fn open_udp(&self, pod: &Pod, port: u16) -> io::Result<DatagramStream> {
+        let mut last = None;
+        for protocol in self.spdy_candidates() {
+            match self.spdy_session(pod, protocol).await {
+                Ok(session) => return session.open_udp(port).await,
+                Err(Open::Refused(e) | Open::Failed(e)) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(udp_unsupported))
+    }
+
+    /// The SPDY forms to try: the one that worked, else the builder's.
+    fn spdy_candidates(&self) -> Vec<Protocol> {
+        match self.chosen() {
+            Some(Protocol::WebSocket) | None => (self.protocol.candidates().iter().copied())
+                .filter(|p| *p != Protocol::WebSocket)
+                .collect(),
+            Some(chosen) => vec![chosen],
+        }
+    }
+
+    /// The pod's SPDY session: the one kept, while it lives and the pod is the same
+    /// (same uid), else a new one.
+    async fn spdy_session(&self, pod: &Pod, protocol: Protocol) -> Result<SpdySession, Open> {
         let name: Arc<str> = Arc::from(pod_name(pod));
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let slot = {
@@ -438,14 +554,15 @@ impl Inner {
         if let Some(current) = slot.as_ref()
             && current.uid == uid
             && !current.session.is_closed()
-            && let Ok(stream) = current.session.open(port).await
         {
-            return Ok(PodStream::spdy(stream));
+            return Ok(current.session.clone());
         }
         let session = self.session(&name, protocol).await?;
-        let stream = session.open(port).await.map_err(Open::Failed)?;
-        *slot = Some(PodSession { uid, session });
-        Ok(PodStream::spdy(stream))
+        *slot = Some(PodSession {
+            uid,
+            session: session.clone(),
+        });
+        Ok(session)
     }
 
     /// A new SPDY session to `pod`, over a WebSocket or not.
@@ -454,16 +571,28 @@ impl Inner {
         let path = format!("{}/{pod}/portforward", self.pods_path);
         let headers = self.headers();
         let builder = SpdySession::builder().keepalive(self.keepalive);
+        // The UDP extension is offered only when asked for: otherwise the upgrade is
+        // exactly kubectl's.
         if protocol == Protocol::Spdy {
-            let upgraded = upgrade_spdy(io, &path, &headers)
+            let offer: &[&str] = if self.udp {
+                &udp::SPDY_OFFER
+            } else {
+                &SPDY_OFFER
+            };
+            let (upgraded, selected) = upgrade_spdy_with(io, &path, offer, &headers)
                 .await
                 .map_err(Open::from)?;
-            return Ok(builder.start(upgraded));
+            return Ok(builder.protocol(&selected).start(upgraded));
         }
-        let (ws, _) = upgrade_websocket(io, &path, &[TUNNEL_PROTOCOL], &headers)
+        let offer: &[&str] = if self.udp {
+            &udp::TUNNEL_OFFER
+        } else {
+            &[TUNNEL_PROTOCOL]
+        };
+        let (ws, selected) = upgrade_websocket(io, &path, offer, &headers)
             .await
             .map_err(Open::from)?;
-        Ok(builder.start(proxy_portforward::forward::WebSocketBytes::new(ws)))
+        Ok(builder.protocol(&selected).tunnel(ws))
     }
 
     /// A WebSocket of its own for one connection, in the channel protocol.
@@ -512,4 +641,50 @@ impl From<UpgradeError> for Open {
             )),
         }
     }
+}
+
+/// What a connection carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// A connection of either transport.
+#[derive(Debug)]
+enum Stream {
+    Tcp(PodStream),
+    Udp(DatagramStream),
+}
+
+impl Stream {
+    fn into_tcp(self) -> PodStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Udp(_) => unreachable!("a TCP connection was asked for"),
+        }
+    }
+
+    fn into_udp(self) -> DatagramStream {
+        match self {
+            Stream::Udp(s) => s,
+            Stream::Tcp(_) => unreachable!("a UDP connection was asked for"),
+        }
+    }
+}
+
+impl<S> Connected<S> {
+    fn map<T>(self, f: impl FnOnce(S) -> T) -> Connected<T> {
+        Connected {
+            stream: f(self.stream),
+            pod: self.pod,
+            port: self.port,
+            _open: self._open,
+        }
+    }
+}
+
+/// The error of UDP against a server that does not carry it.
+fn udp_unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, UDP_NOT_NEGOTIATED)
 }
