@@ -35,6 +35,18 @@ const FAMILIES: &[(&str, Kind, &str, Value)] = &[
         |s| s.streams_total,
     ),
     (
+        "proxy_portforward_udp_streams_open",
+        Gauge,
+        "Of the forwarded connections open now, those carrying UDP (the extension).",
+        |s| s.udp_streams_open,
+    ),
+    (
+        "proxy_portforward_udp_streams_total",
+        Counter,
+        "Of the forwarded connections started, those carrying UDP (the extension).",
+        |s| s.udp_streams_total,
+    ),
+    (
         "proxy_portforward_stream_errors_total",
         Counter,
         "Forwarded connections that ended with an error (the pod's port refused, a reset).",
@@ -76,11 +88,13 @@ mod tests {
     fn one_series_per_protocol() {
         let mut stats = StatsSnapshot::default();
         stats.0[2].streams_total = 4;
+        stats.0[0].udp_streams_total = 2;
         let mut out = String::new();
         render(&mut out, &stats);
         assert!(out.contains("# TYPE proxy_portforward_streams_total counter\n"));
         assert!(out.contains("proxy_portforward_streams_total{protocol=\"websocket\"} 4\n"));
         assert!(out.contains("proxy_portforward_streams_total{protocol=\"spdy\"} 0\n"));
+        assert!(out.contains("proxy_portforward_udp_streams_total{protocol=\"spdy\"} 2\n"));
         assert_eq!(out.matches("proxy_portforward_sessions_open{").count(), 3);
     }
 }
