@@ -594,3 +594,33 @@ fn an_idle_forward_still_works_after_the_servers_idle_timeout() {
         );
     }
 }
+
+#[test]
+fn ports_file_and_a_command_work_as_for_hosts() {
+    let cluster = Cluster::start(&[]);
+    let config = cluster.kubeconfig();
+    let ports = TempPath::with_contents("ports.json", "stale");
+    let file = ports.path().to_str().unwrap().to_owned();
+    // CMD reads the ports file, talks through the forward, and exits 7.
+    let script = r#"cat "$0"; exec 3<>/dev/tcp/127.0.0.1/$PROXY_FORWARD_PORT; head -c 6 <&3; echo "[head $?]"; exit 7"#;
+    let mut ours = forward(
+        &config,
+        "pod/web-1",
+        &["0:http"],
+        &["--ports-file", &file, "--", "bash", "-c", script, &file],
+    );
+    let status = ours.wait_exit(EXIT_LIMIT).expect("exits with CMD");
+    assert_eq!(status.code(), Some(7), "{}", ours.output());
+    let out = ours.stdout();
+    assert!(out.contains(r#""target": "pod/web-1""#), "{out}");
+    assert!(out.contains(r#""spec": "0:http""#), "{out}");
+    assert!(
+        out.contains("web-1\n"),
+        "CMD reached the pod through the forward:\n{}",
+        ours.output()
+    );
+    assert!(
+        !ports.path().exists(),
+        "the ports file is removed at the end"
+    );
+}

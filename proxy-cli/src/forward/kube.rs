@@ -143,7 +143,7 @@ pub(super) async fn run(
                     .serving
                     .push(forwarder.serve_with(listener, remote, move |_| {
                         // kubectl's line, on stdout.
-                        println!("Handling connection for {port}");
+                        handling(port);
                     }));
             }
             Socket::Udp(socket) => {
@@ -153,7 +153,7 @@ pub(super) async fn run(
                 let open = move |peer: SocketAddr| {
                     let (forwarder, remote) = (forwarder.clone(), remote.clone());
                     Box::pin(async move {
-                        println!("Handling connection for {port}");
+                        handling(port);
                         let connected = forwarder.connect_udp(&remote, Some(peer.ip())).await;
                         connected.map(|c| c.stream).inspect_err(|e| {
                             tracing::error!(
@@ -172,6 +172,13 @@ pub(super) async fn run(
     let result = announce.run(running, forwards, &mut signals).await;
     announce.remove_ports_file();
     result
+}
+
+/// kubectl's line for each connection, on stdout; a stdout gone (a closed pipe) is not a
+/// reason to stop forwarding.
+fn handling(port: u16) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "Handling connection for {port}");
 }
 
 /// A proxy-kube error as kubectl prints it: its message says everything (its sources are
