@@ -12,11 +12,10 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::stream::{Cmd, Inbound, Stop, Task, stopped};
-use crate::channel::kubelet_error_message;
-use crate::forward::{StreamEnd, UdpForward};
+use super::stream::{Channels, Cmd, Ended, Inbound, Stop, Task, stopped};
+use crate::forward::UdpForward;
 use crate::udp::{self, Decoder};
 
 /// The most framed bytes from the pod waiting for the session's task, beyond one
@@ -63,44 +62,21 @@ pub(super) async fn run(task: Task, udp: Result<UdpForward, String>) {
             relay(&forward, info.port, udp, ch, &mut to_pod, &mut from_pod).await
         }
     };
-    let message = |reason: &str| {
-        Some(kubelet_error_message(
-            info.port,
-            &forward.pod.name,
-            &forward.pod.uid(),
-            reason,
-        ))
-    };
-    let (error, message) = match result {
-        Ok(()) => (None, None),
+    let ended = match result {
+        Ok(()) => Ended::ok(),
         Err(Failure::Refused(reason) | Failure::Pod(reason) | Failure::Client(reason)) => {
-            let m = message(&reason);
-            (Some(reason), m)
+            Ended::told(reason, false)
         }
-        Err(Failure::SessionClosed) => (Some("session closed".to_owned()), None),
+        Err(Failure::SessionClosed) => Ended::untold("session closed".into(), false),
     };
-    let _ = cmds.send(Cmd::Finish {
-        stream_id: data_stream,
-        message,
-        reset: false,
-    });
-    forward.observer.stream_ended(
+    ended.report(
+        &forward,
         &info,
-        &StreamEnd {
-            bytes_to_pod: to_pod,
-            bytes_from_pod: from_pod,
-            duration: start.elapsed(),
-            error,
-        },
+        &cmds,
+        data_stream,
+        (to_pod, from_pod),
+        start,
     );
-}
-
-struct Channels<'a> {
-    data_stream: u32,
-    inbound: &'a mut mpsc::UnboundedReceiver<Inbound>,
-    stop: &'a mut watch::Receiver<Stop>,
-    cmds: &'a mpsc::UnboundedSender<Cmd>,
-    permits: &'a Semaphore,
 }
 
 /// What a stop means for a UDP stream: the client's reset is its way to end one.

@@ -124,52 +124,102 @@ pub(super) async fn run(task: Task) {
         &mut from_pod,
     )
     .await;
-    let message = |reason: &str| {
-        let uid = forward.pod.uid();
-        Some(kubelet_error_message(
-            info.port,
-            &forward.pod.name,
-            &uid,
-            reason,
-        ))
+    let ended = match result {
+        Ok(()) => Ended::ok(),
+        Err(Failure::Dial(reason)) => Ended::told(reason, false),
+        Err(Failure::Pod(reason)) => Ended::told(reason, true),
+        Err(Failure::PodClosed(reason)) => Ended::untold(format!("pod closed: {reason}"), true),
+        Err(Failure::ClientReset) => Ended::untold("reset by the client".into(), false),
+        Err(Failure::SessionClosed) => Ended::untold("session closed".into(), false),
     };
-    let (error, message, reset) = match result {
-        Ok(()) => (None, None, false),
-        Err(Failure::Dial(reason)) => {
-            let m = message(&reason);
-            (Some(reason), m, false)
-        }
-        Err(Failure::Pod(reason)) => {
-            let m = message(&reason);
-            (Some(reason), m, true)
-        }
-        Err(Failure::PodClosed(reason)) => (Some(format!("pod closed: {reason}")), None, true),
-        Err(Failure::ClientReset) => (Some("reset by the client".to_owned()), None, false),
-        Err(Failure::SessionClosed) => (Some("session closed".to_owned()), None, false),
-    };
-    // The session's task may be gone already: nothing left to tell it then.
-    let _ = cmds.send(Cmd::Finish {
-        stream_id: data_stream,
-        message,
-        reset,
-    });
-    forward.observer.stream_ended(
+    ended.report(
+        &forward,
         &info,
-        &StreamEnd {
-            bytes_to_pod: to_pod,
-            bytes_from_pod: from_pod,
-            duration: start.elapsed(),
-            error,
-        },
+        &cmds,
+        data_stream,
+        (to_pod, from_pod),
+        start,
     );
 }
 
-struct Channels<'a> {
-    data_stream: u32,
-    inbound: &'a mut mpsc::UnboundedReceiver<Inbound>,
-    stop: &'a mut watch::Receiver<Stop>,
-    cmds: &'a mpsc::UnboundedSender<Cmd>,
-    permits: &'a Semaphore,
+/// How a forwarded connection ended, for the session and the observer.
+pub(super) struct Ended {
+    /// For the observer (and the access log).
+    error: Option<String>,
+    /// Written on the error stream, in the kubelet's words.
+    tell_client: bool,
+    /// Reset the data stream instead of closing it.
+    reset: bool,
+}
+
+impl Ended {
+    pub(super) fn ok() -> Self {
+        Ended {
+            error: None,
+            tell_client: false,
+            reset: false,
+        }
+    }
+
+    /// Ended by `reason`, which the client is told on the error stream.
+    pub(super) fn told(reason: String, reset: bool) -> Self {
+        Ended {
+            error: Some(reason),
+            tell_client: true,
+            reset,
+        }
+    }
+
+    /// Ended by `reason`, which only the observer hears of.
+    pub(super) fn untold(reason: String, reset: bool) -> Self {
+        Ended {
+            error: Some(reason),
+            tell_client: false,
+            reset,
+        }
+    }
+
+    /// Tells the session (`Finish`: the error text, the streams closed or reset) and the
+    /// observer (bytes each way, duration, error).
+    pub(super) fn report(
+        self,
+        forward: &PodForward,
+        info: &StreamInfo,
+        cmds: &mpsc::UnboundedSender<Cmd>,
+        data_stream: u32,
+        (to_pod, from_pod): (u64, u64),
+        start: Instant,
+    ) {
+        let message = (self.error.as_deref())
+            .filter(|_| self.tell_client)
+            .map(|reason| {
+                kubelet_error_message(info.port, &forward.pod.name, &forward.pod.uid(), reason)
+            });
+        // The session's task may be gone already: nothing left to tell it then.
+        let _ = cmds.send(Cmd::Finish {
+            stream_id: data_stream,
+            message,
+            reset: self.reset,
+        });
+        forward.observer.stream_ended(
+            info,
+            &StreamEnd {
+                bytes_to_pod: to_pod,
+                bytes_from_pod: from_pod,
+                duration: start.elapsed(),
+                error: self.error,
+            },
+        );
+    }
+}
+
+/// What a forwarded connection's relay borrows of its [`Task`].
+pub(super) struct Channels<'a> {
+    pub(super) data_stream: u32,
+    pub(super) inbound: &'a mut mpsc::UnboundedReceiver<Inbound>,
+    pub(super) stop: &'a mut watch::Receiver<Stop>,
+    pub(super) cmds: &'a mpsc::UnboundedSender<Cmd>,
+    pub(super) permits: &'a Semaphore,
 }
 
 /// What the stop signal says (a session's task gone is the session closed).
