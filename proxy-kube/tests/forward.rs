@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use proxy_core::Balance;
@@ -682,4 +682,97 @@ async fn check_udp_is_unsupported_without_udp_on_either_side() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
+}
+
+// ===== an API server that does not answer =====
+
+/// A TCP relay to the API server that can turn into a black hole: new connections are
+/// then accepted and read, and never answered (connections relayed already go on).
+struct Relay {
+    addr: SocketAddr,
+    hole: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let listener = listener().await;
+        let addr = listener.local_addr().unwrap();
+        let hole = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let hole = hole.clone();
+            async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let hole = hole.load(SeqCst);
+                    tokio::spawn(async move {
+                        if hole {
+                            let _ = read_all(&mut stream).await;
+                        } else if let Ok(mut server) = TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut stream, &mut server).await;
+                        }
+                    });
+                }
+            }
+        });
+        Relay { addr, hole, task }
+    }
+
+    fn black_hole(&self, on: bool) {
+        self.hole.store(on, SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A fix: opening a session was not bounded by the wait, so `connect` (and `check_udp`)
+/// hung for ever on an API server that accepts and never answers.
+#[tokio::test]
+async fn a_session_that_never_opens_fails_when_the_wait_ends() {
+    let cluster = Cluster::start().await;
+    let relay = Relay::start(cluster._listening.local_addr()).await;
+    let kubeconfig = Kubeconfig::builder(format!("http://{}", relay.addr)).write();
+    let client = Client::builder()
+        .kubeconfig(kubeconfig.path())
+        .build()
+        .await
+        .unwrap();
+    let wait = Duration::from_millis(500);
+    let forwarder = within(
+        PROMPT,
+        "build",
+        PodForwarder::builder(client, "deploy/web".parse().unwrap())
+            .wait(wait)
+            .udp(true)
+            .build(),
+    )
+    .await
+    .unwrap();
+    relay.black_hole(true);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let e = within(PROMPT, "connect", forwarder.connect("http", None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(
+            e.to_string().starts_with("no answer from the API server"),
+            "{e}"
+        );
+        // The wait, or the least time an open is given (1 s), and a margin.
+        assert!(started.elapsed() < Duration::from_secs(3), "{e}");
+        let e = within(PROMPT, "check_udp", forwarder.check_udp())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    }
+    // Nothing is left locked by the attempts given up.
+    relay.black_hole(false);
+    connect_checked(&forwarder, &cluster.pods, "http").await;
+    within(PROMPT, "check_udp", forwarder.check_udp())
+        .await
+        .unwrap();
 }
