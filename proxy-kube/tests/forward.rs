@@ -557,6 +557,33 @@ async fn shutdown_lets_open_connections_finish_within_the_drain() {
 }
 
 #[tokio::test]
+async fn stop_accepting_closes_the_listener_and_open_connections_go_on() {
+    let cluster = Cluster::start().await;
+    let forwarder = cluster.forwarder("svc/web").await;
+    let serving = forwarder.serve(listener().await, "http");
+    let addr = serving.local_addr();
+    let (mut stream, _) = local_client(addr).await;
+    serving.stop_accepting();
+    let mut refused = false;
+    for _ in 0..500 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the listener still accepts after stop_accepting");
+    stream.write_all(b"more").await.unwrap();
+    let mut back = [0; 4];
+    within(PROMPT, "echo", stream.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back, b"more");
+    finish(stream).await;
+    assert!(within(PROMPT, "shutdown", serving.shutdown(PROMPT)).await);
+}
+
+#[tokio::test]
 async fn shutdown_closes_a_connection_still_open_after_a_tiny_drain() {
     let cluster = Cluster::start().await;
     let forwarder = cluster.forwarder("svc/web").await;
