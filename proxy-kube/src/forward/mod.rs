@@ -78,6 +78,9 @@ const SPDY_OFFER: [&str; 1] = ["portforward.k8s.io"];
 const MIN_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
+/// The least time opening a connection is given, when the builder's wait is shorter.
+const MIN_OPEN: Duration = Duration::from_secs(1);
+
 /// Builds a [`PodForwarder`].
 #[derive(Debug)]
 pub struct PodForwarderBuilder {
@@ -311,7 +314,8 @@ impl PodForwarder {
     /// Opens a connection to `remote` (a port number or name, translated for each pod) on
     /// a ready pod: the balancing policy's pick, else the next. Waits, up to the builder's
     /// [`wait`](PodForwarderBuilder::wait), while no pod is ready or none can be
-    /// reached, trying again as the pods change.
+    /// reached, trying again as the pods change; an API server that does not answer is
+    /// given up on when the wait ends (or after a second, when the wait is shorter).
     ///
     /// The pod's answer comes later: when it refuses the port, reads of the stream fail
     /// with the node's text.
@@ -358,9 +362,15 @@ impl PodForwarder {
         let set = self.pods();
         let pod = (set.ready().first().copied())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no ready pod"))?;
+        // Bounded, as a connection is (see `pick`).
+        let limit = Instant::now() + inner.wait.max(MIN_OPEN);
         let mut last = None;
         for protocol in inner.spdy_candidates() {
-            match inner.spdy_session(pod, protocol).await {
+            let session = tokio::time::timeout_at(limit, inner.spdy_session(pod, protocol));
+            let Ok(session) = session.await else {
+                return Err(no_answer(pod_name(pod)));
+            };
+            match session {
                 Ok(session) if session.supports_udp() => return Ok(()),
                 Ok(_) => return Err(udp_unsupported()),
                 Err(Open::Refused(e) | Open::Failed(e)) => last = Some(e),
@@ -378,7 +388,12 @@ impl PodForwarder {
         transport: Transport,
     ) -> io::Result<Connected<Stream>> {
         let inner = &self.inner;
-        let deadline = Instant::now() + inner.wait;
+        let started = Instant::now();
+        let deadline = started + inner.wait;
+        // Opening a connection is bounded too: an API server (or a proxy before it) that
+        // accepts and never answers the upgrade held `connect` for ever, past the wait,
+        // and with it, through the pod's session slot, every other connection to the pod.
+        let open_limit = deadline.max(started + MIN_OPEN);
         let mut pods = inner.pods.clone();
         let mut retry = MIN_RETRY;
         let mut last: Option<io::Error> = None;
@@ -395,10 +410,14 @@ impl PodForwarder {
                         continue;
                     }
                 };
-                let opened = match transport {
-                    Transport::Tcp => inner.open(pod, port).await.map(Stream::Tcp),
-                    Transport::Udp => inner.open_udp(pod, port).await.map(Stream::Udp),
+                let attempt = async {
+                    match transport {
+                        Transport::Tcp => inner.open(pod, port).await.map(Stream::Tcp),
+                        Transport::Udp => inner.open_udp(pod, port).await.map(Stream::Udp),
+                    }
                 };
+                let opened = (tokio::time::timeout_at(open_limit, attempt).await)
+                    .unwrap_or_else(|_| Err(no_answer(&name)));
                 match opened {
                     Ok(stream) => {
                         inner.picker.report(&name, true);
@@ -682,6 +701,14 @@ impl<S> Connected<S> {
             _open: self._open,
         }
     }
+}
+
+/// The error of a connection to `pod` given up because the API server did not answer.
+fn no_answer(pod: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no answer from the API server opening a port-forward session to pod {pod}"),
+    )
 }
 
 /// The error of UDP against a server that does not carry it.
