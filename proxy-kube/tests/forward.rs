@@ -633,6 +633,17 @@ async fn remote_port_translates_names_and_words_errors_as_kubectl() {
         e.to_string(),
         "Service web does not have a service port 8080"
     );
+    // A port no ready pod has fails at once, not when the wait (60 s here) ends.
+    let started = std::time::Instant::now();
+    let e = within(PROMPT, "connect", svc.connect("https", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     let deploy = cluster
         .forwarder_with("deploy/web", |b| b.wait(Duration::from_millis(500)))

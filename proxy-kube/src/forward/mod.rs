@@ -366,7 +366,7 @@ impl PodForwarder {
         let limit = Instant::now() + inner.wait.max(MIN_OPEN);
         let mut last = None;
         for protocol in inner.spdy_candidates() {
-            let session = tokio::time::timeout_at(limit, inner.spdy_session(pod, protocol));
+            let session = tokio::time::timeout_at(limit, inner.spdy_session(pod, protocol, false));
             let Ok(session) = session.await else {
                 return Err(no_answer(pod_name(pod)));
             };
@@ -401,11 +401,13 @@ impl PodForwarder {
             let set = pods.borrow_and_update().clone();
             let ready: Vec<Arc<str>> = set.ready_names().into_iter().map(Arc::from).collect();
             inner.forget_gone(&set, &ready);
+            let mut port_errors = 0;
             for name in inner.picker.order(&ready, client).unwrap_or_default() {
                 let Some(pod) = set.get(&name) else { continue };
                 let port = match inner.resolved.remote_port(pod, remote) {
                     Ok(port) => port,
                     Err(e) => {
+                        port_errors += 1;
                         last = Some(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()));
                         continue;
                     }
@@ -440,6 +442,11 @@ impl PodForwarder {
                         last = Some(e);
                     }
                 }
+            }
+            // No ready pod has the port (a name the service or the pods do not have):
+            // waiting will not change that, as kubectl does not wait either.
+            if port_errors > 0 && port_errors == ready.len() {
+                return Err(last.unwrap_or_else(|| io::ErrorKind::InvalidInput.into()));
             }
             if ready.is_empty() && last.is_none() {
                 last = Some(io::Error::new(
@@ -526,12 +533,13 @@ impl Inner {
 
     /// A stream of the pod's SPDY session, opened now if there is none or it ended.
     async fn open_spdy(&self, pod: &Pod, port: u16, protocol: Protocol) -> Result<PodStream, Open> {
-        let session = self.spdy_session(pod, protocol).await?;
+        let session = self.spdy_session(pod, protocol, false).await?;
         match session.open(port).await {
             Ok(stream) => Ok(PodStream::spdy(stream)),
-            // It ended between the check and the open: once more, on a new one.
+            // It ended, or took no more streams (GOAWAY), between the check and the open:
+            // once more, on a new one.
             Err(_) => {
-                let session = self.spdy_session(pod, protocol).await?;
+                let session = self.spdy_session(pod, protocol, true).await?;
                 let stream = session.open(port).await.map_err(Open::Failed)?;
                 Ok(PodStream::spdy(stream))
             }
@@ -542,7 +550,7 @@ impl Inner {
     async fn open_udp(&self, pod: &Pod, port: u16) -> io::Result<DatagramStream> {
         let mut last = None;
         for protocol in self.spdy_candidates() {
-            match self.spdy_session(pod, protocol).await {
+            match self.spdy_session(pod, protocol, false).await {
                 Ok(session) => return session.open_udp(port).await,
                 Err(Open::Refused(e) | Open::Failed(e)) => last = Some(e),
             }
@@ -561,8 +569,13 @@ impl Inner {
     }
 
     /// The pod's SPDY session: the one kept, while it lives and the pod is the same
-    /// (same uid), else a new one.
-    async fn spdy_session(&self, pod: &Pod, protocol: Protocol) -> Result<SpdySession, Open> {
+    /// (same uid) and `fresh` is not asked for, else a new one.
+    async fn spdy_session(
+        &self,
+        pod: &Pod,
+        protocol: Protocol,
+        fresh: bool,
+    ) -> Result<SpdySession, Open> {
         let name: Arc<str> = Arc::from(pod_name(pod));
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let slot = {
@@ -573,6 +586,7 @@ impl Inner {
         if let Some(current) = slot.as_ref()
             && current.uid == uid
             && !current.session.is_closed()
+            && !fresh
         {
             return Ok(current.session.clone());
         }

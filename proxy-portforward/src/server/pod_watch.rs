@@ -1,7 +1,10 @@
 //! `GET .../pods?watch=true`: a stream of watch events, one JSON object a line, as the
 //! API server sends them (`{"type":"ADDED","object":{...}}`): the pods selected now as
-//! `ADDED` (unless watched from the current version), then the differences each [`Server::set_cluster`](super::Server::set_cluster)
-//! makes, until the client goes or `timeoutSeconds` pass.
+//! `ADDED` (watched from no version), then the differences each
+//! [`Server::set_cluster`](super::Server::set_cluster) makes, until the client goes or
+//! `timeoutSeconds` pass. Watched from an older version than the current one, whose changes
+//! are not kept, it is the API server's `410 Expired` in an `ERROR` event, so the client
+//! lists again rather than miss a pod that went meanwhile.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,8 +26,9 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const QUEUE: usize = 64;
 
 /// The body of a pod watch of `namespace` by the equality `selector`. Watching from the
-/// current `resourceVersion` (a list's) starts with no event; from none, or an older
-/// one, with an `ADDED` for each pod selected now.
+/// current `resourceVersion` (a list's) starts with no event; from none, with an `ADDED`
+/// for each pod selected now; from another, with an `ERROR` event (410, `Expired`) and
+/// nothing more.
 pub(super) fn pods(
     mut served: watch::Receiver<Versioned>,
     namespace: String,
@@ -36,8 +40,16 @@ pub(super) fn pods(
     // The objects of the moment of the request, whenever the task first runs.
     let mut now = served.borrow_and_update().clone();
     let mut previous = BTreeMap::new();
-    if from_version == Some(now.version) {
-        previous = selected(&now, &namespace, &selector);
+    match from_version {
+        Some(version) if version == now.version => {
+            previous = selected(&now, &namespace, &selector);
+        }
+        Some(version) => {
+            let _ = tx.try_send(expired(version, now.version));
+            drop(tx);
+            return body(rx);
+        }
+        None => {}
     }
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(timeout);
@@ -58,11 +70,32 @@ pub(super) fn pods(
             now = served.borrow_and_update().clone();
         }
     });
+    body(rx)
+}
+
+/// The response body: each line from `rx`, until its senders are gone.
+fn body(rx: mpsc::Receiver<Bytes>) -> Body {
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         let bytes = rx.recv().await?;
         Some((Ok::<_, Infallible>(Frame::data(bytes)), rx))
     });
     StreamBody::new(frames).boxed()
+}
+
+/// The API server's answer to a watch from a version whose changes it no longer has.
+fn expired(asked: u64, current: u64) -> Bytes {
+    let status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("too old resource version: {asked} ({current})"),
+        "reason": "Expired",
+        "code": 410,
+    });
+    let mut text = json!({ "type": "ERROR", "object": status }).to_string();
+    text.push('\n');
+    Bytes::from(text)
 }
 
 /// The selected pods by name, each with the version as its `resourceVersion`.
@@ -148,5 +181,37 @@ mod tests {
             [("MODIFIED", "b"), ("ADDED", "c"), ("DELETED", "a")]
         );
         assert!(events(&after, &after).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod expired_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::objects::Cluster;
+
+    #[tokio::test]
+    async fn a_watch_from_an_older_version_is_told_410_expired() {
+        let (_tx, rx) = watch::channel(Versioned {
+            version: 3,
+            cluster: Arc::new(Cluster::default()),
+        });
+        let body = pods(
+            rx,
+            "default".into(),
+            String::new(),
+            Some(2),
+            DEFAULT_TIMEOUT,
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let event: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(event["type"], "ERROR");
+        assert_eq!(event["object"]["code"], 410);
+        assert_eq!(event["object"]["reason"], "Expired");
+        assert_eq!(
+            event["object"]["message"],
+            "too old resource version: 2 (3)"
+        );
     }
 }
