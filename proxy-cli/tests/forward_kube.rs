@@ -624,3 +624,54 @@ fn ports_file_and_a_command_work_as_for_hosts() {
         "the ports file is removed at the end"
     );
 }
+
+#[test]
+fn kubeconfig_from_the_environment_with_context_and_namespace_flags() {
+    let cluster = Cluster::start(&[]);
+    // The current context points nowhere and at another namespace; `--context live -n
+    // default` picks the server and the pods' namespace, from $KUBECONFIG.
+    let config = TempPath::with_contents(
+        "kubeconfig",
+        &serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                { "name": "dead", "cluster": { "server": "http://127.0.0.1:1" } },
+                { "name": "live", "cluster": { "server": cluster.server.http_url() } },
+            ],
+            "users": [{ "name": "u", "user": {} }],
+            "contexts": [
+                { "name": "dead", "context": { "cluster": "dead", "user": "u" } },
+                { "name": "live", "context": { "cluster": "live", "user": "u", "namespace": "elsewhere" } },
+            ],
+            "current-context": "dead",
+        })
+        .to_string(),
+    );
+    let mut cmd = Command::new(PROXY);
+    cmd.args([
+        "forward",
+        "pod/web-1",
+        "0:http",
+        "--context",
+        "live",
+        "-n",
+        "default",
+    ])
+    .env("KUBECONFIG", config.path())
+    .env("RUST_LOG", "info");
+    let ours = PortForward::spawn(cmd, "proxy forward --context live -n default".into(), 1);
+    assert_eq!(pod_behind(ours.local(0)), "web-1");
+
+    // Without -n, the context's namespace: kubectl's NotFound there.
+    let mut cmd = Command::new(PROXY);
+    cmd.args(["forward", "pod/web-1", "0:http", "--context", "live"])
+        .env("KUBECONFIG", config.path());
+    let mut elsewhere = PortForward::spawn(cmd, "proxy forward --context live".into(), 1);
+    elsewhere.wait_exit(EXIT_LIMIT).expect("exits");
+    assert!(
+        elsewhere.stderr().contains(r#"pods "web-1" not found"#),
+        "{}",
+        elsewhere.output()
+    );
+}
