@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# bench-portforward.sh - `kubectl port-forward` through `proxy port-forward-server`, against
-# direct loopback, in one run: iperf3 TCP (1 stream) and netperf TCP_RR, as ratios to direct,
-# with the server's CPU seconds per GB moved.
+# bench-portforward.sh - port-forward clients (`kubectl port-forward`, `proxy forward`)
+# through `proxy port-forward-server`, against direct loopback, in one run: iperf3 TCP
+# (1 stream), netperf TCP_RR and TCP_CRR, as ratios to direct, with the CPU seconds per GB
+# moved of the client and of the server.
 #
 # Usage:
 #   scripts/bench-portforward.sh [--rounds N] [--secs S] [--kubectl PATH] [--modes LIST]
+#   scripts/bench-portforward.sh --clients [--rounds N] [--secs S] [--kubectl PATH]
 #
 #   --rounds N      rounds, each running every mode after a direct run (default 3); cells are
 #                   medians over rounds, ratios against the direct run of the same round
 #   --secs S        seconds per iperf3 and netperf run (default 5)
 #   --kubectl PATH  the kubectl (default: the newest kubectl.1.NN beside `kubectl`, else kubectl)
-#   --modes LIST    comma list of spdy (SPDY/3.1 upgrade) and tunnel (SPDY over WebSocket,
-#                   kubectl 1.31+) (default spdy,tunnel)
+#   --modes LIST    comma list of clients (default spdy,tunnel):
+#                     spdy, tunnel    kubectl with SPDY/3.1, or SPDY over WebSocket (1.31+)
+#                     kubectl         kubectl with its default protocol (tunnel for 1.31+)
+#                     proxy           `proxy forward` with --protocol auto
+#                     proxy-spdy, proxy-tunnel, proxy-websocket
+#                                     `proxy forward` with --protocol spdy, spdy-websocket,
+#                                     websocket
+#   --clients       kubectl against `proxy forward`: --modes kubectl,proxy,proxy-spdy
 #
 # The "pod" is a network namespace the script makes, with iperf3 and netserver on its
 # loopback; the server reaches it as `netns:/run/netns/NAME`, as a kubelet's runtime enters a
-# pod. "direct" runs the clients inside that namespace, on the same loopback. Needs root
+# pod. "direct" runs the clients inside that namespace, on the same loopback. Every client
+# gets the same server, the same ports and the same load, one after the other in each round;
+# TCP_CRR opens a connection per transaction (one new stream of the client's session). Needs root
 # (namespaces), iperf3, netperf and netserver (installed with apt-get when missing). Every
 # client run is wrapped in `timeout`.
 
@@ -32,6 +42,7 @@ while [ $# -gt 0 ]; do
     --secs) SECS="$2"; shift 2 ;;
     --kubectl) KUBECTL="$2"; shift 2 ;;
     --modes) MODES="$2"; shift 2 ;;
+    --clients) MODES="kubectl,proxy,proxy-spdy"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-portforward.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -107,40 +118,68 @@ EOF
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK="$(getconf CLK_TCK)"
 
-# One measurement: iperf3 to PORT_I and netperf TCP_RR with control PORT_C, data PORT_D,
-# the clients run with the command prefix in RUN.
-measure() { # NAME PORT_I PORT_C PORT_D -> appends "NAME gbps cpu_ticks bytes rr" to $WORK/results
-  local name="$1" pi="$2" pc="$3" pd="$4" before after json gbps bytes rr
+# One measurement: iperf3 to PORT_I, netperf TCP_RR and TCP_CRR with control PORT_C, data
+# PORT_D, the load run with the command prefix in RUN; CPU ticks of the server and of the
+# client process CLIENT (none for direct) over the iperf3 run.
+measure() { # NAME PORT_I PORT_C PORT_D
+  # -> appends "NAME gbps server_ticks bytes rr crr client_ticks" to $WORK/results
+  local name="$1" pi="$2" pc="$3" pd="$4" before after cbefore=0 cafter=0 json gbps bytes rr crr
   before="$(cpu_ticks "$SERVER")"
+  [ -z "$CLIENT" ] || cbefore="$(cpu_ticks "$CLIENT")"
   json="$(timeout $((SECS + 20)) "${RUN[@]}" iperf3 -c 127.0.0.1 -p "$pi" -t "$SECS" -J)"
   after="$(cpu_ticks "$SERVER")"
+  [ -z "$CLIENT" ] || cafter="$(cpu_ticks "$CLIENT")"
   gbps="$(python3 -c 'import json,sys; d=json.load(sys.stdin)["end"]["sum_received"]; print(d["bits_per_second"]/1e9)' <<<"$json")"
   bytes="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bytes"])' <<<"$json")"
   rr="$(timeout $((SECS + 20)) "${RUN[@]}" netperf -H 127.0.0.1 -p "$pc" -t TCP_RR -l "$SECS" -P 0 -- -P ",$pd" -o THROUGHPUT | tail -1)"
-  echo "$name $gbps $(( after - before )) $bytes $rr" >>"$WORK/results"
+  crr="$(timeout $((SECS + 20)) "${RUN[@]}" netperf -H 127.0.0.1 -p "$pc" -t TCP_CRR -l "$SECS" -P 0 -- -P ",$pd" -o THROUGHPUT | tail -1)"
+  echo "$name $gbps $(( after - before )) $bytes $rr $crr $(( cafter - cbefore ))" >>"$WORK/results"
+}
+
+# Starts the client of MODE forwarding 26301 and 26302 to iperf3 and netserver, and
+# NETDATA_PORT to itself (netserver's data port); sets CLIENT to its process.
+start_client() { # MODE
+  local mode="$1" out="$WORK/client.$1.out" ws="" protocol=""
+  case "$mode" in
+    spdy) ws=false ;;
+    tunnel) ws=true ;;
+    kubectl) ;;
+    proxy) protocol=auto ;;
+    proxy-spdy) protocol=spdy ;;
+    proxy-tunnel) protocol=spdy-websocket ;;
+    proxy-websocket) protocol=websocket ;;
+    *) echo "bench-portforward.sh: unknown mode $mode" >&2; exit 2 ;;
+  esac
+  local ports=(pod/bench 26301:"$IPERF_PORT" 26302:"$NETSERVER_PORT" "$NETDATA_PORT:$NETDATA_PORT")
+  if [ -n "$protocol" ]; then
+    "$BIN" forward "${ports[@]}" --kubeconfig "$WORK/kubeconfig" --protocol "$protocol" \
+      --log-level warn >"$out" 2>&1 & CLIENT=$!
+  elif [ -n "$ws" ]; then
+    KUBECONFIG="$WORK/kubeconfig" KUBECTL_PORT_FORWARD_WEBSOCKETS=$ws \
+      "$KUBECTL" --cache-dir "$WORK/cache" port-forward "${ports[@]}" >"$out" 2>&1 & CLIENT=$!
+  else
+    # kubectl's own default: no KUBECTL_PORT_FORWARD_WEBSOCKETS.
+    env -u KUBECTL_PORT_FORWARD_WEBSOCKETS KUBECONFIG="$WORK/kubeconfig" \
+      "$KUBECTL" --cache-dir "$WORK/cache" port-forward "${ports[@]}" >"$out" 2>&1 & CLIENT=$!
+  fi
+  PIDS+=("$CLIENT")
+  for _ in $(seq 100); do [ "$(grep -c '^Forwarding from 127' "$out")" = 3 ] && return; sleep 0.1; done
+  echo "bench-portforward.sh: $mode did not start:" >&2; cat "$out" >&2; exit 1
 }
 
 : >"$WORK/results"
 for round in $(seq "$ROUNDS"); do
   RUN=("${IN_POD[@]}")
+  CLIENT=""
   measure "direct@$round" "$IPERF_PORT" "$NETSERVER_PORT" "$NETDATA_PORT"
   for mode in ${MODES//,/ }; do
-    case "$mode" in
-      spdy) ws=false ;;
-      tunnel) ws=true ;;
-      *) echo "bench-portforward.sh: unknown mode $mode" >&2; exit 2 ;;
-    esac
-    KUBECONFIG="$WORK/kubeconfig" KUBECTL_PORT_FORWARD_WEBSOCKETS=$ws \
-      "$KUBECTL" --cache-dir "$WORK/cache" port-forward pod/bench \
-      26301:"$IPERF_PORT" 26302:"$NETSERVER_PORT" "$NETDATA_PORT:$NETDATA_PORT" \
-      >"$WORK/kubectl.$mode.out" 2>&1 & KPID=$!
-    for _ in $(seq 100); do [ "$(grep -c '^Forwarding from 127' "$WORK/kubectl.$mode.out")" = 3 ] && break; sleep 0.1; done
-    # netperf's data connection goes to NETDATA_PORT on 127.0.0.1, which kubectl holds
-    # (forwarded to the same port in the pod, netserver's data port), so TCP_RR runs
-    # through the forward too.
+    start_client "$mode"
+    # netperf's data connections go to NETDATA_PORT on 127.0.0.1, which the client holds
+    # (forwarded to the same port in the pod, netserver's data port), so TCP_RR and
+    # TCP_CRR run through the forward too.
     RUN=(env)
     measure "$mode@$round" 26301 26302 "$NETDATA_PORT"
-    kill "$KPID" 2>/dev/null || true; wait "$KPID" 2>/dev/null || true
+    kill "$CLIENT" 2>/dev/null || true; wait "$CLIENT" 2>/dev/null || true
   done
 done
 
@@ -149,22 +188,27 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 tick = float(sys.argv[2])
 by = {}
-for name, gbps, ticks, nbytes, rr in rows:
+for name, gbps, ticks, nbytes, rr, crr, cticks in rows:
     mode, rnd = name.split("@")
-    by.setdefault(rnd, {})[mode] = (float(gbps), int(ticks) / tick, int(nbytes), float(rr))
+    by.setdefault(rnd, {})[mode] = (float(gbps), int(ticks) / tick, int(nbytes), float(rr),
+                                    float(crr), int(cticks) / tick)
 modes = [m for m in dict.fromkeys(n.split("@")[0] for n, *_ in rows) if m != "direct"]
 print(f"kubectl: {sys.argv[3]}; {len(by)} rounds; medians; ratios to the direct run of the same round\n")
-print("| mode | iperf3 Gbit/s | ratio | TCP_RR trans/s | ratio | server CPU s/GB |")
-print("|---|---|---|---|---|---|")
+print("| mode | iperf3 Gbit/s | ratio | TCP_RR trans/s | ratio | TCP_CRR trans/s | ratio "
+      "| client CPU s/GB | server CPU s/GB |")
+print("|---|---|---|---|---|---|---|---|---|")
 d = [r["direct"] for r in by.values()]
-print(f"| direct | {statistics.median(x[0] for x in d):.2f} | 1.00× | {statistics.median(x[3] for x in d):.0f} | 1.00× | – |")
+med = lambda xs: statistics.median(list(xs))
+print(f"| direct | {med(x[0] for x in d):.2f} | 1.00× | {med(x[3] for x in d):.0f} | 1.00× "
+      f"| {med(x[4] for x in d):.0f} | 1.00× | – | – |")
 for m in modes:
     rs = [(r[m], r["direct"]) for r in by.values() if m in r]
-    g = statistics.median(x[0] for x, _ in rs)
-    gr = statistics.median(x[0] / y[0] for x, y in rs)
-    t = statistics.median(x[3] for x, _ in rs)
-    tr = statistics.median(x[3] / y[3] for x, y in rs)
-    cpu = statistics.median(x[1] / (x[2] / 1e9) for x, _ in rs)
-    print(f"| {m} | {g:.2f} | {gr:.2f}× | {t:.0f} | {tr:.2f}× | {cpu:.3f} |")
+    cells = []
+    for i in (0, 3, 4):
+        cells.append(f"{med(x[i] for x, _ in rs):{'.2f' if i == 0 else '.0f'}}")
+        cells.append(f"{med(x[i] / y[i] for x, y in rs):.2f}×")
+    ccpu = med(x[5] / (x[2] / 1e9) for x, _ in rs)
+    cpu = med(x[1] / (x[2] / 1e9) for x, _ in rs)
+    print(f"| {m} | {' | '.join(cells)} | {ccpu:.3f} | {cpu:.3f} |")
 EOF
 echo "raw: $WORK/results"

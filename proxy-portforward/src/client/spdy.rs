@@ -464,13 +464,19 @@ async fn read_frames<R: AsyncRead + Unpin>(mut rd: R, shared: &Shared) -> io::Er
             Ok(_) => {}
             Err(e) => return e,
         }
-        if let Err(e) = receive(shared, &mut decoder, &mut buf) {
-            // Send the GOAWAY queued, if the writer can, before the session ends.
-            shared.wake_writer();
-            tokio::task::yield_now().await;
-            return e;
+        match receive(shared, &mut decoder, &mut buf) {
+            // Only frames to send (PING answers, resets) need the writer: most of what is
+            // received (data, WINDOW_UPDATE) queues none, and a wake-up for nothing costs
+            // the writer a thread wake-up per frame read.
+            Ok(true) => shared.wake_writer(),
+            Ok(false) => {}
+            Err(e) => {
+                // Send the GOAWAY queued, if the writer can, before the session ends.
+                shared.wake_writer();
+                tokio::task::yield_now().await;
+                return e;
+            }
         }
-        shared.wake_writer();
         // Bounded memory with a node that ignores our windows: wait for streams to be read.
         loop {
             let drained = shared.drained.notified();
@@ -486,8 +492,8 @@ async fn read_frames<R: AsyncRead + Unpin>(mut rd: R, shared: &Shared) -> io::Er
     }
 }
 
-/// Handles the whole frames in `buf`.
-fn receive(shared: &Shared, decoder: &mut Decoder, buf: &mut BytesMut) -> io::Result<()> {
+/// Handles the whole frames in `buf`; says whether frames are queued to send.
+fn receive(shared: &Shared, decoder: &mut Decoder, buf: &mut BytesMut) -> io::Result<bool> {
     let mut core = shared.lock();
     loop {
         let frame = match decoder.decode_buf(buf) {
@@ -512,7 +518,7 @@ fn receive(shared: &Shared, decoder: &mut Decoder, buf: &mut BytesMut) -> io::Re
             w.wake();
         }
     }
-    Ok(())
+    Ok(core.session.has_frames())
 }
 
 async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, shared: &Shared) -> io::Error {

@@ -125,6 +125,9 @@ impl ForwardedStream {
                 slot.recv.pop_front();
             }
             core.session.consumed(id, n);
+            // A WINDOW_UPDATE goes out once half a window is owed; until then there is
+            // nothing for the writer (waking it for nothing costs a thread wake-up a read).
+            let window_update = core.session.has_frames();
             let was_full = core.buffered >= core.buffer_limit;
             core.buffered -= n;
             let drained = was_full && core.buffered < core.buffer_limit;
@@ -132,7 +135,9 @@ impl ForwardedStream {
             if drained {
                 self.shared.drained.notify_one();
             }
-            self.shared.wake_writer();
+            if window_update {
+                self.shared.wake_writer();
+            }
             return Poll::Ready(Ok(()));
         }
         if let Some(text) = error_text(slot) {

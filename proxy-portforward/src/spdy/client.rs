@@ -157,6 +157,12 @@ impl ClientSession {
         self.frames.pop_front()
     }
 
+    /// Whether frames are queued for [`poll_frame`](Self::poll_frame): a caller with a
+    /// writer to wake need not wake it otherwise.
+    pub fn has_frames(&self) -> bool {
+        !self.frames.is_empty()
+    }
+
     /// The next event for the caller.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
