@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -351,11 +351,33 @@ fn a_connection_waits_for_a_replaced_pod() {
     let local = ours.local(0);
     assert_eq!(pod_behind(local), "web-1");
     cluster.reload(false);
-    // While web-1 is gone, a connection waits; it comes back (replaced) and is served.
-    let waiting = std::thread::spawn(move || pod_behind(local));
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the forward has seen web-1 go (a connection made before may still fail), a
+    // connection waits; web-1 comes back (replaced) and the waiting connection is served.
+    let deadline = Instant::now() + PROMPT;
+    let mut waiting = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no connection waited:\n{}",
+            ours.output()
+        );
+        let mut conn = connect(local);
+        conn.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match conn.read(&mut byte) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break conn;
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
     cluster.reload(true);
-    assert_eq!(waiting.join().expect("the waiting connection"), "web-1");
+    waiting.set_read_timeout(Some(PROMPT)).unwrap();
+    let mut name = [0u8; 6];
+    waiting
+        .read_exact(&mut name)
+        .expect("the waiting connection is served");
+    assert_eq!(&name, b"web-1\n");
 }
 
 // ===== bytes: protocols, TLS and a token, bulk, concurrency, half-close =====
