@@ -48,8 +48,8 @@ mod upgrade;
 mod websocket;
 
 pub use spdy::{
-    DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_SESSION_WINDOW, SpdySession,
-    SpdySessionBuilder, UDP_NOT_NEGOTIATED,
+    DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_SESSION_WINDOW, DEFAULT_STREAM_WINDOW,
+    SpdySession, SpdySessionBuilder, UDP_NOT_NEGOTIATED,
 };
 pub use stream::ForwardedStream;
 pub use udp::DatagramStream;

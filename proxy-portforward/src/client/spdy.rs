@@ -21,8 +21,12 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long a PING may go unanswered by default before the session is declared dead.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The session receive window by default: the node's data waiting to be read, over all
-/// streams (each stream has 64 KiB of it at most).
+/// streams (each stream has [`DEFAULT_STREAM_WINDOW`] of it at most).
 pub const DEFAULT_SESSION_WINDOW: u32 = 4 << 20;
+/// Each stream's receive window by default (advertised to the node with
+/// SETTINGS_INITIAL_WINDOW_SIZE): 1 MiB, so a node that keeps windows has enough of one
+/// stream's data in flight for bulk downloads.
+pub const DEFAULT_STREAM_WINDOW: u32 = 1 << 20;
 /// Bytes of our data queued for the connection above which writes wait.
 pub(super) const OUT_HIGH: usize = 1 << 20;
 /// The most bytes put in one data frame.
@@ -39,6 +43,7 @@ pub struct SpdySessionBuilder {
     keepalive: Option<Duration>,
     keepalive_timeout: Duration,
     session_window: u32,
+    stream_window: u32,
     udp: bool,
 }
 
@@ -166,6 +171,16 @@ impl SpdySessionBuilder {
         self
     }
 
+    /// Each stream's receive window (default [`DEFAULT_STREAM_WINDOW`]; at least 64 KiB,
+    /// at most 2^31 - 1), advertised to the node with SETTINGS_INITIAL_WINDOW_SIZE. What
+    /// the node may send on one stream before it is read; all streams together are still
+    /// bounded by the [session window](Self::session_window), so a stream window larger
+    /// than that gains nothing.
+    pub fn stream_window(mut self, window: u32) -> Self {
+        self.stream_window = window;
+        self
+    }
+
     /// The protocol the upgrade selected: what [`upgrade_spdy_with`](super::upgrade_spdy_with)
     /// returns, or the tunnel's WebSocket subprotocol from
     /// [`upgrade_websocket`](super::upgrade_websocket). UDP streams
@@ -186,7 +201,7 @@ impl SpdySessionBuilder {
         let (closed, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                session: ClientSession::with_session_window(self.session_window),
+                session: ClientSession::with_windows(self.session_window, self.stream_window),
                 slots: HashMap::new(),
                 error_of: HashMap::new(),
                 dead: None,
@@ -224,6 +239,7 @@ impl SpdySession {
             keepalive: Some(DEFAULT_KEEPALIVE),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             session_window: DEFAULT_SESSION_WINDOW,
+            stream_window: DEFAULT_STREAM_WINDOW,
             udp: false,
         }
     }

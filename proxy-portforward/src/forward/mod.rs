@@ -16,7 +16,7 @@ mod websocket;
 pub use observe::{
     Observe, Stats, StatsSnapshot, StreamEnd, StreamInfo, Transport, Wire, WireStats,
 };
-pub use spdy::{OUT_HIGH, SESSION_WINDOW, STREAM_CREATION_TIMEOUT, serve_spdy};
+pub use spdy::{OUT_HIGH, SESSION_WINDOW, STREAM_CREATION_TIMEOUT, STREAM_WINDOW, serve_spdy};
 pub(crate) use websocket::io_error;
 pub use websocket::{
     MAX_DATA_PER_MESSAGE, MAX_MESSAGE_SIZE, WebSocketBytes, accept_key, serve_channels,

@@ -6,9 +6,10 @@
 //! through channels. What the session's task holds is bounded:
 //!
 //! - client to pod: a stream's data is reported consumed only once written to the pod, so
-//!   its 64 KiB window closes when the pod is slow and only that stream stops; the session
-//!   window is [`SESSION_WINDOW`], so slow streams do not stop the others until together
-//!   they hold that much. A client that keeps no windows (Go's spdystream, which kubectl
+//!   its [`STREAM_WINDOW`] closes when the pod is slow and only that stream stops; the
+//!   session window is [`SESSION_WINDOW`], so slow streams do not stop the others until
+//!   together they hold that much (what is held stays bounded by the session window, however
+//!   many streams there are). A client that keeps no windows (Go's spdystream, which kubectl
 //!   uses, never sends WINDOW_UPDATE) cannot be slowed per stream: reading from it pauses
 //!   while [`SESSION_WINDOW`] bytes wait for pods, as the kubelet's own reader does;
 //! - pod to client: each stream has two 32 KiB chunks in hand at most, sent as the
@@ -50,6 +51,13 @@ pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The session receive window advertised to the client, and the most of its data held
 /// for pods at once: 4 MiB.
 pub const SESSION_WINDOW: u32 = 4 << 20;
+
+/// The receive window of each stream, advertised to the client with
+/// SETTINGS_INITIAL_WINDOW_SIZE when the session starts: 1 MiB. Past the 64 KiB default
+/// so that a client that keeps windows (ours) has enough of one stream's data in flight
+/// for bulk uploads; a quarter of [`SESSION_WINDOW`], so one stream whose pod is slow
+/// does not stop the others.
+pub const STREAM_WINDOW: u32 = 1 << 20;
 
 /// Frames waiting to be written above this (1 MiB) stop reading from the client and from
 /// the streams until they are written.
@@ -213,7 +221,7 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<IO> {
             io,
             forward,
             wire,
-            session: Session::with_session_window(SESSION_WINDOW),
+            session: Session::with_windows(SESSION_WINDOW, STREAM_WINDOW),
             decoder: Decoder::new(),
             encoder: Encoder::new(),
             input: BytesMut::with_capacity(READ_CHUNK),

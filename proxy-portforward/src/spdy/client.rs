@@ -36,9 +36,8 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::Setting;
-use super::flow::{Breach, MAX_WINDOW, StreamFlow, Windows};
-use super::frame::{Frame, goaway_status, rst_status, setting_id};
+use super::flow::{Breach, MAX_WINDOW, StreamFlow, Windows, initial_window_settings};
+use super::frame::{Frame, goaway_status, rst_status};
 use super::headers::Headers;
 use super::session::{DEFAULT_WINDOW, FlowControl, SendError, SessionError};
 
@@ -119,16 +118,22 @@ impl ClientSession {
     /// SETTINGS. Streams keep 64 KiB windows each, so one stream not read does not stall
     /// the others while the session window lasts.
     pub fn with_session_window(window: u32) -> Self {
+        Self::with_windows(window, DEFAULT_WINDOW)
+    }
+
+    /// A new session whose session receive window is `window` bytes and each of whose
+    /// streams' receive windows is `stream_window` bytes (each at least
+    /// [`DEFAULT_WINDOW`], at most 2^31 - 1). The SETTINGS queued first advertises the
+    /// stream window (SETTINGS_INITIAL_WINDOW_SIZE, 64 KiB or more), then a WINDOW_UPDATE
+    /// for stream 0 opens the session window past 64 KiB. With a session window several
+    /// times the stream window, one stream not read does not stall the others.
+    pub fn with_windows(window: u32, stream_window: u32) -> Self {
         let mut frames = VecDeque::new();
-        frames.push_back(Frame::Settings {
-            clear: false,
-            entries: vec![Setting {
-                flags: 0,
-                id: setting_id::INITIAL_WINDOW_SIZE,
-                value: DEFAULT_WINDOW,
-            }],
-        });
-        let windows = Windows::new(window, &mut frames);
+        let windows = Windows::new(window, stream_window, &mut frames);
+        if windows.stream_size() == DEFAULT_WINDOW {
+            // Sent even at the default: it tells the node we keep windows.
+            frames.push_front(initial_window_settings(DEFAULT_WINDOW));
+        }
         ClientSession {
             streams: HashMap::new(),
             next_stream: 1,

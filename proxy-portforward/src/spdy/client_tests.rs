@@ -1,6 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::spdy::frame::setting_id;
 
 fn frames(s: &mut ClientSession) -> Vec<Frame> {
     std::iter::from_fn(|| s.poll_frame()).collect()
@@ -254,4 +255,22 @@ fn a_node_that_overruns_before_showing_windows_keeps_none_and_its_data_is_taken(
     s.receive(data(o.data_stream, 100_000, true)).unwrap();
     assert_eq!(events(&mut s).len(), 1);
     assert!(s.send_window(o.data_stream).unwrap() > 1 << 20);
+}
+
+#[test]
+fn a_larger_stream_window_is_the_one_settings_advertises() {
+    let mut s = ClientSession::with_windows(4 << 20, 1 << 20);
+    let f = frames(&mut s);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(matches!(&f[0], Frame::Settings { entries, .. }
+        if entries.len() == 1
+            && entries[0].id == setting_id::INITIAL_WINDOW_SIZE
+            && entries[0].value == 1 << 20));
+    assert!(matches!(
+        f[1],
+        Frame::WindowUpdate {
+            stream_id: 0,
+            delta
+        } if delta == (4 << 20) - DEFAULT_WINDOW
+    ));
 }

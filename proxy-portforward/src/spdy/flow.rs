@@ -11,14 +11,20 @@
 //!
 //! The rules:
 //!
-//! - each stream, and the session, starts with [`DEFAULT_WINDOW`] both ways; the session
-//!   receive window may be larger ([`Windows::new`]);
+//! - each stream, and the session, starts with [`DEFAULT_WINDOW`] both ways; our receive
+//!   windows may be larger ([`Windows::new`]): the session's is opened with a
+//!   WINDOW_UPDATE for stream 0, the streams' with SETTINGS_INITIAL_WINDOW_SIZE, both
+//!   queued when the session starts. Data the peer sent before it saw that SETTINGS it
+//!   counted against 64 KiB; we count every stream's data against the larger size from
+//!   the start, which is safe as we only ever enlarge;
 //! - received data is counted against our windows, which consumed data reopens with a
-//!   WINDOW_UPDATE once half a window is owed (for the session: half of its size, at most
-//!   32 KiB); a window never grows past its size, whatever is reported consumed;
+//!   WINDOW_UPDATE once half a window is owed (for a stream: half of its size; for the
+//!   session: half of its size, at most 32 KiB); a window never grows past its size,
+//!   whatever is reported consumed;
 //! - data we send is counted against the peer's windows, which its WINDOW_UPDATE reopens
 //!   and its SETTINGS_INITIAL_WINDOW_SIZE moves for every stream;
-//! - a peer that sends WINDOW_UPDATE or SETTINGS keeps windows; one that overruns a window
+//! - a peer that sends WINDOW_UPDATE or SETTINGS keeps windows (ours do not count: the
+//!   overruns are always measured against the sizes we advertised); one that overruns a window
 //!   before either keeps none (its data is taken, as the kubelet takes kubectl's, and its
 //!   windows are no longer enforced); one that keeps windows and overruns one breaks the
 //!   rules: `FLOW_CONTROL_ERROR` for a stream, a session error for the session window.
@@ -69,6 +75,18 @@ pub(super) enum Breach {
     Session(&'static str),
 }
 
+/// The SETTINGS frame that advertises `size` as every stream's initial receive window.
+pub(super) fn initial_window_settings(size: u32) -> Frame {
+    Frame::Settings {
+        clear: false,
+        entries: vec![Setting {
+            flags: 0,
+            id: setting_id::INITIAL_WINDOW_SIZE,
+            value: size,
+        }],
+    }
+}
+
 /// How much of `n` consumed bytes a window of `window` with `unacked` bytes already owed
 /// may get back without growing past `size`.
 fn owed(size: u32, window: i64, unacked: u32, n: u32) -> u32 {
@@ -102,6 +120,9 @@ pub(super) struct Windows {
     unacked: u32,
     /// The session receive window we advertise (at least [`DEFAULT_WINDOW`]).
     size: u32,
+    /// The receive window each stream has, which we advertise with
+    /// SETTINGS_INITIAL_WINDOW_SIZE (at least [`DEFAULT_WINDOW`]).
+    stream_size: u32,
     /// The send window each new stream starts with (the peer's SETTINGS).
     initial_send: i64,
     flow: FlowControl,
@@ -110,11 +131,17 @@ pub(super) struct Windows {
 // ===== impl Windows =====
 
 impl Windows {
-    /// The windows of a new session whose receive window is `size` bytes (clamped to
-    /// [`DEFAULT_WINDOW`] ..= 2^31 - 1); past [`DEFAULT_WINDOW`], the WINDOW_UPDATE for
-    /// stream 0 that opens it is queued on `frames`.
-    pub(super) fn new(size: u32, frames: &mut VecDeque<Frame>) -> Self {
+    /// The windows of a new session whose receive window is `size` bytes and each of whose
+    /// streams' receive windows is `stream_size` bytes (both clamped to [`DEFAULT_WINDOW`]
+    /// ..= 2^31 - 1). Past [`DEFAULT_WINDOW`], the frames that open them are queued on
+    /// `frames`: a SETTINGS with SETTINGS_INITIAL_WINDOW_SIZE for the streams
+    /// ([`initial_window_settings`]), then the WINDOW_UPDATE for stream 0.
+    pub(super) fn new(size: u32, stream_size: u32, frames: &mut VecDeque<Frame>) -> Self {
         let size = size.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32);
+        let stream_size = stream_size.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32);
+        if stream_size > DEFAULT_WINDOW {
+            frames.push_back(initial_window_settings(stream_size));
+        }
         if size > DEFAULT_WINDOW {
             frames.push_back(Frame::WindowUpdate {
                 stream_id: 0,
@@ -126,9 +153,15 @@ impl Windows {
             recv: i64::from(size),
             unacked: 0,
             size,
+            stream_size,
             initial_send: i64::from(DEFAULT_WINDOW),
             flow: FlowControl::Unknown,
         }
+    }
+
+    /// The receive window each stream has (see [`Windows::new`]).
+    pub(super) fn stream_size(&self) -> u32 {
+        self.stream_size
     }
 
     /// Whether the peer keeps flow control, as far as is known.
@@ -148,7 +181,7 @@ impl Windows {
     pub(super) fn stream(&self, remote_closed: bool, local_closed: bool) -> StreamFlow {
         StreamFlow {
             send_window: self.initial_send,
-            recv_window: i64::from(DEFAULT_WINDOW),
+            recv_window: i64::from(self.stream_size),
             unacked: 0,
             remote_closed,
             local_closed,
@@ -199,8 +232,8 @@ impl Windows {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.give_back(n, frames);
         if let Some(s) = stream {
-            s.unacked += owed(DEFAULT_WINDOW, s.recv_window, s.unacked, n);
-            if s.unacked >= DEFAULT_WINDOW / 2 && !s.remote_closed {
+            s.unacked += owed(self.stream_size, s.recv_window, s.unacked, n);
+            if s.unacked >= self.stream_size / 2 && !s.remote_closed {
                 s.recv_window += i64::from(s.unacked);
                 frames.push_back(Frame::WindowUpdate {
                     stream_id,

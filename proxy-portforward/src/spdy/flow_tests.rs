@@ -9,8 +9,14 @@ const HALF: usize = DEFAULT_WINDOW as usize / 2;
 
 /// Windows of `size` and one open stream (id 1), the opening frames dropped.
 fn windows(size: u32) -> (Windows, StreamFlow, VecDeque<Frame>) {
+    stream_windows(size, DEFAULT_WINDOW)
+}
+
+/// Windows of `size`, streams' of `stream_size`, and one open stream (id 1), the opening
+/// frames dropped.
+fn stream_windows(size: u32, stream_size: u32) -> (Windows, StreamFlow, VecDeque<Frame>) {
     let mut frames = VecDeque::new();
-    let w = Windows::new(size, &mut frames);
+    let w = Windows::new(size, stream_size, &mut frames);
     let s = w.stream(false, false);
     (w, s, VecDeque::new())
 }
@@ -36,10 +42,10 @@ fn initial_window(value: u32) -> Setting {
 #[test]
 fn a_session_window_past_the_default_is_opened_and_clamped() {
     let mut frames = VecDeque::new();
-    Windows::new(DEFAULT_WINDOW, &mut frames);
-    Windows::new(1, &mut frames);
+    Windows::new(DEFAULT_WINDOW, DEFAULT_WINDOW, &mut frames);
+    Windows::new(1, DEFAULT_WINDOW, &mut frames);
     assert!(frames.is_empty());
-    Windows::new(u32::MAX, &mut frames);
+    Windows::new(u32::MAX, DEFAULT_WINDOW, &mut frames);
     assert_eq!(
         updates(&mut frames),
         [(0, MAX_WINDOW as u32 - DEFAULT_WINDOW)]
@@ -256,4 +262,83 @@ fn settings_move_every_stream_send_window() {
     );
     // The entry before the bad one is applied.
     assert_eq!(w.send_window(&s), Some(2000));
+}
+
+const STREAM: u32 = 1 << 20;
+
+#[test]
+fn a_larger_stream_window_is_advertised_with_settings() {
+    let mut frames = VecDeque::new();
+    let w = Windows::new(4 << 20, STREAM, &mut frames);
+    assert_eq!(w.stream_size(), STREAM);
+    assert!(
+        matches!(frames.pop_front(), Some(Frame::Settings { clear: false, entries })
+            if entries == [initial_window(STREAM)]),
+        "SETTINGS first"
+    );
+    assert_eq!(updates(&mut frames), [(0, (4 << 20) - DEFAULT_WINDOW)]);
+    // Not at the default (nor below it, which is clamped), and clamped above.
+    Windows::new(4 << 20, DEFAULT_WINDOW, &mut frames);
+    Windows::new(4 << 20, 1, &mut frames);
+    assert_eq!(updates(&mut frames), [(0, (4 << 20) - DEFAULT_WINDOW); 2]);
+    let w = Windows::new(DEFAULT_WINDOW, u32::MAX, &mut frames);
+    assert_eq!(w.stream_size(), MAX_WINDOW as u32);
+    assert!(
+        matches!(frames.pop_front(), Some(Frame::Settings { entries, .. })
+            if entries == [initial_window(MAX_WINDOW as u32)])
+    );
+    assert!(frames.is_empty());
+}
+
+#[test]
+fn a_stream_may_receive_its_larger_window() {
+    let (mut w, mut s, mut frames) = stream_windows(4 << 20, STREAM);
+    // A peer that keeps windows, and sent before it saw our SETTINGS: counted against ours.
+    w.window_update(0, 1, None).unwrap();
+    assert_eq!(w.flow_control(), FlowControl::Kept);
+    for _ in 0..STREAM / 32_768 {
+        w.data(32_768, Some(&mut s), &mut frames, "overran")
+            .unwrap();
+    }
+    assert_eq!(w.flow_control(), FlowControl::Kept);
+    assert!(frames.is_empty());
+    // A new stream starts with the larger window too.
+    let mut other = w.stream(false, false);
+    w.data(STREAM as usize, Some(&mut other), &mut frames, "overran")
+        .unwrap();
+}
+
+#[test]
+fn a_larger_stream_window_is_given_back_by_half_its_size() {
+    let (mut w, mut s, mut frames) = stream_windows(4 << 20, STREAM);
+    let half = STREAM as usize / 2;
+    w.data(STREAM as usize, Some(&mut s), &mut frames, "overran")
+        .unwrap();
+    w.consumed(1, Some(&mut s), half - 1, &mut frames);
+    // The session's come back by 32 KiB; the stream's not until half of 1 MiB is owed.
+    assert!(updates(&mut frames).iter().all(|&(id, _)| id == 0));
+    w.consumed(1, Some(&mut s), 1, &mut frames);
+    let u = updates(&mut frames);
+    assert_eq!(u.iter().filter(|&&(id, _)| id == 1).count(), 1);
+    assert_eq!(u.last(), Some(&(1, half as u32)));
+    // Consumed past what was received: the stream window stops at its size.
+    w.consumed(1, Some(&mut s), 1 << 30, &mut frames);
+    let u = updates(&mut frames);
+    assert_eq!(u.last(), Some(&(1, half as u32)));
+    w.consumed(1, Some(&mut s), 1 << 30, &mut frames);
+    assert!(updates(&mut frames).iter().all(|&(id, _)| id == 0));
+}
+
+#[test]
+fn an_overrun_of_a_larger_stream_window_with_windows_kept_is_a_flow_control_error() {
+    let (mut w, mut s, mut frames) = stream_windows(4 << 20, STREAM);
+    w.settings(&[], std::iter::empty()).unwrap();
+    assert_eq!(w.flow_control(), FlowControl::Kept);
+    w.data(STREAM as usize, Some(&mut s), &mut frames, "overran")
+        .unwrap();
+    assert_eq!(
+        w.data(1, Some(&mut s), &mut frames, "overran"),
+        Err(Breach::Stream(rst_status::FLOW_CONTROL_ERROR))
+    );
+    assert_eq!(w.flow_control(), FlowControl::Kept, "still kept");
 }

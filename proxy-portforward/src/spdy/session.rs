@@ -11,11 +11,12 @@
 //!   a data stream's its id minus 2), and reports [`Event::Request`] once both are open;
 //! - answers PING;
 //! - keeps SPDY/3.1 flow control: the session window and each stream's, both ways
-//!   (64 KiB to start; the client's SETTINGS_INITIAL_WINDOW_SIZE changes the stream windows
-//!   we send into). Received data is counted against our windows, which reopen with
-//!   WINDOW_UPDATE as the caller reports the data consumed ([`Session::consumed`]); data we
-//!   send goes through [`Session::send_data`], which refuses what the client's windows do
-//!   not allow.
+//!   (64 KiB to start, or the sizes given to [`Session::with_windows`] for ours, the
+//!   streams' advertised with SETTINGS_INITIAL_WINDOW_SIZE; the client's
+//!   SETTINGS_INITIAL_WINDOW_SIZE changes the stream windows we send into). Received data
+//!   is counted against our windows, which reopen with WINDOW_UPDATE as the caller reports
+//!   the data consumed ([`Session::consumed`]); data we send goes through
+//!   [`Session::send_data`], which refuses what the client's windows do not allow.
 //!
 //! Timers (the kubelet drops a request whose second stream does not come within 30 s) are
 //! the caller's: [`Session::pending_requests`] lists the half-open ones.
@@ -140,8 +141,18 @@ impl Session {
     /// that opens it. Streams keep 64 KiB windows each, so with a session window several
     /// times that, one stream whose data is not consumed does not stall the others.
     pub fn with_session_window(window: u32) -> Self {
+        Self::with_windows(window, DEFAULT_WINDOW)
+    }
+
+    /// A new session whose session receive window is `window` bytes and each of whose
+    /// streams' receive windows is `stream_window` bytes (each at least
+    /// [`DEFAULT_WINDOW`], at most 2^31 - 1). Past [`DEFAULT_WINDOW`], a SETTINGS with
+    /// SETTINGS_INITIAL_WINDOW_SIZE is queued for the streams, then a WINDOW_UPDATE for
+    /// stream 0 for the session. With a session window several times the stream window,
+    /// one stream whose data is not consumed does not stall the others.
+    pub fn with_windows(window: u32, stream_window: u32) -> Self {
         let mut frames = VecDeque::new();
-        let windows = Windows::new(window, &mut frames);
+        let windows = Windows::new(window, stream_window, &mut frames);
         Self {
             streams: HashMap::new(),
             pending: HashMap::new(),
@@ -378,8 +389,8 @@ impl Session {
 
     /// Reports `n` bytes of a stream's received data as consumed (written on), which
     /// reopens the windows: a WINDOW_UPDATE goes out once half a window is owed.
-    /// More than was received is not given back: a stream's window never grows past
-    /// 64 KiB, the session's past its size ([`Session::with_session_window`]).
+    /// More than was received is not given back: a stream's window never grows past its
+    /// size, the session's past its size ([`Session::with_windows`]).
     pub fn consumed(&mut self, stream_id: u32, n: usize) {
         let stream = self.streams.get_mut(&stream_id).map(|s| &mut s.flow);
         self.windows

@@ -39,6 +39,8 @@ struct State {
     /// What we may still send, per stream and for the session.
     send: HashMap<u32, i64>,
     session_send: i64,
+    /// The send window each new stream starts with (the node's SETTINGS).
+    initial_send: i64,
     /// What the node may still send us, per stream and for the session.
     recv: HashMap<u32, i64>,
     session_recv: i64,
@@ -87,6 +89,7 @@ impl Client {
             state: Mutex::new(State {
                 session_send: WINDOW,
                 session_recv: WINDOW,
+                initial_send: WINDOW,
                 ..State::default()
             }),
             windows: Notify::new(),
@@ -161,7 +164,8 @@ impl Client {
         {
             let mut st = self.inner.state.lock().unwrap();
             st.streams.insert(id, tx);
-            st.send.insert(id, WINDOW);
+            let initial = st.initial_send;
+            st.send.insert(id, initial);
             st.recv.insert(id, WINDOW);
         }
         let headers = Headers::new()
@@ -245,7 +249,7 @@ impl Client {
     pub(crate) async fn next_notable(&self) -> Option<Frame> {
         loop {
             match self.control().await? {
-                Frame::SynReply { .. } | Frame::WindowUpdate { .. } => {}
+                Frame::SynReply { .. } | Frame::WindowUpdate { .. } | Frame::Settings { .. } => {}
                 f => return Some(f),
             }
         }
@@ -364,6 +368,23 @@ async fn handle(inner: &Arc<Inner>, control: &mpsc::UnboundedSender<Frame>, fram
                     st.session_send += i64::from(delta);
                 } else if let Some(w) = st.send.get_mut(&stream_id) {
                     *w += i64::from(delta);
+                }
+            }
+            inner.windows.notify_waiters();
+            let _ = control.send(frame);
+        }
+        Frame::Settings { ref entries, .. } => {
+            // SETTINGS_INITIAL_WINDOW_SIZE moves every stream's send window by its change.
+            {
+                let mut st = inner.state.lock().unwrap();
+                for e in entries {
+                    if e.id == setting_id::INITIAL_WINDOW_SIZE {
+                        let delta = i64::from(e.value) - st.initial_send;
+                        st.initial_send = i64::from(e.value);
+                        for w in st.send.values_mut() {
+                            *w += delta;
+                        }
+                    }
                 }
             }
             inner.windows.notify_waiters();
