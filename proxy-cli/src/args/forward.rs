@@ -31,7 +31,8 @@ TARGET's ports, in kubectl's grammar:
   :5000 or 0:5000       a free local port chosen by the kernel to port 5000
   8000-8010:9000-9010   a range: 8000 to 9000, 8001 to 9001, ... (same length both sides)
   8000-8010             the same ports both sides
-  5353:53/udp           UDP (`/tcp`, the default, may be written too); hosts only
+  5353:53/udp           UDP (`/tcp`, the default, may be written too); for TYPE/NAME,
+                        only where the far end is `proxy port-forward-server`
   8080:http, http       a port name (TYPE/NAME only): the service's or the container's,
                         translated per pod as kubectl does; `http` alone listens on the
                         port number the name stands for
