@@ -411,13 +411,26 @@ impl Balancer<SocketAddr> {
     /// Counts a connection or session open on `addr` until the guard drops; least
     /// connections and two random choices weigh these.
     pub(crate) fn open(&self, addr: SocketAddr) -> Open<'_> {
+        self.acquire_counted(addr);
+        Open {
+            balancer: self,
+            addr,
+        }
+    }
+
+    /// Counts a connection or session open on `addr`, in the stats too.
+    pub(crate) fn acquire_counted(&self, addr: SocketAddr) {
         self.acquire(addr);
         if let Some(stats) = &self.stats {
             stats.endpoint_open(addr, true);
         }
-        Open {
-            balancer: self,
-            addr,
+    }
+
+    /// Counts one connection or session fewer open on `addr`, in the stats too.
+    pub(crate) fn release_counted(&self, addr: SocketAddr) {
+        self.release(&addr);
+        if let Some(stats) = &self.stats {
+            stats.endpoint_open(addr, false);
         }
     }
 }
@@ -484,10 +497,7 @@ pub(crate) struct Open<'a> {
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.balancer.release(&self.addr);
-        if let Some(stats) = &self.balancer.stats {
-            stats.endpoint_open(self.addr, false);
-        }
+        self.balancer.release_counted(self.addr);
     }
 }
 

@@ -114,7 +114,7 @@ impl Refresher {
 
 /// Reads a forwarder's live counters; see [`ForwarderHandle::stats_reader`].
 #[derive(Clone, Debug)]
-pub struct StatsReader(Arc<Stats>);
+pub struct StatsReader(pub(crate) Arc<Stats>);
 
 impl StatsReader {
     /// A snapshot of the counters.

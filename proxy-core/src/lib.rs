@@ -43,6 +43,7 @@
 
 mod balance;
 mod cidr;
+mod dial;
 mod error;
 mod forward;
 mod handle;
@@ -63,6 +64,7 @@ mod target;
 mod tcp;
 mod timeout;
 mod udp;
+mod upstream;
 pub mod value;
 
 pub use balance::{Balance, Ejection, HealthCheck, Opened, Picker};
@@ -79,6 +81,7 @@ pub use target::{Host, Target, TargetError};
 pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};
 pub use timeout::{MAX_DURATION, Timeouts};
 pub use udp::{Builder as UdpForwarderBuilder, UdpForwarder};
+pub use upstream::{Upstream, UpstreamOpen};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connect::connect;
 use super::peek::peek_until;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
 use super::socket::reset_on_close;
@@ -298,6 +297,18 @@ pub(crate) struct Shared {
     admission: Arc<Admission>,
 }
 
+impl Shared {
+    /// What connecting to the target uses.
+    pub(super) fn dial(&self) -> crate::dial::Dial<'_> {
+        crate::dial::Dial {
+            cache: &self.cache,
+            balancer: &self.balancer,
+            stats: &self.stats,
+            timeouts: &self.config.common.timeouts,
+        }
+    }
+}
+
 impl Generation for Shared {
     fn common(&self) -> &Common {
         &self.config.common
@@ -493,10 +504,11 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
             }
         }
     }
+    let dial = shared.dial();
     let connected = tokio::select! {
         () = shared.closing.cancelled() => return,
         // Boxed, so the connection's task does not keep room for it while relaying.
-        r = Box::pin(connect(&shared, peer.ip())) => r,
+        r = Box::pin(dial.connect(peer.ip())) => r,
     };
     let (mut upstream, upstream_addr) = match connected {
         Ok(c) => c,

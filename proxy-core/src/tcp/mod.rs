@@ -1,6 +1,5 @@
 //! TCP forwarding: [`TcpForwarder`], its builder, connect with failover, and the relay.
 
-mod connect;
 mod copy;
 mod forwarder;
 mod peek;
