@@ -237,6 +237,13 @@ pub enum BuildError {
     },
     /// The resolver cannot be set up (hickory cannot read the system DNS configuration).
     Resolver(String),
+    /// A value out of its range, or wrong with the others; the key is named, and why.
+    Invalid {
+        /// The setting at fault.
+        key: &'static str,
+        /// What is wrong, naming the bad value.
+        why: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -277,6 +284,7 @@ impl fmt::Display for BuildError {
             BuildError::Ejection => {
                 f.write_str("ejection needs at least 1 failure and a back-off longer than 0")
             }
+            BuildError::Invalid { why, .. } => f.write_str(why),
         }
     }
 }
@@ -310,7 +318,7 @@ impl BuildError {
             BuildError::ProxyProtocolV1Udp => "proxy_protocol",
             BuildError::HealthCheck => "health_check_interval",
             BuildError::ZeroLimit(name) | BuildError::Missing(name) => name,
-            BuildError::Requires { key, .. } => key,
+            BuildError::Requires { key, .. } | BuildError::Invalid { key, .. } => key,
             BuildError::Resolver(_) => "resolver",
         }
     }

@@ -208,6 +208,8 @@ mod tests {
         ("v1|v2", "v3"),
         ("auto|copy", "zero-copy"),
         ("SIZE", "12Q"),
+        ("[HOST]/PATH=TARGET[;KEY=VALUE],...", "shop.example=web:80"),
+        ("NAME", "a;b"),
     ];
 
     /// A config made and freed as C does.

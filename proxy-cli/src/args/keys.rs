@@ -16,8 +16,10 @@ pub type Transports = u8;
 pub const TCP: Transports = 1;
 /// `proxy udp`: keys for UDP and for both.
 pub const UDP: Transports = 2;
-/// `proxy tcp,udp` and `proxy forward`: every key.
+/// `proxy tcp,udp` and `proxy forward`: every key for TCP or UDP.
 pub const BOTH: Transports = TCP | UDP;
+/// `proxy http`: the keys HTTP forwards use.
+pub const HTTP: Transports = 4;
 
 /// Keys the command line takes in its own grammar (PROTO, PORT, TARGET, `--listen`).
 const GRAMMAR_KEYS: [&str; 3] = ["protocol", "listen", "target"];
@@ -33,10 +35,12 @@ pub struct KeyFlags<const T: Transports> {
 pub fn keys_for(transports: Transports) -> impl Iterator<Item = &'static Key> {
     KEYS.iter().filter(move |k| {
         !GRAMMAR_KEYS.contains(&k.name)
-            && match k.applies {
-                Applies::Both => true,
-                Applies::Tcp => transports & TCP != 0,
-                Applies::Udp => transports & UDP != 0,
+            && match (transports, k.applies) {
+                (HTTP, _) => k.http,
+                (_, Applies::Both) => true,
+                (_, Applies::Tcp) => transports & TCP != 0,
+                (_, Applies::Udp) => transports & UDP != 0,
+                (_, Applies::Http) => false,
             }
     })
 }
@@ -100,10 +104,13 @@ fn flag(key: &'static Key, transports: Transports) -> Arg {
     } else {
         format!("{} [default: {default}]", key.help)
     };
-    let heading = match key.applies {
-        Applies::Both => "Forwarding options",
-        Applies::Tcp => "TCP options",
-        Applies::Udp => "UDP options",
+    let heading = match (transports, key.applies) {
+        (HTTP, Applies::Http) => "HTTP options",
+        (HTTP, _) => "Forwarding options",
+        (_, Applies::Both) => "Forwarding options",
+        (_, Applies::Tcp) => "TCP options",
+        (_, Applies::Udp) => "UDP options",
+        (_, Applies::Http) => "HTTP options",
     };
     let arg = Arg::new(key.name)
         .long(key.name.replace('_', "-"))
@@ -132,6 +139,7 @@ fn check(key: &Key, transports: Transports, text: &str) -> Result<String, String
     let protocol = match transports {
         TCP => Transport::Tcp,
         UDP => Transport::Udp,
+        HTTP => Transport::Http,
         _ => Transport::Both,
     };
     let target = Target::new(Host::Ip(Ipv4Addr::LOCALHOST.into()), 1);

@@ -88,6 +88,7 @@ fn flags_of_one_transport_are_not_the_other_s() {
         let (command, other) = match key.applies {
             Applies::Tcp => ("udp", "--pipe-size"),
             Applies::Udp => ("tcp", "--max-sessions"),
+            Applies::Http => ("tcp", "--max-sessions"),
             Applies::Both => continue,
         };
         let e = parse(&[command, "53", "web", &key.flag(), key.example]).unwrap_err();

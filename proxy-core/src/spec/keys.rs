@@ -19,6 +19,8 @@ pub enum Applies {
     Tcp,
     /// UDP only; TCP ignores it.
     Udp,
+    /// HTTP forwards only.
+    Http,
 }
 
 impl Applies {
@@ -28,6 +30,7 @@ impl Applies {
             Applies::Both => true,
             Applies::Tcp => protocol.tcp(),
             Applies::Udp => protocol.udp(),
+            Applies::Http => false,
         }
     }
 }
@@ -40,6 +43,8 @@ pub struct Key {
     pub value: &'static str,
     /// Which transports use it.
     pub applies: Applies,
+    /// Whether HTTP forwards (`protocol = http`) use it.
+    pub http: bool,
     /// What it does, one or a few sentences.
     pub help: &'static str,
     /// A valid value other than the default, for examples and tests.
@@ -51,6 +56,14 @@ pub struct Key {
 }
 
 impl Key {
+    /// Whether a forward of `protocol` uses the key.
+    pub fn applies_to(&self, protocol: Transport) -> bool {
+        match protocol {
+            Transport::Http => self.http,
+            protocol => self.applies.to(protocol),
+        }
+    }
+
     /// The flag on the command line: `--idle-timeout`.
     pub fn flag(&self) -> String {
         format!("--{}", self.name.replace('_', "-"))

@@ -32,6 +32,7 @@
 mod keys;
 mod lookup;
 mod reference;
+mod route;
 mod start;
 mod table;
 mod values;
@@ -43,6 +44,7 @@ use std::time::Duration;
 pub use keys::{Applies, Key, SetError};
 pub use lookup::find;
 pub use reference::reference_markdown;
+pub use route::{ROUTE_KEYS, Route, RouteHost};
 pub use start::{Inherited, Running, StartError, address_in_use, ipv6_unavailable};
 pub use table::KEYS;
 
@@ -67,25 +69,28 @@ pub enum Transport {
     Udp,
     /// TCP and UDP on the same addresses and port.
     Both,
+    /// HTTP/1.1 requests, routed by host and path (the `proxy-http` crate serves these).
+    Http,
 }
 
 impl Transport {
     /// Whether TCP is served.
     pub fn tcp(self) -> bool {
-        self != Transport::Udp
+        matches!(self, Transport::Tcp | Transport::Both)
     }
 
     /// Whether UDP is served.
     pub fn udp(self) -> bool {
-        self != Transport::Tcp
+        matches!(self, Transport::Udp | Transport::Both)
     }
 
-    /// `tcp`, `udp` or `tcp,udp`.
+    /// `tcp`, `udp`, `tcp,udp` or `http`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
             Transport::Both => "tcp,udp",
+            Transport::Http => "http",
         }
     }
 }
@@ -272,6 +277,19 @@ pub struct ForwardSpec {
     pub batch_size: usize,
     /// `socket_buffer`: UDP socket buffers; `None`: the system's. Default 4 MiB.
     pub socket_buffer: Option<usize>,
+
+    /// `route`: an HTTP forward's routes by host and path; `target` is the route `/`.
+    pub routes: Vec<Route>,
+    /// `sticky_cookie`: the cookie that keeps an HTTP client on one upstream address.
+    pub sticky_cookie: Option<String>,
+    /// `request_timeout`: how long an upstream has to start its response. Default 60 s.
+    pub request_timeout: Option<Duration>,
+    /// `max_request_body`: the largest HTTP request body passed on. Default no limit.
+    pub max_request_body: Option<usize>,
+    /// `max_header_size`: the largest HTTP request head read. Default 64 KiB.
+    pub max_header_size: usize,
+    /// `retries`: more tries of an idempotent request whose connection failed. Default 1.
+    pub retries: u32,
 }
 
 impl Default for ForwardSpec {
@@ -322,6 +340,12 @@ impl Default for ForwardSpec {
             max_sessions: 16_384,
             batch_size: 32,
             socket_buffer: Some(4 << 20),
+            routes: Vec::new(),
+            sticky_cookie: None,
+            request_timeout: Some(Duration::from_secs(60)),
+            max_request_body: None,
+            max_header_size: 64 << 10,
+            retries: 1,
         }
     }
 }
@@ -346,7 +370,7 @@ impl ForwardSpec {
     ///
     /// The first [`BuildError`]; [`BuildError::key`] names the key at fault.
     pub fn validate(&self) -> Result<(), BuildError> {
-        if self.target.is_none() {
+        if self.target.is_none() && (self.protocol != Transport::Http || self.routes.is_empty()) {
             return Err(BuildError::Missing("target"));
         }
         check_listen(&self.listen.addrs())?;
@@ -378,6 +402,9 @@ impl ForwardSpec {
         if let Some(name) = self.limits().zero() {
             return Err(BuildError::ZeroLimit(name));
         }
+        if self.protocol == Transport::Http {
+            self.validate_http()?;
+        }
         if self.accept_burst.is_some() && self.accept_rate.is_none() {
             return Err(BuildError::Requires {
                 key: "accept_burst",
@@ -404,6 +431,51 @@ impl ForwardSpec {
             }
         }
         Ok(())
+    }
+
+    /// The rules of an HTTP forward: sizes in range, and each route's own settings.
+    fn validate_http(&self) -> Result<(), BuildError> {
+        if !(1 << 10..=1 << 20).contains(&self.max_header_size) {
+            return Err(BuildError::Invalid {
+                key: "max_header_size",
+                why: format!(
+                    "{} is outside 1K to 1M",
+                    crate::value::show_size(self.max_header_size)
+                ),
+            });
+        }
+        if self.max_request_body == Some(0) {
+            return Err(BuildError::ZeroLimit("max_request_body"));
+        }
+        if let Some(d) = self.request_timeout {
+            at_most_max("request_timeout", d)?;
+        }
+        let routes = self.http_routes();
+        let mut seen = std::collections::HashSet::new();
+        for route in &routes {
+            if !seen.insert((&route.host, &route.path)) {
+                return Err(BuildError::Invalid {
+                    key: "route",
+                    why: format!("`{route}`: a second route for the same host and path"),
+                });
+            }
+            let mut spec = route.spec(self).map_err(|why| BuildError::Invalid {
+                key: "route",
+                why,
+            })?;
+            spec.routes.clear();
+            spec.validate().map_err(|e| BuildError::Invalid {
+                key: "route",
+                why: format!("`{route}`: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// An HTTP forward's routes: `route`, and `target` as the route `/=TARGET` when set.
+    pub fn http_routes(&self) -> Vec<Route> {
+        let default = (self.target.clone()).map(|t| Route::new(RouteHost::Any, "/", t));
+        self.routes.iter().cloned().chain(default).collect()
     }
 
     /// Refuses any duration longer than [`MAX_DURATION`](crate::MAX_DURATION) (the

@@ -67,7 +67,7 @@ pub fn reference_markdown() -> String {
             key.name,
             key.name,
             cell(key.value),
-            transports(key.applies),
+            transports(key),
             default_text(key, &required),
         );
     }
@@ -93,17 +93,20 @@ fn section(out: &mut String, key: &Key, required: &[&str]) {
         help = key.help,
         flag = key.flag(),
         form = cell(key.value),
-        transports = transports(key.applies),
+        transports = transports(key),
         default = default_text(key, required),
         example = toml_value(key, key.example),
     );
 }
 
-fn transports(applies: Applies) -> &'static str {
-    match applies {
-        Applies::Both => "TCP and UDP",
-        Applies::Tcp => "TCP",
-        Applies::Udp => "UDP",
+fn transports(key: &Key) -> &'static str {
+    match (key.applies, key.http) {
+        (Applies::Both, true) => "TCP, UDP and HTTP",
+        (Applies::Both, false) => "TCP and UDP",
+        (Applies::Tcp, true) => "TCP and HTTP",
+        (Applies::Tcp, false) => "TCP",
+        (Applies::Udp, _) => "UDP",
+        (Applies::Http, _) => "HTTP",
     }
 }
 

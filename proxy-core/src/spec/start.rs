@@ -76,6 +76,8 @@ pub enum StartError {
     },
     /// Inherited sockets do not match the spec's transports.
     Inherited(&'static str),
+    /// The spec is an HTTP forward, which the `proxy-http` crate starts.
+    Http,
 }
 
 impl fmt::Display for StartError {
@@ -89,6 +91,9 @@ impl fmt::Display for StartError {
                 write!(f, "{}: {error}", transport.as_str().to_uppercase())
             }
             StartError::Inherited(why) => f.write_str(why),
+            StartError::Http => {
+                f.write_str("an HTTP forward is started by the HTTP layer (proxy-http)")
+            }
         }
     }
 }
@@ -99,7 +104,7 @@ impl std::error::Error for StartError {
             StartError::Invalid(e) => Some(e),
             StartError::Resolver(e) => Some(e),
             StartError::Start { error, .. } => Some(error),
-            StartError::Inherited(_) => None,
+            StartError::Inherited(_) | StartError::Http => None,
         }
     }
 }
@@ -173,6 +178,9 @@ impl ForwardSpec {
     ///
     /// A [`StartError`]; nothing stays bound then.
     pub fn start_with(&self, resolver: Arc<dyn Resolve>) -> Result<Running, StartError> {
+        if self.protocol == Transport::Http {
+            return Err(StartError::Http);
+        }
         let tcp = self
             .protocol
             .tcp()
@@ -247,6 +255,9 @@ impl ForwardSpec {
             spec.listen = super::Listen::Addrs(vec![addr]);
         }
         spec.validate()?;
+        if self.protocol == Transport::Http {
+            return Err(StartError::Http);
+        }
         match (self.protocol.tcp(), inherited.tcp.is_empty()) {
             (true, true) => return Err(StartError::Inherited("no inherited TCP listener")),
             (false, false) => {

@@ -7,7 +7,7 @@ use super::keys::{Applies, Key};
 use super::values::{
     BALANCES, PROTOCOLS, PROXY_PROTOCOLS, RELAYS, RESOLVERS, at_least_one, boolean, choice,
     choice_name, cidrs, count, duration, list, listen, name_server, optional, optional_count,
-    positive, show_list, show_optional, show_optional_count, show_timer, size, timer,
+    positive, show_list, cookie_name, optional_size, show_optional, show_optional_count, show_timer, size, timer,
 };
 use crate::balance::Balance;
 use crate::value::{show_duration, show_size};
@@ -18,6 +18,7 @@ pub static KEYS: &[Key] = &[
         name: "protocol",
         value: "tcp|udp|tcp,udp",
         applies: Applies::Both,
+        http: true,
         help: "The transports served: TCP connections, UDP datagrams, or both on the same \
                addresses and port.",
         example: "tcp,udp",
@@ -28,6 +29,7 @@ pub static KEYS: &[Key] = &[
         name: "listen",
         value: "PORT|IP:PORT,...",
         applies: Applies::Both,
+        http: true,
         help: "Where to listen: a port on every address (one dual-stack [::] socket, or \
                0.0.0.0 without IPv6), or IP:PORT addresses. Port 0 takes a free port.",
         example: "127.0.0.1:8080",
@@ -38,6 +40,7 @@ pub static KEYS: &[Key] = &[
         name: "target",
         value: "HOST:PORT|srv:NAME",
         applies: Applies::Both,
+        http: true,
         help: "Where to forward to: a host name, an IPv4 or [IPv6] address with a port, or \
                srv:NAME, whose SRV records give hosts, ports and weights.",
         example: "web.default:80",
@@ -59,6 +62,7 @@ pub static KEYS: &[Key] = &[
         name: "resolver",
         value: "system|hickory",
         applies: Applies::Both,
+        http: true,
         help: "How a host-name target is resolved: system uses the C library (/etc/hosts, \
                resolv.conf search and ndots), hickory asks the name servers itself and \
                follows record TTLs. srv: targets always use hickory.",
@@ -70,6 +74,7 @@ pub static KEYS: &[Key] = &[
         name: "name_servers",
         value: "IP[:PORT],...",
         applies: Applies::Both,
+        http: true,
         help: "The DNS servers to ask (port 53 unless given), with hickory; empty: those \
                of /etc/resolv.conf.",
         example: "10.96.0.10:53,[fd00::10]:53",
@@ -80,6 +85,7 @@ pub static KEYS: &[Key] = &[
         name: "dns_refresh",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "Look the target up again at this interval, whatever the TTL says; empty: \
                follow the TTL (the system resolver gives none: dns_fallback_ttl).",
         example: "10s",
@@ -90,6 +96,7 @@ pub static KEYS: &[Key] = &[
         name: "dns_fallback_ttl",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "How long an answer without a TTL is used.",
         example: "1m",
         set: |s, v| duration(v).map(|x| s.dns_fallback_ttl = x),
@@ -99,6 +106,7 @@ pub static KEYS: &[Key] = &[
         name: "dns_min_ttl",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "The shortest time an answer is used (a TTL of 0 is raised to it), and the \
                first retry delay after a failed lookup.",
         example: "5s",
@@ -109,6 +117,7 @@ pub static KEYS: &[Key] = &[
         name: "dns_max_ttl",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "The longest time an answer is used before it is looked up again.",
         example: "1m",
         set: |s, v| duration(v).map(|x| s.dns_max_ttl = x),
@@ -118,6 +127,7 @@ pub static KEYS: &[Key] = &[
         name: "connect_timeout",
         value: "DURATION",
         applies: Applies::Tcp,
+        http: true,
         help: "Give up one connect attempt to one upstream address after this long; also \
                raises connect_total_timeout to at least this.",
         example: "2s",
@@ -132,6 +142,7 @@ pub static KEYS: &[Key] = &[
         name: "connect_total_timeout",
         value: "DURATION",
         applies: Applies::Tcp,
+        http: true,
         help: "Give up connecting (all attempts, across the target's addresses) after this \
                long.",
         example: "30s",
@@ -142,6 +153,7 @@ pub static KEYS: &[Key] = &[
         name: "idle_timeout",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "Close a TCP connection, or end a UDP session, after this long without \
                traffic in either direction; 0 turns it off. Sets udp_idle_timeout too \
                (default: none for TCP, 30s for UDP).",
@@ -157,6 +169,7 @@ pub static KEYS: &[Key] = &[
         name: "udp_idle_timeout",
         value: "DURATION",
         applies: Applies::Udp,
+        http: false,
         help: "End a UDP session after this long without a datagram in either direction; \
                0 keeps sessions until max_sessions evicts the least recently used.",
         example: "1s",
@@ -167,6 +180,7 @@ pub static KEYS: &[Key] = &[
         name: "half_close_timeout",
         value: "DURATION",
         applies: Applies::Tcp,
+        http: false,
         help: "Once one direction has ended (a FIN was forwarded), close the connection \
                when the other has moved no byte for this long; 0 turns it off.",
         example: "5m",
@@ -177,6 +191,7 @@ pub static KEYS: &[Key] = &[
         name: "max_lifetime",
         value: "DURATION",
         applies: Applies::Tcp,
+        http: false,
         help: "Close every connection at this age, busy or not; 0 turns it off.",
         example: "1h",
         set: |s, v| timer(v).map(|x| s.max_lifetime = x),
@@ -186,6 +201,7 @@ pub static KEYS: &[Key] = &[
         name: "reuse_port",
         value: "BOOL",
         applies: Applies::Both,
+        http: true,
         help: "Set SO_REUSEPORT on the listeners, so several processes can share the port.",
         example: "true",
         set: |s, v| boolean(v).map(|x| s.reuse_port = x),
@@ -195,6 +211,7 @@ pub static KEYS: &[Key] = &[
         name: "dual_stack",
         value: "BOOL",
         applies: Applies::Both,
+        http: true,
         help: "Whether a [::] listener takes IPv4 too; false binds IPv6 only, so 0.0.0.0 \
                can be bound beside it.",
         example: "false",
@@ -205,6 +222,7 @@ pub static KEYS: &[Key] = &[
         name: "backlog",
         value: "N",
         applies: Applies::Tcp,
+        http: true,
         help: "The listen backlog (the kernel caps it at net.core.somaxconn).",
         example: "4096",
         set: |s, v| count(v).map(|x| s.backlog = x),
@@ -214,6 +232,7 @@ pub static KEYS: &[Key] = &[
         name: "balance",
         value: "POLICY",
         applies: Applies::Both,
+        http: true,
         help: "How each new connection (or UDP session) picks one of the target's \
                addresses: round-robin (as kube-proxy), least-connections, two-choices (the \
                less loaded of two random ones), client-ip (sessionAffinity: ClientIP).",
@@ -231,6 +250,7 @@ pub static KEYS: &[Key] = &[
         name: "affinity_timeout",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "With balance = client-ip, how long a client keeps its address after its \
                last connection; empty: 3h, as kube-proxy.",
         example: "10m",
@@ -241,6 +261,7 @@ pub static KEYS: &[Key] = &[
         name: "eject_after",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "Skip an address after N failed connects in a row (UDP: ICMP \
                port-unreachable reports) for eject_for, then try it again; empty: off.",
         example: "3",
@@ -251,6 +272,7 @@ pub static KEYS: &[Key] = &[
         name: "eject_for",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "How long eject_after skips an address.",
         example: "30s",
         set: |s, v| positive(v).map(|x| s.eject_for = x),
@@ -260,6 +282,7 @@ pub static KEYS: &[Key] = &[
         name: "health_check_interval",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "Check every address of the target with a TCP connect at this interval (UDP \
                forwards check the same port over TCP); empty: off.",
         example: "5s",
@@ -270,6 +293,7 @@ pub static KEYS: &[Key] = &[
         name: "health_check_timeout",
         value: "DURATION",
         applies: Applies::Both,
+        http: true,
         help: "How long one health check may take.",
         example: "500ms",
         set: |s, v| positive(v).map(|x| s.health_check_timeout = x),
@@ -279,6 +303,7 @@ pub static KEYS: &[Key] = &[
         name: "health_check_rise",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "Passed checks in a row that bring a down address back.",
         example: "1",
         set: |s, v| at_least_one(v).map(|x| s.health_check_rise = x),
@@ -288,6 +313,7 @@ pub static KEYS: &[Key] = &[
         name: "health_check_fall",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "Failed checks in a row that mark an address down.",
         example: "2",
         set: |s, v| at_least_one(v).map(|x| s.health_check_fall = x),
@@ -297,6 +323,7 @@ pub static KEYS: &[Key] = &[
         name: "allow",
         value: "CIDR,...",
         applies: Applies::Both,
+        http: true,
         help: "Serve only clients in these ranges (10.0.0.0/8, or one address); others \
                are reset (TCP) or their datagrams dropped (UDP), and counted. Empty: \
                every client.",
@@ -308,6 +335,7 @@ pub static KEYS: &[Key] = &[
         name: "deny",
         value: "CIDR,...",
         applies: Applies::Both,
+        http: true,
         help: "Never serve clients in these ranges, whatever allow says.",
         example: "10.1.0.0/16",
         set: |s, v| cidrs(v).map(|x| s.deny = x),
@@ -317,6 +345,7 @@ pub static KEYS: &[Key] = &[
         name: "max_connections",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "The most TCP connections (or UDP sessions) open at once, across the listen \
                addresses; past it new ones are refused and counted. Empty: no limit.",
         example: "1000",
@@ -327,6 +356,7 @@ pub static KEYS: &[Key] = &[
         name: "max_per_source",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "The most TCP connections (or UDP sessions) open at once from one client IP. \
                Empty: no limit.",
         example: "10",
@@ -337,6 +367,7 @@ pub static KEYS: &[Key] = &[
         name: "accept_rate",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "The most new TCP connections (or UDP sessions) admitted per second, on \
                average. Empty: no limit.",
         example: "100",
@@ -347,6 +378,7 @@ pub static KEYS: &[Key] = &[
         name: "accept_burst",
         value: "N",
         applies: Applies::Both,
+        http: true,
         help: "How many accept_rate admits at once after a quiet spell; empty: the rate \
                (one second's worth).",
         example: "20",
@@ -357,6 +389,7 @@ pub static KEYS: &[Key] = &[
         name: "proxy_protocol",
         value: "v1|v2",
         applies: Applies::Both,
+        http: false,
         help: "Send a PROXY protocol header (v1 text or v2 binary) to the upstream ahead of \
                each connection, carrying the client's address; UDP takes v2, one header \
                per datagram. Empty: none.",
@@ -368,6 +401,7 @@ pub static KEYS: &[Key] = &[
         name: "accept_proxy_from",
         value: "CIDR,...",
         applies: Applies::Tcp,
+        http: true,
         help: "Read a PROXY protocol header (v1 or v2) at the start of connections from \
                these peers (load balancers in front of this proxy); its client address \
                stands for the connection's. Their connections without one are closed.",
@@ -379,6 +413,7 @@ pub static KEYS: &[Key] = &[
         name: "proxy_header_timeout",
         value: "DURATION",
         applies: Applies::Tcp,
+        http: true,
         help: "How long an accept_proxy_from peer has to send its header.",
         example: "1s",
         set: |s, v| positive(v).map(|x| s.proxy_header_timeout = x),
@@ -388,6 +423,7 @@ pub static KEYS: &[Key] = &[
         name: "relay",
         value: "auto|copy",
         applies: Applies::Tcp,
+        http: false,
         help: "How bytes are relayed: auto uses splice(2) on Linux (no copy to user \
                space), copy always copies through user-space buffers.",
         example: "copy",
@@ -398,6 +434,7 @@ pub static KEYS: &[Key] = &[
         name: "pipe_size",
         value: "SIZE",
         applies: Applies::Tcp,
+        http: false,
         help: "The size of each splice pipe, 4K to 1G.",
         example: "1M",
         set: |s, v| size(v).map(|x| s.pipe_size = x),
@@ -407,6 +444,7 @@ pub static KEYS: &[Key] = &[
         name: "buffer_size",
         value: "SIZE",
         applies: Applies::Tcp,
+        http: false,
         help: "The size of each copy buffer (relay = copy, or where splice cannot be \
                used), 1K to 16M.",
         example: "128K",
@@ -417,6 +455,7 @@ pub static KEYS: &[Key] = &[
         name: "max_sessions",
         value: "N",
         applies: Applies::Udp,
+        http: false,
         help: "The most UDP sessions (client addresses) per listen address; a new client \
                beyond it evicts the least recently used session.",
         example: "1000",
@@ -427,6 +466,7 @@ pub static KEYS: &[Key] = &[
         name: "batch_size",
         value: "N",
         applies: Applies::Udp,
+        http: false,
         help: "UDP datagrams read or sent per system call (recvmmsg/sendmmsg), 1 to 64.",
         example: "8",
         set: |s, v| count(v).map(|x| s.batch_size = x),
@@ -436,10 +476,84 @@ pub static KEYS: &[Key] = &[
         name: "socket_buffer",
         value: "SIZE",
         applies: Applies::Udp,
+        http: false,
         help: "The receive and send buffer of each UDP socket; 0 keeps the system's \
                default. Past net.core.rmem_max with CAP_NET_ADMIN, else capped at it.",
         example: "8M",
         set: |s, v| size(v).map(|n| s.socket_buffer = Some(n).filter(|n| *n > 0)),
         get: |s| show_size(s.socket_buffer.unwrap_or(0)),
+    },
+    Key {
+        name: "route",
+        value: "[HOST]/PATH=TARGET[;KEY=VALUE],...",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: requests for HOST (a name, or *.DOMAIN for one more label; none: any) \
+               whose path starts with PATH (by whole segments) go to TARGET (port 80 unless \
+               given); the most specific host, then the longest path, wins. A route may set \
+               its own resolver, dns_*, connect_*, balance, affinity_timeout, eject_*, \
+               health_check_*, sticky_cookie, request_timeout, max_request_body and retries \
+               after `;`. `target` is the route /=TARGET.",
+        example: "shop.example/api=api.shop:8080;balance=least-connections",
+        set: |s, v| list(v, |r| r.parse::<super::Route>()).map(|x| s.routes = x),
+        get: |s| show_list(&s.routes),
+    },
+    Key {
+        name: "sticky_cookie",
+        value: "NAME",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: keep each client on one upstream address with a cookie of this name, \
+               set on its first response; an address that is gone or ejected is replaced. \
+               Empty: no cookie.",
+        example: "SERVERID",
+        set: |s, v| cookie_name(v).map(|x| s.sticky_cookie = x),
+        get: |s| s.sticky_cookie.clone().unwrap_or_default(),
+    },
+    Key {
+        name: "request_timeout",
+        value: "DURATION",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: how long an upstream has to start its response once the request is \
+               sent (504 Gateway Timeout after it); 0 turns it off.",
+        example: "5s",
+        set: |s, v| timer(v).map(|x| s.request_timeout = x),
+        get: |s| show_timer(s.request_timeout),
+    },
+    Key {
+        name: "max_request_body",
+        value: "SIZE",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: the largest request body passed on (413 Content Too Large past it, \
+               from the Content-Length or as the body streams); empty: no limit.",
+        example: "8M",
+        set: |s, v| optional_size(v).map(|x| s.max_request_body = x),
+        get: |s| s.max_request_body.map(show_size).unwrap_or_default(),
+    },
+    Key {
+        name: "max_header_size",
+        value: "SIZE",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: the largest request head (request line and headers) read from a \
+               client, 1K to 1M (431 Request Header Fields Too Large past it).",
+        example: "16K",
+        set: |s, v| size(v).map(|x| s.max_header_size = x),
+        get: |s| show_size(s.max_header_size),
+    },
+    Key {
+        name: "retries",
+        value: "N",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: how many more times an idempotent request (GET, HEAD, OPTIONS, PUT, \
+               DELETE, TRACE) is tried, on another connection, when its connection failed \
+               before any answer: refused, reset or closed (a kept-alive connection the \
+               upstream closed). Never after an answer started or a timeout.",
+        example: "3",
+        set: |s, v| count(v).map(|x| s.retries = x),
+        get: |s| s.retries.to_string(),
     },
 ];

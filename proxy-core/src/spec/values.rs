@@ -79,6 +79,28 @@ pub(super) fn size(text: &str) -> Result<usize, String> {
     value::size(text).map_err(|e| e.to_string())
 }
 
+/// A size, or empty for none.
+pub(super) fn optional_size(text: &str) -> Result<Option<usize>, String> {
+    match text {
+        "" => Ok(None),
+        text => size(text).map(Some),
+    }
+}
+
+/// A cookie name (an RFC 6265 token), or empty for none.
+pub(super) fn cookie_name(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let token = |b: u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
+    match text.bytes().all(token) {
+        true => Ok(Some(text.to_owned())),
+        false => Err(format!(
+            "`{text}` is not a cookie name: letters, digits and !#$%&'*+-.^_`|~ only"
+        )),
+    }
+}
+
 pub(super) fn boolean(text: &str) -> Result<bool, String> {
     match text {
         "true" => Ok(true),
@@ -144,6 +166,7 @@ pub(super) const PROTOCOLS: &[(&str, Transport)] = &[
     ("udp", Transport::Udp),
     ("tcp,udp", Transport::Both),
     ("udp,tcp", Transport::Both),
+    ("http", Transport::Http),
 ];
 
 pub(super) const RESOLVERS: &[(&str, ResolverKind)] = &[

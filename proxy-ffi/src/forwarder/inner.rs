@@ -68,6 +68,7 @@ fn transport_name(p: Transport) -> &'static str {
         Transport::Tcp => "TCP",
         Transport::Udp => "UDP",
         Transport::Both => "TCP and UDP",
+        Transport::Http => "HTTP",
     }
 }
 
@@ -160,6 +161,7 @@ fn start_failure(e: StartError) -> Failure {
         ),
         StartError::Start { error, .. } => error.into(),
         StartError::Inherited(why) => Failure::setting(why),
+        StartError::Http => Failure::setting(&e.to_string()),
     }
 }
 
