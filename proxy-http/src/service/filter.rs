@@ -42,6 +42,12 @@ pub const DEFAULT_REJECT_METHODS: &str = "^$";
 /// An empty list is one empty pattern, which matches everything, as in kubectl: an empty
 /// `reject_methods` refuses every request.
 ///
+/// Two differences from kubectl, both on purpose: IPv6 hosts keep their brackets
+/// (`[::1]:8001` is `[::1]`, which kubectl's own default `^\[::1\]$` accepts, where kubectl
+/// turns it into `::1` and refuses it: kubernetes#77496), and a path with a malformed `%`
+/// escape is refused (the path is percent-decoded before matching, as kubectl matches Go's
+/// decoded `URL.Path`, so `/api/v1/namespaces/d/pods/p/%65xec` is still `exec`).
+///
 /// # Examples
 ///
 /// ```
