@@ -104,6 +104,10 @@ impl Filter {
     /// Whether a request is let through. `path` is the request's URI path as received
     /// (percent-encoded; it is decoded before matching), `host` its `Host` header (or the
     /// URI's authority); a missing host is the empty string, as in Go.
+    ///
+    /// Dot segments are not removed: kubectl's Go mux answers a path holding `.` or `..`
+    /// segments with a redirect to its cleaned form before the filter sees it, so a caller
+    /// that forwards such paths to the API server should refuse or clean them first.
     pub fn accepts(&self, method: &Method, path: &str, host: Option<&str>) -> bool {
         let Some(path) = decode_path(path) else {
             return false;
@@ -297,6 +301,8 @@ mod tests {
             "/api/v1/namespaces/default/pods/p/attach",
             "/api/v1/namespaces/default/pods/p/%65xec",
             "/api/v1/namespaces/default/pods/p/%61ttach?x",
+            "/api/v1/namespaces/default/pods/p%2Fexec",
+            "/api/v1/namespaces/default/pods/p//exec",
         ] {
             assert!(!f.accepts(&Method::GET, path, host), "{path}");
             assert!(!f.accepts(&Method::POST, path, host), "{path}");
