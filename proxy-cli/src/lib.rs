@@ -30,6 +30,7 @@ pub mod admin;
 pub mod args;
 pub mod config;
 pub mod forward;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod port_forward_server;

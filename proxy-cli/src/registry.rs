@@ -76,6 +76,7 @@ struct Inner {
     ready: bool,
     draining: bool,
     port_forward: Option<proxy_portforward::server::Server>,
+    http: Vec<proxy_http::HttpHandle>,
 }
 
 #[derive(Debug)]
@@ -153,6 +154,16 @@ impl Forwards {
     /// Lists the port-forward server whose stats `/metrics` shows.
     pub fn set_port_forward(&self, server: proxy_portforward::server::Server) {
         self.lock().port_forward = Some(server);
+    }
+
+    /// Lists a running HTTP forward, for `/metrics`.
+    pub fn add_http(&self, handle: proxy_http::HttpHandle) {
+        self.lock().http.push(handle);
+    }
+
+    /// The HTTP forwards listed.
+    pub fn http(&self) -> Vec<proxy_http::HttpHandle> {
+        self.lock().http.clone()
     }
 
     /// The port-forward server's stats, if one is listed.

@@ -120,6 +120,7 @@ pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<
         (Command::TcpUdp(args), _) => {
             seed(&args.spec()?, args.drain, &forwards, &mut inherited).await
         }
+        (Command::Http(args), _) => crate::http::run(&args, &forwards).await,
         (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
         (Command::PortForwardServer(args), _) => {
             crate::port_forward_server::run(&args, &forwards).await
@@ -136,6 +137,7 @@ fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
         (Command::Tcp(args), _) => drop(args.spec()?),
         (Command::Udp(args), _) => drop(args.spec()?),
         (Command::TcpUdp(args), _) => drop(args.spec()?),
+        (Command::Http(args), _) => drop(args.spec()?),
         (Command::Forward(args), _) => drop(args.plan()?),
         (Command::PortForwardServer(args), _) => crate::port_forward_server::check(args)?,
         (Command::Run(_), Some(config)) => {

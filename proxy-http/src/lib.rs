@@ -10,4 +10,17 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod backend;
+pub mod body;
+mod error;
+mod exchange;
+mod headers;
+mod pool;
+mod router;
+mod server;
 pub mod service;
+mod stats;
+
+pub use backend::{Connecting, Connector, Io};
+pub use server::{HttpForwarder, HttpHandle};
+pub use stats::{LATENCY_BUCKETS, RouteSnapshot};

@@ -10,6 +10,7 @@
 
 pub mod forward;
 mod help;
+pub mod http;
 pub mod keys;
 pub mod port_forward_server;
 mod seed;
@@ -111,6 +112,11 @@ pub enum Command {
         mut_arg("idle_timeout_seconds", |a| a.help(TCP_UDP_IDLE_HELP))
     )]
     TcpUdp(TcpUdpArgs),
+
+    /// Serve HTTP and route requests by host and path to upstreams, as an Ingress
+    /// controller does: `proxy http PORT [TARGET] [--route HOST/PATH=TARGET]...`.
+    #[command(long_about = http::LONG_ABOUT, after_help = http::EXAMPLES)]
+    Http(http::HttpArgs),
 
     /// Forward local ports to a pod, service or workload (`pod/web`, `svc/web`), or to a
     /// host, like `kubectl port-forward`: `proxy forward TARGET SPEC... [-- CMD ARGS...]`.

@@ -108,18 +108,7 @@ impl<const T: Transports> SeedArgs<T> {
             }
             TargetArg::HostOnly(host) => Target::new(host.clone(), self.port),
         };
-        let listen = if self.listen.is_empty() {
-            Listen::Any(self.port)
-        } else {
-            Listen::Addrs(
-                (self.listen.iter())
-                    .map(|l| match *l {
-                        ListenArg::Ip(ip) => SocketAddr::new(ip, self.port),
-                        ListenArg::Socket(addr) => addr,
-                    })
-                    .collect(),
-            )
-        };
+        let listen = listen_of(self.port, &self.listen);
         let mut spec = ForwardSpec::new(self.protocol(), listen, target);
         self.keys.apply(&mut spec)?;
         if let Some(idle) = self.idle_timeout_seconds {
@@ -131,6 +120,22 @@ impl<const T: Transports> SeedArgs<T> {
     }
 }
 
+/// Where PORT and the `--listen` values say to listen: every address on PORT when there
+/// are none.
+pub(super) fn listen_of(port: u16, listen: &[ListenArg]) -> Listen {
+    if listen.is_empty() {
+        return Listen::Any(port);
+    }
+    Listen::Addrs(
+        (listen.iter())
+            .map(|l| match *l {
+                ListenArg::Ip(ip) => SocketAddr::new(ip, port),
+                ListenArg::Socket(addr) => addr,
+            })
+            .collect(),
+    )
+}
+
 /// A setting the library rejects, as a usage error naming its flag.
 pub fn invalid(e: BuildError) -> UsageError {
     UsageError(format!(
@@ -140,7 +145,7 @@ pub fn invalid(e: BuildError) -> UsageError {
 }
 
 /// Parses PORT: 0 to 65535, where 0 asks the kernel for a free port.
-fn parse_listen_port(s: &str) -> Result<u16, String> {
+pub(super) fn parse_listen_port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(port) if !s.starts_with('+') => Ok(port),
         _ => Err(format!(
@@ -161,7 +166,7 @@ fn parse_target(s: &str) -> Result<TargetArg, String> {
 }
 
 /// Parses a `--listen` value.
-fn parse_listen(s: &str) -> Result<ListenArg, String> {
+pub(super) fn parse_listen(s: &str) -> Result<ListenArg, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(ListenArg::Socket(addr));
     }

@@ -4,7 +4,7 @@ use clap::CommandFactory;
 use proxy_core::spec::{Applies, KEYS};
 use proxy_core::{Balance, ForwardSpec, Listen, Transport};
 
-use super::keys::{BOTH, TCP, UDP, keys_for};
+use super::keys::{BOTH, HTTP, TCP, UDP, keys_for};
 use super::*;
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -21,6 +21,7 @@ fn spec(args: &[&str]) -> Result<ForwardSpec, UsageError> {
         Command::Udp(a) => a.spec(),
         Command::TcpUdp(a) => a.spec(),
         Command::Forward(a) => a.plan().map(|p| p.settings),
+        Command::Http(a) => a.spec(),
         Command::Run(_) | Command::PortForwardServer(_) => panic!("no spec"),
     }
 }
@@ -43,11 +44,12 @@ fn clap_definition_is_consistent() {
 /// line cannot set fails here.
 #[test]
 fn every_key_is_a_flag_of_the_subcommands_that_use_it() {
-    let commands: [(&[&str], u8); 4] = [
+    let commands: [(&[&str], u8); 5] = [
         (&["tcp", "80", "web:80"], TCP),
         (&["udp", "53", "dns:53"], UDP),
         (&["tcp,udp", "53", "dns:53"], BOTH),
         (&["forward", "web", "8080:80"], BOTH),
+        (&["http", "80", "web:80"], HTTP),
     ];
     let mut covered = std::collections::HashSet::new();
     for (command, transports) in commands {

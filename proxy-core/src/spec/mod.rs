@@ -284,6 +284,8 @@ pub struct ForwardSpec {
     pub sticky_cookie: Option<String>,
     /// `request_timeout`: how long an upstream has to start its response. Default 60 s.
     pub request_timeout: Option<Duration>,
+    /// `header_timeout`: how long a client has to send a request head. Default 30 s.
+    pub header_timeout: Option<Duration>,
     /// `max_request_body`: the largest HTTP request body passed on. Default no limit.
     pub max_request_body: Option<usize>,
     /// `max_header_size`: the largest HTTP request head read. Default 64 KiB.
@@ -343,6 +345,7 @@ impl Default for ForwardSpec {
             routes: Vec::new(),
             sticky_cookie: None,
             request_timeout: Some(Duration::from_secs(60)),
+            header_timeout: Some(Duration::from_secs(30)),
             max_request_body: None,
             max_header_size: 64 << 10,
             retries: 1,
@@ -450,6 +453,9 @@ impl ForwardSpec {
         if let Some(d) = self.request_timeout {
             at_most_max("request_timeout", d)?;
         }
+        if let Some(d) = self.header_timeout {
+            at_most_max("header_timeout", d)?;
+        }
         let routes = self.http_routes();
         let mut seen = std::collections::HashSet::new();
         for route in &routes {
@@ -459,11 +465,12 @@ impl ForwardSpec {
                     why: format!("`{route}`: a second route for the same host and path"),
                 });
             }
-            let mut spec = route.spec(self).map_err(|why| BuildError::Invalid {
-                key: "route",
-                why,
-            })?;
+            let mut spec = route
+                .spec(self)
+                .map_err(|why| BuildError::Invalid { key: "route", why })?;
+            // The route's upstream side, checked as the TCP settings it is.
             spec.routes.clear();
+            spec.protocol = Transport::Tcp;
             spec.validate().map_err(|e| BuildError::Invalid {
                 key: "route",
                 why: format!("`{route}`: {e}"),

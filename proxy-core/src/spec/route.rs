@@ -113,7 +113,8 @@ impl Route {
         let mut spec = base.clone();
         spec.target = Some(self.target.clone());
         for (key, value) in &self.options {
-            spec.set(key, value).map_err(|e| format!("`{key}={value}`: {}", e.message()))?;
+            spec.set(key, value)
+                .map_err(|e| format!("`{key}={value}`: {}", e.message()))?;
         }
         Ok(spec)
     }
@@ -142,7 +143,8 @@ impl FromStr for Route {
         if target.is_empty() {
             return Err(bad("no TARGET after ="));
         }
-        let target = Target::parse_with_default_port(target, 80).map_err(|e| bad(&e.to_string()))?;
+        let target =
+            Target::parse_with_default_port(target, 80).map_err(|e| bad(&e.to_string()))?;
         let mut options = Vec::new();
         let mut scratch = ForwardSpec::default();
         for option in parts {
@@ -199,7 +201,8 @@ fn route_host(host: &str) -> Result<RouteHost, String> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -227,7 +230,10 @@ mod tests {
             ("Shop.Example/=web:8080", "shop.example/=web:8080"),
             ("*.example/static=static:80", "*.example/static=static:80"),
             ("/api=srv:_http._tcp.api", "/api=srv:_http._tcp.api"),
-            ("/a=[::1]:81;retries=0;sticky_cookie=S", "/a=[::1]:81;retries=0;sticky_cookie=S"),
+            (
+                "/a=[::1]:81;retries=0;sticky_cookie=S",
+                "/a=[::1]:81;retries=0;sticky_cookie=S",
+            ),
         ] {
             let route: Route = text.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(route.to_string(), shown);
@@ -252,7 +258,10 @@ mod tests {
             ("/a?b=web", "`/a?b` is not a path prefix"),
             ("/=web;listen=80", "`listen` is not a setting a route takes"),
             ("/=web;balance", "`balance` is not KEY=VALUE"),
-            ("/=web;balance=random", "`balance=random`: `random` is not one of"),
+            (
+                "/=web;balance=random",
+                "`balance=random`: `random` is not one of",
+            ),
         ] {
             let e = text.parse::<Route>().unwrap_err();
             assert!(e.starts_with(&format!("`{text}`: ")), "{e}");

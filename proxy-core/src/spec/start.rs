@@ -116,6 +116,20 @@ impl From<BuildError> for StartError {
 }
 
 impl ForwardSpec {
+    /// A listening TCP socket on `addr` with these listen options (`reuse_port`,
+    /// `dual_stack`, `backlog`), for layers that accept connections of their own.
+    ///
+    /// # Errors
+    ///
+    /// The address cannot be bound.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn tcp_listener(&self, addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        crate::listen::tcp(addr, &self.listen_options())
+    }
+
     /// A TCP forwarder with these settings, resolving through `resolver` (see
     /// [`make_resolver`](ForwardSpec::make_resolver)).
     ///

@@ -6,8 +6,9 @@
 use super::keys::{Applies, Key};
 use super::values::{
     BALANCES, PROTOCOLS, PROXY_PROTOCOLS, RELAYS, RESOLVERS, at_least_one, boolean, choice,
-    choice_name, cidrs, count, duration, list, listen, name_server, optional, optional_count,
-    positive, show_list, cookie_name, optional_size, show_optional, show_optional_count, show_timer, size, timer,
+    choice_name, cidrs, cookie_name, count, duration, list, listen, name_server, optional,
+    optional_count, optional_size, positive, show_list, show_optional, show_optional_count,
+    show_timer, size, timer,
 };
 use crate::balance::Balance;
 use crate::value::{show_duration, show_size};
@@ -520,6 +521,18 @@ pub static KEYS: &[Key] = &[
         example: "5s",
         set: |s, v| timer(v).map(|x| s.request_timeout = x),
         get: |s| show_timer(s.request_timeout),
+    },
+    Key {
+        name: "header_timeout",
+        value: "DURATION",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: how long a client has to send a request's head (request line and \
+               headers) once it starts, against slow clients; the connection is closed \
+               past it. 0 turns it off.",
+        example: "10s",
+        set: |s, v| timer(v).map(|x| s.header_timeout = x),
+        get: |s| show_timer(s.header_timeout),
     },
     Key {
         name: "max_request_body",

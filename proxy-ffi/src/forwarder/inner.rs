@@ -161,7 +161,7 @@ fn start_failure(e: StartError) -> Failure {
         ),
         StartError::Start { error, .. } => error.into(),
         StartError::Inherited(why) => Failure::setting(why),
-        StartError::Http => Failure::setting(&e.to_string()),
+        StartError::Http => Failure::setting(e.to_string()),
     }
 }
 

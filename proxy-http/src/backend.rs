@@ -1,0 +1,322 @@
+//! [`Backend`]: where one route's requests go. It picks an upstream address (the core's
+//! balancing, or the sticky cookie's address), reuses an idle connection to it or
+//! connects (with the core's failover), sends the request, waits for the response head
+//! within `request_timeout`, and tries again on another connection when a connection
+//! failed before the request could be answered.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use proxy_core::{ForwardSpec, Upstream, UpstreamOpen};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::{self, Body};
+use crate::error::ProxyError;
+use crate::pool::{Pool, Sender};
+
+/// A connection to an upstream, as a [`Connector`] makes it.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The future of [`Connector::connect`].
+pub type Connecting<'a> = Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send + 'a>>;
+
+/// Opens connections to one upstream of your own (an API server over TLS, say), for a
+/// route that does not go to a [`Target`](proxy_core::Target).
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a new connection.
+    fn connect(&self) -> Connecting<'_>;
+
+    /// What the upstream is called in logs.
+    fn name(&self) -> String;
+}
+
+/// How a backend reaches its upstream.
+#[allow(dead_code)] // `Custom`: the service proxy's API server mode, being written
+enum Dial {
+    /// A target's addresses, through the core.
+    Upstream(Upstream),
+    /// One upstream reached through a connector.
+    Custom(Arc<dyn Connector>),
+}
+
+/// The pool key of a [`Dial::Custom`] upstream, which has one endpoint.
+const CUSTOM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// One route's upstream: how it is reached, its idle connections, and its settings.
+pub(crate) struct Backend {
+    dial: Dial,
+    pool: Pool,
+    request_timeout: Option<Duration>,
+    retries: u32,
+    /// The sticky cookie's name, when on.
+    pub(crate) sticky_cookie: Option<String>,
+    /// The largest request body passed on.
+    pub(crate) max_request_body: Option<u64>,
+}
+
+/// A response head from an upstream, with what the rest of the exchange needs.
+pub(crate) struct Sent {
+    /// The response; its body streams from the upstream connection.
+    pub(crate) response: Response<Incoming>,
+    /// The upstream address that answered (`0.0.0.0:0` for a connector's upstream).
+    pub(crate) addr: SocketAddr,
+    /// The connection, to keep for the next request once the body has ended.
+    pub(crate) sender: Sender,
+    /// The request counted open on the address, until dropped.
+    pub(crate) open: Option<UpstreamOpen>,
+    /// The sticky cookie's value for `addr`, when the client did not send it.
+    pub(crate) set_cookie: Option<String>,
+}
+
+impl Backend {
+    /// The backend of a route whose settings are `spec` (its target set).
+    pub(crate) fn new(spec: &ForwardSpec) -> io::Result<Backend> {
+        let resolver = spec.make_resolver()?;
+        let upstream = Upstream::new(spec, resolver).map_err(io::Error::other)?;
+        Ok(Backend::with_dial(Dial::Upstream(upstream), spec))
+    }
+
+    /// A backend reaching its upstream through `connector`, with `spec`'s HTTP settings.
+    #[allow(dead_code)] // the service proxy's API server mode, being written
+    pub(crate) fn custom(connector: Arc<dyn Connector>, spec: &ForwardSpec) -> Backend {
+        Backend::with_dial(Dial::Custom(connector), spec)
+    }
+
+    fn with_dial(dial: Dial, spec: &ForwardSpec) -> Backend {
+        Backend {
+            dial,
+            pool: Pool::default(),
+            request_timeout: spec.request_timeout,
+            retries: spec.retries,
+            sticky_cookie: spec.sticky_cookie.clone(),
+            max_request_body: spec.max_request_body.map(|n| n as u64),
+        }
+    }
+
+    /// The upstream, as logs name it.
+    pub(crate) fn name(&self) -> String {
+        match &self.dial {
+            Dial::Upstream(u) => u.target().to_string(),
+            Dial::Custom(c) => c.name(),
+        }
+    }
+
+    /// The core upstream, for its stats.
+    pub(crate) fn upstream(&self) -> Option<&Upstream> {
+        match &self.dial {
+            Dial::Upstream(u) => Some(u),
+            Dial::Custom(_) => None,
+        }
+    }
+
+    /// Keeps `sender`, whose exchange with `addr` has ended, for the next request.
+    pub(crate) fn reuse(&self, addr: SocketAddr, sender: Sender) {
+        self.pool.put(addr, sender);
+    }
+
+    /// Sends `request` from `client` upstream and waits for the response head. `sticky`
+    /// is the sticky cookie's value the client sent, if any.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+        client: IpAddr,
+        sticky: Option<&str>,
+    ) -> Result<Sent, ProxyError> {
+        let mut order = match &self.dial {
+            Dial::Upstream(u) => u.order(Some(client)).await?,
+            Dial::Custom(_) => vec![CUSTOM],
+        };
+        if order.is_empty() {
+            return Err(ProxyError::NoEndpoints("no addresses".to_owned()));
+        }
+        let mut set_cookie = None;
+        if self.sticky_cookie.is_some() {
+            match sticky.and_then(|v| order.iter().position(|a| cookie_value(*a) == v)) {
+                Some(i) => order[..=i].rotate_right(1),
+                None => set_cookie = Some(()),
+            }
+        }
+        // A bodiless idempotent request can be sent again after its connection failed
+        // before answering; keep what it takes to make it again.
+        let again = (self.retries > 0 && is_idempotent(request.method()) && is_bodiless(&request))
+            .then(|| {
+                (
+                    request.method().clone(),
+                    request.uri().clone(),
+                    request.version(),
+                    request.headers().clone(),
+                )
+            });
+        let mut request = Some(request);
+        let mut retries = self.retries;
+        loop {
+            let Some(req) = request.take() else {
+                return Err(ProxyError::Upstream(
+                    "the request could not be sent".to_owned(),
+                ));
+            };
+            let (mut sender, addr, reused) = self.connection(&order, client).await?;
+            let open = self.upstream().map(|u| u.open(addr));
+            let sent = sender.try_send_request(req);
+            let result = match self.request_timeout {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ProxyError::Timeout),
+                },
+                None => sent.await,
+            };
+            match result {
+                Ok(response) => {
+                    if let Some(u) = self.upstream() {
+                        u.report(addr, true);
+                    }
+                    return Ok(Sent {
+                        response,
+                        addr,
+                        sender,
+                        open,
+                        set_cookie: set_cookie.map(|()| cookie_value(addr)),
+                    });
+                }
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let error = e.into_error();
+                    if let Some(body_err) = body_error(&error) {
+                        return Err(body_err);
+                    }
+                    tracing::debug!(upstream = %addr, reused, error = %error, "upstream request failed");
+                    if let Some(unsent) = unsent {
+                        // Never written: safe to send anywhere.
+                        request = Some(unsent);
+                        continue;
+                    }
+                    let closed_early =
+                        error.is_incomplete_message() || error.is_canceled() || error.is_closed();
+                    if !(reused && closed_early)
+                        && let Some(u) = self.upstream()
+                    {
+                        u.report(addr, false);
+                    }
+                    match (&again, retries) {
+                        (Some((method, uri, version, headers)), 1..) if closed_early => {
+                            retries -= 1;
+                            let mut req = Request::new(body::empty());
+                            *req.method_mut() = method.clone();
+                            *req.uri_mut() = uri.clone();
+                            *req.version_mut() = *version;
+                            *req.headers_mut() = headers.clone();
+                            request = Some(req);
+                        }
+                        _ => return Err(ProxyError::Upstream(error.to_string())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A connection for one request: an idle one to the first address of `order`, or a
+    /// new one (the first of `order` that accepts). Says whether it was reused.
+    async fn connection(
+        &self,
+        order: &[SocketAddr],
+        client: IpAddr,
+    ) -> Result<(Sender, SocketAddr, bool), ProxyError> {
+        while let Some(mut sender) = self.pool.take(order[0]) {
+            // An idle connection is ready once its last response has been read; one the
+            // server closed meanwhile fails here and the next is tried.
+            if sender.ready().await.is_ok() {
+                return Ok((sender, order[0], true));
+            }
+        }
+        let (io, addr): (Box<dyn Io>, SocketAddr) = match &self.dial {
+            Dial::Upstream(u) => {
+                let (stream, addr) = u.connect(order.to_vec(), Some(client)).await?;
+                if let Some(mut sender) = (addr != order[0]).then(|| self.pool.take(addr)).flatten()
+                    && sender.ready().await.is_ok()
+                {
+                    // The pick failed over to an address with an idle connection.
+                    return Ok((sender, addr, true));
+                }
+                (Box::new(stream), addr)
+            }
+            Dial::Custom(c) => {
+                let io = c
+                    .connect()
+                    .await
+                    .map_err(|e| ProxyError::Connect(format!("{}: {e}", c.name())))?;
+                (io, CUSTOM)
+            }
+        };
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ProxyError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok((sender, addr, false))
+    }
+}
+
+/// The request body's own error (too large, or the client went away), if that is what
+/// failed the exchange.
+fn body_error(error: &hyper::Error) -> Option<ProxyError> {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(too_large) = e.downcast_ref::<crate::body::TooLarge>() {
+            return Some(ProxyError::TooLarge(too_large.limit));
+        }
+        source = e.source();
+    }
+    error
+        .is_body_write_aborted()
+        .then(|| ProxyError::Upstream("the client's request body failed".to_owned()))
+}
+
+/// Methods a request may be sent twice with (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn is_bodiless(request: &Request<Body>) -> bool {
+    http_body::Body::is_end_stream(request.body())
+}
+
+/// The sticky cookie's value for `addr`: a hash, so the cookie does not tell the client
+/// the upstream's address.
+pub(crate) fn cookie_value(addr: SocketAddr) -> String {
+    // FNV-1a of the address's text: the same across restarts and replicas of the proxy,
+    // so a client keeps its address when another replica serves it.
+    let hash = (addr.to_string().bytes()).fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_values_are_stable_and_differ_by_address() {
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(cookie_value(a), cookie_value(a));
+        assert_ne!(cookie_value(a), cookie_value(b));
+        assert_eq!(cookie_value(a).len(), 16);
+    }
+}

@@ -1,0 +1,100 @@
+//! Why the proxy answered a request itself, and with which status.
+
+use std::fmt;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+
+/// Why a request was answered by the proxy rather than an upstream.
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    /// No route serves the request's host and path: 404.
+    NoRoute,
+    /// The upstream has no address to try (none resolved, all ejected or down): 503.
+    NoEndpoints(String),
+    /// Every connect attempt failed (refused, unreachable): 502.
+    Connect(String),
+    /// Connecting took longer than the connect budget: 504.
+    ConnectTimeout(String),
+    /// The upstream failed the request after it was sent (reset, closed, bad
+    /// response): 502.
+    Upstream(String),
+    /// The upstream did not start its response within `request_timeout`: 504.
+    Timeout,
+    /// The request body is larger than `max_request_body`: 413.
+    TooLarge(u64),
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout(_) | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The answer: the status and a one-line plain-text reason, which names no upstream
+    /// address (the log line does).
+    pub(crate) fn response(&self) -> Response<Body> {
+        let text = match self {
+            ProxyError::NoRoute => "no route for this host and path".to_owned(),
+            ProxyError::NoEndpoints(_) => "no endpoints available".to_owned(),
+            ProxyError::Connect(_) => "the upstream could not be reached".to_owned(),
+            ProxyError::ConnectTimeout(_) => "connecting to the upstream timed out".to_owned(),
+            ProxyError::Upstream(_) => "the upstream failed to answer".to_owned(),
+            ProxyError::Timeout => "the upstream did not answer in time".to_owned(),
+            ProxyError::TooLarge(limit) => format!("the request body is larger than {limit} bytes"),
+        };
+        let status = self.status();
+        let mut response = Response::new(body::full(format!(
+            "{} {}: {text}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default()
+        )));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::NoRoute => f.write_str("no route"),
+            ProxyError::NoEndpoints(why) => write!(f, "no endpoints: {why}"),
+            ProxyError::Connect(why) => write!(f, "connect failed: {why}"),
+            ProxyError::ConnectTimeout(why) => write!(f, "connect timed out: {why}"),
+            ProxyError::Upstream(why) => write!(f, "upstream failed: {why}"),
+            ProxyError::Timeout => f.write_str("no response within request_timeout"),
+            ProxyError::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
+        }
+    }
+}
+
+impl From<proxy_core::Error> for ProxyError {
+    fn from(e: proxy_core::Error) -> Self {
+        use proxy_core::ErrorKind;
+        let why = match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
+        match e.kind() {
+            ErrorKind::Unavailable | ErrorKind::Resolve => ProxyError::NoEndpoints(why),
+            ErrorKind::Timeout(_) => ProxyError::ConnectTimeout(why),
+            _ => ProxyError::Connect(why),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! [`HttpForwarder`] and its [`HttpHandle`]: listeners, admission, one hyper connection
+//! per client (HTTP/1.1 with keep-alive and upgrades), reload and graceful drain.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use proxy_core::{BuildError, ForwardSpec, Gate, Listen, Transport};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::Body;
+use crate::error::ProxyError;
+use crate::exchange::{Exchange, Forward, host_of};
+use crate::router::Router;
+use crate::stats::{RouteSnapshot, RouteStats};
+
+/// An HTTP reverse proxy with the routes of one [`ForwardSpec`] (`protocol = http`):
+/// requests go by host and longest path prefix to each route's target.
+///
+/// # Examples
+///
+/// ```no_run
+/// use proxy_core::ForwardSpec;
+/// use proxy_http::HttpForwarder;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut spec = ForwardSpec::default();
+/// spec.set("protocol", "http")?;
+/// spec.set("listen", "127.0.0.1:8080")?;
+/// spec.set("route", "shop.example/=web.shop:80,/api=api.shop:8080;balance=least-connections")?;
+/// spec.set("sticky_cookie", "SERVERID")?;
+/// let handle = HttpForwarder::new(spec)?.start()?;
+/// println!("listening on {:?}", handle.local_addrs());
+/// tokio::signal::ctrl_c().await?;
+/// handle.shutdown(std::time::Duration::from_secs(10)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HttpForwarder {
+    spec: ForwardSpec,
+}
+
+/// A running [`HttpForwarder`]: its addresses, routes and counters; reload and shut it
+/// down through it. Cheap to clone; clones are the same forwarder.
+#[derive(Clone, Debug)]
+pub struct HttpHandle {
+    shared: Arc<Shared>,
+    local_addrs: Arc<[SocketAddr]>,
+}
+
+/// What the listeners and connections share.
+struct Shared {
+    current: RwLock<Arc<Generation>>,
+    unrouted: Arc<RouteStats>,
+    /// Cancelled to stop accepting.
+    accepting: CancellationToken,
+    /// Tells open connections to finish the request in flight and close.
+    draining: CancellationToken,
+    /// Cancelled to close the connections still open after the drain.
+    closing: CancellationToken,
+    connections: TaskTracker,
+    listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// One generation of settings: replaced whole by a reload.
+struct Generation {
+    spec: ForwardSpec,
+    router: Router,
+    gate: Gate,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+// ===== impl HttpForwarder =====
+
+impl HttpForwarder {
+    /// A forwarder with `spec`'s settings.
+    ///
+    /// # Errors
+    ///
+    /// The spec is invalid, or not an HTTP forward (`protocol` must be `http`).
+    pub fn new(spec: ForwardSpec) -> Result<HttpForwarder, BuildError> {
+        if spec.protocol != Transport::Http {
+            return Err(BuildError::Invalid {
+                key: "protocol",
+                why: format!("an HTTP forward needs protocol http, not {}", spec.protocol),
+            });
+        }
+        spec.validate()?;
+        Ok(HttpForwarder { spec })
+    }
+
+    /// The settings.
+    pub fn spec(&self) -> &ForwardSpec {
+        &self.spec
+    }
+
+    /// Binds the listen addresses and starts serving on the current tokio runtime. A
+    /// bare port listens on `[::]`, or on `0.0.0.0` where the host has no IPv6.
+    ///
+    /// # Errors
+    ///
+    /// An address cannot be bound (the error names it), or a route's resolver cannot be
+    /// set up; nothing stays bound then.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn start(&self) -> io::Result<HttpHandle> {
+        let listeners = bind(&self.spec)?;
+        self.start_on(listeners)
+    }
+
+    /// Starts serving on listeners bound elsewhere (systemd's sockets, say).
+    ///
+    /// # Errors
+    ///
+    /// A listener cannot be set up, or a route's resolver cannot be.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn start_from(
+        &self,
+        listeners: impl IntoIterator<Item = std::net::TcpListener>,
+    ) -> io::Result<HttpHandle> {
+        let listeners = listeners
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        self.start_on(listeners)
+    }
+
+    fn start_on(&self, listeners: Vec<TcpListener>) -> io::Result<HttpHandle> {
+        let generation = Generation::new(&self.spec, None)?;
+        let shared = Arc::new(Shared {
+            current: RwLock::new(Arc::new(generation)),
+            unrouted: Arc::default(),
+            accepting: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            listeners: std::sync::Mutex::default(),
+        });
+        let mut local_addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for listener in listeners {
+            let addr = listener.local_addr()?;
+            tracing::info!(protocol = "http", "Forwarding from {addr}");
+            local_addrs.push(addr);
+            tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+        }
+        *shared.listeners.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        Ok(HttpHandle {
+            shared,
+            local_addrs: local_addrs.into(),
+        })
+    }
+}
+
+/// Binds `spec`'s listen addresses, all or none.
+fn bind(spec: &ForwardSpec) -> io::Result<Vec<TcpListener>> {
+    let bind_all = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(|&a| {
+                spec.tcp_listener(a)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    };
+    match (bind_all(&spec.listen.addrs()), &spec.listen) {
+        (Err(e), Listen::Any(port)) if e.kind() != io::ErrorKind::AddrInUse => {
+            tracing::warn!(error = %e, "IPv6 is not available; listening on IPv4 only");
+            bind_all(&[SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port)])
+        }
+        (bound, _) => bound,
+    }
+}
+
+// ===== impl Generation =====
+
+impl Generation {
+    fn new(spec: &ForwardSpec, previous: Option<&Generation>) -> io::Result<Generation> {
+        Ok(Generation {
+            spec: spec.clone(),
+            router: Router::new(spec, previous.map(|p| &p.router))?,
+            gate: Gate::new(spec),
+        })
+    }
+}
+
+// ===== impl Shared =====
+
+impl Shared {
+    fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Answers one request from `client`.
+    async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let generation = self.current();
+        let mut exchange = Exchange::new(&request, client);
+        let Some(route) = generation
+            .router
+            .route(host_of(&request), request.uri().path())
+        else {
+            return exchange.refuse(&self.unrouted, &ProxyError::NoRoute);
+        };
+        exchange.route = route.name.clone();
+        let uri = match request.uri().path_and_query() {
+            Some(pq) => http::Uri::from(pq.clone()),
+            None => http::Uri::from_static("/"),
+        };
+        Forward {
+            backend: &route.backend,
+            stats: &route.stats,
+            uri,
+            proto: "http",
+            forwarded_uri: false,
+        }
+        .run(request, exchange)
+        .await
+    }
+}
+
+/// Accepts until `accepting` is cancelled; errors never end it (they back off).
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = shared.accepting.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let generation = shared.current();
+        let permit = match generation.gate.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::debug!(client = %peer, "{refusal}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let spec = &generation.spec;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(spec.header_timeout)
+            .max_header_size(spec.max_header_size)
+            .max_buf_size((spec.max_header_size + (8 << 10)).max(400 << 10))
+            .keep_alive(true);
+        let shared2 = shared.clone();
+        let service = service_fn(move |request| {
+            let shared = shared2.clone();
+            async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let (draining, closing) = (shared.draining.clone(), shared.closing.clone());
+        shared.connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                r = connection.as_mut() => Some(r),
+                () = draining.cancelled() => None,
+            };
+            let ended = match ended {
+                Some(r) => Some(r),
+                None => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = connection => Some(r),
+                        () = closing.cancelled() => None,
+                    }
+                }
+            };
+            if let Some(Err(e)) = ended {
+                tracing::debug!(client = %peer, error = %e, "client connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Errors of one connection that was being accepted, not of the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+// ===== impl HttpHandle =====
+
+impl HttpHandle {
+    /// The addresses listened on (with the ports the kernel chose for port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Every route's counters, and last those of requests no route served (route `-`).
+    pub fn routes(&self) -> Vec<RouteSnapshot> {
+        let mut all = self.shared.current().router.snapshots();
+        all.push(self.shared.unrouted.snapshot("-".to_owned()));
+        all
+    }
+
+    /// How each route's upstream addresses have fared, by route.
+    pub fn endpoints(&self) -> Vec<(String, Vec<proxy_core::EndpointStats>)> {
+        let generation = self.shared.current();
+        (generation.router.entries())
+            .filter_map(|e| {
+                let upstream = e.backend.upstream()?;
+                Some((e.name.clone(), upstream.stats_reader().endpoints()))
+            })
+            .collect()
+    }
+
+    /// Applies new settings in place: routes, limits and timeouts; new requests use
+    /// them, requests in flight finish as they began. Routes whose settings did not
+    /// change keep their upstream connections and balancing state.
+    ///
+    /// # Errors
+    ///
+    /// The settings are invalid, change the listen addresses (which needs a restart), or
+    /// a new route's resolver cannot be set up; nothing changes then.
+    pub fn reload(&self, spec: &ForwardSpec) -> io::Result<()> {
+        HttpForwarder::new(spec.clone()).map_err(io::Error::other)?;
+        let current = self.shared.current();
+        if current.spec.listen != spec.listen {
+            return Err(io::Error::other(format!(
+                "listen changed from {} to {}; restart to listen elsewhere",
+                current.spec.listen, spec.listen
+            )));
+        }
+        let next = Generation::new(spec, Some(&current))?;
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Stops accepting, lets open connections finish the request in flight for up to
+    /// `grace`, then closes them. Returns whether all finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.shared.accepting.cancel();
+        let listeners = std::mem::take(
+            &mut *self
+                .shared
+                .listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for task in listeners {
+            let _ = task.await;
+        }
+        self.shared.draining.cancel();
+        self.shared.connections.close();
+        let finished = tokio::time::timeout(grace, self.shared.connections.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!("connections still open after the drain; closing them");
+            self.shared.closing.cancel();
+        }
+        self.shared.connections.wait().await;
+        finished
+    }
+}
