@@ -181,7 +181,9 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         forward.apply(&cx, &mut spec)?;
         // An HTTP forward may have routes instead of a target.
         let routed = spec.protocol == proxy_core::Transport::Http && forward.has("route");
-        if let Some(key) = (REQUIRED.iter()).find(|k| !forward.has(k) && !(routed && **k == "target")) {
+        if let Some(key) =
+            (REQUIRED.iter()).find(|k| !forward.has(k) && !(routed && **k == "target"))
+        {
             let at = forward.start();
             return Err(cx.error(at..at, &forward.key(key), "is missing"));
         }

@@ -43,7 +43,10 @@ pub(crate) fn render(out: &mut String, forwards: &[HttpMetrics]) {
     );
     each(out, &|out, labels, r| {
         for (class, n) in CLASSES.iter().zip(r.by_class) {
-            let _ = writeln!(out, "proxy_http_requests_total{{{labels},code=\"{class}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "proxy_http_requests_total{{{labels},code=\"{class}\"}} {n}"
+            );
         }
     });
     let name = "proxy_http_request_duration_seconds";
@@ -58,7 +61,11 @@ pub(crate) fn render(out: &mut String, forwards: &[HttpMetrics]) {
         }
         let count = r.latency_buckets[LATENCY_BUCKETS.len()];
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", r.latency_sum.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            r.latency_sum.as_secs_f64()
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     });
     type Value = fn(&RouteSnapshot) -> u64;
@@ -105,12 +112,25 @@ mod tests {
             }],
         );
         let labels = "forward=\"http:8080\",route=\"shop.example/=shop:80\"";
-        assert!(out.contains(&format!("proxy_http_requests_total{{{labels},code=\"2xx\"}} 5\n")), "{out}");
-        assert!(out.contains(&format!("proxy_http_requests_total{{{labels},code=\"5xx\"}} 2\n")));
+        assert!(
+            out.contains(&format!(
+                "proxy_http_requests_total{{{labels},code=\"2xx\"}} 5\n"
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!(
+            "proxy_http_requests_total{{{labels},code=\"5xx\"}} 2\n"
+        )));
         assert!(out.contains("# TYPE proxy_http_request_duration_seconds histogram\n"));
-        assert!(out.contains(&format!("proxy_http_request_duration_seconds_bucket{{{labels},le=\"0.005\"}} 1\n")));
-        assert!(out.contains(&format!("proxy_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 8\n")));
-        assert!(out.contains(&format!("proxy_http_request_duration_seconds_sum{{{labels}}} 1.5\n")));
+        assert!(out.contains(&format!(
+            "proxy_http_request_duration_seconds_bucket{{{labels},le=\"0.005\"}} 1\n"
+        )));
+        assert!(out.contains(&format!(
+            "proxy_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 8\n"
+        )));
+        assert!(out.contains(&format!(
+            "proxy_http_request_duration_seconds_sum{{{labels}}} 1.5\n"
+        )));
         assert!(out.contains(&format!("proxy_http_response_bytes_total{{{labels}}} 42\n")));
     }
 }
