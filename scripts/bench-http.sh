@@ -91,6 +91,7 @@ fi
 [ -x "$BIN" ] || { echo "bench-http.sh: no binary at $BIN" >&2; exit 2; }
 
 WORK="$(mktemp -d /tmp/http-bench.XXXXXX)"
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -125,6 +126,9 @@ wait_http() { # NAME PORT
 start_nginx() {
   local name="$1" workers="$2" block="$3" dir="$WORK/$1"
   mkdir -p "$dir"
+  # nginx started as root runs its workers as nobody: they read the files and write the
+  # temp files here.
+  chmod 777 "$dir"
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
 worker_processes $workers;
@@ -148,6 +152,7 @@ EOF
 BACKEND_PORT="$(free_port)"
 mkdir -p "$WORK/backend/html"
 head -c 1024 /dev/zero | tr '\0' 'k' >"$WORK/backend/html/1k"
+chmod -R a+rX "$WORK/backend/html"
 start_nginx backend "$BACKEND_WORKERS" "  server {
     listen 127.0.0.1:$BACKEND_PORT backlog=4096;
     root $WORK/backend/html;
