@@ -75,6 +75,10 @@ class Handler(BaseHTTPRequestHandler):
             body = json.dumps(seen).encode()
             content_type = "application/json"
         self.send_response(status)
+        if status in (204, 304) or status < 200:
+            # No body, and no Content-Length (RFC 9110 8.6).
+            self.end_headers()
+            return
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

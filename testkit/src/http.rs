@@ -757,9 +757,10 @@ pub fn python_backend(name: &str) -> (ChildServer, SocketAddr) {
 
 // ===== nginx =====
 
-/// nginx in the foreground (`daemon off`, one worker) with a prefix directory of its own,
-/// on `127.0.0.1` and a free port; stopped on drop, printing its error log when the test is
-/// failing.
+/// nginx in the foreground with a prefix directory of its own, on `127.0.0.1` and a free
+/// port; stopped on drop, printing its error log when the test is failing. It runs as one
+/// process (`master_process off`): killing it, even when the test process dies, leaves no
+/// orphaned worker behind.
 #[derive(Debug)]
 pub struct Nginx {
     child: KillOnDrop,
@@ -789,7 +790,7 @@ impl Nginx {
                 .expect("a temp dir for nginx");
             let d = dir.path().display();
             let conf = format!(
-                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
                  events {{ worker_connections 1024; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  \
                  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n{}\n}}\n",

@@ -320,11 +320,12 @@ fn python_backend_answers_the_same_json() {
         addr,
         b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-Mixed-Case: v\r\n\r\n\
           POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /status/204 HTTP/1.1\r\nHost: h\r\n\r\n\
           GET /status/418 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         PROMPT,
     );
     let all = Response::parse_many(&raw).unwrap();
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 4, "{all:?}");
     let (a, b) = (all[0].seen(), all[1].seen());
     assert_eq!((a.backend.as_str(), a.uri.as_str()), ("py", "/a?b=c"));
     assert_eq!(a.version, "HTTP/1.1");
@@ -332,7 +333,11 @@ fn python_backend_answers_the_same_json() {
     assert_eq!(a.header("x-mixed-case"), Some("v"));
     assert_eq!((b.method.as_str(), b.body_bytes), ("POST", 3));
     assert_eq!(a.connection, b.connection, "kept alive");
-    assert_eq!(all[2].status, 418);
+    assert_eq!(
+        (all[2].status, all[2].header("content-length")),
+        (204, None)
+    );
+    assert_eq!(all[3].status, 418);
 }
 
 #[test]
