@@ -321,10 +321,10 @@ pub extern "C" fn proxy_forwarder_route_count(
 
 /// Copies the counters of route `index` of an HTTP forwarder to `*out`, whose size the
 /// caller passes in `out_size` (`sizeof(proxy_route_stats)`), and the route as written to
-/// `buf` as a NUL-terminated string, such as `shop.example/api=api.shop:8080` (a `target`
-/// key is the route `/=TARGET`), its length without the NUL to `*out_n`. The routes come
-/// in the order the config gave them; the last one, `-`, counts the requests no route
-/// served (answered 404). `buf == NULL` with `len == 0` asks for the length of the route
+/// `buf` as a NUL-terminated string, such as `shop.example/api=api.shop:8080`, its length
+/// without the NUL to `*out_n`. The routes come in the order of the `route` key, then the
+/// `target` key's route `/=TARGET` when set, and last `-`, which counts the requests no
+/// route served (answered 404). `buf == NULL` with `len == 0` asks for the length of the route
 /// only. Nothing is written unless the call succeeds.
 ///
 /// A reload replaces the list: an index past its end then gives
