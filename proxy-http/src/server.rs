@@ -358,7 +358,7 @@ impl HttpHandle {
         (generation.router.entries())
             .filter_map(|e| {
                 let upstream = e.backend.upstream()?;
-                Some((e.name.clone(), upstream.stats_reader().endpoints()))
+                Some((e.name.to_string(), upstream.stats_reader().endpoints()))
             })
             .collect()
     }
