@@ -176,9 +176,7 @@ impl Backend {
             };
             match result {
                 Ok(response) => {
-                    if let Some(u) = self.upstream() {
-                        u.report(addr, true);
-                    }
+                    // The address's success was counted when it connected.
                     return Ok(Sent {
                         response,
                         addr,

@@ -52,7 +52,7 @@ impl Exchange {
         stats: &RouteStats,
         status: StatusCode,
         bytes: (u64, u64),
-        upstream: &str,
+        upstream: &dyn std::fmt::Display,
         ended: Ended,
     ) {
         let elapsed = self.start.elapsed();
@@ -68,7 +68,7 @@ impl Exchange {
             bytes_out = bytes.1,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             route = %self.route,
-            upstream,
+            upstream = %upstream,
             complete = ended == Ended::Complete,
         );
     }
@@ -78,7 +78,7 @@ impl Exchange {
         let response = error.response();
         stats.answered(response.status().as_u16(), self.start.elapsed());
         tracing::debug!(client = %self.client, path = self.uri.path(), error = %error, "answered by the proxy");
-        self.end(stats, response.status(), (0, 0), "-", Ended::Complete);
+        self.end(stats, response.status(), (0, 0), &"-", Ended::Complete);
         response
     }
 }
@@ -189,9 +189,10 @@ impl Forward<'_> {
         {
             head.headers.append(header::SET_COOKIE, v);
         }
-        let upstream = match addr.port() {
-            0 => backend.name(),
-            _ => addr.to_string(),
+        // Formatted only when the access-log line is written.
+        let upstream = UpstreamName {
+            addr,
+            backend: backend.clone(),
         };
         let status = head.status;
         if upgraded {
@@ -221,6 +222,21 @@ impl Forward<'_> {
             exchange.end(&stats, status, (sent, bytes), &upstream, ended);
         });
         Response::from_parts(head, body::boxed(body))
+    }
+}
+
+/// The upstream as the access log names it: the address, or a connector's name.
+struct UpstreamName {
+    addr: SocketAddr,
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Display for UpstreamName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr.port() {
+            0 => f.write_str(&self.backend.name()),
+            _ => self.addr.fmt(f),
+        }
     }
 }
 

@@ -42,6 +42,17 @@ pub(crate) fn upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes the hop-by-hop headers, and those the `Connection` header names; an upgrade
 /// (`Some(protocol)`) is kept as `Connection: upgrade` and `Upgrade: protocol`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    // Most requests have none: one pass over the names, no lookups.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        remove_each(headers);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+fn remove_each(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -53,10 +64,6 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderV
             continue;
         }
         headers.remove(name);
-    }
-    if let Some(protocol) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol);
     }
 }
 
@@ -82,24 +89,35 @@ impl Origin {
     /// `X-Forwarded-Proto`.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         let ip = self.client.to_canonical();
-        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-            _ => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        let mut text = String::with_capacity(64);
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.trim().is_empty() => {
+                text.push_str(prior);
+                text.push_str(", ");
+            }
+            _ => {}
+        }
+        push_ip(&mut text, ip);
+        if let Ok(v) = HeaderValue::from_str(&text) {
             headers.insert(X_FORWARDED_FOR, v);
         }
-        let mut forwarded = match ip {
-            IpAddr::V4(ip) => format!("for={ip}"),
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
-        };
-        if let Some(host) = self.host.as_ref().and_then(|h| h.to_str().ok()) {
-            forwarded.push_str(";host=");
-            push_token_or_quoted(&mut forwarded, host);
+        text.clear();
+        text.push_str("for=");
+        match ip {
+            IpAddr::V4(_) => push_ip(&mut text, ip),
+            IpAddr::V6(_) => {
+                text.push_str("\"[");
+                push_ip(&mut text, ip);
+                text.push_str("]\"");
+            }
         }
-        forwarded.push_str(";proto=");
-        forwarded.push_str(self.proto);
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        if let Some(host) = self.host.as_ref().and_then(|h| h.to_str().ok()) {
+            text.push_str(";host=");
+            push_token_or_quoted(&mut text, host);
+        }
+        text.push_str(";proto=");
+        text.push_str(self.proto);
+        if let Ok(v) = HeaderValue::from_str(&text) {
             headers.append(header::FORWARDED, v);
         }
         match &self.host {
@@ -107,6 +125,30 @@ impl Origin {
             None => headers.remove(X_FORWARDED_HOST),
         };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+    }
+}
+
+/// Appends `ip` as text; IPv4 without the formatting machinery (once per request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -178,6 +220,15 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["sec-websocket-key"], "k");
         assert_eq!(upgrade(&map(&[("upgrade", "websocket")])), None);
+    }
+
+    #[test]
+    fn ipv4_text_is_displays() {
+        for ip in ["0.0.0.0", "10.0.0.1", "100.99.9.255", "192.168.10.109"] {
+            let mut out = String::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip);
+        }
     }
 
     #[test]

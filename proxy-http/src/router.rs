@@ -82,7 +82,8 @@ impl Router {
     /// `path`: among the routes of the most specific host that has one for `path` (the
     /// exact host, then its wildcard domain, then any host), the longest path.
     pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
-        let host = host.map(normalize_host);
+        let by_host = !(self.exact.is_empty() && self.wildcard.is_empty());
+        let host = host.filter(|_| by_host).map(normalize_host);
         let exact = host.as_deref().and_then(|h| self.exact.get(h));
         let wildcard = host
             .as_deref()
