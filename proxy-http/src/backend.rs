@@ -145,17 +145,6 @@ impl Backend {
                 None => set_cookie = Some(()),
             }
         }
-        // A bodiless idempotent request can be sent again after its connection failed
-        // before answering; keep what it takes to make it again.
-        let again = (self.retries > 0 && is_idempotent(request.method()) && is_bodiless(&request))
-            .then(|| {
-                (
-                    request.method().clone(),
-                    request.uri().clone(),
-                    request.version(),
-                    request.headers().clone(),
-                )
-            });
         let mut request = Some(request);
         let mut retries = self.retries;
         loop {
@@ -165,6 +154,20 @@ impl Backend {
                 ));
             };
             let (mut sender, addr, reused) = self.connection(&order, client).await?;
+            // A kept-alive connection may have been closed by the upstream just now: a
+            // bodiless idempotent request on one can be sent again; keep what it takes.
+            let again = (reused
+                && retries > 0
+                && is_idempotent(req.method())
+                && http_body::Body::is_end_stream(req.body()))
+            .then(|| {
+                (
+                    req.method().clone(),
+                    req.uri().clone(),
+                    req.version(),
+                    req.headers().clone(),
+                )
+            });
             let open = self.upstream().map(|u| u.open(addr));
             let sent = sender.try_send_request(req);
             let result = match self.request_timeout {
@@ -288,10 +291,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn is_bodiless(request: &Request<Body>) -> bool {
-    http_body::Body::is_end_stream(request.body())
 }
 
 /// The sticky cookie's value for `addr`: a hash, so the cookie does not tell the client
