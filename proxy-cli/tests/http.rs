@@ -187,6 +187,7 @@ fn routes_by_exact_host_wildcard_default_and_longest_path_by_whole_segments() {
         ("a.b.apps.example", "/x", "default"),
         ("apps.example", "/x", "default"),
         ("127.0.0.1", "/", "default"),
+        ("[::1]:8080", "/api", "api"),
     ];
     for (host, path, want) in cases {
         let seen = http.seen(host, path);
@@ -515,13 +516,23 @@ fn sequential_requests_share_pooled_upstream_connections() {
     let http = Http::start(&[&backend.addr().to_string()]);
     let mut connections = std::collections::BTreeSet::new();
     for i in 0..30 {
-        // Each on a client connection of its own (Connection: close).
+        // Each on a client connection of its own (Connection: close); answers without a
+        // body (204, 304, HEAD's) among them give their connection back too.
         connections.insert(http.seen("pool", &format!("/{i}")).connection);
+        match i % 3 {
+            0 => assert_eq!(http.get("pool", "/status/204").status, 204),
+            1 => assert_eq!(http.get("pool", "/status/304").status, 304),
+            _ => {
+                let head = b"HEAD /h HTTP/1.1\r\nHost: pool\r\nConnection: close\r\n\r\n";
+                let got = raw_exchange(http.addr, head, PROMPT);
+                assert!(got.starts_with(b"HTTP/1.1 200 "), "{got:?}");
+            }
+        }
     }
-    assert_eq!(backend.requests(), 30);
+    assert_eq!(backend.requests(), 60);
     assert!(
         backend.connections() <= 3,
-        "{} upstream connections for 30 requests ({connections:?})",
+        "{} upstream connections for 60 requests ({connections:?})",
         backend.connections()
     );
 }
