@@ -551,6 +551,9 @@ fn upstream_failures_get_502_503_504_and_the_next_request_is_served() {
         "--route",
         &format!("/never={b}"),
         "--route",
+        // A route's own request_timeout wins over the flag's.
+        &format!("patient.example/never={b};request_timeout=2s"),
+        "--route",
         &format!("/reset={b}"),
         "--route",
         "/nx=nx.test:80",
@@ -562,14 +565,15 @@ fn upstream_failures_get_502_503_504_and_the_next_request_is_served() {
         "1s",
     ]);
     let cases = [
-        ("/refused", 502, "could not be reached"),
-        ("/never", 504, "did not answer in time"),
-        ("/reset", 502, "failed to answer"),
-        ("/nx/x", 503, "no endpoints"),
+        ("fail.example", "/refused", 502, "could not be reached"),
+        ("fail.example", "/never", 504, "did not answer in time"),
+        ("patient.example", "/never", 504, "did not answer in time"),
+        ("fail.example", "/reset", 502, "failed to answer"),
+        ("fail.example", "/nx/x", 503, "no endpoints"),
     ];
-    for (path, status, text) in cases {
+    for (host, path, status, text) in cases {
         let started = Instant::now();
-        let response = http.get("fail.example", path);
+        let response = http.get(host, path);
         assert_eq!(response.status, status, "{path}: {}", response.text());
         assert!(
             response.text().contains(text),
@@ -580,8 +584,11 @@ fn upstream_failures_get_502_503_504_and_the_next_request_is_served() {
             !response.text().contains("127.0.0.1"),
             "no upstream address to clients"
         );
-        if path == "/never" {
-            assert!(started.elapsed() >= Duration::from_millis(900));
+        let waited = started.elapsed();
+        match (host, path) {
+            ("fail.example", "/never") => assert!(waited >= Duration::from_millis(900)),
+            ("patient.example", _) => assert!(waited >= Duration::from_millis(1900)),
+            _ => {}
         }
         assert_eq!(
             http.seen("fail.example", "/after").backend,
