@@ -1020,17 +1020,41 @@ fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0() {
     let backend = Backend::start("slow");
     let mut http = Http::start(&[&backend.addr().to_string(), "--drain", "20s"]);
     let addr = http.addr;
+    // A kept-alive client connection, idle after its answer.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(PROMPT)).unwrap();
+    idle.write_all(b"GET /idle HTTP/1.1\r\nHost: drain\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    for _ in 0..100 {
+        if Response::parse(&got).is_ok() {
+            break;
+        }
+        let n = idle.read(&mut buf).unwrap();
+        assert!(n > 0, "the idle connection closed before its answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(Response::parse(&got).unwrap().status, 200);
+
     let slow = thread::spawn(move || http_get(addr, "drain", "/slow/2000"));
     wait_until("the slow request upstream", PROMPT, || {
-        backend.requests() >= 1
+        backend.requests() >= 2
     });
     http.proxy.signal("TERM");
     wait_until("new connections refused", PROMPT, || {
         TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
     });
+    // The idle connection is closed at once, not held for the drain time.
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!("the idle connection: {other:?}"),
+    }
     let response = slow.join().unwrap();
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.seen().uri, "/slow/2000");
+    // Well before the 20 s drain: nothing else was in flight.
     let status = http.proxy.wait_exit(PROMPT);
     assert_eq!(status.code(), Some(0), "{}", http.proxy.stderr());
 }
