@@ -200,6 +200,19 @@ fn routes_by_exact_host_wildcard_default_and_longest_path_by_whole_segments() {
         assert_eq!(seen.header("host"), Some(host), "{host}{path}");
     }
 
+    // An absolute-form target's host wins over the Host header (RFC 9112 §3.2.2), and
+    // the upstream gets the origin form.
+    let response = raw(
+        http.addr,
+        b"GET http://shop.example:8080/cart/7?a=b HTTP/1.1\r\nHost: other.example\r\n\
+          Connection: close\r\n\r\n",
+    );
+    let seen = response.seen();
+    assert_eq!(seen.backend, "cart");
+    assert_eq!(seen.uri, "/cart/7?a=b");
+    assert_eq!(seen.header("host"), Some("shop.example:8080"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("shop.example:8080"));
+
     // Without a default route, what no route serves is 404, from the proxy.
     let only_cart = Http::start(&["--route", &route("shop.example/cart", &cart)]);
     for (host, path) in [
