@@ -227,6 +227,12 @@ impl Shared {
         {
             request.headers_mut().insert(http::header::HOST, host);
         }
+        let hosts = request.headers().get_all(http::header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && request.version() == http::Version::HTTP_11) {
+            // Else the route would follow one Host and the upstream maybe another.
+            let why = ProxyError::BadRequest("an HTTP/1.1 request needs one Host header");
+            return Exchange::new(&request, client).refuse(&self.unrouted, &why);
+        }
         let generation = self.current();
         let mut exchange = Exchange::new(&request, client);
         let Some(route) = generation
