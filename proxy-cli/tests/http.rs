@@ -678,6 +678,10 @@ fn client_errors_get_413_431_400_and_the_next_request_is_served() {
         b"GET / HTTP/1.1\r\nHost: app.example\r\nBad Header\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: app.example\r\nX: \x01\x02\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: app.example\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        // One Host, no more, no less (RFC 9112 §3.2): two could route by one and reach
+        // the upstream as the other.
+        b"GET / HTTP/1.1\r\nHost: app.example\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
     ] {
         let response = raw(http.addr, bad);
         assert_eq!(response.status, 400, "{:?}", String::from_utf8_lossy(bad));
@@ -685,8 +689,8 @@ fn client_errors_get_413_431_400_and_the_next_request_is_served() {
     }
     assert_eq!(
         backend.requests(),
-        9,
-        "none of the bad requests reached the upstream"
+        11,
+        "none of the bad requests reached the upstream, only the good ones"
     );
 }
 
