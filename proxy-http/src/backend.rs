@@ -138,12 +138,10 @@ impl Backend {
         if order.is_empty() {
             return Err(ProxyError::NoEndpoints("no addresses".to_owned()));
         }
-        let mut set_cookie = None;
-        if self.sticky_cookie.is_some() {
-            match sticky.and_then(|v| order.iter().position(|a| cookie_value(*a) == v)) {
-                Some(i) => order[..=i].rotate_right(1),
-                None => set_cookie = Some(()),
-            }
+        if self.sticky_cookie.is_some()
+            && let Some(i) = sticky.and_then(|v| order.iter().position(|a| cookie_value(*a) == v))
+        {
+            order[..=i].rotate_right(1);
         }
         let mut request = Some(request);
         let mut retries = self.retries;
@@ -185,7 +183,11 @@ impl Backend {
                         addr,
                         sender,
                         open,
-                        set_cookie: set_cookie.map(|()| cookie_value(addr)),
+                        // Whenever the client's cookie does not name the address that
+                        // answered: none yet, an address gone, or one that failed over.
+                        set_cookie: (self.sticky_cookie.as_ref())
+                            .map(|_| cookie_value(addr))
+                            .filter(|v| sticky != Some(v.as_str())),
                     });
                 }
                 Err(mut e) => {

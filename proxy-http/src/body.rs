@@ -125,6 +125,9 @@ pin_project! {
         #[pin]
         inner: B,
         bytes: u64,
+        // Empty from the start (the answer to HEAD, a 204, a 304): complete even when
+        // dropped unread, as servers do not read such bodies.
+        empty: bool,
         done: Option<F>,
     }
 
@@ -132,16 +135,18 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(done) = this.done.take() {
-                done(*this.bytes, Ended::Cut);
+                let ended = if *this.empty { Ended::Complete } else { Ended::Cut };
+                done(*this.bytes, ended);
             }
         }
     }
 }
 
-impl<B, F: FnOnce(u64, Ended)> Tracked<B, F> {
+impl<B: HttpBody, F: FnOnce(u64, Ended)> Tracked<B, F> {
     /// `inner`, calling `done` with its byte count when it ends.
     pub fn new(inner: B, done: F) -> Self {
         Tracked {
+            empty: inner.is_end_stream(),
             inner,
             bytes: 0,
             done: Some(done),
@@ -233,5 +238,15 @@ mod tests {
             *seen.lock().unwrap(),
             [(3, Ended::Complete), (0, Ended::Cut)]
         );
+    }
+
+    #[test]
+    fn tracked_empty_bodies_are_complete_even_unread() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        drop(Tracked::new(Empty::<Bytes>::new(), move |n, e| {
+            s.lock().unwrap().push((n, e));
+        }));
+        assert_eq!(*seen.lock().unwrap(), [(0, Ended::Complete)]);
     }
 }

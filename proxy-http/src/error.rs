@@ -24,6 +24,9 @@ pub(crate) enum ProxyError {
     Timeout,
     /// The request body is larger than `max_request_body`: 413.
     TooLarge(u64),
+    /// A request the parser let through but HTTP forbids (RFC 9112 §3.2: an HTTP/1.1
+    /// request without `Host`, or any with several): 400.
+    BadRequest(&'static str),
 }
 
 impl ProxyError {
@@ -35,6 +38,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -49,6 +53,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "the upstream failed to answer".to_owned(),
             ProxyError::Timeout => "the upstream did not answer in time".to_owned(),
             ProxyError::TooLarge(limit) => format!("the request body is larger than {limit} bytes"),
+            ProxyError::BadRequest(why) => (*why).to_owned(),
         };
         let status = self.status();
         let mut response = Response::new(body::full(format!(
@@ -80,6 +85,7 @@ impl fmt::Display for ProxyError {
             ProxyError::Upstream(why) => write!(f, "upstream failed: {why}"),
             ProxyError::Timeout => f.write_str("no response within request_timeout"),
             ProxyError::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
+            ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
         }
     }
 }

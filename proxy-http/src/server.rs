@@ -219,7 +219,21 @@ impl Shared {
     }
 
     /// Answers one request from `client`.
-    async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        // An absolute-form target's host is the request's, whatever `Host` says (RFC 9112
+        // §3.2.2): for the route, the log and the upstream alike.
+        if let Some(authority) = request.uri().authority()
+            && let Some(host) = authority.as_str().rsplit('@').next()
+            && let Ok(host) = http::HeaderValue::from_str(host)
+        {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let hosts = request.headers().get_all(http::header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && request.version() == http::Version::HTTP_11) {
+            // Else the route would follow one Host and the upstream maybe another.
+            let why = ProxyError::BadRequest("an HTTP/1.1 request needs one Host header");
+            return Exchange::new(&request, client).refuse(&self.unrouted, &why);
+        }
         let generation = self.current();
         let mut exchange = Exchange::new(&request, client);
         let Some(route) = generation

@@ -182,7 +182,7 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         // An HTTP forward may have routes instead of a target.
         let routed = spec.protocol == proxy_core::Transport::Http && forward.has("route");
         if let Some(key) =
-            (REQUIRED.iter()).find(|k| !forward.has(k) && !(routed && **k == "target"))
+            (REQUIRED.iter()).find(|k| !(forward.has(k) || (routed && **k == "target")))
         {
             let at = forward.start();
             return Err(cx.error(at..at, &forward.key(key), "is missing"));
