@@ -98,6 +98,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) proto: &'static str,
     /// Also set `X-Forwarded-Uri` to the URI the client asked for (as the API server does).
     pub(crate) forwarded_uri: bool,
+    /// Headers set on the request after the forwarded ones (`Host`, `Authorization`).
+    pub(crate) set_headers: Option<&'a http::HeaderMap>,
 }
 
 impl Forward<'_> {
@@ -134,6 +136,9 @@ impl Forward<'_> {
             parts.headers.insert(X_FORWARDED_URI, v);
         }
         origin.apply(&mut parts.headers);
+        for (name, value) in self.set_headers.into_iter().flatten() {
+            parts.headers.insert(name, value.clone());
+        }
         if !parts.headers.contains_key(header::HOST)
             && let Some(authority) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(authority.as_str())
