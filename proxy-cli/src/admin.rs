@@ -366,6 +366,7 @@ fn respond(request: &Request, forwards: &Forwards) -> Response {
                 &forwards.metrics(),
                 forwards.is_ready(),
                 forwards.port_forward_stats().as_ref(),
+                &forwards.http_metrics(),
             ),
             allow: false,
         },

@@ -18,7 +18,8 @@ pub async fn run(args: &HttpArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
     let handle = forwarder.start()?;
-    forwards.add_http(handle.clone());
+    let name = crate::registry::ports_name("http", handle.local_addrs());
+    forwards.add_http(name, handle.clone());
     forwards.set_ready();
     let name = signals.recv().await;
     forwards.set_draining();

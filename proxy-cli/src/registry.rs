@@ -53,6 +53,11 @@ pub use crate::protocol::Protocol;
 /// A name for a forward from its protocol and bound addresses: `tcp:8080`, or
 /// `udp:53,5353` when the addresses have different ports.
 pub fn listen_name(protocol: Protocol, addrs: &[SocketAddr]) -> String {
+    ports_name(protocol.as_str(), addrs)
+}
+
+/// `PREFIX:PORT,...`: the distinct ports of `addrs` after `prefix`.
+pub(crate) fn ports_name(prefix: &str, addrs: &[SocketAddr]) -> String {
     let mut ports: Vec<u16> = Vec::new();
     for addr in addrs {
         if !ports.contains(&addr.port()) {
@@ -60,7 +65,7 @@ pub fn listen_name(protocol: Protocol, addrs: &[SocketAddr]) -> String {
         }
     }
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    format!("{protocol}:{}", ports.join(","))
+    format!("{prefix}:{}", ports.join(","))
 }
 
 /// The registry of running forwards; cheap to clone, every clone the same registry.
@@ -76,7 +81,7 @@ struct Inner {
     ready: bool,
     draining: bool,
     port_forward: Option<proxy_portforward::server::Server>,
-    http: Vec<proxy_http::HttpHandle>,
+    http: Vec<(String, proxy_http::HttpHandle)>,
 }
 
 #[derive(Debug)]
@@ -156,14 +161,25 @@ impl Forwards {
         self.lock().port_forward = Some(server);
     }
 
-    /// Lists a running HTTP forward, for `/metrics`.
-    pub fn add_http(&self, handle: proxy_http::HttpHandle) {
-        self.lock().http.push(handle);
+    /// Lists a running HTTP forward under `name`, for `/metrics`.
+    pub fn add_http(&self, name: String, handle: proxy_http::HttpHandle) {
+        self.lock().http.push((name, handle));
     }
 
-    /// The HTTP forwards listed.
-    pub fn http(&self) -> Vec<proxy_http::HttpHandle> {
-        self.lock().http.clone()
+    /// Unlists the HTTP forward `name`.
+    pub fn remove_http(&self, name: &str) {
+        self.lock().http.retain(|(n, _)| n != name);
+    }
+
+    /// The HTTP forwards' metrics, by name.
+    pub fn http_metrics(&self) -> Vec<crate::metrics::HttpMetrics> {
+        let handles = self.lock().http.clone();
+        (handles.into_iter())
+            .map(|(name, h)| crate::metrics::HttpMetrics {
+                name,
+                routes: h.routes(),
+            })
+            .collect()
     }
 
     /// The port-forward server's stats, if one is listed.

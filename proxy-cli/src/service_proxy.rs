@@ -85,7 +85,7 @@ pub async fn run(args: &ServiceProxyArgs, forwards: &Forwards) -> anyhow::Result
         writeln!(out, "Starting to serve on {addr}")?;
         out.flush()?;
     }
-    forwards.add_http(handle.clone());
+    forwards.add_http("service-proxy".to_owned(), handle.clone());
     forwards.set_ready();
     let name = signals.recv().await;
     forwards.set_draining();

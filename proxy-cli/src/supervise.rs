@@ -16,6 +16,7 @@ use std::time::Duration;
 use proxy_core::spec::StartError;
 use proxy_core::supervise::{self, ApplyError, Built, Hold, Slot};
 use proxy_core::{ForwardSpec, ForwarderHandle, Transport};
+use proxy_http::{HttpForwarder, HttpHandle};
 
 use crate::args::UsageError;
 use crate::config::{self, ConfigFile};
@@ -27,6 +28,8 @@ pub struct Supervisor {
     path: PathBuf,
     forwards: Forwards,
     running: supervise::Supervisor<Registered>,
+    /// The HTTP forwards, by name: the HTTP layer runs them, not the core's supervisor.
+    http: Vec<(String, HttpHandle)>,
     drain: Duration,
 }
 
@@ -39,12 +42,23 @@ impl Supervisor {
     /// A [`UsageError`] for settings the library rejects, or the first bind error; nothing
     /// stays running then.
     pub fn start(path: &Path, config: &ConfigFile, forwards: &Forwards) -> anyhow::Result<Self> {
-        let running = supervise::Supervisor::start(build_all(config)?, register(forwards))
-            .map_err(command_error)?;
+        let built = build_all(config)?;
+        let http = start_http(&http_forwards(config), forwards)?;
+        let running = match supervise::Supervisor::start(built, register(forwards)) {
+            Ok(running) => running,
+            Err(e) => {
+                for (name, handle) in http {
+                    forwards.remove_http(&name);
+                    tokio::spawn(async move { handle.shutdown(Duration::ZERO).await });
+                }
+                return Err(command_error(e));
+            }
+        };
         Ok(Supervisor {
             path: path.to_owned(),
             forwards: forwards.clone(),
             running,
+            http,
             drain: config.drain,
         })
     }
@@ -63,6 +77,7 @@ impl Supervisor {
     pub async fn reload(&mut self) -> anyhow::Result<()> {
         let config = config::load(&self.path)?;
         let built = build_all(&config)?;
+        self.reload_http(&http_forwards(&config)).await?;
         let applied = (self.running)
             .apply(built, self.drain, register(&self.forwards))
             .await;
@@ -75,8 +90,91 @@ impl Supervisor {
     /// Drains every forward (running and removed) for up to the drain time; `true` when
     /// all finished in time.
     pub async fn shutdown(self) -> bool {
-        self.running.shutdown(self.drain).await
+        let drain = self.drain;
+        let http = async {
+            let mut all = true;
+            for (_, handle) in &self.http {
+                all &= handle.shutdown(drain).await;
+            }
+            all
+        };
+        let (l4, http) = tokio::join!(self.running.shutdown(drain), http);
+        l4 && http
     }
+
+    /// Applies the file's HTTP forwards: new ones start (all or none), removed ones
+    /// drain in the background, changed ones take their settings in place, or restart
+    /// when they listen elsewhere.
+    async fn reload_http(&mut self, wanted: &[(String, ForwardSpec)]) -> anyhow::Result<()> {
+        let (mut kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.http)
+            .into_iter()
+            .partition(|(name, _)| wanted.iter().any(|(n, _)| n == name));
+        let mut restart = Vec::new();
+        for (name, spec) in wanted {
+            match kept.iter().find(|(n, _)| n == name) {
+                Some((_, handle)) => {
+                    if let Err(e) = handle.reload(spec) {
+                        tracing::info!(forward = %name, "restarting: {e}");
+                        restart.push((name.clone(), spec.clone()));
+                    }
+                }
+                None => restart.push((name.clone(), spec.clone())),
+            }
+        }
+        for (name, handle) in removed {
+            self.forwards.remove_http(&name);
+            let drain = self.drain;
+            tokio::spawn(async move { handle.shutdown(drain).await });
+        }
+        for (name, _) in &restart {
+            if let Some(i) = kept.iter().position(|(n, _)| n == name) {
+                let (name, handle) = kept.remove(i);
+                self.forwards.remove_http(&name);
+                handle.shutdown(self.drain).await;
+            }
+        }
+        let started = start_http(&restart, &self.forwards);
+        self.http = kept;
+        self.http.extend(started?);
+        Ok(())
+    }
+}
+
+/// The HTTP forwards of `config`, by name.
+fn http_forwards(config: &ConfigFile) -> Vec<(String, ForwardSpec)> {
+    (config.forwards.iter())
+        .filter(|f| f.spec.protocol == Transport::Http)
+        .map(|f| (f.name.clone(), f.spec.clone()))
+        .collect()
+}
+
+/// Starts HTTP forwards, all or none, listing them in `forwards`.
+fn start_http(
+    specs: &[(String, ForwardSpec)],
+    forwards: &Forwards,
+) -> anyhow::Result<Vec<(String, HttpHandle)>> {
+    let mut started: Vec<(String, HttpHandle)> = Vec::new();
+    for (name, spec) in specs {
+        let handle = HttpForwarder::new(spec.clone())
+            .map_err(|e| UsageError(format!("forward `{name}`: invalid settings: {e}")))
+            .map_err(anyhow::Error::from)
+            .and_then(|f| Ok(f.start()?))
+            .map_err(|e| e.context(format!("forward `{name}`")));
+        match handle {
+            Ok(handle) => started.push((name.clone(), handle)),
+            Err(e) => {
+                for (_, handle) in started {
+                    // Nothing was served yet: close at once.
+                    tokio::spawn(async move { handle.shutdown(Duration::ZERO).await });
+                }
+                return Err(e);
+            }
+        }
+    }
+    for (name, handle) in &started {
+        forwards.add_http(name.clone(), handle.clone());
+    }
+    Ok(started)
 }
 
 /// Builds every protocol of every forward of `config`, binding and resolving nothing.
@@ -86,7 +184,13 @@ impl Supervisor {
 /// A [`UsageError`] for settings the library rejects; an error when a resolver cannot be
 /// set up (hickory cannot read the system DNS configuration).
 pub(crate) fn build_all(config: &ConfigFile) -> anyhow::Result<Built> {
-    let specs = (config.forwards.iter()).map(|f| (f.name.clone(), f.spec.clone()));
+    for (name, spec) in http_forwards(config) {
+        HttpForwarder::new(spec)
+            .map_err(|e| UsageError(format!("forward `{name}`: invalid settings: {e}")))?;
+    }
+    let specs = (config.forwards.iter())
+        .filter(|f| f.spec.protocol != Transport::Http)
+        .map(|f| (f.name.clone(), f.spec.clone()));
     supervise::build(specs).map_err(command_error)
 }
 

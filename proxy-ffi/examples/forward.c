@@ -1,13 +1,17 @@
 /*
  * forward: a minimal program on proxy.h. Forwards TCP (or TCP and UDP) from a local
  * address to a target until Ctrl-C or SIGTERM (or for SECONDS), then drains connections
- * for up to 5 s and prints the counters.
+ * for up to 5 s and prints the counters. With --http it is an HTTP reverse proxy
+ * instead: TARGET is the default route, and --route adds routes by host and path
+ * (`[HOST]/PATH=TARGET,...`); the counters are then printed by route.
  *
  *   cargo build --release -p proxy-ffi
  *   cc -std=c11 -Wall -I proxy-ffi/include proxy-ffi/examples/forward.c \
  *      target/release/libproxy_ffi.a -lpthread -ldl -lm -o forward
  *   ./forward 127.0.0.1:8080 example.com:80
  *   ./forward --both 127.0.0.1:5353 127.0.0.53:53 60
+ *   ./forward --http --route 'shop.example/=127.0.0.1:8001,/api=127.0.0.1:8002' \
+ *      127.0.0.1:8080 127.0.0.1:8000
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
@@ -37,13 +41,23 @@ static void die(const char *what, proxy_status status) {
 
 int main(int argc, char **argv) {
     proxy_transport transport = PROXY_TRANSPORT_TCP;
+    const char *routes = NULL;
     int arg = 1;
     if (arg < argc && strcmp(argv[arg], "--both") == 0) {
         transport = PROXY_TRANSPORT_BOTH;
         arg++;
+    } else if (arg < argc && strcmp(argv[arg], "--http") == 0) {
+        transport = PROXY_TRANSPORT_HTTP;
+        arg++;
+        if (arg + 1 < argc && strcmp(argv[arg], "--route") == 0) {
+            routes = argv[arg + 1];
+            arg += 2;
+        }
     }
     if (argc - arg < 2 || argc - arg > 3) {
-        fprintf(stderr, "usage: %s [--both] LISTEN_ADDR:PORT TARGET_HOST:PORT [SECONDS]\n",
+        fprintf(stderr,
+                "usage: %s [--both | --http [--route ROUTES]] LISTEN_ADDR:PORT "
+                "TARGET_HOST:PORT [SECONDS]\n",
                 argv[0]);
         return 2;
     }
@@ -69,6 +83,9 @@ int main(int argc, char **argv) {
     /* Any setting of the CLI's flags and config file, by key and text value (see
      * proxy_key_name): here TCP connections and UDP sessions idle for 10 minutes end. */
     TRY(proxy_config_set(config, "idle_timeout", "10m"));
+    if (routes != NULL) {
+        TRY(proxy_config_set(config, "route", routes));
+    }
 
     proxy_forwarder *forwarder = NULL;
     TRY(proxy_forwarder_start(config, &forwarder));
@@ -93,6 +110,26 @@ int main(int argc, char **argv) {
     }
 
     TRY(proxy_forwarder_shutdown(forwarder, 5000));
+    /* An HTTP forwarder counts by route, the last one (`-`) the requests no route served;
+     * a TCP or UDP forwarder has none. */
+    TRY(proxy_forwarder_route_count(forwarder, &count));
+    for (size_t i = 0; i < count; i++) {
+        char route[512];
+        size_t n = 0;
+        proxy_route_stats r;
+        TRY(proxy_forwarder_route(forwarder, i, route, sizeof route, &n, &r, sizeof r));
+        printf("route %s: %llu requests (2xx %llu, 4xx %llu, 5xx %llu), bytes in: %llu, "
+               "out: %llu\n",
+               route,
+               (unsigned long long)r.latency_buckets[PROXY_LATENCY_BUCKETS - 1],
+               (unsigned long long)r.requests_2xx, (unsigned long long)r.requests_4xx,
+               (unsigned long long)r.requests_5xx, (unsigned long long)r.bytes_in,
+               (unsigned long long)r.bytes_out);
+    }
+    if (count > 0) {
+        proxy_forwarder_free(forwarder);
+        return 0;
+    }
     proxy_stats stats;
     TRY(proxy_forwarder_stats(forwarder, &stats, sizeof stats));
     printf("connections: %llu, bytes up: %llu, down: %llu, udp sessions: %llu\n",

@@ -1,5 +1,6 @@
 /*
- * proxy.h: the C API of proxy-ffi, an embeddable TCP/UDP forwarding proxy.
+ * proxy.h: the C API of proxy-ffi, an embeddable TCP/UDP forwarding proxy and HTTP
+ * reverse proxy.
  *
  * Conventions (those of rustls-ffi):
  * - Objects are opaque pointers made by a constructor and released by a `_free`;
@@ -31,6 +32,11 @@
  * with its NUL.
  */
 #define PROXY_ADDRESS_BUFFER_SIZE 80
+
+/**
+ * The number of latency buckets in `proxy_route_stats`.
+ */
+#define PROXY_LATENCY_BUCKETS 12
 
 /**
  * What a call did: `PROXY_STATUS_OK` (0) or the reason it failed.
@@ -121,9 +127,9 @@ typedef uint32_t proxy_status;
 #endif // __cplusplus
 
 /**
- * The transport protocols a forwarder serves, TCP, UDP or both (the `protocol` key's
- * `tcp`, `udp` and `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY
- * protocol, the header carrying the client's address, is another setting.)
+ * The transport protocols a forwarder serves, TCP, UDP or both, or HTTP (the `protocol`
+ * key's `tcp`, `udp`, `tcp,udp` and `http`): a value for `proxy_config_set_transport`.
+ * (The PROXY protocol, the header carrying the client's address, is another setting.)
  */
 enum proxy_transport
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -144,6 +150,11 @@ enum proxy_transport
      * to 10 times.
      */
     PROXY_TRANSPORT_BOTH = 3,
+    /**
+     * An HTTP/1.1 reverse proxy (the `protocol` key's `http`): requests go by host and
+     * path to the targets of the `route` keys (`target` is the default route).
+     */
+    PROXY_TRANSPORT_HTTP = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -287,8 +298,10 @@ typedef struct proxy_config proxy_config;
 
 /**
  * A running forwarder: listening sockets, connections and sessions, served by a runtime
- * with threads of its own (named `proxy-ffi-N`). Forwarders share nothing: several may
- * run in one process, and each is started and freed on its own.
+ * with threads of its own (named `proxy-ffi-N`). It relays TCP, UDP or both, or is an
+ * HTTP/1.1 reverse proxy routing requests by host and path (the `protocol` key set to
+ * `http`, with `route` keys). Forwarders share nothing: several may run in one process,
+ * and each is started and freed on its own.
  *
  * Made by `proxy_forwarder_start`, stopped by `proxy_forwarder_shutdown` (gracefully) or
  * `proxy_forwarder_free` (at once), and always freed with `proxy_forwarder_free`.
@@ -338,7 +351,8 @@ typedef uint32_t (*proxy_resolve_callback)(void *userdata,
 
 /**
  * A snapshot of a forwarder's counters, summed over its TCP and UDP parts. Counters
- * count from the start and carry on across reloads.
+ * count from the start and carry on across reloads. An HTTP forwarder counts by route
+ * instead (`proxy_forwarder_route`); its `proxy_stats` stay 0.
  *
  * Fields are only ever added at the end, so pass `sizeof(proxy_stats)` to
  * `proxy_forwarder_stats`: a program built against an older header gets the fields it
@@ -500,6 +514,59 @@ typedef struct proxy_endpoint_stats {
      */
     uint64_t checked_down;
 } proxy_endpoint_stats;
+
+/**
+ * The counters of one route of an HTTP forwarder (`protocol = http`), or of the requests
+ * no route served: what `proxy_forwarder_route` copies out. They count from the start and
+ * carry on across reloads that keep the route as it was written; a route that a reload
+ * adds or changes starts from 0.
+ *
+ * Fields are only ever added at the end, as in `proxy_stats`: pass
+ * `sizeof(proxy_route_stats)`.
+ */
+typedef struct proxy_route_stats {
+    /**
+     * Requests answered with a 1xx status (101 for an upgrade, such as WebSocket).
+     */
+    uint64_t requests_1xx;
+    /**
+     * Requests answered with a 2xx status.
+     */
+    uint64_t requests_2xx;
+    /**
+     * Requests answered with a 3xx status.
+     */
+    uint64_t requests_3xx;
+    /**
+     * Requests answered with a 4xx status, also the proxy's own (404 when no route
+     * serves the host and path, 413 for a body over `max_request_body`, 431).
+     */
+    uint64_t requests_4xx;
+    /**
+     * Requests answered with a 5xx status, also the proxy's own (502 when the upstream
+     * cannot be reached or fails, 503 with no upstream address, 504 after
+     * `request_timeout`).
+     */
+    uint64_t requests_5xx;
+    /**
+     * Request body bytes sent upstream.
+     */
+    uint64_t bytes_in;
+    /**
+     * Response body bytes sent to clients.
+     */
+    uint64_t bytes_out;
+    /**
+     * The sum of the requests' latencies (until the response head), in microseconds.
+     */
+    uint64_t latency_sum_us;
+    /**
+     * Requests whose response head came within each bucket's bound, cumulative (as
+     * Prometheus' histograms): 5, 10, 25, 50, 100, 250 and 500 ms, 1, 2.5, 5 and 10 s,
+     * and the last bucket is every request.
+     */
+    uint64_t latency_buckets[PROXY_LATENCY_BUCKETS];
+} proxy_route_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -676,6 +743,13 @@ proxy_status proxy_config_set_limit(struct proxy_config *config, uint32_t kind, 
  * chooses (port 0). A `listen` key set to a bare port listens on every address: one
  * dual-stack `[::]` socket, or `0.0.0.0` on a host without IPv6.
  *
+ * With `PROXY_TRANSPORT_HTTP` (`protocol` = `http`), requests are routed by host and path
+ * to the `route` keys' targets (`target` is the default route), each route resolving,
+ * balancing and connecting with its settings; the requests come with `X-Forwarded-For`,
+ * `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` headers. Its counters are per
+ * route: `proxy_forwarder_route`. Its routes are resolved by built-in resolvers only: a
+ * resolver callback is an `INVALID_SETTING`.
+ *
  * Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for settings that
  * do not go together, the last error starting with the key at fault (`key: why`): no
  * target or listen address, a duplicate listen address, a connect timeout longer than
@@ -700,6 +774,12 @@ proxy_status proxy_forwarder_start(const struct proxy_config *config, struct pro
  * `dual_stack`) apply to newly bound addresses only. The counters carry on. Blocks until
  * done.
  *
+ * An HTTP forwarder changes its routes, limits and timeouts in place (requests in flight
+ * finish as they began; routes written as before keep their upstream connections and
+ * counters), but not its listen addresses: `config` must list the ones it started with
+ * (port 0 included) or the bound ones, else `PROXY_STATUS_INVALID_SETTING` naming
+ * `listen`.
+ *
  * In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
  * bind them, TCP goes back to its previous addresses and the error is returned.
  *
@@ -715,7 +795,9 @@ proxy_status proxy_forwarder_reload(struct proxy_forwarder *forwarder,
 
 /**
  * Stops accepting new connections and datagrams, lets open TCP connections and UDP
- * sessions go on for up to `grace_ms` milliseconds, then closes the ones still open.
+ * sessions go on for up to `grace_ms` milliseconds, then closes the ones still open. An
+ * HTTP forwarder's connections finish the request in flight and close (idle ones at
+ * once).
  * Blocks until every socket is closed. After it, the forwarder has no address, its stats
  * keep their final values, a reload returns `PROXY_STATUS_NOT_RUNNING` and a second
  * shutdown does nothing. The forwarder must still be freed with `proxy_forwarder_free`.
@@ -777,6 +859,7 @@ proxy_status proxy_forwarder_port(const struct proxy_forwarder *forwarder,
 /**
  * Copies a snapshot of the forwarder's counters to `*out`, whose size the caller passes
  * in `out_size`: `sizeof(proxy_stats)`. Works after a shutdown too (the final counts).
+ * An HTTP forwarder's are all 0: it counts by route (`proxy_forwarder_route`).
  *
  * Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `out_size`
  * is below 8.
@@ -789,7 +872,7 @@ proxy_status proxy_forwarder_stats(const struct proxy_forwarder *forwarder,
 
 /**
  * Stores the number of upstream addresses with stats in `*out_count`, for
- * `proxy_forwarder_endpoint`.
+ * `proxy_forwarder_endpoint`. In an HTTP forwarder, those of every route's target.
  *
  * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
  */
@@ -820,6 +903,41 @@ proxy_status proxy_forwarder_endpoint(const struct proxy_forwarder *forwarder,
                                       size_t *out_n,
                                       struct proxy_endpoint_stats *out,
                                       size_t out_size);
+
+/**
+ * Stores the number of routes with counters in `*out_count`, for `proxy_forwarder_route`:
+ * for an HTTP forwarder, one per route and one more for the requests no route served;
+ * 0 for TCP and UDP.
+ *
+ * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+ */
+proxy_status proxy_forwarder_route_count(const struct proxy_forwarder *forwarder,
+                                         size_t *out_count);
+
+/**
+ * Copies the counters of route `index` of an HTTP forwarder to `*out`, whose size the
+ * caller passes in `out_size` (`sizeof(proxy_route_stats)`), and the route as written to
+ * `buf` as a NUL-terminated string, such as `shop.example/api=api.shop:8080`, its length
+ * without the NUL to `*out_n`. The routes come in the order of the `route` key, then the
+ * `target` key's route `/=TARGET` when set, and last `-`, which counts the requests no
+ * route served (answered 404). `buf == NULL` with `len == 0` asks for the length of the route
+ * only. Nothing is written unless the call succeeds.
+ *
+ * A reload replaces the list: an index past its end then gives
+ * `PROXY_STATUS_INDEX_OUT_OF_RANGE`. After a shutdown it keeps the final counts.
+ *
+ * Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `len`
+ * cannot hold the route or `out_size` is below 8; `PROXY_STATUS_NULL_PARAMETER`.
+ *
+ * Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+ */
+proxy_status proxy_forwarder_route(const struct proxy_forwarder *forwarder,
+                                   size_t index,
+                                   char *buf,
+                                   size_t len,
+                                   size_t *out_n,
+                                   struct proxy_route_stats *out,
+                                   size_t out_size);
 
 /**
  * Sets the setting `key` from its text `value`, as the CLI's `--key` flag (with `-` for

@@ -38,9 +38,9 @@ impl Castable for proxy_config {
     type RustType = Config;
 }
 
-/// The transport protocols a forwarder serves, TCP, UDP or both (the `protocol` key's
-/// `tcp`, `udp` and `tcp,udp`): a value for `proxy_config_set_transport`. (The PROXY
-/// protocol, the header carrying the client's address, is another setting.)
+/// The transport protocols a forwarder serves, TCP, UDP or both, or HTTP (the `protocol`
+/// key's `tcp`, `udp`, `tcp,udp` and `http`): a value for `proxy_config_set_transport`.
+/// (The PROXY protocol, the header carrying the client's address, is another setting.)
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum proxy_transport {
@@ -52,6 +52,9 @@ pub enum proxy_transport {
     /// then binds the port TCP got; when that UDP port is taken, both try another port, up
     /// to 10 times.
     Both = 3,
+    /// An HTTP/1.1 reverse proxy (the `protocol` key's `http`): requests go by host and
+    /// path to the targets of the `route` keys (`target` is the default route).
+    Http = 4,
 }
 
 /// A timer of the forwarder: a value for `proxy_config_set_timeout`.
@@ -225,6 +228,7 @@ pub extern "C" fn proxy_config_set_transport(
             t if t == proxy_transport::Tcp as u32 => Transport::Tcp,
             t if t == proxy_transport::Udp as u32 => Transport::Udp,
             t if t == proxy_transport::Both as u32 => Transport::Both,
+            t if t == proxy_transport::Http as u32 => Transport::Http,
             t => return Err(Failure::setting(format!("unknown transport {t}"))),
         };
         Ok(())

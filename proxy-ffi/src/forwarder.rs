@@ -1,4 +1,5 @@
-//! `proxy_forwarder`: a running forwarder on threads of its own, and its stats. This
+//! `proxy_forwarder`: a running forwarder (TCP, UDP or HTTP) on threads of its own, and
+//! its stats. This
 //! module holds the C API (the `extern "C"` functions and the opaque type); what they
 //! run on is [`inner`]'s [`Forwarder`], and the stats structs are
 //! [`stats`](crate::stats)'.
@@ -13,13 +14,15 @@ use crate::handle::{
     try_ref, u64_fields_out,
 };
 use crate::panic::ffi_panic_boundary;
-use crate::stats::{proxy_endpoint_stats, proxy_stats};
+use crate::stats::{proxy_endpoint_stats, proxy_route_stats, proxy_stats};
 use crate::status::{Failure, proxy_status};
 use inner::Forwarder;
 
 /// A running forwarder: listening sockets, connections and sessions, served by a runtime
-/// with threads of its own (named `proxy-ffi-N`). Forwarders share nothing: several may
-/// run in one process, and each is started and freed on its own.
+/// with threads of its own (named `proxy-ffi-N`). It relays TCP, UDP or both, or is an
+/// HTTP/1.1 reverse proxy routing requests by host and path (the `protocol` key set to
+/// `http`, with `route` keys). Forwarders share nothing: several may run in one process,
+/// and each is started and freed on its own.
 ///
 /// Made by `proxy_forwarder_start`, stopped by `proxy_forwarder_shutdown` (gracefully) or
 /// `proxy_forwarder_free` (at once), and always freed with `proxy_forwarder_free`.
@@ -48,6 +51,13 @@ pub const PROXY_ADDRESS_BUFFER_SIZE: usize = 80;
 /// With `PROXY_TRANSPORT_BOTH`, TCP and UDP listen on the same ports, also ones the kernel
 /// chooses (port 0). A `listen` key set to a bare port listens on every address: one
 /// dual-stack `[::]` socket, or `0.0.0.0` on a host without IPv6.
+///
+/// With `PROXY_TRANSPORT_HTTP` (`protocol` = `http`), requests are routed by host and path
+/// to the `route` keys' targets (`target` is the default route), each route resolving,
+/// balancing and connecting with its settings; the requests come with `X-Forwarded-For`,
+/// `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` headers. Its counters are per
+/// route: `proxy_forwarder_route`. Its routes are resolved by built-in resolvers only: a
+/// resolver callback is an `INVALID_SETTING`.
 ///
 /// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_INVALID_SETTING` for settings that
 /// do not go together, the last error starting with the key at fault (`key: why`): no
@@ -83,6 +93,12 @@ pub extern "C" fn proxy_forwarder_start(
 /// `dual_stack`) apply to newly bound addresses only. The counters carry on. Blocks until
 /// done.
 ///
+/// An HTTP forwarder changes its routes, limits and timeouts in place (requests in flight
+/// finish as they began; routes written as before keep their upstream connections and
+/// counters), but not its listen addresses: `config` must list the ones it started with
+/// (port 0 included) or the bound ones, else `PROXY_STATUS_INVALID_SETTING` naming
+/// `listen`.
+///
 /// In a `PROXY_TRANSPORT_BOTH` forwarder UDP follows TCP's new addresses; when UDP cannot
 /// bind them, TCP goes back to its previous addresses and the error is returned.
 ///
@@ -105,7 +121,9 @@ pub extern "C" fn proxy_forwarder_reload(
 }
 
 /// Stops accepting new connections and datagrams, lets open TCP connections and UDP
-/// sessions go on for up to `grace_ms` milliseconds, then closes the ones still open.
+/// sessions go on for up to `grace_ms` milliseconds, then closes the ones still open. An
+/// HTTP forwarder's connections finish the request in flight and close (idle ones at
+/// once).
 /// Blocks until every socket is closed. After it, the forwarder has no address, its stats
 /// keep their final values, a reload returns `PROXY_STATUS_NOT_RUNNING` and a second
 /// shutdown does nothing. The forwarder must still be freed with `proxy_forwarder_free`.
@@ -210,6 +228,7 @@ pub extern "C" fn proxy_forwarder_port(
 
 /// Copies a snapshot of the forwarder's counters to `*out`, whose size the caller passes
 /// in `out_size`: `sizeof(proxy_stats)`. Works after a shutdown too (the final counts).
+/// An HTTP forwarder's are all 0: it counts by route (`proxy_forwarder_route`).
 ///
 /// Errors: `PROXY_STATUS_NULL_PARAMETER`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `out_size`
 /// is below 8.
@@ -228,7 +247,7 @@ pub extern "C" fn proxy_forwarder_stats(
 }
 
 /// Stores the number of upstream addresses with stats in `*out_count`, for
-/// `proxy_forwarder_endpoint`.
+/// `proxy_forwarder_endpoint`. In an HTTP forwarder, those of every route's target.
 ///
 /// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
 #[unsafe(no_mangle)]
@@ -281,6 +300,65 @@ pub extern "C" fn proxy_forwarder_endpoint(
         })?;
         copy_c_string(&e.addr.to_string(), buf, len, out_n)?;
         stats_out.write(&proxy_endpoint_stats::from(e));
+        Ok(())
+    }
+}
+
+/// Stores the number of routes with counters in `*out_count`, for `proxy_forwarder_route`:
+/// for an HTTP forwarder, one per route and one more for the requests no route served;
+/// 0 for TCP and UDP.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_route_count(
+    forwarder: *const proxy_forwarder,
+    out_count: *mut usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        write_count(forwarder, out_count, |f| f.routes().len())
+    }
+}
+
+/// Copies the counters of route `index` of an HTTP forwarder to `*out`, whose size the
+/// caller passes in `out_size` (`sizeof(proxy_route_stats)`), and the route as written to
+/// `buf` as a NUL-terminated string, such as `shop.example/api=api.shop:8080`, its length
+/// without the NUL to `*out_n`. The routes come in the order of the `route` key, then the
+/// `target` key's route `/=TARGET` when set, and last `-`, which counts the requests no
+/// route served (answered 404). `buf == NULL` with `len == 0` asks for the length of the route
+/// only. Nothing is written unless the call succeeds.
+///
+/// A reload replaces the list: an index past its end then gives
+/// `PROXY_STATUS_INDEX_OUT_OF_RANGE`. After a shutdown it keeps the final counts.
+///
+/// Errors: `PROXY_STATUS_INDEX_OUT_OF_RANGE`; `PROXY_STATUS_BUFFER_TOO_SMALL` when `len`
+/// cannot hold the route or `out_size` is below 8; `PROXY_STATUS_NULL_PARAMETER`.
+///
+/// Thread safety: may be called from any thread at any time before `proxy_forwarder_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_forwarder_route(
+    forwarder: *const proxy_forwarder,
+    index: usize,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_n: *mut usize,
+    out: *mut proxy_route_stats,
+    out_size: usize,
+) -> proxy_status {
+    ffi_panic_boundary! {
+        let forwarder = try_ref(forwarder, "forwarder")?;
+        let stats_out = u64_fields_out(out, out_size)?;
+        let routes = forwarder.routes();
+        let r = routes.get(index).ok_or_else(|| {
+            Failure::new(
+                proxy_status::IndexOutOfRange,
+                format!(
+                    "route index {index}, but the forwarder has {} routes",
+                    routes.len()
+                ),
+            )
+        })?;
+        copy_c_string(&r.route, buf, len, out_n)?;
+        stats_out.write(&proxy_route_stats::from(r));
         Ok(())
     }
 }

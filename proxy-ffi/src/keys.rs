@@ -454,6 +454,15 @@ mod tests {
         );
         assert_eq!(config.get("protocol").unwrap(), "tcp,udp");
         assert_eq!(
+            proxy_config_set_transport(c, proxy_transport::Http as u32),
+            proxy_status::Ok
+        );
+        assert_eq!(config.get("protocol").unwrap(), "http");
+        assert_eq!(
+            proxy_config_set_transport(c, proxy_transport::Both as u32),
+            proxy_status::Ok
+        );
+        assert_eq!(
             proxy_config_add_listen(c, c"127.0.0.1:0".as_ptr()),
             proxy_status::Ok
         );

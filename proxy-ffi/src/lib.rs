@@ -1,4 +1,5 @@
-//! C ABI for `proxy-core`: start, inspect, reload and stop TCP/UDP forwarders from C.
+//! C ABI for `proxy-core` and `proxy-http`: start, inspect, reload and stop TCP, UDP and
+//! HTTP forwarders from C.
 //!
 //! The crate builds a `cdylib` and a `staticlib`; the C declarations are in
 //! `include/proxy.h`, generated from this crate by cbindgen (`proxy-ffi/gen-header.sh`)
@@ -49,8 +50,9 @@ pub use config::{
 pub use forwarder::{
     PROXY_ADDRESS_BUFFER_SIZE, proxy_forwarder, proxy_forwarder_address,
     proxy_forwarder_address_count, proxy_forwarder_endpoint, proxy_forwarder_endpoint_count,
-    proxy_forwarder_free, proxy_forwarder_port, proxy_forwarder_reload, proxy_forwarder_shutdown,
-    proxy_forwarder_start, proxy_forwarder_stats,
+    proxy_forwarder_free, proxy_forwarder_port, proxy_forwarder_reload, proxy_forwarder_route,
+    proxy_forwarder_route_count, proxy_forwarder_shutdown, proxy_forwarder_start,
+    proxy_forwarder_stats,
 };
 pub use keys::{
     proxy_config_get, proxy_config_set, proxy_key_count, proxy_key_example, proxy_key_help,
@@ -59,6 +61,6 @@ pub use keys::{
 pub use resolve::{
     proxy_resolution, proxy_resolution_add, proxy_resolution_set_ttl, proxy_resolve_callback,
 };
-pub use stats::{proxy_endpoint_stats, proxy_stats};
+pub use stats::{PROXY_LATENCY_BUCKETS, proxy_endpoint_stats, proxy_route_stats, proxy_stats};
 pub use status::{proxy_last_error, proxy_status, proxy_status_message};
 pub use version::proxy_version;

@@ -1,14 +1,17 @@
 //! The C stats structs: `proxy_stats`, a forwarder's counters summed over its TCP and UDP
-//! parts, and `proxy_endpoint_stats`, one upstream address's; and how each is filled from
-//! proxy-core's [`StatsSnapshot`] and [`EndpointStats`]. The functions that copy them out
+//! parts, `proxy_endpoint_stats`, one upstream address's, and `proxy_route_stats`, one
+//! HTTP route's; and how each is filled from proxy-core's [`StatsSnapshot`] and
+//! [`EndpointStats`] and proxy-http's [`RouteSnapshot`]. The functions that copy them out
 //! are [`forwarder`](crate::forwarder)'s.
 
 use proxy_core::{EndpointStats, StatsSnapshot};
+use proxy_http::RouteSnapshot;
 
 use crate::handle::U64Fields;
 
 /// A snapshot of a forwarder's counters, summed over its TCP and UDP parts. Counters
-/// count from the start and carry on across reloads.
+/// count from the start and carry on across reloads. An HTTP forwarder counts by route
+/// instead (`proxy_forwarder_route`); its `proxy_stats` stay 0.
 ///
 /// Fields are only ever added at the end, so pass `sizeof(proxy_stats)` to
 /// `proxy_forwarder_stats`: a program built against an older header gets the fields it
@@ -118,6 +121,73 @@ impl From<&EndpointStats> for proxy_endpoint_stats {
             consecutive_failures: e.consecutive_failures,
             ejections: e.ejections,
             checked_down: e.checked_down.into(),
+        }
+    }
+}
+
+/// The number of latency buckets in `proxy_route_stats`.
+pub const PROXY_LATENCY_BUCKETS: usize = 12;
+
+const _: () = assert!(PROXY_LATENCY_BUCKETS == proxy_http::LATENCY_BUCKETS.len() + 1);
+
+/// The counters of one route of an HTTP forwarder (`protocol = http`), or of the requests
+/// no route served: what `proxy_forwarder_route` copies out. They count from the start and
+/// carry on across reloads that keep the route as it was written; a route that a reload
+/// adds or changes starts from 0.
+///
+/// Fields are only ever added at the end, as in `proxy_stats`: pass
+/// `sizeof(proxy_route_stats)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct proxy_route_stats {
+    /// Requests answered with a 1xx status (101 for an upgrade, such as WebSocket).
+    pub requests_1xx: u64,
+    /// Requests answered with a 2xx status.
+    pub requests_2xx: u64,
+    /// Requests answered with a 3xx status.
+    pub requests_3xx: u64,
+    /// Requests answered with a 4xx status, also the proxy's own (404 when no route
+    /// serves the host and path, 413 for a body over `max_request_body`, 431).
+    pub requests_4xx: u64,
+    /// Requests answered with a 5xx status, also the proxy's own (502 when the upstream
+    /// cannot be reached or fails, 503 with no upstream address, 504 after
+    /// `request_timeout`).
+    pub requests_5xx: u64,
+    /// Request body bytes sent upstream.
+    pub bytes_in: u64,
+    /// Response body bytes sent to clients.
+    pub bytes_out: u64,
+    /// The sum of the requests' latencies (until the response head), in microseconds.
+    pub latency_sum_us: u64,
+    /// Requests whose response head came within each bucket's bound, cumulative (as
+    /// Prometheus' histograms): 5, 10, 25, 50, 100, 250 and 500 ms, 1, 2.5, 5 and 10 s,
+    /// and the last bucket is every request.
+    pub latency_buckets: [u64; PROXY_LATENCY_BUCKETS],
+}
+
+// SAFETY: `proxy_route_stats` is `#[repr(C)]` and every field is a `u64` or an array of
+// them, so it is consecutive `u64`s.
+unsafe impl U64Fields for proxy_route_stats {}
+
+impl From<&RouteSnapshot> for proxy_route_stats {
+    fn from(r: &RouteSnapshot) -> Self {
+        let [
+            requests_1xx,
+            requests_2xx,
+            requests_3xx,
+            requests_4xx,
+            requests_5xx,
+        ] = r.by_class;
+        proxy_route_stats {
+            requests_1xx,
+            requests_2xx,
+            requests_3xx,
+            requests_4xx,
+            requests_5xx,
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+            latency_sum_us: u64::try_from(r.latency_sum.as_micros()).unwrap_or(u64::MAX),
+            latency_buckets: r.latency_buckets,
         }
     }
 }
@@ -239,6 +309,59 @@ pub(crate) mod tests {
             }
             _ => panic!("counters nested deeper than one struct: {path:?}"),
         }
+    }
+
+    /// `proxy_route_stats` has every counter of proxy-http's `RouteSnapshot` (the route
+    /// itself `proxy_forwarder_route` gives as a string), and its latency buckets are the
+    /// ones its docs list.
+    #[test]
+    fn proxy_route_stats_has_every_counter_of_the_rust_route_snapshot() {
+        let debug = format!("{:#?}", RouteSnapshot::default());
+        let rust: Vec<&str> = (debug.lines())
+            .filter(|l| l.starts_with("    ") && !l.starts_with("     "))
+            .filter_map(|l| l.trim().split_once(':').map(|(name, _)| name))
+            .collect();
+        assert_eq!(
+            rust,
+            [
+                "route",
+                "by_class",
+                "latency_buckets",
+                "latency_sum",
+                "bytes_in",
+                "bytes_out"
+            ],
+            "RouteSnapshot changed: add its new counters at the end of proxy_route_stats"
+        );
+        assert_eq!(
+            proxy_http::LATENCY_BUCKETS,
+            [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+            ],
+            "the bounds listed in proxy_route_stats.latency_buckets' docs"
+        );
+        let mut r = RouteSnapshot::default();
+        r.by_class = [1, 2, 3, 4, 5];
+        r.bytes_in = 6;
+        r.bytes_out = 7;
+        r.latency_sum = std::time::Duration::from_millis(8);
+        r.latency_buckets[11] = 9;
+        let c = proxy_route_stats::from(&r);
+        assert_eq!(
+            (
+                c.requests_1xx,
+                c.requests_2xx,
+                c.requests_3xx,
+                c.requests_4xx
+            ),
+            (1, 2, 3, 4)
+        );
+        assert_eq!((c.requests_5xx, c.bytes_in, c.bytes_out), (5, 6, 7));
+        assert_eq!((c.latency_sum_us, c.latency_buckets[11]), (8000, 9));
+        assert_eq!(
+            std::mem::size_of::<proxy_route_stats>(),
+            (8 + PROXY_LATENCY_BUCKETS) * 8
+        );
     }
 
     /// Fails when `StatsSnapshot` has a counter that `proxy_stats` (as the header declares

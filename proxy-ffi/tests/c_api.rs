@@ -127,6 +127,21 @@ fn forward() {
     run_c_test("forward", &[]);
 }
 
+/// HTTP forwards: routing by host and path to two C upstreams that check
+/// `X-Forwarded-For`, the per-route counters, reloads with changed routes (and refused
+/// ones), invalid routes naming the key, graceful shutdown.
+#[test]
+fn http() {
+    run_c_test("http", &[]);
+}
+
+/// The HTTP test under memcheck, as the start/stop loop: the forwarder's threads, pooled
+/// upstream connections and route state are all freed.
+#[test]
+fn http_under_valgrind() {
+    valgrind(&compile("tests/c/http.c", false), &[]);
+}
+
 /// TCP and UDP on one kernel-chosen port: the search when UDP's side is taken, its
 /// bound, and no port held after a failed one. In a network namespace of its own.
 #[test]
@@ -260,7 +275,12 @@ fn lifecycle() {
 /// process-wide signal state, made once by the first runtime.)
 #[test]
 fn lifecycle_under_valgrind() {
-    let exe = compile("tests/c/lifecycle.c", false);
+    valgrind(&compile("tests/c/lifecycle.c", false), &["200"]);
+}
+
+/// Runs `exe` with `args` under memcheck: no invalid access, no use of uninitialised
+/// memory, nothing definitely or possibly lost.
+fn valgrind(exe: &Path, args: &[&str]) {
     let started = Instant::now();
     let out = Command::new("valgrind")
         .args([
@@ -270,17 +290,19 @@ fn lifecycle_under_valgrind() {
             "--show-leak-kinds=definite,possible",
             "--errors-for-leak-kinds=definite,possible",
         ])
-        .arg(&exe)
-        .arg("200")
+        .arg(exe)
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run valgrind ({e}); install it (apt-get install valgrind)")
         });
-    check("lifecycle under valgrind", &out);
-    eprintln!("lifecycle under valgrind ran in {:.1?}", started.elapsed());
+    let what = format!("{} under valgrind", exe.display());
+    check(&what, &out);
+    eprintln!("{what} ran in {:.1?}", started.elapsed());
 }
 
-/// The example builds with the warnings as errors, starts both protocols and stops.
+/// The example builds with the warnings as errors, starts both protocols and stops, and
+/// starts an HTTP forward with a route and stops.
 #[test]
 fn example() {
     let exe = compile("examples/forward.c", false);
@@ -288,4 +310,21 @@ fn example() {
     assert!(stdout.starts_with("Forwarding from 127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("-> 127.0.0.1:9\n"), "{stdout}");
     assert!(stdout.contains("connections: 0"), "{stdout}");
+    let stdout = run(
+        &exe,
+        &[
+            "--http",
+            "--route",
+            "shop.example/=127.0.0.1:9",
+            "127.0.0.1:0",
+            "127.0.0.1:9",
+            "0",
+        ],
+    );
+    assert!(stdout.starts_with("Forwarding from 127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("route shop.example/=127.0.0.1:9: 0 requests"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("route -: 0 requests"), "{stdout}");
 }

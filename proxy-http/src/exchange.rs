@@ -24,9 +24,11 @@ pub(crate) struct Exchange {
     pub(crate) start: Instant,
     pub(crate) client: SocketAddr,
     pub(crate) method: http::Method,
-    pub(crate) host: String,
-    pub(crate) path: String,
-    pub(crate) route: String,
+    /// The `Host` header or the URI's authority; cheap to clone (shared bytes).
+    host: Option<HeaderValue>,
+    /// The request's URI, for its path; cheap to clone.
+    uri: Uri,
+    pub(crate) route: Arc<str>,
 }
 
 impl Exchange {
@@ -36,9 +38,11 @@ impl Exchange {
             start: Instant::now(),
             client,
             method: request.method().clone(),
-            host: host_of(request).unwrap_or("-").to_owned(),
-            path: request.uri().path().to_owned(),
-            route: "-".to_owned(),
+            host: (request.headers().get(header::HOST).cloned()).or_else(|| {
+                (request.uri().authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            }),
+            uri: request.uri().clone(),
+            route: Arc::from("-"),
         }
     }
 
@@ -57,8 +61,8 @@ impl Exchange {
             target: "proxy_http::access",
             client = %self.client,
             method = %self.method,
-            host = %self.host,
-            path = %self.path,
+            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
+            path = self.uri.path(),
             status = status.as_u16(),
             bytes_in = bytes.0,
             bytes_out = bytes.1,
@@ -73,7 +77,7 @@ impl Exchange {
     pub(crate) fn refuse(&self, stats: &RouteStats, error: &ProxyError) -> Response<Body> {
         let response = error.response();
         stats.answered(response.status().as_u16(), self.start.elapsed());
-        tracing::debug!(client = %self.client, path = %self.path, error = %error, "answered by the proxy");
+        tracing::debug!(client = %self.client, path = self.uri.path(), error = %error, "answered by the proxy");
         self.end(stats, response.status(), (0, 0), "-", Ended::Complete);
         response
     }

@@ -15,6 +15,7 @@ pub mod body;
 mod error;
 mod exchange;
 mod headers;
+mod idle;
 mod pool;
 mod router;
 mod server;

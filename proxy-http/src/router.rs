@@ -15,7 +15,7 @@ use crate::stats::{RouteSnapshot, RouteStats};
 /// One route, ready to serve.
 pub(crate) struct RouteEntry {
     /// The route as written, for logs and metrics.
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     /// Its settings: the forward's, with the route's target and options.
     spec: ForwardSpec,
     pub(crate) backend: Arc<Backend>,
@@ -44,7 +44,7 @@ impl Router {
         for route in spec.http_routes() {
             let mut route_spec = route.spec(spec).map_err(io::Error::other)?;
             route_spec.routes.clear();
-            let name = route.to_string();
+            let name: Arc<str> = Arc::from(route.to_string());
             let kept = previous.and_then(|p| {
                 (p.routes.iter()).find(|(_, e)| e.spec == route_spec && e.name == name)
             });
@@ -99,7 +99,7 @@ impl Router {
     /// Every route's counters.
     pub(crate) fn snapshots(&self) -> Vec<RouteSnapshot> {
         (self.routes.iter())
-            .map(|(_, e)| e.stats.snapshot(e.name.clone()))
+            .map(|(_, e)| e.stats.snapshot(e.name.to_string()))
             .collect()
     }
 
@@ -141,7 +141,7 @@ mod tests {
     }
 
     fn routed(r: &Router, host: Option<&str>, path: &str) -> Option<String> {
-        r.route(host, path).map(|e| e.name.clone())
+        r.route(host, path).map(|e| e.name.to_string())
     }
 
     #[tokio::test]

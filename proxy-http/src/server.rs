@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Forward, host_of};
+use crate::idle::{LastActive, Watched};
 use crate::router::Router;
 use crate::service::{ApiServer, ServiceProxy, ServiceUrl};
 use crate::stats::{RouteSnapshot, RouteStats};
@@ -337,15 +338,25 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let shared = shared2.clone();
             async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
         });
+        let last = LastActive::new();
+        let idle_timeout = spec.idle_timeout;
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(Watched::new(stream, last.clone())), service)
             .with_upgrades();
         let (draining, closing) = (shared.draining.clone(), shared.closing.clone());
         shared.connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
+            let idle = async {
+                match idle_timeout {
+                    Some(limit) => last.idle_for(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
             let ended = tokio::select! {
                 r = connection.as_mut() => Some(r),
                 () = draining.cancelled() => None,
+                // Idle between requests, or a request whose bytes stopped moving.
+                () = idle => None,
             };
             let ended = match ended {
                 Some(r) => Some(r),
@@ -401,7 +412,7 @@ impl HttpHandle {
         (generation.router.entries())
             .filter_map(|e| {
                 let upstream = e.backend.upstream()?;
-                Some((e.name.clone(), upstream.stats_reader().endpoints()))
+                Some((e.name.to_string(), upstream.stats_reader().endpoints()))
             })
             .collect()
     }

@@ -20,6 +20,9 @@
 //!   [`KillOnDrop`](process::KillOnDrop) children, unique [`TempPath`](process::TempPath)s,
 //!   a test of this binary run again in a process of its own, output read line by line;
 //! - [`dns`]: a real DNS server, [`Dnsmasq`](dns::Dnsmasq);
+//! - [`http`]: HTTP/1.1 upstreams for the HTTP reverse proxy: an in-process hyper
+//!   [`Backend`](http::Backend) that answers with what it received, a Python and an nginx
+//!   upstream, a Python WebSocket echo server and client, and blocking raw HTTP clients;
 //! - [`kube`]: real Kubernetes clients for a port-forward server: released `kubectl`s by
 //!   version with kubeconfigs of their own, `kubectl port-forward` processes, test
 //!   certificates from `openssl`, and a venv with the Python `kubernetes` client.
@@ -32,6 +35,7 @@ pub mod client;
 pub mod data;
 pub mod dns;
 pub mod echo;
+pub mod http;
 pub mod kube;
 pub mod net;
 pub mod process;

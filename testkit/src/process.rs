@@ -3,6 +3,7 @@
 //! run to completion, unique temp files, and a test of this binary run again in a process
 //! of its own.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Read};
@@ -54,6 +55,109 @@ pub fn run(program: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
+}
+
+/// Runs `cmd` (its stdin null, its stdout and stderr piped) for at most `limit`: exit
+/// status (`None` when it was killed at the limit), stdout, stderr.
+pub fn run_limited(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, String, String) {
+    let what = format!("{:?}", cmd.get_program());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop::spawn(cmd).unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let (out, err) = child.take_output();
+    let status = child.wait_timeout(limit);
+    out.wait_closed(crate::wait::PROMPT);
+    err.wait_closed(crate::wait::PROMPT);
+    (status, out.text(), err.text())
+}
+
+// ===== Python venvs =====
+
+/// The Python of a venv under the target dir (`target/DIR`, see
+/// [`kube::target_dir`](crate::kube::target_dir)) where `import` runs, made once with
+/// `python3 -m venv` and `pip install REQUIREMENTS` (pinned, e.g. `websockets==15.0.1`), and
+/// reused for as long as `import` (Python code, e.g. `import websockets`) runs in it.
+///
+/// # Errors
+///
+/// The commands run and their output when the venv cannot be made (no `python3`; on
+/// Debian/Ubuntu, no `python3-venv` package) or pip cannot install (PyPI out of reach: pip
+/// gives up after about a minute). Callers that can do without print `skipping: ERROR`.
+pub fn python_venv(dir: &str, requirements: &[&str], import: &str) -> Result<PathBuf, String> {
+    static MADE: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, result)) = made.iter().find(|(d, _)| d == dir) {
+        return result.clone();
+    }
+    let result = make_venv(dir, requirements, import);
+    made.push((dir.to_owned(), result.clone()));
+    result
+}
+
+fn make_venv(dir: &str, requirements: &[&str], import: &str) -> Result<PathBuf, String> {
+    let venv = crate::kube::target_dir().join(dir);
+    let python = venv.join("bin").join("python");
+    let imports = |python: &Path| {
+        Command::new(python)
+            .args(["-c", import])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if imports(&python) {
+        return Ok(python);
+    }
+    let python3 = find_program("python3", &["/usr/bin/python3"])
+        .ok_or("python3 is not installed (Debian/Ubuntu: python3 and python3-venv)")?;
+    let mut log = String::new();
+    let mut step = |program: &Path, args: &[&str], limit: Duration| {
+        let (status, out, err) = run_limited(Command::new(program).args(args), limit);
+        let _ = writeln!(
+            log,
+            "$ {} {}\n{out}{err}",
+            program.display(),
+            args.join(" ")
+        );
+        if status.is_some_and(|s| s.success()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "making the venv {} failed ({}); `python3 -m venv` needs the python3-venv \
+                 package on Debian/Ubuntu, and pip needs PyPI:\n{log}",
+                venv.display(),
+                status.map_or("killed at its time limit".to_owned(), |s| s.to_string()),
+            ))
+        }
+    };
+    let v = venv.to_string_lossy().into_owned();
+    step(
+        &python3,
+        &["-m", "venv", "--clear", &v],
+        Duration::from_secs(120),
+    )?;
+    let mut pip = vec![
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-q",
+        "--timeout",
+        "15",
+        "--retries",
+        "2",
+    ];
+    pip.extend_from_slice(requirements);
+    step(&python, &pip, Duration::from_secs(300))?;
+    if imports(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "pip installed {}, yet `{import}` fails:\n{log}",
+            requirements.join(" ")
+        ))
+    }
 }
 
 // ===== child processes =====

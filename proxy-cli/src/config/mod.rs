@@ -13,10 +13,17 @@
 //!
 //! [[forward]]
 //! name = "dns"                  # optional; unique; default "PROTOCOL LISTEN"
-//! protocol = "tcp,udp"          # tcp, udp, or tcp,udp
+//! protocol = "tcp,udp"          # tcp, udp, tcp,udp, or http
 //! listen = 53                   # a port (all addresses), "IP:PORT", or a list of them
 //! target = "kube-dns.kube-system:53"
 //! udp_idle_timeout = "1s"       # any default can be set per forward
+//!
+//! [[forward]]
+//! name = "web"
+//! protocol = "http"             # routes requests by host and path
+//! listen = 8080
+//! route = ["shop.example/=shop:80", "shop.example/api=api:8080;balance=least-connections"]
+//! sticky_cookie = "SERVERID"    # target, if set, is the default route /
 //! ```
 //!
 //! Every key of `[defaults]` and of a `[[forward]]` (but a forward's `name`, and `drain`,
@@ -172,7 +179,12 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         forward.unknown_keys(&cx, &["name"])?;
         let mut spec = base.clone();
         forward.apply(&cx, &mut spec)?;
-        if let Some(key) = REQUIRED.iter().find(|k| !forward.has(k)) {
+        // An HTTP forward may have routes, or the service proxy, instead of a target.
+        let routed = spec.protocol == proxy_core::Transport::Http
+            && (forward.has("route") || spec.service_proxy);
+        if let Some(key) =
+            (REQUIRED.iter()).find(|k| !(forward.has(k) || routed && **k == "target"))
+        {
             let at = forward.start();
             return Err(cx.error(at..at, &forward.key(key), "is missing"));
         }

@@ -34,7 +34,10 @@ use proxy_core::{EndpointStats, StatsSnapshot};
 
 use crate::logging;
 
+mod http;
 mod port_forward;
+pub use http::HttpMetrics;
+
 use crate::protocol::Protocol;
 
 /// The `Content-Type` of [`render`]'s output.
@@ -370,14 +373,16 @@ const ENDPOINT_FAMILIES: &[EndpointFamily] = &[
 /// The exposition of `forwards`, of the process's readiness and of its log lines dropped
 /// ([`logging::lines_dropped`], process-wide like the logger).
 pub fn render(forwards: &[ForwardMetrics], ready: bool) -> String {
-    render_with(forwards, ready, None)
+    render_with(forwards, ready, None, &[])
 }
 
-/// [`render`], and the families of a port-forward server's `stats`, if any.
+/// [`render`], and the families of a port-forward server's `stats`, if any, and of
+/// HTTP forwards.
 pub fn render_with(
     forwards: &[ForwardMetrics],
     ready: bool,
     port_forward: Option<&proxy_portforward::forward::StatsSnapshot>,
+    http: &[HttpMetrics],
 ) -> String {
     let mut out = String::with_capacity(4096 + forwards.len() * 2048);
     header(
@@ -441,6 +446,7 @@ pub fn render_with(
     if let Some(stats) = port_forward {
         port_forward::render(&mut out, stats);
     }
+    http::render(&mut out, http);
     out
 }
 
@@ -477,7 +483,7 @@ fn labels(out: &mut String, f: &ForwardMetrics) {
 }
 
 /// A label value as the text format wants it: `\`, `"` and line feeds escaped.
-fn escape(out: &mut String, value: &str) {
+pub(crate) fn escape(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

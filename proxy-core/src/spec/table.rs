@@ -157,7 +157,8 @@ pub static KEYS: &[Key] = &[
         http: true,
         help: "Close a TCP connection, or end a UDP session, after this long without \
                traffic in either direction; 0 turns it off. Sets udp_idle_timeout too \
-               (default: none for TCP, 30s for UDP).",
+               (default: none for TCP, 30s for UDP). HTTP: close a client connection \
+               kept alive this long with no request (one in flight finishes first).",
         example: "10m",
         set: |s, v| {
             s.idle_timeout = timer(v)?;

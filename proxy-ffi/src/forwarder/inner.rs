@@ -1,6 +1,7 @@
 //! [`Forwarder`], the Rust side of a `proxy_forwarder`: starting one from a config on a
-//! runtime of its own, reloading it in place, shutting it down, and reading its bound
-//! addresses and stats. The C functions on it are [`forwarder`](super)'s.
+//! runtime of its own (proxy-core's TCP and UDP forwarders, or proxy-http's
+//! [`HttpForwarder`] for `protocol = http`), reloading it in place, shutting it down, and
+//! reading its bound addresses and stats. The C functions on it are [`forwarder`](super)'s.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -10,9 +11,10 @@ use std::time::Duration;
 use proxy_core::resolve::Resolve;
 use proxy_core::spec::StartError;
 use proxy_core::{
-    EndpointStats, ForwarderHandle, Host, StatsReader, Target, TcpForwarder, Transport,
-    UdpForwarder,
+    EndpointStats, ForwardSpec, ForwarderHandle, Host, Listen, StatsReader, Target, TcpForwarder,
+    Transport, UdpForwarder,
 };
+use proxy_http::{HttpForwarder, HttpHandle, RouteSnapshot};
 use tokio::runtime::Runtime;
 
 use crate::config::Config;
@@ -34,6 +36,8 @@ pub(crate) struct Forwarder {
     addrs: Mutex<Vec<SocketAddr>>,
     /// The TCP and UDP parts' counters; they outlive a shutdown.
     stats: Vec<StatsReader>,
+    /// An HTTP forwarder's handle, for its per-route counters (which outlive a shutdown).
+    http: Option<HttpHandle>,
     runtime: Runtime,
 }
 
@@ -44,11 +48,13 @@ const _: () = {
 };
 
 /// The running parts, each with the settings it runs with (a `BOTH` reload that fails
-/// half-way goes back to them).
+/// half-way goes back to them). An HTTP forwarder has `http` only, with the listen
+/// setting it started with.
 #[derive(Debug, Default)]
 struct Running {
     tcp: Option<(ForwarderHandle, TcpForwarder)>,
     udp: Option<(ForwarderHandle, UdpForwarder)>,
+    http: Option<(HttpHandle, Listen)>,
 }
 
 /// The forwarders a config describes, built (validated) but not started.
@@ -165,12 +171,64 @@ fn start_failure(e: StartError) -> Failure {
     }
 }
 
+/// A resolver callback cannot serve an HTTP forward: each route resolves its own target
+/// with the resolver its settings name (the `resolver` and `name_servers` keys, also per
+/// route).
+fn refuse_callback(config: &Config) -> Result<(), Failure> {
+    match config.callback {
+        Some(_) => Err(Failure::setting(
+            "resolver: a resolver callback cannot resolve an HTTP forward's routes; use a \
+             built-in resolver (proxy_config_set_resolver, or the `resolver` key)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Binds `spec`'s listen addresses for an HTTP forward, all or none: a bare port listens
+/// on `[::]`, or on `0.0.0.0` where the host has no IPv6 (as TCP forwards do). Call inside
+/// the forwarder's runtime.
+fn bind_http(spec: &ForwardSpec) -> Result<Vec<std::net::TcpListener>, Failure> {
+    let bind_all = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(|&a| {
+                spec.tcp_listener(a)
+                    .and_then(tokio::net::TcpListener::into_std)
+                    .map_err(|e| (a, e))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let bound = match (bind_all(&spec.listen.addrs()), spec.listen.ipv4_fallback()) {
+        (Err((_, e)), Some(v4)) if e.kind() != std::io::ErrorKind::AddrInUse => bind_all(&v4),
+        (bound, _) => bound,
+    };
+    bound.map_err(|(a, e)| {
+        let status = match e.kind() {
+            std::io::ErrorKind::AddrInUse => proxy_status::AddressInUse,
+            _ => proxy_status::BindFailed,
+        };
+        Failure::new(status, format!("failed to bind listen address ({a}): {e}"))
+    })
+}
+
+/// Why an HTTP forward's routes could not be set up (their resolvers, once the settings
+/// were checked).
+fn http_failure(e: &std::io::Error) -> Failure {
+    Failure::new(
+        proxy_status::Resolver,
+        format!("route: cannot set up its upstream: {e}"),
+    )
+}
+
 // ===== impl Forwarder =====
 
 impl Forwarder {
     pub(super) fn start(config: &Config) -> Result<Self, Failure> {
         // Check what can be checked before starting threads.
         config.spec.validate()?;
+        if config.spec.protocol == Transport::Http {
+            return Forwarder::start_http(config);
+        }
         let runtime = runtime(config.worker_threads)?;
         let running = {
             let _entered = runtime.enter();
@@ -192,6 +250,7 @@ impl Forwarder {
                     }
                     (h, f) => h.zip(f),
                 },
+                http: None,
             }
         };
         let stats = (running.tcp.iter().map(|(h, _)| h.stats_reader()))
@@ -202,6 +261,34 @@ impl Forwarder {
             addrs: Mutex::new(running.local_addrs()),
             running: Mutex::new(Some(running)),
             stats,
+            http: None,
+            runtime,
+        })
+    }
+
+    /// [`start`](Self::start) for `protocol = http`: proxy-http's forwarder on this
+    /// forwarder's runtime.
+    fn start_http(config: &Config) -> Result<Self, Failure> {
+        refuse_callback(config)?;
+        let forwarder = HttpForwarder::new(config.spec.clone())?;
+        let runtime = runtime(config.worker_threads)?;
+        let handle = {
+            let _entered = runtime.enter();
+            let listeners = bind_http(&config.spec)?;
+            forwarder
+                .start_from(listeners)
+                .map_err(|e| http_failure(&e))?
+        };
+        let running = Running {
+            http: Some((handle.clone(), config.spec.listen.clone())),
+            ..Running::default()
+        };
+        Ok(Forwarder {
+            transport: Transport::Http,
+            addrs: Mutex::new(running.local_addrs()),
+            running: Mutex::new(Some(running)),
+            stats: Vec::new(),
+            http: Some(handle),
             runtime,
         })
     }
@@ -222,6 +309,11 @@ impl Forwarder {
         let Some(running) = running.as_mut() else {
             return Err(not_running());
         };
+        if let Some((http, listen)) = &running.http {
+            // New routes' upstreams start their tasks on this forwarder's runtime.
+            let _entered = self.runtime.enter();
+            return reload_http(http, listen, config);
+        }
         let planned = {
             let _entered = self.runtime.enter();
             plan(config, resolver(config)?, &running.local_addrs())?
@@ -263,7 +355,7 @@ impl Forwarder {
     /// Shutting down twice does nothing the second time.
     pub(super) fn shutdown(&self, grace: Duration) {
         let mut running = lock(&self.running);
-        let Some(Running { tcp, udp }) = running.take() else {
+        let Some(Running { tcp, udp, http }) = running.take() else {
             return;
         };
         lock(&self.addrs).clear();
@@ -278,7 +370,12 @@ impl Forwarder {
                     h.shutdown(grace).await;
                 }
             };
-            tokio::join!(tcp, udp);
+            let http = async {
+                if let Some((h, _)) = http {
+                    h.shutdown(grace).await;
+                }
+            };
+            tokio::join!(tcp, udp, http);
         });
     }
 
@@ -301,9 +398,15 @@ impl Forwarder {
     }
 
     /// The stats of every upstream address, ordered by address; an address both TCP and
-    /// UDP have is one entry with their counts added.
+    /// UDP have (or, in an HTTP forwarder, several routes) is one entry with their counts
+    /// added.
     pub(super) fn endpoints(&self) -> Vec<EndpointStats> {
-        let mut all: Vec<EndpointStats> = self.stats.iter().flat_map(|r| r.endpoints()).collect();
+        let http = (self.http.iter())
+            .flat_map(HttpHandle::endpoints)
+            .flat_map(|(_, endpoints)| endpoints);
+        let mut all: Vec<EndpointStats> = (self.stats.iter().flat_map(|r| r.endpoints()))
+            .chain(http)
+            .collect();
         all.sort_by_key(|e| e.addr);
         let mut merged: Vec<EndpointStats> = Vec::with_capacity(all.len());
         for e in all {
@@ -321,6 +424,15 @@ impl Forwarder {
         merged
     }
 
+    /// An HTTP forwarder's counters by route, in the order the routes were given, and
+    /// last those of requests no route served (route `-`); none for TCP and UDP.
+    pub(super) fn routes(&self) -> Vec<RouteSnapshot> {
+        self.http
+            .as_ref()
+            .map(HttpHandle::routes)
+            .unwrap_or_default()
+    }
+
     pub(super) fn stats(&self) -> proxy_stats {
         let mut total = proxy_stats::default();
         for reader in &self.stats {
@@ -333,13 +445,35 @@ impl Forwarder {
 // ===== impl Running =====
 
 impl Running {
-    /// The bound addresses: TCP's, which UDP shares in a `BOTH` forwarder.
+    /// The bound addresses: TCP's, which UDP shares in a `BOTH` forwarder, or HTTP's.
     fn local_addrs(&self) -> Vec<SocketAddr> {
-        match (&self.tcp, &self.udp) {
-            (Some((h, _)), _) | (None, Some((h, _))) => h.local_addrs().to_vec(),
-            (None, None) => Vec::new(),
+        match (&self.tcp, &self.udp, &self.http) {
+            (Some((h, _)), _, _) | (None, Some((h, _)), _) => h.local_addrs().to_vec(),
+            (None, None, Some((h, _))) => h.local_addrs().to_vec(),
+            (None, None, None) => Vec::new(),
         }
     }
+}
+
+/// Reloads an HTTP forwarder that started listening as `listen` says: routes, limits and
+/// timeouts change in place. Its listen addresses cannot: `config` must name the same
+/// ones, as it started with them (port 0 included) or as they are bound.
+fn reload_http(handle: &HttpHandle, listen: &Listen, config: &Config) -> Result<(), Failure> {
+    refuse_callback(config)?;
+    let bound = handle.local_addrs();
+    if config.spec.listen != *listen && config.spec.listen.addrs() != bound {
+        return Err(Failure::setting(format!(
+            "listen: an HTTP forwarder keeps its listen addresses in a reload (it listens on \
+             {}); `{}` needs a new forwarder",
+            Listen::Addrs(bound.to_vec()),
+            config.spec.listen
+        )));
+    }
+    let mut spec = config.spec.clone();
+    spec.listen = listen.clone();
+    // The settings first, so that their errors name the key.
+    HttpForwarder::new(spec.clone())?;
+    handle.reload(&spec).map_err(|e| http_failure(&e))
 }
 
 fn not_running() -> Failure {

@@ -97,8 +97,8 @@ static void bad_settings(void) {
     proxy_config *c = proxy_config_new();
     proxy_forwarder *f = (proxy_forwarder *)(void *)0x1; /* must stay untouched */
     CHECK_STATUS(proxy_config_set_transport(c, 0), PROXY_STATUS_INVALID_SETTING);
-    CHECK_STATUS(proxy_config_set_transport(c, 4), PROXY_STATUS_INVALID_SETTING);
-    CHECK_LAST_ERROR_HAS("unknown transport 4");
+    CHECK_STATUS(proxy_config_set_transport(c, 5), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("unknown transport 5");
     CHECK_STATUS(proxy_config_set_timeout(c, 0, 1000), PROXY_STATUS_INVALID_SETTING);
     CHECK_STATUS(proxy_config_set_timeout(c, 77, 1000), PROXY_STATUS_INVALID_SETTING);
     CHECK_STATUS(proxy_config_set_timeout(c, PROXY_TIMEOUT_CONNECT, 0),

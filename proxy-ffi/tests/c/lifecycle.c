@@ -1,6 +1,6 @@
 /*
  * Starts and stops forwarders in a loop (200 times unless argv[1] says otherwise),
- * cycling through TCP, UDP and both, graceful shutdown and a plain free, with traffic now
+ * cycling through TCP, UDP, both and HTTP, graceful shutdown and a plain free, with traffic now
  * and then. Run under valgrind by the test harness: every thread, socket and allocation
  * must be gone after each free.
  */
@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
     echo_server echo;
     echo_start(&echo);
     static const proxy_transport transports[] = {PROXY_TRANSPORT_TCP, PROXY_TRANSPORT_UDP,
-                                               PROXY_TRANSPORT_BOTH};
+                                               PROXY_TRANSPORT_BOTH, PROXY_TRANSPORT_HTTP};
     int tcp_rounds = 0;
     /* The first runtime of the process makes tokio's process-wide signal socket pair,
      * kept for the life of the process: count from after one round. */
@@ -39,20 +39,22 @@ int main(int argc, char **argv) {
     int fds_before = count_entries("/proc/self/fd");
     int threads_before = count_entries("/proc/self/task");
     for (int i = 0; i < rounds; i++) {
-        proxy_transport transport = transports[i % 3];
+        proxy_transport transport = transports[i % 4];
         proxy_config *c = config_to_port(transport, echo.port);
         OK(proxy_config_set_worker_threads(c, 1 + (size_t)(i % 2)));
         proxy_forwarder *f = NULL;
         OK(proxy_forwarder_start(c, &f));
         proxy_config_free(c);
         uint16_t port = port_of(f);
-        if (i % 20 == 0 && transport != PROXY_TRANSPORT_UDP) {
+        /* Echoed traffic through TCP and both (the echo server does not speak HTTP). */
+        if (i % 15 == 0 &&
+            (transport == PROXY_TRANSPORT_TCP || transport == PROXY_TRANSPORT_BOTH)) {
             int fd = tcp_connect(port);
             tcp_echo_check(fd, 1000, (unsigned)i);
             close(fd);
             tcp_rounds++;
         }
-        if (i % 4 == 0) {
+        if (i % 5 == 0) { /* every transport in turn */
             OK(proxy_forwarder_shutdown(f, 10));
             size_t n = 1;
             OK(proxy_forwarder_address_count(f, &n));

@@ -247,7 +247,7 @@ impl ServiceProxy {
         proto: &'static str,
     ) -> Response<Body> {
         let mut exchange = Exchange::new(&request, client);
-        exchange.route = "service-proxy".to_owned();
+        exchange.route = "service-proxy".into();
         let path = request.uri().path();
         let query = request.uri().query();
         if request.method() != Method::CONNECT
