@@ -1,0 +1,200 @@
+//! `proxy service-proxy`: the API server's service proxy URL answered from cluster DNS
+//! (dnsmasq serving `web.default.svc.cluster.local` and an SRV record for a named port),
+//! and, side by side with real `kubectl proxy`, through an API server (our own
+//! `proxy port-forward-server`) with a kubeconfig.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use proxy_testkit::dns::{Dnsmasq, hosts_config};
+use proxy_testkit::http::{Backend, Response, http_get, raw_exchange};
+use proxy_testkit::wait::PROMPT;
+use support::proxy::Proxy;
+
+const PREFIX: &str = "/api/v1/namespaces/default/services";
+
+/// Starts `proxy service-proxy --port 0 ARGS` and reads its `Starting to serve on` line.
+fn service_proxy(args: &[&str]) -> (Proxy, SocketAddr) {
+    let mut all = vec!["service-proxy", "--port", "0"];
+    all.extend_from_slice(args);
+    let proxy = Proxy::start(&all);
+    let line = proxy
+        .wait_stdout(PROMPT, |lines| lines.first().cloned())
+        .unwrap_or_else(|| panic!("no stdout line within {PROMPT:?}:\n{}", proxy.stderr()));
+    let addr = line
+        .strip_prefix("Starting to serve on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not kubectl's line: {line:?}"));
+    (proxy, addr)
+}
+
+/// `METHOD PATH` with `Host: HOST`, a small body for methods that take one.
+fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> Response {
+    let body = if matches!(method, "POST" | "PUT" | "PATCH") {
+        "hello"
+    } else {
+        ""
+    };
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{length}Connection: close\r\n\r\n{body}"
+    );
+    let mut answer = raw_exchange(addr, raw.as_bytes(), PROMPT);
+    if method == "HEAD" {
+        // No body follows, whatever Content-Length says: keep the head only.
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let head: String = text
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("content-length"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        answer = head.into_bytes();
+    }
+    Response::parse(&answer).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn lo(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+#[test]
+fn dns_mode_answers_the_service_url_from_cluster_dns() {
+    // Two addresses of `web` on one port; `web`'s port `admin` on another host and port.
+    let backends = Backend::start_same_port(&[("a", lo(2)), ("b", lo(3))]);
+    let port = backends[0].addr().port();
+    let admin = Backend::start_on("admin", SocketAddr::new(lo(4), 0)).expect("bind 127.0.0.4");
+    let hosts = "127.0.0.2 web.default.svc.cluster.local\n\
+                 127.0.0.3 web.default.svc.cluster.local\n\
+                 127.0.0.4 web-admin.default.svc.cluster.local\n";
+    let mut config = hosts_config(hosts, &["cluster.local"]);
+    config.args.push(format!(
+        "--srv-host=_admin._tcp.web.default.svc.cluster.local,web-admin.default.svc.cluster.local,{}",
+        admin.addr().port()
+    ));
+    let dns = Dnsmasq::start(&config);
+    let (proxy, addr) = service_proxy(&["--name-servers", &dns.addr().to_string()]);
+    let host = addr.to_string();
+    let url = |rest: &str| format!("{PREFIX}/web:{port}/proxy{rest}");
+
+    // Every address is used, and the backend sees what the API server would send.
+    let mut seen_backends = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let r = http_get(addr, &host, &url("/x/y?q=1"));
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), proxy.stderr());
+        let seen = r.seen();
+        assert_eq!(seen.uri, "/x/y?q=1");
+        assert_eq!(
+            seen.header("x-forwarded-uri"),
+            Some(url("/x/y?q=1").as_str())
+        );
+        assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()));
+        assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+        assert_eq!(
+            seen.header("host"),
+            Some(format!("web.default.svc.cluster.local:{port}").as_str())
+        );
+        seen_backends.insert(seen.backend);
+    }
+    assert_eq!(
+        seen_backends.into_iter().collect::<Vec<_>>(),
+        ["a", "b"],
+        "balanced over both addresses"
+    );
+
+    // Every method the API server proxies.
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let r = request(addr, method, &host, &url("/m"));
+        assert_eq!(r.status, 200, "{method}: {}", r.text());
+        assert_eq!(r.seen().method, method);
+    }
+    let head = request(addr, "HEAD", &host, &url("/m"));
+    assert_eq!(head.status, 200);
+
+    // An empty path on GET and HEAD is sent to `.../proxy/`, with the query.
+    for method in ["GET", "HEAD"] {
+        let r = request(addr, method, &host, &format!("{}?a=b", url("")));
+        assert_eq!(r.status, 301, "{method}");
+        assert_eq!(r.header("location"), Some(url("/?a=b").as_str()));
+    }
+    let post = request(addr, "POST", &host, &url(""));
+    assert_eq!(post.status, 200, "POST .../proxy is proxied");
+    assert_eq!(post.seen().uri, "/");
+
+    // The upstream's redirects stay under the prefix.
+    let r = http_get(addr, &host, &url("/redirect?to=/login"));
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some(url("/login").as_str()));
+    let r = http_get(addr, &host, &url("/redirect?to=https://example.com/"));
+    assert_eq!(r.header("location"), Some("https://example.com/"));
+
+    // A named port, through its SRV record.
+    let r = http_get(addr, &host, &format!("{PREFIX}/web:admin/proxy/a"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.seen().backend, "admin");
+    assert_eq!(
+        r.seen().header("x-forwarded-uri"),
+        Some(format!("{PREFIX}/web:admin/proxy/a").as_str())
+    );
+
+    // kubectl proxy's filter: exec refused, foreign hosts refused, [::1] accepted.
+    let r = http_get(addr, &host, "/api/v1/namespaces/default/pods/x/exec");
+    assert_eq!((r.status, r.text().as_str()), (403, "Forbidden\n"));
+    let r = http_get(addr, "example.com", &url("/"));
+    assert_eq!(r.status, 403);
+    let r = http_get(addr, &format!("[::1]:{}", addr.port()), &url("/"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http_get(addr, "localhost", &url("/"));
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // What DNS mode does not serve.
+    let r = http_get(addr, &host, "/api/v1/namespaces/default/pods");
+    assert_eq!(r.status, 404);
+    let r = http_get(addr, &host, &format!("{PREFIX}/https:web:{port}/proxy/"));
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("TLS"), "{}", r.text());
+    let r = http_get(addr, &host, &format!("{PREFIX}/nope:{port}/proxy/"));
+    assert_eq!(r.status, 503, "a name DNS does not know: {}", r.text());
+
+    // One address gone: the other serves every request.
+    let mut backends = backends;
+    drop(backends.pop());
+    for _ in 0..4 {
+        let r = http_get(addr, &host, &url("/after"));
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), proxy.stderr());
+        assert_eq!(r.seen().backend, "a");
+    }
+    drop(dns);
+}
+
+#[test]
+fn filter_flags_and_cluster_domain() {
+    let backend = Backend::start("web");
+    let port = backend.addr().port();
+    let hosts = "127.0.0.1 web.default.svc.example\n";
+    let dns = Dnsmasq::start(&hosts_config(hosts, &["example"]));
+    let (_proxy, addr) = service_proxy(&[
+        "--name-servers",
+        &dns.addr().to_string(),
+        "--cluster-domain",
+        "example",
+        "--accept-hosts",
+        "^proxy\\.test$",
+        "--reject-methods",
+        "^DELETE$",
+        "--reject-paths",
+        "^/api/v1/namespaces/secret/",
+    ]);
+    let url = format!("{PREFIX}/web:{port}/proxy/x");
+    assert_eq!(http_get(addr, "proxy.test", &url).status, 200);
+    assert_eq!(http_get(addr, "localhost", &url).status, 403);
+    assert_eq!(request(addr, "DELETE", "proxy.test", &url).status, 403);
+    assert_eq!(request(addr, "PUT", "proxy.test", &url).status, 200);
+    let secret = format!("/api/v1/namespaces/secret/services/web:{port}/proxy/");
+    assert_eq!(http_get(addr, "proxy.test", &secret).status, 403);
+}
