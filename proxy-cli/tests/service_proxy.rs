@@ -198,3 +198,109 @@ fn filter_flags_and_cluster_domain() {
     let secret = format!("/api/v1/namespaces/secret/services/web:{port}/proxy/");
     assert_eq!(http_get(addr, "proxy.test", &secret).status, 403);
 }
+
+/// The node side's objects: pods `web-1` on 127.0.0.2 and `web-2` on 127.0.0.3, both with
+/// port `http` at `port`, and Service `web` with port 80 (`http`) to them.
+fn cluster_file(port: u16) -> String {
+    let pod = |name: &str, ip: &str| {
+        format!(
+            "[[pod]]\nname = \"{name}\"\ntarget = \"{ip}\"\nlabels = {{ app = \"web\" }}\n\
+             ports = {{ http = {port} }}\n\n"
+        )
+    };
+    let mut text = pod("web-1", "127.0.0.2");
+    text.push_str(&pod("web-2", "127.0.0.3"));
+    text.push_str(
+        "[[service]]\nname = \"web\"\nselector = { app = \"web\" }\n\
+         ports = [{ name = \"http\", port = 80, target_port = \"http\" }]\n",
+    );
+    text
+}
+
+/// What a side-by-side comparison looks at in one answer: the status, the `Location`, and
+/// what the backend saw (method, URI, and the forwarded headers), if it was reached.
+fn summary(r: &Response) -> String {
+    let mut s = format!("{} location={:?}", r.status, r.header("location"));
+    if r.header("content-type") == Some("application/json")
+        && let Ok(seen) = proxy_testkit::http::Seen::parse(&r.body)
+    {
+        s.push_str(&format!(
+            " {} {} xff={:?} xfh={:?} xfp={:?} xfu={:?}",
+            seen.method,
+            seen.uri,
+            seen.header("x-forwarded-for"),
+            seen.header("x-forwarded-host"),
+            seen.header("x-forwarded-proto"),
+            seen.header("x-forwarded-uri"),
+        ));
+    }
+    s
+}
+
+fn side_by_side(version: &str) {
+    let Some(kubectl) = proxy_testkit::kube::Kubectl::find_or_skip(version) else {
+        return;
+    };
+    let backends = Backend::start_same_port(&[("web-1", lo(2)), ("web-2", lo(3))]);
+    let file = proxy_testkit::process::TempPath::with_contents(
+        "cluster.toml",
+        &cluster_file(backends[0].addr().port()),
+    );
+    let server = support::port_forward::PortForwardServer::start(&[
+        "--config",
+        file.path().to_str().unwrap(),
+    ]);
+    let config = proxy_testkit::kube::Kubeconfig::builder(server.http_url())
+        .namespace("default")
+        .write();
+    let theirs = kubectl.proxy(&config);
+    let (ours_proxy, ours) = service_proxy(&["--kubeconfig", config.path().to_str().unwrap()]);
+    let svc = format!("{PREFIX}/web:80/proxy");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("GET", format!("{svc}/x/y?q=1"), "localhost"),
+        ("POST", format!("{svc}/m"), "localhost"),
+        ("PUT", format!("{PREFIX}/web:http/proxy/n"), "localhost"),
+        ("DELETE", format!("{svc}/d"), "localhost"),
+        ("GET", svc.clone(), "localhost"),
+        ("GET", format!("{svc}/redirect?to=/login"), "localhost"),
+        ("GET", format!("{PREFIX}/web/proxy/"), "localhost"),
+        ("GET", format!("{PREFIX}/nope/proxy/"), "localhost"),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/web-1/exec".to_owned(),
+            "localhost",
+        ),
+        ("GET", format!("{svc}/"), "example.com"),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/web-1".to_owned(),
+            "localhost",
+        ),
+    ];
+    for (method, path, host) in &cases {
+        let a = request(theirs.addr(), method, host, path);
+        let b = request(ours, method, host, path);
+        let (a_sum, b_sum) = (summary(&a), summary(&b));
+        eprintln!(
+            "kubectl {version}: {method} {path} (Host {host})\n  theirs {a_sum}\n  ours   {b_sum}"
+        );
+        assert_eq!(
+            a.status,
+            b.status,
+            "{method} {path}: kubectl {version} proxy and ours differ:\n{}\n{}",
+            theirs.output(),
+            ours_proxy.stderr()
+        );
+        assert_eq!(a_sum, b_sum, "{method} {path}");
+    }
+}
+
+#[test]
+fn api_server_mode_answers_as_kubectl_proxy_1_33() {
+    side_by_side("1.33");
+}
+
+#[test]
+fn api_server_mode_answers_as_kubectl_proxy_1_27() {
+    side_by_side("1.27");
+}
