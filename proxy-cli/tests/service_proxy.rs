@@ -304,3 +304,53 @@ fn api_server_mode_answers_as_kubectl_proxy_1_33() {
 fn api_server_mode_answers_as_kubectl_proxy_1_27() {
     side_by_side("1.27");
 }
+
+/// Upgrades pass through API server mode: real `kubectl port-forward` (SPDY, then the
+/// WebSocket tunnel) with a kubeconfig whose server is `proxy service-proxy --kubeconfig`,
+/// which forwards to the port-forward server.
+#[test]
+fn kubectl_port_forward_upgrades_pass_through_api_server_mode() {
+    use proxy_testkit::kube::{Kubeconfig, Kubectl, Transport};
+    let Some(kubectl) = Kubectl::find_or_skip("1.33") else {
+        return;
+    };
+    let backends = Backend::start_same_port(&[("web-1", lo(2)), ("web-2", lo(3))]);
+    let file = proxy_testkit::process::TempPath::with_contents(
+        "cluster.toml",
+        &cluster_file(backends[0].addr().port()),
+    );
+    let server = support::port_forward::PortForwardServer::start(&[
+        "--config",
+        file.path().to_str().unwrap(),
+    ]);
+    let upstream = Kubeconfig::builder(server.http_url())
+        .namespace("default")
+        .write();
+    let (ours_proxy, ours) = service_proxy(&["--kubeconfig", upstream.path().to_str().unwrap()]);
+    let through_ours = Kubeconfig::builder(format!("http://{ours}"))
+        .namespace("default")
+        .write();
+    for transport in [Transport::Spdy, Transport::WebSocket] {
+        let forward =
+            kubectl.port_forward(&through_ours, transport, "pod/web-2", &["0:http"], None);
+        forward.wait_ready();
+        let local = forward.local(0);
+        let r = http_get(local, "web", "/through");
+        assert_eq!(
+            r.status,
+            200,
+            "{transport:?}: {}\n{}",
+            forward.output(),
+            ours_proxy.stderr()
+        );
+        assert_eq!(r.seen().backend, "web-2", "{transport:?}");
+        assert_eq!(r.seen().uri, "/through");
+    }
+    // Exec stays refused, as kubectl proxy refuses it.
+    let r = http_get(
+        ours,
+        "localhost",
+        "/api/v1/namespaces/default/pods/web-2/exec?command=sh",
+    );
+    assert_eq!(r.status, 403);
+}
