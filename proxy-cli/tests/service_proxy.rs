@@ -354,3 +354,58 @@ fn kubectl_port_forward_upgrades_pass_through_api_server_mode() {
     );
     assert_eq!(r.status, 403);
 }
+
+/// An upstream answering every request with a small HTML page holding absolute links,
+/// and a `Location`, on `addr`; serves until the test process ends.
+fn html_upstream(ip: IpAddr) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the HTML upstream");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(PROMPT)).ok();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let body = "<html><a href=\"/doc\">doc</a><img src='/logo.png'>\
+                        <a href=\"https://example.com/\">out</a></html>";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Location: /page\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn html_links_are_rewritten_only_when_asked() {
+    let upstream = html_upstream(lo(5));
+    let hosts = "127.0.0.5 site.default.svc.cluster.local\n";
+    let dns = Dnsmasq::start(&hosts_config(hosts, &["cluster.local"]));
+    let ns = dns.addr().to_string();
+    let prefix = format!("{PREFIX}/site:{}/proxy", upstream.port());
+    let (_plain, plain) = service_proxy(&["--name-servers", &ns]);
+    let r = http_get(plain, "localhost", &format!("{prefix}/"));
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("href=\"/doc\""), "{}", r.text());
+    assert_eq!(
+        r.header("content-location"),
+        Some(format!("{prefix}/page").as_str())
+    );
+    let (_rewriting, rewriting) = service_proxy(&["--name-servers", &ns, "--rewrite-html"]);
+    let r = http_get(rewriting, "localhost", &format!("{prefix}/"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        format!(
+            "<html><a href=\"{prefix}/doc\">doc</a><img src='{prefix}/logo.png'>\
+             <a href=\"https://example.com/\">out</a></html>"
+        )
+    );
+}
