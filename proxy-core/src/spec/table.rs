@@ -579,9 +579,11 @@ pub static KEYS: &[Key] = &[
                /api/v1/namespaces/NS/services/[http:]NAME[:PORT]/proxy/PATH, from cluster \
                DNS, as kubectl proxy does through the API server: NAME.NS.svc.CLUSTER_DOMAIN \
                at PORT (a port name through its SRV record; no port: 80), every address \
-               balanced with failover. The service URL wins over routes; requests no route \
-               serves get 404. accept_hosts, accept_paths, reject_paths and reject_methods \
-               filter what it answers (403).",
+               balanced with failover; https: Services get 502 (no TLS to upstreams yet). \
+               Routes may coexist: the service URL wins for its paths, routes serve the \
+               rest, and what no route serves gets 404. accept_hosts, accept_paths, \
+               reject_paths and reject_methods (403) filter what the service proxy answers \
+               (service URLs and that 404), not what routes serve (allow and deny do).",
         example: "true",
         set: |s, v| boolean(v).map(|x| s.service_proxy = x),
         get: |s| s.service_proxy.to_string(),
@@ -605,7 +607,7 @@ pub static KEYS: &[Key] = &[
         help: "HTTP, service_proxy: serve only requests whose Host (without its port) \
                matches one of these regular expressions; 403 Forbidden otherwise. [::1] \
                keeps its brackets. kubectl proxy's --accept-hosts.",
-        example: r"^localhost$,^proxy\.example$",
+        example: "^localhost$,^proxy[.]example$",
         set: |s, v| patterns(v).map(|x| s.accept_hosts = x),
         get: |s| s.accept_hosts.clone(),
     },
