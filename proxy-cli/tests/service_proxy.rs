@@ -265,6 +265,7 @@ fn side_by_side(version: &str) {
         ("GET", format!("{svc}/redirect?to=/login"), "localhost"),
         ("GET", format!("{PREFIX}/web/proxy/"), "localhost"),
         ("GET", format!("{PREFIX}/nope/proxy/"), "localhost"),
+        ("GET", format!("{PREFIX}/web:81/proxy/"), "localhost"),
         (
             "GET",
             "/api/v1/namespaces/default/pods/web-1/exec".to_owned(),

@@ -46,10 +46,13 @@ impl ServiceEndpoints for PodEndpoints {
             None => (service.ports.iter()).find(|p| p.name.as_deref().unwrap_or("").is_empty()),
         };
         let Some(port) = port else {
-            return Err(EndpointsError::Unavailable(format!(
-                "no endpoints available for service \"{}\"",
-                url.name
-            )));
+            // The API server's two messages (both 503).
+            return Err(EndpointsError::Unavailable(match &url.port {
+                Some(PortRef::Number(n)) => {
+                    format!("no service port {n} found for service \"{}\"", url.name)
+                }
+                _ => format!("no endpoints available for service \"{}\"", url.name),
+            }));
         };
         let port_text = port.port.to_string();
         // `--service` labels its pods so that the selector picks exactly them.
