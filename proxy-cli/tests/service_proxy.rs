@@ -410,3 +410,27 @@ fn html_links_are_rewritten_only_when_asked() {
         )
     );
 }
+
+/// A WebSocket through the service URL in DNS mode: the upgrade is relayed both ways, and
+/// the upstream sees the path below the prefix. Skipped when the `websockets` venv cannot
+/// be made (PyPI out of reach).
+#[test]
+fn websocket_through_the_service_url() {
+    let echo = match proxy_testkit::http::websocket_echo() {
+        Ok(echo) => echo,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let hosts = "127.0.0.1 ws.default.svc.cluster.local\n";
+    let dns = Dnsmasq::start(&hosts_config(hosts, &["cluster.local"]));
+    let (proxy, addr) = service_proxy(&["--name-servers", &dns.addr().to_string()]);
+    let path = format!("{PREFIX}/ws:{}/proxy/chat", echo.addr().port());
+    let url = format!("ws://localhost:{}{path}", addr.port());
+    let out = proxy_testkit::http::websocket_client(&url, Some(addr), 20, PROMPT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.stderr()));
+    let opened = proxy_testkit::http::websocket_opened(&echo);
+    assert_eq!(opened.len(), 1, "{out}");
+    assert_eq!(opened[0].0, "/chat");
+}
