@@ -22,8 +22,8 @@ ADDR:PORT` on stdout once listening, as kubectl does.
 Two ways to reach the Services:
 
   DNS mode (the default): no API server. A request for
-  /api/v1/namespaces/NS/services/[http:]NAME[:PORT]/proxy/PATH goes to NAME.NS.svc.
-  CLUSTER_DOMAIN (--cluster-domain, cluster.local) at PORT: a port name is looked up as the
+  /api/v1/namespaces/NS/services/[http:]NAME[:PORT]/proxy/PATH goes to
+  NAME.NS.svc.CLUSTER_DOMAIN (--cluster-domain, cluster.local) at PORT: a port name is looked up as the
   SRV record _PORT._tcp.NAME.NS.svc.CLUSTER_DOMAIN that cluster DNS publishes, and without
   a port, port 80 (the API server would take the Service's only port, which DNS does not
   tell). Every address of the Service is balanced over, with failover; --resolver and
