@@ -225,13 +225,15 @@ fn summary(r: &Response) -> String {
         && let Ok(seen) = proxy_testkit::http::Seen::parse(&r.body)
     {
         s.push_str(&format!(
-            " {} {} xff={:?} xfh={:?} xfp={:?} xfu={:?}",
+            " {} {} xff={:?} xfh={:?} xfp={:?} xfu={:?} forwarded={:?} host={:?}",
             seen.method,
             seen.uri,
             seen.header("x-forwarded-for"),
             seen.header("x-forwarded-host"),
             seen.header("x-forwarded-proto"),
             seen.header("x-forwarded-uri"),
+            seen.headers_named("forwarded"),
+            seen.header("host"),
         ));
     }
     s

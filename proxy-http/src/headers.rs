@@ -81,15 +81,8 @@ impl Origin {
     /// `Forwarded` element (`for`, `host`, `proto`), and sets `X-Forwarded-Host` and
     /// `X-Forwarded-Proto`.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        let ip = self.client.to_canonical();
-        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-            _ => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
-        let mut forwarded = match ip {
+        self.forwarded_for(headers);
+        let mut forwarded = match self.client.to_canonical() {
             IpAddr::V4(ip) => format!("for={ip}"),
             IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
         };
@@ -107,6 +100,19 @@ impl Origin {
             None => headers.remove(X_FORWARDED_HOST),
         };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+    }
+
+    /// Only appends the client's address to `X-Forwarded-For`, as Go's `ReverseProxy`
+    /// (and so `kubectl proxy`) does.
+    pub(crate) fn forwarded_for(&self, headers: &mut HeaderMap) {
+        let ip = self.client.to_canonical();
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
     }
 }
 

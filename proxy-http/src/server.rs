@@ -288,6 +288,7 @@ impl Shared {
             uri,
             proto: "http",
             forwarded_uri: false,
+            forwarded_for_only: false,
             set_headers: None,
         }
         .run(request, exchange)

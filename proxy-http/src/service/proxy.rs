@@ -197,7 +197,9 @@ impl ServiceProxy {
         ))
     }
 
-    /// Every request to the API server, behind the forward's filter: `kubectl proxy`.
+    /// Every request to the API server, behind the forward's filter: `kubectl proxy`. Of
+    /// the forwarded headers only `X-Forwarded-For` is added, as kubectl proxy's Go
+    /// `ReverseProxy` does; the API server adds the others for the Service.
     ///
     /// # Errors
     ///
@@ -291,6 +293,7 @@ impl ServiceProxy {
                     uri,
                     proto,
                     forwarded_uri: false,
+                    forwarded_for_only: true,
                     set_headers: Some(headers),
                 }
                 .run(request, exchange)
@@ -362,6 +365,7 @@ impl ServiceProxy {
             uri,
             proto,
             forwarded_uri: true,
+            forwarded_for_only: false,
             set_headers: Some(&set),
         }
         .run(request, exchange)
