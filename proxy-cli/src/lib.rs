@@ -37,6 +37,7 @@ pub mod port_forward_server;
 pub mod protocol;
 pub mod registry;
 pub mod run;
+pub mod service_proxy;
 pub mod shutdown;
 pub mod supervise;
 pub mod systemd;

@@ -121,6 +121,7 @@ pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<
             seed(&args.spec()?, args.drain, &forwards, &mut inherited).await
         }
         (Command::Http(args), _) => crate::http::run(&args, &forwards).await,
+        (Command::ServiceProxy(args), _) => crate::service_proxy::run(&args, &forwards).await,
         (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
         (Command::PortForwardServer(args), _) => {
             crate::port_forward_server::run(&args, &forwards).await
@@ -138,6 +139,7 @@ fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
         (Command::Udp(args), _) => drop(args.spec()?),
         (Command::TcpUdp(args), _) => drop(args.spec()?),
         (Command::Http(args), _) => drop(args.spec()?),
+        (Command::ServiceProxy(args), _) => drop(args.spec()?),
         (Command::Forward(args), _) => drop(args.plan()?),
         (Command::PortForwardServer(args), _) => crate::port_forward_server::check(args)?,
         (Command::Run(_), Some(config)) => {

@@ -210,6 +210,8 @@ mod tests {
         ("SIZE", "12Q"),
         ("[HOST]/PATH=TARGET[;KEY=VALUE],...", "shop.example=web:80"),
         ("NAME", "a;b"),
+        ("DOMAIN", "-bad.example"),
+        ("REGEX,...", "^(a"),
     ];
 
     /// A config made and freed as C does.

@@ -40,7 +40,6 @@ pub trait Connector: Send + Sync + 'static {
 }
 
 /// How a backend reaches its upstream.
-#[allow(dead_code)] // `Custom`: the service proxy's API server mode, being written
 enum Dial {
     /// A target's addresses, through the core.
     Upstream(Upstream),
@@ -86,7 +85,6 @@ impl Backend {
     }
 
     /// A backend reaching its upstream through `connector`, with `spec`'s HTTP settings.
-    #[allow(dead_code)] // the service proxy's API server mode, being written
     pub(crate) fn custom(connector: Arc<dyn Connector>, spec: &ForwardSpec) -> Backend {
         Backend::with_dial(Dial::Custom(connector), spec)
     }

@@ -102,6 +102,11 @@ pub(crate) struct Forward<'a> {
     pub(crate) proto: &'static str,
     /// Also set `X-Forwarded-Uri` to the URI the client asked for (as the API server does).
     pub(crate) forwarded_uri: bool,
+    /// Of the forwarded headers, only append to `X-Forwarded-For` (as `kubectl proxy`
+    /// does on its way to the API server).
+    pub(crate) forwarded_for_only: bool,
+    /// Headers set on the request after the forwarded ones (`Host`, `Authorization`).
+    pub(crate) set_headers: Option<&'a http::HeaderMap>,
 }
 
 impl Forward<'_> {
@@ -137,7 +142,14 @@ impl Forward<'_> {
         {
             parts.headers.insert(X_FORWARDED_URI, v);
         }
-        origin.apply(&mut parts.headers);
+        if self.forwarded_for_only {
+            origin.forwarded_for(&mut parts.headers);
+        } else {
+            origin.apply(&mut parts.headers);
+        }
+        for (name, value) in self.set_headers.into_iter().flatten() {
+            parts.headers.insert(name, value.clone());
+        }
         if !parts.headers.contains_key(header::HOST)
             && let Some(authority) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(authority.as_str())

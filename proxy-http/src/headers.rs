@@ -88,20 +88,9 @@ impl Origin {
     /// `Forwarded` element (`for`, `host`, `proto`), and sets `X-Forwarded-Host` and
     /// `X-Forwarded-Proto`.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        self.forwarded_for(headers);
         let ip = self.client.to_canonical();
         let mut text = String::with_capacity(64);
-        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.trim().is_empty() => {
-                text.push_str(prior);
-                text.push_str(", ");
-            }
-            _ => {}
-        }
-        push_ip(&mut text, ip);
-        if let Ok(v) = HeaderValue::from_str(&text) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
-        text.clear();
         text.push_str("for=");
         match ip {
             IpAddr::V4(_) => push_ip(&mut text, ip),
@@ -125,6 +114,23 @@ impl Origin {
             None => headers.remove(X_FORWARDED_HOST),
         };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+    }
+
+    /// Only appends the client's address to `X-Forwarded-For`, as Go's `ReverseProxy`
+    /// (and so `kubectl proxy`) does.
+    pub(crate) fn forwarded_for(&self, headers: &mut HeaderMap) {
+        let mut text = String::with_capacity(48);
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.trim().is_empty() => {
+                text.push_str(prior);
+                text.push_str(", ");
+            }
+            _ => {}
+        }
+        push_ip(&mut text, self.client.to_canonical());
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crate::error::ProxyError;
 use crate::exchange::{Exchange, Forward, host_of};
 use crate::idle::{LastActive, Watched};
 use crate::router::Router;
+use crate::service::{ApiServer, ServiceProxy, ServiceUrl};
 use crate::stats::{RouteSnapshot, RouteStats};
 
 /// An HTTP reverse proxy with the routes of one [`ForwardSpec`] (`protocol = http`):
@@ -49,6 +50,7 @@ use crate::stats::{RouteSnapshot, RouteStats};
 #[derive(Clone, Debug)]
 pub struct HttpForwarder {
     spec: ForwardSpec,
+    api: Option<ApiServer>,
 }
 
 /// A running [`HttpForwarder`]: its addresses, routes and counters; reload and shut it
@@ -57,6 +59,7 @@ pub struct HttpForwarder {
 pub struct HttpHandle {
     shared: Arc<Shared>,
     local_addrs: Arc<[SocketAddr]>,
+    api: Option<ApiServer>,
 }
 
 /// What the listeners and connections share.
@@ -78,6 +81,8 @@ struct Generation {
     spec: ForwardSpec,
     router: Router,
     gate: Gate,
+    /// With `service_proxy`, or an API server: the service proxy.
+    service: Option<Arc<ServiceProxy>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -102,7 +107,19 @@ impl HttpForwarder {
             });
         }
         spec.validate()?;
-        Ok(HttpForwarder { spec })
+        if spec.service_proxy {
+            // The filter's patterns compile, or the key naming the bad one is the error.
+            ServiceProxy::dns(&spec)?;
+        }
+        Ok(HttpForwarder { spec, api: None })
+    }
+
+    /// Sends every request to `api`, the API server, as `kubectl proxy` does, behind the
+    /// filter (`accept_hosts`, `accept_paths`, `reject_paths`, `reject_methods`), instead
+    /// of answering service proxy URLs from cluster DNS; routes are not used then.
+    pub fn api_server(&mut self, api: ApiServer) -> &mut Self {
+        self.api = Some(api);
+        self
     }
 
     /// The settings.
@@ -150,7 +167,7 @@ impl HttpForwarder {
     }
 
     fn start_on(&self, listeners: Vec<TcpListener>) -> io::Result<HttpHandle> {
-        let generation = Generation::new(&self.spec, None)?;
+        let generation = Generation::new(&self.spec, self.api.as_ref(), None)?;
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(generation)),
             unrouted: Arc::default(),
@@ -172,6 +189,7 @@ impl HttpForwarder {
         Ok(HttpHandle {
             shared,
             local_addrs: local_addrs.into(),
+            api: self.api.clone(),
         })
     }
 }
@@ -199,11 +217,33 @@ fn bind(spec: &ForwardSpec) -> io::Result<Vec<TcpListener>> {
 // ===== impl Generation =====
 
 impl Generation {
-    fn new(spec: &ForwardSpec, previous: Option<&Generation>) -> io::Result<Generation> {
+    fn new(
+        spec: &ForwardSpec,
+        api: Option<&ApiServer>,
+        previous: Option<&Generation>,
+    ) -> io::Result<Generation> {
+        let kept = previous
+            .and_then(|p| p.service.clone())
+            .filter(|s| s.spec() == spec);
+        let service = match (api, kept) {
+            (_, Some(kept)) => Some(kept),
+            (Some(api), None) => Some(Arc::new(
+                ServiceProxy::api_server(spec, api.clone()).map_err(io::Error::other)?,
+            )),
+            (None, None) if spec.service_proxy => {
+                Some(Arc::new(ServiceProxy::dns(spec).map_err(io::Error::other)?))
+            }
+            (None, None) => None,
+        };
+        let router = match api {
+            Some(_) => Router::new(&ForwardSpec::default(), None)?,
+            None => Router::new(spec, previous.map(|p| &p.router))?,
+        };
         Ok(Generation {
             spec: spec.clone(),
-            router: Router::new(spec, previous.map(|p| &p.router))?,
+            router,
             gate: Gate::new(spec),
+            service,
         })
     }
 }
@@ -235,11 +275,20 @@ impl Shared {
             return Exchange::new(&request, client).refuse(&self.unrouted, &why);
         }
         let generation = self.current();
+        if let Some(service) = &generation.service
+            && (service.takes_everything()
+                || !matches!(ServiceUrl::parse(request.uri().path()), Ok(None)))
+        {
+            return service.handle(request, client, "http").await;
+        }
         let mut exchange = Exchange::new(&request, client);
         let Some(route) = generation
             .router
             .route(host_of(&request), request.uri().path())
         else {
+            if let Some(service) = &generation.service {
+                return service.not_found(&request, client);
+            }
             return exchange.refuse(&self.unrouted, &ProxyError::NoRoute);
         };
         exchange.route = route.name.clone();
@@ -253,6 +302,8 @@ impl Shared {
             uri,
             proto: "http",
             forwarded_uri: false,
+            forwarded_for_only: false,
+            set_headers: None,
         }
         .run(request, exchange)
         .await
@@ -361,7 +412,11 @@ impl HttpHandle {
 
     /// Every route's counters, and last those of requests no route served (route `-`).
     pub fn routes(&self) -> Vec<RouteSnapshot> {
-        let mut all = self.shared.current().router.snapshots();
+        let current = self.shared.current();
+        let mut all = current.router.snapshots();
+        if let Some(service) = &current.service {
+            all.push(service.stats.snapshot("service-proxy".to_owned()));
+        }
         all.push(self.shared.unrouted.snapshot("-".to_owned()));
         all
     }
@@ -394,7 +449,7 @@ impl HttpHandle {
                 current.spec.listen, spec.listen
             )));
         }
-        let next = Generation::new(spec, Some(&current))?;
+        let next = Generation::new(spec, self.api.as_ref(), Some(&current))?;
         *self
             .shared
             .current

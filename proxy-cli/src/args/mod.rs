@@ -14,6 +14,7 @@ pub mod http;
 pub mod keys;
 pub mod port_forward_server;
 mod seed;
+pub mod service_proxy;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -135,6 +136,15 @@ pub enum Command {
         after_help = port_forward_server::EXAMPLES
     )]
     PortForwardServer(port_forward_server::PortForwardServerArgs),
+
+    /// Serve the API server's service proxy URL, like `kubectl proxy`: from cluster DNS,
+    /// or through the API server with `--kubeconfig`: `proxy service-proxy [--port 8001]`.
+    #[command(
+        name = "service-proxy",
+        long_about = service_proxy::LONG_ABOUT,
+        after_help = service_proxy::EXAMPLES
+    )]
+    ServiceProxy(service_proxy::ServiceProxyArgs),
 
     /// Run the forwards of a configuration file; SIGHUP applies its changes:
     /// `proxy run --config FILE`.

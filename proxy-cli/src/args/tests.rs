@@ -22,6 +22,7 @@ fn spec(args: &[&str]) -> Result<ForwardSpec, UsageError> {
         Command::TcpUdp(a) => a.spec(),
         Command::Forward(a) => a.plan().map(|p| p.settings),
         Command::Http(a) => a.spec(),
+        Command::ServiceProxy(a) => a.spec(),
         Command::Run(_) | Command::PortForwardServer(_) => panic!("no spec"),
     }
 }
@@ -328,4 +329,43 @@ fn global_flags() {
     assert_eq!(cli.log_format, LogFormat::Json);
     let e = parse(&["--admin", "9090", "tcp", "80", "web"]).unwrap_err();
     assert!(e.to_string().contains("`9090`"), "{e}");
+}
+
+#[test]
+fn service_proxy_takes_kubectl_proxys_grammar_and_defaults() {
+    let spec = ok(&["service-proxy"]);
+    assert!(spec.service_proxy);
+    assert_eq!(spec.listen.to_string(), "127.0.0.1:8001");
+    assert_eq!(spec.accept_hosts, proxy_core::spec::DEFAULT_ACCEPT_HOSTS);
+    assert_eq!(spec.reject_paths, proxy_core::spec::DEFAULT_REJECT_PATHS);
+    assert_eq!(spec.cluster_domain, "cluster.local");
+    assert!(!spec.rewrite_html);
+    let spec = ok(&[
+        "service-proxy",
+        "-p",
+        "0",
+        "--address",
+        "::1",
+        "--accept-hosts",
+        "^a$",
+        "--accept-hosts",
+        "^b$",
+        "--reject-methods=^POST$",
+        "--cluster-domain",
+        "Cluster.Example.",
+        "--rewrite-html",
+    ]);
+    assert_eq!(spec.listen.to_string(), "[::1]:0");
+    assert_eq!(spec.accept_hosts, "^a$,^b$");
+    assert_eq!(spec.reject_methods, "^POST$");
+    assert_eq!(spec.cluster_domain, "cluster.example");
+    assert!(spec.rewrite_html);
+}
+
+#[test]
+fn service_proxy_names_a_filter_pattern_that_does_not_compile() {
+    // Balanced, so the key's light check passes; the regex crate refuses it.
+    let e = spec(&["service-proxy", "--reject-paths", "^/a,x{2,1}"]).unwrap_err();
+    assert!(e.0.contains("--reject-paths") && e.0.contains("x{2"), "{e}");
+    assert!(parse(&["service-proxy", "--accept-paths", "^(a"]).is_err());
 }

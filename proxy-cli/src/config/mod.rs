@@ -179,8 +179,9 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         forward.unknown_keys(&cx, &["name"])?;
         let mut spec = base.clone();
         forward.apply(&cx, &mut spec)?;
-        // An HTTP forward may have routes instead of a target.
-        let routed = spec.protocol == proxy_core::Transport::Http && forward.has("route");
+        // An HTTP forward may have routes, or the service proxy, instead of a target.
+        let routed = spec.protocol == proxy_core::Transport::Http
+            && (forward.has("route") || spec.service_proxy);
         if let Some(key) =
             (REQUIRED.iter()).find(|k| !(forward.has(k) || (routed && **k == "target")))
         {

@@ -292,7 +292,37 @@ pub struct ForwardSpec {
     pub max_header_size: usize,
     /// `retries`: more tries of an idempotent request whose connection failed. Default 1.
     pub retries: u32,
+
+    /// `service_proxy`: serve the API server's service proxy URL
+    /// (`/api/v1/namespaces/NS/services/NAME[:PORT]/proxy/PATH`) from cluster DNS. Default
+    /// off.
+    pub service_proxy: bool,
+    /// `cluster_domain`: the cluster's DNS domain. Default `cluster.local`.
+    pub cluster_domain: String,
+    /// `accept_hosts`: the service proxy's accepted `Host`s, comma-separated regular
+    /// expressions. Default kubectl proxy's, [`DEFAULT_ACCEPT_HOSTS`].
+    pub accept_hosts: String,
+    /// `accept_paths`: the service proxy's accepted paths. Default [`DEFAULT_ACCEPT_PATHS`].
+    pub accept_paths: String,
+    /// `reject_paths`: the service proxy's refused paths. Default [`DEFAULT_REJECT_PATHS`].
+    pub reject_paths: String,
+    /// `reject_methods`: the service proxy's refused methods. Default
+    /// [`DEFAULT_REJECT_METHODS`].
+    pub reject_methods: String,
+    /// `rewrite_html`: rewrite links in HTML answers into the service proxy's prefix.
+    /// Default off.
+    pub rewrite_html: bool,
 }
+
+/// kubectl proxy's default `--accept-hosts`: the loopback names.
+pub const DEFAULT_ACCEPT_HOSTS: &str = r"^localhost$,^127\.0\.0\.1$,^\[::1\]$";
+/// kubectl proxy's default `--accept-paths`: every path.
+pub const DEFAULT_ACCEPT_PATHS: &str = "^.*";
+/// kubectl proxy's default `--reject-paths`: `exec` and `attach` into pods.
+pub const DEFAULT_REJECT_PATHS: &str = "^/api/.*/pods/.*/exec,^/api/.*/pods/.*/attach";
+/// kubectl proxy's default `--reject-methods`: none (only the empty method, which no
+/// request has).
+pub const DEFAULT_REJECT_METHODS: &str = "^$";
 
 impl Default for ForwardSpec {
     fn default() -> Self {
@@ -349,6 +379,13 @@ impl Default for ForwardSpec {
             max_request_body: None,
             max_header_size: 64 << 10,
             retries: 1,
+            service_proxy: false,
+            cluster_domain: "cluster.local".to_owned(),
+            accept_hosts: DEFAULT_ACCEPT_HOSTS.to_owned(),
+            accept_paths: DEFAULT_ACCEPT_PATHS.to_owned(),
+            reject_paths: DEFAULT_REJECT_PATHS.to_owned(),
+            reject_methods: DEFAULT_REJECT_METHODS.to_owned(),
+            rewrite_html: false,
         }
     }
 }
@@ -373,7 +410,9 @@ impl ForwardSpec {
     ///
     /// The first [`BuildError`]; [`BuildError::key`] names the key at fault.
     pub fn validate(&self) -> Result<(), BuildError> {
-        if self.target.is_none() && (self.protocol != Transport::Http || self.routes.is_empty()) {
+        let http_served =
+            self.protocol == Transport::Http && (!self.routes.is_empty() || self.service_proxy);
+        if self.target.is_none() && !http_served {
             return Err(BuildError::Missing("target"));
         }
         check_listen(&self.listen.addrs())?;

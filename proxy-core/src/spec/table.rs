@@ -6,9 +6,9 @@
 use super::keys::{Applies, Key};
 use super::values::{
     BALANCES, PROTOCOLS, PROXY_PROTOCOLS, RELAYS, RESOLVERS, at_least_one, boolean, choice,
-    choice_name, cidrs, cookie_name, count, duration, list, listen, name_server, optional,
-    optional_count, optional_size, positive, show_list, show_optional, show_optional_count,
-    show_timer, size, timer,
+    choice_name, cidrs, cookie_name, count, domain, duration, list, listen, name_server, optional,
+    optional_count, optional_size, patterns, positive, show_list, show_optional,
+    show_optional_count, show_timer, size, timer,
 };
 use crate::balance::Balance;
 use crate::value::{show_duration, show_size};
@@ -569,5 +569,92 @@ pub static KEYS: &[Key] = &[
         example: "3",
         set: |s, v| count(v).map(|x| s.retries = x),
         get: |s| s.retries.to_string(),
+    },
+    Key {
+        name: "service_proxy",
+        value: "BOOL",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP: answer the API server's service proxy URL, \
+               /api/v1/namespaces/NS/services/[http:]NAME[:PORT]/proxy/PATH, from cluster \
+               DNS, as kubectl proxy does through the API server: NAME.NS.svc.CLUSTER_DOMAIN \
+               at PORT (a port name through its SRV record; no port: 80), every address \
+               balanced with failover; https: Services get 502 (no TLS to upstreams yet). \
+               Routes may coexist: the service URL wins for its paths, routes serve the \
+               rest, and what no route serves gets 404. accept_hosts, accept_paths, \
+               reject_paths and reject_methods (403) filter what the service proxy answers \
+               (service URLs and that 404), not what routes serve (allow and deny do).",
+        example: "true",
+        set: |s, v| boolean(v).map(|x| s.service_proxy = x),
+        get: |s| s.service_proxy.to_string(),
+    },
+    Key {
+        name: "cluster_domain",
+        value: "DOMAIN",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP, service_proxy: the cluster's DNS domain, of Service names \
+               NAME.NS.svc.DOMAIN.",
+        example: "cluster.example",
+        set: |s, v| domain(v).map(|x| s.cluster_domain = x),
+        get: |s| s.cluster_domain.clone(),
+    },
+    Key {
+        name: "accept_hosts",
+        value: "REGEX,...",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP, service_proxy: serve only requests whose Host (without its port) \
+               matches one of these regular expressions; 403 Forbidden otherwise. [::1] \
+               keeps its brackets. kubectl proxy's --accept-hosts.",
+        example: "^localhost$,^proxy[.]example$",
+        set: |s, v| patterns(v).map(|x| s.accept_hosts = x),
+        get: |s| s.accept_hosts.clone(),
+    },
+    Key {
+        name: "accept_paths",
+        value: "REGEX,...",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP, service_proxy: serve only paths (percent-decoded) matching one of these \
+               regular expressions; 403 otherwise. kubectl proxy's --accept-paths.",
+        example: "^/api/v1/namespaces/default/",
+        set: |s, v| patterns(v).map(|x| s.accept_paths = x),
+        get: |s| s.accept_paths.clone(),
+    },
+    Key {
+        name: "reject_paths",
+        value: "REGEX,...",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP, service_proxy: refuse (403) paths matching one of these regular \
+               expressions, before accept_paths. kubectl proxy's --reject-paths.",
+        example: "^/api/.*/pods/.*/exec,^/api/.*/secrets",
+        set: |s, v| patterns(v).map(|x| s.reject_paths = x),
+        get: |s| s.reject_paths.clone(),
+    },
+    Key {
+        name: "reject_methods",
+        value: "REGEX,...",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP, service_proxy: refuse (403) methods matching one of these regular \
+               expressions. An empty pattern matches everything, as in kubectl. kubectl \
+               proxy's --reject-methods.",
+        example: "^POST$,^DELETE$",
+        set: |s, v| patterns(v).map(|x| s.reject_methods = x),
+        get: |s| s.reject_methods.clone(),
+    },
+    Key {
+        name: "rewrite_html",
+        value: "BOOL",
+        applies: Applies::Http,
+        http: true,
+        help: "HTTP, service_proxy: rewrite links (href, src, action, ...) in text/html \
+               answers into the service proxy's prefix, as the API server does. Off by \
+               default: it breaks single-page apps that build their own URLs.",
+        example: "true",
+        set: |s, v| boolean(v).map(|x| s.rewrite_html = x),
+        get: |s| s.rewrite_html.to_string(),
     },
 ];

@@ -226,3 +226,54 @@ pub(super) fn name_server(text: &str) -> Result<SocketAddr, String> {
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("`{text}` is not a name server: use IP or IP:PORT"))
 }
+
+/// A comma-separated list of regular expressions, checked lightly: no control characters,
+/// brackets and parentheses balanced, no lone `\` at the end. The HTTP layer compiles
+/// them when the forwarder is built and names a pattern that does not compile.
+pub(super) fn patterns(text: &str) -> Result<String, String> {
+    for pattern in text.split(',') {
+        if let Some(c) = pattern.chars().find(|c| c.is_control()) {
+            return Err(format!("`{pattern}` holds the control character {c:?}"));
+        }
+        let (mut depth, mut class, mut escaped) = (0_i32, false, false);
+        for c in pattern.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '[' if !class => class = true,
+                ']' if class => class = false,
+                '(' if !class => depth += 1,
+                ')' if !class => depth -= 1,
+                _ => {}
+            }
+            if depth < 0 {
+                return Err(format!("`{pattern}` closes a group it did not open"));
+            }
+        }
+        if escaped || class || depth != 0 {
+            return Err(format!(
+                "`{pattern}` is not a regular expression: an unclosed group, class or escape"
+            ));
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// A DNS domain: dot-separated labels of letters, digits and `-` (not first or last), at
+/// most 63 bytes each and 253 in all; a trailing dot is dropped.
+pub(super) fn domain(text: &str) -> Result<String, String> {
+    let name = text.strip_suffix('.').unwrap_or(text);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "`{text}` is not a DNS domain (labels of letters, digits and -, such as cluster.local)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}

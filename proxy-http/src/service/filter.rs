@@ -28,14 +28,9 @@ use regex::Regex;
 
 use super::url::percent_decode;
 
-/// kubectl's default `--accept-hosts`: the loopback names.
-pub const DEFAULT_ACCEPT_HOSTS: &str = r"^localhost$,^127\.0\.0\.1$,^\[::1\]$";
-/// kubectl's default `--accept-paths`: every path.
-pub const DEFAULT_ACCEPT_PATHS: &str = "^.*";
-/// kubectl's default `--reject-paths`: `exec` and `attach` into pods.
-pub const DEFAULT_REJECT_PATHS: &str = "^/api/.*/pods/.*/exec,^/api/.*/pods/.*/attach";
-/// kubectl's default `--reject-methods`: none (only the empty method, which no request has).
-pub const DEFAULT_REJECT_METHODS: &str = "^$";
+pub use proxy_core::spec::{
+    DEFAULT_ACCEPT_HOSTS, DEFAULT_ACCEPT_PATHS, DEFAULT_REJECT_METHODS, DEFAULT_REJECT_PATHS,
+};
 
 /// Which requests kubectl proxy lets through.
 ///

@@ -8,6 +8,7 @@
 //! proxy's prefix.
 
 mod filter;
+mod proxy;
 mod rewrite;
 mod url;
 
@@ -15,6 +16,7 @@ pub use filter::{
     DEFAULT_ACCEPT_HOSTS, DEFAULT_ACCEPT_PATHS, DEFAULT_REJECT_METHODS, DEFAULT_REJECT_PATHS,
     Filter, FilterError, forbidden,
 };
+pub use proxy::{ApiServer, EndpointsError, MAX_SERVICE_BACKENDS, ServiceEndpoints, ServiceProxy};
 pub use rewrite::{
     HtmlRewriter, MAX_TAG_LEN, is_rewritable_html, needs_slash_redirect, redirect_to_slash,
     rewrite_location, slash_redirect_location,

@@ -51,7 +51,7 @@ impl Shared {
         }
     }
 
-    fn authorized<B>(&self, request: &Request<B>) -> bool {
+    pub(super) fn authorized<B>(&self, request: &Request<B>) -> bool {
         let Some(token) = &self.token else {
             return true;
         };

@@ -37,6 +37,7 @@ mod api;
 mod idle;
 mod pod_watch;
 mod route;
+mod service;
 mod tls;
 mod upgrade;
 
@@ -138,7 +139,8 @@ impl ServerBuilder {
     /// The server.
     pub fn build(self) -> Server {
         Server {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|weak| Shared {
+                services: service::service_proxy(weak.clone()),
                 cluster: watch::Sender::new(Versioned {
                     version: 1,
                     cluster: Arc::new(self.cluster),
@@ -173,6 +175,8 @@ struct Shared {
     idle_timeout: Option<Duration>,
     /// UDP streams, when served.
     udp: Option<UdpForward>,
+    /// The services `proxy` subresource.
+    services: proxy_http::service::ServiceProxy,
 }
 
 impl std::fmt::Debug for Server {
@@ -226,10 +230,28 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        self.serve(io, client, false).await;
+    }
+
+    /// [`serve_connection`](Self::serve_connection); `tls`: the client spoke TLS (for
+    /// the service proxy's `X-Forwarded-Proto`).
+    async fn serve<IO>(&self, io: IO, client: Option<SocketAddr>, tls: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let shared = self.shared.clone();
+        let proto = if tls { "https" } else { "http" };
         let service = service_fn(move |request: Request<Incoming>| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(shared.respond(request, client)) }
+            async move {
+                if service::is_service_proxy(request.uri().path()) && shared.authorized(&request) {
+                    let from = client.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let response = shared.services.handle(request, from, proto).await;
+                    return Ok::<_, Infallible>(response);
+                }
+                let response = shared.respond(request, client);
+                Ok::<_, Infallible>(response.map(proxy_http::body::boxed))
+            }
         });
         let served = http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -311,7 +333,7 @@ async fn accept_loop(listener: TcpListener, server: Server, tls: Option<TlsAccep
                     let handshake =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(stream)) => server.serve_connection(stream, Some(peer)).await,
+                        Ok(Ok(stream)) => server.serve(stream, Some(peer), true).await,
                         Ok(Err(error)) => {
                             tracing::debug!(client = %peer, %error, "TLS handshake failed");
                         }
