@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
 
@@ -63,14 +63,7 @@ impl ProxyError {
         )));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        crate::headers::plain_text(headers);
         response
     }
 }

@@ -28,6 +28,19 @@ pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forw
 /// `X-Forwarded-Uri`, which the API server's proxy sets.
 pub(crate) const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
+/// Marks an answer of the proxy's own as plain text, as Go's `http.Error` does:
+/// `Content-Type: text/plain; charset=utf-8` and `X-Content-Type-Options: nosniff`.
+pub(crate) fn plain_text(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
 /// The protocol a request asks to upgrade to (`websocket`), when it asks: `Upgrade` set
 /// and `upgrade` among the `Connection` tokens.
 pub(crate) fn upgrade(headers: &HeaderMap) -> Option<HeaderValue> {

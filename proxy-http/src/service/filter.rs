@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{Method, Response, StatusCode};
 use regex::Regex;
 
 use super::url::percent_decode;
@@ -136,14 +136,7 @@ pub fn forbidden<B: From<Bytes>>() -> Response<B> {
     let mut response = Response::new(B::from(Bytes::from_static(b"Forbidden\n")));
     *response.status_mut() = StatusCode::FORBIDDEN;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    crate::headers::plain_text(headers);
     response
 }
 
@@ -396,10 +389,10 @@ mod tests {
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(r.body().as_ref(), b"Forbidden\n");
         assert_eq!(
-            r.headers()[header::CONTENT_TYPE],
+            r.headers()[http::header::CONTENT_TYPE],
             "text/plain; charset=utf-8"
         );
-        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(r.headers()[http::header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(r.headers().len(), 2);
     }
 }

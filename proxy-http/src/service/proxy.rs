@@ -473,7 +473,13 @@ impl ServiceProxy {
     fn answer(&self, exchange: &Exchange, response: Response<Body>) -> Response<Body> {
         self.stats
             .answered(response.status().as_u16(), exchange.start.elapsed());
-        exchange.end(&self.stats, response.status(), (0, 0), &"-", Ended::Complete);
+        exchange.end(
+            &self.stats,
+            response.status(),
+            (0, 0),
+            &"-",
+            Ended::Complete,
+        );
         response
     }
 
