@@ -186,11 +186,16 @@ impl Seen {
 
     /// Every value of header `name` (any case), in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        (self.headers.iter())
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values_named(&self.headers, name)
     }
+}
+
+/// The values of the headers called `name` (any case) among `headers`, in order.
+fn values_named<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    (headers.iter())
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 // ===== Backend =====
@@ -1076,10 +1081,7 @@ impl Response {
 
     /// Every value of header `name` (any case), in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        (self.headers.iter())
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values_named(&self.headers, name)
     }
 
     /// The body as text (invalid UTF-8 replaced).
