@@ -13,7 +13,7 @@ use proxy_kube::ApiEndpoint;
 
 use crate::args::service_proxy::ServiceProxyArgs;
 use crate::registry::Forwards;
-use crate::shutdown::{Signals, finish_drain};
+use crate::shutdown::Signals;
 
 /// Connects to the API server of an [`ApiEndpoint`] (TCP, then TLS for `https`).
 pub struct ApiConnector(pub ApiEndpoint);
@@ -64,7 +64,7 @@ pub fn api_server(endpoint: ApiEndpoint) -> anyhow::Result<ApiServer> {
 /// cannot be bound, or a second signal during the drain.
 pub async fn run(args: &ServiceProxyArgs, forwards: &Forwards) -> anyhow::Result<()> {
     let spec = args.spec()?;
-    let mut signals = Signals::new().context("cannot install the signal handlers")?;
+    let signals = Signals::new().context("cannot install the signal handlers")?;
     let mut forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
     if args.api_mode() {
         let mut builder = proxy_kube::Client::builder();
@@ -85,20 +85,12 @@ pub async fn run(args: &ServiceProxyArgs, forwards: &Forwards) -> anyhow::Result
         writeln!(out, "Starting to serve on {addr}")?;
         out.flush()?;
     }
-    forwards.add_http("service-proxy".to_owned(), handle.clone());
-    forwards.set_ready();
-    let name = signals.recv().await;
-    forwards.set_draining();
-    tracing::info!(
-        signal = name,
-        "shutting down: no longer accepting; letting requests in flight finish for up to {:?}",
-        args.drain
-    );
-    finish_drain(
-        handle.shutdown(args.drain),
-        &mut signals,
-        "requests",
-        "connections",
+    crate::http::serve_until_signal(
+        forwards,
+        "service-proxy".to_owned(),
+        handle,
+        signals,
+        args.drain,
     )
     .await
 }

@@ -239,10 +239,13 @@ fn summary(r: &Response) -> String {
     s
 }
 
-fn side_by_side(version: &str) {
-    let Some(kubectl) = proxy_testkit::kube::Kubectl::find_or_skip(version) else {
-        return;
-    };
+/// Two backends on one port as the pods of `web`, and a port-forward server serving
+/// them from a cluster file (kept while the server runs).
+fn cluster() -> (
+    Vec<Backend>,
+    proxy_testkit::process::TempPath,
+    support::port_forward::PortForwardServer,
+) {
     let backends = Backend::start_same_port(&[("web-1", lo(2)), ("web-2", lo(3))]);
     let file = proxy_testkit::process::TempPath::with_contents(
         "cluster.toml",
@@ -252,6 +255,14 @@ fn side_by_side(version: &str) {
         "--config",
         file.path().to_str().unwrap(),
     ]);
+    (backends, file, server)
+}
+
+fn side_by_side(version: &str) {
+    let Some(kubectl) = proxy_testkit::kube::Kubectl::find_or_skip(version) else {
+        return;
+    };
+    let (_backends, _file, server) = cluster();
     let config = proxy_testkit::kube::Kubeconfig::builder(server.http_url())
         .namespace("default")
         .write();
@@ -317,15 +328,7 @@ fn kubectl_port_forward_upgrades_pass_through_api_server_mode() {
     let Some(kubectl) = Kubectl::find_or_skip("1.33") else {
         return;
     };
-    let backends = Backend::start_same_port(&[("web-1", lo(2)), ("web-2", lo(3))]);
-    let file = proxy_testkit::process::TempPath::with_contents(
-        "cluster.toml",
-        &cluster_file(backends[0].addr().port()),
-    );
-    let server = support::port_forward::PortForwardServer::start(&[
-        "--config",
-        file.path().to_str().unwrap(),
-    ]);
+    let (_backends, _file, server) = cluster();
     let upstream = Kubeconfig::builder(server.http_url())
         .namespace("default")
         .write();
