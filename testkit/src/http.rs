@@ -716,12 +716,7 @@ impl ChildServer {
 
     /// Its output so far, labelled, for failure messages.
     pub fn output(&self) -> String {
-        format!(
-            "---- {} stdout ----\n{}\n---- stderr ----\n{}\n----",
-            self.what,
-            self.stdout.text(),
-            self.stderr.text()
-        )
+        crate::process::labelled_output(&self.what, &self.stdout, &self.stderr)
     }
 
     /// Whether it is still running.

@@ -339,12 +339,7 @@ impl PortForward {
 
     /// Both, labelled, for failure messages.
     pub fn output(&self) -> String {
-        format!(
-            "---- {} stdout ----\n{}\n---- stderr ----\n{}\n----",
-            self.what,
-            self.stdout(),
-            self.stderr()
-        )
+        crate::process::labelled_output(&self.what, &self.stdout, &self.stderr)
     }
 
     /// The first stderr line containing `needle`, waiting up to `timeout`.
@@ -464,12 +459,7 @@ impl KubectlProxy {
 
     /// Its stdout and stderr so far, labelled, for failure messages.
     pub fn output(&self) -> String {
-        format!(
-            "---- {} stdout ----\n{}\n---- stderr ----\n{}\n----",
-            self.what,
-            self.stdout.text(),
-            self.stderr.text()
-        )
+        crate::process::labelled_output(&self.what, &self.stdout, &self.stderr)
     }
 
     /// What it runs (`kubectl 1.33 proxy`), for messages.

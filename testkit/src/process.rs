@@ -267,6 +267,15 @@ impl Drop for KillOnDrop {
 #[derive(Clone, Debug, Default)]
 pub struct Lines(Arc<(Mutex<LinesState>, Condvar)>);
 
+/// A child's stdout and stderr so far, labelled with what it is, for failure messages.
+pub fn labelled_output(what: &str, stdout: &Lines, stderr: &Lines) -> String {
+    format!(
+        "---- {what} stdout ----\n{}\n---- stderr ----\n{}\n----",
+        stdout.text(),
+        stderr.text()
+    )
+}
+
 #[derive(Debug, Default)]
 struct LinesState {
     lines: Vec<String>,
