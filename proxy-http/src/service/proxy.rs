@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -16,7 +15,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
-use proxy_core::{BuildError, ForwardSpec, Target};
+use proxy_core::{BuildError, ForwardSpec, Picker, Target};
 
 use super::{
     Filter, HtmlRewriter, PortRef, Scheme, ServiceUrl, forbidden, is_rewritable_html,
@@ -418,7 +417,7 @@ impl ServiceProxy {
                 Arc::new(Balanced {
                     source: source.clone(),
                     url: url.clone(),
-                    next: AtomicUsize::new(0),
+                    picker: Picker::new(self.spec.balance(), self.spec.ejection()),
                 }),
                 &self.spec,
             ),
@@ -576,39 +575,43 @@ fn clean_path(path: &str) -> Option<String> {
     (clean != path).then_some(clean)
 }
 
-/// Connects to one of a Service's endpoints, round robin, failing over to the next.
+/// Connects to one of a Service's endpoints, picked by the core's balancing (the spec's
+/// `balance` and ejection), failing over to the next.
 struct Balanced {
     source: Arc<dyn ServiceEndpoints>,
     url: ServiceUrl,
-    next: AtomicUsize,
+    /// Endpoints by name.
+    picker: Picker<String>,
 }
 
 impl Connector for Balanced {
     fn connect(&self) -> Connecting<'_> {
         Box::pin(async move {
-            let mut list = self
-                .source
-                .endpoints(&self.url)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{e:?}")))?;
-            if list.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no endpoints",
-                ));
-            }
-            let start = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
-            list.rotate_left(start);
+            let not_found = |why: String| std::io::Error::new(std::io::ErrorKind::NotFound, why);
+            let list =
+                (self.source.endpoints(&self.url)).map_err(|e| not_found(format!("{e:?}")))?;
+            let names: Vec<String> = list.iter().map(|e| e.name()).collect();
+            self.picker.retain(&names);
+            let order = (self.picker.order(&names, None))
+                .ok_or_else(|| not_found("every endpoint is ejected".to_owned()))?;
             let mut last = None;
-            for endpoint in list {
+            for name in order {
+                let Some(endpoint) = list.iter().find(|e| e.name() == name) else {
+                    continue;
+                };
                 match endpoint.connect().await {
-                    Ok(io) => return Ok::<Box<dyn Io>, _>(io),
+                    Ok(io) => {
+                        self.picker.report(&name, true);
+                        return Ok::<Box<dyn Io>, _>(io);
+                    }
                     Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.name(), error = %e, "endpoint failed; trying the next");
+                        self.picker.report(&name, false);
+                        tracing::debug!(endpoint = %name, error = %e, "endpoint failed; trying the next");
                         last = Some(e);
                     }
                 }
             }
-            Err(last.unwrap_or_else(|| std::io::Error::other("no endpoints")))
+            Err(last.unwrap_or_else(|| not_found("no endpoints".to_owned())))
         })
     }
 
