@@ -160,7 +160,9 @@ pub(crate) struct Balancer<K = SocketAddr> {
 
 #[derive(Debug)]
 struct State<K> {
-    endpoints: HashMap<K, Endpoint>,
+    /// By endpoint; foldhash, as these keys are the target's addresses, not a client's.
+    endpoints: foldhash::HashMap<K, Endpoint>,
+    /// By client address: SipHash, as clients choose these keys.
     affinity: HashMap<IpAddr, (K, Instant)>,
     added_since_purge: usize,
 }
@@ -169,7 +171,7 @@ struct State<K> {
 impl<K> Default for State<K> {
     fn default() -> Self {
         State {
-            endpoints: HashMap::new(),
+            endpoints: foldhash::HashMap::default(),
             affinity: HashMap::new(),
             added_since_purge: 0,
         }
@@ -262,9 +264,7 @@ impl<K: Eq + Hash + Clone> Balancer<K> {
                 .unwrap_or(0),
         };
         order[..=first].rotate_right(1);
-        // Weighted answers repeat addresses: each is tried once.
-        let mut seen = std::collections::HashSet::with_capacity(order.len());
-        order.retain(|k| seen.insert(k.clone()));
+        dedup(&mut order);
         Some(order)
     }
 
@@ -432,6 +432,24 @@ impl Balancer<SocketAddr> {
         if let Some(stats) = &self.stats {
             stats.endpoint_open(addr, false);
         }
+    }
+}
+
+/// Keeps the first of each key: weighted answers repeat addresses, and each is tried
+/// once. Short lists (the common case) are checked pairwise, without a set.
+fn dedup<K: Eq + Hash + Clone>(order: &mut Vec<K>) {
+    if order.len() <= 16 {
+        let mut i = 1;
+        while i < order.len() {
+            if order[..i].contains(&order[i]) {
+                order.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    } else {
+        let mut seen = HashSet::with_capacity(order.len());
+        order.retain(|k| seen.insert(k.clone()));
     }
 }
 
@@ -628,6 +646,17 @@ impl<K: Eq + Hash + Clone> Drop for Opened<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_keeps_the_first_of_each_key_short_or_long() {
+        let mut short = vec![3, 1, 3, 2, 1];
+        dedup(&mut short);
+        assert_eq!(short, [3, 1, 2]);
+        // Past 16 keys a set does the work; the order kept is the same.
+        let mut long: Vec<u32> = (0..40).map(|i| i % 20).collect();
+        dedup(&mut long);
+        assert_eq!(long, (0..20).collect::<Vec<_>>());
+    }
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
         (1..=n)

@@ -1,6 +1,5 @@
 //! Live counters of a forwarder and their snapshot.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -37,7 +36,8 @@ pub(crate) struct Stats {
     pub(crate) udp_dropped: AtomicU64,
     pub(crate) udp_truncated: AtomicU64,
     pub(crate) udp_upstream_refused: AtomicU64,
-    endpoints: Mutex<HashMap<SocketAddr, Tracked>>,
+    /// By address; foldhash, as these keys are the target's addresses, not a client's.
+    endpoints: Mutex<foldhash::HashMap<SocketAddr, Tracked>>,
 }
 
 /// Answers in a row an address must be missing from, with nothing open on it, before its
@@ -200,8 +200,12 @@ impl EndpointStats {
 /// The stats of `addr`, added when new. At [`MAX_ENDPOINTS`] the address longest missing
 /// from the answer with nothing open on it makes room; `None` when none can (every one
 /// has connections open), and `addr` goes uncounted.
-fn tracked(endpoints: &mut HashMap<SocketAddr, Tracked>, addr: SocketAddr) -> Option<&mut Tracked> {
-    if !endpoints.contains_key(&addr) && endpoints.len() >= MAX_ENDPOINTS {
+fn tracked(
+    endpoints: &mut foldhash::HashMap<SocketAddr, Tracked>,
+    addr: SocketAddr,
+) -> Option<&mut Tracked> {
+    // The length first: the lookup is only needed when the table is full.
+    if endpoints.len() >= MAX_ENDPOINTS && !endpoints.contains_key(&addr) {
         let evict = endpoints
             .iter()
             .filter(|(_, e)| e.open == 0)
@@ -236,7 +240,7 @@ impl Stats {
         counter.fetch_sub(n, Relaxed);
     }
 
-    fn endpoints_lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Tracked>> {
+    fn endpoints_lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<SocketAddr, Tracked>> {
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 

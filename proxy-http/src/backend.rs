@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{self, Body};
 use crate::error::ProxyError;
-use crate::pool::{Pool, Sender};
+use crate::pool::{Conn, Pool};
 
 /// A connection to an upstream, as a [`Connector`] makes it.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -47,13 +47,17 @@ enum Dial {
     Custom(Arc<dyn Connector>),
 }
 
+/// How many new connections in a row may close before a request could be written on
+/// them, before the request fails with 502.
+const MAX_FRESH_UNSENT: u32 = 3;
+
 /// The pool key of a [`Dial::Custom`] upstream, which has one endpoint.
 const CUSTOM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// One route's upstream: how it is reached, its idle connections, and its settings.
 pub(crate) struct Backend {
     dial: Dial,
-    pool: Pool,
+    pool: Arc<Pool>,
     request_timeout: Option<Duration>,
     retries: u32,
     /// The sticky cookie's name, when on.
@@ -68,8 +72,9 @@ pub(crate) struct Sent {
     pub(crate) response: Response<Incoming>,
     /// The upstream address that answered (`0.0.0.0:0` for a connector's upstream).
     pub(crate) addr: SocketAddr,
-    /// The connection, to keep for the next request once the body has ended.
-    pub(crate) sender: Sender,
+    /// The connection, driven by the response body, and kept for the next request once
+    /// the exchange has ended.
+    pub(crate) conn: Conn,
     /// The request counted open on the address, until dropped.
     pub(crate) open: Option<UpstreamOpen>,
     /// The sticky cookie's value for `addr`, when the client did not send it.
@@ -92,7 +97,7 @@ impl Backend {
     fn with_dial(dial: Dial, spec: &ForwardSpec) -> Backend {
         Backend {
             dial,
-            pool: Pool::default(),
+            pool: Arc::default(),
             request_timeout: spec.request_timeout,
             retries: spec.retries,
             sticky_cookie: spec.sticky_cookie.clone(),
@@ -116,9 +121,9 @@ impl Backend {
         }
     }
 
-    /// Keeps `sender`, whose exchange with `addr` has ended, for the next request.
-    pub(crate) fn reuse(&self, addr: SocketAddr, sender: Sender) {
-        self.pool.put(addr, sender);
+    /// The idle connections, to give a connection back to once its exchange has ended.
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     /// Sends `request` from `client` upstream and waits for the response head. `sticky`
@@ -143,13 +148,14 @@ impl Backend {
         }
         let mut request = Some(request);
         let mut retries = self.retries;
+        let mut fresh_unsent = 0;
         loop {
             let Some(req) = request.take() else {
                 return Err(ProxyError::Upstream(
                     "the request could not be sent".to_owned(),
                 ));
             };
-            let (mut sender, addr, reused) = self.connection(&order, client).await?;
+            let (mut conn, addr, reused) = self.connection(&order, client).await?;
             // A kept-alive connection may have been closed by the upstream just now: a
             // bodiless idempotent request on one can be sent again; keep what it takes.
             let again = (reused
@@ -165,7 +171,8 @@ impl Backend {
                 )
             });
             let open = self.upstream().map(|u| u.open(addr));
-            let sent = sender.try_send_request(req);
+            let sent = conn.sender().try_send_request(req);
+            let sent = conn.alongside(sent);
             let result = match self.request_timeout {
                 Some(limit) => match tokio::time::timeout(limit, sent).await {
                     Ok(r) => r,
@@ -179,7 +186,7 @@ impl Backend {
                     return Ok(Sent {
                         response,
                         addr,
-                        sender,
+                        conn,
                         open,
                         // Whenever the client's cookie does not name the address that
                         // answered: none yet, an address gone, or one that failed over.
@@ -195,8 +202,13 @@ impl Backend {
                         return Err(body_err);
                     }
                     tracing::debug!(upstream = %addr, reused, error = %error, "upstream request failed");
-                    if let Some(unsent) = unsent {
-                        // Never written: safe to send anywhere.
+                    if let Some(unsent) = unsent
+                        && (reused || fresh_unsent < MAX_FRESH_UNSENT)
+                    {
+                        // Never written: safe to send anywhere. Idle connections the
+                        // upstream closed are passed over freely; new ones that close
+                        // before taking a request, only a few times.
+                        fresh_unsent += u32::from(!reused);
                         request = Some(unsent);
                         continue;
                     }
@@ -230,22 +242,24 @@ impl Backend {
         &self,
         order: &[SocketAddr],
         client: IpAddr,
-    ) -> Result<(Sender, SocketAddr, bool), ProxyError> {
-        while let Some(mut sender) = self.pool.take(order[0]) {
+    ) -> Result<(Conn, SocketAddr, bool), ProxyError> {
+        while let Some(mut conn) = self.pool.take(order[0]) {
             // An idle connection is ready once its last response has been read; one the
-            // server closed meanwhile fails here and the next is tried.
-            if sender.ready().await.is_ok() {
-                return Ok((sender, order[0], true));
+            // server closed meanwhile fails here and the next is tried. One that says it
+            // is ready is used at once: were it closed meanwhile, the request comes back
+            // unsent and goes on another.
+            if conn.is_ready() || conn.ready().await.is_ok() {
+                return Ok((conn, order[0], true));
             }
         }
         let (io, addr): (Box<dyn Io>, SocketAddr) = match &self.dial {
             Dial::Upstream(u) => {
                 let (stream, addr) = u.connect(order.to_vec(), Some(client)).await?;
-                if let Some(mut sender) = (addr != order[0]).then(|| self.pool.take(addr)).flatten()
-                    && sender.ready().await.is_ok()
+                if let Some(mut conn) = (addr != order[0]).then(|| self.pool.take(addr)).flatten()
+                    && conn.ready().await.is_ok()
                 {
                     // The pick failed over to an address with an idle connection.
-                    return Ok((sender, addr, true));
+                    return Ok((conn, addr, true));
                 }
                 (Box::new(stream), addr)
             }
@@ -261,12 +275,12 @@ impl Backend {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok((sender, addr, false))
+        // No task of its own: each request using it drives it.
+        Ok((
+            Conn::new(sender, connection.with_upgrades(), addr),
+            addr,
+            false,
+        ))
     }
 }
 

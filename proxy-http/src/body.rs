@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -117,6 +118,32 @@ pub enum Ended {
     Complete,
     /// It failed, or was dropped before its end (the client went away).
     Cut,
+}
+
+/// How far a body has gone, shared with whoever waits on it: bytes, and whether it
+/// went through whole (set once, when it ends).
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    bytes: AtomicU64,
+    complete: AtomicBool,
+}
+
+impl Progress {
+    /// The body ended after `bytes`, as `ended` says.
+    pub(crate) fn record(&self, bytes: u64, ended: Ended) {
+        self.bytes.store(bytes, Relaxed);
+        self.complete.store(ended == Ended::Complete, Relaxed);
+    }
+
+    /// The bytes the body carried, once it has ended (0 before).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    /// Whether it ended, whole.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete.load(Relaxed)
+    }
 }
 
 pin_project! {

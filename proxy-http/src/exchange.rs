@@ -13,9 +13,10 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Sent};
-use crate::body::{self, Body, Ended, Limited, Tracked};
+use crate::body::{self, Body, Ended, Limited, Progress, Tracked};
 use crate::error::ProxyError;
 use crate::headers::{self, Origin, X_FORWARDED_URI};
+use crate::pool::Driven;
 use crate::stats::RouteStats;
 
 /// What the access log says of a request, taken as it arrives.
@@ -158,11 +159,9 @@ impl Forward<'_> {
         }
         parts.uri = self.uri;
         parts.version = Version::HTTP_11;
-        let request_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = request_bytes.clone();
-        let counting = Tracked::new(incoming, move |n, _| {
-            counted.store(n, std::sync::atomic::Ordering::Relaxed);
-        });
+        let sending = Arc::new(Progress::default());
+        let progress = sending.clone();
+        let counting = Tracked::new(incoming, move |n, ended| progress.record(n, ended));
         let body = match backend.max_request_body {
             Some(limit) => body::boxed(Limited::new(counting, limit)),
             None => body::boxed(counting),
@@ -187,7 +186,7 @@ impl Forward<'_> {
         let Sent {
             response,
             addr,
-            sender,
+            conn,
             open,
             set_cookie,
         } = sent;
@@ -214,24 +213,23 @@ impl Forward<'_> {
             let stats = stats.clone();
             tokio::spawn(async move {
                 let _open = open;
-                let _sender = sender;
-                let (bytes, ended) = match client_upgrade {
-                    Some(client) => relay(client, upstream_upgrade).await,
-                    None => ((0, 0), Ended::Cut),
+                let relayed = async {
+                    match client_upgrade {
+                        Some(client) => relay(client, upstream_upgrade).await,
+                        None => ((0, 0), Ended::Cut),
+                    }
                 };
+                // The connection hands its I/O over to the relay when its driver ends.
+                let ((), (bytes, ended)) = tokio::join!(conn.finish(), relayed);
                 exchange.end(&stats, status, bytes, &upstream, ended);
             });
             return Response::from_parts(head, body::empty());
         }
-        let backend = backend.clone();
         let stats = stats.clone();
-        let body = Tracked::new(incoming, move |bytes, ended| {
+        let driven = Driven::new(incoming, conn, backend.pool().clone(), sending.clone());
+        let body = Tracked::new(driven, move |bytes, ended| {
             drop(open);
-            if ended == Ended::Complete {
-                backend.reuse(addr, sender);
-            }
-            let sent = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
-            exchange.end(&stats, status, (sent, bytes), &upstream, ended);
+            exchange.end(&stats, status, (sending.bytes(), bytes), &upstream, ended);
         });
         Response::from_parts(head, body::boxed(body))
     }

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (with those `Connection` names).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// A `static`: a `const` array would be built (and dropped) at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -55,9 +56,16 @@ pub(crate) fn upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes the hop-by-hop headers, and those the `Connection` header names; an upgrade
 /// (`Some(protocol)`) is kept as `Connection: upgrade` and `Upgrade: protocol`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    // Most requests have none: one pass over the names, no lookups.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        remove_each(headers);
+    // One pass over the names finds which are present (most messages have one or none:
+    // `Connection`), so only those are looked up again to be removed.
+    let mut present = 0_u16;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if present != 0 {
+        remove_present(headers, present);
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -65,19 +73,58 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderV
     }
 }
 
-fn remove_each(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
+/// The index of `name` in [`HOP_BY_HOP`], if it is one: one `match` on the text, which
+/// compares lengths before bytes (cheaper than nine `HeaderName` comparisons).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    let i = match name.as_str() {
+        "connection" => 0,
+        "proxy-connection" => 1,
+        "keep-alive" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    };
+    debug_assert_eq!(HOP_BY_HOP[i], name);
+    Some(i)
+}
+
+/// Removes the hop-by-hop headers whose bits are set in `present`, and those named by
+/// `Connection` (bit 0).
+fn remove_present(headers: &mut HeaderMap, present: u16) {
+    if present & 1 != 0 {
+        // Names other than the hop-by-hop ones (`keep-alive` and `close` are the usual
+        // tokens): collected first, as they are read from the map they are removed from.
+        let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|token| !is_usual_token(token))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .filter(|name| !HOP_BY_HOP.contains(name) && headers.contains_key(name))
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
         // `TE: trailers` says the client takes trailers; it may pass (Go's proxy keeps it).
-        if *name == header::TE && is_only_trailers(headers) {
+        if present & (1 << i) == 0 || (*name == header::TE && is_only_trailers(headers)) {
             continue;
         }
         headers.remove(name);
     }
+}
+
+/// `Connection` tokens that are options, or hop-by-hop names removed anyway: no header
+/// name to parse.
+fn is_usual_token(token: &str) -> bool {
+    ["keep-alive", "close", "upgrade", "te"]
+        .iter()
+        .any(|usual| token.eq_ignore_ascii_case(usual))
 }
 
 fn is_only_trailers(headers: &HeaderMap) -> bool {
@@ -204,6 +251,14 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_has_its_index() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index(&header::ACCEPT), None);
     }
 
     #[test]

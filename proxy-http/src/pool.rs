@@ -1,18 +1,22 @@
-//! Idle upstream connections kept for the next request, per upstream address: bounded in
-//! number and age, newest first.
+//! Upstream connections: [`Conn`], one HTTP/1.1 connection that the request using it
+//! drives from its own task (no task per connection, no wake-up across tasks per
+//! message), and the [`Pool`] of idle ones kept for the next request, per upstream
+//! address: bounded in number and age, newest first.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::body::Body;
-
-/// How a request is sent on one upstream connection.
-pub(crate) type Sender = SendRequest<Body>;
+use crate::body::{Body, Progress};
 
 /// The most idle connections kept per upstream address.
 pub(crate) const MAX_IDLE_PER_ADDR: usize = 256;
@@ -21,39 +25,238 @@ pub(crate) const MAX_IDLE_PER_ADDR: usize = 256;
 /// have (nginx 75 s, Node.js 5 s is the odd one: its closes are retried).
 pub(crate) const MAX_IDLE_FOR: Duration = Duration::from_secs(55);
 
+/// hyper's side of one connection: reads and writes its bytes when polled, and ends when
+/// the connection closes or is upgraded (handing the upgraded I/O over).
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One upstream connection: where requests are sent, and the future that moves its
+/// bytes, polled by whoever uses the connection ([`Conn::drive`]).
+pub(crate) struct Conn {
+    sender: SendRequest<Body>,
+    driver: Option<Driver>,
+    addr: SocketAddr,
+}
+
+impl Conn {
+    /// A connection to `addr`, from hyper's handshake.
+    pub(crate) fn new(
+        sender: SendRequest<Body>,
+        driver: impl Future<Output = hyper::Result<()>> + Send + 'static,
+        addr: SocketAddr,
+    ) -> Conn {
+        Conn {
+            sender,
+            driver: Some(Box::pin(driver)),
+            addr,
+        }
+    }
+
+    /// Moves what bytes can move (request out, response in); false once the connection
+    /// has ended.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = &mut self.driver else {
+            return false;
+        };
+        let Poll::Ready(result) = driver.as_mut().poll(cx) else {
+            return true;
+        };
+        if let Err(e) = result {
+            tracing::debug!(upstream = %self.addr, error = %e, "upstream connection ended");
+        }
+        self.driver = None;
+        false
+    }
+
+    /// Waits until a request can be sent: the last response has been read. Fails when
+    /// the connection has closed meanwhile.
+    pub(crate) async fn ready(&mut self) -> hyper::Result<()> {
+        poll_fn(|cx| {
+            self.drive(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await
+    }
+
+    /// Runs `work` (a response on its way, say) while driving the connection.
+    pub(crate) async fn alongside<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            self.drive(cx);
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Whether a request can be sent now, as far as hyper knew when last driven.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.driver.is_some() && self.sender.is_ready()
+    }
+
+    /// Where requests go.
+    pub(crate) fn sender(&mut self) -> &mut SendRequest<Body> {
+        &mut self.sender
+    }
+
+    /// Whether it can take another request once ready: not closed, not ended.
+    pub(crate) fn is_open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
+
+    /// Drives the connection until it ends: to finish an upgrade, whose I/O hyper hands
+    /// over when its driver ends.
+    pub(crate) async fn finish(mut self) {
+        poll_fn(|cx| match self.drive(cx) {
+            true => Poll::Pending,
+            false => Poll::Ready(()),
+        })
+        .await;
+    }
+}
+
 /// Idle connections by upstream address.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+    /// Oldest first. foldhash: the keys are the upstream's addresses, not a client's.
+    idle: Mutex<foldhash::HashMap<SocketAddr, VecDeque<(Conn, Instant)>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
 }
 
 impl Pool {
-    /// The newest idle connection to `addr` that is still open, if any; older ones
-    /// past [`MAX_IDLE_FOR`] are dropped on the way.
-    pub(crate) fn take(&self, addr: SocketAddr) -> Option<Sender> {
+    /// The newest idle connection to `addr` that is still open, if any; those past
+    /// [`MAX_IDLE_FOR`] are dropped on the way.
+    pub(crate) fn take(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
-        list.retain(|(sender, since)| !sender.is_closed() && now - *since < MAX_IDLE_FOR);
-        let taken = list.pop().map(|(sender, _)| sender);
+        expire(list, now);
+        let taken = loop {
+            match list.pop_back() {
+                Some((conn, _)) if conn.is_open() => break Some(conn),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
         if list.is_empty() {
             idle.remove(&addr);
         }
         taken
     }
 
-    /// Keeps `sender` for the next request to `addr`, unless it is closed or the pool
-    /// for `addr` is full.
-    pub(crate) fn put(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
+    /// Keeps `conn` for the next request to its address, unless it is closed; the
+    /// oldest goes when the address has [`MAX_IDLE_PER_ADDR`].
+    pub(crate) fn put(&self, conn: Conn) {
+        if !conn.is_open() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(conn.addr).or_default();
+        expire(list, now);
         if list.len() >= MAX_IDLE_PER_ADDR {
-            // The oldest goes: it is the likeliest to be closed by the server.
-            list.remove(0);
+            // The oldest is the likeliest to be closed by the server.
+            list.pop_front();
         }
-        list.push((sender, Instant::now()));
+        list.push_back((conn, now));
+    }
+}
+
+/// Drops the connections idle for [`MAX_IDLE_FOR`] or more (they are oldest first).
+fn expire(list: &mut VecDeque<(Conn, Instant)>, now: Instant) {
+    while list
+        .front()
+        .is_some_and(|(_, since)| now - *since >= MAX_IDLE_FOR)
+    {
+        list.pop_front();
+    }
+}
+
+pin_project! {
+    /// A response body read from `conn`: it drives the connection as it is read, and
+    /// gives the connection back to the pool once the response has ended, if the request
+    /// went out whole (else the connection is closed with it).
+    pub(crate) struct Driven<B: HttpBody> {
+        #[pin]
+        inner: B,
+        conn: Option<Conn>,
+        pool: Arc<Pool>,
+        request: Arc<Progress>,
+    }
+
+    impl<B: HttpBody> PinnedDrop for Driven<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // Not read to its end: fine when there was nothing to read (the answer to
+            // HEAD, a 204, a 304), which servers do not read.
+            let this = this.project();
+            if let Some(conn) = this.conn.take()
+                && this.inner.is_end_stream()
+                && this.request.is_complete()
+            {
+                this.pool.put(conn);
+            }
+        }
+    }
+}
+
+impl<B: HttpBody> Driven<B> {
+    /// `inner`, the body of a response on `conn`, whose request body reports to `request`.
+    pub(crate) fn new(inner: B, conn: Conn, pool: Arc<Pool>, request: Arc<Progress>) -> Self {
+        Driven {
+            inner,
+            conn: Some(conn),
+            pool,
+            request,
+        }
+    }
+}
+
+impl<B: HttpBody> Driven<B> {
+    /// The response has ended: the connection goes back, if the request did too.
+    fn ended(conn: &mut Option<Conn>, pool: &Pool, request: &Progress) {
+        if let Some(conn) = conn.take()
+            && request.is_complete()
+        {
+            pool.put(conn);
+        }
+    }
+}
+
+impl<B: HttpBody> HttpBody for Driven<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        if let Some(conn) = this.conn.as_mut() {
+            conn.drive(cx);
+        }
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            // A body of known length ends with its last byte; its reader may never ask
+            // for more.
+            Some(Ok(_)) if this.inner.is_end_stream() => {
+                Self::ended(this.conn, this.pool, this.request);
+            }
+            None => Self::ended(this.conn, this.pool, this.request),
+            // Cut short: the connection goes with the body.
+            Some(Err(_)) => drop(this.conn.take()),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

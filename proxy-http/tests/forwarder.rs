@@ -108,3 +108,32 @@ async fn shutdown_says_when_a_request_outlived_the_grace() {
         "http_get panics on a connection closed without an answer"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_every_connection_at_once_gets_502() {
+    // Accepts and closes: the request fails on a new connection, which is not retried
+    // (it may have been seen), and no new connections are opened for it in a loop.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let handle = HttpForwarder::new(spec(&format!("/={upstream}")))
+        .unwrap()
+        .start()
+        .unwrap();
+    let addr = handle.local_addrs()[0];
+    let response = within(Duration::from_secs(10), "the 502", get(addr, "x", "/")).await;
+    assert_eq!(response.status, 502, "{}", response.text());
+    let tries = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=8).contains(&tries),
+        "{tries} connections for one request"
+    );
+    handle.shutdown(Duration::from_secs(1)).await;
+}
