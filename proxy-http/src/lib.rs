@@ -14,6 +14,7 @@ mod backend;
 pub mod body;
 mod error;
 mod exchange;
+pub mod h1;
 mod headers;
 mod idle;
 mod pool;
