@@ -6,3 +6,5 @@
 //! Every parser here takes untrusted bytes: none panics, each bounds what it reads, and
 //! each refuses what would let two readers of the same bytes disagree on where a message
 //! ends (request smuggling).
+
+pub mod head;
