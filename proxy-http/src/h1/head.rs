@@ -1480,6 +1480,88 @@ mod tests {
         }
     }
 
+    /// What the fuzz target checks, on mutations of a few heads: a request that parses,
+    /// written back, parses to the same method, path, framing and host.
+    #[test]
+    fn mutated_heads_round_trip() {
+        const SEEDS: [&str; 6] = [
+            "GET /a?b HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+            "POST http://h:1?q HTTP/1.0\r\nConnection: keep-alive, x\r\nx: 1\r\nContent-Length: 3\r\n\r\n",
+            "PUT / HTTP/1.1\r\nhost: b\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nUpgrade: w\r\nConnection: upgrade\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: c\r\nExpect: 100-continue\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            "HTTP/1.0 304 Not Modified\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ];
+        const BYTES: &[u8] = b" \t\r\n:,;/?*@0123456789hHtTpPcCaAeEdD-_\x00\x7f\xff";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut request, mut again, mut out) =
+            (RequestHead::default(), RequestHead::default(), Vec::new());
+        let mut response = ResponseHead::default();
+        let mut parsed = 0;
+        for _ in 0..50_000 {
+            let mut data = SEEDS[next() as usize % SEEDS.len()].as_bytes().to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = next() as usize % (data.len() + 1);
+                let byte = BYTES[next() as usize % BYTES.len()];
+                match next() % 3 {
+                    0 if at < data.len() => data[at] = byte,
+                    1 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => data.insert(at, byte),
+                }
+            }
+            let to_head = next() % 2 == 0;
+            if response.parse(&data, MAX, to_head) == Ok(true) {
+                out.clear();
+                write_response(&mut out, &response, &data, &Edits::default());
+                let mut written = ResponseHead::default();
+                assert_eq!(
+                    written.parse(&out, MAX, to_head),
+                    Ok(true),
+                    "{data:?} as {out:?}"
+                );
+                assert_eq!(
+                    (written.status, written.body),
+                    (response.status, response.body)
+                );
+            }
+            if request.parse(&data, MAX) != Ok(true) {
+                continue;
+            }
+            parsed += 1;
+            out.clear();
+            write_request(
+                &mut out,
+                &request,
+                &data,
+                request.path.get(&data),
+                &Edits::default(),
+            );
+            assert_eq!(again.parse(&out, MAX), Ok(true), "{data:?} as {out:?}");
+            let mut path = Vec::new();
+            if request.path_needs_slash {
+                path.push(b'/');
+            }
+            path.extend_from_slice(request.path.get(&data));
+            assert_eq!(again.method.get(&out), request.method.get(&data));
+            assert_eq!(again.path.get(&out), &path[..], "{data:?} as {out:?}");
+            assert_eq!(again.body, request.body, "{data:?} as {out:?}");
+            assert_eq!(
+                again.host.map(|h| h.get(&out)),
+                request.host.map(|h| h.get(&data)),
+                "{data:?} as {out:?}"
+            );
+        }
+        assert!(parsed > 5_000, "{parsed}");
+    }
+
     #[test]
     fn u64_text() {
         for n in [0, 7, 10, 12345, u64::MAX] {
