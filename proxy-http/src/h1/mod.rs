@@ -8,3 +8,4 @@
 //! ends (request smuggling).
 
 pub mod chunked;
+pub mod head;
