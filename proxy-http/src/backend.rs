@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{self, Body};
 use crate::error::ProxyError;
-use crate::pool::{Conn, Pool};
+use crate::pool::{Conn, Pool, Wire};
 
 /// A connection to an upstream, as a [`Connector`] makes it.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -57,9 +57,13 @@ const CUSTOM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
 /// One route's upstream: how it is reached, its idle connections, and its settings.
 pub(crate) struct Backend {
     dial: Dial,
-    pool: Arc<Pool>,
-    request_timeout: Option<Duration>,
-    retries: u32,
+    pool: Arc<Pool<Conn>>,
+    /// Idle connections of the proxy's own HTTP/1.1 path.
+    wires: Pool<Wire>,
+    /// How long a request waits for the response head.
+    pub(crate) request_timeout: Option<Duration>,
+    /// How many times an idempotent request is sent again on a closed connection.
+    pub(crate) retries: u32,
     /// The sticky cookie's name, when on.
     pub(crate) sticky_cookie: Option<String>,
     /// The largest request body passed on.
@@ -98,6 +102,7 @@ impl Backend {
         Backend {
             dial,
             pool: Arc::default(),
+            wires: Pool::default(),
             request_timeout: spec.request_timeout,
             retries: spec.retries,
             sticky_cookie: spec.sticky_cookie.clone(),
@@ -122,18 +127,17 @@ impl Backend {
     }
 
     /// The idle connections, to give a connection back to once its exchange has ended.
-    pub(crate) fn pool(&self) -> &Arc<Pool> {
+    pub(crate) fn pool(&self) -> &Arc<Pool<Conn>> {
         &self.pool
     }
 
-    /// Sends `request` from `client` upstream and waits for the response head. `sticky`
-    /// is the sticky cookie's value the client sent, if any.
-    pub(crate) async fn send(
+    /// The addresses to try for a request from `client`, best first: the balancer's
+    /// order, with the address the sticky cookie's value `sticky` names first.
+    async fn order(
         &self,
-        request: Request<Body>,
         client: IpAddr,
         sticky: Option<&str>,
-    ) -> Result<Sent, ProxyError> {
+    ) -> Result<Vec<SocketAddr>, ProxyError> {
         let mut order = match &self.dial {
             Dial::Upstream(u) => u.order(Some(client)).await?,
             Dial::Custom(_) => vec![CUSTOM],
@@ -146,6 +150,77 @@ impl Backend {
         {
             order[..=i].rotate_right(1);
         }
+        Ok(order)
+    }
+
+    /// The sticky cookie's value to set for `addr`, when the client's (`sticky`) does not
+    /// name it: none yet, an address gone, or one that failed over.
+    pub(crate) fn set_cookie(&self, addr: SocketAddr, sticky: Option<&str>) -> Option<String> {
+        (self.sticky_cookie.as_ref())
+            .map(|_| cookie_value(addr))
+            .filter(|v| sticky != Some(v.as_str()))
+    }
+
+    /// A connection for one request of the proxy's own HTTP/1.1 path, from `client`
+    /// with the sticky cookie's value `sticky`: an idle one to the first address of the
+    /// order, or a new one (the first of the order that accepts). Says whether it was
+    /// reused (a request on it may meet a close the upstream sent meanwhile).
+    pub(crate) async fn wire(
+        &self,
+        client: IpAddr,
+        sticky: Option<&str>,
+    ) -> Result<(Wire, bool), ProxyError> {
+        let Dial::Upstream(u) = &self.dial else {
+            return Err(ProxyError::Connect(
+                "not a target the core dials".to_owned(),
+            ));
+        };
+        let order = self.order(client, sticky).await?;
+        if let Some(wire) = self.wires.take(order[0]) {
+            return Ok((wire, true));
+        }
+        let (stream, addr) = u.connect(order.clone(), Some(client)).await?;
+        if addr != order[0]
+            && let Some(wire) = self.wires.take(addr)
+        {
+            // The pick failed over to an address with an idle connection.
+            return Ok((wire, true));
+        }
+        let _ = stream.set_nodelay(true);
+        Ok((Wire::new(stream, addr), false))
+    }
+
+    /// A new connection for a request to send again after `failed` closed: never a
+    /// pooled one (they may all have been closed alike).
+    pub(crate) async fn fresh_wire(
+        &self,
+        client: IpAddr,
+        failed: SocketAddr,
+    ) -> Result<Wire, ProxyError> {
+        let Dial::Upstream(u) = &self.dial else {
+            return Err(ProxyError::Connect(
+                "not a target the core dials".to_owned(),
+            ));
+        };
+        let (stream, addr) = u.connect(vec![failed], Some(client)).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Wire::new(stream, addr))
+    }
+
+    /// The idle connections of the proxy's own HTTP/1.1 path.
+    pub(crate) fn wires(&self) -> &Pool<Wire> {
+        &self.wires
+    }
+
+    /// Sends `request` from `client` upstream and waits for the response head. `sticky`
+    /// is the sticky cookie's value the client sent, if any.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+        client: IpAddr,
+        sticky: Option<&str>,
+    ) -> Result<Sent, ProxyError> {
+        let order = self.order(client, sticky).await?;
         let mut request = Some(request);
         let mut retries = self.retries;
         let mut fresh_unsent = 0;
@@ -188,11 +263,7 @@ impl Backend {
                         addr,
                         conn,
                         open,
-                        // Whenever the client's cookie does not name the address that
-                        // answered: none yet, an address gone, or one that failed over.
-                        set_cookie: (self.sticky_cookie.as_ref())
-                            .map(|_| cookie_value(addr))
-                            .filter(|v| sticky != Some(v.as_str())),
+                        set_cookie: self.set_cookie(addr, sticky),
                     });
                 }
                 Err(mut e) => {

@@ -27,6 +27,12 @@ pub(crate) enum ProxyError {
     /// A request the parser let through but HTTP forbids (RFC 9112 §3.2: an HTTP/1.1
     /// request without `Host`, or any with several): 400.
     BadRequest(&'static str),
+    /// A request head that is not HTTP/1.1 (or one that smuggles a second message): 400.
+    Malformed(String),
+    /// A request head larger than `max_header_size`: 431.
+    HeadTooLarge,
+    /// A request framed with a transfer coding other than chunked: 501.
+    NotImplemented(String),
 }
 
 impl ProxyError {
@@ -38,14 +44,16 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
-    /// The answer: the status and a one-line plain-text reason, which names no upstream
+    /// The answer's text: the status and a one-line reason, which names no upstream
     /// address (the log line does).
-    pub(crate) fn response(&self) -> Response<Body> {
-        let text = match self {
+    fn text(&self) -> String {
+        let why = match self {
             ProxyError::NoRoute => "no route for this host and path".to_owned(),
             ProxyError::NoEndpoints(_) => "no endpoints available".to_owned(),
             ProxyError::Connect(_) => "the upstream could not be reached".to_owned(),
@@ -54,17 +62,40 @@ impl ProxyError {
             ProxyError::Timeout => "the upstream did not answer in time".to_owned(),
             ProxyError::TooLarge(limit) => format!("the request body is larger than {limit} bytes"),
             ProxyError::BadRequest(why) => (*why).to_owned(),
+            ProxyError::Malformed(why) => format!("a malformed request: {why}"),
+            ProxyError::HeadTooLarge => "the request head is too large".to_owned(),
+            ProxyError::NotImplemented(why) => why.clone(),
         };
         let status = self.status();
-        let mut response = Response::new(body::full(format!(
-            "{} {}: {text}\n",
+        format!(
+            "{} {}: {why}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or_default()
-        )));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        crate::headers::plain_text(headers);
+        )
+    }
+
+    /// The answer: the status and a one-line plain-text reason.
+    pub(crate) fn response(&self) -> Response<Body> {
+        let mut response = Response::new(body::full(self.text()));
+        *response.status_mut() = self.status();
+        crate::headers::plain_text(response.headers_mut());
         response
+    }
+
+    /// The answer as HTTP/1.1 bytes, with `connection: close` when `close`.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>, close: bool) {
+        use std::io::Write;
+        let status = self.status();
+        let text = self.text();
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             x-content-type-options: nosniff\r\ncontent-length: {}\r\n{}\r\n{text}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default(),
+            text.len(),
+            if close { "connection: close\r\n" } else { "" },
+        );
     }
 }
 
@@ -79,6 +110,9 @@ impl fmt::Display for ProxyError {
             ProxyError::Timeout => f.write_str("no response within request_timeout"),
             ProxyError::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
             ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ProxyError::Malformed(why) => write!(f, "malformed request: {why}"),
+            ProxyError::HeadTooLarge => f.write_str("request head too large"),
+            ProxyError::NotImplemented(why) => write!(f, "not implemented: {why}"),
         }
     }
 }

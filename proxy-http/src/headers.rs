@@ -195,7 +195,7 @@ impl Origin {
 }
 
 /// Appends `ip` as text; IPv4 without the formatting machinery (once per request).
-fn push_ip(out: &mut String, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -219,7 +219,7 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 }
 
 /// A `Forwarded` value: as a token when it is one, else quoted (RFC 7239 §4).
-fn push_token_or_quoted(out: &mut String, value: &str) {
+pub(crate) fn push_token_or_quoted(out: &mut String, value: &str) {
     let token = !value.is_empty()
         && value
             .bytes()

@@ -12,6 +12,7 @@
 
 mod backend;
 pub mod body;
+mod connection;
 mod error;
 mod exchange;
 pub mod h1;

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, Progress};
@@ -97,11 +99,6 @@ impl Conn {
         &mut self.sender
     }
 
-    /// Whether it can take another request once ready: not closed, not ended.
-    pub(crate) fn is_open(&self) -> bool {
-        self.driver.is_some() && !self.sender.is_closed()
-    }
-
     /// Drives the connection until it ends: to finish an upgrade, whose I/O hyper hands
     /// over when its driver ends.
     pub(crate) async fn finish(mut self) {
@@ -113,23 +110,83 @@ impl Conn {
     }
 }
 
-/// Idle connections by upstream address.
-#[derive(Default)]
-pub(crate) struct Pool {
-    /// Oldest first. foldhash: the keys are the upstream's addresses, not a client's.
-    idle: Mutex<foldhash::HashMap<SocketAddr, VecDeque<(Conn, Instant)>>>,
+/// A connection a [`Pool`] keeps.
+pub(crate) trait Pooled {
+    /// The upstream address it is to.
+    fn addr(&self) -> SocketAddr;
+    /// Whether it can take another request (as far as is known without waiting).
+    fn is_open(&self) -> bool;
 }
 
-impl std::fmt::Debug for Pool {
+impl Pooled for Conn {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn is_open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
+}
+
+/// An upstream connection of the proxy's own HTTP/1.1 path: the socket, and the bytes
+/// read from it past the last response (none, between requests).
+pub(crate) struct Wire {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Wire {
+    /// A new connection to `addr`.
+    pub(crate) fn new(stream: TcpStream, addr: SocketAddr) -> Wire {
+        Wire {
+            stream,
+            buf: BytesMut::with_capacity(8 << 10),
+            addr,
+        }
+    }
+}
+
+impl Pooled for Wire {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Idle and still open: nothing unread, and no end of stream (or stray bytes) that
+    /// the reactor has seen. Costs no system call while the socket is not readable.
+    fn is_open(&self) -> bool {
+        self.buf.is_empty()
+            && matches!(
+                self.stream.try_read(&mut [0_u8; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            )
+    }
+}
+
+/// Idle connections by upstream address.
+pub(crate) struct Pool<C> {
+    /// Oldest first. foldhash: the keys are the upstream's addresses, not a client's.
+    idle: Mutex<foldhash::HashMap<SocketAddr, VecDeque<(C, Instant)>>>,
+}
+
+impl<C> Default for Pool<C> {
+    fn default() -> Self {
+        Pool {
+            idle: Mutex::default(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Pool<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").finish_non_exhaustive()
     }
 }
 
-impl Pool {
+impl<C: Pooled> Pool<C> {
     /// The newest idle connection to `addr` that is still open, if any; those past
     /// [`MAX_IDLE_FOR`] are dropped on the way.
-    pub(crate) fn take(&self, addr: SocketAddr) -> Option<Conn> {
+    pub(crate) fn take(&self, addr: SocketAddr) -> Option<C> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
@@ -149,13 +206,13 @@ impl Pool {
 
     /// Keeps `conn` for the next request to its address, unless it is closed; the
     /// oldest goes when the address has [`MAX_IDLE_PER_ADDR`].
-    pub(crate) fn put(&self, conn: Conn) {
+    pub(crate) fn put(&self, conn: C) {
         if !conn.is_open() {
             return;
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(conn.addr).or_default();
+        let list = idle.entry(conn.addr()).or_default();
         expire(list, now);
         if list.len() >= MAX_IDLE_PER_ADDR {
             // The oldest is the likeliest to be closed by the server.
@@ -166,7 +223,7 @@ impl Pool {
 }
 
 /// Drops the connections idle for [`MAX_IDLE_FOR`] or more (they are oldest first).
-fn expire(list: &mut VecDeque<(Conn, Instant)>, now: Instant) {
+fn expire<C>(list: &mut VecDeque<(C, Instant)>, now: Instant) {
     while list
         .front()
         .is_some_and(|(_, since)| now - *since >= MAX_IDLE_FOR)
@@ -183,7 +240,7 @@ pin_project! {
         #[pin]
         inner: B,
         conn: Option<Conn>,
-        pool: Arc<Pool>,
+        pool: Arc<Pool<Conn>>,
         request: Arc<Progress>,
     }
 
@@ -204,7 +261,7 @@ pin_project! {
 
 impl<B: HttpBody> Driven<B> {
     /// `inner`, the body of a response on `conn`, whose request body reports to `request`.
-    pub(crate) fn new(inner: B, conn: Conn, pool: Arc<Pool>, request: Arc<Progress>) -> Self {
+    pub(crate) fn new(inner: B, conn: Conn, pool: Arc<Pool<Conn>>, request: Arc<Progress>) -> Self {
         Driven {
             inner,
             conn: Some(conn),
@@ -216,7 +273,7 @@ impl<B: HttpBody> Driven<B> {
 
 impl<B: HttpBody> Driven<B> {
     /// The response has ended: the connection goes back, if the request did too.
-    fn ended(conn: &mut Option<Conn>, pool: &Pool, request: &Progress) {
+    fn ended(conn: &mut Option<Conn>, pool: &Pool<Conn>, request: &Progress) {
         if let Some(conn) = conn.take()
             && request.is_complete()
         {

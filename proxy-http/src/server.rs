@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
+use crate::connection;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Forward, host_of};
 use crate::idle::{LastActive, Watched};
@@ -63,23 +64,23 @@ pub struct HttpHandle {
 }
 
 /// What the listeners and connections share.
-struct Shared {
+pub(crate) struct Shared {
     current: RwLock<Arc<Generation>>,
-    unrouted: Arc<RouteStats>,
+    pub(crate) unrouted: Arc<RouteStats>,
     /// Cancelled to stop accepting.
     accepting: CancellationToken,
     /// Tells open connections to finish the request in flight and close.
-    draining: CancellationToken,
+    pub(crate) draining: CancellationToken,
     /// Cancelled to close the connections still open after the drain.
-    closing: CancellationToken,
+    pub(crate) closing: CancellationToken,
     connections: TaskTracker,
     listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// One generation of settings: replaced whole by a reload.
-struct Generation {
-    spec: ForwardSpec,
-    router: Router,
+pub(crate) struct Generation {
+    pub(crate) spec: ForwardSpec,
+    pub(crate) router: Router,
     gate: Gate,
     /// With `service_proxy`, or an API server: the service proxy.
     service: Option<Arc<ServiceProxy>>,
@@ -251,7 +252,7 @@ impl Generation {
 // ===== impl Shared =====
 
 impl Shared {
-    fn current(&self) -> Arc<Generation> {
+    pub(crate) fn current(&self) -> Arc<Generation> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -340,6 +341,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        if generation.service.is_none() {
+            // Routes only: the proxy's own HTTP/1.1 path.
+            shared
+                .connections
+                .spawn(connection::serve(stream, peer, shared.clone(), permit));
+            continue;
+        }
         let spec = &generation.spec;
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder

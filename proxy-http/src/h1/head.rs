@@ -12,9 +12,10 @@
 //! twice or not last, obsolete line folding and whitespace before a header's colon are all
 //! refused.
 //!
-//! [`write_request`] and [`write_response`] write a head for the other side: HTTP/1.1, the
-//! hop-by-hop headers dropped (RFC 9110 §7.6.1) with those `Connection` names, exactly one
-//! framing header (from the parsed [`BodyLength`]), then the proxy's [`Edits`].
+//! [`write_request`] and [`write_response`] write a head for the other side: HTTP/1.1 (a
+//! request in the version it came in), the hop-by-hop headers dropped (RFC 9110 §7.6.1)
+//! with those `Connection` names, exactly one framing header (from the parsed
+//! [`BodyLength`]), then the proxy's [`Edits`].
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -777,7 +778,12 @@ pub fn write_request(
         out.push(b'/');
     }
     out.extend_from_slice(path);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // An HTTP/1.0 request goes as one, so the answer is one an HTTP/1.0 client reads
+    // (never chunked, RFC 9112 §7.1).
+    out.extend_from_slice(match head.minor_version {
+        0 => b" HTTP/1.0\r\n",
+        _ => b" HTTP/1.1\r\n",
+    });
     // The authority, when it replaces the Host headers.
     let mut authority = head
         .host
@@ -1037,7 +1043,7 @@ mod tests {
                 "GET http://a?q HTTP/1.0\r\nAccept: */*\r\n\r\n",
                 &Edits::default()
             ),
-            "GET /?q HTTP/1.1\r\nhost: a\r\nAccept: */*\r\n\r\n"
+            "GET /?q HTTP/1.0\r\nhost: a\r\nAccept: */*\r\n\r\n"
         );
     }
 
@@ -1290,7 +1296,7 @@ mod tests {
         write_request(&mut out, &head, text.as_bytes(), b"/new?q", &edits);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /new?q HTTP/1.1\r\nHost: a\r\nCookie: c=1\r\ncontent-length: 5\r\nconnection: close\r\nx-forwarded-for: 1.2.3.4, 10.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+            "POST /new?q HTTP/1.0\r\nHost: a\r\nCookie: c=1\r\ncontent-length: 5\r\nconnection: close\r\nx-forwarded-for: 1.2.3.4, 10.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
         let text = "PUT /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
         assert!(request(text).unwrap().expect_continue);
