@@ -153,7 +153,13 @@ impl Client {
         draining: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Next {
         let (idle, header_timeout, max_size) = {
-            let spec = &shared.current().spec;
+            let current = shared.current();
+            if current.service.is_some() {
+                // A reload made this forward a service proxy: the hyper path serves
+                // it, on the client's next connection.
+                return Next::Close;
+            }
+            let spec = &current.spec;
             (
                 spec.idle_timeout,
                 spec.header_timeout.unwrap_or(NEVER),
@@ -448,6 +454,7 @@ impl Client {
         let mut upload = Upload {
             framing: Framing::new(self.head.body),
             done: !has_body,
+            dropped: false,
             limit: backend.max_request_body,
         };
         if has_body {
@@ -541,13 +548,16 @@ impl Client {
                 read = wire.stream.read_buf(&mut wire.buf) => read,
                 // The rest of the request body, for an upstream that answers as it
                 // reads (an echo).
-                read = self.stream.read_buf(&mut self.buf), if !upload.done => {
+                read = self.stream.read_buf(&mut self.buf), if !upload.done && !upload.dropped => {
                     match read {
                         Ok(0) | Err(_) => return (framing.data_len(), false),
                         Ok(_) => self.last = Instant::now(),
                     }
+                    // An upstream that answered (413, say) and stopped reading: the rest
+                    // of the body goes nowhere, the answer still goes to the client, and
+                    // both connections close after it.
                     if upload.pass(&mut self.buf, &mut wire.stream, &mut self.timer, self.idle).await.is_err() {
-                        return (framing.data_len(), false);
+                        upload.dropped = true;
                     }
                     continue;
                 }
@@ -705,6 +715,8 @@ struct Upload {
     framing: Framing,
     /// All of it went.
     done: bool,
+    /// The upstream stopped taking it (it answered already).
+    dropped: bool,
     /// `max_request_body`.
     limit: Option<u64>,
 }

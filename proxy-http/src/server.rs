@@ -83,7 +83,7 @@ pub(crate) struct Generation {
     pub(crate) router: Router,
     gate: Gate,
     /// With `service_proxy`, or an API server: the service proxy.
-    service: Option<Arc<ServiceProxy>>,
+    pub(crate) service: Option<Arc<ServiceProxy>>,
 }
 
 impl std::fmt::Debug for Shared {
