@@ -28,7 +28,7 @@ use crate::h1::head::{
 };
 use crate::headers::push_ip;
 use crate::pool::Wire;
-use crate::server::Shared;
+use crate::server::{Shared, Stop};
 use crate::stats::RouteStats;
 
 /// Far enough to mean never.
@@ -70,6 +70,37 @@ impl Timer {
             self.sleep.as_mut().reset(at);
             self.armed = at;
         }
+    }
+}
+
+/// A [`Stop`] signal watched by one connection. Its cancellation future registers the
+/// connection's waker once; after that it is polled again only when the flag says the
+/// signal came (each poll of the future takes a lock shared by every connection).
+struct Watch<'a> {
+    stop: &'a Stop,
+    wait: Pin<Box<WaitForCancellationFuture<'a>>>,
+    registered: bool,
+}
+
+impl<'a> Watch<'a> {
+    fn new(stop: &'a Stop) -> Watch<'a> {
+        Watch {
+            stop,
+            wait: Box::pin(stop.token.cancelled()),
+            registered: false,
+        }
+    }
+
+    /// Waits for the signal.
+    async fn given(&mut self) {
+        std::future::poll_fn(|cx| {
+            if self.registered && !self.stop.is_given() {
+                return std::task::Poll::Pending;
+            }
+            self.registered = true;
+            self.wait.as_mut().poll(cx)
+        })
+        .await;
     }
 }
 
@@ -127,17 +158,15 @@ pub(crate) async fn serve(
         idle: NEVER,
         forwarding: Forwarding::new(peer.ip()),
     };
-    // Made once, polled at each wait: a cancellation future registers itself when
-    // first polled, not at every request.
-    let mut closing = std::pin::pin!(shared.closing.cancelled());
-    let mut draining = std::pin::pin!(shared.draining.cancelled());
+    let mut closing = Watch::new(&shared.closing);
+    let mut draining = Watch::new(&shared.draining);
     loop {
         let next = tokio::select! {
             biased;
-            () = &mut closing => Next::Close,
-            next = client.exchange(&shared, draining.as_mut()) => next,
+            () = closing.given() => Next::Close,
+            next = client.exchange(&shared, &mut draining) => next,
         };
-        if matches!(next, Next::Close) || shared.draining.is_cancelled() {
+        if matches!(next, Next::Close) || shared.draining.is_given() {
             break;
         }
     }
@@ -147,11 +176,7 @@ pub(crate) async fn serve(
 
 impl Client {
     /// Reads one request and answers it.
-    async fn exchange(
-        &mut self,
-        shared: &Shared,
-        draining: Pin<&mut WaitForCancellationFuture<'_>>,
-    ) -> Next {
+    async fn exchange(&mut self, shared: &Shared, draining: &mut Watch<'_>) -> Next {
         let (idle, header_timeout, max_size) = {
             let current = shared.current();
             if current.service.is_some() {
@@ -213,7 +238,7 @@ impl Client {
         let (backend, stats) = (route.backend.clone(), route.stats.clone());
         let route_name = route.name.clone();
         drop(generation);
-        let draining = shared.draining.is_cancelled();
+        let draining = shared.draining.is_given();
         let outcome = self.forward(&backend, &stats, start, &raw, draining).await;
         let (outcome, next) = match outcome {
             Ok(done) => done,
@@ -254,7 +279,7 @@ impl Client {
     async fn read_head(
         &mut self,
         shared: &Shared,
-        mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
+        draining: &mut Watch<'_>,
         header_timeout: Duration,
         max_size: usize,
     ) -> bool {
@@ -297,7 +322,7 @@ impl Client {
             let read = tokio::select! {
                 biased;
                 read = self.stream.read_buf(&mut self.buf) => read,
-                () = draining.as_mut(), if started.is_none() => return false,
+                () = draining.given(), if started.is_none() => return false,
                 () = self.timer.passed(deadline) => return false,
             };
             match read {

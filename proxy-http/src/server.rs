@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -70,11 +71,32 @@ pub(crate) struct Shared {
     /// Cancelled to stop accepting.
     accepting: CancellationToken,
     /// Tells open connections to finish the request in flight and close.
-    pub(crate) draining: CancellationToken,
+    pub(crate) draining: Stop,
     /// Cancelled to close the connections still open after the drain.
-    pub(crate) closing: CancellationToken,
+    pub(crate) closing: Stop,
     connections: TaskTracker,
     listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A signal to every connection (drain, close): a flag read without a lock, and the
+/// token connections wait on.
+#[derive(Default)]
+pub(crate) struct Stop {
+    flag: AtomicBool,
+    pub(crate) token: CancellationToken,
+}
+
+impl Stop {
+    /// Gives the signal: the flag first, so a connection the token wakes sees it.
+    fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether the signal was given.
+    pub(crate) fn is_given(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
 }
 
 /// One generation of settings: replaced whole by a reload.
@@ -173,8 +195,8 @@ impl HttpForwarder {
             current: RwLock::new(Arc::new(generation)),
             unrouted: Arc::default(),
             accepting: CancellationToken::new(),
-            draining: CancellationToken::new(),
-            closing: CancellationToken::new(),
+            draining: Stop::default(),
+            closing: Stop::default(),
             connections: TaskTracker::new(),
             listeners: std::sync::Mutex::default(),
         });
@@ -366,7 +388,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let connection = builder
             .serve_connection(TokioIo::new(Watched::new(stream, last.clone())), service)
             .with_upgrades();
-        let (draining, closing) = (shared.draining.clone(), shared.closing.clone());
+        let (draining, closing) = (shared.draining.token.clone(), shared.closing.token.clone());
         shared.connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let idle = async {
@@ -480,14 +502,14 @@ impl HttpHandle {
         for task in listeners {
             let _ = task.await;
         }
-        self.shared.draining.cancel();
+        self.shared.draining.stop();
         self.shared.connections.close();
         let finished = tokio::time::timeout(grace, self.shared.connections.wait())
             .await
             .is_ok();
         if !finished {
             tracing::warn!("connections still open after the drain; closing them");
-            self.shared.closing.cancel();
+            self.shared.closing.stop();
         }
         self.shared.connections.wait().await;
         finished

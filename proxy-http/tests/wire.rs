@@ -205,3 +205,42 @@ async fn an_upstream_that_answers_garbage_gets_502_and_the_next_request_is_serve
     assert_eq!(responses[0].status, 502, "{}", responses[0].text());
     assert_eq!(responses[1].seen().uri, "/next");
 }
+
+#[tokio::test]
+async fn a_drain_closes_idle_kept_alive_connections_at_once() {
+    let backend = Backend::start("b");
+    let proxy = start(&format!("/={}", backend.addr()));
+    let addr = proxy.local_addrs()[0];
+    // Two requests kept alive, then the connection idles: the drain must reach it there.
+    let client = blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PROMPT)).unwrap();
+        for path in ["/one", "/two"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0; 4096];
+            while Response::parse(&got).is_err() {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the answer to {path}");
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        stream
+    })
+    .await;
+    let started = std::time::Instant::now();
+    assert!(proxy.shutdown(Duration::from_secs(10)).await, "in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the idle connection held the drain for {:?}",
+        started.elapsed()
+    );
+    let end = blocking(move || {
+        let mut client = client;
+        let mut buf = [0; 16];
+        client.read(&mut buf).map(|n| n == 0).unwrap_or(true)
+    })
+    .await;
+    assert!(end, "the client saw its connection end");
+}
