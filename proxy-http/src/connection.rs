@@ -414,10 +414,12 @@ impl Client {
         let set_cookie = backend.set_cookie(addr, sticky.as_deref());
         // HTTP/1.0 clients are answered once (keeping them alive would take a
         // `Connection: keep-alive` of the proxy's own).
+        // The client's connection outlives the upstream's when the answer has a length
+        // (an HTTP/1.0 upstream closes after each answer).
         let keep_alive = self.head.keep_alive()
             && !draining
             && self.head.minor_version == 1
-            && self.response.keep_alive()
+            && self.response.body != BodyLength::UntilClose
             && status != 101;
         let cookie_line;
         let mut add: Vec<(&str, &[u8])> = Vec::new();

@@ -244,3 +244,17 @@ async fn a_drain_closes_idle_kept_alive_connections_at_once() {
     .await;
     assert!(end, "the client saw its connection end");
 }
+
+#[tokio::test]
+async fn a_client_stays_connected_across_an_http_1_0_upstream_that_closes() {
+    let old = scripted_upstream(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold");
+    let proxy = start(&format!("/={old}"));
+    let request = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let (raw, end) = exchange(proxy.local_addrs()[0], request).await;
+    let responses = Response::parse_many(&raw).unwrap();
+    assert_eq!(responses.len(), 2, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(responses[0].text(), "old");
+    assert_eq!(responses[0].header("connection"), None, "kept alive");
+    assert_eq!(responses[1].text(), "old");
+    assert_eq!(end, Some(End::Eof));
+}
