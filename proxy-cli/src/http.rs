@@ -1,6 +1,10 @@
 //! `proxy http`: the library's HTTP forwarder, served until a signal drains it.
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
 use anyhow::Context;
+use proxy_core::Workers;
 use proxy_http::HttpForwarder;
 
 use crate::args::http::HttpArgs;
@@ -13,10 +17,15 @@ use crate::shutdown::{Signals, finish_drain};
 ///
 /// Bad settings (a usage error), a listen address that cannot be bound, or a second
 /// signal during the drain.
-pub async fn run(args: &HttpArgs, forwards: &Forwards) -> anyhow::Result<()> {
+pub async fn run(
+    args: &HttpArgs,
+    forwards: &Forwards,
+    workers: &HttpWorkers,
+) -> anyhow::Result<()> {
     let spec = args.spec()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
+    let mut forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
+    workers.serve(&mut forwarder)?;
     let handle = forwarder.start()?;
     let name = crate::registry::ports_name("http", handle.local_addrs());
     serve_until_signal(forwards, name, handle, signals, args.drain).await
@@ -47,4 +56,48 @@ pub(crate) async fn serve_until_signal(
         "connections",
     )
     .await
+}
+
+/// The worker threads HTTP forwards are served on (`threads`: one per CPU by default),
+/// started with the first forward that needs them. With `threads = 1` there are none:
+/// everything runs on the one runtime thread. Clones share the threads.
+#[derive(Clone, Debug)]
+pub struct HttpWorkers {
+    threads: Option<u16>,
+    started: Arc<Mutex<Option<Workers>>>,
+}
+
+impl HttpWorkers {
+    /// Workers as the `threads` setting says; none are started yet.
+    pub fn new(threads: Option<u16>) -> HttpWorkers {
+        HttpWorkers {
+            threads,
+            started: Arc::default(),
+        }
+    }
+
+    /// Sets `forwarder` to serve on the workers, starting them if they were not.
+    ///
+    /// # Errors
+    ///
+    /// A thread cannot be started.
+    pub(crate) fn serve(&self, forwarder: &mut HttpForwarder) -> anyhow::Result<()> {
+        let n = match self.threads.map(usize::from) {
+            Some(1) => return Ok(()),
+            Some(n) => NonZeroUsize::new(n),
+            None => std::thread::available_parallelism().ok(),
+        }
+        .unwrap_or(NonZeroUsize::MIN);
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let workers = match &*started {
+            Some(workers) => workers.clone(),
+            None => {
+                let workers = Workers::new(n).context("cannot start the worker threads")?;
+                *started = Some(workers.clone());
+                workers
+            }
+        };
+        forwarder.workers(workers);
+        Ok(())
+    }
 }

@@ -100,6 +100,7 @@ pub fn init_logging(cli: &Cli) -> Option<LogFlush> {
 pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<()> {
     // The running forwards, for --admin; the server lives until `run` returns.
     let forwards = Forwards::new();
+    let workers = crate::http::HttpWorkers::new(cli.threads);
     let config = match &cli.command {
         Command::Run(args) => {
             Some(config::load(&args.config).map_err(|e| UsageError(e.to_string()))?)
@@ -120,13 +121,17 @@ pub async fn run(cli: Cli, mut inherited: systemd::Inherited) -> anyhow::Result<
         (Command::TcpUdp(args), _) => {
             seed(&args.spec()?, args.drain, &forwards, &mut inherited).await
         }
-        (Command::Http(args), _) => crate::http::run(&args, &forwards).await,
-        (Command::ServiceProxy(args), _) => crate::service_proxy::run(&args, &forwards).await,
+        (Command::Http(args), _) => crate::http::run(&args, &forwards, &workers).await,
+        (Command::ServiceProxy(args), _) => {
+            crate::service_proxy::run(&args, &forwards, &workers).await
+        }
         (Command::Forward(args), _) => crate::forward::run(&args, &forwards).await,
         (Command::PortForwardServer(args), _) => {
             crate::port_forward_server::run(&args, &forwards).await
         }
-        (Command::Run(args), Some(config)) => run_config(&args.config, &config, &forwards).await,
+        (Command::Run(args), Some(config)) => {
+            run_config(&args.config, &config, &forwards, &workers).await
+        }
         (Command::Run(_), None) => unreachable!("the file was loaded above"),
     }
 }
@@ -156,10 +161,15 @@ fn check(command: &Command, config: Option<&ConfigFile>) -> anyhow::Result<()> {
 
 /// `proxy run --config FILE`: runs the file's forwards, applies the file again on SIGHUP,
 /// drains everything on SIGINT or SIGTERM.
-async fn run_config(path: &Path, config: &ConfigFile, forwards: &Forwards) -> anyhow::Result<()> {
+async fn run_config(
+    path: &Path,
+    config: &ConfigFile,
+    forwards: &Forwards,
+    workers: &crate::http::HttpWorkers,
+) -> anyhow::Result<()> {
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let mut hangups = Hangups::new().context("cannot install the SIGHUP handler")?;
-    let mut supervisor = Supervisor::start(path, config, forwards)?;
+    let mut supervisor = Supervisor::start(path, config, forwards, workers)?;
     forwards.set_ready();
     systemd::notify_ready_status(&format!("Running {}", path.display()));
     let name = loop {

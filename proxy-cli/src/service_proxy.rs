@@ -62,10 +62,15 @@ pub fn api_server(endpoint: ApiEndpoint) -> anyhow::Result<ApiServer> {
 ///
 /// Bad settings (a usage error), a kubeconfig that cannot be used, an address that
 /// cannot be bound, or a second signal during the drain.
-pub async fn run(args: &ServiceProxyArgs, forwards: &Forwards) -> anyhow::Result<()> {
+pub async fn run(
+    args: &ServiceProxyArgs,
+    forwards: &Forwards,
+    workers: &crate::http::HttpWorkers,
+) -> anyhow::Result<()> {
     let spec = args.spec()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
     let mut forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
+    workers.serve(&mut forwarder)?;
     if args.api_mode() {
         let mut builder = proxy_kube::Client::builder();
         if let Some(path) = &args.kubeconfig {

@@ -20,6 +20,7 @@ use proxy_http::{HttpForwarder, HttpHandle};
 
 use crate::args::UsageError;
 use crate::config::{self, ConfigFile};
+use crate::http::HttpWorkers;
 use crate::registry::{Forwards, Protocol, Registered};
 
 /// The running forwards of a configuration file.
@@ -30,20 +31,27 @@ pub struct Supervisor {
     running: supervise::Supervisor<Registered>,
     /// The HTTP forwards, by name: the HTTP layer runs them, not the core's supervisor.
     http: Vec<(String, HttpHandle)>,
+    /// The threads HTTP forwards are served on.
+    workers: HttpWorkers,
     drain: Duration,
 }
 
 impl Supervisor {
     /// Starts every forward of `config` (read from `path`), registering them in
-    /// `forwards`.
+    /// `forwards`; HTTP forwards are served on `workers`.
     ///
     /// # Errors
     ///
     /// A [`UsageError`] for settings the library rejects, or the first bind error; nothing
     /// stays running then.
-    pub fn start(path: &Path, config: &ConfigFile, forwards: &Forwards) -> anyhow::Result<Self> {
+    pub fn start(
+        path: &Path,
+        config: &ConfigFile,
+        forwards: &Forwards,
+        workers: &HttpWorkers,
+    ) -> anyhow::Result<Self> {
         let built = build_all(config)?;
-        let http = start_http(&http_forwards(config), forwards)?;
+        let http = start_http(&http_forwards(config), forwards, workers)?;
         let running = match supervise::Supervisor::start(built, register(forwards)) {
             Ok(running) => running,
             Err(e) => {
@@ -59,6 +67,7 @@ impl Supervisor {
             forwards: forwards.clone(),
             running,
             http,
+            workers: workers.clone(),
             drain: config.drain,
         })
     }
@@ -133,7 +142,7 @@ impl Supervisor {
                 handle.shutdown(self.drain).await;
             }
         }
-        let started = start_http(&restart, &self.forwards);
+        let started = start_http(&restart, &self.forwards, &self.workers);
         self.http = kept;
         self.http.extend(started?);
         Ok(())
@@ -152,13 +161,17 @@ fn http_forwards(config: &ConfigFile) -> Vec<(String, ForwardSpec)> {
 fn start_http(
     specs: &[(String, ForwardSpec)],
     forwards: &Forwards,
+    workers: &HttpWorkers,
 ) -> anyhow::Result<Vec<(String, HttpHandle)>> {
     let mut started: Vec<(String, HttpHandle)> = Vec::new();
     for (name, spec) in specs {
         let handle = HttpForwarder::new(spec.clone())
             .map_err(|e| UsageError(format!("forward `{name}`: invalid settings: {e}")))
             .map_err(anyhow::Error::from)
-            .and_then(|f| Ok(f.start()?))
+            .and_then(|mut f| {
+                workers.serve(&mut f)?;
+                Ok(f.start()?)
+            })
             .map_err(|e| e.context(format!("forward `{name}`")));
         match handle {
             Ok(handle) => started.push((name.clone(), handle)),
@@ -273,7 +286,13 @@ mod tests {
                     listen = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\n";
         let config = config::parse(text, "proxy.toml").unwrap();
         let forwards = Forwards::new();
-        let supervisor = Supervisor::start(Path::new("proxy.toml"), &config, &forwards).unwrap();
+        let supervisor = Supervisor::start(
+            Path::new("proxy.toml"),
+            &config,
+            &forwards,
+            &HttpWorkers::new(Some(1)),
+        )
+        .unwrap();
         let addrs = |transport| {
             let slot = ("dns".to_owned(), transport);
             let running = supervisor.running.get(&slot).expect("running");

@@ -232,7 +232,8 @@ fn routes_by_exact_host_wildcard_default_and_longest_path_by_whole_segments() {
 #[test]
 fn curl_methods_chunked_bodies_expect_continue_and_keep_alive() {
     let backend = Backend::start("web");
-    let http = Http::start(&[&backend.addr().to_string()]);
+    // One worker thread: one pool of upstream connections, counted at the end.
+    let http = Http::start(&[&backend.addr().to_string(), "--threads", "1"]);
     let url = http.url("/m?x=1");
     for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let (out, _) = curl(&["-X", method, "-H", "Host: m.example", &url]);
@@ -801,7 +802,8 @@ fn read_head(conn: &mut TcpStream) -> Option<Vec<u8>> {
 #[test]
 fn an_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_retried() {
     let (upstream, connections) = closes_on_second_request();
-    let http = Http::start(&[&upstream.to_string()]);
+    // One worker thread: one pool of upstream connections, so the counts below are exact.
+    let http = Http::start(&[&upstream.to_string(), "--threads", "1"]);
     let first = http.get("retry", "/1");
     assert_eq!((first.status, first.text().as_str()), (200, "conn 1"));
     // Sent on the pooled connection, which the upstream closes: tried again on a new one.
@@ -818,7 +820,7 @@ fn an_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_retried()
 
     // --retries 0: the closed connection's GET fails.
     let (upstream, _) = closes_on_second_request();
-    let no_retries = Http::start(&[&upstream.to_string(), "--retries", "0"]);
+    let no_retries = Http::start(&[&upstream.to_string(), "--retries", "0", "--threads", "1"]);
     assert_eq!(no_retries.get("retry", "/1").status, 200);
     assert_eq!(no_retries.get("retry", "/2").status, 502);
     assert_eq!(no_retries.get("retry", "/3").status, 200);
@@ -828,7 +830,7 @@ fn an_idempotent_request_on_a_pooled_connection_the_upstream_closed_is_retried()
 fn a_backend_restarted_between_requests_is_reconnected_without_an_error() {
     let backend = Backend::start("before");
     let addr = backend.addr();
-    let http = Http::start(&[&addr.to_string()]);
+    let http = Http::start(&[&addr.to_string(), "--threads", "1"]);
     assert_eq!(http.seen("r", "/1").backend, "before");
     drop(backend);
     let backend = Backend::start_on("after", addr).unwrap();
@@ -836,6 +838,100 @@ fn a_backend_restarted_between_requests_is_reconnected_without_an_error() {
         assert_eq!(http.seen("r", &format!("/{i}")).backend, "after");
     }
     assert_eq!(backend.connections(), 1);
+}
+
+/// The proxy's threads whose name starts with `prefix`: name and voluntary context
+/// switches so far (each a wait for something to do: a worker that serves wakes often).
+fn threads_named(pid: u32, prefix: &str) -> Vec<(String, u64)> {
+    let mut threads: Vec<(String, u64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the proxy's threads")
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let switches = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name.trim().to_owned(), switches))
+        })
+        .filter(|(name, _)| name.starts_with(prefix))
+        .collect();
+    threads.sort();
+    threads
+}
+
+#[test]
+fn worker_threads_each_accept_their_share_and_keep_their_upstream_connections() {
+    let backend = Backend::start("w");
+    let http = Http::start(&[&backend.addr().to_string(), "--threads", "2"]);
+    let before = threads_named(http.proxy.pid(), "proxy-worker-");
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["proxy-worker-0", "proxy-worker-1"]);
+
+    // 16 clients at once, each with 20 pipelined requests on one kept-alive connection.
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 20;
+    std::thread::scope(|s| {
+        for c in 0..CLIENTS {
+            let addr = http.addr;
+            s.spawn(move || {
+                let mut requests = String::new();
+                for r in 0..REQUESTS {
+                    let close = if r + 1 == REQUESTS {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    requests.push_str(&format!("GET /{c}/{r} HTTP/1.1\r\nHost: w\r\n{close}\r\n"));
+                }
+                let raw = raw_exchange(addr, requests.as_bytes(), PROMPT);
+                let answers = Response::parse_many(&raw).unwrap();
+                let paths: Vec<String> = answers.iter().map(|a| a.seen().uri).collect();
+                let want: Vec<String> = (0..REQUESTS).map(|r| format!("/{c}/{r}")).collect();
+                assert_eq!(paths, want, "client {c}");
+            });
+        }
+    });
+    assert_eq!(backend.requests(), (CLIENTS * REQUESTS) as u64);
+    // The kernel spread the clients over both workers' sockets, and each served its own.
+    let after = threads_named(http.proxy.pid(), "proxy-worker-");
+    for ((name, was), (_, is)) in before.iter().zip(&after) {
+        assert!(
+            is - was >= 10,
+            "{name} woke {} times: it served no client",
+            is - was
+        );
+    }
+    // No more upstream connections than requests in flight at once, and those are kept:
+    // new clients, one request each, reuse them whichever worker they land on.
+    let opened = backend.connections();
+    assert!(opened <= CLIENTS as u64, "{opened} upstream connections");
+    for i in 0..20 {
+        assert_eq!(http.seen("w", &format!("/again/{i}")).backend, "w");
+    }
+    assert_eq!(backend.connections(), opened, "a new upstream connection");
+
+    // The port is not shared with another process, although the workers' sockets share it.
+    let port = http.addr.port().to_string();
+    let target = backend.addr().to_string();
+    let args = [
+        "http",
+        &port,
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--threads",
+        "2",
+    ];
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {}", http.addr)),
+        "{err}"
+    );
 }
 
 // ===== access log and metrics =====
@@ -987,7 +1083,9 @@ fn run_config_serves_http_routes_and_sighup_changes_them_in_place() {
         format!("/a={}", a.addr()),
         format!("shop.example/={}", shop.addr()),
     ]));
-    let proxy = Proxy::start(&["run", "--config", file.path().to_str().unwrap()]);
+    // One worker thread: one pool of upstream connections, counted below.
+    let config = file.path().to_str().unwrap();
+    let proxy = Proxy::start(&["run", "--config", config, "--threads", "1"]);
     let addr = forwarding_addr(&proxy);
     let seen = |host, path| {
         let response = http_get(addr, host, path);

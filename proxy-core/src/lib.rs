@@ -67,6 +67,7 @@ mod timeout;
 mod udp;
 mod upstream;
 pub mod value;
+mod workers;
 
 pub use balance::{Balance, Ejection, HealthCheck, Opened, Picker};
 pub use cidr::{Access, Cidr, CidrError};
@@ -84,6 +85,7 @@ pub use tcp::{Builder as TcpForwarderBuilder, RelayMode, TcpForwarder};
 pub use timeout::{MAX_DURATION, Timeouts};
 pub use udp::{Builder as UdpForwarderBuilder, UdpForwarder};
 pub use upstream::{Upstream, UpstreamOpen};
+pub use workers::Workers;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

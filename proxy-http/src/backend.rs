@@ -87,10 +87,13 @@ pub(crate) struct Sent {
 
 impl Backend {
     /// The backend of a route whose settings are `spec` (its target set).
-    pub(crate) fn new(spec: &ForwardSpec) -> io::Result<Backend> {
+    /// Its own path's idle connections are kept per worker thread, of `workers`.
+    pub(crate) fn new(spec: &ForwardSpec, workers: usize) -> io::Result<Backend> {
         let resolver = spec.make_resolver()?;
         let upstream = Upstream::new(spec, resolver).map_err(io::Error::other)?;
-        Ok(Backend::with_dial(Dial::Upstream(upstream), spec))
+        let mut backend = Backend::with_dial(Dial::Upstream(upstream), spec);
+        backend.wires = Pool::new(workers);
+        Ok(backend)
     }
 
     /// A backend reaching its upstream through `connector`, with `spec`'s HTTP settings.
@@ -164,9 +167,11 @@ impl Backend {
     /// A connection for one request of the proxy's own HTTP/1.1 path, from `client`
     /// with the sticky cookie's value `sticky`: an idle one to the first address of the
     /// order, or a new one (the first of the order that accepts). Says whether it was
-    /// reused (a request on it may meet a close the upstream sent meanwhile).
+    /// reused (a request on it may meet a close the upstream sent meanwhile). `worker`
+    /// is the thread asking: connections are its own.
     pub(crate) async fn wire(
         &self,
+        worker: usize,
         client: IpAddr,
         sticky: Option<&str>,
     ) -> Result<(Wire, bool), ProxyError> {
@@ -176,24 +181,25 @@ impl Backend {
             ));
         };
         let order = self.order(client, sticky).await?;
-        if let Some(wire) = self.wires.take(order[0]) {
+        if let Some(wire) = self.wires.take(worker, order[0]) {
             return Ok((wire, true));
         }
         let (stream, addr) = u.connect(order.clone(), Some(client)).await?;
         if addr != order[0]
-            && let Some(wire) = self.wires.take(addr)
+            && let Some(wire) = self.wires.take(worker, addr)
         {
             // The pick failed over to an address with an idle connection.
             return Ok((wire, true));
         }
         let _ = stream.set_nodelay(true);
-        Ok((Wire::new(stream, addr), false))
+        Ok((Wire::new(stream, addr, worker), false))
     }
 
     /// A new connection for a request to send again after `failed` closed: never a
     /// pooled one (they may all have been closed alike).
     pub(crate) async fn fresh_wire(
         &self,
+        worker: usize,
         client: IpAddr,
         failed: SocketAddr,
     ) -> Result<Wire, ProxyError> {
@@ -204,7 +210,7 @@ impl Backend {
         };
         let (stream, addr) = u.connect(vec![failed], Some(client)).await?;
         let _ = stream.set_nodelay(true);
-        Ok(Wire::new(stream, addr))
+        Ok(Wire::new(stream, addr, worker))
     }
 
     /// The idle connections of the proxy's own HTTP/1.1 path.
@@ -314,7 +320,7 @@ impl Backend {
         order: &[SocketAddr],
         client: IpAddr,
     ) -> Result<(Conn, SocketAddr, bool), ProxyError> {
-        while let Some(mut conn) = self.pool.take(order[0]) {
+        while let Some(mut conn) = self.pool.take(0, order[0]) {
             // An idle connection is ready once its last response has been read; one the
             // server closed meanwhile fails here and the next is tried. One that says it
             // is ready is used at once: were it closed meanwhile, the request comes back
@@ -326,7 +332,9 @@ impl Backend {
         let (io, addr): (Box<dyn Io>, SocketAddr) = match &self.dial {
             Dial::Upstream(u) => {
                 let (stream, addr) = u.connect(order.to_vec(), Some(client)).await?;
-                if let Some(mut conn) = (addr != order[0]).then(|| self.pool.take(addr)).flatten()
+                if let Some(mut conn) = (addr != order[0])
+                    .then(|| self.pool.take(0, addr))
+                    .flatten()
                     && conn.ready().await.is_ok()
                 {
                     // The pick failed over to an address with an idle connection.

@@ -125,6 +125,8 @@ struct Outcome {
 struct Client {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The worker thread it runs on: upstream connections are taken from its share.
+    worker: usize,
     buf: BytesMut,
     /// Heads written for the other side.
     out: Vec<u8>,
@@ -139,16 +141,18 @@ struct Client {
 }
 
 /// Serves the client connection `stream` from `peer` until it closes, idles out, or the
-/// forwarder drains.
+/// forwarder drains; `worker` is the thread it runs on (0 without workers).
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     admitted: proxy_core::Admitted,
+    worker: usize,
 ) {
     let mut client = Client {
         stream,
         peer,
+        worker,
         buf: BytesMut::with_capacity(READ_ROOM),
         out: Vec::with_capacity(4 << 10),
         head: RequestHead::default(),
@@ -360,7 +364,7 @@ impl Client {
         self.forwarding
             .write_head(&mut self.out, head, raw, upgrade);
         let (mut wire, mut reused) = backend
-            .wire(self.peer.ip(), sticky.as_deref())
+            .wire(self.worker, self.peer.ip(), sticky.as_deref())
             .await
             .map_err(|e| (e, has_body))?;
         let addr = wire.addr;
@@ -382,7 +386,7 @@ impl Client {
                     retries -= 1;
                     tracing::debug!(upstream = %addr, "kept-alive upstream connection closed; sending again");
                     wire = backend
-                        .fresh_wire(self.peer.ip(), addr)
+                        .fresh_wire(self.worker, self.peer.ip(), addr)
                         .await
                         .map_err(|e| (e, false))?;
                     reused = false;

@@ -116,6 +116,11 @@ pub(crate) trait Pooled {
     fn addr(&self) -> SocketAddr;
     /// Whether it can take another request (as far as is known without waiting).
     fn is_open(&self) -> bool;
+    /// The worker thread whose runtime its socket is registered with (0 without
+    /// workers), whose requests alone should use it.
+    fn worker(&self) -> usize {
+        0
+    }
 }
 
 impl Pooled for Conn {
@@ -134,15 +139,18 @@ pub(crate) struct Wire {
     pub(crate) stream: TcpStream,
     pub(crate) buf: BytesMut,
     pub(crate) addr: SocketAddr,
+    /// The worker it was opened on.
+    worker: usize,
 }
 
 impl Wire {
-    /// A new connection to `addr`.
-    pub(crate) fn new(stream: TcpStream, addr: SocketAddr) -> Wire {
+    /// A new connection to `addr`, opened on `worker`.
+    pub(crate) fn new(stream: TcpStream, addr: SocketAddr, worker: usize) -> Wire {
         Wire {
             stream,
             buf: BytesMut::with_capacity(8 << 10),
             addr,
+            worker,
         }
     }
 }
@@ -150,6 +158,10 @@ impl Wire {
 impl Pooled for Wire {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn worker(&self) -> usize {
+        self.worker
     }
 
     /// Idle and still open: nothing unread, and no end of stream (or stray bytes) that
@@ -163,17 +175,18 @@ impl Pooled for Wire {
     }
 }
 
-/// Idle connections by upstream address.
+/// Idle connections by upstream address, in one shard per worker thread: a worker takes
+/// only connections its own runtime drives, from a lock no other thread takes.
 pub(crate) struct Pool<C> {
     /// Oldest first. foldhash: the keys are the upstream's addresses, not a client's.
-    idle: Mutex<foldhash::HashMap<SocketAddr, VecDeque<(C, Instant)>>>,
+    shards: Box<[Mutex<Idle<C>>]>,
 }
+
+type Idle<C> = foldhash::HashMap<SocketAddr, VecDeque<(C, Instant)>>;
 
 impl<C> Default for Pool<C> {
     fn default() -> Self {
-        Pool {
-            idle: Mutex::default(),
-        }
+        Pool::new(1)
     }
 }
 
@@ -183,11 +196,26 @@ impl<C> std::fmt::Debug for Pool<C> {
     }
 }
 
+impl<C> Pool<C> {
+    /// A pool for `workers` worker threads (at least one shard).
+    pub(crate) fn new(workers: usize) -> Pool<C> {
+        Pool {
+            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, worker: usize) -> std::sync::MutexGuard<'_, Idle<C>> {
+        self.shards[worker % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<C: Pooled> Pool<C> {
-    /// The newest idle connection to `addr` that is still open, if any; those past
-    /// [`MAX_IDLE_FOR`] are dropped on the way.
-    pub(crate) fn take(&self, addr: SocketAddr) -> Option<C> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+    /// The newest idle connection to `addr` of `worker`'s that is still open, if any;
+    /// those past [`MAX_IDLE_FOR`] are dropped on the way.
+    pub(crate) fn take(&self, worker: usize, addr: SocketAddr) -> Option<C> {
+        let mut idle = self.shard(worker);
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
         expire(list, now);
@@ -211,7 +239,7 @@ impl<C: Pooled> Pool<C> {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.shard(conn.worker());
         let list = idle.entry(conn.addr()).or_default();
         expire(list, now);
         if list.len() >= MAX_IDLE_PER_ADDR {

@@ -33,8 +33,13 @@ pub(crate) struct Router {
 
 impl Router {
     /// The routes of `spec` (an HTTP forward), reusing from `previous` the backends and
-    /// counters of routes whose settings are unchanged.
-    pub(crate) fn new(spec: &ForwardSpec, previous: Option<&Router>) -> io::Result<Router> {
+    /// counters of routes whose settings are unchanged. Idle upstream connections are
+    /// kept per worker thread, of `workers`.
+    pub(crate) fn new(
+        spec: &ForwardSpec,
+        previous: Option<&Router>,
+        workers: usize,
+    ) -> io::Result<Router> {
         let mut router = Router {
             routes: Vec::new(),
             exact: HashMap::new(),
@@ -50,7 +55,10 @@ impl Router {
             });
             let (backend, stats) = match kept {
                 Some((_, e)) => (e.backend.clone(), e.stats.clone()),
-                None => (Arc::new(Backend::new(&route_spec)?), Arc::default()),
+                None => (
+                    Arc::new(Backend::new(&route_spec, workers)?),
+                    Arc::default(),
+                ),
             };
             let i = router.routes.len();
             match &route.host {
@@ -138,7 +146,7 @@ mod tests {
         let mut spec = ForwardSpec::default();
         spec.set("protocol", "http").unwrap();
         spec.set("route", routes).unwrap();
-        Router::new(&spec, None).unwrap()
+        Router::new(&spec, None, 1).unwrap()
     }
 
     fn routed(r: &Router, host: Option<&str>, path: &str) -> Option<String> {
@@ -211,9 +219,9 @@ mod tests {
         let mut spec = ForwardSpec::default();
         spec.set("protocol", "http").unwrap();
         spec.set("route", "/a=a:80,/b=b:80").unwrap();
-        let first = Router::new(&spec, None).unwrap();
+        let first = Router::new(&spec, None, 1).unwrap();
         spec.set("route", "/a=a:80,/b=b:81").unwrap();
-        let second = Router::new(&spec, Some(&first)).unwrap();
+        let second = Router::new(&spec, Some(&first), 1).unwrap();
         let backend = |r: &Router, path| Arc::as_ptr(&r.route(None, path).unwrap().backend);
         assert_eq!(backend(&first, "/a"), backend(&second, "/a"));
         assert_ne!(backend(&first, "/b"), backend(&second, "/b"));

@@ -12,7 +12,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use proxy_core::{BuildError, ForwardSpec, Gate, Listen, Transport};
+use proxy_core::{BuildError, ForwardSpec, Gate, Listen, Transport, Workers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +53,7 @@ use crate::stats::{RouteSnapshot, RouteStats};
 pub struct HttpForwarder {
     spec: ForwardSpec,
     api: Option<ApiServer>,
+    workers: Option<Workers>,
 }
 
 /// A running [`HttpForwarder`]: its addresses, routes and counters; reload and shut it
@@ -62,6 +63,8 @@ pub struct HttpHandle {
     shared: Arc<Shared>,
     local_addrs: Arc<[SocketAddr]>,
     api: Option<ApiServer>,
+    /// Kept running while the handle lives.
+    _workers: Option<Workers>,
 }
 
 /// What the listeners and connections share.
@@ -76,6 +79,8 @@ pub(crate) struct Shared {
     pub(crate) closing: Stop,
     connections: TaskTracker,
     listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// How many worker threads serve connections (1 without workers).
+    workers: usize,
 }
 
 /// A signal to every connection (drain, close): a flag read without a lock, and the
@@ -134,7 +139,43 @@ impl HttpForwarder {
             // The filter's patterns compile, or the key naming the bad one is the error.
             ServiceProxy::dns(&spec)?;
         }
-        Ok(HttpForwarder { spec, api: None })
+        Ok(HttpForwarder {
+            spec,
+            api: None,
+            workers: None,
+        })
+    }
+
+    /// Serves on `workers`' threads instead of the current runtime: each listener is
+    /// watched by every worker, and a connection stays on the thread that accepted it,
+    /// with the upstream connections that thread opened (as nginx's workers do). Name
+    /// lookups, health checks and the rest still run on the runtime `start` is called
+    /// on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use proxy_core::{ForwardSpec, Workers};
+    /// use proxy_http::HttpForwarder;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut spec = ForwardSpec::default();
+    /// spec.set("protocol", "http")?;
+    /// spec.set("listen", "127.0.0.1:8080")?;
+    /// spec.set("route", "/=web.shop:80")?;
+    /// let cores = std::thread::available_parallelism()?;
+    /// let handle = HttpForwarder::new(spec)?
+    ///     .workers(Workers::new(cores)?)
+    ///     .start()?;
+    /// tokio::signal::ctrl_c().await?;
+    /// handle.shutdown(std::time::Duration::from_secs(10)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn workers(&mut self, workers: Workers) -> &mut Self {
+        self.workers = Some(workers);
+        self
     }
 
     /// Sends every request to `api`, the API server, as `kubectl proxy` does, behind the
@@ -162,8 +203,11 @@ impl HttpForwarder {
     ///
     /// When called outside a tokio runtime.
     pub fn start(&self) -> io::Result<HttpHandle> {
-        let listeners = bind(&self.spec)?;
-        self.start_on(listeners)
+        let copies = match &self.workers {
+            Some(workers) if cfg!(target_os = "linux") => workers.len(),
+            _ => 1,
+        };
+        self.start_on(bind(&self.spec, copies)?)
     }
 
     /// Starts serving on listeners bound elsewhere (systemd's sockets, say).
@@ -179,18 +223,18 @@ impl HttpForwarder {
         &self,
         listeners: impl IntoIterator<Item = std::net::TcpListener>,
     ) -> io::Result<HttpHandle> {
-        let listeners = listeners
+        let groups = listeners
             .into_iter()
-            .map(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            })
+            .map(|l| l.set_nonblocking(true).map(|()| vec![l]))
             .collect::<io::Result<Vec<_>>>()?;
-        self.start_on(listeners)
+        self.start_on(groups)
     }
 
-    fn start_on(&self, listeners: Vec<TcpListener>) -> io::Result<HttpHandle> {
-        let generation = Generation::new(&self.spec, self.api.as_ref(), None)?;
+    /// Serves on `groups`: the sockets of each listen address, one per worker or one
+    /// that the workers share.
+    fn start_on(&self, groups: Vec<Vec<std::net::TcpListener>>) -> io::Result<HttpHandle> {
+        let workers = self.workers.as_ref().map_or(1, Workers::len);
+        let generation = Generation::new(&self.spec, self.api.as_ref(), None, workers)?;
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(generation)),
             unrouted: Arc::default(),
@@ -199,31 +243,60 @@ impl HttpForwarder {
             closing: Stop::default(),
             connections: TaskTracker::new(),
             listeners: std::sync::Mutex::default(),
+            workers,
         });
+        // Every socket is registered (with the reactor of the runtime that will accept
+        // on it) before any accepts: an error leaves nothing running.
         let mut local_addrs = Vec::new();
-        let mut tasks = Vec::new();
-        for listener in listeners {
-            let addr = listener.local_addr()?;
-            tracing::info!(protocol = "http", "Forwarding from {addr}");
+        let mut accepting = Vec::new();
+        for mut group in groups {
+            let addr = group[0].local_addr()?;
             local_addrs.push(addr);
-            tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+            let Some(workers) = &self.workers else {
+                accepting.push((None, TcpListener::from_std(group.swap_remove(0))?, 0));
+                continue;
+            };
+            // Each worker accepts on its socket of the group, or on its own descriptor
+            // of the one socket (then whichever is free first accepts).
+            for (worker, runtime) in workers.handles().iter().enumerate().rev() {
+                let listener = match group.len() {
+                    1 if worker > 0 => group[0].try_clone()?,
+                    _ => group.pop().expect("a socket per worker"),
+                };
+                let _worker = runtime.enter();
+                accepting.push((Some(runtime), TcpListener::from_std(listener)?, worker));
+            }
         }
+        for addr in &local_addrs {
+            tracing::info!(protocol = "http", "Forwarding from {addr}");
+        }
+        let tasks = accepting
+            .into_iter()
+            .map(|(runtime, listener, worker)| {
+                let accept = accept_loop(listener, shared.clone(), worker);
+                match runtime {
+                    Some(runtime) => runtime.spawn(accept),
+                    None => tokio::spawn(accept),
+                }
+            })
+            .collect();
         *shared.listeners.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(HttpHandle {
             shared,
             local_addrs: local_addrs.into(),
             api: self.api.clone(),
+            _workers: self.workers.clone(),
         })
     }
 }
 
-/// Binds `spec`'s listen addresses, all or none.
-fn bind(spec: &ForwardSpec) -> io::Result<Vec<TcpListener>> {
+/// Binds `spec`'s listen addresses, all or none, `copies` sockets each.
+fn bind(spec: &ForwardSpec, copies: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
     let bind_all = |addrs: &[SocketAddr]| {
         addrs
             .iter()
             .map(|&a| {
-                spec.tcp_listener(a)
+                bind_group(spec, a, copies)
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
             })
             .collect::<io::Result<Vec<_>>>()
@@ -237,6 +310,33 @@ fn bind(spec: &ForwardSpec) -> io::Result<Vec<TcpListener>> {
     }
 }
 
+/// `copies` sockets listening on `addr`: more than one form an SO_REUSEPORT group, over
+/// which the kernel spreads new connections (by their addresses' hash), one socket per
+/// worker so that no two workers wake for one connection.
+fn bind_group(
+    spec: &ForwardSpec,
+    addr: SocketAddr,
+    copies: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    if copies == 1 {
+        return Ok(vec![spec.tcp_listener(addr)?.into_std()?]);
+    }
+    if addr.port() != 0 && !spec.reuse_port {
+        // The port must be free: SO_REUSEPORT alone would silently share one that another
+        // process of this user holds with SO_REUSEPORT too.
+        drop(spec.tcp_listener(addr)?);
+    }
+    let mut group = spec.clone();
+    group.reuse_port = true;
+    let first = group.tcp_listener(addr)?.into_std()?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..copies {
+        sockets.push(group.tcp_listener(addr)?.into_std()?);
+    }
+    Ok(sockets)
+}
+
 // ===== impl Generation =====
 
 impl Generation {
@@ -244,6 +344,7 @@ impl Generation {
         spec: &ForwardSpec,
         api: Option<&ApiServer>,
         previous: Option<&Generation>,
+        workers: usize,
     ) -> io::Result<Generation> {
         let kept = previous
             .and_then(|p| p.service.clone())
@@ -259,8 +360,8 @@ impl Generation {
             (None, None) => None,
         };
         let router = match api {
-            Some(_) => Router::new(&ForwardSpec::default(), None)?,
-            None => Router::new(spec, previous.map(|p| &p.router))?,
+            Some(_) => Router::new(&ForwardSpec::default(), None, workers)?,
+            None => Router::new(spec, previous.map(|p| &p.router), workers)?,
         };
         Ok(Generation {
             spec: spec.clone(),
@@ -333,8 +434,9 @@ impl Shared {
     }
 }
 
-/// Accepts until `accepting` is cancelled; errors never end it (they back off).
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts on `worker` (0 without workers) until `accepting` is cancelled; errors never
+/// end it (they back off).
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, worker: usize) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -365,9 +467,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         if generation.service.is_none() {
             // Routes only: the proxy's own HTTP/1.1 path.
-            shared
-                .connections
-                .spawn(connection::serve(stream, peer, shared.clone(), permit));
+            shared.connections.spawn(connection::serve(
+                stream,
+                peer,
+                shared.clone(),
+                permit,
+                worker,
+            ));
             continue;
         }
         let spec = &generation.spec;
@@ -479,7 +585,7 @@ impl HttpHandle {
                 current.spec.listen, spec.listen
             )));
         }
-        let next = Generation::new(spec, self.api.as_ref(), Some(&current))?;
+        let next = Generation::new(spec, self.api.as_ref(), Some(&current), self.shared.workers)?;
         *self
             .shared
             .current

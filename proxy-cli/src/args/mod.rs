@@ -66,7 +66,9 @@ pub struct Cli {
 
     /// Worker threads that move bytes, 1 to 1024; 1 runs everything on one thread, which
     /// saves the hand-offs between threads (a few per cent of request/response latency on a
-    /// small machine). `run` also reads `threads` from its file. [default: one per CPU]
+    /// small machine). HTTP forwards are served by as many threads of their own, each
+    /// accepting its share of the connections and keeping them. `run` also reads `threads`
+    /// from its file. [default: one per CPU]
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

@@ -411,7 +411,7 @@ impl ServiceProxy {
                         .parse::<Target>()
                         .map_err(|e| Refusal::BadRequest(e.to_string()))?,
                 );
-                Backend::new(&spec).map_err(|e| Refusal::Unavailable(e.to_string()))?
+                Backend::new(&spec, 1).map_err(|e| Refusal::Unavailable(e.to_string()))?
             }
             Mode::Endpoints(source) => Backend::custom(
                 Arc::new(Balanced {
