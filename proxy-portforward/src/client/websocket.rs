@@ -195,6 +195,10 @@ where
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
+            // A message written and not yet taken by the socket goes on now: a writer
+            // that waits for an answer without flushing (write_all, then read) would
+            // otherwise wait for ever. Failures show on the next write or flush.
+            let _ = Pin::new(&mut this.ws).poll_flush(cx);
             let bytes = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 Some(Ok(Message::Binary(b))) => b,
                 Some(Ok(Message::Text(t))) => Bytes::from(t),
