@@ -144,6 +144,11 @@ fn check(key: &Key, transports: Transports, text: &str) -> Result<String, String
     };
     let target = Target::new(Host::Ip(Ipv4Addr::LOCALHOST.into()), 1);
     let mut scratch = ForwardSpec::new(protocol, Listen::Any(0), target);
+    if protocol == Transport::Http {
+        // An HTTP target is the route `/`: a `--route /=...` of the user's would clash
+        // with it.
+        scratch.target = None;
+    }
     key.set(&mut scratch, text)
         .map_err(|e| e.message().to_owned())?;
     match scratch.validate() {

@@ -369,3 +369,28 @@ fn service_proxy_names_a_filter_pattern_that_does_not_compile() {
     assert!(e.0.contains("--reject-paths") && e.0.contains("x{2"), "{e}");
     assert!(parse(&["service-proxy", "--accept-paths", "^(a"]).is_err());
 }
+
+#[test]
+fn http_takes_a_default_route_given_as_a_route() {
+    let routed = ok(&[
+        "http",
+        "8080",
+        "--route",
+        "/=web:8080",
+        "--route",
+        "/api=api:80",
+    ]);
+    let routes: Vec<String> = routed
+        .http_routes()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(routes, ["/=web:8080", "/api=api:80"]);
+    // TARGET is the route `/`: given twice, the error says so.
+    let twice = spec(&["http", "8080", "web:80", "--route", "/=web:8080"]).unwrap_err();
+    let twice = twice.to_string();
+    assert!(
+        twice.contains("a second route for the same host and path"),
+        "{twice}"
+    );
+}

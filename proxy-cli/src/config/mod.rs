@@ -53,7 +53,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use proxy_core::ForwardSpec;
+use proxy_core::{ForwardSpec, Transport};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -233,12 +233,16 @@ pub fn summary(config: &ConfigFile) -> Vec<String> {
         .forwards
         .iter()
         .map(|f| {
-            let target = f
-                .spec
-                .target
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let target = match f.spec.protocol {
+                // An HTTP forward's target is its route `/`, among the others.
+                Transport::Http => (f.spec.http_routes().iter())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => (f.spec.target.as_ref())
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            };
             format!(
                 "forward `{}`: {} {} -> {target}",
                 f.name, f.spec.protocol, f.spec.listen

@@ -498,3 +498,18 @@ fn earlier_spellings_still_read() {
     assert_eq!(f.health_check(), None);
     assert_eq!(f.proxy_protocol, None);
 }
+
+#[test]
+fn the_summary_shows_each_forwards_target_and_an_http_forwards_routes() {
+    let text = "[[forward]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = \"53\"\ntarget = \"10.0.0.10:53\"\n\n\
+                [[forward]]\nname = \"web\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:8080\"\n\
+                route = [\"/=web:80\", \"api.local/v1=api:8080\"]\n";
+    let config = parse(text, "proxy.toml").unwrap();
+    assert_eq!(
+        summary(&config),
+        [
+            "forward `dns`: udp 53 -> 10.0.0.10:53",
+            "forward `web`: http 127.0.0.1:8080 -> /=web:80, api.local/v1=api:8080",
+        ]
+    );
+}
