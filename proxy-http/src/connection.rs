@@ -1023,7 +1023,7 @@ fn log_line(
         status = outcome.status,
         bytes_in = outcome.bytes.0,
         bytes_out = outcome.bytes.1,
-        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = start.elapsed().as_micros() as f64 / 1000.0,
         route = route,
         upstream = %upstream,
         complete = outcome.complete,

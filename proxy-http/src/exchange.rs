@@ -67,7 +67,7 @@ impl Exchange {
             status = status.as_u16(),
             bytes_in = bytes.0,
             bytes_out = bytes.1,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
             route = %self.route,
             upstream = %upstream,
             complete = ended == Ended::Complete,
