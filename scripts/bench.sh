@@ -49,6 +49,16 @@ if [ ${#PEERS[@]} -eq 0 ]; then
 fi
 OUT="${OUT:-$(mktemp -d /tmp/proxy-bench.XXXXXX)}"
 
+# nginx installed without its stream module (scripts/bench-http.sh needs only HTTP) cannot
+# be an L4 peer, and l4bench.sh installs the module only with nginx itself.
+if [[ " ${PEERS[*]} " == *" nginx "* ]] && command -v nginx >/dev/null \
+  && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "==> installing libnginx-mod-stream" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libnginx-mod-stream >/dev/null
+fi
+
 cargo build --release --locked -p proxy-cli
 BIN="$PWD/target/release/proxy"
 FLAGS="--listen {LHOST} --log-level warn $PROXY_ARGS"
