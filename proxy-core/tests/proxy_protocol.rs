@@ -31,7 +31,8 @@ const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 
 /// nginx in the foreground, serving one `proxy_protocol` listener that answers every
-/// request with the addresses the PROXY header carried.
+/// request with the addresses the PROXY header carried. One process (`master_process
+/// off`): killing a master would leave its worker running, listening, for ever.
 struct Nginx {
     child: Child,
     port: u16,
@@ -54,7 +55,7 @@ impl Nginx {
                 std::env::temp_dir().join(format!("proxy-nginx-{}-{port}", std::process::id()));
             std::fs::create_dir_all(dir.join("logs")).unwrap();
             let conf = format!(
-                "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\n\
+                "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\n\
                  events {{ worker_connections 64; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
                    fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n\
