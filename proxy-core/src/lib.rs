@@ -54,6 +54,7 @@ mod pool;
 pub mod proxy_protocol;
 pub mod resolve;
 mod same_port;
+pub mod sni;
 pub mod spec;
 mod stats;
 pub mod supervise;
