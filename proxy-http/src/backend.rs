@@ -91,21 +91,20 @@ impl Backend {
     pub(crate) fn new(spec: &ForwardSpec, workers: usize) -> io::Result<Backend> {
         let resolver = spec.make_resolver()?;
         let upstream = Upstream::new(spec, resolver).map_err(io::Error::other)?;
-        let mut backend = Backend::with_dial(Dial::Upstream(upstream), spec);
-        backend.wires = Pool::new(workers);
-        Ok(backend)
+        Ok(Backend::with_dial(Dial::Upstream(upstream), spec, workers))
     }
 
     /// A backend reaching its upstream through `connector`, with `spec`'s HTTP settings.
     pub(crate) fn custom(connector: Arc<dyn Connector>, spec: &ForwardSpec) -> Backend {
-        Backend::with_dial(Dial::Custom(connector), spec)
+        Backend::with_dial(Dial::Custom(connector), spec, 1)
     }
 
-    fn with_dial(dial: Dial, spec: &ForwardSpec) -> Backend {
+    /// Idle connections of the own path are kept per worker thread, of `workers`.
+    fn with_dial(dial: Dial, spec: &ForwardSpec, workers: usize) -> Backend {
         Backend {
             dial,
             pool: Arc::default(),
-            wires: Pool::default(),
+            wires: Pool::new(workers),
             request_timeout: spec.request_timeout,
             retries: spec.retries,
             sticky_cookie: spec.sticky_cookie.clone(),

@@ -63,8 +63,8 @@ pub struct HttpHandle {
     shared: Arc<Shared>,
     local_addrs: Arc<[SocketAddr]>,
     api: Option<ApiServer>,
-    /// Kept running while the handle lives.
-    _workers: Option<Workers>,
+    /// The threads serving it, kept running while the handle lives.
+    workers: Option<Workers>,
 }
 
 /// What the listeners and connections share.
@@ -79,8 +79,6 @@ pub(crate) struct Shared {
     pub(crate) closing: Stop,
     connections: TaskTracker,
     listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// How many worker threads serve connections (1 without workers).
-    workers: usize,
 }
 
 /// A signal to every connection (drain, close): a flag read without a lock, and the
@@ -146,11 +144,12 @@ impl HttpForwarder {
         })
     }
 
-    /// Serves on `workers`' threads instead of the current runtime: each listener is
-    /// watched by every worker, and a connection stays on the thread that accepted it,
-    /// with the upstream connections that thread opened (as nginx's workers do). Name
-    /// lookups, health checks and the rest still run on the runtime `start` is called
-    /// on.
+    /// Serves on `workers`' threads instead of the current runtime: every worker accepts
+    /// on each listen address (on Linux through a socket of its own in an SO_REUSEPORT
+    /// group; elsewhere, and on sockets given to `start_from`, all share the one socket),
+    /// and a connection stays on the thread that accepted it, with the upstream
+    /// connections that thread opened (as nginx's workers do). Name lookups, health
+    /// checks and the rest still run on the runtime `start` is called on.
     ///
     /// # Examples
     ///
@@ -233,8 +232,8 @@ impl HttpForwarder {
     /// Serves on `groups`: the sockets of each listen address, one per worker or one
     /// that the workers share.
     fn start_on(&self, groups: Vec<Vec<std::net::TcpListener>>) -> io::Result<HttpHandle> {
-        let workers = self.workers.as_ref().map_or(1, Workers::len);
-        let generation = Generation::new(&self.spec, self.api.as_ref(), None, workers)?;
+        let generation =
+            Generation::new(&self.spec, self.api.as_ref(), None, self.workers.as_ref())?;
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(generation)),
             unrouted: Arc::default(),
@@ -243,7 +242,6 @@ impl HttpForwarder {
             closing: Stop::default(),
             connections: TaskTracker::new(),
             listeners: std::sync::Mutex::default(),
-            workers,
         });
         // Every socket is registered (with the reactor of the runtime that will accept
         // on it) before any accepts: an error leaves nothing running.
@@ -285,7 +283,7 @@ impl HttpForwarder {
             shared,
             local_addrs: local_addrs.into(),
             api: self.api.clone(),
-            _workers: self.workers.clone(),
+            workers: self.workers.clone(),
         })
     }
 }
@@ -344,8 +342,9 @@ impl Generation {
         spec: &ForwardSpec,
         api: Option<&ApiServer>,
         previous: Option<&Generation>,
-        workers: usize,
+        workers: Option<&Workers>,
     ) -> io::Result<Generation> {
+        let workers = workers.map_or(1, Workers::len);
         let kept = previous
             .and_then(|p| p.service.clone())
             .filter(|s| s.spec() == spec);
@@ -585,7 +584,12 @@ impl HttpHandle {
                 current.spec.listen, spec.listen
             )));
         }
-        let next = Generation::new(spec, self.api.as_ref(), Some(&current), self.shared.workers)?;
+        let next = Generation::new(
+            spec,
+            self.api.as_ref(),
+            Some(&current),
+            self.workers.as_ref(),
+        )?;
         *self
             .shared
             .current
