@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proxy_core::spec::{Inherited, StartError};
-use proxy_core::{ForwardSpec, ForwarderHandle, Target, Transport};
+use proxy_core::{ForwardSpec, ForwarderHandle, Transport};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -284,13 +284,14 @@ async fn seed(
         None => spec.start(),
     }
     .map_err(|e| start_error(e, spec.protocol))?;
-    let target = spec.target.as_ref().expect("a checked spec has a target");
+    // The metrics' `target` label; a forward routing only by SNI has none.
+    let target = (spec.target.as_ref()).map_or_else(String::new, ToString::to_string);
     let mut running = Vec::new();
     if let Some(tcp) = started.tcp {
-        running.push(register(forwards, Protocol::Tcp, target, tcp));
+        running.push(register(forwards, Protocol::Tcp, &target, tcp));
     }
     if let Some(udp) = started.udp {
-        running.push(register(forwards, Protocol::Udp, target, udp));
+        running.push(register(forwards, Protocol::Udp, &target, udp));
     }
     serve_until_signal(forwards, running, signals, drain).await
 }
@@ -312,7 +313,7 @@ pub(crate) fn start_error(e: StartError, protocol: Transport) -> anyhow::Error {
 fn register(
     forwards: &Forwards,
     protocol: Protocol,
-    target: &Target,
+    target: &str,
     handle: ForwarderHandle,
 ) -> Registered {
     let name = listen_name(protocol, handle.local_addrs());

@@ -232,7 +232,7 @@ fn bad_arguments_exit_2_naming_the_token() {
         (&["tcp", "abc", "x"], &["'abc'", "<PORT>"]),
         (
             &["tcp", "80", "web:http"],
-            &["'web:http'", "<TARGET>", "`http` is not a port"],
+            &["'web:http'", "[TARGET]", "`http` is not a port"],
         ),
         (
             &["tcp", "80", "web", "5x"],
@@ -493,7 +493,8 @@ fn help_documents_the_command() {
         &[
             "proxy-to-service",
             "<PORT>",
-            "<TARGET>",
+            "[TARGET]",
+            "--sni",
             "[IDLE_TIMEOUT_SECONDS]",
             "0 or absent means no idle timeout",
             "--listen",

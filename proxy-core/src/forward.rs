@@ -47,8 +47,8 @@ impl Forwarder {
         }
     }
 
-    /// The upstream target.
-    pub fn target(&self) -> &Target {
+    /// The upstream target; `None` for a TCP forward that routes only by SNI.
+    pub fn target(&self) -> Option<&Target> {
         match self {
             Forwarder::Tcp(f) => f.target(),
             Forwarder::Udp(f) => f.target(),
@@ -72,7 +72,8 @@ impl From<UdpForwarder> for Forwarder {
 #[derive(Clone)]
 pub(crate) struct Common {
     pub(crate) listen: Vec<SocketAddr>,
-    pub(crate) target: Target,
+    /// Where connections go; `None` only for a TCP forward with SNI routes and no default.
+    pub(crate) target: Option<Target>,
     pub(crate) resolver: Arc<dyn Resolve>,
     pub(crate) cache: CachePolicy,
     pub(crate) timeouts: Timeouts,
@@ -89,7 +90,7 @@ impl Common {
     pub(crate) fn from_spec(spec: &ForwardSpec, resolver: Arc<dyn Resolve>) -> Self {
         Common {
             listen: spec.listen.addrs(),
-            target: (spec.target.clone()).expect("a validated spec has a target"),
+            target: spec.target.clone(),
             resolver,
             cache: spec.cache(),
             timeouts: spec.timeouts(),
@@ -109,25 +110,29 @@ impl Common {
         cache: &Arc<ResolveCache>,
         base: &crate::handle::Base,
     ) -> (Arc<crate::handle::Refresher>, Arc<Balancer>) {
-        let refresher = Arc::new(crate::handle::Refresher::spawn(cache, &base.closing));
-        let balancer =
-            Arc::new(Balancer::new(self.balance, self.ejection).counting(base.stats.clone()));
-        if let Some(check) = self.health_check {
-            spawn_health_checks(
-                check,
-                cache.clone(),
-                balancer.clone(),
-                base.stats.clone(),
-                refresher.token(),
-            );
-        }
+        let refresher = Arc::new(crate::handle::Refresher::spawn([cache], &base.closing));
+        let balancer = self.balancer(cache, &base.stats, refresher.token());
         (refresher, balancer)
     }
 
-    /// A cache of the target's addresses, fed by the configured resolver.
-    pub(crate) fn resolve_cache(&self, stats: &Arc<Stats>) -> Arc<ResolveCache> {
+    /// The balancer over `cache`'s addresses, with its health checks until `stop`.
+    pub(crate) fn balancer(
+        &self,
+        cache: &Arc<ResolveCache>,
+        stats: &Arc<Stats>,
+        stop: CancellationToken,
+    ) -> Arc<Balancer> {
+        let balancer = Arc::new(Balancer::new(self.balance, self.ejection).counting(stats.clone()));
+        if let Some(check) = self.health_check {
+            spawn_health_checks(check, cache.clone(), balancer.clone(), stats.clone(), stop);
+        }
+        balancer
+    }
+
+    /// A cache of `target`'s addresses, fed by the configured resolver.
+    pub(crate) fn resolve_cache(&self, target: &Target, stats: &Arc<Stats>) -> Arc<ResolveCache> {
         Arc::new(ResolveCache::new(
-            self.target.clone(),
+            target.clone(),
             self.resolver.clone(),
             self.cache,
             stats.clone(),
@@ -194,6 +199,11 @@ pub(crate) trait Generation {
 
     /// The task keeping this generation's DNS answer fresh.
     fn refresher(&self) -> Arc<Refresher>;
+
+    /// Where connections or sessions go, for the "Forwarding from" line.
+    fn destination(&self) -> String {
+        (self.common().target.as_ref()).map_or_else(String::new, ToString::to_string)
+    }
 }
 
 /// Binds every listen address of `forwarder` and starts serving them.
@@ -276,7 +286,7 @@ pub(crate) fn spawn_listener<P: Protocol>(
     tracing::info!(
         protocol = P::NAME,
         "Forwarding from {bound} -> {}",
-        current.get().common().target
+        current.get().destination()
     );
     let task = P::spawn_loop(socket, current, stop.clone());
     Ok(ListenerTask {
@@ -440,9 +450,10 @@ pub(crate) use common_setters;
 /// settings in `config.common`).
 macro_rules! common_accessors {
     () => {
-        /// The upstream target.
-        pub fn target(&self) -> &crate::Target {
-            &self.config.common.target
+        /// The upstream target; `None` for a TCP forward that routes only by SNI (see
+        /// the `sni` key).
+        pub fn target(&self) -> Option<&crate::Target> {
+            self.config.common.target.as_ref()
         }
 
         /// The listen addresses, as configured.

@@ -78,17 +78,23 @@ impl<T> Current<T> {
 #[derive(Debug)]
 pub(crate) struct Refresher {
     stop: CancellationToken,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Refresher {
-    /// Runs `cache`'s refresh loop until the forwarder closes or [`stop`](Self::stop).
-    pub(crate) fn spawn(cache: &Arc<ResolveCache>, closing: &CancellationToken) -> Self {
+    /// Runs each of `caches`' refresh loop until the forwarder closes or
+    /// [`stop`](Self::stop).
+    pub(crate) fn spawn<'a>(
+        caches: impl IntoIterator<Item = &'a Arc<ResolveCache>>,
+        closing: &CancellationToken,
+    ) -> Self {
         let stop = closing.child_token();
-        let task = tokio::spawn(cache.clone().run(stop.clone()));
+        let tasks = (caches.into_iter())
+            .map(|cache| tokio::spawn(cache.clone().run(stop.clone())))
+            .collect();
         Refresher {
             stop,
-            task: Mutex::new(Some(task)),
+            tasks: Mutex::new(tasks),
         }
     }
 
@@ -104,8 +110,8 @@ impl Refresher {
 
     pub(crate) async fn stop(&self) {
         self.stop.cancel();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
             // A task that panicked has nothing left to clean up.
             let _ = task.await;
         }

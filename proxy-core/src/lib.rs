@@ -30,7 +30,7 @@
 //!         .build()?;
 //!     let handle = forwarder.start()?;
 //!     for addr in handle.local_addrs() {
-//!         println!("Forwarding from {addr} -> {}", forwarder.target());
+//!         println!("Forwarding from {addr} -> example.com:80");
 //!     }
 //!     tokio::signal::ctrl_c().await?;
 //!     handle.shutdown(Duration::from_secs(10)).await;

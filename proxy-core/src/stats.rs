@@ -28,6 +28,8 @@ pub(crate) struct Stats {
     pub(crate) resolve_refreshes: AtomicU64,
     pub(crate) resolve_failures: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
+    pub(crate) sni_no_route: AtomicU64,
+    pub(crate) sni_hello_failed: AtomicU64,
     pub(crate) udp_sessions_open: AtomicU64,
     pub(crate) udp_sessions_total: AtomicU64,
     pub(crate) udp_sessions_evicted: AtomicU64,
@@ -99,6 +101,12 @@ pub struct StatsSnapshot {
     pub resolve_failures: u64,
     /// Errors from `accept(2)`, such as running out of file descriptors.
     pub accept_errors: u64,
+    /// TCP connections reset because no SNI route served the server name they asked for
+    /// and the forward has no target for the rest.
+    pub sni_no_route: u64,
+    /// TCP connections of a forward with SNI routes closed because the client did not
+    /// send a whole ClientHello within the `sni_timeout`, or closed first.
+    pub sni_hello_failed: u64,
     /// UDP sessions and datagrams; all zero for a TCP forwarder.
     pub udp: UdpStats,
 }
@@ -340,6 +348,8 @@ impl Stats {
             resolve_refreshes: get(&self.resolve_refreshes),
             resolve_failures: get(&self.resolve_failures),
             accept_errors: get(&self.accept_errors),
+            sni_no_route: get(&self.sni_no_route),
+            sni_hello_failed: get(&self.sni_hello_failed),
             udp: UdpStats {
                 sessions_open: get(&self.udp_sessions_open),
                 sessions_total: get(&self.udp_sessions_total),

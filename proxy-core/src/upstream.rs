@@ -94,7 +94,7 @@ impl Upstream {
             spec.cache(),
             stats.clone(),
         ));
-        let refresher = Refresher::spawn(&cache, &stop);
+        let refresher = Refresher::spawn([&cache], &stop);
         let balancer =
             Arc::new(Balancer::new(spec.balance(), spec.ejection()).counting(stats.clone()));
         if let Some(check) = spec.health_check() {

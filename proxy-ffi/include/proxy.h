@@ -480,6 +480,16 @@ typedef struct proxy_stats {
      * permit their client (every client is permitted unless configured).
      */
     uint64_t denied;
+    /**
+     * TCP connections reset because no SNI route served the server name they asked for
+     * and the forward has no target for the rest (SNI routes are off unless configured).
+     */
+    uint64_t sni_no_route;
+    /**
+     * TCP connections of a forward with SNI routes closed because the client did not
+     * send a whole ClientHello within `sni_timeout`, or closed first.
+     */
+    uint64_t sni_hello_failed;
 } proxy_stats;
 
 /**

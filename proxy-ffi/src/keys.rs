@@ -209,6 +209,7 @@ mod tests {
         ("auto|copy", "zero-copy"),
         ("SIZE", "12Q"),
         ("[HOST]/PATH=TARGET[;KEY=VALUE],...", "shop.example=web:80"),
+        ("NAME=TARGET[;KEY=VALUE],...", "/api=web:443"),
         ("NAME", "a;b"),
         ("DOMAIN", "-bad.example"),
         ("REGEX,...", "^(a"),

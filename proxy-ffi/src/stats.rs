@@ -82,6 +82,12 @@ pub struct proxy_stats {
     /// TCP connections reset and UDP datagrams dropped because the access rules do not
     /// permit their client (every client is permitted unless configured).
     pub denied: u64,
+    /// TCP connections reset because no SNI route served the server name they asked for
+    /// and the forward has no target for the rest (SNI routes are off unless configured).
+    pub sni_no_route: u64,
+    /// TCP connections of a forward with SNI routes closed because the client did not
+    /// send a whole ClientHello within `sni_timeout`, or closed first.
+    pub sni_hello_failed: u64,
 }
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
@@ -230,6 +236,8 @@ impl proxy_stats {
             (&mut self.all_ejected, s.all_ejected),
             (&mut self.proxy_headers_rejected, s.proxy_headers_rejected),
             (&mut self.denied, s.denied),
+            (&mut self.sni_no_route, s.sni_no_route),
+            (&mut self.sni_hello_failed, s.sni_hello_failed),
         ];
         for (field, value) in pairs {
             *field = field.saturating_add(value);

@@ -23,6 +23,8 @@
 //! - [`http`]: HTTP/1.1 upstreams for the HTTP reverse proxy: an in-process hyper
 //!   [`Backend`](http::Backend) that answers with what it received, a Python and an nginx
 //!   upstream, a Python WebSocket echo server and client, and blocking raw HTTP clients;
+//! - [`tls`]: real TLS peers from `openssl`: self-signed certificates, `s_server`, and
+//!   the name on the certificate `s_client` was shown;
 //! - [`kube`]: real Kubernetes clients for a port-forward server: released `kubectl`s by
 //!   version with kubeconfigs of their own, `kubectl port-forward` processes, test
 //!   certificates from `openssl`, and a venv with the Python `kubernetes` client.
@@ -39,5 +41,6 @@ pub mod http;
 pub mod kube;
 pub mod net;
 pub mod process;
+pub mod tls;
 pub mod udp;
 pub mod wait;

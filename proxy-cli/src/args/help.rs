@@ -31,6 +31,10 @@ the service, then an optional idle timeout in seconds. Without --listen, the pro
 listens on all addresses: one dual-stack [::]:PORT socket, or 0.0.0.0:PORT where
 IPv6 is not available.
 
+--sni NAME=TARGET routes TLS connections by the server name of their ClientHello,
+without decrypting them (SNI passthrough): NAME is a host name or *.DOMAIN; the rest
+go to TARGET, which --sni makes optional (without it they are reset).
+
 Every duration takes a unit: 500ms, 30s, 5m, 1h; a bare number means seconds; at most
 10 years (87600h).";
 
@@ -39,7 +43,8 @@ Examples:
   proxy tcp 53 kube-dns.default          forward port 53 to kube-dns.default:53
   proxy tcp 8080 web.default:80 600      close connections idle for 600 s
   proxy tcp 0 db:5432 --listen 127.0.0.1 a free port on 127.0.0.1 (logged at start)
-  proxy tcp 8080 [::1]:80 --listen ::1 --listen 127.0.0.1:9090";
+  proxy tcp 8080 [::1]:80 --listen ::1 --listen 127.0.0.1:9090
+  proxy tcp 443 web:443 --sni a.example=a:443 --sni '*.b.example=b:8443'";
 
 pub(super) const UDP_LONG_ABOUT: &str = "\
 Forward UDP datagrams from PORT to TARGET.

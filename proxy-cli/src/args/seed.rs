@@ -29,8 +29,9 @@ pub struct SeedArgs<const T: Transports> {
     /// Where to forward to: `HOST[:PORT]`, `IPv4[:PORT]`, `[IPv6][:PORT]`, or `srv:NAME`
     /// (its SRV records give hosts, ports and weights; looked up with hickory). Without a
     /// port, PORT is used (`kube-dns.default` on port 53 means `kube-dns.default:53`).
-    #[arg(value_name = "TARGET", value_parser = parse_target)]
-    pub target: TargetArg,
+    /// With --sni routes, the connections no route serves go here (reset without it).
+    #[arg(value_name = "TARGET", value_parser = parse_target, required = T != TCP)]
+    pub target: Option<TargetArg>,
 
     /// Close a connection or end a UDP session after this long without traffic in either
     /// direction (seconds, or a duration such as 500ms or 10m); the same as
@@ -91,12 +92,25 @@ impl<const T: Transports> SeedArgs<T> {
     ///
     /// # Errors
     ///
-    /// A [`UsageError`] naming the tokens: TARGET without a port when PORT is 0, or a
-    /// setting the library rejects (named by its flag).
+    /// A [`UsageError`] naming the tokens: no TARGET (without --sni routes), TARGET
+    /// without a port when PORT is 0, or a setting the library rejects (named by its
+    /// flag).
     pub fn spec(&self) -> Result<ForwardSpec, UsageError> {
         let target = match &self.target {
-            TargetArg::Full(t) => t.clone(),
-            TargetArg::HostOnly(host) if self.port == 0 => {
+            None if self.keys.has("sni") => None,
+            None => {
+                let or_sni = if T & TCP != 0 {
+                    ", or --sni routes"
+                } else {
+                    ""
+                };
+                return Err(UsageError(format!(
+                    "no TARGET: give where to forward to (HOST[:PORT], IP:PORT or \
+                     srv:NAME){or_sni}"
+                )));
+            }
+            Some(TargetArg::Full(t)) => Some(t.clone()),
+            Some(TargetArg::HostOnly(host)) if self.port == 0 => {
                 let shown = match host {
                     Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
                     other => other.to_string(),
@@ -106,10 +120,12 @@ impl<const T: Transports> SeedArgs<T> {
                      write TARGET as '{shown}:PORT'"
                 )));
             }
-            TargetArg::HostOnly(host) => Target::new(host.clone(), self.port),
+            Some(TargetArg::HostOnly(host)) => Some(Target::new(host.clone(), self.port)),
         };
-        let listen = listen_of(self.port, &self.listen);
-        let mut spec = ForwardSpec::new(self.protocol(), listen, target);
+        let mut spec = ForwardSpec::default();
+        spec.protocol = self.protocol();
+        spec.listen = listen_of(self.port, &self.listen);
+        spec.target = target;
         self.keys.apply(&mut spec)?;
         if let Some(idle) = self.idle_timeout_seconds {
             spec.set("idle_timeout", &show_duration(idle))

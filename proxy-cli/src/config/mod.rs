@@ -179,9 +179,13 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         forward.unknown_keys(&cx, &["name"])?;
         let mut spec = base.clone();
         forward.apply(&cx, &mut spec)?;
-        // An HTTP forward may have routes, or the service proxy, instead of a target.
-        let routed = spec.protocol == proxy_core::Transport::Http
-            && (forward.has("route") || spec.service_proxy);
+        // An HTTP forward may have routes, or the service proxy, instead of a target; a
+        // TCP forward SNI routes.
+        let routed = match spec.protocol {
+            proxy_core::Transport::Http => forward.has("route") || spec.service_proxy,
+            proxy_core::Transport::Tcp => !spec.sni.is_empty(),
+            _ => false,
+        };
         if let Some(key) =
             (REQUIRED.iter()).find(|k| !(forward.has(k) || (routed && **k == "target")))
         {
@@ -239,9 +243,11 @@ pub fn summary(config: &ConfigFile) -> Vec<String> {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
-                _ => (f.spec.target.as_ref())
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+                // A TCP forward's SNI routes, then its target for the rest.
+                _ => (f.spec.sni.iter().map(|r| format!("SNI {r}")))
+                    .chain(f.spec.target.as_ref().map(ToString::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             };
             format!(
                 "forward `{}`: {} {} -> {target}",

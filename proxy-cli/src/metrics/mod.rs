@@ -259,6 +259,20 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.accept_errors)],
     ),
     family(
+        "proxy_sni_no_route_total",
+        Counter,
+        Only(Tcp),
+        "Connections reset because no --sni route served the server name they asked for and the forward has no target.",
+        |s| vec![(None, s.sni_no_route)],
+    ),
+    family(
+        "proxy_sni_hello_failed_total",
+        Counter,
+        Only(Tcp),
+        "Connections of a forward with --sni routes closed without a whole ClientHello within --sni-timeout.",
+        |s| vec![(None, s.sni_hello_failed)],
+    ),
+    family(
         "proxy_udp_sessions_open",
         Gauge,
         Only(Udp),

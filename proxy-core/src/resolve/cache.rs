@@ -76,7 +76,7 @@ fn interleave_copies(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse()?], "db.internal:5432".parse()?)
 ///     .cache(policy)
 ///     .build()?;
-/// assert_eq!(forwarder.target().to_string(), "db.internal:5432");
+/// assert_eq!(forwarder.target().unwrap().to_string(), "db.internal:5432");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

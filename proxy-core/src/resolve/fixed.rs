@@ -17,7 +17,7 @@ use super::{Resolution, Resolve, Resolving, dedup};
 /// let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse()?], "backend:80".parse()?)
 ///     .resolver(backends)
 ///     .build()?;
-/// assert_eq!(forwarder.target().to_string(), "backend:80");
+/// assert_eq!(forwarder.target().unwrap().to_string(), "backend:80");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]

@@ -52,7 +52,7 @@ pub type Resolving = Pin<Box<dyn Future<Output = io::Result<Resolution>> + Send>
 /// let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse()?], "anything:8080".parse()?)
 ///     .resolver(Localhost)
 ///     .build()?;
-/// assert_eq!(forwarder.target().to_string(), "anything:8080");
+/// assert_eq!(forwarder.target().unwrap().to_string(), "anything:8080");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Resolve: Send + Sync + 'static {

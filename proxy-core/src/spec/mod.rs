@@ -33,6 +33,7 @@ mod keys;
 mod lookup;
 mod reference;
 mod route;
+mod sni_route;
 mod start;
 mod table;
 mod values;
@@ -44,7 +45,8 @@ use std::time::Duration;
 pub use keys::{Applies, Key, SetError};
 pub use lookup::find;
 pub use reference::reference_markdown;
-pub use route::{ROUTE_KEYS, Route, RouteHost};
+pub use route::{ROUTE_KEYS, Route, RouteHost, SNI_ROUTE_KEYS};
+pub use sni_route::SniRoute;
 pub use start::{Inherited, Running, StartError, address_in_use, ipv6_unavailable};
 pub use table::KEYS;
 
@@ -264,6 +266,12 @@ pub struct ForwardSpec {
     /// `proxy_header_timeout`: how long a trusted peer has to send its header. Default 5 s.
     pub proxy_header_timeout: Duration,
 
+    /// `sni`: a TCP forward's routes by the server name of each connection's TLS
+    /// ClientHello; `target` serves the rest.
+    pub sni: Vec<SniRoute>,
+    /// `sni_timeout`: how long a client has to send its ClientHello. Default 5 s.
+    pub sni_timeout: Duration,
+
     /// `relay`: how TCP bytes are relayed. Default auto (splice on Linux).
     pub relay: RelayMode,
     /// `pipe_size`: the size of each splice pipe. Default 256 KiB.
@@ -366,6 +374,8 @@ impl Default for ForwardSpec {
             proxy_protocol: None,
             accept_proxy_from: Vec::new(),
             proxy_header_timeout: AcceptProxy::new([]).timeout,
+            sni: Vec::new(),
+            sni_timeout: Duration::from_secs(5),
             relay: RelayMode::Auto,
             pipe_size: 1 << 18,
             buffer_size: 1 << 16,
@@ -412,7 +422,8 @@ impl ForwardSpec {
     pub fn validate(&self) -> Result<(), BuildError> {
         let http_served =
             self.protocol == Transport::Http && (!self.routes.is_empty() || self.service_proxy);
-        if self.target.is_none() && !http_served {
+        let sni_served = self.protocol == Transport::Tcp && !self.sni.is_empty();
+        if self.target.is_none() && !http_served && !sni_served {
             return Err(BuildError::Missing("target"));
         }
         check_listen(&self.listen.addrs())?;
@@ -454,6 +465,7 @@ impl ForwardSpec {
             });
         }
         if self.protocol.tcp() {
+            self.validate_sni()?;
             if !(4096..=1 << 30).contains(&self.pipe_size) {
                 return Err(BuildError::PipeSize(self.pipe_size));
             }
@@ -514,6 +526,31 @@ impl ForwardSpec {
                 key: "route",
                 why: format!("`{route}`: {e}"),
             })?;
+        }
+        Ok(())
+    }
+
+    /// The SNI routes of a TCP forward: one per name, each a valid TCP forward's upstream.
+    fn validate_sni(&self) -> Result<(), BuildError> {
+        let mut seen = std::collections::HashSet::new();
+        for route in &self.sni {
+            if !seen.insert(&route.host) {
+                return Err(BuildError::Invalid {
+                    key: "sni",
+                    why: format!("`{route}`: a second route for the same name"),
+                });
+            }
+            let mut spec = route
+                .spec(self)
+                .map_err(|why| BuildError::Invalid { key: "sni", why })?;
+            spec.protocol = Transport::Tcp;
+            spec.validate().map_err(|e| BuildError::Invalid {
+                key: "sni",
+                why: format!("`{route}`: {e}"),
+            })?;
+        }
+        if !self.sni.is_empty() {
+            at_most_max("sni_timeout", self.sni_timeout)?;
         }
         Ok(())
     }
@@ -670,23 +707,24 @@ impl ForwardSpec {
         }
     }
 
-    /// The resolver this spec's target needs: hickory for an SRV target whatever
-    /// `resolver` says (the C library has no SRV lookup), asking `name_servers` when set;
+    /// The resolver this spec's targets need (its `target` and its SNI routes'): hickory
+    /// for an SRV target whatever `resolver` says (the C library has no SRV lookup), asking `name_servers` when set;
     /// the system resolver for IP targets (so no DNS configuration is read for them).
     ///
     /// # Errors
     ///
     /// hickory cannot read the system's DNS configuration.
     pub fn make_resolver(&self) -> std::io::Result<Arc<dyn Resolve>> {
-        let Some(target) = &self.target else {
-            return Ok(Arc::new(SystemResolver::new()));
-        };
-        let kind = match (self.resolver, target.host()) {
-            // Name servers are hickory's: asking them means hickory.
-            (_, Host::Name(_)) if !self.name_servers.is_empty() => ResolverKind::Hickory,
-            (kind, _) => kind.for_target(target),
-        };
-        if kind != ResolverKind::Hickory {
+        let sni_targets = self.sni.iter().map(|route| &route.target);
+        let hickory = (self.target.iter().chain(sni_targets)).any(|target| {
+            let kind = match (self.resolver, target.host()) {
+                // Name servers are hickory's: asking them means hickory.
+                (_, Host::Name(_)) if !self.name_servers.is_empty() => ResolverKind::Hickory,
+                (kind, _) => kind.for_target(target),
+            };
+            kind == ResolverKind::Hickory
+        });
+        if !hickory {
             return Ok(Arc::new(SystemResolver::new()));
         }
         let hickory = if self.name_servers.is_empty() {

@@ -7,11 +7,9 @@ use std::str::FromStr;
 use super::ForwardSpec;
 use crate::Target;
 
-/// The keys a route may set for itself (`/api=api:8080;balance=least-connections`):
-/// how its upstream is resolved, balanced, connected to and waited for. Their values take
-/// no commas, which separate routes.
-pub const ROUTE_KEYS: &[&str] = &[
-    "resolver",
+/// The keys of a route's upstream that HTTP and SNI routes both take: how long its DNS
+/// answers are used, how it is balanced over, connected to and checked.
+const UPSTREAM_KEYS: [&str; 14] = [
     "dns_refresh",
     "dns_fallback_ttl",
     "dns_min_ttl",
@@ -26,11 +24,42 @@ pub const ROUTE_KEYS: &[&str] = &[
     "health_check_timeout",
     "health_check_rise",
     "health_check_fall",
-    "sticky_cookie",
-    "request_timeout",
-    "max_request_body",
-    "retries",
 ];
+
+/// The keys a route may set for itself (`/api=api:8080;balance=least-connections`):
+/// how its upstream is resolved, balanced, connected to and waited for. Their values take
+/// no commas, which separate routes.
+pub const ROUTE_KEYS: &[&str] = &joined::<15, 4, 19>(
+    joined::<1, 14, 15>(["resolver"], UPSTREAM_KEYS),
+    [
+        "sticky_cookie",
+        "request_timeout",
+        "max_request_body",
+        "retries",
+    ],
+);
+
+/// The keys an SNI route may set for itself (`db.example=db:5432;balance=least-connections`):
+/// how long its upstream's answers are used, how it is balanced over and connected to, and
+/// whether it is sent a PROXY protocol header. Their values take no commas, which separate
+/// routes. Every route resolves through the forward's resolver (hickory when any target
+/// is `srv:`).
+pub const SNI_ROUTE_KEYS: &[&str] = &joined::<14, 1, 15>(UPSTREAM_KEYS, ["proxy_protocol"]);
+
+/// `a` then `b`, as one array of `N = A + B` keys.
+const fn joined<const A: usize, const B: usize, const N: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N, "N must be A + B");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < A { a[i] } else { b[i - A] };
+        i += 1;
+    }
+    out
+}
 
 /// Which request hosts a route serves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +72,17 @@ pub enum RouteHost {
     /// `a.b.example` nor `example` (as Kubernetes Ingress wildcards match). The domain is
     /// kept without the `*.`.
     Wildcard(String),
+}
+
+impl fmt::Display for RouteHost {
+    /// As a route writes it: nothing for any host, the name, or `*.` and the domain.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteHost::Any => Ok(()),
+            RouteHost::Exact(host) => f.write_str(host),
+            RouteHost::Wildcard(domain) => write!(f, "*.{domain}"),
+        }
+    }
 }
 
 /// One rule of an HTTP forward: requests for `host` whose path starts with `path` (by
@@ -110,13 +150,7 @@ impl Route {
     /// An option that `base` does not take ("`balance=x`: ..."); options are checked
     /// when a route is parsed, so only a rule between settings can fail here.
     pub fn spec(&self, base: &ForwardSpec) -> Result<ForwardSpec, String> {
-        let mut spec = base.clone();
-        spec.target = Some(self.target.clone());
-        for (key, value) in &self.options {
-            spec.set(key, value)
-                .map_err(|e| format!("`{key}={value}`: {}", e.message()))?;
-        }
-        Ok(spec)
+        spec_with(base, &self.target, &self.options)
     }
 }
 
@@ -138,31 +172,8 @@ impl FromStr for Route {
         if path.contains(['?', '#', ' ']) {
             return Err(bad(&format!("`{path}` is not a path prefix")));
         }
-        let mut parts = rest.split(';');
-        let target = parts.next().unwrap_or_default().trim();
-        if target.is_empty() {
-            return Err(bad("no TARGET after ="));
-        }
-        let target =
-            Target::parse_with_default_port(target, 80).map_err(|e| bad(&e.to_string()))?;
-        let mut options = Vec::new();
-        let mut scratch = ForwardSpec::default();
-        for option in parts {
-            let (key, value) = option
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| bad(&format!("`{option}` is not KEY=VALUE")))?;
-            if !ROUTE_KEYS.contains(&key) {
-                return Err(bad(&format!(
-                    "`{key}` is not a setting a route takes; those are {}",
-                    ROUTE_KEYS.join(", ")
-                )));
-            }
-            scratch
-                .set(key, value)
-                .map_err(|e| bad(&format!("`{key}={value}`: {}", e.message())))?;
-            options.push((key.to_owned(), value.to_owned()));
-        }
+        let (target, options) =
+            target_and_options(rest, 80, ROUTE_KEYS).map_err(|why| bad(&why))?;
         Ok(Route {
             host,
             path: path.to_owned(),
@@ -175,21 +186,73 @@ impl FromStr for Route {
 impl fmt::Display for Route {
     /// As [`FromStr`] reads it, port and all: `shop.example/cart=cart.shop:80;retries=2`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.host {
-            RouteHost::Any => {}
-            RouteHost::Exact(host) => f.write_str(host)?,
-            RouteHost::Wildcard(domain) => write!(f, "*.{domain}")?,
-        }
-        write!(f, "{}={}", self.path, self.target)?;
-        for (key, value) in &self.options {
-            write!(f, ";{key}={value}")?;
-        }
-        Ok(())
+        write!(f, "{}{}={}", self.host, self.path, self.target)?;
+        show_options(f, &self.options)
     }
 }
 
+/// `base` with `target` and the `options` over it.
+pub(super) fn spec_with(
+    base: &ForwardSpec,
+    target: &Target,
+    options: &[(String, String)],
+) -> Result<ForwardSpec, String> {
+    let mut spec = base.clone();
+    spec.target = Some(target.clone());
+    for (key, value) in options {
+        spec.set(key, value)
+            .map_err(|e| format!("`{key}={value}`: {}", e.message()))?;
+    }
+    Ok(spec)
+}
+
+/// What follows a route's `=`: `TARGET[;KEY=VALUE...]`, the target's port `port` unless
+/// given, each KEY one of `keys` with a value its parser takes.
+pub(super) fn target_and_options(
+    text: &str,
+    port: u16,
+    keys: &[&str],
+) -> Result<(Target, Vec<(String, String)>), String> {
+    let mut parts = text.split(';');
+    let target = parts.next().unwrap_or_default().trim();
+    if target.is_empty() {
+        return Err("no TARGET after =".to_owned());
+    }
+    let target = Target::parse_with_default_port(target, port).map_err(|e| e.to_string())?;
+    let mut options = Vec::new();
+    let mut scratch = ForwardSpec::default();
+    for option in parts {
+        let (key, value) = option
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| format!("`{option}` is not KEY=VALUE"))?;
+        if !keys.contains(&key) {
+            return Err(format!(
+                "`{key}` is not a setting a route takes; those are {}",
+                keys.join(", ")
+            ));
+        }
+        scratch
+            .set(key, value)
+            .map_err(|e| format!("`{key}={value}`: {}", e.message()))?;
+        options.push((key.to_owned(), value.to_owned()));
+    }
+    Ok((target, options))
+}
+
+/// Writes `;KEY=VALUE` for each of `options`.
+pub(super) fn show_options(
+    f: &mut fmt::Formatter<'_>,
+    options: &[(String, String)],
+) -> fmt::Result {
+    for (key, value) in options {
+        write!(f, ";{key}={value}")?;
+    }
+    Ok(())
+}
+
 /// A route's HOST: empty, a host name (lowercased), or `*.` and a domain.
-fn route_host(host: &str) -> Result<RouteHost, String> {
+pub(super) fn route_host(host: &str) -> Result<RouteHost, String> {
     if host.is_empty() {
         return Ok(RouteHost::Any);
     }

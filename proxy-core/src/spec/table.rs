@@ -422,6 +422,32 @@ pub static KEYS: &[Key] = &[
         get: |s| show_duration(s.proxy_header_timeout),
     },
     Key {
+        name: "sni",
+        value: "NAME=TARGET[;KEY=VALUE],...",
+        applies: Applies::Tcp,
+        http: false,
+        help: "TCP: route TLS connections by the server name their ClientHello asks for \
+               (SNI), without decrypting: NAME (a host name, or *.DOMAIN for one more \
+               label) goes to TARGET (port 443 unless given); an exact name wins over a \
+               wildcard. No name, no match, or not TLS goes to `target`, or is reset when \
+               there is none. A route may set its own dns_*, connect_*, balance, \
+               affinity_timeout, eject_*, health_check_* and proxy_protocol after `;`.",
+        example: "a.example=a.svc:8443,*.b.example=b.svc:443",
+        set: |s, v| list(v, |r| r.parse::<super::SniRoute>()).map(|x| s.sni = x),
+        get: |s| show_list(&s.sni),
+    },
+    Key {
+        name: "sni_timeout",
+        value: "DURATION",
+        applies: Applies::Tcp,
+        http: false,
+        help: "With sni routes, how long a client has to send its whole ClientHello; one \
+               that has not is closed.",
+        example: "2s",
+        set: |s, v| positive(v).map(|x| s.sni_timeout = x),
+        get: |s| show_duration(s.sni_timeout),
+    },
+    Key {
         name: "relay",
         value: "auto|copy",
         applies: Applies::Tcp,

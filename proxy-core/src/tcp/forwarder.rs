@@ -13,14 +13,13 @@ use tokio_util::task::TaskTracker;
 
 use super::peek::peek_until;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
+use super::route::{Hello, RouteConfig, Way, Ways, route_configs, server_name};
 use super::socket::reset_on_close;
-use crate::balance::Balancer;
 use crate::forward::{self, Common, Generation, Protocol};
 use crate::handle::{Base, Control, Current, ForwarderHandle, Refresher};
 use crate::limit::{Admission, Permit, Refused};
 use crate::listen;
 use crate::proxy_protocol::{self, AcceptProxy, ProxyProtocol};
-use crate::resolve::ResolveCache;
 use crate::stats::Stats;
 use crate::{BuildError, Error, Target};
 
@@ -69,6 +68,9 @@ pub(super) struct Config {
     buffer_size: usize,
     proxy_protocol: Option<ProxyProtocol>,
     accept_proxy: Option<AcceptProxy>,
+    /// The SNI routes; none: every connection goes to the target, unread.
+    routes: Vec<RouteConfig>,
+    sni_timeout: Duration,
 }
 
 // ===== impl TcpForwarder =====
@@ -159,11 +161,12 @@ impl Protocol for TcpForwarder {
         listener.local_addr()
     }
 
-    /// These settings, a resolve cache with its refresher, relay pools.
+    /// These settings, the target's and each SNI route's upstream with their refresher,
+    /// relay pools.
     fn generation(&self, base: &Base, _previous: Option<&Shared>) -> Arc<Shared> {
         let config = &self.config;
-        let cache = config.common.resolve_cache(&base.stats);
-        let (refresher, balancer) = config.common.background(&cache, base);
+        let (ways, refresher) =
+            Ways::new(&config.common, config.proxy_protocol, &config.routes, base);
         Arc::new(Shared {
             config: config.clone(),
             relay: RelayShared::new(
@@ -174,8 +177,7 @@ impl Protocol for TcpForwarder {
             ),
             stats: base.stats.clone(),
             refresher,
-            cache,
-            balancer,
+            ways,
             closing: base.closing.clone(),
             connections: base.tasks.clone(),
             admission: base.admission.clone(),
@@ -235,6 +237,38 @@ impl Builder {
         self
     }
 
+    /// Routes TLS connections by the server name their ClientHello asks for (SNI),
+    /// without decrypting them: the ClientHello is peeked, not consumed, and the chosen
+    /// upstream gets every byte as the client sent it. A name no route serves, a hello
+    /// that names none, and bytes that are not TLS go to the builder's target. Default:
+    /// none, every connection goes to the target unread. The `sni` key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use proxy_core::TcpForwarder;
+    ///
+    /// let forwarder = TcpForwarder::builder(["127.0.0.1:0".parse()?], "web:443".parse()?)
+    ///     .sni(["db.example=db:5432".parse()?, "*.apps.example=router:8443".parse()?])
+    ///     .build()?;
+    /// assert_eq!(forwarder.target().unwrap().to_string(), "web:443");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A forward with SNI routes and no target (from a [`ForwardSpec`](crate::ForwardSpec)
+    /// without one) resets the connections no route serves.
+    pub fn sni(mut self, routes: impl IntoIterator<Item = crate::spec::SniRoute>) -> Self {
+        self.spec.sni = routes.into_iter().collect();
+        self
+    }
+
+    /// How long a client has to send its whole ClientHello when there are SNI routes;
+    /// one that has not is closed. Default 5 s. The `sni_timeout` key.
+    pub fn sni_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.sni_timeout = timeout;
+        self
+    }
+
     /// How bytes are relayed. Default [`RelayMode::Auto`] (splice on Linux).
     pub fn relay(mut self, mode: RelayMode) -> Self {
         self.spec.relay = mode;
@@ -263,6 +297,7 @@ impl Builder {
     /// A [`BuildError`] naming the first bad setting.
     pub fn build(self) -> Result<TcpForwarder, BuildError> {
         let (spec, common) = self.checked()?;
+        let routes = route_configs(&spec, &common.resolver)?;
         Ok(TcpForwarder {
             config: Arc::new(Config {
                 common,
@@ -271,6 +306,8 @@ impl Builder {
                 buffer_size: spec.buffer_size,
                 proxy_protocol: spec.proxy_protocol,
                 accept_proxy: spec.accept_proxy(),
+                routes,
+                sni_timeout: spec.sni_timeout,
             }),
         })
     }
@@ -289,24 +326,11 @@ pub(crate) struct Shared {
     pub(super) config: Arc<Config>,
     pub(super) relay: RelayShared,
     pub(super) stats: Arc<Stats>,
-    pub(super) cache: Arc<ResolveCache>,
     refresher: Arc<Refresher>,
-    pub(super) balancer: Arc<Balancer>,
+    ways: Ways,
     pub(super) closing: CancellationToken,
     pub(super) connections: TaskTracker,
     admission: Arc<Admission>,
-}
-
-impl Shared {
-    /// What connecting to the target uses.
-    pub(super) fn dial(&self) -> crate::dial::Dial<'_> {
-        crate::dial::Dial {
-            cache: &self.cache,
-            balancer: &self.balancer,
-            stats: &self.stats,
-            timeouts: &self.config.common.timeouts,
-        }
-    }
 }
 
 impl Generation for Shared {
@@ -316,6 +340,21 @@ impl Generation for Shared {
 
     fn refresher(&self) -> Arc<Refresher> {
         self.refresher.clone()
+    }
+
+    /// The target, then the SNI routes: `web:443, by SNI a.example=a:443`; without a
+    /// target, `by SNI a.example=a:443 (others reset)`.
+    fn destination(&self) -> String {
+        let config = &self.config;
+        let routes = (config.routes.iter())
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match (&config.common.target, routes.is_empty()) {
+            (Some(target), true) => target.to_string(),
+            (Some(target), false) => format!("{target}, by SNI {routes}"),
+            (None, _) => format!("by SNI {routes} (others reset)"),
+        }
     }
 }
 
@@ -504,7 +543,11 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
             }
         }
     }
-    let dial = shared.dial();
+    let (way, name) = match pick_way(&client, peer, &shared).await {
+        Some(picked) => picked,
+        None => return,
+    };
+    let dial = way.dial(&shared.stats);
     let connected = tokio::select! {
         () = shared.closing.cancelled() => return,
         // Boxed, so the connection's task does not keep room for it while relaying.
@@ -516,7 +559,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
             Stats::inc(&shared.stats.upstream_unavailable);
             tracing::warn!(
                 client = %peer,
-                target = %shared.config.common.target,
+                target = %way.target,
                 error = %e,
                 cause = ?std::error::Error::source(&e).map(ToString::to_string),
                 "no upstream reachable; closing the client connection"
@@ -525,14 +568,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
         }
     };
     tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
-    if let Some(version) = shared.config.proxy_protocol
+    if let Some(version) = way.proxy_protocol
         && let Err(e) = send_proxy_header(version, &client, peer, local, &mut upstream).await
     {
         Stats::inc(&shared.stats.upstream_unavailable);
         tracing::debug!(client = %peer, upstream = %upstream_addr, error = %e, "sending the PROXY header failed");
         return;
     }
-    let _counted = shared.balancer.open(upstream_addr);
+    let _counted = way.balancer.open(upstream_addr);
     let bytes = ConnBytes::default();
     let close = relay(
         &client,
@@ -550,6 +593,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
         target: "proxy_core::access",
         protocol = "tcp",
         client = %peer,
+        sni = name.as_deref(),
         upstream = %upstream_addr,
         bytes_up = bytes.up.load(Relaxed),
         bytes_down = bytes.down.load(Relaxed),
@@ -557,4 +601,44 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
         close = close.reason(),
         "connection"
     );
+}
+
+/// The way `client`'s connection goes, with the server name it asked for: the target,
+/// or with SNI routes the one its ClientHello's name picks (peeked, within the
+/// `sni_timeout`). `None` when it goes nowhere: it did not send a whole ClientHello in
+/// time (closed), or no route serves it and there is no target (reset).
+async fn pick_way<'a>(
+    client: &TcpStream,
+    peer: SocketAddr,
+    shared: &'a Shared,
+) -> Option<(&'a Way, Option<String>)> {
+    let ways = &shared.ways;
+    if !ways.by_name() {
+        return ways.default().map(|way| (way, None));
+    }
+    let read = tokio::select! {
+        () = shared.closing.cancelled() => return None,
+        r = Box::pin(server_name(client, shared.config.sni_timeout)) => r,
+    };
+    let name = match read {
+        Ok(Hello::Tls(name)) => name,
+        Ok(Hello::Other(why)) => {
+            tracing::debug!(client = %peer, %why, "no server name to route by");
+            None
+        }
+        Err(e) => {
+            Stats::inc(&shared.stats.sni_hello_failed);
+            tracing::debug!(client = %peer, error = %e, "closing a connection without a whole ClientHello");
+            return None;
+        }
+    };
+    match ways.pick(name.as_deref()) {
+        Some(way) => Some((way, name)),
+        None => {
+            Stats::inc(&shared.stats.sni_no_route);
+            tracing::debug!(client = %peer, sni = name.as_deref(), "no SNI route and no target; resetting");
+            reset_on_close(client);
+            None
+        }
+    }
 }

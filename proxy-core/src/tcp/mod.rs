@@ -4,6 +4,7 @@ mod copy;
 mod forwarder;
 mod peek;
 mod relay;
+mod route;
 mod socket;
 mod splice;
 

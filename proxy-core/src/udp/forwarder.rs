@@ -82,6 +82,8 @@ pub struct Builder {
 #[derive(Clone, Debug)]
 pub(super) struct Config {
     pub(super) common: Common,
+    /// Where datagrams go (a UDP forward always has a target).
+    pub(super) target: crate::Target,
     max_sessions: usize,
     pub(super) batch_size: usize,
     pub(super) socket_buffer: Option<usize>,
@@ -243,7 +245,7 @@ impl Protocol for UdpForwarder {
     /// These settings and a resolve cache with its refresher; after a reload, within the
     /// same per-forward bounds as `previous`.
     fn generation(&self, base: &Base, previous: Option<&Shared>) -> Arc<Shared> {
-        let cache = self.config.common.resolve_cache(&base.stats);
+        let cache = (self.config.common).resolve_cache(&self.config.target, &base.stats);
         let (refresher, balancer) = self.config.common.background(&cache, base);
         Arc::new(Shared {
             config: self.config.clone(),
@@ -329,9 +331,11 @@ impl Builder {
     /// A [`BuildError`] naming the first bad setting.
     pub fn build(self) -> Result<UdpForwarder, BuildError> {
         let (spec, common) = self.checked()?;
+        let target = (common.target.clone()).ok_or(BuildError::Missing("target"))?;
         Ok(UdpForwarder {
             config: Arc::new(Config {
                 common,
+                target,
                 max_sessions: spec.max_sessions,
                 batch_size: spec.batch_size,
                 socket_buffer: spec.socket_buffer,

@@ -362,7 +362,7 @@ pub(super) async fn run(
             Stats::inc(&stats.upstream_unavailable);
             tracing::warn!(
                 client = %session.key.client,
-                target = %shared.config.common.target,
+                target = %shared.config.target,
                 error = %e,
                 cause = ?std::error::Error::source(&e).map(ToString::to_string),
                 "no upstream reachable; dropping the session's datagrams"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use proxy_core::resolve::Resolve;
 use proxy_core::spec::StartError;
 use proxy_core::{
-    EndpointStats, ForwardSpec, ForwarderHandle, Host, Listen, StatsReader, Target, TcpForwarder,
+    EndpointStats, ForwardSpec, ForwarderHandle, Host, Listen, StatsReader, TcpForwarder,
     Transport, UdpForwarder,
 };
 use proxy_http::{HttpForwarder, HttpHandle, RouteSnapshot};
@@ -98,23 +98,17 @@ fn runtime(threads: usize) -> Result<Runtime, Failure> {
 /// ([`ForwardSpec::make_resolver`]: hickory for `srv:` targets and with name servers).
 /// Call inside the forwarder's runtime (hickory is made here).
 fn resolver(config: &Config) -> Result<Arc<dyn Resolve>, Failure> {
-    let srv = matches!(
-        config.spec.target.as_ref().map(Target::host),
-        Some(Host::Srv(_))
-    );
-    match config.callback {
-        Some(_) if srv => Err(Failure::setting(format!(
-            "target: `{}`: a resolver callback cannot look up SRV records; use a built-in \
-             resolver (proxy_config_set_resolver)",
-            config
-                .spec
-                .target
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
+    let sni = config.spec.sni.iter().map(|route| (&route.target, "sni"));
+    let srv = (config.spec.target.iter().map(|t| (t, "target")))
+        .chain(sni)
+        .find(|(t, _)| matches!(t.host(), Host::Srv(_)));
+    match (config.callback, srv) {
+        (Some(_), Some((target, key))) => Err(Failure::setting(format!(
+            "{key}: `{target}`: a resolver callback cannot look up SRV records; use a \
+             built-in resolver (proxy_config_set_resolver)"
         ))),
-        Some(cb) => Ok(Arc::new(CallbackResolver(cb))),
-        None => config.spec.make_resolver().map_err(|e| {
+        (Some(cb), None) => Ok(Arc::new(CallbackResolver(cb))),
+        (None, _) => config.spec.make_resolver().map_err(|e| {
             Failure::new(
                 proxy_status::Resolver,
                 format!("resolver: cannot set up hickory: {e}"),
