@@ -65,6 +65,7 @@ pub mod systemd;
 mod target;
 mod tcp;
 mod timeout;
+pub mod tls;
 mod udp;
 mod upstream;
 pub mod value;

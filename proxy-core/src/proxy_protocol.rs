@@ -146,13 +146,68 @@ pub(crate) fn v2(src: SocketAddr, dst: SocketAddr, transport: Transport) -> Vec<
 }
 
 impl ProxyProtocol {
-    /// The header for a TCP connection from `src` to `dst`.
-    pub(crate) fn tcp_header(self, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-        match self {
-            ProxyProtocol::V1 => v1(src, dst).into_bytes(),
-            ProxyProtocol::V2 => v2(src, dst, Transport::Stream),
+    /// The header for a TCP connection from `src` to `dst`; version 2 carries what its
+    /// TLS handshake agreed on, when the proxy terminated TLS.
+    pub(crate) fn tcp_header(
+        self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        tls: Option<&crate::tls::TlsInfo>,
+    ) -> Vec<u8> {
+        match (self, tls) {
+            (ProxyProtocol::V1, _) => v1(src, dst).into_bytes(),
+            (ProxyProtocol::V2, None) => v2(src, dst, Transport::Stream),
+            (ProxyProtocol::V2, Some(tls)) => with_tls(v2(src, dst, Transport::Stream), tls),
         }
     }
+}
+
+/// `header` (version 2) with TLVs for what a terminated TLS connection agreed on:
+/// `PP2_TYPE_ALPN`, `PP2_TYPE_AUTHORITY` (the server name), and `PP2_TYPE_SSL` with the
+/// version, the cipher and the client certificate's common name, as HAProxy sends them.
+fn with_tls(mut header: Vec<u8>, tls: &crate::tls::TlsInfo) -> Vec<u8> {
+    fn tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+        let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+        out.push(kind);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&value[..usize::from(len)]);
+    }
+    const PP2_TYPE_ALPN: u8 = 0x01;
+    const PP2_TYPE_AUTHORITY: u8 = 0x02;
+    const PP2_TYPE_SSL: u8 = 0x20;
+    const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+    const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+    const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
+    const PP2_CLIENT_SSL: u8 = 0x01;
+    const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+    let mut tlvs = Vec::with_capacity(128);
+    if let Some(alpn) = &tls.alpn {
+        tlv(&mut tlvs, PP2_TYPE_ALPN, alpn.as_bytes());
+    }
+    if let Some(name) = &tls.server_name {
+        tlv(&mut tlvs, PP2_TYPE_AUTHORITY, name.as_bytes());
+    }
+    let mut ssl = Vec::with_capacity(64);
+    let client = PP2_CLIENT_SSL
+        | if tls.client_cert {
+            PP2_CLIENT_CERT_CONN
+        } else {
+            0
+        };
+    ssl.push(client);
+    // verify: 0, the client's certificate (if any) was verified.
+    ssl.extend_from_slice(&0u32.to_be_bytes());
+    tlv(&mut ssl, PP2_SUBTYPE_SSL_VERSION, tls.version.as_bytes());
+    if let Some(cn) = &tls.client_cn {
+        tlv(&mut ssl, PP2_SUBTYPE_SSL_CN, cn.as_bytes());
+    }
+    tlv(&mut ssl, PP2_SUBTYPE_SSL_CIPHER, tls.cipher.as_bytes());
+    tlv(&mut tlvs, PP2_TYPE_SSL, &ssl);
+    let len = u16::from_be_bytes([header[14], header[15]]) as usize + tlvs.len();
+    let len = u16::try_from(len).unwrap_or(u16::MAX);
+    header[14..16].copy_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&tlvs);
+    header
 }
 
 /// The most bytes a received header may take: version 1 allows 107; version 2 headers

@@ -30,6 +30,7 @@ pub(crate) struct Stats {
     pub(crate) accept_errors: AtomicU64,
     pub(crate) sni_no_route: AtomicU64,
     pub(crate) sni_hello_failed: AtomicU64,
+    pub(crate) tls_handshakes_failed: AtomicU64,
     pub(crate) udp_sessions_open: AtomicU64,
     pub(crate) udp_sessions_total: AtomicU64,
     pub(crate) udp_sessions_evicted: AtomicU64,
@@ -107,6 +108,9 @@ pub struct StatsSnapshot {
     /// TCP connections of a forward with SNI routes closed because the client did not
     /// send a whole ClientHello within the `sni_timeout`, or closed first.
     pub sni_hello_failed: u64,
+    /// TCP connections of a forward terminating TLS closed because their handshake
+    /// failed, timed out, or the client left first.
+    pub tls_handshakes_failed: u64,
     /// UDP sessions and datagrams; all zero for a TCP forwarder.
     pub udp: UdpStats,
 }
@@ -350,6 +354,7 @@ impl Stats {
             accept_errors: get(&self.accept_errors),
             sni_no_route: get(&self.sni_no_route),
             sni_hello_failed: get(&self.sni_hello_failed),
+            tls_handshakes_failed: get(&self.tls_handshakes_failed),
             udp: UdpStats {
                 sessions_open: get(&self.udp_sessions_open),
                 sessions_total: get(&self.udp_sessions_total),

@@ -490,6 +490,11 @@ typedef struct proxy_stats {
      * send a whole ClientHello within `sni_timeout`, or closed first.
      */
     uint64_t sni_hello_failed;
+    /**
+     * TCP connections of a forward terminating TLS closed because their handshake failed,
+     * timed out, or the client left first (TLS termination is off unless configured).
+     */
+    uint64_t tls_handshakes_failed;
 } proxy_stats;
 
 /**

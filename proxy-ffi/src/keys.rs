@@ -210,6 +210,7 @@ mod tests {
         ("SIZE", "12Q"),
         ("[HOST]/PATH=TARGET[;KEY=VALUE],...", "shop.example=web:80"),
         ("NAME=TARGET[;KEY=VALUE],...", "/api=web:443"),
+        ("PATH", "a\nb"),
         ("NAME", "a;b"),
         ("DOMAIN", "-bad.example"),
         ("REGEX,...", "^(a"),

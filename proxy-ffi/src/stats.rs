@@ -88,6 +88,9 @@ pub struct proxy_stats {
     /// TCP connections of a forward with SNI routes closed because the client did not
     /// send a whole ClientHello within `sni_timeout`, or closed first.
     pub sni_hello_failed: u64,
+    /// TCP connections of a forward terminating TLS closed because their handshake failed,
+    /// timed out, or the client left first (TLS termination is off unless configured).
+    pub tls_handshakes_failed: u64,
 }
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
@@ -238,6 +241,7 @@ impl proxy_stats {
             (&mut self.denied, s.denied),
             (&mut self.sni_no_route, s.sni_no_route),
             (&mut self.sni_hello_failed, s.sni_hello_failed),
+            (&mut self.tls_handshakes_failed, s.tls_handshakes_failed),
         ];
         for (field, value) in pairs {
             *field = field.saturating_add(value);

@@ -273,6 +273,13 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.sni_hello_failed)],
     ),
     family(
+        "proxy_tls_handshakes_failed_total",
+        Counter,
+        Only(Tcp),
+        "Connections closed because their TLS handshake (--tls-cert, --tls-dir) failed, timed out, or the client left first.",
+        |s| vec![(None, s.tls_handshakes_failed)],
+    ),
+    family(
         "proxy_udp_sessions_open",
         Gauge,
         Only(Udp),

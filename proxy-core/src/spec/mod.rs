@@ -39,6 +39,7 @@ mod table;
 mod values;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -272,6 +273,18 @@ pub struct ForwardSpec {
     /// `sni_timeout`: how long a client has to send its ClientHello. Default 5 s.
     pub sni_timeout: Duration,
 
+    /// `tls_cert`: the PEM certificate chain TLS is terminated with. Default none.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: the PEM private key of `tls_cert`. Default none.
+    pub tls_key: Option<PathBuf>,
+    /// `tls_dir`: a directory of certificates chosen by server name. Default none.
+    pub tls_dir: Option<PathBuf>,
+    /// `tls_client_ca`: the CAs client certificates must chain to. Default none (no
+    /// client certificates asked for).
+    pub tls_client_ca: Option<PathBuf>,
+    /// `tls_handshake_timeout`: how long a client has for its TLS handshake. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+
     /// `relay`: how TCP bytes are relayed. Default auto (splice on Linux).
     pub relay: RelayMode,
     /// `pipe_size`: the size of each splice pipe. Default 256 KiB.
@@ -376,6 +389,11 @@ impl Default for ForwardSpec {
             proxy_header_timeout: AcceptProxy::new([]).timeout,
             sni: Vec::new(),
             sni_timeout: Duration::from_secs(5),
+            tls_cert: None,
+            tls_key: None,
+            tls_dir: None,
+            tls_client_ca: None,
+            tls_handshake_timeout: Duration::from_secs(10),
             relay: RelayMode::Auto,
             pipe_size: 1 << 18,
             buffer_size: 1 << 16,
@@ -463,6 +481,9 @@ impl ForwardSpec {
                 key: "accept_burst",
                 requires: "accept_rate",
             });
+        }
+        if self.protocol.tcp() || self.protocol == Transport::Http {
+            self.validate_tls()?;
         }
         if self.protocol.tcp() {
             self.validate_sni()?;
@@ -553,6 +574,39 @@ impl ForwardSpec {
             at_most_max("sni_timeout", self.sni_timeout)?;
         }
         Ok(())
+    }
+
+    /// The rules of TLS termination: a certificate comes with its key, client CAs need
+    /// something to terminate with, and routing by SNI passes TLS through instead.
+    fn validate_tls(&self) -> Result<(), BuildError> {
+        let terminating = self.tls_cert.is_some() || self.tls_dir.is_some();
+        if self.tls_cert.is_some() && self.tls_key.is_none() {
+            return Err(BuildError::Requires {
+                key: "tls_cert",
+                requires: "tls_key",
+            });
+        }
+        if self.tls_key.is_some() && self.tls_cert.is_none() {
+            return Err(BuildError::Requires {
+                key: "tls_key",
+                requires: "tls_cert",
+            });
+        }
+        if self.tls_client_ca.is_some() && !terminating {
+            return Err(BuildError::Requires {
+                key: "tls_client_ca",
+                requires: "tls_cert or tls_dir",
+            });
+        }
+        if terminating && !self.sni.is_empty() {
+            return Err(BuildError::Invalid {
+                key: "sni",
+                why: "SNI routes pass TLS through to the upstreams, tls_cert and tls_dir \
+                      terminate it: a forward does one or the other"
+                    .to_owned(),
+            });
+        }
+        at_most_max("tls_handshake_timeout", self.tls_handshake_timeout)
     }
 
     /// An HTTP forward's routes: `route`, and `target` as the route `/=TARGET` when set.

@@ -7,8 +7,8 @@ use super::keys::{Applies, Key};
 use super::values::{
     BALANCES, PROTOCOLS, PROXY_PROTOCOLS, RELAYS, RESOLVERS, at_least_one, boolean, choice,
     choice_name, cidrs, cookie_name, count, domain, duration, list, listen, name_server, optional,
-    optional_count, optional_size, patterns, positive, show_list, show_optional,
-    show_optional_count, show_timer, size, timer,
+    optional_count, optional_size, path, patterns, positive, show_list, show_optional,
+    show_optional_count, show_path, show_timer, size, timer,
 };
 use crate::balance::Balance;
 use crate::value::{show_duration, show_size};
@@ -446,6 +446,62 @@ pub static KEYS: &[Key] = &[
         example: "2s",
         set: |s, v| positive(v).map(|x| s.sni_timeout = x),
         get: |s| show_duration(s.sni_timeout),
+    },
+    Key {
+        name: "tls_cert",
+        value: "PATH",
+        applies: Applies::Tcp,
+        http: true,
+        help: "Terminate TLS with this PEM certificate chain (leaf first), the default for \
+               clients whose server name no tls_dir certificate serves; needs tls_key. \
+               TLS 1.3 and 1.2 only. Read again on every reload.",
+        example: "/etc/proxy/tls/site.crt",
+        set: |s, v| path(v).map(|x| s.tls_cert = x),
+        get: |s| show_path(&s.tls_cert),
+    },
+    Key {
+        name: "tls_key",
+        value: "PATH",
+        applies: Applies::Tcp,
+        http: true,
+        help: "The PEM private key of tls_cert (PKCS#8, RSA or EC); may be the same file.",
+        example: "/etc/proxy/tls/site.key",
+        set: |s, v| path(v).map(|x| s.tls_key = x),
+        get: |s| show_path(&s.tls_key),
+    },
+    Key {
+        name: "tls_dir",
+        value: "PATH",
+        applies: Applies::Tcp,
+        http: true,
+        help: "Terminate TLS with the certificates of this directory, each chosen by the \
+               server name a client asks for (its DNS subject alternative names, wildcards \
+               too): NAME.pem holding a chain and its key, NAME.crt with NAME.key, or a \
+               subdirectory with tls.crt and tls.key (a mounted Kubernetes TLS Secret).",
+        example: "/etc/proxy/tls",
+        set: |s, v| path(v).map(|x| s.tls_dir = x),
+        get: |s| show_path(&s.tls_dir),
+    },
+    Key {
+        name: "tls_client_ca",
+        value: "PATH",
+        applies: Applies::Tcp,
+        http: true,
+        help: "Require a client certificate signed by one of the CA certificates of this \
+               PEM file; its common name goes to the access log and the PROXY v2 header.",
+        example: "/etc/proxy/tls/clients-ca.crt",
+        set: |s, v| path(v).map(|x| s.tls_client_ca = x),
+        get: |s| show_path(&s.tls_client_ca),
+    },
+    Key {
+        name: "tls_handshake_timeout",
+        value: "DURATION",
+        applies: Applies::Tcp,
+        http: true,
+        help: "How long a client has to complete its TLS handshake.",
+        example: "3s",
+        set: |s, v| positive(v).map(|x| s.tls_handshake_timeout = x),
+        get: |s| show_duration(s.tls_handshake_timeout),
     },
     Key {
         name: "relay",

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Listen, Transport};
@@ -99,6 +100,23 @@ pub(super) fn cookie_name(text: &str) -> Result<Option<String>, String> {
             "`{text}` is not a cookie name: letters, digits and !#$%&'*+-.^_`|~ only"
         )),
     }
+}
+
+/// A file or directory path, or empty for none. Whether it exists is checked when the
+/// forward is built, where the error can say what the file should hold.
+pub(super) fn path(text: &str) -> Result<Option<PathBuf>, String> {
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "`{text}` is not a path: it holds a control character"
+        ));
+    }
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+}
+
+pub(super) fn show_path(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 pub(super) fn boolean(text: &str) -> Result<bool, String> {

@@ -15,12 +15,14 @@ use super::peek::peek_until;
 use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
 use super::route::{Hello, RouteConfig, Way, Ways, route_configs, server_name};
 use super::socket::reset_on_close;
+use super::stream_relay::relay_streams;
 use crate::forward::{self, Common, Generation, Protocol};
 use crate::handle::{Base, Control, Current, ForwarderHandle, Refresher};
 use crate::limit::{Admission, Permit, Refused};
 use crate::listen;
 use crate::proxy_protocol::{self, AcceptProxy, ProxyProtocol};
 use crate::stats::Stats;
+use crate::tls::{ServerTls, TlsInfo};
 use crate::{BuildError, Error, Target};
 
 /// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
@@ -71,6 +73,8 @@ pub(super) struct Config {
     /// The SNI routes; none: every connection goes to the target, unread.
     routes: Vec<RouteConfig>,
     sni_timeout: Duration,
+    /// TLS termination; none: the client's bytes are relayed as they come.
+    tls: Option<ServerTls>,
 }
 
 // ===== impl TcpForwarder =====
@@ -298,6 +302,7 @@ impl Builder {
     pub fn build(self) -> Result<TcpForwarder, BuildError> {
         let (spec, common) = self.checked()?;
         let routes = route_configs(&spec, &common.resolver)?;
+        let tls = ServerTls::from_spec(&spec, &[])?;
         Ok(TcpForwarder {
             config: Arc::new(Config {
                 common,
@@ -308,6 +313,7 @@ impl Builder {
                 accept_proxy: spec.accept_proxy(),
                 routes,
                 sni_timeout: spec.sni_timeout,
+                tls,
             }),
         })
     }
@@ -450,12 +456,13 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Writes the PROXY protocol header for `client` (from `peer`) to the upstream.
+/// Writes the PROXY protocol header for `client` (from `peer`) to the upstream, with
+/// what its TLS handshake agreed on when the proxy terminated it.
 async fn send_proxy_header(
     version: ProxyProtocol,
     client: &TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
+    tls: Option<&TlsInfo>,
     upstream: &mut TcpStream,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
@@ -463,7 +470,44 @@ async fn send_proxy_header(
         Some(local) => local,
         None => client.local_addr()?,
     };
-    upstream.write_all(&version.tcp_header(peer, local)).await
+    upstream
+        .write_all(&version.tcp_header(peer, local, tls))
+        .await
+}
+
+/// A client connection: as accepted, or with TLS terminated.
+enum Client {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Client {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Client::Plain(stream) => stream,
+            Client::Tls(stream) => stream.get_ref().0,
+        }
+    }
+}
+
+/// Completes `client`'s TLS handshake when the forward terminates TLS; `None` (counted
+/// and logged) when it failed.
+async fn terminate(client: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Client> {
+    let Some(tls) = &shared.config.tls else {
+        return Some(Client::Plain(client));
+    };
+    let accepted = tokio::select! {
+        () = shared.closing.cancelled() => return None,
+        r = Box::pin(tls.accept(client)) => r,
+    };
+    match accepted {
+        Ok(stream) => Some(Client::Tls(Box::new(stream))),
+        Err(e) => {
+            Stats::inc(&shared.stats.tls_handshakes_failed);
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// Reads the PROXY header a trusted peer's connection starts with, within `timeout`,
@@ -543,7 +587,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
             }
         }
     }
-    let (way, name) = match pick_way(&client, peer, &shared).await {
+    let Some(client) = terminate(client, peer, &shared).await else {
+        return;
+    };
+    let tls = match &client {
+        Client::Tls(stream) => Some(TlsInfo::of(stream)),
+        Client::Plain(_) => None,
+    };
+    let (way, name) = match pick_way(client.socket(), peer, &shared).await {
         Some(picked) => picked,
         None => return,
     };
@@ -569,7 +620,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
     };
     tracing::debug!(client = %peer, upstream = %upstream_addr, "connected");
     if let Some(version) = way.proxy_protocol
-        && let Err(e) = send_proxy_header(version, &client, peer, local, &mut upstream).await
+        && let Err(e) = send_proxy_header(
+            version,
+            client.socket(),
+            (peer, local),
+            tls.as_ref(),
+            &mut upstream,
+        )
+        .await
     {
         Stats::inc(&shared.stats.upstream_unavailable);
         tracing::debug!(client = %peer, upstream = %upstream_addr, error = %e, "sending the PROXY header failed");
@@ -577,23 +635,42 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
     }
     let _counted = way.balancer.open(upstream_addr);
     let bytes = ConnBytes::default();
-    let close = relay(
-        &client,
-        &upstream,
-        &shared.relay,
-        &shared.config.common.timeouts,
-        &shared.closing,
-        &bytes,
-    )
-    .await;
+    let timeouts = &shared.config.common.timeouts;
+    let close = match client {
+        Client::Plain(client) => {
+            let relayed = relay(
+                &client,
+                &upstream,
+                &shared.relay,
+                timeouts,
+                &shared.closing,
+                &bytes,
+            );
+            relayed.await
+        }
+        Client::Tls(client) => {
+            let relayed = relay_streams(
+                *client,
+                upstream,
+                &shared.relay,
+                timeouts,
+                &shared.closing,
+                &bytes,
+            );
+            Box::pin(relayed).await
+        }
+    };
     if let Close::Reset(e) = &close {
         tracing::debug!(client = %peer, side = ?e.side, error = %e.error, "connection reset");
     }
+    let tls = tls.as_ref();
     tracing::info!(
         target: "proxy_core::access",
         protocol = "tcp",
         client = %peer,
-        sni = name.as_deref(),
+        sni = name.as_deref().or(tls.and_then(|t| t.server_name.as_deref())),
+        tls = tls.map(|t| t.version),
+        client_cn = tls.and_then(|t| t.client_cn.as_deref()),
         upstream = %upstream_addr,
         bytes_up = bytes.up.load(Relaxed),
         bytes_down = bytes.down.load(Relaxed),

@@ -7,6 +7,7 @@ mod relay;
 mod route;
 mod socket;
 mod splice;
+mod stream_relay;
 
 pub(crate) use forwarder::Shared;
 pub use forwarder::{Builder, TcpForwarder};

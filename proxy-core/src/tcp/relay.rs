@@ -83,7 +83,7 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -91,17 +91,27 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Relaxed);
     }
 
-    fn last(&self) -> Instant {
+    pub(super) fn last(&self) -> Instant {
         after(self.base, Duration::from_millis(self.last_ms.load(Relaxed)))
     }
 
+    /// When the connection started.
+    pub(super) fn base(&self) -> Instant {
+        self.base
+    }
+
+    /// How many directions hold bytes they could not write yet.
+    pub(super) fn holding(&self) -> u32 {
+        self.holding.load(Relaxed)
+    }
+
     /// Marks that a direction holds bytes it could not write yet (a slow receiver).
-    fn hold(&self, holding: bool) {
+    pub(super) fn hold(&self, holding: bool) {
         if holding {
             self.holding.fetch_add(1, Relaxed);
         } else {

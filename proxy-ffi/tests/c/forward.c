@@ -277,9 +277,9 @@ static void stats_struct_prefix(void) {
      * were added: the struct ended at limited_rate. */
     size_t before_ejections = offsetof(proxy_stats, ejections);
     CHECK(before_ejections == offsetof(proxy_stats, limited_rate) + sizeof(uint64_t));
-    /* Then ejections to denied, then the two SNI counters. */
+    /* Then ejections to denied, then the two SNI counters and the TLS one. */
     CHECK(offsetof(proxy_stats, sni_no_route) == before_ejections + 4 * sizeof(uint64_t));
-    CHECK(sizeof(proxy_stats) == offsetof(proxy_stats, sni_hello_failed) + sizeof(uint64_t));
+    CHECK(sizeof(proxy_stats) == offsetof(proxy_stats, tls_handshakes_failed) + sizeof(uint64_t));
     proxy_stats now;
     memset(&now, 0xab, sizeof now);
     OK(proxy_forwarder_stats(f, &now, before_ejections));
@@ -288,6 +288,7 @@ static void stats_struct_prefix(void) {
     CHECK(now.sni_hello_failed == 0xabababababababab);
     OK(proxy_forwarder_stats(f, &now, sizeof now));
     CHECK(now.denied == 0 && now.sni_no_route == 0 && now.sni_hello_failed == 0);
+    CHECK(now.tls_handshakes_failed == 0);
     proxy_forwarder_free(f);
     echo_stop(&echo);
     puts("ok stats_struct_prefix");
