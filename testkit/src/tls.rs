@@ -48,6 +48,114 @@ pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A certificate authority made with `openssl` in a temp dir (removed on drop), issuing
+/// server and client certificates, for tests that verify chains.
+#[derive(Debug)]
+pub struct Ca {
+    dir: tempfile::TempDir,
+    /// The CA certificate (PEM), to trust.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A certificate an [`Ca`] issued, with its key.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// The certificate followed by its key, in one file.
+    pub combined: PathBuf,
+}
+
+impl Ca {
+    /// A new CA named `name` (P-256, valid two days).
+    pub fn new(name: &str) -> Ca {
+        let dir = tempfile::Builder::new()
+            .prefix("proxy-testkit-ca-")
+            .tempdir()
+            .expect("a temp dir for a CA");
+        let (cert, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        openssl_ok(
+            Command::new(openssl())
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .arg("-subj")
+                .arg(format!("/CN={name}"))
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        Ca { dir, cert, key }
+    }
+
+    /// A server certificate for the DNS names `names` (the first is its CN).
+    pub fn server(&self, names: &[&str]) -> Issued {
+        let san = (names.iter().map(|n| format!("DNS:{n}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.issue(names[0], &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth"))
+    }
+
+    /// A client certificate whose CN is `name`.
+    pub fn client(&self, name: &str) -> Issued {
+        self.issue(name, "extendedKeyUsage=clientAuth")
+    }
+
+    fn issue(&self, cn: &str, extensions: &str) -> Issued {
+        let d = self.dir.path();
+        let stem = format!("{}-{}", cn.replace(['*', '/'], "_"), std::process::id());
+        let (cert, key, csr, ext, combined) = (
+            d.join(format!("{stem}.crt")),
+            d.join(format!("{stem}.key")),
+            d.join(format!("{stem}.csr")),
+            d.join(format!("{stem}.ext")),
+            d.join(format!("{stem}.pem")),
+        );
+        std::fs::write(&ext, extensions).unwrap();
+        openssl_ok(
+            Command::new(openssl())
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-subj"])
+                .arg(format!("/CN={cn}"))
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr),
+        );
+        let mut sign = Command::new(openssl());
+        sign.args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.cert)
+            .arg("-CAkey")
+            .arg(&self.key)
+            .args(["-CAcreateserial", "-extfile"])
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert);
+        openssl_ok(&mut sign);
+        let both = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+        std::fs::write(&combined, both).unwrap();
+        Issued {
+            cert,
+            key,
+            combined,
+        }
+    }
+}
+
+/// Runs an openssl command, failing the test with its output unless it succeeds.
+fn openssl_ok(cmd: &mut Command) {
+    let what = format!("{cmd:?}");
+    let (status, _, err) = run_limited(cmd, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{what}: {err}");
+}
+
 /// `openssl s_server -www` on a kernel-chosen loopback port, presenting a self-signed
 /// certificate for its name; stopped on drop.
 #[derive(Debug)]
