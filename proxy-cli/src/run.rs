@@ -293,7 +293,36 @@ async fn seed(
     if let Some(udp) = started.udp {
         running.push(register(forwards, Protocol::Udp, &target, udp));
     }
-    serve_until_signal(forwards, running, signals, drain).await
+    serve_until_signal(forwards, running, signals, drain, spec).await
+}
+
+/// Builds the TCP forwarders of `spec` again, reading its TLS files anew, and makes them
+/// current for new connections; open connections go on. A failure (a file missing or
+/// broken) keeps the running certificates.
+async fn reload_tls(spec: &ForwardSpec, running: &mut [Registered]) {
+    for forward in running.iter_mut().filter(|r| r.protocol() == Protocol::Tcp) {
+        let mut spec = spec.clone();
+        spec.protocol = Transport::Tcp;
+        spec.listen = proxy_core::Listen::Addrs(forward.handle().local_addrs().to_vec());
+        let built = (spec.make_resolver().map_err(anyhow::Error::from))
+            .and_then(|resolver| Ok(spec.tcp_forwarder(resolver).map_err(crate::args::invalid)?));
+        let reloaded = match built {
+            Ok(forwarder) => {
+                (forward.handle_mut().reload(forwarder).await).map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        match reloaded {
+            Ok(()) => tracing::info!(
+                forward = forward.name(),
+                "reloaded: TLS certificates read again"
+            ),
+            Err(e) => tracing::error!(
+                forward = forward.name(),
+                "reload rejected: {e:#}; the running certificates stay"
+            ),
+        }
+    }
 }
 
 /// A start error as the CLI reports it: bad settings are usage errors (exit code 2); a
@@ -324,16 +353,30 @@ fn register(
 /// SIGTERM, marks it draining, then drains every forwarder at the same time: they stop
 /// accepting (TCP) or starting new sessions (UDP), let open connections and sessions
 /// finish for up to `drain`, and return. A second signal during the drain closes them at
-/// once.
+/// once. When `spec` terminates TLS, SIGHUP reads its certificate files again.
 async fn serve_until_signal(
     forwards: &Forwards,
-    running: Vec<Registered>,
+    mut running: Vec<Registered>,
     mut signals: Signals,
     drain: Duration,
+    spec: &ForwardSpec,
 ) -> anyhow::Result<()> {
     forwards.set_ready();
     systemd::notify_ready(&running);
-    let name = signals.recv().await;
+    let terminating = spec.tls_cert.is_some() || spec.tls_dir.is_some();
+    let mut hangups = match terminating {
+        true => Some(Hangups::new().context("cannot install the SIGHUP handler")?),
+        false => None,
+    };
+    let name = loop {
+        let Some(hangups) = hangups.as_mut() else {
+            break signals.recv().await;
+        };
+        tokio::select! {
+            () = hangups.recv() => reload_tls(spec, &mut running).await,
+            name = signals.recv() => break name,
+        }
+    };
     forwards.set_draining();
     systemd::notify_stopping(drain);
     let has = |p| running.iter().any(|r| r.protocol() == p);
