@@ -131,3 +131,92 @@ fn a_missing_key_is_a_usage_error_naming_the_flag() {
         "{err}"
     );
 }
+
+#[test]
+fn upstream_tls_refuses_bad_certificates_saying_why() {
+    use proxy_testkit::tls::{Ca, OpensslServer};
+    let ca = Ca::new("test-ca");
+    let good = ca.server(&["upstream.example"]);
+    let expired = ca.expired_server("upstream.example");
+    let good_server = OpensslServer::with_cert(&good.cert, &good.key);
+    let expired_server = OpensslServer::with_cert(&expired.cert, &expired.key);
+    let ca_file = ca.cert.to_str().unwrap();
+    for (upstream, extra, says) in [
+        (
+            good_server.addr,
+            vec![
+                "--upstream-ca",
+                ca_file,
+                "--upstream-server-name",
+                "other.example",
+            ],
+            "not valid for name",
+        ),
+        (
+            expired_server.addr,
+            vec![
+                "--upstream-ca",
+                ca_file,
+                "--upstream-server-name",
+                "upstream.example",
+            ],
+            "the upstream's certificate has expired",
+        ),
+        (
+            good_server.addr,
+            vec!["--upstream-server-name", "upstream.example"],
+            "not issued by a trusted CA",
+        ),
+    ] {
+        let target = upstream.to_string();
+        let mut args = vec![
+            "tcp",
+            "0",
+            &target,
+            "--listen",
+            "127.0.0.1",
+            "--upstream-tls",
+        ];
+        args.extend(extra);
+        let proxy = Proxy::start(&args);
+        let addr = proxy.listen_addr(&target);
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        proxy.expect_line(says, |l| {
+            l.contains("upstream TLS handshake failed") && l.contains(says)
+        });
+    }
+    // Verified: the answer comes through.
+    let target = good_server.addr.to_string();
+    let proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--upstream-tls",
+        "--upstream-ca",
+        ca_file,
+        "--upstream-server-name",
+        "upstream.example",
+    ]);
+    let addr = proxy.listen_addr(&target);
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut client, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200 ok"), "{answer}");
+    // Insecure warns at every start.
+    let proxy = Proxy::start(&[
+        "tcp",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--upstream-tls",
+        "--upstream-insecure",
+    ]);
+    proxy.expect_line("the warning", |l| {
+        l.contains("WARN") && l.contains("NOT verified")
+    });
+}

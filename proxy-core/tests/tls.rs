@@ -363,3 +363,100 @@ fn bad_files_are_refused_naming_the_key_and_the_file() {
         assert!(e.starts_with("tls_cert") || e.starts_with("tls_dir"), "{e}");
     }
 }
+
+/// What a plain client gets for `GET /` through a forward to an `openssl s_server -www`
+/// with these settings: the answer, and how many connections found no upstream.
+async fn through_upstream_tls(upstream: SocketAddr, settings: &[(&str, &str)]) -> (String, u64) {
+    let mut all = vec![("upstream_tls", "true")];
+    all.extend_from_slice(settings);
+    let handle = start(upstream, &all);
+    let mut client = TcpStream::connect(handle.local_addrs()[0]).await.unwrap();
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = within(PROMPT, "the answer", client.read_to_end(&mut answer)).await;
+    let unavailable = handle.stats_reader().stats().upstream_unavailable;
+    (String::from_utf8_lossy(&answer).into_owned(), unavailable)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_verifies_the_upstream_and_refuses_bad_certificates() {
+    use proxy_testkit::tls::OpensslServer;
+    let (ca, good, expired) = blocking(|| {
+        let ca = Ca::new("test-ca");
+        let (good, expired) = (
+            ca.server(&["upstream.example"]),
+            ca.expired_server("upstream.example"),
+        );
+        (ca, good, expired)
+    })
+    .await;
+    let servers = blocking(move || {
+        (
+            OpensslServer::with_cert(&good.cert, &good.key),
+            OpensslServer::with_cert(&expired.cert, &expired.key),
+            OpensslServer::start("upstream.example"),
+        )
+    })
+    .await;
+    let (good, expired, self_signed) = &servers;
+    let ca_file = ca.cert.clone();
+    let ca_path = text(&ca_file);
+    let trusted = [
+        ("upstream_ca", ca_path),
+        ("upstream_server_name", "upstream.example"),
+    ];
+    let (answer, failed) = through_upstream_tls(good.addr, &trusted).await;
+    assert!(answer.contains("200 ok"), "{answer}");
+    assert_eq!(failed, 0);
+    for (what, upstream, settings) in [
+        (
+            "a certificate for another name",
+            good.addr,
+            vec![
+                ("upstream_ca", ca_path),
+                ("upstream_server_name", "other.example"),
+            ],
+        ),
+        ("an expired certificate", expired.addr, trusted.to_vec()),
+        (
+            "a self-signed certificate",
+            self_signed.addr,
+            trusted.to_vec(),
+        ),
+        // No upstream_ca: the system's CAs do not know the test CA.
+        (
+            "a private CA's certificate",
+            good.addr,
+            vec![("upstream_server_name", "upstream.example")],
+        ),
+    ] {
+        let (answer, failed) = through_upstream_tls(upstream, &settings).await;
+        assert_eq!((answer.as_str(), failed), ("", 1), "{what}");
+    }
+    let (answer, _) = through_upstream_tls(
+        self_signed.addr,
+        &[
+            ("upstream_insecure", "true"),
+            ("upstream_server_name", "whatever.example"),
+        ],
+    )
+    .await;
+    assert!(answer.contains("200 ok"), "insecure: {answer}");
+
+    // TLS both ways: terminated from the client, originated to the upstream.
+    let site = blocking(move || (ca.server(&["shop.example"]), ca)).await;
+    let (site, ca) = site;
+    let mut all: Vec<(&str, &str)> = vec![("upstream_tls", "true")];
+    all.extend_from_slice(&trusted);
+    all.extend([("tls_cert", text(&site.cert)), ("tls_key", text(&site.key))]);
+    let handle = start(good.addr, &all);
+    let connector = connector(&ca.cert, None);
+    let mut tls = tls_connect(&connector, handle.local_addrs()[0], "shop.example")
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = within(PROMPT, "the answer", tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("200 ok"), "{answer}");
+}

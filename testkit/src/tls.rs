@@ -104,6 +104,73 @@ impl Ca {
         )
     }
 
+    /// A server certificate for `name` that expired long ago (valid for one day in
+    /// January 2020), signed with `openssl ca`, which can date certificates in the past.
+    pub fn expired_server(&self, name: &str) -> Issued {
+        let d = self.dir.path();
+        let stem = format!("expired-{name}");
+        let (cert, key, csr, ext, combined) = (
+            d.join(format!("{stem}.crt")),
+            d.join(format!("{stem}.key")),
+            d.join(format!("{stem}.csr")),
+            d.join(format!("{stem}.ext")),
+            d.join(format!("{stem}.pem")),
+        );
+        std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).unwrap();
+        let (db, config) = (d.join("index.txt"), d.join("ca.cnf"));
+        std::fs::write(&db, "").unwrap();
+        std::fs::write(d.join("serial"), "1000\n").unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[ca]\ndefault_ca = this\n[this]\ndatabase = {}\nnew_certs_dir = {}\n\
+                 serial = {}\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+                db.display(),
+                d.display(),
+                d.join("serial").display()
+            ),
+        )
+        .unwrap();
+        openssl_ok(
+            Command::new(openssl())
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-subj"])
+                .arg(format!("/CN={name}"))
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr),
+        );
+        openssl_ok(
+            Command::new(openssl())
+                .args(["ca", "-batch", "-notext", "-config"])
+                .arg(&config)
+                .arg("-cert")
+                .arg(&self.cert)
+                .arg("-keyfile")
+                .arg(&self.key)
+                .args([
+                    "-startdate",
+                    "20200101000000Z",
+                    "-enddate",
+                    "20200102000000Z",
+                ])
+                .arg("-extfile")
+                .arg(&ext)
+                .arg("-in")
+                .arg(&csr)
+                .arg("-out")
+                .arg(&cert),
+        );
+        let both = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+        std::fs::write(&combined, both).unwrap();
+        Issued {
+            cert,
+            key,
+            combined,
+        }
+    }
+
     /// A client certificate whose CN is `name`.
     pub fn client(&self, name: &str) -> Issued {
         self.issue(name, "extendedKeyUsage=clientAuth")
@@ -177,12 +244,26 @@ impl OpensslServer {
             .tempdir()
             .expect("a temp dir for a certificate");
         let (cert, key) = self_signed(dir.path(), name);
+        OpensslServer::with(&cert, &key, dir)
+    }
+
+    /// Starts one presenting `cert` with `key` (an [`Issued`] certificate, say).
+    pub fn with_cert(cert: &Path, key: &Path) -> OpensslServer {
+        let dir = tempfile::Builder::new()
+            .prefix("proxy-testkit-tls-")
+            .tempdir()
+            .expect("a temp dir");
+        OpensslServer::with(cert, key, dir)
+    }
+
+    fn with(cert: &Path, key: &Path, dir: tempfile::TempDir) -> OpensslServer {
+        let name = cert.display().to_string();
         let mut child = KillOnDrop::spawn(
             Command::new(openssl())
                 .args(["s_server", "-www", "-accept", "127.0.0.1:0", "-cert"])
-                .arg(&cert)
+                .arg(cert)
                 .arg("-key")
-                .arg(&key)
+                .arg(key)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),

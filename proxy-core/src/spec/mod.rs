@@ -285,6 +285,16 @@ pub struct ForwardSpec {
     /// `tls_handshake_timeout`: how long a client has for its TLS handshake. Default 10 s.
     pub tls_handshake_timeout: Duration,
 
+    /// `upstream_tls`: connect to the upstream over TLS. Default off.
+    pub upstream_tls: bool,
+    /// `upstream_ca`: the CAs the upstream's certificate must chain to; none: the
+    /// system's.
+    pub upstream_ca: Option<PathBuf>,
+    /// `upstream_server_name`: the name sent as SNI and verified; none: the target's.
+    pub upstream_server_name: Option<String>,
+    /// `upstream_insecure`: do not verify the upstream's certificate. Default off.
+    pub upstream_insecure: bool,
+
     /// `relay`: how TCP bytes are relayed. Default auto (splice on Linux).
     pub relay: RelayMode,
     /// `pipe_size`: the size of each splice pipe. Default 256 KiB.
@@ -394,6 +404,10 @@ impl Default for ForwardSpec {
             tls_dir: None,
             tls_client_ca: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            upstream_tls: false,
+            upstream_ca: None,
+            upstream_server_name: None,
+            upstream_insecure: false,
             relay: RelayMode::Auto,
             pipe_size: 1 << 18,
             buffer_size: 1 << 16,
@@ -606,7 +620,35 @@ impl ForwardSpec {
                     .to_owned(),
             });
         }
-        at_most_max("tls_handshake_timeout", self.tls_handshake_timeout)
+        at_most_max("tls_handshake_timeout", self.tls_handshake_timeout)?;
+        for (key, set) in [
+            ("upstream_ca", self.upstream_ca.is_some()),
+            ("upstream_server_name", self.upstream_server_name.is_some()),
+            ("upstream_insecure", self.upstream_insecure),
+        ] {
+            if set && !self.upstream_tls {
+                return Err(BuildError::Requires {
+                    key,
+                    requires: "upstream_tls",
+                });
+            }
+        }
+        if self.upstream_insecure && self.upstream_ca.is_some() {
+            return Err(BuildError::Invalid {
+                key: "upstream_insecure",
+                why: "upstream_ca says whom to trust, upstream_insecure trusts anyone: set one"
+                    .to_owned(),
+            });
+        }
+        if self.upstream_tls && !self.sni.is_empty() {
+            return Err(BuildError::Invalid {
+                key: "sni",
+                why: "SNI routes pass the client's TLS through; upstream_tls would wrap it in \
+                      TLS again"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// An HTTP forward's routes: `route`, and `target` as the route `/=TARGET` when set.

@@ -7,7 +7,7 @@ use super::keys::{Applies, Key};
 use super::values::{
     BALANCES, PROTOCOLS, PROXY_PROTOCOLS, RELAYS, RESOLVERS, at_least_one, boolean, choice,
     choice_name, cidrs, cookie_name, count, domain, duration, list, listen, name_server, optional,
-    optional_count, optional_size, path, patterns, positive, show_list, show_optional,
+    optional_count, optional_size, path, patterns, positive, server_name, show_list, show_optional,
     show_optional_count, show_path, show_timer, size, timer,
 };
 use crate::balance::Balance;
@@ -502,6 +502,52 @@ pub static KEYS: &[Key] = &[
         example: "3s",
         set: |s, v| positive(v).map(|x| s.tls_handshake_timeout = x),
         get: |s| show_duration(s.tls_handshake_timeout),
+    },
+    Key {
+        name: "upstream_tls",
+        value: "BOOL",
+        applies: Applies::Tcp,
+        http: false,
+        help: "Connect to the upstream over TLS, verifying its certificate against the \
+               system's CAs (or upstream_ca) and the target's name (or \
+               upstream_server_name), which is also sent as SNI.",
+        example: "true",
+        set: |s, v| boolean(v).map(|x| s.upstream_tls = x),
+        get: |s| s.upstream_tls.to_string(),
+    },
+    Key {
+        name: "upstream_ca",
+        value: "PATH",
+        applies: Applies::Tcp,
+        http: false,
+        help: "With upstream_tls, trust only the CA certificates of this PEM file.",
+        example: "/etc/proxy/tls/upstream-ca.crt",
+        set: |s, v| path(v).map(|x| s.upstream_ca = x),
+        get: |s| show_path(&s.upstream_ca),
+    },
+    Key {
+        name: "upstream_server_name",
+        value: "NAME",
+        applies: Applies::Tcp,
+        http: false,
+        help: "With upstream_tls, the name sent as SNI and checked in the upstream's \
+               certificate, instead of the target's host (needed for IP targets whose \
+               certificates name a host).",
+        example: "api.internal",
+        set: |s, v| server_name(v).map(|x| s.upstream_server_name = x),
+        get: |s| s.upstream_server_name.clone().unwrap_or_default(),
+    },
+    Key {
+        name: "upstream_insecure",
+        value: "BOOL",
+        applies: Applies::Tcp,
+        http: false,
+        help: "With upstream_tls, do not verify the upstream's certificate (a warning is \
+               logged at every start): for tests only, anyone on the path can impersonate \
+               the upstream.",
+        example: "true",
+        set: |s, v| boolean(v).map(|x| s.upstream_insecure = x),
+        get: |s| s.upstream_insecure.to_string(),
     },
     Key {
         name: "relay",

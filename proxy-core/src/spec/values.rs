@@ -119,6 +119,19 @@ pub(super) fn show_path(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// A name to verify a certificate against: a DNS name or an IP address; empty for none.
+pub(super) fn server_name(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(Some(text.to_owned()));
+    }
+    domain(text)
+        .map(|name| Some(name.to_ascii_lowercase()))
+        .map_err(|_| format!("`{text}` is not a DNS name or an IP address"))
+}
+
 pub(super) fn boolean(text: &str) -> Result<bool, String> {
     match text {
         "true" => Ok(true),

@@ -22,7 +22,7 @@ use crate::limit::{Admission, Permit, Refused};
 use crate::listen;
 use crate::proxy_protocol::{self, AcceptProxy, ProxyProtocol};
 use crate::stats::Stats;
-use crate::tls::{ServerTls, TlsInfo};
+use crate::tls::{ClientTls, ServerTls, TlsInfo};
 use crate::{BuildError, Error, Target};
 
 /// Forwards TCP connections from one or more listen addresses to an upstream [`Target`].
@@ -75,6 +75,8 @@ pub(super) struct Config {
     sni_timeout: Duration,
     /// TLS termination; none: the client's bytes are relayed as they come.
     tls: Option<ServerTls>,
+    /// TLS to the upstream; none: plain TCP.
+    upstream_tls: Option<ClientTls>,
 }
 
 // ===== impl TcpForwarder =====
@@ -303,6 +305,7 @@ impl Builder {
         let (spec, common) = self.checked()?;
         let routes = route_configs(&spec, &common.resolver)?;
         let tls = ServerTls::from_spec(&spec, &[])?;
+        let upstream_tls = ClientTls::from_spec(&spec, &[])?;
         Ok(TcpForwarder {
             config: Arc::new(Config {
                 common,
@@ -314,6 +317,7 @@ impl Builder {
                 routes,
                 sni_timeout: spec.sni_timeout,
                 tls,
+                upstream_tls,
             }),
         })
     }
@@ -490,6 +494,48 @@ impl Client {
     }
 }
 
+/// An upstream connection: plain, or with TLS on it.
+enum Upstream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Puts TLS on the upstream connection when the forward originates it, within the
+/// connect timeout; `None` (counted, logged, and reported to the balancer as the
+/// address's failure) when the handshake failed.
+async fn originate(
+    upstream: TcpStream,
+    addr: SocketAddr,
+    way: &Way,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<Upstream> {
+    let Some(tls) = &shared.config.upstream_tls else {
+        return Some(Upstream::Plain(upstream));
+    };
+    let limit = shared.config.common.timeouts.connect;
+    let handshake = tokio::time::timeout(limit, tls.connect(upstream, way.target.host()));
+    let done = tokio::select! {
+        () = shared.closing.cancelled() => return None,
+        r = Box::pin(handshake) => r,
+    };
+    let error = match done {
+        Ok(Ok(stream)) => return Some(Upstream::Tls(Box::new(stream))),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no TLS handshake within {limit:?}"),
+    };
+    Stats::inc(&shared.stats.upstream_unavailable);
+    way.balancer.record(&shared.stats, addr, false);
+    tracing::warn!(
+        client = %peer,
+        upstream = %addr,
+        target = %way.target,
+        error,
+        "upstream TLS handshake failed; closing the client connection"
+    );
+    None
+}
+
 /// Completes `client`'s TLS handshake when the forward terminates TLS; `None` (counted
 /// and logged) when it failed.
 async fn terminate(client: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Client> {
@@ -633,31 +679,49 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
         tracing::debug!(client = %peer, upstream = %upstream_addr, error = %e, "sending the PROXY header failed");
         return;
     }
+    let Some(upstream) = originate(upstream, upstream_addr, way, peer, &shared).await else {
+        return;
+    };
     let _counted = way.balancer.open(upstream_addr);
     let bytes = ConnBytes::default();
+    let (relay_shared, closing) = (&shared.relay, &shared.closing);
     let timeouts = &shared.config.common.timeouts;
-    let close = match client {
-        Client::Plain(client) => {
-            let relayed = relay(
-                &client,
-                &upstream,
-                &shared.relay,
-                timeouts,
-                &shared.closing,
-                &bytes,
-            );
-            relayed.await
+    let close = match (client, upstream) {
+        (Client::Plain(client), Upstream::Plain(upstream)) => {
+            relay(&client, &upstream, relay_shared, timeouts, closing, &bytes).await
         }
-        Client::Tls(client) => {
-            let relayed = relay_streams(
+        (Client::Tls(client), Upstream::Plain(upstream)) => {
+            Box::pin(relay_streams(
                 *client,
                 upstream,
-                &shared.relay,
+                relay_shared,
                 timeouts,
-                &shared.closing,
+                closing,
                 &bytes,
-            );
-            Box::pin(relayed).await
+            ))
+            .await
+        }
+        (Client::Plain(client), Upstream::Tls(upstream)) => {
+            Box::pin(relay_streams(
+                client,
+                *upstream,
+                relay_shared,
+                timeouts,
+                closing,
+                &bytes,
+            ))
+            .await
+        }
+        (Client::Tls(client), Upstream::Tls(upstream)) => {
+            Box::pin(relay_streams(
+                *client,
+                *upstream,
+                relay_shared,
+                timeouts,
+                closing,
+                &bytes,
+            ))
+            .await
         }
     };
     if let Close::Reset(e) = &close {

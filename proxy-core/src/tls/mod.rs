@@ -9,7 +9,10 @@
 //! then a wildcard one, then the `tls_cert` certificate (or the first of `tls_dir`).
 
 mod certs;
+mod client;
 mod identity;
+
+pub use client::ClientTls;
 
 use std::collections::HashMap;
 use std::io;
