@@ -155,6 +155,31 @@ static void bad_settings(void) {
     puts("ok bad_settings");
 }
 
+/* The TLS and SNI keys through the C API: the same table, the same checks. */
+static void tls_and_sni_keys(void) {
+    proxy_config *c = config_to(PROXY_TRANSPORT_TCP, "127.0.0.1:0", "127.0.0.1:9");
+    proxy_forwarder *f = NULL;
+    OK(proxy_config_set(c, "tls_cert", "/nonexistent/site.crt"));
+    CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("`tls_cert` needs `tls_key`");
+    OK(proxy_config_set(c, "tls_key", "/nonexistent/site.key"));
+    CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("/nonexistent/site.crt");
+    OK(proxy_config_set(c, "tls_cert", ""));
+    OK(proxy_config_set(c, "tls_key", ""));
+    CHECK_STATUS(proxy_config_set(c, "sni", "a.example"), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("an SNI route is NAME=TARGET");
+    OK(proxy_config_set(c, "sni", "a.example=127.0.0.1:9,*.b.example=127.0.0.1:10"));
+    OK(proxy_config_set(c, "upstream_tls", "true"));
+    CHECK_STATUS(proxy_forwarder_start(c, &f), PROXY_STATUS_INVALID_SETTING);
+    CHECK_LAST_ERROR_HAS("upstream_tls would wrap it in TLS again");
+    OK(proxy_config_set(c, "upstream_tls", "false"));
+    OK(proxy_forwarder_start(c, &f));
+    proxy_forwarder_free(f);
+    proxy_config_free(c);
+    puts("ok tls_and_sni_keys");
+}
+
 /* Binds a socket of `type` on 127.0.0.1:*port (0: the kernel's choice, stored in *port);
  * returns the fd. TCP sets SO_REUSEADDR, as the forwarder does, so connections of other
  * tests in TIME_WAIT on the port do not count, while a listener still would. */
@@ -347,6 +372,7 @@ int main(void) {
     null_everywhere();
     bad_strings();
     bad_settings();
+    tls_and_sni_keys();
     ports_in_use();
     buffers_and_messages();
     last_error_is_per_thread();
