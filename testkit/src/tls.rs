@@ -98,7 +98,10 @@ impl Ca {
         let san = (names.iter().map(|n| format!("DNS:{n}")))
             .collect::<Vec<_>>()
             .join(",");
-        self.issue(names[0], &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth"))
+        self.issue(
+            names[0],
+            &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth"),
+        )
     }
 
     /// A client certificate whose CN is `name`.
