@@ -2,8 +2,9 @@
 //! `websockets` client) and real upstreams (testkit's hyper backend, Python's
 //! `http.server`, nginx, a dnsmasq-served name with two addresses): Ingress-style routing
 //! by host and path, what upstreams see, keep-alive and pooling, balancing and the sticky
-//! cookie, the failure statuses, retries, the access log and `/metrics`, `proxy run
-//! --config` reloads, the drain, and `--check`.
+//! cookie, the failure statuses, retries, the access log and `/metrics`, TLS termination
+//! (curl, `openssl s_client` and `wss:` over it), `proxy run --config` reloads, the
+//! drain, and `--check`.
 
 mod support;
 
@@ -1055,6 +1056,282 @@ fn one_access_log_line_per_request_and_per_route_metrics() {
     has(format!(
         "proxy_http_response_bytes_total{{{web_labels}}} {out}"
     ));
+}
+
+// ===== TLS termination =====
+
+/// curl over https to `NAME:PORT` (resolved to the proxy, trusting `ca`) for each of
+/// `paths`, with `extra` arguments; each upstream's [`Seen`] and how many connections curl
+/// opened for it (0: the one before was kept alive). Fails the test when curl fails.
+#[track_caller]
+fn curl_https(
+    http: &Http,
+    name: &str,
+    ca: &std::path::Path,
+    paths: &[&str],
+    extra: &[&str],
+) -> Vec<(Seen, u32)> {
+    let port = http.addr.port();
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let mut args = vec!["--cacert", ca.to_str().unwrap(), "--resolve", &resolve];
+    args.extend_from_slice(&["--write-out", "\n%{num_connects}\n"]);
+    args.extend_from_slice(extra);
+    let urls: Vec<String> = (paths.iter())
+        .map(|p| format!("https://{name}:{port}{p}"))
+        .collect();
+    args.extend(urls.iter().map(String::as_str));
+    let (out, err) = curl(&args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 * paths.len(), "{out}\n{err}");
+    (lines.chunks(2))
+        .map(|pair| {
+            let seen = Seen::parse(pair[0].as_bytes()).unwrap();
+            (seen, pair[1].trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// The upstream heard the client came over https, for `host`.
+#[track_caller]
+fn assert_forwarded_https(seen: &Seen, host: &str) {
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{seen:?}");
+    let forwarded = seen.header("forwarded").unwrap_or_default();
+    assert_eq!(
+        forwarded,
+        format!("for=127.0.0.1;host=\"{host}\";proto=https"),
+        "{seen:?}"
+    );
+}
+
+/// The JSON access-log lines so far, once there are `n`.
+fn access_lines(proxy: &Proxy, n: usize) -> Vec<serde_json::Value> {
+    proxy
+        .wait_stderr(PROMPT, |lines| {
+            let access: Vec<serde_json::Value> = (lines.iter())
+                .filter(|l| l.contains("proxy_http::access"))
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (access.len() >= n).then_some(access)
+        })
+        .unwrap_or_else(|| panic!("no {n} access lines:\n{}", proxy.stderr()))
+}
+
+/// A field of a JSON log line (at the top or under `fields`); null when absent.
+fn json_field<'a>(line: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    (line.get(key))
+        .or_else(|| line.get("fields").and_then(|f| f.get(key)))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn curl_over_https_keeps_alive_and_upstreams_hear_https_and_the_log_says_tls() {
+    let ca = proxy_testkit::tls::Ca::new("test-ca");
+    let server = ca.server(&["shop.example"]);
+    let backend = Backend::start("web");
+    let http = Http::start(&[
+        &backend.addr().to_string(),
+        "--tls-cert",
+        server.cert.to_str().unwrap(),
+        "--tls-key",
+        server.key.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let got = curl_https(&http, "shop.example", &ca.cert, &["/a?x=1", "/b"], &[]);
+    let host = format!("shop.example:{}", http.addr.port());
+    for (seen, _) in &got {
+        assert_forwarded_https(seen, &host);
+        assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()));
+    }
+    assert_eq!(
+        (got[0].0.uri.as_str(), got[1].0.uri.as_str()),
+        ("/a?x=1", "/b")
+    );
+    assert_eq!(
+        (got[0].1, got[1].1),
+        (1, 0),
+        "one TLS connection, kept alive"
+    );
+
+    // Plain HTTP to the TLS port: no answer, the connection closed; the next is served.
+    let (bytes, end) = proxy_testkit::http::raw_exchange_end(
+        http.addr,
+        b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n",
+        PROMPT,
+    );
+    assert!(end.is_some(), "closed, not left open");
+    assert!(!bytes.starts_with(b"HTTP/"), "{bytes:?}");
+    let got = curl_https(
+        &http,
+        "shop.example",
+        &ca.cert,
+        &["/c"],
+        &["--tlsv1.2", "--tls-max", "1.2"],
+    );
+    assert_forwarded_https(&got[0].0, &host);
+    assert_eq!(backend.requests(), 3);
+
+    let lines = access_lines(&http.proxy, 3);
+    assert_eq!(
+        lines.len(),
+        3,
+        "one line per request, none for the plain one"
+    );
+    for (line, version) in lines.iter().zip(["TLSv1.3", "TLSv1.3", "TLSv1.2"]) {
+        assert_eq!(json_field(line, "tls"), version, "{line}");
+        assert_eq!(json_field(line, "sni"), "shop.example", "{line}");
+        assert_eq!(
+            json_field(line, "client_cn"),
+            &serde_json::Value::Null,
+            "{line}"
+        );
+        assert_eq!(json_field(line, "status"), 200, "{line}");
+    }
+}
+
+#[test]
+fn a_tls_dir_serves_each_name_its_certificate_and_routes_by_host_as_ever() {
+    let ca = proxy_testkit::tls::Ca::new("test-ca");
+    let dir = tempfile::tempdir().unwrap();
+    for (file, names) in [
+        ("shop.pem", &["shop.example"][..]),
+        ("api.pem", &["api.example", "*.api.example"][..]),
+    ] {
+        std::fs::copy(ca.server(names).combined, dir.path().join(file)).unwrap();
+    }
+    let [shop, api] = ["shop", "api"].map(Backend::start);
+    let api_route = format!("api.example/={}", api.addr());
+    let http = Http::start(&[
+        &shop.addr().to_string(),
+        "--route",
+        &api_route,
+        "--tls-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let presented = |name| proxy_testkit::tls::presented_name(http.addr, name).unwrap();
+    assert_eq!(presented(Some("shop.example")), "shop.example");
+    assert_eq!(presented(Some("api.example")), "api.example");
+    assert_eq!(presented(Some("v2.api.example")), "api.example");
+    // No name, or one no certificate has: the directory's first (by file name).
+    assert_eq!(presented(None), "api.example");
+    assert_eq!(presented(Some("other.example")), "api.example");
+
+    // curl checks each certificate against the name it asked for.
+    let got = curl_https(&http, "shop.example", &ca.cert, &["/"], &[]);
+    assert_eq!(got[0].0.backend, "shop");
+    let got = curl_https(&http, "api.example", &ca.cert, &["/v1"], &[]);
+    assert_eq!(
+        (got[0].0.backend.as_str(), got[0].0.uri.as_str()),
+        ("api", "/v1")
+    );
+    assert_forwarded_https(&got[0].0, &format!("api.example:{}", http.addr.port()));
+}
+
+#[test]
+fn a_tls_client_ca_requires_client_certificates_and_logs_their_names() {
+    let ca = proxy_testkit::tls::Ca::new("test-ca");
+    let server = ca.server(&["shop.example"]);
+    let alice = ca.client("alice");
+    let stranger = proxy_testkit::tls::Ca::new("other-ca").client("mallory");
+    let backend = Backend::start("web");
+    let http = Http::start(&[
+        &backend.addr().to_string(),
+        "--tls-cert",
+        server.cert.to_str().unwrap(),
+        "--tls-key",
+        server.key.to_str().unwrap(),
+        "--tls-client-ca",
+        ca.cert.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let with = |issued: &proxy_testkit::tls::Issued| {
+        [
+            "--cert".to_owned(),
+            issued.cert.display().to_string(),
+            "--key".to_owned(),
+            issued.key.display().to_string(),
+        ]
+    };
+    let alice_args = with(&alice);
+    let alice_args: Vec<&str> = alice_args.iter().map(String::as_str).collect();
+    let got = curl_https(&http, "shop.example", &ca.cert, &["/me"], &alice_args);
+    assert_eq!(got[0].0.uri, "/me");
+    assert_forwarded_https(&got[0].0, &format!("shop.example:{}", http.addr.port()));
+
+    // Without a certificate, or with one another CA signed: no request gets through.
+    let program = require_program("curl", &["/usr/bin/curl"], "curl", "a real HTTP client");
+    let url = format!("https://shop.example:{}/refused", http.addr.port());
+    let resolve = format!("shop.example:{}:127.0.0.1", http.addr.port());
+    let stranger_args = with(&stranger);
+    for extra in [&[][..], &stranger_args[..]] {
+        let mut cmd = Command::new(&program);
+        cmd.args(["-sS", "--noproxy", "*", "--max-time", "30", "--cacert"])
+            .arg(&ca.cert)
+            .args(["--resolve", &resolve])
+            .args(extra)
+            .arg(&url);
+        let (status, out, err) = run_limited(&mut cmd, Duration::from_secs(40));
+        assert!(
+            status.is_some_and(|s| !s.success() && s.code() != Some(28)),
+            "curl {extra:?}: {status:?} (not refused, or timed out)\n{out}\n{err}"
+        );
+    }
+    assert_eq!(backend.requests(), 1);
+
+    let lines = access_lines(&http.proxy, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(json_field(&lines[0], "client_cn"), "alice", "{}", lines[0]);
+    assert_eq!(json_field(&lines[0], "sni"), "shop.example", "{}", lines[0]);
+    // The listener serves on.
+    let got = curl_https(&http, "shop.example", &ca.cert, &["/again"], &alice_args);
+    assert_eq!(got[0].0.uri, "/again");
+}
+
+#[test]
+fn websocket_echo_over_tls() {
+    let server = match websocket_echo() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let ca = proxy_testkit::tls::Ca::new("test-ca");
+    let cert = ca.server(&["ws.example"]);
+    let http = Http::start(&[
+        &server.addr().to_string(),
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ]);
+    // The testkit's client, trusting the CA through OpenSSL's SSL_CERT_FILE: `wss:` asks
+    // for the URL's host by SNI and checks the certificate against it.
+    let python = proxy_testkit::http::websockets_python().unwrap();
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", proxy_testkit::http::WEBSOCKET_CLIENT_SCRIPT])
+        .args(["wss://ws.example/chat/tls", "40", &http.addr.to_string()])
+        .env("SSL_CERT_FILE", &ca.cert);
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let (status, out, err) = run_limited(&mut cmd, Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()) && out.contains("ok: 40 messages echoed"),
+        "{status:?}\n{out}{err}\n{}",
+        server.output()
+    );
+    assert_eq!(
+        websocket_opened(&server),
+        [("/chat/tls".to_owned(), "ws.example".to_owned())]
+    );
 }
 
 // ===== proxy run --config =====

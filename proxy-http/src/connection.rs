@@ -8,6 +8,9 @@
 //! What it answers itself (404, 413, 431, 400, 502, 503, 504) and what it logs and
 //! counts are the same as the hyper path's, which still serves the service proxy URL and
 //! connectors of the embedder's.
+//!
+//! The client connection is any stream: a plain socket, or one with TLS terminated
+//! (each its own monomorphised copy, so the plain one pays nothing for TLS).
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -15,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxy_core::tls::TlsInfo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFuture;
@@ -39,6 +43,9 @@ const RESPONSE_HEAD_MAX: usize = 64 << 10;
 
 /// Reads go into buffers of at least this much room.
 const READ_ROOM: usize = 8 << 10;
+
+/// How long a TLS client connection's close waits for its `close_notify` to go out.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
 /// One timer per connection: re-armed only when it fires before the deadline asked for
 /// (activity moved it) or must fire sooner.
@@ -121,10 +128,12 @@ struct Outcome {
     complete: bool,
 }
 
-/// One client connection.
-struct Client {
-    stream: TcpStream,
+/// One client connection, over the stream `S`.
+struct Client<S> {
+    stream: S,
     peer: SocketAddr,
+    /// What its TLS handshake agreed on, when the proxy terminated TLS.
+    tls: Option<TlsInfo>,
     /// The worker thread it runs on: upstream connections are taken from its share.
     worker: usize,
     buf: BytesMut,
@@ -141,17 +150,23 @@ struct Client {
 }
 
 /// Serves the client connection `stream` from `peer` until it closes, idles out, or the
-/// forwarder drains; `worker` is the thread it runs on (0 without workers).
-pub(crate) async fn serve(
-    stream: TcpStream,
+/// forwarder drains; `worker` is the thread it runs on (0 without workers), `tls` what
+/// its TLS handshake agreed on when the proxy terminated TLS.
+pub(crate) async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     admitted: proxy_core::Admitted,
     worker: usize,
-) {
+    tls: Option<TlsInfo>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let https = tls.is_some();
     let mut client = Client {
         stream,
         peer,
+        tls,
         worker,
         buf: BytesMut::with_capacity(READ_ROOM),
         out: Vec::with_capacity(4 << 10),
@@ -160,7 +175,7 @@ pub(crate) async fn serve(
         timer: Timer::new(),
         last: Instant::now(),
         idle: NEVER,
-        forwarding: Forwarding::new(peer.ip()),
+        forwarding: Forwarding::new(peer.ip(), https),
     };
     let mut closing = Watch::new(&shared.closing);
     let mut draining = Watch::new(&shared.draining);
@@ -174,12 +189,20 @@ pub(crate) async fn serve(
             break;
         }
     }
-    // Dropped, the socket closes with a FIN: no shutdown call of its own.
+    if https && !shared.closing.is_given() {
+        // TLS says it ends (`close_notify`), so that the client can tell the close from
+        // a cut; a plain socket closes with a FIN when dropped, with no call of its own.
+        let wait = Instant::now() + CLOSE_NOTIFY_WAIT;
+        tokio::select! {
+            _ = client.stream.shutdown() => {}
+            () = client.timer.passed(wait) => {}
+        }
+    }
     drop(client);
     drop(admitted);
 }
 
-impl Client {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Reads one request and answers it.
     async fn exchange(&mut self, shared: &Shared, draining: &mut Watch<'_>) -> Next {
         let (idle, header_timeout, max_size) = {
@@ -266,15 +289,7 @@ impl Client {
         };
         stats.bytes(outcome.bytes.0, outcome.bytes.1);
         let upstream = UpstreamOf(outcome.upstream, &backend);
-        log_line(
-            self.peer,
-            &self.head,
-            &raw,
-            &route_name,
-            &outcome,
-            start,
-            &upstream,
-        );
+        log_line(&self.logged(&raw), &route_name, &outcome, start, &upstream);
         next
     }
 
@@ -673,7 +688,17 @@ impl Client {
             upstream,
             complete: true,
         };
-        log_line(self.peer, &self.head, raw, "-", &outcome, start, &"-");
+        log_line(&self.logged(raw), "-", &outcome, start, &"-");
+    }
+
+    /// The request whose head is in `raw`, for the access log.
+    fn logged<'a>(&'a self, raw: &'a [u8]) -> Logged<'a> {
+        Logged {
+            peer: self.peer,
+            tls: self.tls.as_ref(),
+            head: &self.head,
+            raw,
+        }
     }
 
     /// Writes the response head at the start of `buf` (parsed into `self.response`)
@@ -712,17 +737,22 @@ fn make_room(buf: &mut BytesMut) {
     }
 }
 
-/// Writes all of `bytes`, unless nothing moves until `deadline` (a peer that stopped
-/// reading).
-async fn write_within(
-    stream: &mut TcpStream,
+/// Writes all of `bytes` and flushes them, unless nothing moves until `deadline` (a peer
+/// that stopped reading). The flush sends what TLS may hold back; a socket's does
+/// nothing.
+async fn write_within<W: AsyncWrite + Unpin>(
+    stream: &mut W,
     bytes: &[u8],
     timer: &mut Timer,
     deadline: Instant,
 ) -> std::io::Result<()> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
     tokio::select! {
         biased;
-        written = stream.write_all(bytes) => written,
+        written = write => written,
         () = timer.passed(deadline) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
@@ -887,18 +917,21 @@ struct Forwarding {
     /// The client's address as text (once per connection).
     ip: String,
     ipv6: bool,
+    /// `http`, or `https` over TLS.
+    proto: &'static [u8],
     xff: Vec<u8>,
     forwarded: Vec<u8>,
 }
 
 impl Forwarding {
-    fn new(client: IpAddr) -> Forwarding {
+    fn new(client: IpAddr, https: bool) -> Forwarding {
         let ip = client.to_canonical();
         let mut text = String::with_capacity(40);
         push_ip(&mut text, ip);
         Forwarding {
             ip: text,
             ipv6: ip.is_ipv6(),
+            proto: if https { b"https" } else { b"http" },
             xff: Vec::with_capacity(64),
             forwarded: Vec::with_capacity(96),
         }
@@ -932,12 +965,13 @@ impl Forwarding {
             f.extend_from_slice(b";host=");
             push_token_or_quoted(f, host);
         }
-        f.extend_from_slice(b";proto=http");
+        f.extend_from_slice(b";proto=");
+        f.extend_from_slice(self.proto);
         let absolute = head.target.get(raw).first() != Some(&b'/');
         let mut add: [(&str, &[u8]); 5] = [("", b""); 5];
         add[0] = ("x-forwarded-for", &self.xff);
         add[1] = ("forwarded", &self.forwarded);
-        add[2] = ("x-forwarded-proto", b"http");
+        add[2] = ("x-forwarded-proto", self.proto);
         let mut n = 3;
         if let Some(host) = host {
             add[n] = ("x-forwarded-host", host);
@@ -1003,16 +1037,30 @@ impl std::fmt::Display for UpstreamOf<'_> {
     }
 }
 
+/// What the access log says of a request and its client connection.
+struct Logged<'a> {
+    peer: SocketAddr,
+    /// With TLS: its version, the server name asked for and the client certificate's CN.
+    tls: Option<&'a TlsInfo>,
+    head: &'a RequestHead,
+    /// The head's bytes.
+    raw: &'a [u8],
+}
+
 /// Writes the access-log line of one exchange.
 fn log_line(
-    peer: SocketAddr,
-    head: &RequestHead,
-    raw: &[u8],
+    request: &Logged<'_>,
     route: &str,
     outcome: &Outcome,
     start: Instant,
     upstream: &dyn std::fmt::Display,
 ) {
+    let Logged {
+        peer,
+        tls,
+        head,
+        raw,
+    } = *request;
     let text = |s: crate::h1::head::Span| std::str::from_utf8(s.get(raw)).unwrap_or("-");
     tracing::info!(
         target: "proxy_http::access",
@@ -1027,6 +1075,9 @@ fn log_line(
         route = route,
         upstream = %upstream,
         complete = outcome.complete,
+        tls = tls.map(|t| t.version),
+        sni = tls.and_then(|t| t.server_name.as_deref()),
+        client_cn = tls.and_then(|t| t.client_cn.as_deref()),
     );
 }
 

@@ -10,6 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use proxy_core::tls::TlsInfo;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Sent};
@@ -18,6 +19,21 @@ use crate::error::ProxyError;
 use crate::headers::{self, Origin, X_FORWARDED_URI};
 use crate::pool::Driven;
 use crate::stats::RouteStats;
+
+/// What the TLS handshake of a request's connection agreed on: in the request's
+/// extensions when the proxy terminated TLS (the hyper path).
+#[derive(Clone, Debug)]
+pub(crate) struct ClientTls(pub(crate) Arc<TlsInfo>);
+
+impl ClientTls {
+    /// `https` when `request` came over TLS, else `http`.
+    pub(crate) fn proto<B>(request: &Request<B>) -> &'static str {
+        match request.extensions().get::<ClientTls>() {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+}
 
 /// What the access log says of a request, taken as it arrives.
 #[derive(Clone, Debug)]
@@ -30,6 +46,8 @@ pub(crate) struct Exchange {
     /// The request's URI, for its path; cheap to clone.
     uri: Uri,
     pub(crate) route: Arc<str>,
+    /// Its connection's TLS, when the proxy terminated it.
+    tls: Option<Arc<TlsInfo>>,
 }
 
 impl Exchange {
@@ -44,6 +62,7 @@ impl Exchange {
             }),
             uri: request.uri().clone(),
             route: Arc::from("-"),
+            tls: (request.extensions().get::<ClientTls>()).map(|t| t.0.clone()),
         }
     }
 
@@ -58,6 +77,7 @@ impl Exchange {
     ) {
         let elapsed = self.start.elapsed();
         stats.bytes(bytes.0, bytes.1);
+        let tls = self.tls.as_deref();
         tracing::info!(
             target: "proxy_http::access",
             client = %self.client,
@@ -71,6 +91,9 @@ impl Exchange {
             route = %self.route,
             upstream = %upstream,
             complete = ended == Ended::Complete,
+            tls = tls.map(|t| t.version),
+            sni = tls.and_then(|t| t.server_name.as_deref()),
+            client_cn = tls.and_then(|t| t.client_cn.as_deref()),
         );
     }
 

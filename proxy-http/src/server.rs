@@ -1,10 +1,11 @@
-//! [`HttpForwarder`] and its [`HttpHandle`]: listeners, admission, one hyper connection
-//! per client (HTTP/1.1 with keep-alive and upgrades), reload and graceful drain.
+//! [`HttpForwarder`] and its [`HttpHandle`]: listeners, admission, TLS termination (the
+//! `tls_*` keys), one connection task per client (HTTP/1.1 with keep-alive and upgrades),
+//! reload and graceful drain.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,15 +13,17 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use proxy_core::{BuildError, ForwardSpec, Gate, Listen, Transport, Workers};
-use tokio::net::TcpListener;
+use proxy_core::tls::{ServerTls, TlsInfo};
+use proxy_core::{Admitted, BuildError, ForwardSpec, Gate, Listen, Transport, Workers};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::connection;
 use crate::error::ProxyError;
-use crate::exchange::{Exchange, Forward, host_of};
+use crate::exchange::{ClientTls, Exchange, Forward, host_of};
 use crate::idle::{LastActive, Watched};
 use crate::router::Router;
 use crate::service::{ApiServer, ServiceProxy, ServiceUrl};
@@ -52,6 +55,8 @@ use crate::stats::{RouteSnapshot, RouteStats};
 #[derive(Clone, Debug)]
 pub struct HttpForwarder {
     spec: ForwardSpec,
+    /// TLS termination (`tls_cert`, `tls_dir`), its files read when it was made.
+    tls: Option<ServerTls>,
     api: Option<ApiServer>,
     workers: Option<Workers>,
 }
@@ -79,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) closing: Stop,
     connections: TaskTracker,
     listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Client connections closed because their TLS handshake failed or timed out.
+    tls_handshakes_failed: AtomicU64,
 }
 
 /// A signal to every connection (drain, close): a flag read without a lock, and the
@@ -109,6 +116,8 @@ pub(crate) struct Generation {
     gate: Gate,
     /// With `service_proxy`, or an API server: the service proxy.
     pub(crate) service: Option<Arc<ServiceProxy>>,
+    /// TLS termination for the connections accepted while this generation is current.
+    tls: Option<ServerTls>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -120,11 +129,13 @@ impl std::fmt::Debug for Shared {
 // ===== impl HttpForwarder =====
 
 impl HttpForwarder {
-    /// A forwarder with `spec`'s settings.
+    /// A forwarder with `spec`'s settings. With `tls_cert` or `tls_dir` it terminates TLS
+    /// (offering HTTP/1.1 by ALPN); the certificate and key files are read now.
     ///
     /// # Errors
     ///
-    /// The spec is invalid, or not an HTTP forward (`protocol` must be `http`).
+    /// The spec is invalid, not an HTTP forward (`protocol` must be `http`), or a TLS
+    /// file cannot be used (the message names the file, [`BuildError::key`] its key).
     pub fn new(spec: ForwardSpec) -> Result<HttpForwarder, BuildError> {
         if spec.protocol != Transport::Http {
             return Err(BuildError::Invalid {
@@ -137,8 +148,10 @@ impl HttpForwarder {
             // The filter's patterns compile, or the key naming the bad one is the error.
             ServiceProxy::dns(&spec)?;
         }
+        let tls = ServerTls::from_spec(&spec, &["http/1.1"])?;
         Ok(HttpForwarder {
             spec,
+            tls,
             api: None,
             workers: None,
         })
@@ -232,8 +245,13 @@ impl HttpForwarder {
     /// Serves on `groups`: the sockets of each listen address, one per worker or one
     /// that the workers share.
     fn start_on(&self, groups: Vec<Vec<std::net::TcpListener>>) -> io::Result<HttpHandle> {
-        let generation =
-            Generation::new(&self.spec, self.api.as_ref(), None, self.workers.as_ref())?;
+        let generation = Generation::new(
+            &self.spec,
+            self.api.as_ref(),
+            None,
+            self.workers.as_ref(),
+            self.tls.clone(),
+        )?;
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(generation)),
             unrouted: Arc::default(),
@@ -242,6 +260,7 @@ impl HttpForwarder {
             closing: Stop::default(),
             connections: TaskTracker::new(),
             listeners: std::sync::Mutex::default(),
+            tls_handshakes_failed: AtomicU64::new(0),
         });
         // Every socket is registered (with the reactor of the runtime that will accept
         // on it) before any accepts: an error leaves nothing running.
@@ -343,6 +362,7 @@ impl Generation {
         api: Option<&ApiServer>,
         previous: Option<&Generation>,
         workers: Option<&Workers>,
+        tls: Option<ServerTls>,
     ) -> io::Result<Generation> {
         let workers = workers.map_or(1, Workers::len);
         let kept = previous
@@ -367,6 +387,7 @@ impl Generation {
             router,
             gate: Gate::new(spec),
             service,
+            tls,
         })
     }
 }
@@ -381,8 +402,10 @@ impl Shared {
             .clone()
     }
 
-    /// Answers one request from `client`.
+    /// Answers one request from `client` (over TLS when the request carries a
+    /// [`ClientTls`]).
     async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let proto = ClientTls::proto(&request);
         // An absolute-form target's host is the request's, whatever `Host` says (RFC 9112
         // §3.2.2): for the route, the log and the upstream alike.
         if let Some(authority) = request.uri().authority()
@@ -402,7 +425,7 @@ impl Shared {
             && (service.takes_everything()
                 || !matches!(ServiceUrl::parse(request.uri().path()), Ok(None)))
         {
-            return service.handle(request, client, "http").await;
+            return service.handle(request, client, proto).await;
         }
         let mut exchange = Exchange::new(&request, client);
         let Some(route) = generation
@@ -423,7 +446,7 @@ impl Shared {
             backend: &route.backend,
             stats: &route.stats,
             uri,
-            proto: "http",
+            proto,
             forwarded_uri: false,
             forwarded_for_only: false,
             set_headers: None,
@@ -464,6 +487,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, worker: usize) 
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &generation.tls {
+            // The handshake runs on the connection's task, not here.
+            let serving = serve_tls(tls.clone(), stream, peer, shared.clone(), permit, worker);
+            shared.connections.spawn(serving);
+            continue;
+        }
         if generation.service.is_none() {
             // Routes only: the proxy's own HTTP/1.1 path.
             shared.connections.spawn(connection::serve(
@@ -472,58 +501,124 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, worker: usize) 
                 shared.clone(),
                 permit,
                 worker,
+                None,
             ));
             continue;
         }
-        let spec = &generation.spec;
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(spec.header_timeout)
-            .max_header_size(spec.max_header_size)
-            .max_buf_size((spec.max_header_size + (8 << 10)).max(400 << 10))
-            .keep_alive(true);
-        let shared2 = shared.clone();
-        let service = service_fn(move |request| {
-            let shared = shared2.clone();
-            async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
-        });
-        let last = LastActive::new();
-        let idle_timeout = spec.idle_timeout;
-        let connection = builder
-            .serve_connection(TokioIo::new(Watched::new(stream, last.clone())), service)
-            .with_upgrades();
-        let (draining, closing) = (shared.draining.token.clone(), shared.closing.token.clone());
-        shared.connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let idle = async {
-                match idle_timeout {
-                    Some(limit) => last.idle_for(limit).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let ended = tokio::select! {
-                r = connection.as_mut() => Some(r),
-                () = draining.cancelled() => None,
-                // Idle between requests, or a request whose bytes stopped moving.
-                () = idle => None,
-            };
-            let ended = match ended {
-                Some(r) => Some(r),
-                None => {
-                    // Finish the request in flight, then close.
-                    connection.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        r = connection => Some(r),
-                        () = closing.cancelled() => None,
-                    }
-                }
-            };
-            if let Some(Err(e)) = ended {
-                tracing::debug!(client = %peer, error = %e, "client connection ended");
+        let serving = serve_hyper(stream, peer, &shared, &generation.spec, permit, None);
+        shared.connections.spawn(serving);
+    }
+}
+
+/// Completes the TLS handshake of the client connection `stream` (within the
+/// `tls_handshake_timeout`, given up when the forwarder drains), then serves it as a
+/// plain connection is served. A failed handshake is counted and closes the connection.
+async fn serve_tls(
+    tls: ServerTls,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: Admitted,
+    worker: usize,
+) {
+    let accepted = tokio::select! {
+        () = shared.draining.token.cancelled() => return,
+        // Boxed: the task does not keep room for the handshake while it serves.
+        r = Box::pin(tls.accept(stream)) => r,
+    };
+    let stream = match accepted {
+        Ok(stream) => stream,
+        Err(e) => {
+            shared.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let info = TlsInfo::of(&stream);
+    tracing::trace!(client = %peer, ?info, "TLS handshake done");
+    // Settings as they are now: a reload during the handshake applies.
+    let generation = shared.current();
+    if generation.service.is_none() {
+        drop(generation);
+        connection::serve(stream, peer, shared, permit, worker, Some(info)).await;
+        return;
+    }
+    let serving = serve_hyper(
+        stream,
+        peer,
+        &shared,
+        &generation.spec,
+        permit,
+        Some(ClientTls(Arc::new(info))),
+    );
+    drop(generation);
+    serving.await;
+}
+
+/// Serves the client connection `stream` with hyper (the service proxy's path): made
+/// now with `spec`'s settings, the returned future drives it until it closes, idles
+/// out, or the forwarder drains. With TLS, every request carries `tls`.
+fn serve_hyper<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    spec: &ForwardSpec,
+    permit: Admitted,
+    tls: Option<ClientTls>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(spec.header_timeout)
+        .max_header_size(spec.max_header_size)
+        .max_buf_size((spec.max_header_size + (8 << 10)).max(400 << 10))
+        .keep_alive(true);
+    let shared2 = shared.clone();
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let shared = shared2.clone();
+        if let Some(tls) = &tls {
+            request.extensions_mut().insert(tls.clone());
+        }
+        async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
+    });
+    let last = LastActive::new();
+    let idle_timeout = spec.idle_timeout;
+    let connection = builder
+        .serve_connection(TokioIo::new(Watched::new(stream, last.clone())), service)
+        .with_upgrades();
+    let (draining, closing) = (shared.draining.token.clone(), shared.closing.token.clone());
+    async move {
+        let mut connection = std::pin::pin!(connection);
+        let idle = async {
+            match idle_timeout {
+                Some(limit) => last.idle_for(limit).await,
+                None => std::future::pending().await,
             }
-            drop(permit);
-        });
+        };
+        let ended = tokio::select! {
+            r = connection.as_mut() => Some(r),
+            () = draining.cancelled() => None,
+            // Idle between requests, or a request whose bytes stopped moving.
+            () = idle => None,
+        };
+        let ended = match ended {
+            Some(r) => Some(r),
+            None => {
+                // Finish the request in flight, then close.
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = connection => Some(r),
+                    () = closing.cancelled() => None,
+                }
+            }
+        };
+        if let Some(Err(e)) = ended {
+            tracing::debug!(client = %peer, error = %e, "client connection ended");
+        }
+        drop(permit);
     }
 }
 
@@ -567,16 +662,27 @@ impl HttpHandle {
             .collect()
     }
 
-    /// Applies new settings in place: routes, limits and timeouts; new requests use
-    /// them, requests in flight finish as they began. Routes whose settings did not
-    /// change keep their upstream connections and balancing state.
+    /// Client connections closed because their TLS handshake failed: an error or alert,
+    /// a client that was not speaking TLS, that left, or ran past the
+    /// `tls_handshake_timeout`.
+    pub fn tls_handshakes_failed(&self) -> u64 {
+        self.shared.tls_handshakes_failed.load(Ordering::Relaxed)
+    }
+
+    /// Applies new settings in place: routes, limits, timeouts and TLS (its files read
+    /// again); new requests use them, requests in flight finish as they began. Routes
+    /// whose settings did not change keep their upstream connections and balancing
+    /// state. Connections accepted from now on get the TLS certificates the files hold
+    /// now; open ones keep theirs.
     ///
     /// # Errors
     ///
-    /// The settings are invalid, change the listen addresses (which needs a restart), or
-    /// a new route's resolver cannot be set up; nothing changes then.
+    /// The settings are invalid, a TLS file cannot be used, they change the listen
+    /// addresses (which needs a restart), or a new route's resolver cannot be set up;
+    /// nothing changes then.
     pub fn reload(&self, spec: &ForwardSpec) -> io::Result<()> {
-        HttpForwarder::new(spec.clone()).map_err(io::Error::other)?;
+        // Checked whole, the TLS files read again.
+        let checked = HttpForwarder::new(spec.clone()).map_err(io::Error::other)?;
         let current = self.shared.current();
         if current.spec.listen != spec.listen {
             return Err(io::Error::other(format!(
@@ -589,6 +695,7 @@ impl HttpHandle {
             self.api.as_ref(),
             Some(&current),
             self.workers.as_ref(),
+            checked.tls,
         )?;
         *self
             .shared
