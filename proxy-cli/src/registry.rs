@@ -178,6 +178,7 @@ impl Forwards {
             .map(|(name, h)| crate::metrics::HttpMetrics {
                 name,
                 routes: h.routes(),
+                tls_handshakes_failed: h.tls_handshakes_failed(),
             })
             .collect()
     }

@@ -14,6 +14,8 @@ pub struct HttpMetrics {
     pub name: String,
     /// Each route's counters; the route `-` counts requests no route served.
     pub routes: Vec<RouteSnapshot>,
+    /// Client connections closed because their TLS handshake failed.
+    pub tls_handshakes_failed: u64,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -89,6 +91,19 @@ pub(crate) fn render(out: &mut String, forwards: &[HttpMetrics]) {
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(r));
         });
     }
+    let name = "proxy_http_tls_handshakes_failed_total";
+    header(
+        out,
+        name,
+        Counter,
+        "Client connections closed because their TLS handshake (--tls-cert, --tls-dir) failed, timed out, or the client left first.",
+    );
+    for forward in forwards {
+        let mut labels = String::from("forward=\"");
+        escape(&mut labels, &forward.name);
+        labels.push('"');
+        let _ = writeln!(out, "{name}{{{labels}}} {}", forward.tls_handshakes_failed);
+    }
 }
 
 #[cfg(test)]
@@ -109,7 +124,12 @@ mod tests {
             &[HttpMetrics {
                 name: "http:8080".into(),
                 routes: vec![route],
+                tls_handshakes_failed: 3,
             }],
+        );
+        assert!(
+            out.contains("proxy_http_tls_handshakes_failed_total{forward=\"http:8080\"} 3\n"),
+            "{out}"
         );
         let labels = "forward=\"http:8080\",route=\"shop.example/=shop:80\"";
         assert!(
