@@ -460,3 +460,39 @@ async fn upstream_tls_verifies_the_upstream_and_refuses_bad_certificates() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.contains("200 ok"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_resumes_its_session_in_tls_1_3_and_1_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let (cert, key) = blocking(move || self_signed(&d, "shop.example")).await;
+    let echo = echo_server().await;
+    let handle = start(
+        echo.addr(),
+        &[("tls_cert", text(&cert)), ("tls_key", text(&key))],
+    );
+    let proxy = handle.local_addrs()[0];
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = dir.path().join(format!("session{version}"));
+        let s_client = move |sess: &str, file: &Path| {
+            let mut cmd = Command::new(openssl());
+            cmd.args(["s_client", "-connect", &proxy.to_string(), version])
+                .args(["-servername", "shop.example", sess])
+                .arg(file)
+                .stdin(Stdio::null());
+            run_limited(&mut cmd, Duration::from_secs(20))
+        };
+        let session2 = session.clone();
+        let (first, again) = blocking(move || {
+            let first = s_client("-sess_out", &session2);
+            (first, s_client("-sess_in", &session2))
+        })
+        .await;
+        assert!(first.1.contains("New, TLSv1."), "{version}: {}", first.1);
+        assert!(
+            again.1.contains("Reused, TLSv1."),
+            "{version} not resumed: {}",
+            again.1
+        );
+    }
+}
