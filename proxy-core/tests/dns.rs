@@ -215,6 +215,11 @@ async fn unknown_name_closes_clients_cleanly_and_forwarder_keeps_serving() {
     for _ in 0..3 {
         expect_clean_close(proxy).await;
     }
+    // The client sees the close a moment before the connection's task has ended.
+    proxy_testkit::wait::eventually("the connections ended", Duration::from_secs(10), || {
+        handle.stats().connections_open == 0
+    })
+    .await;
     let stats = handle.stats();
     assert_eq!(stats.upstream_unavailable, 3, "{stats:?}");
     assert!(stats.resolve_failures >= 3, "{stats:?}");

@@ -339,6 +339,10 @@ fn companions(key: &str) -> &'static [(&'static str, &'static str)] {
         "affinity_timeout" => &[("balance", "client-ip")],
         "accept_burst" => &[("accept_rate", "100")],
         "proxy_header_timeout" => &[("accept_proxy_from", "10.0.0.0/8")],
+        "tls_cert" => &[("tls_key", "/k.pem")],
+        "tls_key" => &[("tls_cert", "/c.pem")],
+        "tls_client_ca" => &[("tls_cert", "/c.pem"), ("tls_key", "/k.pem")],
+        "upstream_ca" | "upstream_server_name" | "upstream_insecure" => &[("upstream_tls", "true")],
         _ => &[],
     }
 }
