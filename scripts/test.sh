@@ -2,8 +2,8 @@
 # Runs every check and test of the project on a fresh Debian/Ubuntu machine. Installs
 # what the tests need when missing: dnsmasq, dig, prlimit, unshare, ip,
 # systemd-socket-activate, nginx (a real PROXY protocol consumer), openssl and python3-venv
-# (the port-forward server's tests with real clients); cc and valgrind for the C API's
-# tests; the pinned cbindgen.
+# (the port-forward server's tests with real clients), testssl.sh (a scan of TLS
+# termination); cc and valgrind for the C API's tests; the pinned cbindgen.
 # Then: the C header check, fmt, clippy, the whole test suite (Rust, doc and C tests), the
 # deploy/ checks (deploy/validate.sh, which installs the pinned kubernetes-validate from
 # PyPI into target/deploy-venv), docs, benches (smoke) and the fuzz targets, each run for
@@ -24,6 +24,9 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 # venv (target/py-kubernetes-venv, pip from PyPI). kubectl comes from google-cloud-cli's
 # `kubectl` package (kubectl.1.27 ... kubectl.1.33); the tests of a missing one skip.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# proxy-cli/tests/testssl.rs: testssl.sh scans a TLS forward (the package's program is
+# `testssl`).
+command -v testssl >/dev/null 2>&1 || need+=(testssl.sh)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
