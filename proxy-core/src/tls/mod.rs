@@ -3,8 +3,8 @@
 //! read then), and the handshake of each client connection.
 //!
 //! rustls with the aws-lc-rs provider: TLS 1.3 and 1.2 only, the provider's default
-//! cipher suites (AES-GCM and ChaCha20-Poly1305, forward secrecy only), session
-//! resumption by tickets and by a session cache. The certificate is chosen by the server
+//! cipher suites (AES-GCM and ChaCha20-Poly1305, forward secrecy only) in the server's
+//! order (AES-128-GCM first), session resumption by tickets and by a session cache. The certificate is chosen by the server
 //! name the client asks for: an exact name of a certificate's subject alternative names,
 //! then a wildcard one, then the `tls_cert` certificate (or the first of `tls_dir`).
 
@@ -76,6 +76,23 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The provider a server uses: the same suites, AES-128-GCM first (a third faster than
+/// AES-256-GCM in bulk, and as safe for TLS's purposes), then AES-256-GCM, then
+/// ChaCha20-Poly1305; the server's order wins over the client's.
+fn server_provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let rank = |suite: &rustls::SupportedCipherSuite| {
+        let name = suite.suite().as_str().unwrap_or_default();
+        match () {
+            () if name.contains("AES_128_GCM") => 0,
+            () if name.contains("AES_256_GCM") => 1,
+            () => 2,
+        }
+    };
+    provider.cipher_suites.sort_by_key(rank);
+    Arc::new(provider)
+}
+
 impl ServerTls {
     /// The TLS termination `spec`'s `tls_*` keys describe, offering the application
     /// protocols `alpn` (most preferred first; none: no ALPN); `None` when it sets
@@ -89,7 +106,7 @@ impl ServerTls {
         if spec.tls_cert.is_none() && spec.tls_dir.is_none() {
             return Ok(None);
         }
-        let provider = provider();
+        let provider = server_provider();
         let invalid = |key: &'static str| move |why: String| BuildError::Invalid { key, why };
         let mut by_name = ByName::default();
         if let (Some(cert), Some(key)) = (&spec.tls_cert, &spec.tls_key) {
@@ -121,6 +138,7 @@ impl ServerTls {
         };
         let mut config = builder.with_cert_resolver(Arc::new(by_name));
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config.ignore_client_order = true;
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
             .map_err(|e| invalid("tls_cert")(format!("session tickets: {e}")))?;
