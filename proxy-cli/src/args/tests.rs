@@ -63,6 +63,12 @@ fn every_key_is_a_flag_of_the_subcommands_that_use_it() {
             match key.name {
                 "affinity_timeout" => args.extend(["--balance", "client-ip"]),
                 "accept_burst" => args.extend(["--accept-rate", "100"]),
+                "tls_cert" => args.extend(["--tls-key", "/etc/proxy/tls/site.key"]),
+                "tls_key" => args.extend(["--tls-cert", "/etc/proxy/tls/site.crt"]),
+                "tls_client_ca" => args.extend(["--tls-dir", "/etc/proxy/tls"]),
+                "upstream_ca" | "upstream_server_name" | "upstream_insecure" => {
+                    args.push("--upstream-tls");
+                }
                 _ => {}
             }
             args.push(&with_value);

@@ -339,6 +339,10 @@ fn companions(key: &str) -> &'static [(&'static str, &'static str)] {
         "affinity_timeout" => &[("balance", "client-ip")],
         "accept_burst" => &[("accept_rate", "100")],
         "proxy_header_timeout" => &[("accept_proxy_from", "10.0.0.0/8")],
+        "tls_cert" => &[("tls_key", "/etc/proxy/tls/site.key")],
+        "tls_key" => &[("tls_cert", "/etc/proxy/tls/site.crt")],
+        "tls_client_ca" => &[("tls_dir", "/etc/proxy/tls")],
+        "upstream_ca" | "upstream_server_name" | "upstream_insecure" => &[("upstream_tls", "true")],
         _ => &[],
     }
 }
