@@ -3,8 +3,8 @@
 //! `http.server`, nginx, a dnsmasq-served name with two addresses): Ingress-style routing
 //! by host and path, what upstreams see, keep-alive and pooling, balancing and the sticky
 //! cookie, the failure statuses, retries, the access log and `/metrics`, TLS termination
-//! (curl, `openssl s_client` and `wss:` over it), `proxy run --config` reloads, the
-//! drain, and `--check`.
+//! (curl, `openssl s_client` and `wss:` over it), TLS origination (nginx and
+//! `openssl s_server` upstreams), `proxy run --config` reloads, the drain, and `--check`.
 
 mod support;
 
@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use proxy_testkit::data::payload;
 use proxy_testkit::dns::{Dnsmasq, hosts_config};
 use proxy_testkit::http::{
-    Backend, Response, Seen, http_get, nginx_backend, python_backend, raw_exchange,
-    websocket_client, websocket_echo, websocket_opened,
+    Backend, Response, Seen, http_get, nginx_backend, nginx_tls_backend, python_backend,
+    raw_exchange, websocket_client, websocket_echo, websocket_opened,
 };
 use proxy_testkit::process::{TempPath, require_program, run_limited};
+use proxy_testkit::tls::OpensslServer;
 use support::http::{admin_addr, get};
 use support::proxy::{PROMPT, Proxy, run};
 
@@ -1332,6 +1333,174 @@ fn websocket_echo_over_tls() {
         websocket_opened(&server),
         [("/chat/tls".to_owned(), "ws.example".to_owned())]
     );
+}
+
+// ===== TLS origination =====
+
+/// `--route '/PATH=ADDR;upstream_tls=true;upstream_ca=CA;upstream_server_name=NAME'`.
+fn tls_route(path: &str, addr: SocketAddr, ca: &std::path::Path, name: &str) -> String {
+    format!(
+        "{path}={addr};upstream_tls=true;upstream_ca={};upstream_server_name={name}",
+        ca.display()
+    )
+}
+
+/// curl GETs `urls` on one connection; each answer's [`Seen`].
+#[track_caller]
+fn curl_seen(urls: &[String]) -> Vec<Seen> {
+    let mut args = vec!["--write-out", "\n%{http_code}\n"];
+    args.extend(urls.iter().map(String::as_str));
+    let (out, err) = curl(&args);
+    let mut seen = Vec::new();
+    let mut body = String::new();
+    for line in out.lines() {
+        match line.parse::<u16>() {
+            Ok(200) => seen.push(Seen::parse(body.as_bytes()).unwrap()),
+            Ok(status) => panic!("{status}: {body}\n{err}"),
+            Err(_) => body.push_str(&format!("{line}\n")),
+        }
+        if line.parse::<u16>().is_ok() {
+            body.clear();
+        }
+    }
+    assert_eq!(seen.len(), urls.len(), "{out}\n{err}");
+    seen
+}
+
+#[test]
+fn upstream_tls_routes_keep_their_tls_connections_alive_and_send_the_clients_host() {
+    let ca = proxy_testkit::tls::Ca::new("upstream-ca");
+    let issued = ca.server(&["upstream.example"]);
+    // nginx closes connections idle for 1 s: the proxy must not reuse those.
+    let nginx = nginx_tls_backend("tls-upstream", &issued.cert, &issued.key, "1s");
+    let plain = Backend::start("plain");
+    // One worker thread: every client connection takes from one pool.
+    let http = Http::start(&[
+        "--route",
+        &tls_route("/", nginx.addr(), &ca.cert, "upstream.example"),
+        "--route",
+        &format!("/plain={}", plain.addr()),
+        "--threads",
+        "1",
+    ]);
+    let seen = curl_seen(&[http.url("/a?x=1"), http.url("/b")]);
+    let host = http.addr.to_string();
+    for (seen, uri) in seen.iter().zip(["/a?x=1", "/b"]) {
+        assert_eq!(seen.backend, "tls-upstream");
+        assert_eq!(seen.uri, uri);
+        assert_eq!(
+            seen.header("host"),
+            Some(host.as_str()),
+            "the client's Host"
+        );
+        assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+        assert_eq!(seen.header("x-tls-server-name"), Some("upstream.example"));
+        assert_eq!(seen.header("x-tls-protocol"), Some("TLSv1.3"));
+        assert_eq!(seen.header("x-tls-alpn"), Some("http/1.1"));
+    }
+    assert_eq!(
+        seen[0].connection, seen[1].connection,
+        "two requests, one upstream TLS connection"
+    );
+    // On client connections of their own, the pooled TLS connection serves on.
+    let again = http.seen("any.example", "/c");
+    assert_eq!(again.connection, seen[0].connection);
+    assert_eq!(http.seen("any.example", "/plain").backend, "plain");
+
+    // nginx closed the idle connection: a POST (never sent twice) goes on a new one.
+    thread::sleep(Duration::from_millis(2500));
+    let (out, err) = curl(&["--data-binary", "hello", &http.url("/after-idle")]);
+    let after = Seen::parse(out.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{err}"));
+    assert_eq!((after.method.as_str(), after.body_bytes), ("POST", 5));
+    assert_ne!(after.connection, seen[0].connection, "a new connection");
+    let got = curl_seen(&[http.url("/d"), http.url("/e")]);
+    assert_eq!(got[0].connection, got[1].connection);
+
+    // The forward's own flags, for TARGET.
+    let wide = Http::start(&[
+        &nginx.addr().to_string(),
+        "--upstream-tls",
+        "--upstream-ca",
+        ca.cert.to_str().unwrap(),
+        "--upstream-server-name",
+        "upstream.example",
+    ]);
+    let seen = wide.seen("wide.example", "/wide");
+    assert_eq!(seen.header("host"), Some("wide.example"));
+    assert_eq!(seen.header("x-tls-server-name"), Some("upstream.example"));
+    let log = http.proxy.stderr();
+    assert!(!log.contains("handshake failed"), "{log}");
+}
+
+#[test]
+fn upstream_certificates_that_do_not_verify_get_502_and_a_log_line_saying_why() {
+    let ca = proxy_testkit::tls::Ca::new("upstream-ca");
+    let old = ca.expired_server("upstream.example");
+    let expired = OpensslServer::with_cert(&old.cert, &old.key);
+    let other_name = ca.server(&["other.example"]);
+    let wrong_name = OpensslServer::with_cert(&other_name.cert, &other_name.key);
+    let stranger_ca = proxy_testkit::tls::Ca::new("stranger-ca");
+    let stranger = stranger_ca.server(&["upstream.example"]);
+    let untrusted = OpensslServer::with_cert(&stranger.cert, &stranger.key);
+    let good = ca.server(&["upstream.example"]);
+    let good = OpensslServer::with_cert(&good.cert, &good.key);
+    let http = Http::start(&[
+        "--route",
+        &tls_route("/expired", expired.addr, &ca.cert, "upstream.example"),
+        "--route",
+        &tls_route("/wrong-name", wrong_name.addr, &ca.cert, "upstream.example"),
+        "--route",
+        &tls_route("/untrusted", untrusted.addr, &ca.cert, "upstream.example"),
+        "--route",
+        &tls_route("/good", good.addr, &ca.cert, "upstream.example"),
+    ]);
+    for (path, addr, says) in [
+        (
+            "/expired",
+            expired.addr,
+            "the upstream's certificate has expired",
+        ),
+        ("/wrong-name", wrong_name.addr, "not valid for name"),
+        ("/untrusted", untrusted.addr, "not issued by a trusted CA"),
+    ] {
+        let response = http.get("any.example", path);
+        assert_eq!(response.status, 502, "{path}: {}", response.text());
+        let line = http.proxy.expect_line(says, |l| {
+            l.contains("upstream TLS handshake failed") && l.contains(&addr.to_string())
+        });
+        assert!(line.contains(says), "{path}: {line}");
+    }
+    // s_server -www answers with its session's report: the handshake went through.
+    let response = http.get("any.example", "/good");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.text().contains("TLSv1.3"), "{}", response.text());
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_read_stops_the_start_naming_it() {
+    let route = "/=127.0.0.1:9;upstream_tls=true;upstream_ca=/nonexistent/ca.pem";
+    let (code, _, stderr) = run(&["http", "0", "--listen", "127.0.0.1", "--route", route]);
+    assert_eq!(code, 2, "{stderr}");
+    for want in ["/nonexistent/ca.pem", "upstream_ca", "--route"] {
+        assert!(stderr.contains(want), "no {want:?} in {stderr}");
+    }
+    let (code, _, stderr) = run(&[
+        "http",
+        "0",
+        "127.0.0.1:9",
+        "--listen",
+        "127.0.0.1",
+        "--upstream-tls",
+        "--upstream-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--upstream-ca"), "{stderr}");
+    // Without upstream_tls, a route's CA is a mistake said so.
+    let route = "/=api.internal:443;upstream_ca=/etc/ca.pem";
+    let (code, _, stderr) = run(&["--check", "http", "8080", "--route", route]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("upstream_tls"), "{stderr}");
 }
 
 // ===== proxy run --config =====

@@ -1,14 +1,15 @@
 //! `proxy service-proxy`: the API server's service proxy URL answered from cluster DNS
 //! (dnsmasq serving `web.default.svc.cluster.local` and an SRV record for a named port),
-//! and, side by side with real `kubectl proxy`, through an API server (our own
-//! `proxy port-forward-server`) with a kubeconfig.
+//! `https:` Services among them (nginx over TLS), and, side by side with real `kubectl
+//! proxy`, through an API server (our own `proxy port-forward-server`) with a kubeconfig.
 
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use proxy_testkit::dns::{Dnsmasq, hosts_config};
-use proxy_testkit::http::{Backend, Response, http_get, raw_exchange};
+use proxy_testkit::http::{Backend, Nginx, Response, http_get, nginx_tls_backend, raw_exchange};
+use proxy_testkit::tls::{Ca, Issued};
 use proxy_testkit::wait::PROMPT;
 use support::proxy::Proxy;
 
@@ -155,9 +156,12 @@ fn dns_mode_answers_the_service_url_from_cluster_dns() {
     // What DNS mode does not serve.
     let r = http_get(addr, &host, "/api/v1/namespaces/default/pods");
     assert_eq!(r.status, 404);
+    // https: to a plain HTTP port: the TLS handshake fails.
     let r = http_get(addr, &host, &format!("{PREFIX}/https:web:{port}/proxy/"));
-    assert_eq!(r.status, 502);
-    assert!(r.text().contains("TLS"), "{}", r.text());
+    assert_eq!(r.status, 502, "{}", r.text());
+    proxy.expect_line("a failed handshake", |l| {
+        l.contains("upstream TLS handshake failed")
+    });
     let r = http_get(addr, &host, &format!("{PREFIX}/nope:{port}/proxy/"));
     assert_eq!(r.status, 503, "a name DNS does not know: {}", r.text());
 
@@ -170,6 +174,134 @@ fn dns_mode_answers_the_service_url_from_cluster_dns() {
         assert_eq!(r.seen().backend, "a");
     }
     drop(dns);
+}
+
+#[test]
+fn https_services_are_reached_over_tls_verified_for_name_ns_svc() {
+    let (ca, stranger_ca) = (Ca::new("cluster-ca"), Ca::new("stranger-ca"));
+    let [web, long, stranger_cert] = [
+        ca.server(&["web.default.svc"]),
+        // Only the cluster domain's longer name.
+        ca.server(&["web.default.svc.cluster.local"]),
+        stranger_ca.server(&["web.default.svc"]),
+    ];
+    let nginx = |name, issued: &Issued| nginx_tls_backend(name, &issued.cert, &issued.key, "75s");
+    let (web, long, stranger) = (
+        nginx("web", &web),
+        nginx("long", &long),
+        nginx("stranger", &stranger_cert),
+    );
+    let dns = Dnsmasq::start(&hosts_config(
+        "127.0.0.1 web.default.svc.cluster.local\n",
+        &["cluster.local"],
+    ));
+    let dns = dns.addr().to_string();
+    let ca_file = ca.cert.to_str().unwrap();
+    let url = |upstream: &Nginx, rest: &str| {
+        format!("{PREFIX}/https:web:{}/proxy{rest}", upstream.addr().port())
+    };
+
+    let (proxy, addr) = service_proxy(&["--name-servers", &dns, "--upstream-ca", ca_file]);
+    let host = addr.to_string();
+    let mut connections = Vec::new();
+    for rest in ["/a?x=1", "/b"] {
+        let r = http_get(addr, &host, &url(&web, rest));
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), proxy.stderr());
+        let seen = r.seen();
+        assert_eq!((seen.backend.as_str(), seen.uri.as_str()), ("web", rest));
+        assert_eq!(seen.header("x-tls-server-name"), Some("web.default.svc"));
+        assert_eq!(seen.header("x-tls-alpn"), Some("http/1.1"));
+        let authority = format!("web.default.svc.cluster.local:{}", web.addr().port());
+        assert_eq!(seen.header("host"), Some(authority.as_str()));
+        assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+        connections.push(seen.connection);
+    }
+    assert_eq!(
+        connections[0], connections[1],
+        "one upstream TLS connection"
+    );
+    // The Host names the cluster domain, SNI does not: nginx serves it, as most servers.
+    for (upstream, says) in [
+        (&long, "not valid for name"),
+        (&stranger, "not issued by a trusted CA"),
+    ] {
+        let r = http_get(addr, &host, &url(upstream, "/"));
+        assert_eq!(r.status, 502, "{}", r.text());
+        let port = format!(":{}", upstream.addr().port());
+        let line = proxy.expect_line(says, |l| {
+            l.contains("upstream TLS handshake failed") && l.contains(&port)
+        });
+        assert!(line.contains(says), "{line}");
+    }
+    assert!(
+        !proxy.stderr().contains("NOT verified"),
+        "{}",
+        proxy.stderr()
+    );
+
+    // The name asked for instead.
+    let (_proxy, addr) = service_proxy(&[
+        "--name-servers",
+        &dns,
+        "--upstream-ca",
+        ca_file,
+        "--upstream-server-name",
+        "web.default.svc.cluster.local",
+    ]);
+    let r = http_get(addr, &addr.to_string(), &url(&long, "/"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sni = r.seen();
+    assert_eq!(
+        sni.header("x-tls-server-name"),
+        Some("web.default.svc.cluster.local")
+    );
+
+    // kubectl users' way with self-signed Services: nothing verified, said at the start.
+    let (proxy, addr) = service_proxy(&["--name-servers", &dns, "--upstream-insecure"]);
+    proxy.expect_line("the warning", |l| {
+        l.contains("WARN") && l.contains("upstream_insecure") && l.contains("NOT verified")
+    });
+    let r = http_get(addr, &addr.to_string(), &url(&stranger, "/"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.seen().backend, "stranger");
+    let warnings = proxy.stderr().matches("NOT verified").count();
+    assert_eq!(warnings, 1, "once per start: {}", proxy.stderr());
+
+    // The system's CAs by default: the cluster's CA is not among them.
+    let (proxy, addr) = service_proxy(&["--name-servers", &dns]);
+    let r = http_get(addr, &addr.to_string(), &url(&web, "/"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    let line = proxy.expect_line("why", |l| l.contains("WARN"));
+    assert!(
+        line.contains("not issued by a trusted CA") || line.contains("no system CA certificates"),
+        "{line}"
+    );
+}
+
+#[test]
+fn the_service_proxy_takes_the_upstream_tls_flags() {
+    let (code, stdout, stderr) = support::proxy::run(&["service-proxy", "--help"]);
+    assert_eq!(code, 0, "{stderr}");
+    for flag in [
+        "--upstream-ca",
+        "--upstream-server-name",
+        "--upstream-insecure",
+    ] {
+        assert!(stdout.contains(flag), "no {flag} in {stdout}");
+    }
+    assert!(stdout.contains("NAME.NS.svc"), "{stdout}");
+    let (code, _, stderr) = support::proxy::run(&[
+        "service-proxy",
+        "--port",
+        "0",
+        "--upstream-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/ca.pem") && stderr.contains("--upstream-ca"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! [`Backend`]: where one route's requests go. It picks an upstream address (the core's
 //! balancing, or the sticky cookie's address), reuses an idle connection to it or
-//! connects (with the core's failover), sends the request, waits for the response head
-//! within `request_timeout`, and tries again on another connection when a connection
-//! failed before the request could be answered.
+//! connects (with the core's failover, then TLS with `upstream_tls`), sends the request,
+//! waits for the response head within `request_timeout`, and tries again on another
+//! connection when a connection failed before the request could be answered.
 
 use std::future::Future;
 use std::io;
@@ -14,12 +14,17 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use proxy_core::{ForwardSpec, Upstream, UpstreamOpen};
+use proxy_core::tls::ClientTls;
+use proxy_core::{BuildError, ForwardSpec, Upstream, UpstreamOpen};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::body::{self, Body};
 use crate::error::ProxyError;
-use crate::pool::{Conn, Pool, Wire};
+use crate::pool::{Conn, Pool, Stream, Wire};
+
+/// What TLS to upstreams offers by ALPN: the proxy speaks HTTP/1.1 to them.
+pub(crate) const UPSTREAM_ALPN: &[&str] = &["http/1.1"];
 
 /// A connection to an upstream, as a [`Connector`] makes it.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -57,6 +62,9 @@ const CUSTOM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
 /// One route's upstream: how it is reached, its idle connections, and its settings.
 pub(crate) struct Backend {
     dial: Dial,
+    /// TLS on every new connection to a target (`upstream_tls`, or a service proxy's
+    /// `https:` Service), built once: pooled connections keep theirs.
+    tls: Option<ClientTls>,
     pool: Arc<Pool<Conn>>,
     /// Idle connections of the proxy's own HTTP/1.1 path.
     wires: Pool<Wire>,
@@ -86,12 +94,29 @@ pub(crate) struct Sent {
 }
 
 impl Backend {
-    /// The backend of a route whose settings are `spec` (its target set).
-    /// Its own path's idle connections are kept per worker thread, of `workers`.
+    /// The backend of a route whose settings are `spec` (its target set), with TLS to
+    /// the target when `upstream_tls` is on (its CA file read now; `upstream_insecure`
+    /// warns now). Its own path's idle connections are kept per worker thread, of
+    /// `workers`.
     pub(crate) fn new(spec: &ForwardSpec, workers: usize) -> io::Result<Backend> {
+        let tls = ClientTls::from_spec(spec, UPSTREAM_ALPN).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", e.key()))
+        })?;
+        Backend::with_tls(spec, workers, tls)
+    }
+
+    /// The backend of `spec`'s target with `tls` on its connections, whatever
+    /// `spec`'s own TLS keys say.
+    pub(crate) fn with_tls(
+        spec: &ForwardSpec,
+        workers: usize,
+        tls: Option<ClientTls>,
+    ) -> io::Result<Backend> {
         let resolver = spec.make_resolver()?;
         let upstream = Upstream::new(spec, resolver).map_err(io::Error::other)?;
-        Ok(Backend::with_dial(Dial::Upstream(upstream), spec, workers))
+        let mut backend = Backend::with_dial(Dial::Upstream(upstream), spec, workers);
+        backend.tls = tls;
+        Ok(backend)
     }
 
     /// A backend reaching its upstream through `connector`, with `spec`'s HTTP settings.
@@ -103,6 +128,7 @@ impl Backend {
     fn with_dial(dial: Dial, spec: &ForwardSpec, workers: usize) -> Backend {
         Backend {
             dial,
+            tls: None,
             pool: Arc::default(),
             wires: Pool::new(workers),
             request_timeout: spec.request_timeout,
@@ -191,6 +217,7 @@ impl Backend {
             return Ok((wire, true));
         }
         let _ = stream.set_nodelay(true);
+        let stream = self.originate(u, stream, addr).await?;
         Ok((Wire::new(stream, addr, worker), false))
     }
 
@@ -209,7 +236,43 @@ impl Backend {
         };
         let (stream, addr) = u.connect(vec![failed], Some(client)).await?;
         let _ = stream.set_nodelay(true);
+        let stream = self.originate(u, stream, addr).await?;
         Ok(Wire::new(stream, addr, worker))
+    }
+
+    /// Puts TLS on `stream`, a new connection to `addr` of `u`, when the backend
+    /// originates it, within the `connect` timeout. A failed handshake is logged with
+    /// why (an expired certificate, one for another name, one no trusted CA issued),
+    /// counted against the address, and answered 502 (504 when it timed out).
+    async fn originate(
+        &self,
+        u: &Upstream,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<Stream, ProxyError> {
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(stream));
+        };
+        let limit = u.timeouts().connect;
+        let handshake = tokio::time::timeout(limit, tls.connect(stream, u.target().host()));
+        let (error, timed_out) = match handshake.await {
+            Ok(Ok(stream)) => return Ok(Stream::Tls(Box::new(stream))),
+            Ok(Err(e)) => (e.to_string(), false),
+            Err(_) => (format!("no TLS handshake within {limit:?}"), true),
+        };
+        u.report(addr, false);
+        tracing::warn!(
+            upstream = %addr,
+            target = %u.target(),
+            server_name = tls.server_name(),
+            error,
+            "upstream TLS handshake failed"
+        );
+        let why = format!("TLS handshake with {addr}: {error}");
+        Err(match timed_out {
+            true => ProxyError::ConnectTimeout(why),
+            false => ProxyError::Connect(why),
+        })
     }
 
     /// The idle connections of the proxy's own HTTP/1.1 path.
@@ -339,7 +402,10 @@ impl Backend {
                     // The pick failed over to an address with an idle connection.
                     return Ok((conn, addr, true));
                 }
-                (Box::new(stream), addr)
+                match self.originate(u, stream, addr).await? {
+                    Stream::Plain(stream) => (Box::new(stream), addr),
+                    Stream::Tls(stream) => (stream, addr),
+                }
             }
             Dial::Custom(c) => {
                 let io = c
@@ -360,6 +426,52 @@ impl Backend {
             false,
         ))
     }
+}
+
+/// Reads the upstream CA files `spec` names for its HTTP upstreams (each route's with
+/// `upstream_tls`, and a service proxy's for its `https:` Services), so that a bad one
+/// is an error when the settings are checked, not first when the forward starts. Builds
+/// no TLS configuration to keep (nor warns of `upstream_insecure`: that comes with the
+/// backends, at each start).
+///
+/// # Errors
+///
+/// A CA file cannot be used: [`BuildError::Invalid`] naming `upstream_ca`, or `route`
+/// with the route when the route set it.
+pub(crate) fn check_upstream_ca(spec: &ForwardSpec) -> Result<(), BuildError> {
+    let read = |spec: &ForwardSpec| {
+        let mut checked = spec.clone();
+        checked.upstream_tls = true;
+        checked.upstream_insecure = false;
+        checked.upstream_server_name = None;
+        ClientTls::from_spec(&checked, &[]).map(drop)
+    };
+    let mut seen = std::collections::HashSet::new();
+    if spec.service_proxy && spec.upstream_ca.is_some() {
+        read(spec)?;
+        seen.insert(spec.upstream_ca.clone());
+    }
+    for route in spec.http_routes() {
+        let Ok(route_spec) = route.spec(spec) else {
+            continue; // validate() said why
+        };
+        if !route_spec.upstream_tls
+            || route_spec.upstream_ca.is_none()
+            || !seen.insert(route_spec.upstream_ca.clone())
+        {
+            continue;
+        }
+        read(&route_spec).map_err(|e| {
+            match route.options.iter().any(|(k, _)| k == "upstream_ca") {
+                true => BuildError::Invalid {
+                    key: "route",
+                    why: format!("`{route}`: upstream_ca: {e}"),
+                },
+                false => e,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// The request body's own error (too large, or the client went away), if that is what

@@ -1,9 +1,9 @@
 //! The proxy's own HTTP/1.1 path for routed forwards: one client connection served from
 //! its own task, heads parsed in place ([`h1::head`](crate::h1::head)) and written for the
 //! other side with the proxy's edits, bodies passed through as the bytes they arrived as
-//! (lengths counted, chunked framing read by [`Chunked`]), upstream connections taken
-//! from and given back to the backend's pool. No header map, no per-request task, one
-//! timer per connection re-armed only when it fires early.
+//! (lengths counted, chunked framing read by [`Chunked`]), upstream connections (plain
+//! or TLS, a [`Stream`]) taken from and given back to the backend's pool. No header map,
+//! no per-request task, one timer per connection re-armed only when it fires early.
 //!
 //! What it answers itself (404, 413, 431, 400, 502, 503, 504) and what it logs and
 //! counts are the same as the hyper path's, which still serves the service proxy URL and
@@ -20,7 +20,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use proxy_core::tls::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFuture;
 
@@ -31,7 +30,7 @@ use crate::h1::head::{
     BodyLength, Edits, RequestHead, ResponseHead, write_request, write_response,
 };
 use crate::headers::push_ip;
-use crate::pool::Wire;
+use crate::pool::{Stream, Wire};
 use crate::server::{Shared, Stop};
 use crate::stats::RouteStats;
 
@@ -717,7 +716,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Writes `self.out` to `upstream`.
-    async fn out_to(&mut self, upstream: &mut TcpStream) -> std::io::Result<()> {
+    async fn out_to(&mut self, upstream: &mut Stream) -> std::io::Result<()> {
         let deadline = Instant::now() + self.idle;
         write_within(upstream, &self.out, &mut self.timer, deadline).await
     }
@@ -796,7 +795,7 @@ impl Upload {
     async fn pass(
         &mut self,
         buf: &mut BytesMut,
-        upstream: &mut TcpStream,
+        upstream: &mut Stream,
         timer: &mut Timer,
         idle: Duration,
     ) -> Result<(), SendError> {

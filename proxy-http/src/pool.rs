@@ -1,22 +1,26 @@
 //! Upstream connections: [`Conn`], one HTTP/1.1 connection that the request using it
 //! drives from its own task (no task per connection, no wake-up across tasks per
-//! message), and the [`Pool`] of idle ones kept for the next request, per upstream
-//! address: bounded in number and age, newest first.
+//! message), [`Wire`], one of the proxy's own path over a plain or TLS [`Stream`], and
+//! the [`Pool`] of idle ones kept for the next request, per upstream address: bounded in
+//! number and age, newest first.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 
 use crate::body::{Body, Progress};
 
@@ -115,7 +119,7 @@ pub(crate) trait Pooled {
     /// The upstream address it is to.
     fn addr(&self) -> SocketAddr;
     /// Whether it can take another request (as far as is known without waiting).
-    fn is_open(&self) -> bool;
+    fn is_open(&mut self) -> bool;
     /// The worker thread whose runtime its socket is registered with (0 without
     /// workers), whose requests alone should use it.
     fn worker(&self) -> usize {
@@ -128,15 +132,111 @@ impl Pooled for Conn {
         self.addr
     }
 
-    fn is_open(&self) -> bool {
+    fn is_open(&mut self) -> bool {
         self.driver.is_some() && !self.sender.is_closed()
     }
 }
 
-/// An upstream connection of the proxy's own HTTP/1.1 path: the socket, and the bytes
+/// The bytes of an upstream connection of the proxy's own path: the socket, or TLS over
+/// it (`upstream_tls`). Each read and write is a match and a direct call: no allocation
+/// and no dynamic dispatch, so the plain path pays a branch for TLS and nothing more.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    /// Boxed: rustls's state is large, and most pooled connections are plain ones.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Whether an idle connection is still open: no end of stream (nor stray bytes) that
+    /// the reactor has seen. Costs no system call while the socket is not readable.
+    fn is_idle_open(&mut self) -> bool {
+        match self {
+            Stream::Plain(s) => matches!(
+                s.try_read(&mut [0_u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+            // What came meanwhile is read through TLS, not off the socket (which would
+            // take bytes from the TLS records): a session ticket is taken in and the
+            // connection stays, a `close_notify`, a FIN or data close it. The reactor
+            // keeps the no-op waker only until the connection is next read.
+            Stream::Tls(s) => {
+                let mut byte = [0_u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(Waker::noop());
+                Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_pending()
+            }
+        }
+    }
+}
+
+/// An upstream connection of the proxy's own HTTP/1.1 path: the stream, and the bytes
 /// read from it past the last response (none, between requests).
 pub(crate) struct Wire {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) buf: BytesMut,
     pub(crate) addr: SocketAddr,
     /// The worker it was opened on.
@@ -145,7 +245,7 @@ pub(crate) struct Wire {
 
 impl Wire {
     /// A new connection to `addr`, opened on `worker`.
-    pub(crate) fn new(stream: TcpStream, addr: SocketAddr, worker: usize) -> Wire {
+    pub(crate) fn new(stream: Stream, addr: SocketAddr, worker: usize) -> Wire {
         Wire {
             stream,
             buf: BytesMut::with_capacity(8 << 10),
@@ -166,12 +266,8 @@ impl Pooled for Wire {
 
     /// Idle and still open: nothing unread, and no end of stream (or stray bytes) that
     /// the reactor has seen. Costs no system call while the socket is not readable.
-    fn is_open(&self) -> bool {
-        self.buf.is_empty()
-            && matches!(
-                self.stream.try_read(&mut [0_u8; 1]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-            )
+    fn is_open(&mut self) -> bool {
+        self.buf.is_empty() && self.stream.is_idle_open()
     }
 }
 
@@ -221,8 +317,11 @@ impl<C: Pooled> Pool<C> {
         expire(list, now);
         let taken = loop {
             match list.pop_back() {
-                Some((conn, _)) if conn.is_open() => break Some(conn),
-                Some(_) => continue,
+                Some((mut conn, _)) => {
+                    if conn.is_open() {
+                        break Some(conn);
+                    }
+                }
                 None => break None,
             }
         };
@@ -234,7 +333,7 @@ impl<C: Pooled> Pool<C> {
 
     /// Keeps `conn` for the next request to its address, unless it is closed; the
     /// oldest goes when the address has [`MAX_IDLE_PER_ADDR`].
-    pub(crate) fn put(&self, conn: C) {
+    pub(crate) fn put(&self, mut conn: C) {
         if !conn.is_open() {
             return;
         }

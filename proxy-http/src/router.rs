@@ -55,10 +55,11 @@ impl Router {
             });
             let (backend, stats) = match kept {
                 Some((_, e)) => (e.backend.clone(), e.stats.clone()),
-                None => (
-                    Arc::new(Backend::new(&route_spec, workers)?),
-                    Arc::default(),
-                ),
+                None => {
+                    let backend = Backend::new(&route_spec, workers)
+                        .map_err(|e| io::Error::new(e.kind(), format!("route `{name}`: {e}")))?;
+                    (Arc::new(backend), Arc::default())
+                }
             };
             let i = router.routes.len();
             match &route.host {

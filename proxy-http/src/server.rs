@@ -146,8 +146,9 @@ impl HttpForwarder {
         spec.validate()?;
         if spec.service_proxy {
             // The filter's patterns compile, or the key naming the bad one is the error.
-            ServiceProxy::dns(&spec)?;
+            ServiceProxy::check(&spec)?;
         }
+        crate::backend::check_upstream_ca(&spec)?;
         let tls = ServerTls::from_spec(&spec, &["http/1.1"])?;
         Ok(HttpForwarder {
             spec,

@@ -18,7 +18,7 @@
 use std::convert::Infallible;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -868,6 +868,44 @@ pub const NGINX_BACKEND_HEADERS: &[&str] = &[
 /// that is present and not empty (`x-forwarded-for`, `x-forwarded-host`,
 /// `x-forwarded-proto` among them).
 pub fn nginx_backend(name: &str) -> Nginx {
+    let lines = nginx_lines(name);
+    Nginx::start(|port| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 100000;\n    \
+             location / {{\n      default_type text/plain;\n      return 200 \"{lines}\";\n    }}\n  }}"
+        )
+    })
+}
+
+/// [`nginx_backend`] over TLS: nginx presenting `cert` with `key` (PEM files, an
+/// [`Issued`](crate::tls::Issued) certificate, say), offering HTTP/1.1 by ALPN, and
+/// closing connections idle for `keepalive_timeout` (nginx's syntax: `75s`). It answers
+/// [`nginx_backend`]'s lines, and three more as headers that it did not receive but that
+/// tell of the TLS connection: `x-tls-protocol` (`TLSv1.3`), `x-tls-server-name` (what the
+/// client asked for by SNI) and `x-tls-alpn` (the protocol agreed by ALPN).
+pub fn nginx_tls_backend(name: &str, cert: &Path, key: &Path, keepalive_timeout: &str) -> Nginx {
+    let mut lines = nginx_lines(name);
+    for (header, variable) in [
+        ("x-tls-protocol", "ssl_protocol"),
+        ("x-tls-server-name", "ssl_server_name"),
+        ("x-tls-alpn", "ssl_alpn_protocol"),
+    ] {
+        lines.push_str(&format!("header: {header}: ${variable}\\n"));
+    }
+    let (cert, key) = (cert.display(), key.display());
+    Nginx::start(|port| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    \
+             ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    \
+             keepalive_requests 100000;\n    \
+             keepalive_timeout {keepalive_timeout};\n    \
+             location / {{\n      default_type text/plain;\n      return 200 \"{lines}\";\n    }}\n  }}"
+        )
+    })
+}
+
+/// The body of [`nginx_backend`]'s answers, as an nginx string.
+fn nginx_lines(name: &str) -> String {
     assert!(
         !name.is_empty()
             && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
@@ -880,12 +918,7 @@ pub fn nginx_backend(name: &str) -> Nginx {
     for h in NGINX_BACKEND_HEADERS {
         lines.push_str(&format!("header: {h}: $http_{}\\n", h.replace('-', "_")));
     }
-    Nginx::start(|port| {
-        format!(
-            "  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 100000;\n    \
-             location / {{\n      default_type text/plain;\n      return 200 \"{lines}\";\n    }}\n  }}"
-        )
-    })
+    lines
 }
 
 // ===== WebSocket =====

@@ -24,7 +24,11 @@ A route may set its own balancing, timeouts and sticky cookie after `;`:
 `--route '/api=api:8080;balance=least-connections;request_timeout=5s'`.
 
 Each upstream's addresses are looked up, refreshed as their TTLs say, balanced over and
-failed over as `proxy tcp` does; connections to them are kept alive and reused. Bodies
+failed over as `proxy tcp` does; connections to them are kept alive and reused. With
+--upstream-tls (or a route's `;upstream_tls=true`) they are TLS connections, the
+upstream's certificate verified against the system's CAs or --upstream-ca, for the
+target's name or --upstream-server-name (sent as SNI; the Host header is the client's);
+one that does not verify gets 502, and a log line saying why. Bodies
 stream both ways; WebSocket and other upgrades are relayed. Clients get X-Forwarded-For,
 -Host, -Proto and Forwarded headers sent upstream; hop-by-hop headers are removed. The
 proxy answers 404 when no route matches, 413 past --max-request-body, 431 past
@@ -40,7 +44,8 @@ Examples:
   proxy http 8080 web.default                     every request to web.default:80
   proxy http 8080 --route shop.example/=shop:80 --route shop.example/api=api:8080
   proxy http 8080 --route '*.apps.example/=router:80' --sticky-cookie SERVERID
-  proxy http 80 --route '/=web;balance=least-connections;request_timeout=5s' --max-request-body 8M";
+  proxy http 80 --route '/=web;balance=least-connections;request_timeout=5s' --max-request-body 8M
+  proxy http 8080 --route '/api=api.internal:443;upstream_tls=true;upstream_ca=/etc/ca.pem'";
 
 /// `proxy http PORT [TARGET]` and its flags.
 #[derive(Debug, Args)]

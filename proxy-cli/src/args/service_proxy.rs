@@ -27,8 +27,13 @@ Two ways to reach the Services:
   SRV record _PORT._tcp.NAME.NS.svc.CLUSTER_DOMAIN that cluster DNS publishes, and without
   a port, port 80 (the API server would take the Service's only port, which DNS does not
   tell). Every address of the Service is balanced over, with failover; --resolver and
-  --name-servers say how names are looked up. Other paths get 404; https: Services get 502
-  (TLS to upstreams is not supported yet).
+  --name-servers say how names are looked up. Other paths get 404.
+
+  https:NAME:PORT Services are spoken to over TLS (HTTP/1.1, connections kept alive),
+  their certificates verified against the system's CAs (or --upstream-ca) for the name
+  NAME.NS.svc (or --upstream-server-name); a certificate that does not verify gets 502,
+  and a log line saying why. --upstream-insecure verifies nothing, for self-signed
+  in-cluster Services (it warns at every start).
 
   API server mode (--kubeconfig FILE or --context NAME): every request goes to the
   kubeconfig's API server with its credentials, as kubectl proxy does; exec, attach and
@@ -52,6 +57,7 @@ Examples:
   proxy service-proxy --port 0 --name-servers 10.96.0.10
   proxy service-proxy --kubeconfig ~/.kube/config  through the API server, like kubectl proxy
   proxy service-proxy --address 0.0.0.0 --accept-hosts '.*' --reject-methods '^POST$'
+  proxy service-proxy --upstream-ca /etc/kubernetes/pki/ca.crt   https: Services too
   curl localhost:8001/api/v1/namespaces/default/services/web:http/proxy/";
 
 /// `proxy service-proxy` and its flags.

@@ -557,6 +557,20 @@ impl ForwardSpec {
             // The route's upstream side, checked as the TCP settings it is.
             spec.routes.clear();
             spec.protocol = Transport::Tcp;
+            if !spec.upstream_tls {
+                // A route that turns TLS off leaves the forward's upstream_* keys unused
+                // (they were checked with the forward); its own must still have TLS.
+                let own = |key: &str| route.options.iter().any(|(k, _)| k == key);
+                if !own("upstream_ca") {
+                    spec.upstream_ca = None;
+                }
+                if !own("upstream_server_name") {
+                    spec.upstream_server_name = None;
+                }
+                if !own("upstream_insecure") {
+                    spec.upstream_insecure = false;
+                }
+            }
             spec.validate().map_err(|e| BuildError::Invalid {
                 key: "route",
                 why: format!("`{route}`: {e}"),
@@ -626,7 +640,9 @@ impl ForwardSpec {
             ("upstream_server_name", self.upstream_server_name.is_some()),
             ("upstream_insecure", self.upstream_insecure),
         ] {
-            if set && !self.upstream_tls {
+            // A service proxy's `https:NAME:PORT` URLs say which Services are reached
+            // over TLS: these keys apply to them without upstream_tls.
+            if set && !self.upstream_tls && !self.service_proxy {
                 return Err(BuildError::Requires {
                     key,
                     requires: "upstream_tls",

@@ -27,15 +27,20 @@ const UPSTREAM_KEYS: [&str; 14] = [
 ];
 
 /// The keys a route may set for itself (`/api=api:8080;balance=least-connections`):
-/// how its upstream is resolved, balanced, connected to and waited for. Their values take
-/// no commas, which separate routes.
-pub const ROUTE_KEYS: &[&str] = &joined::<15, 4, 19>(
+/// how its upstream is resolved, balanced, connected to (over TLS or not) and waited for.
+/// Their values take no commas, which separate routes.
+pub const ROUTE_KEYS: &[&str] = &joined::<15, 8, 23>(
     joined::<1, 14, 15>(["resolver"], UPSTREAM_KEYS),
     [
         "sticky_cookie",
         "request_timeout",
         "max_request_body",
         "retries",
+        // TLS origination: an SNI route passes the client's TLS through, so it has none.
+        "upstream_tls",
+        "upstream_ca",
+        "upstream_server_name",
+        "upstream_insecure",
     ],
 );
 
@@ -342,6 +347,57 @@ mod tests {
         assert_eq!(spec.target.unwrap().to_string(), "api:8080");
         assert_eq!(spec.balance, crate::Balance::LeastConnections);
         assert_eq!(spec.connect_timeout, base.connect_timeout);
+    }
+
+    #[test]
+    fn an_http_route_may_originate_tls_and_an_sni_route_may_not() {
+        let route: Route = "/api=api.internal:443;upstream_tls=true;upstream_ca=/etc/ca.pem;\
+                            upstream_server_name=api.example"
+            .parse()
+            .unwrap();
+        let spec = route.spec(&ForwardSpec::default()).unwrap();
+        assert!(spec.upstream_tls);
+        assert_eq!(spec.upstream_ca.as_deref(), Some("/etc/ca.pem".as_ref()));
+        assert_eq!(spec.upstream_server_name.as_deref(), Some("api.example"));
+        assert!("/=web:443;upstream_insecure=true".parse::<Route>().is_ok());
+        for key in [
+            "upstream_tls",
+            "upstream_ca",
+            "upstream_server_name",
+            "upstream_insecure",
+        ] {
+            assert!(!SNI_ROUTE_KEYS.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn route_tls_keys_are_checked_with_the_route() {
+        let http = |routes: &str, forward: &[(&str, &str)]| {
+            let mut spec = ForwardSpec::default();
+            spec.set("protocol", "http").unwrap();
+            spec.set("listen", "127.0.0.1:8080").unwrap();
+            for (key, value) in forward {
+                spec.set(key, value).unwrap();
+            }
+            spec.set("route", routes).unwrap();
+            spec.validate()
+        };
+        http("/=web:443;upstream_ca=/ca.pem;upstream_tls=true", &[]).unwrap();
+        let e = http("/=web:443;upstream_ca=/ca.pem", &[]).unwrap_err();
+        assert!(e.to_string().contains("upstream_ca"), "{e}");
+        // A route turning the forward's TLS off does not use its CA.
+        let forward = [("upstream_tls", "true"), ("upstream_ca", "/ca.pem")];
+        http("/=web:443,/plain=plain:80;upstream_tls=false", &forward).unwrap();
+        // A service proxy's https: Services take them without upstream_tls.
+        let mut spec = ForwardSpec::default();
+        spec.set("protocol", "http").unwrap();
+        spec.set("listen", "127.0.0.1:8001").unwrap();
+        spec.set("service_proxy", "true").unwrap();
+        spec.set("upstream_ca", "/ca.pem").unwrap();
+        spec.validate().unwrap();
+        spec.set("service_proxy", "false").unwrap();
+        spec.set("target", "web:80").unwrap();
+        assert_eq!(spec.validate().unwrap_err().key(), "upstream_ca");
     }
 
     #[test]

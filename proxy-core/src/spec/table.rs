@@ -507,10 +507,13 @@ pub static KEYS: &[Key] = &[
         name: "upstream_tls",
         value: "BOOL",
         applies: Applies::Tcp,
-        http: false,
+        http: true,
         help: "Connect to the upstream over TLS, verifying its certificate against the \
                system's CAs (or upstream_ca) and the target's name (or \
-               upstream_server_name), which is also sent as SNI.",
+               upstream_server_name), which is also sent as SNI. HTTP forwards offer \
+               HTTP/1.1 by ALPN and keep the connections alive; an HTTP route may set it \
+               for itself. A service proxy's https:NAME:PORT URLs are reached over TLS \
+               without it.",
         example: "true",
         set: |s, v| boolean(v).map(|x| s.upstream_tls = x),
         get: |s| s.upstream_tls.to_string(),
@@ -519,8 +522,9 @@ pub static KEYS: &[Key] = &[
         name: "upstream_ca",
         value: "PATH",
         applies: Applies::Tcp,
-        http: false,
-        help: "With upstream_tls, trust only the CA certificates of this PEM file.",
+        http: true,
+        help: "With upstream_tls (or for a service proxy's https: Services), trust only \
+               the CA certificates of this PEM file.",
         example: "/etc/proxy/tls/upstream-ca.crt",
         set: |s, v| path(v).map(|x| s.upstream_ca = x),
         get: |s| show_path(&s.upstream_ca),
@@ -529,10 +533,11 @@ pub static KEYS: &[Key] = &[
         name: "upstream_server_name",
         value: "NAME",
         applies: Applies::Tcp,
-        http: false,
+        http: true,
         help: "With upstream_tls, the name sent as SNI and checked in the upstream's \
                certificate, instead of the target's host (needed for IP targets whose \
-               certificates name a host).",
+               certificates name a host); a service proxy's https: Services are checked \
+               against NAME.NAMESPACE.svc unless it is set.",
         example: "api.internal",
         set: |s, v| server_name(v).map(|x| s.upstream_server_name = x),
         get: |s| s.upstream_server_name.clone().unwrap_or_default(),
@@ -541,10 +546,11 @@ pub static KEYS: &[Key] = &[
         name: "upstream_insecure",
         value: "BOOL",
         applies: Applies::Tcp,
-        http: false,
-        help: "With upstream_tls, do not verify the upstream's certificate (a warning is \
-               logged at every start): for tests only, anyone on the path can impersonate \
-               the upstream.",
+        http: true,
+        help: "With upstream_tls (or for a service proxy's https: Services, as kubectl \
+               users do for self-signed in-cluster ones), do not verify the upstream's \
+               certificate (a warning is logged at every start): anyone on the path can \
+               impersonate the upstream.",
         example: "true",
         set: |s, v| boolean(v).map(|x| s.upstream_insecure = x),
         get: |s| s.upstream_insecure.to_string(),
@@ -622,8 +628,9 @@ pub static KEYS: &[Key] = &[
                whose path starts with PATH (by whole segments) go to TARGET (port 80 unless \
                given); the most specific host, then the longest path, wins. A route may set \
                its own resolver, dns_*, connect_*, balance, affinity_timeout, eject_*, \
-               health_check_*, sticky_cookie, request_timeout, max_request_body and retries \
-               after `;`. `target` is the route /=TARGET.",
+               health_check_*, sticky_cookie, request_timeout, max_request_body, retries \
+               and upstream_* (TLS to its upstream) after `;`. `target` is the route \
+               /=TARGET.",
         example: "shop.example/api=api.shop:8080;balance=least-connections",
         set: |s, v| list(v, |r| r.parse::<super::Route>()).map(|x| s.routes = x),
         get: |s| show_list(&s.routes),

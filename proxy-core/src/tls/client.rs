@@ -88,6 +88,41 @@ impl ClientTls {
         }))
     }
 
+    /// The same settings (the CAs read once, shared), sending and verifying `name`
+    /// instead: for upstreams whose certificates name something other than the host
+    /// connected to (a Service's `NAME.NAMESPACE.svc`, say).
+    ///
+    /// # Errors
+    ///
+    /// `name` is not a DNS name or IP address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use proxy_core::{ForwardSpec, tls::ClientTls};
+    ///
+    /// let mut spec = ForwardSpec::default();
+    /// spec.set("upstream_tls", "true")?;
+    /// spec.set("upstream_insecure", "true")?;
+    /// let tls = ClientTls::from_spec(&spec, &[])?.expect("upstream_tls is on");
+    /// let web = tls.with_server_name("web.default.svc")?;
+    /// assert_eq!(web.server_name(), Some("web.default.svc"));
+    /// assert!(tls.with_server_name("not a name").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_server_name(&self, name: &str) -> io::Result<ClientTls> {
+        let name = ServerName::try_from(name.to_owned()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{name}` is not a DNS name or IP address"),
+            )
+        })?;
+        Ok(ClientTls {
+            connector: self.connector.clone(),
+            server_name: Some(name),
+        })
+    }
+
     /// The name sent and verified when it was set (`upstream_server_name`).
     pub fn server_name(&self) -> Option<&str> {
         match &self.server_name {

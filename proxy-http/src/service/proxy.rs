@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -15,13 +15,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
+use proxy_core::tls::ClientTls;
 use proxy_core::{BuildError, ForwardSpec, Picker, Target};
 
 use super::{
     Filter, HtmlRewriter, PortRef, Scheme, ServiceUrl, forbidden, is_rewritable_html,
     needs_slash_redirect, redirect_to_slash, rewrite_location,
 };
-use crate::backend::{Backend, Connecting, Connector, Io};
+use crate::backend::{Backend, Connecting, Connector, Io, UPSTREAM_ALPN};
 use crate::body::{self, Body, BoxError, Ended};
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Forward, host_of};
@@ -116,6 +117,11 @@ pub struct ServiceProxy {
     spec: ForwardSpec,
     mode: Mode,
     backends: Mutex<Backends>,
+    /// TLS to `https:` Services, from `upstream_ca`, `upstream_insecure` and
+    /// `upstream_server_name`: built at the start when one is set (a bad CA file fails
+    /// it, `upstream_insecure` warns at it), else at the first `https:` request (the
+    /// system's CAs are read only when needed; without them, such requests get 502).
+    tls: OnceLock<Result<ClientTls, String>>,
     pub(crate) stats: Arc<RouteStats>,
 }
 
@@ -133,8 +139,8 @@ enum Mode {
     Endpoints(Arc<dyn ServiceEndpoints>),
 }
 
-/// A Service and port: namespace, name, port.
-type ServiceKey = (String, String, Option<PortRef>);
+/// A Service and port, and how it is spoken to: namespace, name, port, scheme.
+type ServiceKey = (String, String, Option<PortRef>, Scheme);
 
 /// The Services' backends, least recently used first out.
 #[derive(Default)]
@@ -185,15 +191,32 @@ impl ServiceProxy {
     /// The service proxy of an HTTP forward with `service_proxy = true`: Services through
     /// cluster DNS, behind the forward's filter.
     ///
+    /// `https:NAME:PORT` Services are reached over TLS: their certificates are verified
+    /// against `upstream_ca` (else the system's CAs) and the name `NAME.NAMESPACE.svc`
+    /// (else `upstream_server_name`), or not at all with `upstream_insecure` (which
+    /// warns now). A CA file is read now.
+    ///
     /// # Errors
     ///
-    /// A filter pattern does not compile: [`BuildError::Invalid`] names its key.
+    /// A filter pattern does not compile, or the CA file cannot be used:
+    /// [`BuildError::Invalid`] names its key.
     pub fn dns(spec: &ForwardSpec) -> Result<ServiceProxy, BuildError> {
-        Ok(ServiceProxy::with_mode(
-            Some(filter(spec)?),
-            spec,
-            Mode::Dns,
-        ))
+        let proxy = ServiceProxy::with_mode(Some(filter(spec)?), spec, Mode::Dns);
+        if spec.upstream_ca.is_some()
+            || spec.upstream_insecure
+            || spec.upstream_server_name.is_some()
+        {
+            let tls = service_tls(spec)?;
+            let _ = proxy.tls.set(Ok(tls));
+        }
+        Ok(proxy)
+    }
+
+    /// Checks what [`dns`](ServiceProxy::dns) would build from `spec` (the filter's
+    /// patterns; the CA file is checked with the routes'), keeping nothing and logging
+    /// nothing.
+    pub(crate) fn check(spec: &ForwardSpec) -> Result<(), BuildError> {
+        filter(spec).map(drop)
     }
 
     /// Every request to the API server, behind the forward's filter: `kubectl proxy`. Of
@@ -225,6 +248,7 @@ impl ServiceProxy {
             spec: spec.clone(),
             mode,
             backends: Mutex::default(),
+            tls: OnceLock::new(),
             stats: Arc::default(),
         }
     }
@@ -323,14 +347,14 @@ impl ServiceProxy {
             }
             Err(e) => return self.text(&exchange, StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        if url.scheme == Scheme::Https {
-            // 502: the request is valid (the API server would serve it), but this proxy
-            // cannot talk to the upstream as asked.
+        if url.scheme == Scheme::Https && matches!(self.mode, Mode::Endpoints(_)) {
+            // 502: the request is valid (the API server would serve it), but this side
+            // does not speak TLS to the endpoints it is given.
             return self.text(
                 &exchange,
                 StatusCode::BAD_GATEWAY,
-                "https: upstreams are not supported yet (TLS to upstreams comes with TLS \
-                 support); use http: or no scheme",
+                "https: Services are not served through endpoints (TLS to them is for \
+                 proxy service-proxy, from cluster DNS); use http: or no scheme",
             );
         }
         let upgrade = headers::upgrade(request.headers()).is_some();
@@ -341,8 +365,12 @@ impl ServiceProxy {
             );
         }
         let cluster_domain = &self.spec.cluster_domain;
+        let default_port = match url.scheme {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        };
         let authority = match &url.port {
-            Some(PortRef::Number(port)) if *port != 80 => {
+            Some(PortRef::Number(port)) if *port != default_port => {
                 format!("{}:{port}", url.host(cluster_domain))
             }
             _ => url.host(cluster_domain),
@@ -388,7 +416,12 @@ impl ServiceProxy {
                 Err(EndpointsError::Unavailable(why)) => return Err(Refusal::Unavailable(why)),
             }
         }
-        let key = (url.namespace.clone(), url.name.clone(), url.port.clone());
+        let key = (
+            url.namespace.clone(),
+            url.name.clone(),
+            url.port.clone(),
+            url.scheme,
+        );
         let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         backends.tick += 1;
         let tick = backends.tick;
@@ -411,7 +444,12 @@ impl ServiceProxy {
                         .parse::<Target>()
                         .map_err(|e| Refusal::BadRequest(e.to_string()))?,
                 );
-                Backend::new(&spec, 1).map_err(|e| Refusal::Unavailable(e.to_string()))?
+                // The URL's scheme says whether the Service is spoken to over TLS.
+                let tls = match url.scheme {
+                    Scheme::Https => Some(self.tls_for(url).map_err(Refusal::BadGateway)?),
+                    Scheme::Http => None,
+                };
+                Backend::with_tls(&spec, 1, tls).map_err(|e| Refusal::Unavailable(e.to_string()))?
             }
             Mode::Endpoints(source) => Backend::custom(
                 Arc::new(Balanced {
@@ -498,7 +536,33 @@ impl ServiceProxy {
             Refusal::NotFound(why) => self.text(exchange, StatusCode::NOT_FOUND, &why),
             Refusal::Unavailable(why) => self.text(exchange, StatusCode::SERVICE_UNAVAILABLE, &why),
             Refusal::BadRequest(why) => self.text(exchange, StatusCode::BAD_REQUEST, &why),
+            Refusal::BadGateway(why) => self.text(exchange, StatusCode::BAD_GATEWAY, &why),
         }
+    }
+
+    /// TLS to the `https:` Service `url` names: the forward's, sending and verifying
+    /// `NAME.NAMESPACE.svc` unless `upstream_server_name` is set.
+    ///
+    /// `NAME.NAMESPACE.svc` rather than `NAME.NAMESPACE.svc.CLUSTER_DOMAIN` (what is
+    /// connected to): it is the name the API server itself verifies a Service's
+    /// certificate against (admission webhooks, aggregated APIs), so it is the one
+    /// certificates issued for in-cluster Services carry (the cluster CA's, cert-manager's),
+    /// and it holds whatever the cluster domain is, which certificate issuers often do not
+    /// know. The longer name is usually a SAN as well, but not always.
+    fn tls_for(&self, url: &ServiceUrl) -> Result<ClientTls, String> {
+        let tls = self.tls.get_or_init(|| {
+            service_tls(&self.spec).map_err(|e| {
+                let why = format!("TLS to https: Services cannot be set up: {e}");
+                tracing::warn!(error = %e, "TLS to https: Services cannot be set up");
+                why
+            })
+        });
+        let tls = tls.as_ref().map_err(Clone::clone)?;
+        if self.spec.upstream_server_name.is_some() {
+            return Ok(tls.clone());
+        }
+        (tls.with_server_name(&format!("{}.{}.svc", url.name, url.namespace)))
+            .map_err(|e| e.to_string())
     }
 
     /// Requests no route serves, when this proxy does not take them: its 404, after the
@@ -539,6 +603,17 @@ enum Refusal {
     NotFound(String),
     Unavailable(String),
     BadRequest(String),
+    /// The Service cannot be spoken to as asked (no TLS to set up): 502.
+    BadGateway(String),
+}
+
+/// TLS to a service proxy's `https:` Services, from `spec`'s `upstream_*` keys (whatever
+/// `upstream_tls` says: the URL asks for TLS), offering HTTP/1.1.
+fn service_tls(spec: &ForwardSpec) -> Result<ClientTls, BuildError> {
+    let mut spec = spec.clone();
+    spec.upstream_tls = true;
+    let tls = ClientTls::from_spec(&spec, UPSTREAM_ALPN)?;
+    Ok(tls.expect("upstream_tls is on"))
 }
 
 /// The filter of `spec`'s four keys; a pattern that does not compile names its key.
