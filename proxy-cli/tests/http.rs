@@ -1503,6 +1503,173 @@ fn a_ca_file_that_cannot_be_read_stops_the_start_naming_it() {
     assert!(stderr.contains("upstream_tls"), "{stderr}");
 }
 
+// ===== HTTP/2 over TLS =====
+
+/// curl `--http2` to the TLS forward `http` for `name` (resolved to it, trusting `ca`),
+/// with `args` before the URLs.
+#[track_caller]
+fn curl_h2(http: &Http, name: &str, ca: &std::path::Path, args: &[&str]) -> String {
+    let resolve = format!("{name}:{}:127.0.0.1", http.addr.port());
+    let mut all = vec!["--cacert", ca.to_str().unwrap(), "--resolve", &resolve];
+    all.extend_from_slice(args);
+    curl(&all).0
+}
+
+#[test]
+fn http2_multiplexes_routes_by_authority_and_logs_each_request() {
+    let ca = proxy_testkit::tls::Ca::new("test-ca");
+    let server = ca.server(&["shop.example", "api.example"]);
+    let [shop, api] = ["shop", "api"].map(Backend::start);
+    let api_route = format!("api.example/={}", api.addr());
+    let http = Http::start(&[
+        &shop.addr().to_string(),
+        "--route",
+        &api_route,
+        "--tls-cert",
+        server.cert.to_str().unwrap(),
+        "--tls-key",
+        server.key.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let port = http.addr.port();
+    // Four slow requests at once, on one connection.
+    let files: Vec<TempPath> = (0..4)
+        .map(|i| TempPath::new(&format!("{i}.json")))
+        .collect();
+    let mut args = vec![
+        "--http2".to_owned(),
+        "-Z".to_owned(),
+        "--write-out".to_owned(),
+        "%{num_connects} %{http_version} %{http_code}\n".to_owned(),
+    ];
+    for (i, file) in files.iter().enumerate() {
+        args.push(format!("https://shop.example:{port}/slow/800?i={i}"));
+        args.extend(["-o".to_owned(), file.path().display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let out = curl_h2(&http, "shop.example", &ca.cert, &args);
+    let took = started.elapsed();
+    let mut connects = 0;
+    for line in out.lines() {
+        let (n, rest) = line.split_once(' ').unwrap();
+        assert_eq!(rest, "2 200", "{out}");
+        connects += n.parse::<u32>().unwrap();
+    }
+    assert_eq!((out.lines().count(), connects), (4, 1), "{out}");
+    assert!(
+        took < Duration::from_millis(3 * 800),
+        "one after another: {took:?}"
+    );
+    let host = format!("shop.example:{port}");
+    for (i, file) in files.iter().enumerate() {
+        let seen = Seen::parse(file.read().as_bytes()).unwrap();
+        assert_eq!(seen.backend, "shop");
+        assert_eq!(seen.uri, format!("/slow/800?i={i}"));
+        assert_eq!(seen.header("host"), Some(host.as_str()));
+        assert_forwarded_https(&seen, &host);
+    }
+
+    // `:authority` picks the route.
+    let out = curl_h2(
+        &http,
+        "api.example",
+        &ca.cert,
+        &["--http2", &format!("https://api.example:{port}/v1?q=2")],
+    );
+    let seen = Seen::parse(out.as_bytes()).unwrap();
+    assert_eq!(
+        (seen.backend.as_str(), seen.uri.as_str()),
+        ("api", "/v1?q=2")
+    );
+    assert_forwarded_https(&seen, &format!("api.example:{port}"));
+
+    // A client that offers HTTP/1.1 alone gets it.
+    let out = curl_h2(
+        &http,
+        "shop.example",
+        &ca.cert,
+        &[
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "--write-out",
+            "%{http_version} %{http_code}",
+            &format!("https://shop.example:{port}/one"),
+        ],
+    );
+    assert_eq!(out, "1.1 200");
+
+    let lines = access_lines(&http.proxy, 6);
+    assert_eq!(lines.len(), 6, "one line per request: {lines:?}");
+    for line in &lines {
+        assert_eq!(json_field(line, "status"), 200, "{line}");
+        assert_eq!(json_field(line, "tls"), "TLSv1.3", "{line}");
+        assert_eq!(json_field(line, "complete"), true, "{line}");
+    }
+    let api_lines: Vec<_> = (lines.iter())
+        .filter(|l| json_field(l, "sni") == "api.example")
+        .collect();
+    assert_eq!(api_lines.len(), 1, "{lines:?}");
+    assert_eq!(json_field(api_lines[0], "path"), "/v1");
+    assert_eq!(
+        json_field(api_lines[0], "route"),
+        &serde_json::Value::String(api_route.clone())
+    );
+}
+
+#[test]
+fn a_large_http2_upload_is_echoed_byte_exact_without_being_buffered() {
+    let ca = proxy_testkit::tls::Ca::new("test-ca");
+    let server = ca.server(&["shop.example"]);
+    let backend = Backend::start("echo");
+    let http = Http::start(&[
+        &backend.addr().to_string(),
+        "--tls-cert",
+        server.cert.to_str().unwrap(),
+        "--tls-key",
+        server.key.to_str().unwrap(),
+    ]);
+    let body = payload(32, 48 << 20);
+    let (input, output) = (TempPath::new("in"), TempPath::new("out"));
+    std::fs::write(input.path(), &body).unwrap();
+    let pid = http.proxy.pid();
+    let url = |path: &str| format!("https://shop.example:{}{path}", http.addr.port());
+    // One small request first, so what is counted is the body, not the first request.
+    let out = curl_h2(&http, "shop.example", &ca.cert, &["--http2", &url("/")]);
+    assert_eq!(Seen::parse(out.as_bytes()).unwrap().backend, "echo");
+    let before = proc_status_kib(pid, "VmHWM");
+    let upload = format!("@{}", input.path().display());
+    let out = curl_h2(
+        &http,
+        "shop.example",
+        &ca.cert,
+        &[
+            "--http2",
+            "--write-out",
+            "%{http_version} %{http_code}",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &upload,
+            "-o",
+            output.path().to_str().unwrap(),
+            &url("/echo"),
+        ],
+    );
+    assert_eq!(out, "2 200");
+    let after = proc_status_kib(pid, "VmHWM");
+    let got = std::fs::read(output.path()).unwrap();
+    proxy_testkit::data::assert_bytes("48 MiB echo over HTTP/2", &got, &body);
+    // Buffering the body would take 48 MiB at least; streaming takes the flow-control
+    // windows and a few buffers.
+    assert!(
+        after < before + 24 * 1024,
+        "the proxy's peak RSS went from {before} KiB to {after} KiB"
+    );
+}
+
 // ===== proxy run --config =====
 
 fn http_forward(routes: &[String]) -> String {

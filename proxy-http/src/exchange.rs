@@ -6,15 +6,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http_body::Body as HttpBody;
 use hyper_util::rt::TokioIo;
 use proxy_core::tls::TlsInfo;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Sent};
-use crate::body::{self, Body, Ended, Limited, Progress, Tracked};
+use crate::body::{self, Body, BoxError, Ended, Limited, Progress, Tracked};
 use crate::error::ProxyError;
 use crate::headers::{self, Origin, X_FORWARDED_URI};
 use crate::pool::Driven;
@@ -35,6 +36,15 @@ impl ClientTls {
     }
 }
 
+/// A request body as a client sends it: hyper's `Incoming`, or the HTTP/2 path's wrapper
+/// of it.
+pub(crate) trait ClientBody:
+    HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static> ClientBody for B {}
+
 /// What the access log says of a request, taken as it arrives.
 #[derive(Clone, Debug)]
 pub(crate) struct Exchange {
@@ -52,7 +62,7 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// The request as it arrived from `client`.
-    pub(crate) fn new(request: &Request<Incoming>, client: SocketAddr) -> Exchange {
+    pub(crate) fn new<B>(request: &Request<B>, client: SocketAddr) -> Exchange {
         Exchange {
             start: Instant::now(),
             client,
@@ -138,7 +148,7 @@ impl Forward<'_> {
     /// status the failure calls for.
     pub(crate) async fn run(
         self,
-        mut request: Request<Incoming>,
+        mut request: Request<impl ClientBody>,
         exchange: Exchange,
     ) -> Response<Body> {
         let stats = self.stats;

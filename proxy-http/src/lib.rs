@@ -17,6 +17,7 @@ mod error;
 mod exchange;
 pub mod h1;
 mod headers;
+mod http2;
 mod idle;
 mod pool;
 mod router;

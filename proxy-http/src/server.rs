@@ -1,6 +1,6 @@
 //! [`HttpForwarder`] and its [`HttpHandle`]: listeners, admission, TLS termination (the
-//! `tls_*` keys), one connection task per client (HTTP/1.1 with keep-alive and upgrades),
-//! reload and graceful drain.
+//! `tls_*` keys), one connection task per client (HTTP/1.1 with keep-alive and upgrades,
+//! or HTTP/2 over TLS), reload and graceful drain.
 
 use std::convert::Infallible;
 use std::io;
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::Body;
 use crate::connection;
 use crate::error::ProxyError;
-use crate::exchange::{ClientTls, Exchange, Forward, host_of};
+use crate::exchange::{ClientBody, ClientTls, Exchange, Forward, host_of};
 use crate::idle::{LastActive, Watched};
 use crate::router::Router;
 use crate::service::{ApiServer, ServiceProxy, ServiceUrl};
@@ -109,6 +109,10 @@ impl Stop {
     }
 }
 
+/// The protocols offered by ALPN to clients over TLS, preferred first. Plain-text
+/// connections are HTTP/1.1 only (no h2c).
+const ALPN: &[&str] = &["h2", "http/1.1"];
+
 /// One generation of settings: replaced whole by a reload.
 pub(crate) struct Generation {
     pub(crate) spec: ForwardSpec,
@@ -130,7 +134,7 @@ impl std::fmt::Debug for Shared {
 
 impl HttpForwarder {
     /// A forwarder with `spec`'s settings. With `tls_cert` or `tls_dir` it terminates TLS
-    /// (offering HTTP/1.1 by ALPN); the certificate and key files are read now.
+    /// (offering HTTP/2 and HTTP/1.1 by ALPN); the certificate and key files are read now.
     ///
     /// # Errors
     ///
@@ -149,7 +153,7 @@ impl HttpForwarder {
             ServiceProxy::check(&spec)?;
         }
         crate::backend::check_upstream_ca(&spec)?;
-        let tls = ServerTls::from_spec(&spec, &["http/1.1"])?;
+        let tls = ServerTls::from_spec(&spec, ALPN)?;
         Ok(HttpForwarder {
             spec,
             tls,
@@ -404,8 +408,12 @@ impl Shared {
     }
 
     /// Answers one request from `client` (over TLS when the request carries a
-    /// [`ClientTls`]).
-    async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    /// [`ClientTls`]), of HTTP/1.1 or HTTP/2.
+    pub(crate) async fn handle(
+        &self,
+        mut request: Request<impl ClientBody>,
+        client: SocketAddr,
+    ) -> Response<Body> {
         let proto = ClientTls::proto(&request);
         // An absolute-form target's host is the request's, whatever `Host` says (RFC 9112
         // §3.2.2): for the route, the log and the upstream alike.
@@ -537,6 +545,11 @@ async fn serve_tls(
     };
     let info = TlsInfo::of(&stream);
     tracing::trace!(client = %peer, ?info, "TLS handshake done");
+    if info.alpn.as_deref() == Some("h2") {
+        let tls = ClientTls(Arc::new(info));
+        crate::http2::serve(stream, peer, shared, permit, tls).await;
+        return;
+    }
     // Settings as they are now: a reload during the handshake applies.
     let generation = shared.current();
     if generation.service.is_none() {

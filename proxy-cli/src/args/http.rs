@@ -14,7 +14,8 @@ use super::{UsageError, parse_duration};
 /// The help of `proxy http`.
 pub const LONG_ABOUT: &str = "\
 Serve HTTP/1.1 on PORT and route each request by its host and path to an upstream, as an
-Ingress controller does.
+Ingress controller does. Over TLS (--tls-cert, --tls-dir), clients that ask for HTTP/2 by
+ALPN get it; upstreams are spoken to in HTTP/1.1.
 
 `--route HOST/PATH=TARGET` sends requests for HOST (a name, `*.DOMAIN` for any one more
 label, or nothing for any host) whose path starts with PATH (by whole segments: /api is

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame};
-use hyper::body::Incoming;
 use proxy_core::tls::ClientTls;
 use proxy_core::{BuildError, ForwardSpec, Picker, Target};
 
@@ -25,7 +24,7 @@ use super::{
 use crate::backend::{Backend, Connecting, Connector, Io, UPSTREAM_ALPN};
 use crate::body::{self, Body, BoxError, Ended};
 use crate::error::ProxyError;
-use crate::exchange::{Exchange, Forward, host_of};
+use crate::exchange::{ClientBody, Exchange, Forward, host_of};
 use crate::headers;
 use crate::stats::RouteStats;
 
@@ -265,12 +264,16 @@ impl ServiceProxy {
 
     /// Answers one request from `client`, who reached the proxy over `proto` (`http` or
     /// `https`).
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         client: SocketAddr,
         proto: &'static str,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let mut exchange = Exchange::new(&request, client);
         exchange.route = "service-proxy".into();
         let path = request.uri().path();
@@ -329,7 +332,7 @@ impl ServiceProxy {
     /// Answers a request for a service proxy URL.
     async fn service(
         &self,
-        request: Request<Incoming>,
+        request: Request<impl ClientBody>,
         exchange: Exchange,
         proto: &'static str,
     ) -> Response<Body> {
@@ -567,11 +570,7 @@ impl ServiceProxy {
 
     /// Requests no route serves, when this proxy does not take them: its 404, after the
     /// filter.
-    pub(crate) fn not_found(
-        &self,
-        request: &Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<Body> {
+    pub(crate) fn not_found<B>(&self, request: &Request<B>, client: SocketAddr) -> Response<Body> {
         let exchange = Exchange::new(request, client);
         if let Some(filter) = &self.filter
             && !filter.accepts(request.method(), request.uri().path(), host_of(request))
