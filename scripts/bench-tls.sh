@@ -42,8 +42,9 @@
 #               --tls-cert at start, or takes it and answers plain HTTP);
 #   nginx       `stream { server { listen ... ssl; proxy_pass BACKEND; } }`, N workers;
 #   haproxy     `mode tcp`, `bind ... ssl crt FILE`, nbthread N.
-# TLS 1.2 and 1.3 only everywhere, each with its own default ciphers, session tickets and
-# caches: the negotiated protocol, cipher and key exchange of each are printed.
+# TLS 1.2 and 1.3 only everywhere, the same TLS 1.3 suites in the same server-preferred order
+# (AES-128-GCM first, as `proxy` prefers), each with its own session tickets and caches:
+# the negotiated protocol, cipher and key exchange of each are printed.
 # The tests, in each round one after the other, every target in turn:
 #   handshakes/s  full handshakes, each carrying one request. wrk with `Connection: close`
 #                 makes a connection per request, but wrk's OpenSSL may resume the session
@@ -240,6 +241,10 @@ http {
 }"
 wait_ok backend "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID"
 
+# Every terminator prefers the same TLS 1.3 suites in the same order as `proxy` does
+# (AES-128-GCM first), so bulk figures compare relays, not ciphers.
+TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 # The measured server keeps no log; the probe's server logs whether each session was
 # resumed, to tell whether wrk resumes.
 NGINX_PORT="$(free_port)"
@@ -252,6 +257,8 @@ stream {
   ssl_certificate $CERT;
   ssl_certificate_key $KEY;
   ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_prefer_server_ciphers on;
+  ssl_conf_command Ciphersuites $TLS13_SUITES;
   server {
     listen 127.0.0.1:$NGINX_PORT ssl backlog=4096;
     access_log off;
@@ -273,6 +280,7 @@ global
   nbthread $WORKERS
   maxconn 4096
   ssl-default-bind-options ssl-min-ver TLSv1.2
+  ssl-default-bind-ciphersuites $TLS13_SUITES
 defaults
   mode tcp
   timeout connect 5s
