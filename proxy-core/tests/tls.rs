@@ -496,3 +496,39 @@ async fn openssl_resumes_its_session_in_tls_1_3_and_1_2() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_connection_idle_past_the_idle_timeout_is_closed() {
+    let ca = blocking(|| Ca::new("test-ca")).await;
+    let (site, ca) = blocking(move || (ca.server(&["shop.example"]), ca)).await;
+    let echo = echo_server().await;
+    let handle = start(
+        echo.addr(),
+        &[
+            ("tls_cert", text(&site.cert)),
+            ("tls_key", text(&site.key)),
+            ("idle_timeout", "300ms"),
+        ],
+    );
+    let connector = connector(&ca.cert, None);
+    let mut tls = tls_connect(&connector, handle.local_addrs()[0], "shop.example")
+        .await
+        .unwrap();
+    tls.write_all(b"ping").await.unwrap();
+    let mut buf = [0; 4];
+    tls.read_exact(&mut buf).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let end = within(PROMPT, "the idle close", tls.read_to_end(&mut rest)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(end.is_ok() || end.is_err(), "closed");
+    assert!(rest.is_empty());
+    eventually("the connection closed", PROMPT, || {
+        handle.stats_reader().stats().connections_open == 0
+    })
+    .await;
+}

@@ -100,11 +100,6 @@ impl Activity {
         after(self.base, Duration::from_millis(self.last_ms.load(Relaxed)))
     }
 
-    /// When the connection started.
-    pub(super) fn base(&self) -> Instant {
-        self.base
-    }
-
     /// How many directions hold bytes they could not write yet.
     pub(super) fn holding(&self) -> u32 {
         self.holding.load(Relaxed)
@@ -283,6 +278,70 @@ impl Half<'_> {
     }
 }
 
+/// The timers of one relayed connection: its lifetime, the idle timeout, and once one
+/// direction has ended, the half-close timeout, which counts how long the other has been
+/// idle since. Traffic only touches `activity`'s timestamp; the deadlines are worked out
+/// when the one timer fires or a direction ends.
+pub(super) struct Timers<'a> {
+    timeouts: &'a Timeouts,
+    activity: &'a Activity,
+    pub(super) lifetime_end: Option<Instant>,
+    /// When the first direction ended.
+    half_closed_at: Option<Instant>,
+}
+
+impl<'a> Timers<'a> {
+    pub(super) fn new(timeouts: &'a Timeouts, activity: &'a Activity) -> Self {
+        Timers {
+            timeouts,
+            activity,
+            lifetime_end: timeouts.max_lifetime.map(|d| after(activity.base, d)),
+            half_closed_at: None,
+        }
+    }
+
+    /// Whether a direction has ended.
+    pub(super) fn is_half_closed(&self) -> bool {
+        self.half_closed_at.is_some()
+    }
+
+    /// A direction has ended: the half-close timer starts (once).
+    pub(super) fn half_closed(&mut self) {
+        self.half_closed_at.get_or_insert_with(Instant::now);
+    }
+
+    fn idle_end(&self) -> Option<Instant> {
+        (self.timeouts.idle).map(|d| after(self.activity.last(), d))
+    }
+
+    fn half_close_end(&self) -> Option<Instant> {
+        let d = self.timeouts.half_close?;
+        Some(after(self.half_closed_at?.max(self.activity.last()), d))
+    }
+
+    /// The next deadline, if any timer is set.
+    pub(super) fn next(&self) -> Option<Instant> {
+        [self.idle_end(), self.half_close_end(), self.lifetime_end]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Which timer has run out at `now`, if one has.
+    pub(super) fn fired(&self, now: Instant) -> Option<TimeoutKind> {
+        let past = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if past(self.lifetime_end) {
+            Some(TimeoutKind::MaxLifetime)
+        } else if past(self.half_close_end()) {
+            Some(TimeoutKind::HalfClose)
+        } else if past(self.idle_end()) {
+            Some(TimeoutKind::Idle)
+        } else {
+            None
+        }
+    }
+}
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub(crate) enum Close {
@@ -370,22 +429,9 @@ pub(crate) async fn relay(
     let down = down.run();
     tokio::pin!(up, down);
 
-    let lifetime_end = timeouts.max_lifetime.map(|d| after(activity.base, d));
-    // When the first direction ended; from then on the half-close timer counts how long
-    // the other has been idle.
-    let mut half_closed_at: Option<Instant> = None;
-    let half_close_end = |half_closed_at: Option<Instant>| {
-        let d = timeouts.half_close?;
-        Some(after(half_closed_at?.max(activity.last()), d))
-    };
-    let idle_end = || timeouts.idle.map(|d| after(activity.last(), d));
-    let next_deadline = |half_closed_at: Option<Instant>| {
-        [idle_end(), half_close_end(half_closed_at), lifetime_end]
-            .into_iter()
-            .flatten()
-            .min()
-    };
-    let mut deadline = next_deadline(None);
+    let mut timers = Timers::new(timeouts, &activity);
+    let lifetime_end = timers.lifetime_end;
+    let mut deadline = timers.next();
     let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
     tokio::pin!(timer);
     let (mut up_done, mut down_done) = (false, false);
@@ -410,17 +456,7 @@ pub(crate) async fn relay(
             // A half-closed peer is no longer read, so watch it for a reset instead.
             error = &mut watch, if watch.is_set() => break error,
             () = &mut timer, if deadline.is_some() => {
-                let now = Instant::now();
-                let fired = if lifetime_end.is_some_and(|t| t <= now) {
-                    Some(TimeoutKind::MaxLifetime)
-                } else if half_close_end(half_closed_at).is_some_and(|t| t <= now) {
-                    Some(TimeoutKind::HalfClose)
-                } else if idle_end().is_some_and(|t| t <= now) {
-                    Some(TimeoutKind::Idle)
-                } else {
-                    None
-                };
-                if let Some(kind) = fired {
+                if let Some(kind) = timers.fired(Instant::now()) {
                     // Bytes still in flight (or a direction still open past its peer's FIN)
                     // would be cut silently by a FIN: reset instead, so both peers know.
                     let clean = kind == TimeoutKind::Idle && activity.holding.load(Relaxed) == 0;
@@ -438,8 +474,8 @@ pub(crate) async fn relay(
         if up_done && down_done {
             return Close::Done;
         }
-        if half_closed_at.is_none() && (up_done || down_done) {
-            half_closed_at = Some(Instant::now());
+        if !timers.is_half_closed() && (up_done || down_done) {
+            timers.half_closed();
             let (stream, side) = if up_done {
                 (client, Side::Downstream)
             } else {
@@ -447,7 +483,7 @@ pub(crate) async fn relay(
             };
             watch.set(stream, side);
         }
-        deadline = next_deadline(half_closed_at);
+        deadline = timers.next();
         if let Some(t) = deadline {
             timer.as_mut().reset(t);
         }

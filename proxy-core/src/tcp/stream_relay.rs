@@ -14,9 +14,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::relay::{Activity, Close, ConnBytes, HalfError, RelayShared};
+use super::relay::{Activity, Close, ConnBytes, HalfError, RelayShared, Timers};
 use crate::stats::Stats;
-use crate::timeout::after;
 use crate::{Side, TimeoutKind, Timeouts};
 
 /// A byte stream over one TCP connection: the connection itself, or TLS over it.
@@ -136,20 +135,8 @@ pub(crate) async fn relay_streams<A: Endpoint, B: Endpoint>(
         }
     };
 
-    let lifetime_end = timeouts.max_lifetime.map(|d| after(activity.base(), d));
-    let mut half_closed_at: Option<Instant> = None;
-    let half_close_end = |half_closed_at: Option<Instant>| {
-        let d = timeouts.half_close?;
-        Some(after(half_closed_at?.max(activity.last()), d))
-    };
-    let idle_end = || timeouts.idle.map(|d| after(activity.last(), d));
-    let next_deadline = |half_closed_at: Option<Instant>| {
-        [idle_end(), half_close_end(half_closed_at), lifetime_end]
-            .into_iter()
-            .flatten()
-            .min()
-    };
-    let mut deadline = next_deadline(None);
+    let mut timers = Timers::new(timeouts, &activity);
+    let mut deadline = timers.next();
     let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
     tokio::pin!(timer);
     let (mut up_done, mut down_done) = (false, false);
@@ -170,17 +157,7 @@ pub(crate) async fn relay_streams<A: Endpoint, B: Endpoint>(
                 }
             }
             () = &mut timer, if deadline.is_some() => {
-                let now = Instant::now();
-                let fired = if lifetime_end.is_some_and(|t| t <= now) {
-                    Some(TimeoutKind::MaxLifetime)
-                } else if half_close_end(half_closed_at).is_some_and(|t| t <= now) {
-                    Some(TimeoutKind::HalfClose)
-                } else if idle_end().is_some_and(|t| t <= now) {
-                    Some(TimeoutKind::Idle)
-                } else {
-                    None
-                };
-                if let Some(kind) = fired {
+                if let Some(kind) = timers.fired(Instant::now()) {
                     if !(kind == TimeoutKind::Idle && activity.holding() == 0) {
                         reset_both();
                     }
@@ -195,10 +172,8 @@ pub(crate) async fn relay_streams<A: Endpoint, B: Endpoint>(
         if up_done && down_done {
             return Close::Done;
         }
-        if half_closed_at.is_none() {
-            half_closed_at = Some(Instant::now());
-        }
-        deadline = next_deadline(half_closed_at);
+        timers.half_closed();
+        deadline = timers.next();
         if let Some(t) = deadline {
             timer.as_mut().reset(t);
         }
