@@ -869,7 +869,12 @@ fn threads_named(pid: u32, prefix: &str) -> Vec<(String, u64)> {
 fn worker_threads_each_accept_their_share_and_keep_their_upstream_connections() {
     let backend = Backend::start("w");
     let http = Http::start(&[&backend.addr().to_string(), "--threads", "2"]);
-    let before = threads_named(http.proxy.pid(), "proxy-worker-");
+    // A new thread names itself once it runs: wait for both names.
+    let pid = http.proxy.pid();
+    wait_until("both workers named", Duration::from_secs(10), || {
+        threads_named(pid, "proxy-worker-").len() == 2
+    });
+    let before = threads_named(pid, "proxy-worker-");
     let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["proxy-worker-0", "proxy-worker-1"]);
 
