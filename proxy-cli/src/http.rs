@@ -24,26 +24,48 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let spec = args.spec()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let mut forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
+    let mut forwarder = HttpForwarder::new(spec.clone()).map_err(crate::args::invalid)?;
     workers.serve(&mut forwarder)?;
     let handle = forwarder.start()?;
     let name = crate::registry::ports_name("http", handle.local_addrs());
-    serve_until_signal(forwards, name, handle, signals, args.drain).await
+    serve_until_signal(forwards, name, handle, signals, args.drain, &spec).await
 }
 
 /// Lists a started HTTP forward as `name`, marks the process ready, waits for SIGINT or
 /// SIGTERM, then lets requests in flight finish for up to `drain` (a second signal closes
-/// them at once). `proxy http` and `proxy service-proxy` end this way.
+/// them at once). `proxy http` and `proxy service-proxy` end this way. When `spec`
+/// terminates TLS, SIGHUP reads its certificate files again (new connections get them;
+/// open ones keep theirs; a broken file keeps the running ones).
 pub(crate) async fn serve_until_signal(
     forwards: &Forwards,
     name: String,
     handle: proxy_http::HttpHandle,
     mut signals: Signals,
     drain: std::time::Duration,
+    spec: &proxy_core::ForwardSpec,
 ) -> anyhow::Result<()> {
-    forwards.add_http(name, handle.clone());
+    forwards.add_http(name.clone(), handle.clone());
     forwards.set_ready();
-    let signal = signals.recv().await;
+    let terminating = spec.tls_cert.is_some() || spec.tls_dir.is_some();
+    let mut hangups = match terminating {
+        true => Some(crate::run::Hangups::new().context("cannot install the SIGHUP handler")?),
+        false => None,
+    };
+    let signal = loop {
+        let Some(hangups) = hangups.as_mut() else {
+            break signals.recv().await;
+        };
+        tokio::select! {
+            () = hangups.recv() => match handle.reload(spec) {
+                Ok(()) => tracing::info!(forward = name, "reloaded: TLS certificates read again"),
+                Err(e) => tracing::error!(
+                    forward = name,
+                    "reload rejected: {e}; the running certificates stay"
+                ),
+            },
+            signal = signals.recv() => break signal,
+        }
+    };
     forwards.set_draining();
     tracing::info!(
         signal,

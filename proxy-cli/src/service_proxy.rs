@@ -69,7 +69,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let spec = args.spec()?;
     let signals = Signals::new().context("cannot install the signal handlers")?;
-    let mut forwarder = HttpForwarder::new(spec).map_err(crate::args::invalid)?;
+    let mut forwarder = HttpForwarder::new(spec.clone()).map_err(crate::args::invalid)?;
     workers.serve(&mut forwarder)?;
     if args.api_mode() {
         let mut builder = proxy_kube::Client::builder();
@@ -96,6 +96,7 @@ pub async fn run(
         handle,
         signals,
         args.drain,
+        &spec,
     )
     .await
 }

@@ -220,3 +220,46 @@ fn upstream_tls_refuses_bad_certificates_saying_why() {
         l.contains("WARN") && l.contains("NOT verified")
     });
 }
+
+#[test]
+fn sighup_rotates_the_certificate_of_proxy_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old_crt, old_key) = self_signed(d, "old.example");
+    let (new_crt, new_key) = self_signed(d, "new.example");
+    let (crt, key) = (d.join("site.crt"), d.join("site.key"));
+    std::fs::copy(&old_crt, &crt).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let echo = Echo::start("127.0.0.1");
+    let target = echo.addr.to_string();
+    let proxy = Proxy::start(&[
+        "http",
+        "0",
+        &target,
+        "--listen",
+        "127.0.0.1",
+        "--threads",
+        "1",
+        "--tls-cert",
+        crt.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let line = proxy.expect_line("the listening line", |l| l.contains("Forwarding from "));
+    let addr: SocketAddr = (line.split("Forwarding from ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    assert_eq!(
+        presented_name(addr, Some("x")).as_deref(),
+        Ok("old.example")
+    );
+    std::fs::copy(&new_crt, &crt).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    proxy.signal("HUP");
+    proxy.expect_line("the reload", |l| l.contains("TLS certificates read again"));
+    assert_eq!(
+        presented_name(addr, Some("x")).as_deref(),
+        Ok("new.example")
+    );
+}
