@@ -474,12 +474,17 @@ async fn openssl_resumes_its_session_in_tls_1_3_and_1_2() {
     let proxy = handle.local_addrs()[0];
     for version in ["-tls1_3", "-tls1_2"] {
         let session = dir.path().join(format!("session{version}"));
+        // A TLS 1.3 ticket comes after the handshake: s_client must stay a moment to
+        // take it, so its input is a line (echoed back) and then a second's wait.
         let s_client = move |sess: &str, file: &Path| {
-            let mut cmd = Command::new(openssl());
-            cmd.args(["s_client", "-connect", &proxy.to_string(), version])
-                .args(["-servername", "shop.example", sess])
-                .arg(file)
-                .stdin(Stdio::null());
+            let command = format!(
+                "(echo ping; sleep 1) | '{}' s_client -connect {proxy} {version} \
+                 -servername shop.example {sess} '{}'",
+                openssl().display(),
+                file.display()
+            );
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &command]).stdin(Stdio::null());
             run_limited(&mut cmd, Duration::from_secs(20))
         };
         let session2 = session.clone();
