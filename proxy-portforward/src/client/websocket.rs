@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream, StreamExt};
@@ -82,6 +82,11 @@ pub struct ChannelStream<S> {
     error: Option<String>,
     eof: bool,
     shut: bool,
+    /// The task of a write that is waiting for the socket. The WebSocket keeps one waker
+    /// for its writing side: when a read (on another task, after `tokio::io::split`)
+    /// flushes, its waker replaces this one, so the read wakes the writer once the
+    /// flush is done.
+    writer: Option<Waker>,
 }
 
 impl<S> fmt::Debug for ChannelStream<S> {
@@ -126,6 +131,7 @@ where
             error: None,
             eof: false,
             shut: false,
+            writer: None,
         };
         let (mut data, mut error) = (false, false);
         while !(data && error) {
@@ -198,7 +204,11 @@ where
             // A message written and not yet taken by the socket goes on now: a writer
             // that waits for an answer without flushing (write_all, then read) would
             // otherwise wait for ever. Failures show on the next write or flush.
-            let _ = Pin::new(&mut this.ws).poll_flush(cx);
+            if Pin::new(&mut this.ws).poll_flush(cx).is_ready()
+                && let Some(writer) = this.writer.take()
+            {
+                writer.wake();
+            }
             let bytes = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 Some(Ok(Message::Binary(b))) => b,
                 Some(Ok(Message::Text(t))) => Bytes::from(t),
@@ -226,6 +236,13 @@ impl<S> ChannelStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Remembers the writing task when `outcome` says it waits.
+    fn waiting<T>(&mut self, cx: &Context<'_>, outcome: &Poll<T>) {
+        if outcome.is_pending() {
+            self.writer = Some(cx.waker().clone());
+        }
+    }
+
     fn send(&mut self, cx: &mut Context<'_>, message: Vec<u8>) -> Poll<io::Result<()>> {
         let mut ws = Pin::new(&mut self.ws);
         ready!(ws.as_mut().poll_ready(cx)).map_err(io_error)?;
@@ -267,12 +284,16 @@ where
         }
         let n = buf.len().min(MAX_DATA_PER_MESSAGE);
         let message = self.mux.data(0, &buf[..n]).map_err(protocol_error)?;
-        ready!(self.send(cx, message))?;
+        let sent = self.send(cx, message);
+        self.waiting(cx, &sent);
+        ready!(sent)?;
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws).poll_flush(cx).map_err(io_error)
+        let flushed = Pin::new(&mut self.ws).poll_flush(cx).map_err(io_error);
+        self.waiting(cx, &flushed);
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
