@@ -31,6 +31,8 @@ pub(crate) struct Stats {
     pub(crate) sni_no_route: AtomicU64,
     pub(crate) sni_hello_failed: AtomicU64,
     pub(crate) tls_handshakes_failed: AtomicU64,
+    pub(crate) bytes_in_kernel: AtomicU64,
+    pub(crate) sockmap_fallbacks: AtomicU64,
     pub(crate) udp_sessions_open: AtomicU64,
     pub(crate) udp_sessions_total: AtomicU64,
     pub(crate) udp_sessions_evicted: AtomicU64,
@@ -111,6 +113,13 @@ pub struct StatsSnapshot {
     /// TCP connections of a forward terminating TLS closed because their handshake
     /// failed, timed out, or the client left first.
     pub tls_handshakes_failed: u64,
+    /// Of all relayed bytes, those moved inside the kernel by the socket map of
+    /// [`RelayMode::Sockmap`](crate::RelayMode::Sockmap).
+    pub bytes_in_kernel: u64,
+    /// TCP connections of a [`RelayMode::Sockmap`](crate::RelayMode::Sockmap) forward
+    /// that the socket map did not take (it was full, or a peer had closed first),
+    /// relayed in user space instead.
+    pub sockmap_fallbacks: u64,
     /// UDP sessions and datagrams; all zero for a TCP forwarder.
     pub udp: UdpStats,
 }
@@ -355,6 +364,8 @@ impl Stats {
             sni_no_route: get(&self.sni_no_route),
             sni_hello_failed: get(&self.sni_hello_failed),
             tls_handshakes_failed: get(&self.tls_handshakes_failed),
+            bytes_in_kernel: get(&self.bytes_in_kernel),
+            sockmap_fallbacks: get(&self.sockmap_fallbacks),
             udp: UdpStats {
                 sessions_open: get(&self.udp_sessions_open),
                 sessions_total: get(&self.udp_sessions_total),

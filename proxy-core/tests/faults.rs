@@ -344,7 +344,7 @@ enum Resetting {
 /// to the first call after it, so nothing else may touch the socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_mid_transfer_reaches_the_other_peer_as_a_reset() {
-    for mode in MODES {
+    for &mode in MODES {
         for resetting in [Resetting::Upstream, Resetting::Client] {
             for round in 0..3 {
                 let (got, sent, delivered, end) =
@@ -366,7 +366,7 @@ async fn reset_mid_transfer_reaches_the_other_peer_as_a_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_acknowledged_before_a_reset_are_all_delivered() {
     let mut failures = Vec::new();
-    for mode in MODES {
+    for &mode in MODES {
         for resetting in [Resetting::Upstream, Resetting::Client] {
             let (got, sent, delivered, end) =
                 reset_mid_transfer(mode, resetting, 1 << 20, true).await;

@@ -257,7 +257,7 @@ async fn traffic_one_way_keeps_the_connection(from_client: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_a_silent_connection() {
     let echo = echo_server().await;
-    for mode in MODES {
+    for &mode in MODES {
         let t = timeouts(|t| t.idle = Some(IDLE));
         let handle = forwarder(echo.addr(), mode, t);
         let mut client = connect(proxy_addr(&handle)).await;

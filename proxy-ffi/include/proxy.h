@@ -495,6 +495,16 @@ typedef struct proxy_stats {
      * timed out, or the client left first (TLS termination is off unless configured).
      */
     uint64_t tls_handshakes_failed;
+    /**
+     * Of the TCP bytes relayed, those moved inside the kernel by the socket map of
+     * `relay = sockmap`.
+     */
+    uint64_t bytes_in_kernel;
+    /**
+     * TCP connections of a `relay = sockmap` forward relayed in user space instead: the
+     * socket map was full, or a peer had closed first.
+     */
+    uint64_t sockmap_fallbacks;
 } proxy_stats;
 
 /**

@@ -206,7 +206,7 @@ mod tests {
         ("POLICY", "random"),
         ("CIDR,...", "10.0.0.0/33"),
         ("v1|v2", "v3"),
-        ("auto|copy", "zero-copy"),
+        ("auto|copy|sockmap", "zero-copy"),
         ("SIZE", "12Q"),
         ("[HOST]/PATH=TARGET[;KEY=VALUE],...", "shop.example=web:80"),
         ("NAME=TARGET[;KEY=VALUE],...", "/api=web:443"),

@@ -91,6 +91,12 @@ pub struct proxy_stats {
     /// TCP connections of a forward terminating TLS closed because their handshake failed,
     /// timed out, or the client left first (TLS termination is off unless configured).
     pub tls_handshakes_failed: u64,
+    /// Of the TCP bytes relayed, those moved inside the kernel by the socket map of
+    /// `relay = sockmap`.
+    pub bytes_in_kernel: u64,
+    /// TCP connections of a `relay = sockmap` forward relayed in user space instead: the
+    /// socket map was full, or a peer had closed first.
+    pub sockmap_fallbacks: u64,
 }
 
 // SAFETY: `proxy_stats` is `#[repr(C)]` and every field is a `u64`.
@@ -242,6 +248,8 @@ impl proxy_stats {
             (&mut self.sni_no_route, s.sni_no_route),
             (&mut self.sni_hello_failed, s.sni_hello_failed),
             (&mut self.tls_handshakes_failed, s.tls_handshakes_failed),
+            (&mut self.bytes_in_kernel, s.bytes_in_kernel),
+            (&mut self.sockmap_fallbacks, s.sockmap_fallbacks),
         ];
         for (field, value) in pairs {
             *field = field.saturating_add(value);

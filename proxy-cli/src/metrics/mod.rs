@@ -188,6 +188,20 @@ const FAMILIES: &[Family] = &[
         |s| vec![(None, s.splice_fallbacks)],
     ),
     family(
+        "proxy_bytes_in_kernel_total",
+        Counter,
+        Only(Tcp),
+        "Of the bytes relayed, those moved inside the kernel by the socket map (--relay sockmap).",
+        |s| vec![(None, s.bytes_in_kernel)],
+    ),
+    family(
+        "proxy_sockmap_fallbacks_total",
+        Counter,
+        Only(Tcp),
+        "Connections of a --relay sockmap forward relayed in user space: the socket map was full, or a peer had closed first.",
+        |s| vec![(None, s.sockmap_fallbacks)],
+    ),
+    family(
         "proxy_connect_failures_total",
         Counter,
         Only(Tcp),

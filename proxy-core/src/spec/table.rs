@@ -557,11 +557,14 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "relay",
-        value: "auto|copy",
+        value: "auto|copy|sockmap",
         applies: Applies::Tcp,
         http: false,
         help: "How bytes are relayed: auto uses splice(2) on Linux (no copy to user \
-               space), copy always copies through user-space buffers.",
+               space), copy always copies through user-space buffers, sockmap is auto \
+               but moves a connection that keeps trading small messages into the kernel \
+               (a BPF socket map: Linux 5.10+, CAP_BPF and CAP_NET_ADMIN; not with TLS), \
+               where its bytes no longer wake the proxy.",
         example: "copy",
         set: |s, v| choice(v, RELAYS).map(|x| s.relay = x),
         get: |s| choice_name(&s.relay, RELAYS),

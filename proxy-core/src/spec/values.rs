@@ -227,8 +227,11 @@ pub(super) const PROXY_PROTOCOLS: &[(&str, Option<ProxyProtocol>)] = &[
     ("", None),
 ];
 
-pub(super) const RELAYS: &[(&str, RelayMode)] =
-    &[("auto", RelayMode::Auto), ("copy", RelayMode::Copy)];
+pub(super) const RELAYS: &[(&str, RelayMode)] = &[
+    ("auto", RelayMode::Auto),
+    ("copy", RelayMode::Copy),
+    ("sockmap", RelayMode::Sockmap),
+];
 
 pub(super) fn listen(text: &str) -> Result<Listen, String> {
     if let Ok(port) = text.parse::<u16>() {

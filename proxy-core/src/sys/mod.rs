@@ -2,7 +2,8 @@
 //! elsewhere; batched UDP I/O with packet info. The only module allowed to hold `unsafe`:
 //! splice goes through rustix's safe wrappers, `recvmmsg`/`sendmmsg` and the SIOCOUTQ
 //! ioctl through libc, the UDP batches' memory is mapped in `region.rs`, and the
-//! descriptors systemd passes become `OwnedFd`s in `systemd.rs`.
+//! descriptors systemd passes become `OwnedFd`s in `systemd.rs`; the BPF socket map of
+//! `relay = sockmap` is made in `sockmap.rs`.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -16,6 +17,8 @@ mod imp;
 mod linux_udp;
 #[cfg(target_os = "linux")]
 pub(crate) mod region;
+#[cfg(target_os = "linux")]
+pub(crate) mod sockmap;
 #[cfg(target_os = "linux")]
 pub(crate) mod systemd;
 pub(crate) mod udp;

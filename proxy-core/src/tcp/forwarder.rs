@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::peek::peek_until;
-use super::relay::{Close, ConnBytes, RelayMode, RelayShared, relay};
+use super::relay::{Activity, Close, ConnBytes, RelayMode, RelayShared, relay};
 use super::route::{Hello, RouteConfig, Way, Ways, route_configs, server_name};
 use super::socket::reset_on_close;
 use super::stream_relay::relay_streams;
@@ -77,6 +77,9 @@ pub(super) struct Config {
     tls: Option<ServerTls>,
     /// TLS to the upstream; none: plain TCP.
     upstream_tls: Option<ClientTls>,
+    /// With `relay = sockmap`: the map connections join, shared by all generations.
+    #[cfg(target_os = "linux")]
+    sockmap: Option<Arc<crate::sys::sockmap::SockMap>>,
 }
 
 // ===== impl TcpForwarder =====
@@ -175,12 +178,16 @@ impl Protocol for TcpForwarder {
             Ways::new(&config.common, config.proxy_protocol, &config.routes, base);
         Arc::new(Shared {
             config: config.clone(),
-            relay: RelayShared::new(
-                config.relay,
-                config.pipe_size,
-                config.buffer_size,
-                base.stats.clone(),
-            ),
+            relay: RelayShared {
+                #[cfg(target_os = "linux")]
+                sockmap: config.sockmap.clone(),
+                ..RelayShared::new(
+                    config.relay,
+                    config.pipe_size,
+                    config.buffer_size,
+                    base.stats.clone(),
+                )
+            },
             stats: base.stats.clone(),
             refresher,
             ways,
@@ -306,6 +313,7 @@ impl Builder {
         let routes = route_configs(&spec, &common.resolver)?;
         let tls = ServerTls::from_spec(&spec, &[])?;
         let upstream_tls = ClientTls::from_spec(&spec, &[])?;
+        let sockmap = in_kernel(&spec, tls.is_some() || upstream_tls.is_some())?;
         Ok(TcpForwarder {
             config: Arc::new(Config {
                 common,
@@ -318,8 +326,49 @@ impl Builder {
                 sni_timeout: spec.sni_timeout,
                 tls,
                 upstream_tls,
+                #[cfg(target_os = "linux")]
+                sockmap,
             }),
         })
+    }
+}
+
+/// The socket map of `relay = sockmap`, made now so that a kernel that refuses it is a
+/// settings error at start, not a surprise at the first connection.
+#[cfg(target_os = "linux")]
+fn in_kernel(
+    spec: &crate::spec::ForwardSpec,
+    tls: bool,
+) -> Result<Option<Arc<crate::sys::sockmap::SockMap>>, BuildError> {
+    if spec.relay != RelayMode::Sockmap {
+        return Ok(None);
+    }
+    if tls {
+        return Err(sockmap_refused(
+            "it relays inside the kernel, which cannot terminate or originate TLS",
+        ));
+    }
+    match crate::sys::sockmap::SockMap::new() {
+        Ok(map) => Ok(Some(Arc::new(map))),
+        Err(e) => Err(sockmap_refused(&format!(
+            "the kernel refused a BPF socket map ({e}); it needs Linux 5.10 or later, \
+             and CAP_BPF with CAP_NET_ADMIN (or root)"
+        ))),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn in_kernel(spec: &crate::spec::ForwardSpec, _tls: bool) -> Result<(), BuildError> {
+    if spec.relay == RelayMode::Sockmap {
+        return Err(sockmap_refused("BPF socket maps are Linux's"));
+    }
+    Ok(())
+}
+
+fn sockmap_refused(why: &str) -> BuildError {
+    BuildError::Invalid {
+        key: "relay",
+        why: format!("relay = sockmap cannot be used: {why}"),
     }
 }
 
@@ -688,7 +737,47 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
     let timeouts = &shared.config.common.timeouts;
     let close = match (client, upstream) {
         (Client::Plain(client), Upstream::Plain(upstream)) => {
-            relay(&client, &upstream, relay_shared, timeouts, closing, &bytes).await
+            let activity = Activity::new();
+            let relaying = |activity| {
+                relay(
+                    &client,
+                    &upstream,
+                    relay_shared,
+                    timeouts,
+                    closing,
+                    &bytes,
+                    activity,
+                )
+            };
+            match relaying(&activity).await {
+                #[cfg(target_os = "linux")]
+                Close::Join => {
+                    let map = relay_shared.sockmap.as_deref();
+                    match map.map(|map| super::sockmap::join(map, &client, &upstream)) {
+                        Some(Ok(joined)) => {
+                            Box::pin(super::sockmap::relay_joined(
+                                joined,
+                                (&client, &upstream),
+                                relay_shared,
+                                timeouts,
+                                closing,
+                                &bytes,
+                                &activity,
+                            ))
+                            .await
+                        }
+                        refused => {
+                            if let Some(Err(e)) = refused {
+                                tracing::debug!(client = %peer, error = %e, "the socket map refused the connection; relaying in user space");
+                            }
+                            Stats::inc(&shared.stats.sockmap_fallbacks);
+                            activity.never_join();
+                            relaying(&activity).await
+                        }
+                    }
+                }
+                close => close,
+            }
         }
         (Client::Tls(client), Upstream::Plain(upstream)) => {
             Box::pin(relay_streams(
@@ -724,10 +813,30 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
             .await
         }
     };
-    if let Close::Reset(e) = &close {
+    log_access(
+        &close,
+        peer,
+        name,
+        tls.as_ref(),
+        upstream_addr,
+        &bytes,
+        started,
+    );
+}
+
+/// The connection's access log line.
+fn log_access(
+    close: &Close,
+    peer: SocketAddr,
+    name: Option<String>,
+    tls: Option<&TlsInfo>,
+    upstream_addr: SocketAddr,
+    bytes: &ConnBytes,
+    started: Instant,
+) {
+    if let Close::Reset(e) = close {
         tracing::debug!(client = %peer, side = ?e.side, error = %e.error, "connection reset");
     }
-    let tls = tls.as_ref();
     tracing::info!(
         target: "proxy_core::access",
         protocol = "tcp",

@@ -6,6 +6,8 @@ mod peek;
 mod relay;
 mod route;
 mod socket;
+#[cfg(target_os = "linux")]
+mod sockmap;
 mod splice;
 mod stream_relay;
 

@@ -3,7 +3,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +31,12 @@ pub enum RelayMode {
     Auto,
     /// Always copy through pooled user-space buffers.
     Copy,
+    /// As `Auto`, and on Linux a connection that keeps trading small messages (16 in
+    /// user space) moves into the kernel: both sockets join a BPF socket map whose
+    /// verdict program hands each received segment to the peer's send path, so the
+    /// bytes no longer wake user space. Short connections and bulk transfers stay in
+    /// user space. Needs CAP_BPF and CAP_NET_ADMIN; not with TLS.
+    Sockmap,
 }
 
 /// Per-forwarder relay resources: pools of pipes and buffers, shared by its connections.
@@ -44,6 +50,9 @@ pub(crate) struct RelayShared {
     pub(crate) pipes: Pool<Pipe>,
     pub(crate) buffers: Pool<Box<[u8]>>,
     pub(crate) stats: Arc<Stats>,
+    /// The socket map chatty connections join with [`RelayMode::Sockmap`].
+    #[cfg(target_os = "linux")]
+    pub(crate) sockmap: Option<Arc<crate::sys::sockmap::SockMap>>,
 }
 
 /// Idle pipes and buffers kept per forwarder for reuse.
@@ -63,37 +72,82 @@ impl RelayShared {
         stats: Arc<Stats>,
     ) -> Self {
         RelayShared {
-            splice: SPLICE && mode == RelayMode::Auto,
+            splice: SPLICE && mode != RelayMode::Copy,
             pipe_size,
             buffer_size,
             splice_after: SPLICE_AFTER,
             pipes: Pool::new(MAX_IDLE_POOLED),
             buffers: Pool::new(MAX_IDLE_POOLED),
             stats,
+            #[cfg(target_os = "linux")]
+            sockmap: None,
         }
+    }
+
+    /// Whether chatty connections join a socket map.
+    fn joins(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.sockmap.is_some();
+        #[cfg(not(target_os = "linux"))]
+        return false;
     }
 }
 
+/// Small messages a connection relays in user space before it joins the socket map of
+/// [`RelayMode::Sockmap`]: short connections (one request, one reply) would pay more to
+/// join and leave than the kernel saves them, and bulk transfers go faster spliced.
+const JOIN_AFTER: u32 = 16;
+
+/// Marks a connection that will not join the socket map: it moved bulk, or a direction
+/// ended, or the map refused it.
+const NEVER_JOIN: u32 = u32::MAX;
+
 /// When the connection last moved a byte, and whether a direction holds unsent bytes.
 #[derive(Debug)]
-pub(super) struct Activity {
+pub(crate) struct Activity {
     base: Instant,
     last_ms: AtomicU64,
     holding: AtomicU32,
+    /// Small messages relayed in user space, or [`NEVER_JOIN`].
+    messages: AtomicU32,
 }
 
 impl Activity {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             holding: AtomicU32::new(0),
+            messages: AtomicU32::new(0),
         }
+    }
+
+    /// A burst moved a message smaller than a buffer.
+    fn message(&self) {
+        let _ = self
+            .messages
+            .fetch_update(Relaxed, Relaxed, |n| (n < NEVER_JOIN - 1).then(|| n + 1));
+    }
+
+    /// This connection stays in user space.
+    pub(crate) fn never_join(&self) {
+        self.messages.store(NEVER_JOIN, Relaxed);
+    }
+
+    /// Whether the connection has been chatty long enough to join the socket map.
+    fn chatty(&self) -> bool {
+        (JOIN_AFTER..NEVER_JOIN).contains(&self.messages.load(Relaxed))
     }
 
     pub(super) fn touch(&self) {
         let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Relaxed);
+    }
+
+    /// Notes activity seen at `at` (no earlier than what was noted before).
+    pub(super) fn saw(&self, at: Instant) {
+        let ms = u64::try_from(at.saturating_duration_since(self.base).as_millis());
+        self.last_ms.fetch_max(ms.unwrap_or(u64::MAX), Relaxed);
     }
 
     pub(super) fn last(&self) -> Instant {
@@ -126,6 +180,17 @@ pub(super) struct Half<'a> {
     pub(super) conn_bytes: &'a AtomicU64,
     pub(super) shared: &'a RelayShared,
     pub(super) activity: &'a Activity,
+    /// Whether the direction waits for bytes, holding none: it may stop there.
+    waiting: AtomicBool,
+}
+
+/// How a direction stopped without an error.
+#[derive(Debug)]
+enum Stop {
+    /// The source's FIN was forwarded.
+    Eof,
+    /// The connection is to join the socket map; the direction holds no bytes.
+    Join,
 }
 
 /// A direction failed; `side` is the peer whose socket gave the error.
@@ -250,29 +315,37 @@ impl Half<'_> {
     /// Relays until the source's FIN has been forwarded in order, or an error. Each burst
     /// of bytes starts as a copy; one that fills a buffer goes on with splice, where the
     /// kernel can.
-    async fn run(&self) -> Result<(), HalfError> {
+    async fn run(&self) -> Result<Stop, HalfError> {
         let mut splice = self.shared.splice;
         loop {
+            if self.shared.joins() && self.activity.chatty() {
+                return Ok(Stop::Join);
+            }
             // `poll_read_ready` keeps the waker in the socket's own slot (this task is
             // the socket's only reader), so waiting takes no room in the task.
-            std::future::poll_fn(|cx| self.from.poll_read_ready(cx))
-                .await
-                .map_err(|e| self.read_error(e))?;
+            self.waiting.store(true, Relaxed);
+            let ready = std::future::poll_fn(|cx| self.from.poll_read_ready(cx)).await;
+            self.waiting.store(false, Relaxed);
+            ready.map_err(|e| self.read_error(e))?;
             // Bursts are boxed: an idle connection's task then holds only what waiting
             // needs, not the larger state of a transfer in progress.
             match Box::pin(self.copy_burst(splice)).await? {
-                Burst::Eof => return Ok(()),
-                Burst::Drained => {}
-                Burst::More => match Box::pin(self.splice_burst()).await? {
-                    Spliced::Done(Burst::Eof) => return Ok(()),
-                    Spliced::Done(_) => {}
-                    // Bytes may be waiting still: the readiness was not cleared, so the
-                    // next burst copies them at once.
-                    Spliced::Unsupported => {
-                        Stats::inc(&self.shared.stats.splice_fallbacks);
-                        splice = false;
+                Burst::Eof => return Ok(Stop::Eof),
+                Burst::Drained => self.activity.message(),
+                Burst::More => {
+                    // Bulk goes faster spliced than through the socket map.
+                    self.activity.never_join();
+                    match Box::pin(self.splice_burst()).await? {
+                        Spliced::Done(Burst::Eof) => return Ok(Stop::Eof),
+                        Spliced::Done(_) => {}
+                        // Bytes may be waiting still: the readiness was not cleared, so
+                        // the next burst copies them at once.
+                        Spliced::Unsupported => {
+                            Stats::inc(&self.shared.stats.splice_fallbacks);
+                            splice = false;
+                        }
                     }
-                },
+                }
             }
         }
     }
@@ -354,6 +427,9 @@ pub(crate) enum Close {
     Reset(HalfError),
     /// The forwarder shut down past its grace period; both peers were reset.
     Shutdown,
+    /// Not an end: both directions stopped between messages, holding no bytes, for the
+    /// connection to join the socket map ([`RelayMode::Sockmap`]).
+    Join,
 }
 
 /// Bytes one connection relayed, each way.
@@ -382,6 +458,7 @@ impl Close {
             }) => "upstream reset",
             Close::Reset(_) => "reset",
             Close::Shutdown => "shutdown",
+            Close::Join => "joined the socket map",
         }
     }
 }
@@ -396,8 +473,8 @@ pub(crate) async fn relay(
     timeouts: &Timeouts,
     closing: &CancellationToken,
     conn: &ConnBytes,
+    activity: &Activity,
 ) -> Close {
-    let activity = Activity::new();
     let half = |from, to, from_side, to_side, bytes, conn_bytes| Half {
         from,
         to,
@@ -406,7 +483,8 @@ pub(crate) async fn relay(
         bytes,
         conn_bytes,
         shared,
-        activity: &activity,
+        activity,
+        waiting: AtomicBool::new(false),
     };
     let stats = &shared.stats;
     let up = half(
@@ -425,34 +503,45 @@ pub(crate) async fn relay(
         &stats.bytes_to_downstream,
         &conn.down,
     );
-    let up = up.run();
-    let down = down.run();
+    let (up_half, down_half) = (up, down);
+    let up = up_half.run();
+    let down = down_half.run();
     tokio::pin!(up, down);
 
-    let mut timers = Timers::new(timeouts, &activity);
+    let mut timers = Timers::new(timeouts, activity);
     let lifetime_end = timers.lifetime_end;
     let mut deadline = timers.next();
     let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
     tokio::pin!(timer);
     let (mut up_done, mut down_done) = (false, false);
+    // A direction that stopped to join the socket map.
+    let (mut up_parked, mut down_parked) = (false, false);
     let mut watch = Watch::default();
 
     let failed = loop {
         tokio::select! {
-            r = &mut up, if !up_done => {
-                up_done = true;
-                match r {
-                    Ok(()) => shutdown_write(upstream),
-                    Err(e) => break e,
+            r = &mut up, if !up_done && !up_parked => match r {
+                Ok(Stop::Eof) => {
+                    up_done = true;
+                    shutdown_write(upstream);
                 }
-            }
-            r = &mut down, if !down_done => {
-                down_done = true;
-                match r {
-                    Ok(()) => shutdown_write(client),
-                    Err(e) => break e,
+                Ok(Stop::Join) => up_parked = true,
+                Err(e) => {
+                    up_done = true;
+                    break e;
                 }
-            }
+            },
+            r = &mut down, if !down_done && !down_parked => match r {
+                Ok(Stop::Eof) => {
+                    down_done = true;
+                    shutdown_write(client);
+                }
+                Ok(Stop::Join) => down_parked = true,
+                Err(e) => {
+                    down_done = true;
+                    break e;
+                }
+            },
             // A half-closed peer is no longer read, so watch it for a reset instead.
             error = &mut watch, if watch.is_set() => break error,
             () = &mut timer, if deadline.is_some() => {
@@ -474,6 +563,26 @@ pub(crate) async fn relay(
         if up_done && down_done {
             return Close::Done;
         }
+        if up_parked || down_parked {
+            // Both stopped, or one stopped and the other waits holding nothing: join.
+            let up_idle = up_parked || up_half.waiting.load(Relaxed);
+            let down_idle = down_parked || down_half.waiting.load(Relaxed);
+            if !up_done && !down_done && up_idle && down_idle {
+                return Close::Join;
+            }
+            if up_done || down_done {
+                // A direction ended first: the connection stays here.
+                activity.never_join();
+                if up_parked {
+                    up.set(up_half.run());
+                    up_parked = false;
+                }
+                if down_parked {
+                    down.set(down_half.run());
+                    down_parked = false;
+                }
+            }
+        }
         if !timers.is_half_closed() && (up_done || down_done) {
             timers.half_closed();
             let (stream, side) = if up_done {
@@ -493,6 +602,14 @@ pub(crate) async fn relay(
     // the other peer, as a direct connection would deliver it before the reset: the
     // direction from the failed peer goes on until it meets the error (or its FIN), and
     // the other peer's socket is given time to deliver its send queue. Then both reset.
+    // A direction stopped to join goes on instead.
+    activity.never_join();
+    if up_parked {
+        up.set(up_half.run());
+    }
+    if down_parked {
+        down.set(down_half.run());
+    }
     let (rest, rest_done, owed_to) = match failed.side {
         Side::Downstream => (up.as_mut(), up_done, upstream),
         _ => (down.as_mut(), down_done, client),
@@ -502,7 +619,7 @@ pub(crate) async fn relay(
         timer.as_mut().reset(end);
     }
     // Boxed: only a failing connection needs room for it.
-    let owed = Box::pin(deliver_owed(rest, owed_to, &activity));
+    let owed = Box::pin(deliver_owed(rest, owed_to, activity));
     tokio::select! {
         () = owed => {}
         () = closing.cancelled() => {}
@@ -530,7 +647,7 @@ async fn deliver_owed<F: Future>(
 
 /// How long delivering a failed peer's last bytes to the other peer may go without
 /// progress before the other peer is reset anyway.
-const FLUSH_STALL: Duration = Duration::from_secs(5);
+pub(super) const FLUSH_STALL: Duration = Duration::from_secs(5);
 
 /// Resolves once no byte has moved for [`FLUSH_STALL`].
 async fn stalled(activity: &Activity) {
@@ -546,7 +663,7 @@ async fn stalled(activity: &Activity) {
 /// Resolves once the peer of `stream` has acknowledged every byte written to it, or when
 /// nothing has moved for [`FLUSH_STALL`]: neither a byte written (`activity`) nor one
 /// acknowledged. Polled: no readiness event says "acknowledged".
-async fn delivered(stream: &TcpStream, activity: &Activity) {
+pub(super) async fn delivered(stream: &TcpStream, activity: &Activity) {
     const FIRST_PAUSE: Duration = Duration::from_millis(1);
     let mut pause = FIRST_PAUSE;
     let mut last = None;
@@ -624,7 +741,8 @@ mod tests {
             CancellationToken::new(),
             ConnBytes::default(),
         );
-        let relaying = relay(&a, &b, &shared, &timeouts, &closing, &conn);
+        let activity = Activity::new();
+        let relaying = relay(&a, &b, &shared, &timeouts, &closing, &conn, &activity);
         let size = std::mem::size_of_val(&relaying);
         assert!(size <= 768, "the relay future is {size} bytes");
     }

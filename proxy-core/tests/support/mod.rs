@@ -15,8 +15,13 @@ use proxy_core::{ForwarderHandle, RelayMode, Target, TcpForwarder, Timeouts};
 use proxy_testkit::net::v4_any_port;
 use tokio::sync::watch;
 
-/// Both relay modes, for tests that run once per mode.
-pub(crate) const MODES: [RelayMode; 2] = [RelayMode::Auto, RelayMode::Copy];
+/// Every relay mode, for tests that run once per mode: the in-kernel one on Linux.
+pub(crate) const MODES: &[RelayMode] = &[
+    RelayMode::Auto,
+    RelayMode::Copy,
+    #[cfg(target_os = "linux")]
+    RelayMode::Sockmap,
+];
 
 // ===== forwarders =====
 

@@ -277,9 +277,12 @@ static void stats_struct_prefix(void) {
      * were added: the struct ended at limited_rate. */
     size_t before_ejections = offsetof(proxy_stats, ejections);
     CHECK(before_ejections == offsetof(proxy_stats, limited_rate) + sizeof(uint64_t));
-    /* Then ejections to denied, then the two SNI counters and the TLS one. */
+    /* Then ejections to denied, then the two SNI counters and the TLS one, then the
+     * two of the socket map. */
     CHECK(offsetof(proxy_stats, sni_no_route) == before_ejections + 4 * sizeof(uint64_t));
-    CHECK(sizeof(proxy_stats) == offsetof(proxy_stats, tls_handshakes_failed) + sizeof(uint64_t));
+    CHECK(offsetof(proxy_stats, bytes_in_kernel) ==
+          offsetof(proxy_stats, tls_handshakes_failed) + sizeof(uint64_t));
+    CHECK(sizeof(proxy_stats) == offsetof(proxy_stats, sockmap_fallbacks) + sizeof(uint64_t));
     proxy_stats now;
     memset(&now, 0xab, sizeof now);
     OK(proxy_forwarder_stats(f, &now, before_ejections));
