@@ -8,8 +8,13 @@
 //! the `bpf(2)` calls go through libc.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
+
+use rustix::buffer::spare_capacity;
+use rustix::event::{Timespec, epoll};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// How many sockets (two per connection) one map holds; a pair that does not fit is
 /// refused, and that connection relays in user space. The buckets are allocated up front
@@ -95,6 +100,75 @@ impl SockMap {
         attr.u64(8, std::ptr::from_ref(&key) as u64);
         // ENOENT: the socket closed first and left on its own.
         let _ = attr.call(BPF_MAP_DELETE_ELEM);
+    }
+}
+
+/// Watches a joined pair for its ends: a private epoll instance where the two sockets
+/// wait for a FIN (`EPOLLRDHUP`) or an error, and never for data, so the segments the
+/// verdict relays wake nobody. Its descriptor is readable while an end is pending.
+#[derive(Debug)]
+pub(crate) struct Ends(OwnedFd);
+
+impl Ends {
+    pub(crate) fn new(sockets: [BorrowedFd<'_>; 2]) -> io::Result<Ends> {
+        let ends = Ends(epoll::create(epoll::CreateFlags::CLOEXEC)?);
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let data = epoll::EventData::new_u64(i as u64);
+            epoll::add(&ends.0, socket, data, epoll::EventFlags::RDHUP)?;
+        }
+        Ok(ends)
+    }
+
+    /// What happened to each socket since the last call: `(fin, error)`; `WouldBlock`
+    /// when nothing did.
+    pub(crate) fn take(&self) -> io::Result<[(bool, bool); 2]> {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(2);
+        let none = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        epoll::wait(&self.0, spare_capacity(&mut events), Some(&none))?;
+        if events.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut ends = [(false, false); 2];
+        for event in &events {
+            let flags = event.flags;
+            if let Some(end) = ends.get_mut(event.data.u64() as usize) {
+                let fin = flags.intersects(epoll::EventFlags::RDHUP | epoll::EventFlags::HUP);
+                *end = (fin, flags.contains(epoll::EventFlags::ERR));
+            }
+        }
+        Ok(ends)
+    }
+
+    /// After the socket's FIN: only an error (a later reset) is reported for it.
+    pub(crate) fn fin_seen(&self, socket: BorrowedFd<'_>, i: usize) -> io::Result<()> {
+        let data = epoll::EventData::new_u64(i as u64);
+        Ok(epoll::modify(
+            &self.0,
+            socket,
+            data,
+            epoll::EventFlags::empty(),
+        )?)
+    }
+}
+
+impl Ends {
+    /// Registers the instance with the runtime's reactor, readable while an end is
+    /// pending.
+    #[allow(unsafe_code)]
+    pub(crate) fn watched(self) -> io::Result<AsyncFd<Ends>> {
+        // SAFETY: `Ends` owns its descriptor, which stays open and the same (its
+        // `as_raw_fd` returns it every time) until the `AsyncFd` drops the `Ends`.
+        unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }
+            .map_err(io::Error::from)
+    }
+}
+
+impl AsRawFd for Ends {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
     }
 }
 

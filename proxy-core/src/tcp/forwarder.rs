@@ -752,19 +752,33 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
             match relaying(&activity).await {
                 #[cfg(target_os = "linux")]
                 Close::Join => {
+                    use std::os::fd::AsFd;
                     let map = relay_shared.sockmap.as_deref();
-                    match map.map(|map| super::sockmap::join(map, &client, &upstream)) {
+                    let join = |map| super::sockmap::join(map, client.as_fd(), upstream.as_fd());
+                    match map.map(join) {
                         Some(Ok(joined)) => {
-                            Box::pin(super::sockmap::relay_joined(
-                                joined,
-                                (&client, &upstream),
-                                relay_shared,
-                                timeouts,
-                                closing,
-                                &bytes,
-                                &activity,
-                            ))
-                            .await
+                            // Out of the reactor: the relayed segments wake nothing.
+                            let pair = client
+                                .into_std()
+                                .and_then(|c| Ok((c, upstream.into_std()?)));
+                            match pair {
+                                Ok((client, upstream)) => {
+                                    Box::pin(super::sockmap::relay_joined(
+                                        joined,
+                                        (&client, &upstream),
+                                        relay_shared,
+                                        timeouts,
+                                        closing,
+                                        &bytes,
+                                        &activity,
+                                    ))
+                                    .await
+                                }
+                                Err(error) => Close::Reset(super::relay::HalfError {
+                                    side: crate::Side::Downstream,
+                                    error,
+                                }),
+                            }
                         }
                         refused => {
                             if let Some(Err(e)) = refused {

@@ -1,6 +1,7 @@
 //! Relaying one connection: two directions, one idle timer, half-close, resets.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -663,7 +664,7 @@ async fn stalled(activity: &Activity) {
 /// Resolves once the peer of `stream` has acknowledged every byte written to it, or when
 /// nothing has moved for [`FLUSH_STALL`]: neither a byte written (`activity`) nor one
 /// acknowledged. Polled: no readiness event says "acknowledged".
-pub(super) async fn delivered(stream: &TcpStream, activity: &Activity) {
+pub(super) async fn delivered(stream: &impl AsFd, activity: &Activity) {
     const FIRST_PAUSE: Duration = Duration::from_millis(1);
     let mut pause = FIRST_PAUSE;
     let mut last = None;

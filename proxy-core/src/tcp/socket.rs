@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -32,20 +33,20 @@ pub(super) async fn peer_error(stream: &TcpStream) -> io::Error {
 }
 
 /// Forwards a FIN: no more bytes will be written to `stream`.
-pub(super) fn shutdown_write(stream: &TcpStream) {
+pub(super) fn shutdown_write(stream: &impl AsFd) {
     if let Err(e) = SockRef::from(stream).shutdown(Shutdown::Write) {
         tracing::trace!(error = %e, "shutdown(SHUT_WR) failed");
     }
 }
 
 /// Makes the coming close of both sockets send a RST (SO_LINGER 0).
-pub(super) fn reset(a: &TcpStream, b: &TcpStream) {
+pub(super) fn reset(a: &impl AsFd, b: &impl AsFd) {
     reset_on_close(a);
     reset_on_close(b);
 }
 
 /// Makes the coming close of `stream` send a RST (SO_LINGER 0).
-pub(super) fn reset_on_close(stream: &TcpStream) {
+pub(super) fn reset_on_close(stream: &impl AsFd) {
     if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
         tracing::trace!(error = %e, "SO_LINGER 0 failed");
     }

@@ -13,8 +13,11 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +26,11 @@ use super::relay::{
 };
 use super::socket::{reset, shutdown_write};
 use crate::stats::Stats;
-use crate::sys::sockmap::{Cookie, SockMap, TcpCounts, hold, since_data, unread};
+use crate::sys::sockmap::{Cookie, Ends, SockMap, TcpCounts, hold, since_data, unread};
 use crate::{Side, TimeoutKind, Timeouts};
+
+/// How often a joined connection's bytes are added to the counters while it lasts.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// One connection's two sockets in the map; dropping it takes them out.
 pub(super) struct Joined<'a> {
@@ -49,9 +55,9 @@ struct Direction<'a> {
     to: &'a TcpStream,
     from_side: Side,
     to_side: Side,
-    /// Bytes `from` had received, and user space read, before joining (a PROXY header).
+    /// Bytes `from` had received, and user space read, before joining.
     read_before: u64,
-    /// Bytes written into `to` before joining (the PROXY header the proxy sent).
+    /// Bytes written into `to` before joining.
     written_before: u64,
     /// Whether `from`'s FIN has arrived (it counts as a received byte until then: a
     /// socket closed since shows no state that says so).
@@ -90,34 +96,21 @@ impl Direction<'_> {
         Ok(written >= self.relayed()?)
     }
 
-    /// Waits for `from`'s FIN or error. `Ok` once the FIN has arrived.
-    async fn ended(&self) -> Result<(), HalfError> {
-        loop {
-            let ready = self
-                .from
-                .ready(Interest::READABLE)
-                .await
-                .map_err(|error| self.failed(error))?;
-            match self.from.take_error().map_err(|e| self.failed(e))? {
-                // The verdict hands the peer's FIN on as an empty segment; sent after the
-                // proxy's own FIN on this socket it fails with EPIPE, reported here. Peers
-                // report with resets, never EPIPE.
-                Some(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
-                Some(error) => return Err(self.failed(error)),
-                None => {}
-            }
-            if ready.is_read_closed() {
-                self.fin.store(true, Relaxed);
-                return Ok(());
-            }
-            // Data-ready wakes with nothing for user space: the verdict took the bytes.
-            // (A reset reads as readable and closed, and its error is taken above.)
-            let _ = self.from.try_io(Interest::READABLE, || {
-                Err::<(), _>(io::ErrorKind::WouldBlock.into())
-            });
-            // `ready()` takes no coop budget.
-            tokio::task::coop::consume_budget().await;
+    /// `from` reported an end: `Ok(true)` for its FIN, `Ok(false)` for nothing after
+    /// all, or its error.
+    fn ended(&self, fin: bool) -> Result<bool, HalfError> {
+        match self.from.take_error().map_err(|e| self.failed(e))? {
+            // The verdict hands the peer's FIN on as an empty segment; sent after the
+            // proxy's own FIN on this socket it fails with EPIPE, reported here. Peers
+            // report with resets, never EPIPE.
+            Some(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Some(error) => return Err(self.failed(error)),
+            None => {}
         }
+        if fin {
+            self.fin.store(true, Relaxed);
+        }
+        Ok(fin)
     }
 
     /// After `from`'s FIN: moves what the verdict left on `from` (bytes that arrived
@@ -126,7 +119,7 @@ impl Direction<'_> {
     async fn finish(&self, activity: &Activity) -> Result<(), HalfError> {
         let mut buf = [0u8; 16 << 10];
         loop {
-            match self.from.try_read(&mut buf) {
+            match (&mut &*self.from).read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => self.write_all(&buf[..n]).await?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -137,7 +130,6 @@ impl Direction<'_> {
         let mut since = Instant::now();
         let mut last = 0;
         loop {
-            tracing::trace!(relayed = ?self.relayed().ok(), written = ?TcpCounts::of(self.to).ok(), before = self.written_before, "finishing");
             match self.passed_on() {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -158,13 +150,21 @@ impl Direction<'_> {
         }
     }
 
+    /// Writes leftovers to the non-blocking `to`; rare, so it polls when the socket is
+    /// full.
     async fn write_all(&self, mut bytes: &[u8]) -> Result<(), HalfError> {
         while !bytes.is_empty() {
-            self.to.writable().await.map_err(|e| self.write_failed(e))?;
-            match self.to.try_write(bytes) {
+            match (&mut &*self.to).write(bytes) {
                 Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.write_failed(e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => {
+                    return Err(HalfError {
+                        side: self.to_side,
+                        error: e,
+                    });
+                }
             }
         }
         Ok(())
@@ -176,11 +176,14 @@ impl Direction<'_> {
             error,
         }
     }
+}
 
-    fn write_failed(&self, error: io::Error) -> HalfError {
-        HalfError {
-            side: self.to_side,
-            error,
+/// Waits until a socket of the pair reports an end: `(fin, error)` for each.
+async fn next_end(ends: &AsyncFd<Ends>) -> io::Result<[(bool, bool); 2]> {
+    loop {
+        let mut ready = ends.readable().await?;
+        if let Ok(result) = ready.try_io(|ends| ends.get_ref().take()) {
+            return result;
         }
     }
 }
@@ -189,14 +192,14 @@ impl Direction<'_> {
 /// in user space (the map is full, or the kernel refused).
 pub(super) fn join<'a>(
     map: &'a SockMap,
-    client: &TcpStream,
-    upstream: &TcpStream,
+    client: BorrowedFd<'_>,
+    upstream: BorrowedFd<'_>,
 ) -> io::Result<Joined<'a>> {
     let cookies = [Cookie::of(client)?, Cookie::of(upstream)?];
     // Nothing reads either socket now and only the peers write, so what user space read
     // before (received less unread) holds still between the two calls unless a segment
     // arrives meanwhile: then look again.
-    let read_before = |s: &TcpStream| -> io::Result<u64> {
+    let read_before = |s: BorrowedFd<'_>| -> io::Result<u64> {
         loop {
             let unread_then = unread(s)?;
             let received = TcpCounts::of(s)?.received;
@@ -236,7 +239,8 @@ pub(super) fn join<'a>(
 
 /// Relays a joined pair until both directions end, a timer fires, a peer fails, or
 /// `closing` is cancelled; the same ends, with the same resets, as the relay in user
-/// space.
+/// space. The sockets have left the runtime's reactor: the segments the kernel relays
+/// wake nothing, and only their ends are watched (see [`Ends`]).
 pub(super) async fn relay_joined(
     joined: Joined<'_>,
     (client, upstream): (&TcpStream, &TcpStream),
@@ -274,32 +278,52 @@ pub(super) async fn relay_joined(
         in_kernel: &stats.bytes_in_kernel,
         conn_bytes: &conn.down,
     };
+    let ends = match Ends::new([client.as_fd(), upstream.as_fd()]).and_then(Ends::watched) {
+        Ok(ends) => ends,
+        Err(error) => {
+            reset(client, upstream);
+            return Close::Reset(HalfError {
+                side: Side::Downstream,
+                error,
+            });
+        }
+    };
     let mut timers = Timers::new(timeouts, activity);
     let lifetime_end = timers.lifetime_end;
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
-    let mut deadline = timers.next();
-    if let Some(t) = deadline {
-        timer.as_mut().reset(t);
-    }
-    let (mut up_done, mut down_done) = (false, false);
-    let close = loop {
+    // The counters are brought up to date at least this often.
+    let mut count_at = Instant::now() + COUNT_EVERY;
+    timer
+        .as_mut()
+        .reset(timers.next().map_or(count_at, |t| t.min(count_at)));
+    let mut done = [false, false];
+    let close = 'relay: loop {
         tokio::select! {
-            r = up.ended(), if !up_done => {
-                if let Err(e) = async { r?; up.finish(activity).await }.await {
-                    break Err(e);
+            r = next_end(&ends) => {
+                let reported = match r {
+                    Ok(reported) => reported,
+                    Err(error) => break Err(HalfError { side: Side::Downstream, error }),
+                };
+                for (i, d) in [&up, &down].into_iter().enumerate() {
+                    let (fin, error) = reported[i];
+                    if done[i] || !(fin || error) {
+                        continue;
+                    }
+                    let finished = match d.ended(fin) {
+                        Ok(true) => d.finish(activity).await,
+                        Ok(false) => continue,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = finished {
+                        break 'relay Err(e);
+                    }
+                    shutdown_write(d.to);
+                    done[i] = true;
+                    let _ = ends.get_ref().fin_seen(d.from.as_fd(), i);
                 }
-                shutdown_write(upstream);
-                up_done = true;
             }
-            r = down.ended(), if !down_done => {
-                if let Err(e) = async { r?; down.finish(activity).await }.await {
-                    break Err(e);
-                }
-                shutdown_write(client);
-                down_done = true;
-            }
-            () = &mut timer, if deadline.is_some() => {
+            () = &mut timer => {
                 // The sockets know when data last arrived; the timers go by that.
                 for d in [&up, &down] {
                     if let Ok(idle) = since_data(d.from)
@@ -309,11 +333,12 @@ pub(super) async fn relay_joined(
                     }
                     d.count();
                 }
+                count_at = Instant::now() + COUNT_EVERY;
                 if let Some(kind) = timers.fired(Instant::now()) {
                     let in_flight = [&up, &down].iter().any(|d| !d.passed_on().unwrap_or(false))
                         || crate::sys::unacknowledged(client).unwrap_or(0) > 0
                         || crate::sys::unacknowledged(upstream).unwrap_or(0) > 0;
-                    if kind != TimeoutKind::Idle || in_flight || up_done != down_done {
+                    if kind != TimeoutKind::Idle || in_flight || done[0] != done[1] {
                         reset(client, upstream);
                     }
                     break Ok(Close::Timeout(kind));
@@ -324,16 +349,15 @@ pub(super) async fn relay_joined(
                 break Ok(Close::Shutdown);
             }
         }
-        if up_done && down_done {
+        if done == [true, true] {
             break Ok(Close::Done);
         }
-        if up_done || down_done {
+        if done.contains(&true) {
             timers.half_closed();
         }
-        deadline = timers.next();
-        if let Some(t) = deadline {
-            timer.as_mut().reset(t);
-        }
+        timer
+            .as_mut()
+            .reset(timers.next().map_or(count_at, |t| t.min(count_at)));
     };
     up.count();
     down.count();
