@@ -4,6 +4,8 @@
 //! capability, as `setcap` and deploy/Containerfile give it), serves real DNS queries
 //! (dnsmasq behind it, dig in front) on 127.0.53.x:53 over UDP and TCP; without the
 //! capability the same command exits 1 naming the address and the permission.
+//! Likewise `--relay sockmap`: refused at start without CAP_BPF and CAP_NET_ADMIN,
+//! naming the setting; started with exactly those two.
 //!
 //! Needs root (to change uid and capabilities) and `setpriv` (util-linux): without them
 //! each test prints why and passes without checking anything. CI runs as root. Also needs
@@ -397,5 +399,59 @@ fn file_capability_binds_port_53_as_nobody() {
         !out.status.success() && stderr.contains("Operation not permitted"),
         "{}: {stderr}",
         out.status
+    );
+}
+
+/// `--relay sockmap` needs CAP_BPF and CAP_NET_ADMIN: without them the forward is refused
+/// at start, naming the setting and what it needs; with exactly those two (as nobody) it
+/// starts.
+#[test]
+fn sockmap_relay_needs_cap_bpf_and_cap_net_admin() {
+    let test = "sockmap_caps";
+    let Some(setpriv) = setpriv_or_skip(test) else {
+        return;
+    };
+    let installed = Installed::new(test);
+    check_runnable(&setpriv, &installed.bin);
+    let args = [
+        "tcp",
+        "0",
+        "127.0.0.1:9",
+        "--listen",
+        "127.0.0.1",
+        "--relay",
+        "sockmap",
+    ];
+    let out = as_nobody(&setpriv, WITHOUT_CAPABILITIES, &installed.bin, &args)
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("relay = sockmap cannot be used")
+            && stderr.contains("CAP_BPF with CAP_NET_ADMIN")
+            && stderr.contains("(--relay)"),
+        "{stderr}"
+    );
+    let caps = [
+        "--bounding-set=-all,+bpf,+net_admin",
+        "--inh-caps=-all,+bpf,+net_admin",
+        "--ambient-caps=+bpf,+net_admin",
+        "--no-new-privs",
+    ];
+    let mut child = as_nobody(&setpriv, &caps, &installed.bin, &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run setpriv");
+    // Refused, it would exit at once; started, it runs until stopped.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let running = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("collect the output");
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        running && said.contains("Forwarding from"),
+        "with CAP_BPF and CAP_NET_ADMIN: {said}"
     );
 }
