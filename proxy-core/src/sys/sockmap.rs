@@ -202,18 +202,6 @@ pub(crate) fn hold(socket: impl AsFd, hold: bool) -> io::Result<()> {
     )
 }
 
-/// How long ago the socket last received data (`tcpi_last_data_recv`).
-pub(crate) fn since_data(socket: impl AsFd) -> io::Result<Duration> {
-    const LAST_DATA_RECV: usize = 52;
-    let mut info = [0u8; LAST_DATA_RECV + 4];
-    let len = getsockopt(&socket, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info)?;
-    if len < info.len() {
-        return Err(io::Error::other("short TCP_INFO"));
-    }
-    let ms = u32::from_ne_bytes(info[LAST_DATA_RECV..].try_into().unwrap());
-    Ok(Duration::from_millis(ms.into()))
-}
-
 /// Byte counts of a TCP socket, from one `TCP_INFO` snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TcpCounts {
@@ -224,11 +212,14 @@ pub(crate) struct TcpCounts {
     pub(crate) written: u64,
     /// Whether the state shows the peer's FIN.
     pub(crate) fin: bool,
+    /// How long ago data last arrived.
+    pub(crate) idle: Duration,
 }
 
 impl TcpCounts {
     pub(crate) fn of(socket: impl AsFd) -> io::Result<TcpCounts> {
         // Offsets in `struct tcp_info` (<linux/tcp.h>); the fields used came with 4.19.
+        const LAST_DATA_RECV: usize = 52;
         const BYTES_RECEIVED: usize = 128;
         const NOTSENT_BYTES: usize = 144;
         const BYTES_SENT: usize = 200;
@@ -241,12 +232,13 @@ impl TcpCounts {
         // States past the peer's FIN: CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT.
         let fin = matches!(info[0], 8 | 9 | 11 | 6);
         let u64_at = |at: usize| u64::from_ne_bytes(info[at..at + 8].try_into().unwrap());
-        let notsent =
-            u32::from_ne_bytes(info[NOTSENT_BYTES..NOTSENT_BYTES + 4].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().unwrap());
         Ok(TcpCounts {
             received: u64_at(BYTES_RECEIVED) - u64::from(fin),
             fin,
-            written: (u64_at(BYTES_SENT) - u64_at(BYTES_RETRANS)) + u64::from(notsent),
+            written: (u64_at(BYTES_SENT) - u64_at(BYTES_RETRANS))
+                + u64::from(u32_at(NOTSENT_BYTES)),
+            idle: Duration::from_millis(u32_at(LAST_DATA_RECV).into()),
         })
     }
 }

@@ -26,7 +26,7 @@ use super::relay::{
 };
 use super::socket::{reset, shutdown_write};
 use crate::stats::Stats;
-use crate::sys::sockmap::{Cookie, Ends, SockMap, TcpCounts, hold, since_data, unread};
+use crate::sys::sockmap::{Cookie, Ends, SockMap, TcpCounts, hold, unread};
 use crate::{Side, TimeoutKind, Timeouts};
 
 /// How often a joined connection's bytes are added to the counters while it lasts.
@@ -70,21 +70,29 @@ struct Direction<'a> {
 }
 
 impl Direction<'_> {
-    /// Bytes relayed so far: those `from` received since joining.
-    fn relayed(&self) -> io::Result<u64> {
-        let counts = TcpCounts::of(self.from)?;
+    /// Bytes relayed so far: those `from` received since joining, by `from`'s `counts`.
+    fn relayed_by(&self, counts: &TcpCounts) -> u64 {
         let fin = u64::from(self.fin.load(Relaxed) && !counts.fin);
-        Ok(counts.received.saturating_sub(self.read_before + fin))
+        counts.received.saturating_sub(self.read_before + fin)
     }
 
-    /// Adds what moved since the last call to the counters.
+    fn relayed(&self) -> io::Result<u64> {
+        Ok(self.relayed_by(&TcpCounts::of(self.from)?))
+    }
+
+    /// Adds what moved since the last call to the counters, by `from`'s `counts`.
+    fn count_by(&self, counts: &TcpCounts) {
+        let n = self.relayed_by(counts);
+        let before = self.counted.fetch_max(n, Relaxed);
+        let moved = n.saturating_sub(before);
+        Stats::add(self.bytes, moved);
+        Stats::add(self.in_kernel, moved);
+        Stats::add(self.conn_bytes, moved);
+    }
+
     fn count(&self) {
-        if let Ok(n) = self.relayed() {
-            let before = self.counted.fetch_max(n, Relaxed);
-            let moved = n.saturating_sub(before);
-            Stats::add(self.bytes, moved);
-            Stats::add(self.in_kernel, moved);
-            Stats::add(self.conn_bytes, moved);
+        if let Ok(counts) = TcpCounts::of(self.from) {
+            self.count_by(&counts);
         }
     }
 
@@ -130,12 +138,11 @@ impl Direction<'_> {
         let mut since = Instant::now();
         let mut last = 0;
         loop {
-            match self.passed_on() {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => return Err(self.failed(e)),
+            let relayed = self.relayed().map_err(|e| self.failed(e))?;
+            let written = TcpCounts::of(self.to).map_err(|e| self.failed(e))?.written;
+            if written.saturating_sub(self.written_before) >= relayed {
+                return Ok(());
             }
-            let written = TcpCounts::of(self.to).map_or(0, |c| c.written);
             if written != last {
                 (last, since) = (written, Instant::now());
                 activity.touch();
@@ -199,21 +206,19 @@ pub(super) fn join<'a>(
     // Nothing reads either socket now and only the peers write, so what user space read
     // before (received less unread) holds still between the two calls unless a segment
     // arrives meanwhile: then look again.
-    let read_before = |s: BorrowedFd<'_>| -> io::Result<u64> {
+    // (Only user space writes to either before joining, and it does not now.)
+    let read_and_written = |s: BorrowedFd<'_>| -> io::Result<(u64, u64)> {
         loop {
             let unread_then = unread(s)?;
-            let received = TcpCounts::of(s)?.received;
+            let counts = TcpCounts::of(s)?;
             if unread(s)? == unread_then {
-                return Ok(received.saturating_sub(unread_then));
+                return Ok((counts.received.saturating_sub(unread_then), counts.written));
             }
         }
     };
-    let before = [
-        read_before(client)?,
-        TcpCounts::of(upstream)?.written,
-        read_before(upstream)?,
-        TcpCounts::of(client)?.written,
-    ];
+    let (client_read, client_written) = read_and_written(client)?;
+    let (upstream_read, upstream_written) = read_and_written(upstream)?;
+    let before = [client_read, upstream_written, upstream_read, client_written];
     hold(client, true)?;
     hold(upstream, true)?;
     let joined = Joined {
@@ -250,34 +255,42 @@ pub(super) async fn relay_joined(
     conn: &ConnBytes,
     activity: &Activity,
 ) -> Close {
-    let before = joined.before;
+    let [client_read, upstream_written, upstream_read, client_written] = joined.before;
     let stats = &shared.stats;
-    let up = Direction {
-        from: client,
-        to: upstream,
-        from_side: Side::Downstream,
-        to_side: Side::Upstream,
-        read_before: before[0],
-        written_before: before[1],
-        fin: AtomicBool::new(false),
-        counted: AtomicU64::new(0),
-        bytes: &stats.bytes_to_upstream,
-        in_kernel: &stats.bytes_in_kernel,
-        conn_bytes: &conn.up,
-    };
-    let down = Direction {
-        from: upstream,
-        to: client,
-        from_side: Side::Upstream,
-        to_side: Side::Downstream,
-        read_before: before[2],
-        written_before: before[3],
-        fin: AtomicBool::new(false),
-        counted: AtomicU64::new(0),
-        bytes: &stats.bytes_to_downstream,
-        in_kernel: &stats.bytes_in_kernel,
-        conn_bytes: &conn.down,
-    };
+    let direction =
+        |from, to, (from_side, to_side), read_before, written_before, bytes, conn_bytes| {
+            Direction {
+                from,
+                to,
+                from_side,
+                to_side,
+                read_before,
+                written_before,
+                fin: AtomicBool::new(false),
+                counted: AtomicU64::new(0),
+                bytes,
+                in_kernel: &stats.bytes_in_kernel,
+                conn_bytes,
+            }
+        };
+    let up = direction(
+        client,
+        upstream,
+        (Side::Downstream, Side::Upstream),
+        client_read,
+        upstream_written,
+        &stats.bytes_to_upstream,
+        &conn.up,
+    );
+    let down = direction(
+        upstream,
+        client,
+        (Side::Upstream, Side::Downstream),
+        upstream_read,
+        client_written,
+        &stats.bytes_to_downstream,
+        &conn.down,
+    );
     let ends = match Ends::new([client.as_fd(), upstream.as_fd()]).and_then(Ends::watched) {
         Ok(ends) => ends,
         Err(error) => {
@@ -326,12 +339,12 @@ pub(super) async fn relay_joined(
             () = &mut timer => {
                 // The sockets know when data last arrived; the timers go by that.
                 for d in [&up, &down] {
-                    if let Ok(idle) = since_data(d.from)
-                        && let Some(at) = Instant::now().checked_sub(idle)
-                    {
-                        activity.saw(at);
+                    if let Ok(counts) = TcpCounts::of(d.from) {
+                        if let Some(at) = Instant::now().checked_sub(counts.idle) {
+                            activity.saw(at);
+                        }
+                        d.count_by(&counts);
                     }
-                    d.count();
                 }
                 count_at = Instant::now() + COUNT_EVERY;
                 if let Some(kind) = timers.fired(Instant::now()) {
